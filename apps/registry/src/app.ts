@@ -1,0 +1,107 @@
+// Builds the registry: connections first, then cross-cutting plugins, then the v1 routes.
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import rateLimit from '@fastify/rate-limit';
+import { Ajv } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import { createLogger, type Logger } from '@planetlite/core';
+import { migrate, openDatabase, type Database } from '@planetlite/db';
+import { openFanout, type Fanout } from '@planetlite/fanout';
+import { Health } from '@planetlite/api';
+import type { RegistryConfig } from './config.js';
+import type { RegistryContext } from './context.js';
+import { registerErrorHandling } from './plugins/errors.js';
+import { registerAuth } from './plugins/auth.js';
+import { registerMetrics } from './plugins/metrics.js';
+import { userRoutes } from './routes/users.js';
+import { siteRoutes } from './routes/sites.js';
+import { nodeRoutes } from './routes/nodes.js';
+import { sliceRoutes } from './routes/slices.js';
+import { sliverRoutes } from './routes/slivers.js';
+import { eventRoutes } from './routes/events.js';
+import { nodeSideRoutes } from './routes/nodeside.js';
+import { answers } from './routes/common.js';
+import { ensureAdmin } from './services/bootstrap.js';
+import { startSweeps } from './services/sweeps.js';
+
+export const VERSION = '0.1.0';
+const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+
+export interface BuildOptions {
+  config: RegistryConfig;
+  /** Share an open database or fan-out (tests); otherwise opened from config and closed with the app. */
+  db?: Database;
+  fanout?: Fanout;
+  logger?: Logger;
+}
+
+/**
+ * Bodies are validated strictly (no type coercion, unknown fields refused); path and query
+ * strings are coerced, since they only ever arrive as text.
+ */
+function validators() {
+  const common = { allErrors: false, useDefaults: true, removeAdditional: false, strict: false } as const;
+  const body = addFormats(new Ajv({ ...common, coerceTypes: false }));
+  const params = addFormats(new Ajv({ ...common, coerceTypes: 'array' }));
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) => (httpPart === 'body' ? body : params).compile(schema);
+}
+
+export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
+  const { config } = opts;
+  const log = opts.logger ?? createLogger({ name: 'registry', level: config.logLevel });
+  const db = opts.db ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger: log }));
+  const fanout = opts.fanout ?? (await openFanout({ redisUrl: config.redisUrl, logger: log }));
+  await migrate(db);
+  const ctx: RegistryContext = { config, db, fanout, log };
+  await ensureAdmin(ctx);
+
+  const app = Fastify({
+    loggerInstance: log as FastifyBaseLogger,
+    bodyLimit: config.bodyLimitBytes,
+    disableRequestLogging: config.logLevel !== 'debug' && config.logLevel !== 'trace',
+    trustProxy: false,
+    ajv: { customOptions: { removeAdditional: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(validators());
+  app.decorate('ctx', ctx);
+  app.addHook('onClose', async () => {
+    if (!opts.fanout) await fanout.close();
+    if (!opts.db) await db.close();
+  });
+  if (config.sweeps) {
+    const stop = startSweeps(ctx);
+    app.addHook('onClose', async () => stop());
+  }
+
+  registerErrorHandling(app);
+  registerAuth(app);
+  registerMetrics(app);
+  const redis = fanout.redis;
+  await app.register(rateLimit, { global: false, ...(redis ? { redis, nameSpace: 'planetlite-ratelimit-' } : {}) });
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'PlanetLite registry API', version: VERSION, description: 'Slices, slivers, sites, users and nodes of a PlanetLite testbed. Errors are RFC 9457 problem+json.' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'user token from POST /v1/auth/login, or a node key' } } },
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  app.get('/healthz', { schema: { tags: ['health'], summary: 'Liveness and database reachability', response: answers({ 200: Health }) } }, async () => {
+    await db.query('SELECT 1');
+    return { status: 'ok' as const, database: db.kind, fanout: fanout.kind, version: VERSION };
+  });
+
+  await app.register(userRoutes);
+  await app.register(siteRoutes);
+  await app.register(nodeRoutes);
+  await app.register(sliceRoutes);
+  await app.register(sliverRoutes);
+  await app.register(eventRoutes);
+  await app.register(nodeSideRoutes);
+  return app;
+}

@@ -1,0 +1,93 @@
+// Registry configuration: command-line flags and environment, checked once at start.
+import { resolve } from 'node:path';
+
+export interface RegistryConfig {
+  host: string;
+  port: number;
+  /** PGlite's home when no databaseUrl; absent too: in memory (tests only). */
+  dataDir: string | undefined;
+  databaseUrl: string | undefined;
+  redisUrl: string | undefined;
+  adminEmail: string | undefined;
+  adminPassword: string | undefined;
+  /** URL under which nodes and users reach this registry (web seed links); default from listen. */
+  publicUrl: string;
+  logLevel: string;
+  defaultImage: string;
+  sliceLifetimeDays: number;
+  maxRenewDays: number;
+  portsPerSliver: number;
+  tokenTtlSeconds: number;
+  loginRateLimitPerMinute: number;
+  longPollMaxSeconds: number;
+  nodeOfflineAfterSeconds: number;
+  bodyLimitBytes: number;
+  /** Run the expiry and node-liveness sweeps on a schedule (off in most tests). */
+  sweeps: boolean;
+}
+
+export interface ConfigInput {
+  listen?: string;
+  dataDir?: string;
+  databaseUrl?: string;
+  redisUrl?: string;
+  adminEmail?: string;
+  adminPassword?: string;
+  publicUrl?: string;
+  logLevel?: string;
+  sweeps?: boolean;
+  overrides?: Partial<RegistryConfig>;
+}
+
+export class ConfigError extends Error {}
+
+/** Builds the config from explicit input, falling back to the documented environment variables. */
+export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.env): RegistryConfig {
+  const listen = input.listen ?? env.PLANETLITE_LISTEN ?? '127.0.0.1:8080';
+  const { host, port } = parseListen(listen);
+  const num = (name: string, def: number, min: number, max: number): number => {
+    const raw = env[name];
+    if (raw === undefined || raw === '') return def;
+    const n = Number(raw);
+    if (!Number.isInteger(n) || n < min || n > max) throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got '${raw}'`);
+    return n;
+  };
+  const publicHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  const cfg: RegistryConfig = {
+    host,
+    port,
+    dataDir: input.dataDir ? resolve(input.dataDir) : env.PLANETLITE_DATA_DIR ? resolve(env.PLANETLITE_DATA_DIR) : undefined,
+    databaseUrl: input.databaseUrl ?? (env.DATABASE_URL || undefined),
+    redisUrl: input.redisUrl ?? (env.REDIS_URL || undefined),
+    adminEmail: input.adminEmail ?? (env.PLANETLITE_ADMIN_EMAIL || undefined),
+    adminPassword: input.adminPassword ?? (env.PLANETLITE_ADMIN_PASSWORD || undefined),
+    publicUrl: (input.publicUrl ?? env.PLANETLITE_PUBLIC_URL ?? `http://${publicHost.includes(':') ? `[${publicHost}]` : publicHost}:${port}`).replace(/\/+$/, ''),
+    logLevel: input.logLevel ?? env.PLANETLITE_LOG_LEVEL ?? 'info',
+    defaultImage: env.PLANETLITE_DEFAULT_IMAGE || 'debian12',
+    sliceLifetimeDays: num('PLANETLITE_SLICE_LIFETIME_DAYS', 14, 1, 365),
+    maxRenewDays: num('PLANETLITE_MAX_RENEW_DAYS', 56, 1, 3650),
+    portsPerSliver: num('PLANETLITE_PORTS_PER_SLIVER', 10, 1, 1000),
+    tokenTtlSeconds: num('PLANETLITE_TOKEN_TTL_SECONDS', 86400, 60, 90 * 86400),
+    loginRateLimitPerMinute: num('PLANETLITE_LOGIN_RATE_LIMIT', 10, 1, 100000),
+    longPollMaxSeconds: num('PLANETLITE_LONG_POLL_MAX_SECONDS', 60, 1, 300),
+    nodeOfflineAfterSeconds: num('PLANETLITE_NODE_OFFLINE_AFTER_SECONDS', 150, 10, 86400),
+    bodyLimitBytes: num('PLANETLITE_BODY_LIMIT_BYTES', 256 * 1024, 1024, 64 * 1024 * 1024),
+    sweeps: input.sweeps ?? true,
+    ...input.overrides,
+  };
+  if (cfg.adminPassword !== undefined && cfg.adminPassword.length < 8) {
+    throw new ConfigError('PLANETLITE_ADMIN_PASSWORD must be at least 8 characters');
+  }
+  if (cfg.databaseUrl && !/^postgres(ql)?:\/\//.test(cfg.databaseUrl)) {
+    throw new ConfigError(`DATABASE_URL must be a postgres:// URL, got '${cfg.databaseUrl}'`);
+  }
+  if (cfg.redisUrl && !/^rediss?:\/\//.test(cfg.redisUrl)) throw new ConfigError(`REDIS_URL must be a redis:// URL, got '${cfg.redisUrl}'`);
+  return cfg;
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new ConfigError(`--listen must be HOST:PORT (for example 127.0.0.1:8080), got '${listen}'`);
+  return { host: (m[1] ?? m[2]) as string, port };
+}

@@ -1,0 +1,18 @@
+// What every route and job of the registry shares: config, database, fan-out, logger.
+import type { Logger } from '@planetlite/core';
+import type { Database } from '@planetlite/db';
+import type { Fanout } from '@planetlite/fanout';
+import type { RegistryConfig } from './config.js';
+
+export interface RegistryContext {
+  config: RegistryConfig;
+  db: Database;
+  fanout: Fanout;
+  log: Logger;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    ctx: RegistryContext;
+  }
+}

@@ -1,0 +1,100 @@
+// Who is calling: a user (bearer token from login) or a node (node key). Routes call the guards.
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AppError } from '@planetlite/core';
+import type { Role } from '@planetlite/api';
+import { hashSecret, secretKind } from '../services/secrets.js';
+
+export interface UserPrincipal {
+  kind: 'user';
+  id: string;
+  email: string;
+  site: string | null;
+  roles: Role[];
+  admin: boolean;
+}
+export interface NodePrincipal {
+  kind: 'node';
+  id: string;
+  site: string;
+}
+export type Principal = UserPrincipal | NodePrincipal;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal | null;
+    /** Set when a bearer was sent but is unknown or expired; guards answer 401 with it. */
+    authProblem: string | null;
+  }
+}
+
+export function registerAuth(app: FastifyInstance): void {
+  app.decorateRequest('principal', null);
+  app.decorateRequest('authProblem', null);
+  app.addHook('onRequest', async (req) => {
+    const header = req.headers.authorization;
+    if (!header) return;
+    const m = /^Bearer\s+(\S+)$/i.exec(header);
+    if (!m) {
+      req.authProblem = 'Authorization header must be "Bearer <token>"';
+      return;
+    }
+    const secret = m[1] as string;
+    const kind = secretKind(secret);
+    const { db } = app.ctx;
+    if (kind === 'user') {
+      const { rows } = await db.query<{ id: string; email: string; site: string | null; roles: Role[] }>(
+        `SELECT u.id, u.email, u.site, u.roles FROM auth_tokens t JOIN users u ON u.id = t.user_id
+         WHERE t.token_hash = $1 AND t.expires_at > now()`,
+        [hashSecret(secret)],
+      );
+      const u = rows[0];
+      if (u) req.principal = { kind: 'user', id: u.id, email: u.email, site: u.site, roles: u.roles, admin: u.roles.includes('admin') };
+      else req.authProblem = 'token is unknown or expired; log in again';
+    } else if (kind === 'node') {
+      const { rows } = await db.query<{ id: string; site: string }>('SELECT id, site FROM nodes WHERE key_hash = $1', [hashSecret(secret)]);
+      const n = rows[0];
+      if (n) req.principal = { kind: 'node', id: n.id, site: n.site };
+      else req.authProblem = 'node key is unknown; enroll the node again';
+    } else {
+      req.authProblem = 'token is not a PlanetLite token';
+    }
+  });
+}
+
+function unauthenticated(req: FastifyRequest): AppError {
+  return new AppError(req.authProblem ? 'token_invalid' : 'unauthorized', req.authProblem ?? 'this call needs "Authorization: Bearer <token>"; get one from POST /v1/auth/login');
+}
+
+export function requireUser(req: FastifyRequest): UserPrincipal {
+  const p = req.principal;
+  if (!p) throw unauthenticated(req);
+  if (p.kind !== 'user') throw new AppError('forbidden', 'node keys may only call their own node\'s paths');
+  return p;
+}
+
+export function requireAdmin(req: FastifyRequest): UserPrincipal {
+  const u = requireUser(req);
+  if (!u.admin) throw new AppError('forbidden', 'only an admin may do this');
+  return u;
+}
+
+/** A user, or the node itself when nodeId is its own id. */
+export function requireUserOrNode(req: FastifyRequest, nodeId: string): Principal {
+  const p = req.principal;
+  if (!p) throw unauthenticated(req);
+  if (p.kind === 'node' && p.id !== nodeId) throw new AppError('forbidden', 'a node key only opens its own node\'s paths');
+  return p;
+}
+
+export function requireNode(req: FastifyRequest, nodeId: string): NodePrincipal {
+  const p = req.principal;
+  if (!p) throw unauthenticated(req);
+  if (p.kind !== 'node') throw new AppError('forbidden', 'only the node itself may call this');
+  if (p.id !== nodeId) throw new AppError('forbidden', 'a node key only opens its own node\'s paths');
+  return p;
+}
+
+/** Admin, or one of roles at site. */
+export function hasSiteRole(u: UserPrincipal, site: string, ...roles: Role[]): boolean {
+  return u.admin || (u.site === site && roles.some((r) => u.roles.includes(r)));
+}

@@ -1,0 +1,103 @@
+// The event log: a filtered list, and the same objects live as Server-Sent Events.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { EventList, EventQuery, type Event } from '@planetlite/api';
+import { requireUser, type UserPrincipal } from '../plugins/auth.js';
+import { toEvent } from '../services/mappers.js';
+import { EVENTS_CHANNEL } from '../services/changes.js';
+import type { RegistryContext } from '../context.js';
+import { answers, bearer } from './common.js';
+
+const HEARTBEAT_MS = 15_000;
+
+/**
+ * Admins see every event; others see node events and the events of slices they are a member
+ * of or, as a pi, of their site (by name prefix, so a deleted slice's history stays visible).
+ */
+async function listEvents(ctx: RegistryContext, me: UserPrincipal, f: EventQuery & { id?: number }): Promise<Event[]> {
+  const piSite = me.roles.includes('pi') ? me.site : null;
+  const { rows } = await ctx.db.query(
+    `SELECT * FROM events e
+     WHERE ($1::bigint IS NULL OR e.id > $1) AND ($2::text IS NULL OR e.slice = $2)
+       AND ($3::uuid IS NULL OR e.node = $3) AND ($4::text IS NULL OR e.type = $4)
+       AND ($5::bigint IS NULL OR e.id = $5)
+       AND ($6 OR e.slice IS NULL OR split_part(e.slice, '_', 1) = $7
+            OR EXISTS (SELECT 1 FROM slice_members m WHERE m.slice = e.slice AND m.user_id = $8))
+     ORDER BY e.id LIMIT $9`,
+    [f.after ?? null, f.slice ?? null, f.node ?? null, f.type ?? null, f.id ?? null, me.admin, piSite, me.id, f.limit ?? 100],
+  );
+  return rows.map(toEvent);
+}
+
+export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { ctx } = app;
+
+  app.get('/v1/events', {
+    schema: { tags: ['events'], summary: 'Events the caller may see, oldest first; page with after=<last id>', security: bearer, querystring: EventQuery, response: answers({ 200: EventList }) },
+  }, async (req) => ({ events: await listEvents(ctx, requireUser(req), req.query) }));
+
+  app.get('/v1/events/stream', {
+    schema: {
+      tags: ['events'],
+      summary: 'Server-Sent Events: first the backlog after `after` (or Last-Event-ID), then live events',
+      security: bearer,
+      querystring: Type.Omit(EventQuery, ['limit']),
+      produces: ['text/event-stream'],
+      response: { '4xx': answers({})['4xx'] },
+    },
+  }, async (req, reply) => {
+    const me = requireUser(req);
+    const filter: EventQuery = { ...req.query };
+    const lastId = Number(req.headers['last-event-id']);
+    if (filter.after === undefined && Number.isInteger(lastId) && lastId >= 0) filter.after = lastId;
+
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    let lastSent = filter.after ?? 0;
+    const send = (e: Event) => {
+      if (e.id <= lastSent) return;
+      lastSent = e.id;
+      res.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
+    };
+    const matches = (e: Event) =>
+      (!filter.slice || e.slice === filter.slice) && (!filter.node || e.node === filter.node) && (!filter.type || e.type === filter.type);
+
+    // Live events queue up while the backlog is read, so none falls between the two.
+    const queue: Event[] = [];
+    let live = false;
+    const onMessage = (msg: string) => {
+      const e = JSON.parse(msg) as Event;
+      if (!matches(e)) return;
+      if (!live) return void queue.push(e);
+      void deliver(e);
+    };
+    const deliver = async (e: Event) => {
+      if (me.admin || !e.slice) return send(e);
+      // Visibility needs the membership table; ask with the same query the list uses.
+      const seen = await listEvents(ctx, me, { id: e.id, limit: 1 }).catch(() => []);
+      if (seen[0]) send(seen[0]);
+    };
+    const unsubscribe = await ctx.fanout.subscribe(EVENTS_CHANNEL, onMessage);
+    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+    const close = () => {
+      clearInterval(heartbeat);
+      unsubscribe();
+    };
+    res.on('close', close);
+    res.write(': connected\n\n');
+    try {
+      for (;;) {
+        const page = await listEvents(ctx, me, { ...filter, after: lastSent, limit: 1000 });
+        page.forEach(send);
+        if (page.length < 1000) break;
+      }
+      live = true;
+      for (const e of queue.splice(0)) await deliver(e);
+    } catch (err) {
+      req.log.warn({ err }, 'event stream backlog failed');
+      close();
+      res.end();
+    }
+  });
+};

@@ -1,0 +1,185 @@
+// What node agents call: their desired state (ETag + long-poll), their observed state, their events.
+import { createHash } from 'node:crypto';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from '@sinclair/typebox';
+import { AppError } from '@planetlite/core';
+import { DesiredState, DesiredStateQuery, Event, NodeEventCreate, ObservedState, type DesiredSliver } from '@planetlite/api';
+import type { Queryable } from '@planetlite/db';
+import { requireNode } from '../plugins/auth.js';
+import { iso, type Row } from '../services/mappers.js';
+import { nodeChannel, withChanges, type Changes } from '../services/changes.js';
+import { dropSliceIfEmpty } from '../services/slices.js';
+import type { RegistryContext } from '../context.js';
+import { answers, bearer, IdParams } from './common.js';
+
+const json = <T>(v: unknown): T => (typeof v === 'string' ? (JSON.parse(v) as T) : (v as T));
+
+export async function desiredStateOf(ctx: RegistryContext, nodeId: string): Promise<DesiredState> {
+  const { db, config } = ctx;
+  const { rows: nodes } = await db.query('SELECT address, port_first, port_last FROM nodes WHERE id = $1', [nodeId]);
+  const node = nodes[0];
+  if (!node) throw new AppError('not_found', `node ${nodeId} not found`);
+  const { rows } = await db.query(
+    `SELECT s.id, s.slice, s.kind, s.desired, s.restart_seq, s.reset_seq, s.port_first, s.port_last,
+            sl.image, sl.resources, sl.expires_at, i.sha256, i.magnet
+     FROM slivers s JOIN slices sl ON sl.name = s.slice LEFT JOIN images i ON i.name = sl.image
+     WHERE s.node_id = $1 ORDER BY s.id`,
+    [nodeId],
+  );
+  const slices = [...new Set(rows.map((r) => r.slice as string))];
+  const { rows: keys } = await db.query<{ slice: string; key: string }>(
+    `SELECT DISTINCT m.slice, k.key FROM slice_members m JOIN ssh_keys k ON k.user_id = m.user_id
+     WHERE m.slice = ANY($1) ORDER BY m.slice, k.key`,
+    [slices],
+  );
+  const slivers: DesiredSliver[] = rows.map((r: Row) => ({
+    id: r.id as string,
+    slice: r.slice as string,
+    kind: r.kind as DesiredSliver['kind'],
+    desired: r.desired as DesiredSliver['desired'],
+    restart_seq: r.restart_seq as number,
+    reset_seq: r.reset_seq as number,
+    image: {
+      name: r.image as string,
+      sha256: (r.sha256 as string | null) ?? null,
+      magnet: (r.magnet as string | null) ?? null,
+      web_seed: r.sha256 ? `${config.publicUrl}/v1/images/${encodeURIComponent(r.image as string)}/archive` : null,
+    },
+    resources: json(r.resources),
+    ports: { first: r.port_first as number, last: r.port_last as number },
+    expires_at: iso(r.expires_at),
+    keys: keys.filter((k) => k.slice === r.slice).map((k) => k.key),
+  }));
+  return { node_id: nodeId, address: node.address as string, port_window: { first: node.port_first as number, last: node.port_last as number }, slivers };
+}
+
+export const etagOf = (doc: DesiredState): string => `"${createHash('sha256').update(JSON.stringify(doc)).digest('base64url').slice(0, 27)}"`;
+
+/** A node that calls in is online; the first call after silence records node.online. */
+async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise<void> {
+  const { rows } = await q.query<{ state: string }>('SELECT state FROM nodes WHERE id = $1 FOR UPDATE', [nodeId]);
+  await q.query("UPDATE nodes SET last_seen = now(), state = 'online' WHERE id = $1", [nodeId]);
+  if (rows[0]?.state === 'offline') await changes.record(q, { type: 'node.online', node: nodeId });
+}
+
+export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  const { ctx } = app;
+
+  app.get('/v1/nodes/:id/desired-state', {
+    schema: {
+      tags: ['node agents'],
+      summary: 'The whole desired state of this node (node key). With If-None-Match and ?wait=S: long-polls until it changes, else 304.',
+      security: bearer,
+      params: IdParams,
+      querystring: DesiredStateQuery,
+      response: answers({ 200: DesiredState, 304: Type.Null({ description: 'not modified' }) }),
+    },
+  }, async (req, reply) => {
+    requireNode(req, req.params.id);
+    await withChanges(ctx, (q, changes) => markSeen(q, changes, req.params.id));
+    const known = req.headers['if-none-match'];
+    let doc = await desiredStateOf(ctx, req.params.id);
+    let etag = etagOf(doc);
+    const wait = Math.min(req.query.wait ?? 0, ctx.config.longPollMaxSeconds);
+    if (known === etag && wait > 0) {
+      // Subscribe before re-reading, so a change landing in between still wakes us.
+      let wake!: () => void;
+      const changed = new Promise<void>((resolve) => (wake = resolve));
+      const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wake());
+      const timer = setTimeout(() => wake(), wait * 1000);
+      reply.raw.on('close', () => wake());
+      try {
+        doc = await desiredStateOf(ctx, req.params.id);
+        etag = etagOf(doc);
+        if (etag === known) {
+          await changed;
+          if (req.raw.socket.destroyed) return reply;
+          doc = await desiredStateOf(ctx, req.params.id);
+          etag = etagOf(doc);
+        }
+      } finally {
+        clearTimeout(timer);
+        unsubscribe();
+      }
+    }
+    reply.header('etag', etag).header('cache-control', 'no-cache');
+    if (known === etag) return reply.code(304).send(null);
+    return doc;
+  });
+
+  app.put('/v1/nodes/:id/observed-state', {
+    schema: {
+      tags: ['node agents'],
+      summary: 'Report sliver states, image fetch progress and usage (node key). A deleting sliver absent from the report is gone.',
+      security: bearer,
+      params: IdParams,
+      body: ObservedState,
+      response: answers({ 200: Type.Object({ ok: Type.Literal(true), updated: Type.Integer(), removed: Type.Integer() }) }),
+    },
+  }, async (req) => {
+    const nodeId = requireNode(req, req.params.id).id;
+    const body = req.body;
+    return withChanges(ctx, async (q, changes) => {
+      await markSeen(q, changes, nodeId);
+      if (body.images) await q.query('UPDATE nodes SET images = $2 WHERE id = $1', [nodeId, JSON.stringify(body.images)]);
+      const { rows } = await q.query('SELECT id, slice, state, desired, error, address FROM slivers WHERE node_id = $1 FOR UPDATE', [nodeId]);
+      const reported = new Map(body.slivers.map((s) => [s.id, s]));
+      let updated = 0;
+      let removed = 0;
+      for (const row of rows) {
+        const id = row.id as string;
+        const slice = row.slice as string;
+        const obs = reported.get(id);
+        const deleting = row.desired === 'deleted';
+        if (deleting && (!obs || obs.state === 'deleted')) {
+          await q.query('DELETE FROM slivers WHERE id = $1', [id]);
+          await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state: 'deleted' } });
+          await dropSliceIfEmpty(q, slice);
+          removed++;
+          continue;
+        }
+        if (!obs || obs.state === 'deleted') continue;
+        // A sliver being deleted stays 'deleting' until it is gone, unless its teardown failed.
+        const state = deleting && obs.state !== 'failed' ? 'deleting' : obs.state;
+        const error = obs.error ?? null;
+        const address = obs.address === undefined ? row.address : obs.address;
+        const usage = { cpu_seconds: obs.cpu_seconds, memory_bytes: obs.memory_bytes, net_rx_bytes: obs.net_rx_bytes, net_tx_bytes: obs.net_tx_bytes };
+        const hasUsage = Object.values(usage).some((v) => v !== undefined);
+        await q.query(
+          `UPDATE slivers SET state = $2, error = $3, address = $4, usage = COALESCE($5, usage),
+             updated_at = CASE WHEN state IS DISTINCT FROM $2 OR error IS DISTINCT FROM $3 THEN now() ELSE updated_at END
+           WHERE id = $1`,
+          [id, state, error, address, hasUsage ? JSON.stringify(usage) : null],
+        );
+        if (state !== row.state || error !== row.error) {
+          updated++;
+          await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });
+        }
+      }
+      return { ok: true as const, updated, removed };
+    });
+  });
+
+  app.post('/v1/nodes/:id/events', {
+    schema: {
+      tags: ['node agents'],
+      summary: 'Record an event seen on the node, e.g. watchdog.reset with the figures behind it (node key)',
+      security: bearer,
+      params: IdParams,
+      body: NodeEventCreate,
+      response: answers({ 201: Event }),
+    },
+  }, async (req, reply) => {
+    const nodeId = requireNode(req, req.params.id).id;
+    const ev = await withChanges(ctx, async (q, changes) => {
+      let slice: string | null = null;
+      if (req.body.sliver) {
+        const { rows } = await q.query<{ slice: string }>('SELECT slice FROM slivers WHERE id = $1 AND node_id = $2', [req.body.sliver, nodeId]);
+        if (!rows[0]) throw new AppError('not_found', `sliver ${req.body.sliver} is not on this node`);
+        slice = rows[0].slice;
+      }
+      return changes.record(q, { type: req.body.type, node: nodeId, slice, sliver: req.body.sliver ?? null, data: req.body.data ?? {} });
+    });
+    return reply.code(201).send(ev);
+  });
+};

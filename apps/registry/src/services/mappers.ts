@@ -1,0 +1,121 @@
+// Database rows → API objects. Both drivers hand back Date or string for timestamps.
+import type * as S from '@planetlite/api';
+
+export type Row = Record<string, unknown>;
+
+export const iso = (v: unknown): string => new Date(v as string).toISOString();
+const isoOrNull = (v: unknown): string | null => (v == null ? null : iso(v));
+const json = <T>(v: unknown): T => (typeof v === 'string' ? (JSON.parse(v) as T) : (v as T));
+
+export function toSite(r: Row): S.Site {
+  return {
+    login_base: r.login_base as string,
+    name: r.name as string,
+    max_slices: r.max_slices as number,
+    max_slivers: r.max_slivers as number,
+    enabled: r.enabled as boolean,
+    created_at: iso(r.created_at),
+    updated_at: iso(r.updated_at),
+  };
+}
+
+export function toUser(r: Row): S.User {
+  return {
+    id: r.id as string,
+    email: r.email as string,
+    name: r.name as string,
+    site: (r.site as string | null) ?? null,
+    roles: r.roles as S.Role[],
+    created_at: iso(r.created_at),
+  };
+}
+
+export function toKey(r: Row): S.SshKey {
+  return {
+    id: r.id as string,
+    user_id: r.user_id as string,
+    type: r.type as string,
+    fingerprint: r.fingerprint as string,
+    comment: r.comment as string,
+    key: r.key as string,
+    created_at: iso(r.created_at),
+  };
+}
+
+export function toNode(r: Row): S.Node {
+  return {
+    id: r.id as string,
+    hostname: r.hostname as string,
+    site: r.site as string,
+    address: r.address as string,
+    state: r.state as S.Node['state'],
+    capabilities: json(r.capabilities),
+    resources: json(r.resources),
+    port_window: { first: r.port_first as number, last: r.port_last as number },
+    last_seen: isoOrNull(r.last_seen),
+    images: json(r.images),
+    created_at: iso(r.created_at),
+  };
+}
+
+export function toImage(r: Row): S.Image {
+  return {
+    name: r.name as string,
+    sha256: r.sha256 as string,
+    size: Number(r.size),
+    kinds: r.kinds as S.Image['kinds'],
+    infohash: (r.infohash as string | null) ?? null,
+    magnet: (r.magnet as string | null) ?? null,
+    created_at: iso(r.created_at),
+  };
+}
+
+export function toSlice(r: Row, members: S.SliceMember[]): S.Slice {
+  return {
+    name: r.name as string,
+    site: r.site as string,
+    state: r.state as S.Slice['state'],
+    description: r.description as string,
+    url: r.url as string,
+    kind: r.kind as S.Slice['kind'],
+    image: r.image as string,
+    expires_at: iso(r.expires_at),
+    members,
+    resources: json(r.resources),
+    created_at: iso(r.created_at),
+  };
+}
+
+/** r must carry the node's address as node_address (see SLIVER_SELECT). */
+export function toSliver(r: Row): S.Sliver {
+  const first = r.port_first as number;
+  return {
+    id: r.id as string,
+    slice: r.slice as string,
+    node_id: r.node_id as string,
+    kind: r.kind as S.Sliver['kind'],
+    state: r.state as S.Sliver['state'],
+    desired: r.desired as S.Sliver['desired'],
+    address: (r.address as string | null) ?? null,
+    ports: { first, last: r.port_last as number },
+    ssh: { host: r.node_address as string, port: first, user: r.slice as string },
+    error: (r.error as string | null) ?? null,
+    usage: r.usage == null ? null : json(r.usage),
+    created_at: iso(r.created_at),
+    updated_at: iso(r.updated_at),
+  };
+}
+
+export const SLIVER_SELECT = 'SELECT s.*, n.address AS node_address FROM slivers s JOIN nodes n ON n.id = s.node_id';
+
+export function toEvent(r: Row): S.Event {
+  return {
+    id: Number(r.id),
+    at: iso(r.at),
+    type: r.type as string,
+    slice: (r.slice as string | null) ?? null,
+    node: (r.node as string | null) ?? null,
+    sliver: (r.sliver as string | null) ?? null,
+    data: json(r.data),
+  };
+}

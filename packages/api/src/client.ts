@@ -1,0 +1,173 @@
+// A typed client for the v1 API, shared by the CLI, the node agent and the tests.
+import type * as S from './schemas.js';
+
+export class ApiError extends Error {
+  readonly status: number;
+  readonly code: string;
+  readonly problem: S.Problem;
+
+  constructor(problem: S.Problem) {
+    super(problem.detail || problem.title);
+    this.name = 'ApiError';
+    this.status = problem.status;
+    this.code = problem.code;
+    this.problem = problem;
+  }
+}
+
+export interface ClientOptions {
+  /** Base URL of the registry, e.g. http://127.0.0.1:8080 */
+  registry: string;
+  /** A user token from login, or a node key. */
+  token?: string | undefined;
+  fetch?: typeof fetch;
+}
+
+type Query = Record<string, string | number | undefined>;
+
+export interface DesiredStateResult {
+  /** null when the registry answered 304: nothing changed since etag. */
+  state: S.DesiredState | null;
+  etag: string | null;
+}
+
+export class PlanetLiteClient {
+  readonly registry: string;
+  token: string | undefined;
+  readonly #fetch: typeof fetch;
+
+  constructor(opts: ClientOptions) {
+    this.registry = opts.registry.replace(/\/+$/, '');
+    this.token = opts.token;
+    this.#fetch = opts.fetch ?? fetch;
+  }
+
+  async request<T>(method: string, path: string, opts: { body?: unknown; query?: Query; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<T> {
+    const res = await this.raw(method, path, opts);
+    if (res.status === 204) return undefined as T;
+    return (await res.json()) as T;
+  }
+
+  /** Sends a request and throws ApiError for any answer of 400 or more. */
+  async raw(method: string, path: string, opts: { body?: unknown; query?: Query; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+    const url = new URL(this.registry + path);
+    for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
+    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    let body: string | undefined;
+    if (opts.body !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(opts.body);
+    }
+    const init: RequestInit = { method, headers };
+    if (body !== undefined) init.body = body;
+    if (opts.signal) init.signal = opts.signal;
+    const res = await this.#fetch(url, init);
+    if (res.status >= 400) throw new ApiError(await problemOf(res));
+    return res;
+  }
+
+  // auth and users
+  async login(email: string, password: string): Promise<S.LoginResponse> {
+    const out = await this.request<S.LoginResponse>('POST', '/v1/auth/login', { body: { email, password } });
+    this.token = out.token;
+    return out;
+  }
+  me() { return this.request<S.User>('GET', '/v1/users/me'); }
+  listUsers(query: { site?: string } = {}) { return this.request<{ users: S.User[] }>('GET', '/v1/users', { query }).then((r) => r.users); }
+  getUser(id: string) { return this.request<S.User>('GET', `/v1/users/${enc(id)}`); }
+  createUser(body: S.UserCreate) { return this.request<S.User>('POST', '/v1/users', { body }); }
+  addKey(userId: string, key: string) { return this.request<S.SshKey>('POST', `/v1/users/${enc(userId)}/keys`, { body: { key } }); }
+  listKeys(userId: string) { return this.request<{ keys: S.SshKey[] }>('GET', `/v1/users/${enc(userId)}/keys`).then((r) => r.keys); }
+  deleteKey(userId: string, keyId: string) { return this.request<void>('DELETE', `/v1/users/${enc(userId)}/keys/${enc(keyId)}`); }
+
+  // sites
+  listSites() { return this.request<{ sites: S.Site[] }>('GET', '/v1/sites').then((r) => r.sites); }
+  getSite(loginBase: string) { return this.request<S.Site>('GET', `/v1/sites/${enc(loginBase)}`); }
+  createSite(body: S.SiteCreate) { return this.request<S.Site>('POST', '/v1/sites', { body }); }
+  updateSite(loginBase: string, body: S.SitePatch) { return this.request<S.Site>('PATCH', `/v1/sites/${enc(loginBase)}`, { body }); }
+  createEnrollmentToken(loginBase: string, body: S.EnrollmentTokenCreate = {}) {
+    return this.request<S.EnrollmentToken>('POST', `/v1/sites/${enc(loginBase)}/enrollment-tokens`, { body });
+  }
+
+  // nodes
+  enroll(body: S.EnrollRequest) { return this.request<S.EnrollResponse>('POST', '/v1/nodes/enroll', { body }); }
+  listNodes(query: { site?: string } = {}) { return this.request<{ nodes: S.Node[] }>('GET', '/v1/nodes', { query }).then((r) => r.nodes); }
+  getNode(id: string) { return this.request<S.Node>('GET', `/v1/nodes/${enc(id)}`); }
+
+  // images
+  listImages() { return this.request<{ images: S.Image[] }>('GET', '/v1/images').then((r) => r.images); }
+  getImage(name: string) { return this.request<S.Image>('GET', `/v1/images/${enc(name)}`); }
+
+  // slices
+  listSlices(query: { site?: string } = {}) { return this.request<{ slices: S.Slice[] }>('GET', '/v1/slices', { query }).then((r) => r.slices); }
+  getSlice(name: string) { return this.request<S.Slice>('GET', `/v1/slices/${enc(name)}`); }
+  createSlice(body: S.SliceCreate) { return this.request<S.Slice>('POST', '/v1/slices', { body }); }
+  addMember(slice: string, userId: string) { return this.request<S.Slice>('POST', `/v1/slices/${enc(slice)}/members`, { body: { user_id: userId } }); }
+  removeMember(slice: string, userId: string) { return this.request<S.Slice>('DELETE', `/v1/slices/${enc(slice)}/members/${enc(userId)}`); }
+  renewSlice(slice: string, expiresAt: string) { return this.request<S.Slice>('POST', `/v1/slices/${enc(slice)}/renew`, { body: { expires_at: expiresAt } }); }
+  deleteSlice(slice: string) { return this.request<S.Slice>('DELETE', `/v1/slices/${enc(slice)}`); }
+
+  // slivers
+  createSliver(slice: string, nodeId: string) { return this.request<S.Sliver>('POST', `/v1/slices/${enc(slice)}/slivers`, { body: { node_id: nodeId } }); }
+  listSlivers(slice: string) { return this.request<{ slivers: S.Sliver[] }>('GET', `/v1/slices/${enc(slice)}/slivers`).then((r) => r.slivers); }
+  getSliver(id: string) { return this.request<S.Sliver>('GET', `/v1/slivers/${enc(id)}`); }
+  sliverAction(id: string, action: S.SliverAction['action']) { return this.request<S.Sliver>('POST', `/v1/slivers/${enc(id)}/actions`, { body: { action } }); }
+  deleteSliver(id: string) { return this.request<S.Sliver>('DELETE', `/v1/slivers/${enc(id)}`); }
+
+  // events
+  listEvents(query: Partial<S.EventQuery> = {}) { return this.request<S.EventList>('GET', '/v1/events', { query }).then((r) => r.events); }
+
+  /** Follows the Server-Sent Events stream, calling onEvent for each event until signal aborts. */
+  async streamEvents(query: { slice?: string; node?: string; type?: string; after?: number }, onEvent: (e: S.Event) => void, signal?: AbortSignal): Promise<void> {
+    const res = await this.raw('GET', '/v1/events/stream', { query, headers: { accept: 'text/event-stream' }, ...(signal ? { signal } : {}) });
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buf = '';
+    try {
+      for await (const chunk of res.body) {
+        buf += decoder.decode(chunk as Uint8Array, { stream: true });
+        let end: number;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const frame = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          const data = frame.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+          if (data) onEvent(JSON.parse(data) as S.Event);
+        }
+      }
+    } catch (err) {
+      if (!signal?.aborted) throw err;
+    }
+  }
+
+  // node side (authenticated with the node key)
+  async desiredState(nodeId: string, opts: { etag?: string | null; wait?: number; signal?: AbortSignal } = {}): Promise<DesiredStateResult> {
+    const headers: Record<string, string> = {};
+    if (opts.etag) headers['if-none-match'] = opts.etag;
+    const res = await this.raw('GET', `/v1/nodes/${enc(nodeId)}/desired-state`, {
+      headers,
+      query: { wait: opts.wait },
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    const etag = res.headers.get('etag');
+    if (res.status === 304) return { state: null, etag: etag ?? opts.etag ?? null };
+    return { state: (await res.json()) as S.DesiredState, etag };
+  }
+  putObservedState(nodeId: string, body: S.ObservedState) { return this.request<{ ok: true }>('PUT', `/v1/nodes/${enc(nodeId)}/observed-state`, { body }); }
+  postNodeEvent(nodeId: string, body: S.NodeEventCreate) { return this.request<S.Event>('POST', `/v1/nodes/${enc(nodeId)}/events`, { body }); }
+}
+
+const enc = encodeURIComponent;
+
+async function problemOf(res: Response): Promise<S.Problem> {
+  const text = await res.text();
+  try {
+    const p = JSON.parse(text) as Partial<S.Problem>;
+    if (typeof p.code === 'string') {
+      return { type: p.type ?? 'about:blank', title: p.title ?? res.statusText, status: p.status ?? res.status, detail: p.detail ?? '', code: p.code };
+    }
+  } catch {
+    // not JSON: fall through to a problem made from the status line
+  }
+  return { type: 'about:blank', title: res.statusText, status: res.status, detail: text.slice(0, 500) || res.statusText, code: `http_${res.status}` };
+}

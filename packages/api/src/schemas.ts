@@ -1,0 +1,380 @@
+// The v1 REST contract as TypeBox schemas: the registry validates and documents with them,
+// the client and the CLI take their types from them.
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+
+const Strict = { additionalProperties: false } as const;
+
+export const LOGIN_BASE_PATTERN = '^[a-z][a-z0-9]{1,19}$';
+export const SLICE_NAME_PATTERN = '^[a-z][a-z0-9]{1,19}_[a-z0-9_]{1,30}$';
+export const IMAGE_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,63}$';
+export const ROLES = ['admin', 'pi', 'tech', 'user'] as const;
+export const SLIVER_STATES = ['pending', 'provisioning', 'running', 'stopped', 'failed', 'deleting'] as const;
+export const SLIVER_ACTIONS = ['start', 'stop', 'restart', 'reset', 'freeze', 'thaw'] as const;
+export const SLICE_KINDS = ['lxc', 'kvm'] as const;
+
+const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339, UTC' });
+const Uuid = Type.String({ format: 'uuid' });
+const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
+// A string enum as JSON Schema `enum` (not a union of literals): clearer errors and OpenAPI.
+const Enum = <T extends readonly string[]>(values: T, description?: string) =>
+  Type.Unsafe<T[number]>({ type: 'string', enum: [...values], ...(description ? { description } : {}) });
+
+export const Problem = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String({ description: 'stable machine-readable error code, e.g. slice_quota_exceeded' }),
+    instance: Type.Optional(Type.String()),
+  },
+  { title: 'Problem', description: 'RFC 9457 problem details' },
+);
+export type Problem = Static<typeof Problem>;
+
+// ---- auth and users --------------------------------------------------------------------------
+export const Role = Enum(ROLES);
+export type Role = Static<typeof Role>;
+
+export const User = Type.Object(
+  {
+    id: Uuid,
+    email: Type.String(),
+    name: Type.String(),
+    site: Nullable(Type.String()),
+    roles: Type.Array(Role),
+    created_at: Timestamp,
+  },
+  { title: 'User' },
+);
+export type User = Static<typeof User>;
+
+export const LoginRequest = Type.Object(
+  { email: Type.String({ minLength: 3, maxLength: 254 }), password: Type.String({ minLength: 1, maxLength: 1024 }) },
+  Strict,
+);
+export type LoginRequest = Static<typeof LoginRequest>;
+export const LoginResponse = Type.Object({ token: Type.String(), expires_at: Timestamp, user: User });
+export type LoginResponse = Static<typeof LoginResponse>;
+
+export const UserCreate = Type.Object(
+  {
+    email: Type.String({ format: 'email', maxLength: 254 }),
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    password: Type.String({ minLength: 8, maxLength: 1024 }),
+    site: Type.String({ pattern: LOGIN_BASE_PATTERN }),
+    roles: Type.Array(Role, { minItems: 1, uniqueItems: true }),
+  },
+  Strict,
+);
+export type UserCreate = Static<typeof UserCreate>;
+
+export const SshKey = Type.Object(
+  { id: Uuid, user_id: Uuid, type: Type.String(), fingerprint: Type.String(), comment: Type.String(), key: Type.String(), created_at: Timestamp },
+  { title: 'SshKey' },
+);
+export type SshKey = Static<typeof SshKey>;
+export const KeyCreate = Type.Object({ key: Type.String({ minLength: 1, maxLength: 16384, description: 'one OpenSSH public key line' }) }, Strict);
+export type KeyCreate = Static<typeof KeyCreate>;
+
+// ---- sites -----------------------------------------------------------------------------------
+export const Site = Type.Object(
+  {
+    login_base: Type.String(),
+    name: Type.String(),
+    max_slices: Type.Integer(),
+    max_slivers: Type.Integer(),
+    enabled: Type.Boolean(),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { title: 'Site' },
+);
+export type Site = Static<typeof Site>;
+export const SiteCreate = Type.Object(
+  {
+    login_base: Type.String({ pattern: LOGIN_BASE_PATTERN, description: 'short site prefix, e.g. princeton' }),
+    name: Type.String({ minLength: 1, maxLength: 200 }),
+    max_slices: Type.Integer({ minimum: 0, maximum: 100000 }),
+    max_slivers: Type.Integer({ minimum: 0, maximum: 1000000 }),
+  },
+  Strict,
+);
+export type SiteCreate = Static<typeof SiteCreate>;
+export const SitePatch = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    max_slices: Type.Optional(Type.Integer({ minimum: 0, maximum: 100000 })),
+    max_slivers: Type.Optional(Type.Integer({ minimum: 0, maximum: 1000000 })),
+    enabled: Type.Optional(Type.Boolean()),
+  },
+  { ...Strict, minProperties: 1 },
+);
+export type SitePatch = Static<typeof SitePatch>;
+
+// ---- nodes -----------------------------------------------------------------------------------
+export const NodeCapabilities = Type.Object(
+  { lxc: Type.Boolean(), kvm: Type.Boolean(), kvm_accel: Nullable(Enum(['kvm', 'tcg'] as const)) },
+  Strict,
+);
+export type NodeCapabilities = Static<typeof NodeCapabilities>;
+export const NodeResources = Type.Object(
+  {
+    cpus: Type.Integer({ minimum: 1, maximum: 4096 }),
+    memory_mb: Type.Integer({ minimum: 1, maximum: 1 << 30 }),
+    disk_mb: Type.Integer({ minimum: 1, maximum: 2 ** 40 }),
+  },
+  Strict,
+);
+export type NodeResources = Static<typeof NodeResources>;
+export const PortRange = Type.Object({ first: Type.Integer({ minimum: 1024, maximum: 65535 }), last: Type.Integer({ minimum: 1024, maximum: 65535 }) }, Strict);
+export type PortRange = Static<typeof PortRange>;
+export const NodeImage = Type.Object({
+  image: Type.String(),
+  state: Type.String(),
+  progress: Type.Optional(Type.Number()),
+  bytes_from_peers: Type.Integer(),
+  bytes_from_webseed: Type.Integer(),
+});
+export type NodeImage = Static<typeof NodeImage>;
+export const Node = Type.Object(
+  {
+    id: Uuid,
+    hostname: Type.String(),
+    site: Type.String(),
+    address: Type.String(),
+    state: Enum(['online', 'offline'] as const),
+    capabilities: NodeCapabilities,
+    resources: NodeResources,
+    port_window: PortRange,
+    last_seen: Nullable(Timestamp),
+    images: Type.Array(NodeImage),
+    created_at: Timestamp,
+  },
+  { title: 'Node' },
+);
+export type Node = Static<typeof Node>;
+export const EnrollmentTokenCreate = Type.Object(
+  { ttl_seconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'default 86400' })) },
+  Strict,
+);
+export type EnrollmentTokenCreate = Static<typeof EnrollmentTokenCreate>;
+export const EnrollmentToken = Type.Object({ token: Type.String(), site: Type.String(), expires_at: Timestamp });
+export type EnrollmentToken = Static<typeof EnrollmentToken>;
+export const EnrollRequest = Type.Object(
+  {
+    token: Type.String({ minLength: 1, maxLength: 200 }),
+    hostname: Type.String({ pattern: '^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$', maxLength: 253 }),
+    address: Type.Union([Type.String({ format: 'ipv4' }), Type.String({ format: 'ipv6' })]),
+    capabilities: NodeCapabilities,
+    resources: NodeResources,
+    port_window: Type.Optional(PortRange),
+  },
+  Strict,
+);
+export type EnrollRequest = Static<typeof EnrollRequest>;
+export const EnrollResponse = Type.Object({ node_id: Uuid, node_key: Type.String() });
+export type EnrollResponse = Static<typeof EnrollResponse>;
+
+// ---- images ----------------------------------------------------------------------------------
+export const Image = Type.Object(
+  {
+    name: Type.String(),
+    sha256: Type.String(),
+    size: Type.Integer(),
+    kinds: Type.Array(Enum(SLICE_KINDS)),
+    infohash: Nullable(Type.String()),
+    magnet: Nullable(Type.String()),
+    created_at: Timestamp,
+  },
+  { title: 'Image' },
+);
+export type Image = Static<typeof Image>;
+
+// ---- slices ----------------------------------------------------------------------------------
+export const SliceResources = Type.Object(
+  {
+    memory_mb: Type.Integer({ minimum: 16, maximum: 1 << 20 }),
+    cpu_shares: Type.Integer({ minimum: 2, maximum: 262144 }),
+    disk_mb: Type.Integer({ minimum: 16, maximum: 1 << 24 }),
+    net_kbps: Type.Integer({ minimum: 8, maximum: 100_000_000 }),
+  },
+  Strict,
+);
+export type SliceResources = Static<typeof SliceResources>;
+export const SliceMember = Type.Object({ id: Uuid, email: Type.String(), name: Type.String() });
+export type SliceMember = Static<typeof SliceMember>;
+export const Slice = Type.Object(
+  {
+    name: Type.String(),
+    site: Type.String(),
+    state: Enum(['active', 'deleting'] as const),
+    description: Type.String(),
+    url: Type.String(),
+    kind: Enum(SLICE_KINDS),
+    image: Type.String(),
+    expires_at: Timestamp,
+    members: Type.Array(SliceMember),
+    resources: SliceResources,
+    created_at: Timestamp,
+  },
+  { title: 'Slice' },
+);
+export type Slice = Static<typeof Slice>;
+export const SliceCreate = Type.Object(
+  {
+    name: Type.String({ pattern: SLICE_NAME_PATTERN, description: '<login_base>_<suffix>' }),
+    description: Type.String({ maxLength: 4000 }),
+    url: Type.String({ maxLength: 2000 }),
+    kind: Type.Optional(Enum(SLICE_KINDS)),
+    image: Type.Optional(Type.String({ pattern: IMAGE_NAME_PATTERN })),
+    resources: Type.Optional(Type.Partial(SliceResources, Strict)),
+  },
+  Strict,
+);
+export type SliceCreate = Static<typeof SliceCreate>;
+export const SliceRenew = Type.Object({ expires_at: Timestamp }, Strict);
+export type SliceRenew = Static<typeof SliceRenew>;
+export const MemberAdd = Type.Object({ user_id: Uuid }, Strict);
+export type MemberAdd = Static<typeof MemberAdd>;
+
+// ---- slivers ---------------------------------------------------------------------------------
+export const SliverState = Enum(SLIVER_STATES);
+export type SliverState = Static<typeof SliverState>;
+export const SliverUsage = Type.Object({
+  cpu_seconds: Type.Optional(Type.Number()),
+  memory_bytes: Type.Optional(Type.Integer()),
+  net_rx_bytes: Type.Optional(Type.Integer()),
+  net_tx_bytes: Type.Optional(Type.Integer()),
+});
+export type SliverUsage = Static<typeof SliverUsage>;
+export const Sliver = Type.Object(
+  {
+    id: Uuid,
+    slice: Type.String(),
+    node_id: Uuid,
+    kind: Enum(SLICE_KINDS),
+    state: SliverState,
+    desired: Enum(['running', 'stopped', 'frozen', 'deleted'] as const, 'what the last action asked for'),
+    address: Nullable(Type.String()),
+    ports: PortRange,
+    ssh: Type.Object({ host: Type.String(), port: Type.Integer(), user: Type.String() }),
+    error: Nullable(Type.String()),
+    usage: Nullable(SliverUsage),
+    created_at: Timestamp,
+    updated_at: Timestamp,
+  },
+  { title: 'Sliver' },
+);
+export type Sliver = Static<typeof Sliver>;
+export const SliverCreate = Type.Object({ node_id: Uuid }, Strict);
+export type SliverCreate = Static<typeof SliverCreate>;
+export const SliverAction = Type.Object({ action: Enum(SLIVER_ACTIONS) }, Strict);
+export type SliverAction = Static<typeof SliverAction>;
+
+// ---- events ----------------------------------------------------------------------------------
+export const Event = Type.Object(
+  {
+    id: Type.Integer(),
+    at: Timestamp,
+    type: Type.String(),
+    slice: Nullable(Type.String()),
+    node: Nullable(Uuid),
+    sliver: Nullable(Uuid),
+    data: Type.Record(Type.String(), Type.Unknown()),
+  },
+  { title: 'Event' },
+);
+export type Event = Static<typeof Event>;
+export const EventQuery = Type.Object(
+  {
+    slice: Type.Optional(Type.String({ maxLength: 60 })),
+    node: Type.Optional(Uuid),
+    type: Type.Optional(Type.String({ maxLength: 60 })),
+    after: Type.Optional(Type.Integer({ minimum: 0, description: 'only events with a larger id' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+  },
+  Strict,
+);
+export type EventQuery = Static<typeof EventQuery>;
+export const EventList = Type.Object({ events: Type.Array(Event) });
+export type EventList = Static<typeof EventList>;
+export const NodeEventCreate = Type.Object(
+  {
+    type: Type.String({ pattern: '^[a-z][a-z_]*\\.[a-z][a-z_.]*$', maxLength: 60 }),
+    sliver: Type.Optional(Uuid),
+    data: Type.Optional(Type.Record(Type.String(), Type.Unknown())),
+  },
+  Strict,
+);
+export type NodeEventCreate = Static<typeof NodeEventCreate>;
+
+// ---- node side -------------------------------------------------------------------------------
+export const DesiredSliver = Type.Object({
+  id: Uuid,
+  slice: Type.String(),
+  kind: Enum(SLICE_KINDS),
+  desired: Enum(['running', 'stopped', 'frozen', 'deleted'] as const),
+  restart_seq: Type.Integer({ description: 'bumped by each restart action' }),
+  reset_seq: Type.Integer({ description: 'bumped by each reset action: rebuild the root filesystem from the image' }),
+  image: Type.Object({
+    name: Type.String(),
+    sha256: Nullable(Type.String()),
+    magnet: Nullable(Type.String()),
+    web_seed: Nullable(Type.String()),
+  }),
+  resources: SliceResources,
+  ports: PortRange,
+  expires_at: Timestamp,
+  keys: Type.Array(Type.String(), { description: 'every slice member\'s OpenSSH public keys' }),
+});
+export type DesiredSliver = Static<typeof DesiredSliver>;
+export const DesiredState = Type.Object(
+  { node_id: Uuid, address: Type.String(), port_window: PortRange, slivers: Type.Array(DesiredSliver) },
+  { title: 'DesiredState' },
+);
+export type DesiredState = Static<typeof DesiredState>;
+export const DesiredStateQuery = Type.Object(
+  { wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 300, description: 'with If-None-Match: long-poll up to this many seconds' })) },
+  Strict,
+);
+export const ObservedSliver = Type.Object(
+  {
+    id: Uuid,
+    state: Enum([...SLIVER_STATES, 'deleted'] as const),
+    error: Type.Optional(Nullable(Type.String({ maxLength: 4000 }))),
+    address: Type.Optional(Nullable(Type.String({ maxLength: 64 }))),
+    cpu_seconds: Type.Optional(Type.Number({ minimum: 0 })),
+    memory_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    net_rx_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    net_tx_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
+  },
+  Strict,
+);
+export type ObservedSliver = Static<typeof ObservedSliver>;
+export const ObservedState = Type.Object(
+  {
+    slivers: Type.Array(ObservedSliver, { maxItems: 100000 }),
+    images: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            image: Type.String({ maxLength: 200 }),
+            state: Type.String({ maxLength: 40 }),
+            progress: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
+            bytes_from_peers: Type.Integer({ minimum: 0 }),
+            bytes_from_webseed: Type.Integer({ minimum: 0 }),
+          },
+          Strict,
+        ),
+        { maxItems: 1000 },
+      ),
+    ),
+  },
+  Strict,
+);
+export type ObservedState = Static<typeof ObservedState>;
+
+// ---- misc ------------------------------------------------------------------------------------
+export const Health = Type.Object({ status: Type.Literal('ok'), database: Type.String(), fanout: Type.String(), version: Type.String() });
+export type Health = Static<typeof Health>;

@@ -1,0 +1,63 @@
+// Errors with a stable machine code; the registry maps them to problem+json, the CLI to one line.
+
+/** Stable codes seen by API clients; add new ones here so they stay discoverable. */
+export type ErrorCode =
+  | 'invalid_request'
+  | 'malformed_json'
+  | 'unsupported_media_type'
+  | 'payload_too_large'
+  | 'unauthorized'
+  | 'invalid_credentials'
+  | 'forbidden'
+  | 'not_found'
+  | 'conflict'
+  | 'already_exists'
+  | 'slice_quota_exceeded'
+  | 'sliver_quota_exceeded'
+  | 'port_window_exhausted'
+  | 'node_incapable'
+  | 'slice_deleting'
+  | 'sliver_deleting'
+  | 'renewal_refused'
+  | 'token_invalid'
+  | 'rate_limited'
+  | 'internal_error';
+
+const STATUS: Record<ErrorCode, number> = {
+  invalid_request: 400,
+  malformed_json: 400,
+  unsupported_media_type: 415,
+  payload_too_large: 413,
+  unauthorized: 401,
+  invalid_credentials: 401,
+  token_invalid: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  already_exists: 409,
+  slice_quota_exceeded: 409,
+  sliver_quota_exceeded: 409,
+  port_window_exhausted: 409,
+  node_incapable: 409,
+  slice_deleting: 409,
+  sliver_deleting: 409,
+  renewal_refused: 400,
+  rate_limited: 429,
+  internal_error: 500,
+};
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+
+  constructor(code: ErrorCode, detail: string) {
+    super(detail);
+    this.name = 'AppError';
+    this.code = code;
+    this.status = STATUS[code];
+  }
+}
+
+export function isAppError(err: unknown): err is AppError {
+  return err instanceof AppError;
+}

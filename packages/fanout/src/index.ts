@@ -1,0 +1,88 @@
+// Change fan-out between registry replicas: Redis pub/sub when configured, in-process otherwise.
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+import type { Logger } from '@planetlite/core';
+
+export type FanoutHandler = (message: string) => void;
+
+export interface Fanout {
+  readonly kind: 'redis' | 'memory';
+  /** The command connection, for other users of the same Redis (rate limits); absent in memory. */
+  readonly redis?: Redis;
+  publish(channel: string, message: string): Promise<void>;
+  /** Resolves, once messages on channel are being delivered, to the function that unsubscribes. */
+  subscribe(channel: string, handler: FanoutHandler): Promise<() => void>;
+  close(): Promise<void>;
+}
+
+const PREFIX = 'planetlite:';
+
+export async function openFanout(opts: { redisUrl?: string | undefined; logger?: Logger }): Promise<Fanout> {
+  return opts.redisUrl ? openRedisFanout(opts.redisUrl, opts.logger) : memoryFanout();
+}
+
+export function memoryFanout(): Fanout {
+  const bus = new EventEmitter();
+  bus.setMaxListeners(0);
+  return {
+    kind: 'memory',
+    async publish(channel, message) {
+      bus.emit(channel, message);
+    },
+    async subscribe(channel, handler) {
+      bus.on(channel, handler);
+      return () => bus.off(channel, handler);
+    },
+    async close() {
+      bus.removeAllListeners();
+    },
+  };
+}
+
+/**
+ * One publishing and one subscribing connection per replica; local handlers hang off an
+ * EventEmitter so that a thousand long-polls cost one Redis subscription per channel.
+ */
+async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
+  const pub = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3 });
+  const sub = new Redis(url, { lazyConnect: true });
+  for (const c of [pub, sub]) c.on('error', (err) => logger?.warn({ err }, 'redis connection error'));
+  await Promise.all([pub.connect(), sub.connect()]);
+  const local = new EventEmitter();
+  local.setMaxListeners(0);
+  const subscribed = new Map<string, Promise<void>>();
+  sub.on('message', (channel: string, message: string) => local.emit(channel.slice(PREFIX.length), message));
+  return {
+    kind: 'redis',
+    redis: pub,
+    async publish(channel, message) {
+      await pub.publish(PREFIX + channel, message);
+    },
+    async subscribe(channel, handler) {
+      local.on(channel, handler);
+      let ready = subscribed.get(channel);
+      if (!ready) {
+        ready = sub.subscribe(PREFIX + channel).then(() => undefined);
+        subscribed.set(channel, ready);
+      }
+      try {
+        await ready;
+      } catch (err) {
+        subscribed.delete(channel);
+        local.off(channel, handler);
+        throw err;
+      }
+      return () => {
+        local.off(channel, handler);
+        if (local.listenerCount(channel) === 0 && subscribed.get(channel) === ready) {
+          subscribed.delete(channel);
+          sub.unsubscribe(PREFIX + channel).catch((err: unknown) => logger?.warn({ err, channel }, 'redis unsubscribe failed'));
+        }
+      };
+    },
+    async close() {
+      local.removeAllListeners();
+      await Promise.allSettled([pub.quit(), sub.quit()]);
+    },
+  };
+}
