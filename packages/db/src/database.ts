@@ -75,7 +75,8 @@ async function openPglite(dataDir?: string): Promise<Database> {
   const wrap = (q: { query: (sql: string, params?: unknown[]) => Promise<{ rows: unknown[]; affectedRows?: number }> }): Queryable => ({
     async query<R>(sql: string, params?: unknown[]) {
       const res = await q.query(sql, params);
-      return { rows: res.rows as R[], rowCount: res.affectedRows ?? res.rows.length };
+      // PGlite counts affected rows for writes only; pg's rowCount also counts selected rows.
+      return { rows: res.rows as R[], rowCount: Math.max(res.affectedRows ?? 0, res.rows.length) };
     },
   });
   const plain = wrap(db);

@@ -1,0 +1,66 @@
+// Unit tests of the pure pieces: ssh key parsing, listen addresses, config checks, error details.
+import { describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { parsePublicKey } from './services/sshkeys.js';
+import { loadConfig, parseListen } from './config.js';
+import { validationDetail } from './plugins/errors.js';
+
+function keygen(type: string, bits?: number): string {
+  const dir = mkdtempSync('/tmp/pl-unit-');
+  try {
+    execFileSync('ssh-keygen', ['-q', '-t', type, ...(bits ? ['-b', String(bits)] : []), '-N', '', '-C', 'me@lab', '-f', `${dir}/k`]);
+    return readFileSync(`${dir}/k.pub`, 'utf8').trim();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('parsePublicKey', () => {
+  it('accepts ed25519, ecdsa and RSA keys and matches ssh-keygen fingerprints', () => {
+    for (const [type, bits] of [['ed25519'], ['ecdsa', 256], ['rsa', 2048]] as const) {
+      const line = keygen(type, bits);
+      const k = parsePublicKey(line);
+      const dir = mkdtempSync('/tmp/pl-unit-');
+      try {
+        execFileSync('sh', ['-c', 'cat > "$1"', 'sh', `${dir}/k.pub`], { input: line });
+        const want = execFileSync('ssh-keygen', ['-l', '-E', 'sha256', '-f', `${dir}/k.pub`], { encoding: 'utf8' }).split(' ')[1];
+        expect(k.fingerprint).toBe(want);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+      expect(k.comment).toBe('me@lab');
+    }
+  });
+  it('refuses short RSA keys, private keys, garbage and mismatched types', () => {
+    expect(() => parsePublicKey(keygen('rsa', 1024))).toThrow(/2048/);
+    const ed = keygen('ed25519').split(' ');
+    expect(() => parsePublicKey(`ssh-rsa ${ed[1]}`)).toThrow(/valid ssh-rsa/);
+    expect(() => parsePublicKey('-----BEGIN OPENSSH PRIVATE KEY-----')).toThrow();
+    expect(() => parsePublicKey('ssh-ed25519')).toThrow();
+  });
+});
+
+describe('config', () => {
+  it('parses HOST:PORT including IPv6 and refuses nonsense', () => {
+    expect(parseListen('0.0.0.0:8080')).toEqual({ host: '0.0.0.0', port: 8080 });
+    expect(parseListen('[::1]:9')).toEqual({ host: '::1', port: 9 });
+    expect(() => parseListen('8080')).toThrow(/HOST:PORT/);
+    expect(() => parseListen('h:70000')).toThrow(/HOST:PORT/);
+  });
+  it('reads the documented environment and says what is wrong with it', () => {
+    const c = loadConfig({}, { DATABASE_URL: 'postgres://u@h/db', REDIS_URL: 'redis://h:1', PLANETLITE_PORTS_PER_SLIVER: '20' });
+    expect(c).toMatchObject({ databaseUrl: 'postgres://u@h/db', redisUrl: 'redis://h:1', portsPerSliver: 20, port: 8080 });
+    expect(() => loadConfig({}, { PLANETLITE_PORTS_PER_SLIVER: 'ten' })).toThrow(/PLANETLITE_PORTS_PER_SLIVER/);
+    expect(() => loadConfig({}, { DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
+    expect(() => loadConfig({}, { PLANETLITE_ADMIN_PASSWORD: 'short' })).toThrow(/at least 8/);
+  });
+});
+
+describe('validationDetail', () => {
+  it('names the field', () => {
+    expect(validationDetail('body', [{ instancePath: '', keyword: 'additionalProperties', params: { additionalProperty: 'x' } }])).toBe("body has unknown field 'x'");
+    expect(validationDetail('body', [{ instancePath: '/resources/memory_mb', keyword: 'minimum', message: 'must be >= 16' }])).toBe('body.resources.memory_mb must be >= 16');
+    expect(validationDetail('body', [{ instancePath: '/kind', keyword: 'enum', params: { allowedValues: ['lxc', 'kvm'] } }])).toBe('body.kind must be one of lxc, kvm');
+  });
+});

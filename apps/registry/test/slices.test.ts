@@ -1,0 +1,151 @@
+// Slice and sliver policy: naming, expiry and renewal, quotas, ports, lifecycle with a node.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { call, makeWorld, ok, testApp, type TestApp, type World } from './helpers.js';
+import { sweepExpiredSlices } from '../src/index.js';
+
+const DAY = 86400_000;
+let t: TestApp;
+let w: World;
+
+beforeAll(async () => {
+  t = await testApp();
+  w = await makeWorld(t.app, { maxSlices: 3, maxSlivers: 3 });
+});
+afterAll(() => t.close());
+
+describe('slices', () => {
+  it('are named <login_base>_<suffix> and expire in two weeks by default', async () => {
+    const s = await ok(t.app, 201, 'POST', '/v1/slices', w.pi, { name: `${w.site}_web`, description: 'web', url: 'https://example.org' });
+    expect(s.site).toBe(w.site);
+    expect(s.kind).toBe('lxc');
+    expect(s.image).toBe('debian12');
+    const days = (Date.parse(s.expires_at) - Date.now()) / DAY;
+    expect(days).toBeGreaterThan(13.9);
+    expect(days).toBeLessThan(14.1);
+    expect(s.members.map((m: { id: string }) => m.id)).toContain(w.ids.pi);
+    for (const name of [`${w.site}-web`, `${w.site}_`, `${w.site}_Web`, `_web`, `${w.site}_${'x'.repeat(31)}`]) {
+      const r = await call(t.app, 'POST', '/v1/slices', w.pi, { name, description: 'd', url: 'u' });
+      expect(r.status, name).toBe(400);
+      expect(r.body.detail).toMatch(/body\.name/);
+    }
+    // A pi of one site cannot take a name in another site's namespace.
+    expect((await call(t.app, 'POST', '/v1/slices', w.pi, { name: `${w.otherSite}_web`, description: 'd', url: 'u' })).status).toBe(403);
+    expect((await call(t.app, 'POST', '/v1/slices', w.pi, { name: `${w.site}_web`, description: 'd', url: 'u' })).body.code).toBe('already_exists');
+  });
+
+  it('enforce the site max_slices', async () => {
+    // makeWorld made one, the test above one: the third fits, the fourth does not.
+    await ok(t.app, 201, 'POST', '/v1/slices', w.pi, { name: `${w.site}_third`, description: 'd', url: 'u' });
+    const r = await call(t.app, 'POST', '/v1/slices', w.pi, { name: `${w.site}_fourth`, description: 'd', url: 'u' });
+    expect(r.status).toBe(409);
+    expect(r.body.code).toBe('slice_quota_exceeded');
+    expect((await call(t.app, 'GET', `/v1/slices/${w.site}_fourth`, w.admin)).status).toBe(404);
+  });
+
+  it('renew at most 8 weeks ahead unless admin, and only with a description and url', async () => {
+    const in7w = new Date(Date.now() + 49 * DAY).toISOString();
+    const in9w = new Date(Date.now() + 63 * DAY).toISOString();
+    const r = await ok(t.app, 200, 'POST', `/v1/slices/${w.slice}/renew`, w.user, { expires_at: in7w });
+    expect(Date.parse(r.expires_at)).toBe(Date.parse(in7w));
+    const tooFar = await call(t.app, 'POST', `/v1/slices/${w.slice}/renew`, w.pi, { expires_at: in9w });
+    expect(tooFar.status).toBe(400);
+    expect(tooFar.body.code).toBe('renewal_refused');
+    await ok(t.app, 200, 'POST', `/v1/slices/${w.slice}/renew`, w.admin, { expires_at: in9w });
+    const past = await call(t.app, 'POST', `/v1/slices/${w.slice}/renew`, w.pi, { expires_at: new Date(Date.now() - DAY).toISOString() });
+    expect(past.status).toBe(400);
+
+    await ok(t.app, 200, 'PATCH', `/v1/slices/${w.site}_web`, w.pi, { url: '' });
+    const noUrl = await call(t.app, 'POST', `/v1/slices/${w.site}_web/renew`, w.pi, { expires_at: in7w });
+    expect(noUrl.status).toBe(400);
+    expect(noUrl.body.detail).toMatch(/description and a url/);
+    const events = await ok(t.app, 200, 'GET', `/v1/events?slice=${w.slice}&type=slice.renewed`, w.pi);
+    expect(events.events).toHaveLength(2);
+  });
+});
+
+describe('slivers', () => {
+  it('get 10 ports from the node window, lowest for ssh, one per slice per node', async () => {
+    const [s] = (await ok(t.app, 200, 'GET', `/v1/slices/${w.slice}/slivers`, w.user)).slivers;
+    expect(s.state).toBe('pending');
+    expect(s.ports.last - s.ports.first + 1).toBe(10);
+    expect(s.ssh).toEqual({ host: '192.0.2.10', port: s.ports.first, user: w.slice });
+    expect(s.ports.first).toBeGreaterThanOrEqual(20000);
+    const dup = await call(t.app, 'POST', `/v1/slices/${w.slice}/slivers`, w.pi, { node_id: w.ids.node });
+    expect(dup.status).toBe(409);
+    const second = await ok(t.app, 202, 'POST', `/v1/slices/${w.site}_web/slivers`, w.pi, { node_id: w.ids.node });
+    expect(second.ports.first).toBe(s.ports.last + 1);
+  });
+
+  it('enforce the site max_slivers and node capabilities', async () => {
+    await ok(t.app, 202, 'POST', `/v1/slices/${w.site}_third/slivers`, w.pi, { node_id: w.ids.node });
+    const r = await call(t.app, 'POST', `/v1/slices/${w.site}_third/slivers`, w.pi, { node_id: w.ids.nodeB });
+    expect(r.body.code).toBe('sliver_quota_exceeded');
+    await ok(t.app, 200, 'PATCH', `/v1/sites/${w.site}`, w.admin, { max_slices: 10, max_slivers: 10 });
+    const kvm = await ok(t.app, 201, 'POST', '/v1/slices', w.pi, { name: `${w.site}_vm`, description: 'd', url: 'u', kind: 'kvm' });
+    expect(kvm.kind).toBe('kvm');
+    const r2 = await call(t.app, 'POST', `/v1/slices/${w.site}_vm/slivers`, w.pi, { node_id: w.ids.node });
+    expect(r2.status).toBe(409);
+    expect(r2.body.code).toBe('node_incapable');
+    const r3 = await call(t.app, 'POST', `/v1/slices/${w.site}_vm/slivers`, w.pi, { node_id: '00000000-0000-4000-8000-000000000000' });
+    expect(r3.status).toBe(404);
+  });
+
+  it('actions change the desired state the node sees; delete completes when the node confirms', async () => {
+    const id = w.ids.sliver;
+    const doc = async () => (await ok(t.app, 200, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node)).slivers.find((s: { id: string }) => s.id === id);
+    expect((await doc()).desired).toBe('running');
+    await ok(t.app, 202, 'POST', `/v1/slivers/${id}/actions`, w.user, { action: 'stop' });
+    expect((await doc()).desired).toBe('stopped');
+    await ok(t.app, 202, 'POST', `/v1/slivers/${id}/actions`, w.user, { action: 'restart' });
+    const d = await doc();
+    expect(d).toMatchObject({ desired: 'running', restart_seq: 1, reset_seq: 0 });
+    await ok(t.app, 202, 'POST', `/v1/slivers/${id}/actions`, w.user, { action: 'reset' });
+    expect((await doc()).reset_seq).toBe(1);
+
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, {
+      slivers: [{ id, state: 'running', address: '10.200.0.2', memory_bytes: 4 << 20, cpu_seconds: 1.5 }],
+    });
+    const running = await ok(t.app, 200, 'GET', `/v1/slivers/${id}`, w.user);
+    expect(running).toMatchObject({ state: 'running', address: '10.200.0.2', usage: { memory_bytes: 4 << 20, cpu_seconds: 1.5 } });
+    const node = await ok(t.app, 200, 'GET', `/v1/nodes/${w.ids.node}`, w.user);
+    expect(node.state).toBe('online');
+
+    const del = await ok(t.app, 202, 'DELETE', `/v1/slivers/${id}`, w.user);
+    expect(del.state).toBe('deleting');
+    expect((await doc()).desired).toBe('deleted');
+    expect((await call(t.app, 'POST', `/v1/slivers/${id}/actions`, w.user, { action: 'start' })).body.code).toBe('sliver_deleting');
+    // The node still reports it running: it stays deleting until the node says it is gone.
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { slivers: [{ id, state: 'running' }] });
+    expect((await ok(t.app, 200, 'GET', `/v1/slivers/${id}`, w.user)).state).toBe('deleting');
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { slivers: [] });
+    expect((await call(t.app, 'GET', `/v1/slivers/${id}`, w.user)).status).toBe(404);
+    const states = await ok(t.app, 200, 'GET', `/v1/events?type=sliver.state&slice=${w.slice}`, w.user);
+    expect(states.events.map((e: { data: { state: string } }) => e.data.state)).toEqual(['pending', 'running', 'deleting', 'deleted']);
+  });
+
+  it('deleting a slice tears its slivers down and frees the name once they are gone', async () => {
+    const name = `${w.site}_web`;
+    const before = (await ok(t.app, 200, 'GET', `/v1/slices/${name}/slivers`, w.pi)).slivers;
+    expect(before).toHaveLength(1);
+    const r = await ok(t.app, 202, 'DELETE', `/v1/slices/${name}`, w.pi);
+    expect(r.state).toBe('deleting');
+    expect((await ok(t.app, 200, 'GET', `/v1/slivers/${before[0].id}`, w.pi)).state).toBe('deleting');
+    expect((await call(t.app, 'POST', '/v1/slices', w.pi, { name, description: 'd', url: 'u' })).body.code).toBe('slice_deleting');
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { slivers: [{ id: before[0].id, state: 'deleted' }] });
+    expect((await call(t.app, 'GET', `/v1/slices/${name}`, w.pi)).status).toBe(404);
+    await ok(t.app, 201, 'POST', '/v1/slices', w.pi, { name, description: 'again', url: 'u' });
+  });
+
+  it('the expiry sweep sends an expired slice to deleting and records slice.expired', async () => {
+    const name = `${w.site}_old`;
+    await ok(t.app, 201, 'POST', '/v1/slices', w.pi, { name, description: 'd', url: 'u' });
+    const sliver = await ok(t.app, 202, 'POST', `/v1/slices/${name}/slivers`, w.pi, { node_id: w.ids.node });
+    await t.db.query("UPDATE slices SET expires_at = now() - interval '1 minute' WHERE name = $1", [name]);
+    const expired = await sweepExpiredSlices(t.app.ctx);
+    expect(expired).toEqual([name]);
+    expect(await sweepExpiredSlices(t.app.ctx)).toEqual([]);
+    expect((await ok(t.app, 200, 'GET', `/v1/slivers/${sliver.id}`, w.pi)).state).toBe('deleting');
+    const ev = await ok(t.app, 200, 'GET', `/v1/events?slice=${name}&type=slice.expired`, w.pi);
+    expect(ev.events).toHaveLength(1);
+  });
+});
