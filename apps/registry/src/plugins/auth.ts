@@ -8,6 +8,7 @@ export interface UserPrincipal {
   kind: 'user';
   id: string;
   email: string;
+  name: string;
   site: string | null;
   roles: Role[];
   admin: boolean;
@@ -42,13 +43,13 @@ export function registerAuth(app: FastifyInstance): void {
     const kind = secretKind(secret);
     const { db } = app.ctx;
     if (kind === 'user') {
-      const { rows } = await db.query<{ id: string; email: string; site: string | null; roles: Role[] }>(
-        `SELECT u.id, u.email, u.site, u.roles FROM auth_tokens t JOIN users u ON u.id = t.user_id
+      const { rows } = await db.query<{ id: string; email: string; name: string; site: string | null; roles: Role[] }>(
+        `SELECT u.id, u.email, u.name, u.site, u.roles FROM auth_tokens t JOIN users u ON u.id = t.user_id
          WHERE t.token_hash = $1 AND t.expires_at > now()`,
         [hashSecret(secret)],
       );
       const u = rows[0];
-      if (u) req.principal = { kind: 'user', id: u.id, email: u.email, site: u.site, roles: u.roles, admin: u.roles.includes('admin') };
+      if (u) req.principal = { kind: 'user', id: u.id, email: u.email, name: u.name, site: u.site, roles: u.roles, admin: u.roles.includes('admin') };
       else req.authProblem = 'token is unknown or expired; log in again';
     } else if (kind === 'node') {
       const { rows } = await db.query<{ id: string; site: string }>('SELECT id, site FROM nodes WHERE key_hash = $1', [hashSecret(secret)]);

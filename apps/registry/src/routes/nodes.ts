@@ -31,14 +31,14 @@ export const nodeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const key = newSecret('node');
     const out = await withChanges(ctx, async (q, changes) => {
       const { rows: toks } = await q.query<{ site: string; used_at: unknown; expires_at: Date | string }>(
-        'SELECT site, used_at, expires_at FROM enrollment_tokens WHERE token_hash = $1 FOR UPDATE',
+        'SELECT site, used_at, expires_at FROM enrollment_tokens WHERE token_hash = $1 FOR NO KEY UPDATE',
         [hashSecret(b.token)],
       );
       const tok = toks[0];
       if (!tok) throw new AppError('token_invalid', 'enrollment token is unknown');
       if (tok.used_at) throw new AppError('token_invalid', 'enrollment token was already used');
       if (new Date(tok.expires_at).getTime() <= Date.now()) throw new AppError('token_invalid', 'enrollment token has expired; ask your site admin for a new one');
-      const { rows: existing } = await q.query<{ id: string; site: string }>('SELECT id, site FROM nodes WHERE hostname = $1 FOR UPDATE', [b.hostname]);
+      const { rows: existing } = await q.query<{ id: string; site: string }>('SELECT id, site FROM nodes WHERE hostname = $1 FOR NO KEY UPDATE', [b.hostname]);
       let nodeId: string;
       const values = [b.address, JSON.stringify(b.capabilities), JSON.stringify(b.resources), window.first, window.last, hashSecret(key)];
       if (existing[0]) {

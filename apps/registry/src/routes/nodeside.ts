@@ -57,7 +57,7 @@ export const etagOf = (doc: DesiredState): string => `"${createHash('sha256').up
 
 /** A node that calls in is online; the first call after silence records node.online. */
 async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise<void> {
-  const { rows } = await q.query<{ state: string }>('SELECT state FROM nodes WHERE id = $1 FOR UPDATE', [nodeId]);
+  const { rows } = await q.query<{ state: string }>('SELECT state FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [nodeId]);
   await q.query("UPDATE nodes SET last_seen = now(), state = 'online' WHERE id = $1", [nodeId]);
   if (rows[0]?.state === 'offline') await changes.record(q, { type: 'node.online', node: nodeId });
 }
@@ -122,7 +122,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     return withChanges(ctx, async (q, changes) => {
       await markSeen(q, changes, nodeId);
       if (body.images) await q.query('UPDATE nodes SET images = $2 WHERE id = $1', [nodeId, JSON.stringify(body.images)]);
-      const { rows } = await q.query('SELECT id, slice, state, desired, error, address FROM slivers WHERE node_id = $1 FOR UPDATE', [nodeId]);
+      const { rows } = await q.query('SELECT id, slice, state, desired, error, address FROM slivers WHERE node_id = $1 FOR NO KEY UPDATE', [nodeId]);
       const reported = new Map(body.slivers.map((s) => [s.id, s]));
       let updated = 0;
       let removed = 0;

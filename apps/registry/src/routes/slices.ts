@@ -34,7 +34,7 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const site = siteOfSlice(b.name);
     const kind = b.kind ?? 'lxc';
     const slice = await withChanges(ctx, async (q, changes) => {
-      const { rows: sites } = await q.query('SELECT * FROM sites WHERE login_base = $1 FOR UPDATE', [site]);
+      const { rows: sites } = await q.query('SELECT * FROM sites WHERE login_base = $1', [site]);
       const s = sites[0];
       if (!s) {
         if (!me.admin) throw new AppError('forbidden', `only a pi of site ${site} may create slices named ${site}_…`);
@@ -42,23 +42,27 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       if (!hasSiteRole(me, site, 'pi')) throw new AppError('forbidden', `only a pi of site ${site}, or an admin, may create its slices`);
       if (!s.enabled) throw new AppError('forbidden', `site ${site} is disabled`);
-      const { rows: existing } = await q.query<{ state: string }>('SELECT state FROM slices WHERE name = $1', [b.name]);
-      if (existing[0]?.state === 'deleting') throw new AppError('slice_deleting', `slice ${b.name} is still being deleted; try again when its slivers are gone`);
-      if (existing[0]) throw new AppError('already_exists', `slice ${b.name} already exists`);
-      const { rows: count } = await q.query<{ n: number }>("SELECT count(*)::int AS n FROM slices WHERE site = $1 AND state = 'active'", [site]);
-      if ((count[0]?.n ?? 0) >= (s.max_slices as number)) {
-        throw new AppError('slice_quota_exceeded', `site ${site} may have at most ${s.max_slices as number} slices`);
-      }
       const expires = new Date(Date.now() + ctx.config.sliceLifetimeDays * DAY);
       const resources = { ...DEFAULT_RESOURCES, ...b.resources };
       const { rows } = await q.query(
         `INSERT INTO slices (name, site, description, url, kind, image, resources, expires_at, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *`,
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING RETURNING *`,
         [b.name, site, b.description, b.url, kind, b.image ?? ctx.config.defaultImage, JSON.stringify(resources), expires, me.id],
       );
+      if (!rows[0]) {
+        const { rows: existing } = await q.query<{ state: string }>('SELECT state FROM slices WHERE name = $1', [b.name]);
+        if (existing[0]?.state === 'deleting') throw new AppError('slice_deleting', `slice ${b.name} is still being deleted; try again when its slivers are gone`);
+        throw new AppError('already_exists', `slice ${b.name} already exists`);
+      }
       await q.query('INSERT INTO slice_members (slice, user_id) VALUES ($1, $2)', [b.name, me.id]);
       await changes.record(q, { type: 'slice.created', slice: b.name, data: { by: me.email, kind, expires_at: expires.toISOString() } });
-      return sliceView(q, rows[0]!);
+      // The quota check comes last: the site lock then serialises only this count and the commit.
+      await q.query('SELECT 1 FROM sites WHERE login_base = $1 FOR NO KEY UPDATE', [site]);
+      const { rows: count } = await q.query<{ n: number }>("SELECT count(*)::int AS n FROM slices WHERE site = $1 AND state = 'active'", [site]);
+      if ((count[0]?.n ?? 0) > (s.max_slices as number)) {
+        throw new AppError('slice_quota_exceeded', `site ${site} may have at most ${s.max_slices as number} slices`);
+      }
+      return toSlice(rows[0], [{ id: me.id, email: me.email, name: me.name }]);
     });
     return reply.code(201).send(slice);
   });

@@ -12,7 +12,7 @@ import { allocatePorts, loadSlice, requireSliceRole } from '../services/slices.j
 import { answers, bearer, IdParams, NameParams } from './common.js';
 
 async function loadSliver(q: Queryable, id: string, lock = false): Promise<Row> {
-  const { rows } = await q.query(`${SLIVER_SELECT} WHERE s.id = $1${lock ? ' FOR UPDATE OF s' : ''}`, [id]);
+  const { rows } = await q.query(`${SLIVER_SELECT} WHERE s.id = $1${lock ? ' FOR NO KEY UPDATE OF s' : ''}`, [id]);
   if (!rows[0]) throw new AppError('not_found', `sliver ${id} not found`);
   return rows[0];
 }
@@ -53,14 +53,14 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const slice = await loadSlice(q, req.params.name, true);
       await requireSliceRole(q, me, slice, ['admin', 'pi', 'member'], 'add slivers to');
       if (slice.state !== 'active') throw new AppError('slice_deleting', `slice ${req.params.name} is being deleted`);
-      const { rows: nodes } = await q.query('SELECT * FROM nodes WHERE id = $1 FOR UPDATE', [req.body.node_id]);
+      const { rows: nodes } = await q.query('SELECT * FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [req.body.node_id]);
       const node = nodes[0];
       if (!node) throw new AppError('not_found', `node ${req.body.node_id} not found`);
       const caps = (typeof node.capabilities === 'string' ? JSON.parse(node.capabilities) : node.capabilities) as { lxc: boolean; kvm: boolean };
       if (!caps[slice.kind as 'lxc' | 'kvm']) {
         throw new AppError('node_incapable', `node ${node.hostname as string} cannot run ${slice.kind as string} slivers`);
       }
-      const { rows: sites } = await q.query<{ max_slivers: number }>('SELECT max_slivers FROM sites WHERE login_base = $1 FOR UPDATE', [slice.site]);
+      const { rows: sites } = await q.query<{ max_slivers: number }>('SELECT max_slivers FROM sites WHERE login_base = $1 FOR NO KEY UPDATE', [slice.site]);
       const { rows: dup } = await q.query('SELECT 1 FROM slivers WHERE slice = $1 AND node_id = $2', [req.params.name, req.body.node_id]);
       if (dup[0]) throw new AppError('already_exists', `slice ${req.params.name} already has a sliver on node ${node.hostname as string}`);
       const { rows: count } = await q.query<{ n: number }>('SELECT count(*)::int AS n FROM slivers WHERE site = $1', [slice.site]);

@@ -10,7 +10,7 @@ import type { Changes } from './changes.js';
 export const siteOfSlice = (name: string): string => name.slice(0, name.indexOf('_'));
 
 export async function loadSlice(q: Queryable, name: string, lock = false): Promise<Row> {
-  const { rows } = await q.query(`SELECT * FROM slices WHERE name = $1${lock ? ' FOR UPDATE' : ''}`, [name]);
+  const { rows } = await q.query(`SELECT * FROM slices WHERE name = $1${lock ? ' FOR NO KEY UPDATE' : ''}`, [name]);
   if (!rows[0]) throw new AppError('not_found', `slice ${name} not found`);
   return rows[0];
 }
@@ -76,7 +76,7 @@ export async function dropSliceIfEmpty(q: Queryable, name: string): Promise<void
 
 /**
  * First free run of `count` ports in the node's window. Callers hold the node row lock
- * (SELECT … FOR UPDATE), so concurrent allocations on one node are serialised.
+ * (SELECT … FOR NO KEY UPDATE), so concurrent allocations on one node are serialised.
  */
 export async function allocatePorts(q: Queryable, nodeId: string, window: { first: number; last: number }, count: number): Promise<{ first: number; last: number }> {
   const { rows } = await q.query<{ port_first: number; port_last: number }>(

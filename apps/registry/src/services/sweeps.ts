@@ -11,7 +11,7 @@ export async function sweepExpiredSlices(ctx: RegistryContext, now = new Date())
   for (const { name } of rows) {
     await withChanges(ctx, async (q, changes) => {
       // Re-check under the row lock: another replica may have swept it meanwhile.
-      const { rows: still } = await q.query("SELECT 1 FROM slices WHERE name = $1 AND state = 'active' AND expires_at <= $2 FOR UPDATE", [name, now]);
+      const { rows: still } = await q.query("SELECT 1 FROM slices WHERE name = $1 AND state = 'active' AND expires_at <= $2 FOR NO KEY UPDATE", [name, now]);
       if (!still[0]) return;
       await tearDownSlice(q, changes, name, 'expired');
       expired.push(name);

@@ -1,0 +1,139 @@
+// Registry throughput on loopback against a real PostgreSQL: slice creations and sliver reads
+// per second (autocannon), beside the raw INSERT rate of the same server (pgbench), in one run.
+//
+//   node scripts/bench/registry.ts [--seconds 10] [--connections 10] [--write docs/benchmarks.md]
+//
+// Runs with Node 24's built-in TypeScript support after `bash scripts/setup.sh` (needs the build).
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { cpus, totalmem, tmpdir } from 'node:os';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { PlanetLiteClient } from '@planetlite/api';
+import { freePort, startPostgres, startRedis } from '../../test/harness/services.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '10' },
+    write: { type: 'string' },
+  },
+});
+const SECONDS = Number(args.seconds);
+const CONNECTIONS = Number(args.connections);
+const ROOT = new URL('../../', import.meta.url).pathname;
+const ADMIN = { email: 'bench@planetlite.test', password: 'bench-password' };
+
+interface Result { name: string; rps: number; p50: number; p99: number; errors: number; total: number }
+
+async function cannon(name: string, opts: autocannon.Options): Promise<Result> {
+  const r = await autocannon({ connections: CONNECTIONS, duration: SECONDS, ...opts });
+  const errors = r.non2xx + r.errors + r.timeouts;
+  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors, total: r.requests.total };
+}
+
+function pgbenchInsert(url: string): Result {
+  const dir = mkdtempSync(join(tmpdir(), 'pl-pgbench-'));
+  try {
+    const script = join(dir, 'insert.sql');
+    // The same shape of row a slice creation writes, into a table like slices.
+    writeFileSync(script, "INSERT INTO raw_slices (name, site, description, url, kind, image, resources, expires_at) VALUES ('bench_' || gen_random_uuid(), 'bench', 'd', 'u', 'lxc', 'debian12', '{\"memory_mb\":512}', now() + interval '14 days');\n");
+    const u = new URL(url);
+    const pgbin = readdirMax('/usr/lib/postgresql');
+    const env = { ...process.env, PGHOST: u.hostname, PGPORT: u.port, PGUSER: u.username || 'postgres', PGDATABASE: u.pathname.slice(1) };
+    execFileSync(`${pgbin}/psql`, ['-q', '-c', 'CREATE TABLE raw_slices (name text PRIMARY KEY, site text, description text, url text, kind text, image text, resources jsonb, expires_at timestamptz, created_at timestamptz DEFAULT now())'], { env });
+    const out = execFileSync(`${pgbin}/pgbench`, ['-n', '-c', String(CONNECTIONS), '-j', '2', '-T', String(SECONDS), '-r', '-f', script], { env, encoding: 'utf8' });
+    const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
+    const lat = Number(/latency average = ([\d.]+) ms/.exec(out)?.[1]);
+    const total = Number(/number of transactions actually processed: (\d+)/.exec(out)?.[1]);
+    return { name: 'raw INSERT (pgbench, same server)', rps: tps, p50: lat, p99: NaN, errors: 0, total };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function readdirMax(base: string): string {
+  const versions = execFileSync('ls', [base], { encoding: 'utf8' }).split('\n').filter((v) => /^\d+$/.test(v)).map(Number).sort((a, b) => b - a);
+  return `${base}/${versions[0]}/bin`;
+}
+
+async function main(): Promise<void> {
+  const mainJs = join(ROOT, 'apps/registry/dist/main.js');
+  if (!existsSync(mainJs)) throw new Error('apps/registry is not built: run bash scripts/setup.sh first');
+  const pg = await startPostgres();
+  const redis = await startRedis();
+  let registry: ChildProcess | undefined;
+  try {
+    const dbUrl = await pg.createDatabase('bench');
+    const port = await freePort();
+    registry = spawn(process.execPath, [mainJs, 'serve', '--listen', `127.0.0.1:${port}`], {
+      env: { ...process.env, DATABASE_URL: dbUrl, REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: ADMIN.email, PLANETLITE_ADMIN_PASSWORD: ADMIN.password, PLANETLITE_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    const url = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 100; i++) {
+      if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const admin = new PlanetLiteClient({ registry: url });
+    await admin.login(ADMIN.email, ADMIN.password);
+    await admin.createSite({ login_base: 'bench', name: 'Bench', max_slices: 100000, max_slivers: 100000 });
+    const tok = await admin.createEnrollmentToken('bench');
+    const node = await new PlanetLiteClient({ registry: url }).enroll({
+      token: tok.token, hostname: 'bench1.test', address: '127.0.0.1',
+      capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 2, memory_mb: 4096, disk_mb: 10000 },
+    });
+    await admin.createSlice({ name: 'bench_reader', description: 'd', url: 'u' });
+    const sliver = await admin.createSliver('bench_reader', node.node_id);
+    const headers = { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json' };
+
+    let n = 0;
+    const results: Result[] = [];
+    results.push(await cannon('POST /v1/slices (create a slice)', {
+      url,
+      requests: [{
+        method: 'POST', path: '/v1/slices', headers,
+        setupRequest: (req) => ({ ...req, body: JSON.stringify({ name: `bench_s${n++}`, description: 'benchmark', url: 'https://example.org' }) }),
+      }],
+    }));
+    results.push(await cannon('GET /v1/slivers/{id}', { url: `${url}/v1/slivers/${sliver.id}`, headers }));
+    results.push(pgbenchInsert(dbUrl));
+
+    const cpu = cpus()[0]?.model ?? 'unknown cpu';
+    const lines = [
+      `### Registry throughput — ${new Date().toISOString().slice(0, 10)}`,
+      '',
+      `Machine: ${cpus().length} cores (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${execFileSync(`${readdirMax('/usr/lib/postgresql')}/postgres`, ['--version'], { encoding: 'utf8' }).trim().split(' ').pop()}, Redis fan-out on.`,
+      `Load: ${CONNECTIONS} connections for ${SECONDS} s each on loopback; the registry is one process, the load generator another, all on the same machine.`,
+      '',
+      '| what | requests/s | p50 ms | p99 ms | errors | total |',
+      '|---|---:|---:|---:|---:|---:|',
+      ...results.map((r) => `| ${r.name} | ${r.rps.toFixed(0)} | ${Number.isNaN(r.p50) ? '–' : r.p50.toFixed(1)} | ${Number.isNaN(r.p99) ? '–' : r.p99.toFixed(1)} | ${r.errors} | ${r.total} |`),
+      '',
+      '(pgbench reports the average latency, shown under p50.)',
+      '',
+    ];
+    const text = lines.join('\n');
+    console.log(text);
+    if (args.write) {
+      const file = join(ROOT, args.write);
+      const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n\n';
+      writeFileSync(file, old.trimEnd() + '\n\n' + text);
+      console.log(`appended to ${args.write}`);
+    }
+  } finally {
+    if (registry && registry.exitCode === null) {
+      registry.kill('SIGTERM');
+      await once(registry, 'exit');
+    }
+    await redis.stop();
+    await pg.stop();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});
