@@ -23,14 +23,14 @@ export PLANETLITE_ADMIN_EMAIL="${PLANETLITE_ADMIN_EMAIL:-admin@demo.planetlite.t
 export PLANETLITE_ADMIN_PASSWORD="${PLANETLITE_ADMIN_PASSWORD:-demo-admin-password}"
 PI_EMAIL="pi@demo.planetlite.test"
 PI_PASSWORD="demo-pi-password"
-pl() { npx --no-install planetlite "$@"; }
+pl() { "$ROOT/node_modules/.bin/planetlite" "$@"; }
 
 if curl -fsS "$REGISTRY/healthz" >/dev/null 2>&1; then
   die "something already answers on $LISTEN; stop it or set PLANETLITE_LISTEN=127.0.0.1:PORT"
 fi
 
 log "registry: starting on $LISTEN with its embedded database in $DATA/registry"
-npx --no-install planetlite-registry serve --listen "$LISTEN" --data-dir "$DATA/registry" >"$DATA/registry.log" 2>&1 &
+"$ROOT/node_modules/.bin/planetlite-registry" serve --listen "$LISTEN" --data-dir "$DATA/registry" >"$DATA/registry.log" 2>&1 &
 REGISTRY_PID=$!
 stop_registry() {
   if [ -z "${KEEP_RUNNING:-}" ] && kill -0 "$REGISTRY_PID" 2>/dev/null; then

@@ -1,0 +1,271 @@
+// The CLI end to end against a real registry (in-process, embedded PGlite in memory).
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PlanetLiteClient, type EnrollmentToken, type Event, type Site, type Slice, type Sliver, type SshKey, type User } from '@planetlite/api';
+// Deliberately a static import: if the registry is not built this file fails loudly instead of skipping.
+import { startRegistry } from '@planetlite/registry';
+import { runCli } from './cli.js';
+import type { Io } from './io.js';
+
+const run = promisify(execFile);
+const ADMIN_EMAIL = 'admin@planetlite.test';
+const ADMIN_PASSWORD = 'admin-password-123';
+
+let registry: { url: string; close(): Promise<void> };
+let dir: string;
+let adminConfig: string;
+let piConfig: string;
+let piPassword = '';
+
+interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(args: string[], opts: { config?: string; env?: Record<string, string>; stdin?: string } = {}): Promise<Result> {
+  let stdout = '';
+  let stderr = '';
+  const io: Io = {
+    stdout: { write: (s: string) => (stdout += s) },
+    stderr: { write: (s: string) => (stderr += s) },
+    env: { HOME: dir, PLANETLITE_CONFIG: opts.config ?? join(dir, 'none.json'), ...opts.env },
+    stdin: opts.stdin === undefined ? undefined : Readable.from([opts.stdin]),
+  };
+  const code = await runCli(args, io);
+  return { code, stdout, stderr };
+}
+
+/** Runs and expects success; the message on failure shows what the CLI said. */
+async function ok(args: string[], opts: Parameters<typeof cli>[1] = {}): Promise<string> {
+  const r = await cli(args, opts);
+  expect(r, `planetlite ${args.join(' ')}`).toMatchObject({ code: 0, stderr: '' });
+  return r.stdout;
+}
+
+async function okJson<T>(args: string[], opts: Parameters<typeof cli>[1] = {}): Promise<T> {
+  return JSON.parse(await ok(['--json', ...args], opts)) as T;
+}
+
+/** One "planetlite: ..." line, exit 1, nothing on stdout, and no stack trace. */
+function expectOneLineError(r: Result, text: string | RegExp): void {
+  expect(r.code).toBe(1);
+  expect(r.stdout).toBe('');
+  expect(r.stderr.endsWith('\n')).toBe(true);
+  expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+  expect(r.stderr).toMatch(/^planetlite: /);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+  if (typeof text === 'string') expect(r.stderr).toContain(text);
+  else expect(r.stderr).toMatch(text);
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'planetlite-cli-e2e-'));
+  adminConfig = join(dir, 'admin', 'config.json');
+  piConfig = join(dir, 'pi', 'config.json');
+  registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: ADMIN_EMAIL, adminPassword: ADMIN_PASSWORD, logLevel: 'warn' });
+}, 120_000);
+
+afterAll(async () => {
+  await registry?.close();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('planetlite against a live registry', () => {
+  it('logs the admin in and saves the token with mode 0600', async () => {
+    const out = await ok(['--registry', registry.url, 'login', '--email', ADMIN_EMAIL, '--password', ADMIN_PASSWORD], { config: adminConfig });
+    expect(out).toContain(`logged in to ${registry.url} as ${ADMIN_EMAIL}`);
+    expect((await stat(adminConfig)).mode & 0o777).toBe(0o600);
+    const saved = JSON.parse(await readFile(adminConfig, 'utf8')) as Record<string, string>;
+    expect(saved).toMatchObject({ registry: registry.url, email: ADMIN_EMAIL });
+    expect(saved.token).toBeTruthy();
+    expect(Date.parse(saved.expires_at ?? '')).toBeGreaterThan(Date.now());
+
+    const me = await okJson<User>(['whoami'], { config: adminConfig });
+    expect(me.email).toBe(ADMIN_EMAIL);
+    expect(me.roles).toContain('admin');
+  });
+
+  it('rejects a wrong password with the API error code', async () => {
+    const r = await cli(['--registry', registry.url, 'login', '--email', ADMIN_EMAIL], { config: join(dir, 'bad.json'), env: { PLANETLITE_PASSWORD: 'wrong-password' } });
+    expectOneLineError(r, 'email or password is wrong (invalid_credentials)');
+  });
+
+  it('creates and lists a site', async () => {
+    const site = await okJson<Site>(['site', 'create', 'princeton', '--name', 'Princeton University', '--max-slices', '1', '--max-slivers', '5'], { config: adminConfig });
+    expect(site).toMatchObject({ login_base: 'princeton', name: 'Princeton University', max_slices: 1, max_slivers: 5, enabled: true });
+    const table = await ok(['site', 'ls'], { config: adminConfig });
+    const lines = table.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^LOGIN_BASE\s+NAME\s+MAX_SLICES\s+MAX_SLIVERS\s+ENABLED$/);
+    expect(lines.some((l) => /^princeton\s+Princeton University\s+1\s+5\s+yes$/.test(l))).toBe(true);
+    expect(await ok(['site', 'show', 'princeton'], { config: adminConfig })).toMatch(/^login_base:\s+princeton$/m);
+    const updated = await okJson<Site>(['site', 'update', 'princeton', '--max-slivers', '6'], { config: adminConfig });
+    expect(updated.max_slivers).toBe(6);
+  });
+
+  it('creates a pi with a generated password, who then logs in with it on stdin', async () => {
+    const out = await ok(['user', 'create', '--email', 'pi@princeton.edu', '--name', 'Pat Investigator', '--site', 'princeton', '--role', 'pi', '--role', 'user'], { config: adminConfig });
+    expect(out).toMatch(/^roles:\s+pi, user$/m);
+    const m = /^password:\s+(\S+) \(generated/m.exec(out);
+    expect(m, out).not.toBeNull();
+    piPassword = m![1]!;
+
+    const users = await okJson<User[]>(['user', 'ls', '--site', 'princeton'], { config: adminConfig });
+    expect(users.map((u) => u.email)).toContain('pi@princeton.edu');
+
+    const login = await ok(['--registry', registry.url, 'login', '--email', 'pi@princeton.edu'], { config: piConfig, stdin: `${piPassword}\n` });
+    expect(login).toContain('as pi@princeton.edu');
+    const me = await okJson<User>(['user', 'me'], { config: piConfig });
+    expect(me).toMatchObject({ email: 'pi@princeton.edu', site: 'princeton' });
+  });
+
+  it('adds, lists and removes a real ed25519 key', async () => {
+    const keyPath = join(dir, 'key');
+    await run('ssh-keygen', ['-t', 'ed25519', '-N', '', '-C', 'pi@laptop', '-f', keyPath, '-q']);
+    const { stdout: fp } = await run('ssh-keygen', ['-l', '-f', `${keyPath}.pub`]);
+    const fingerprint = fp.split(' ')[1];
+
+    // The private half is refused locally with a pointer to the .pub.
+    expectOneLineError(await cli(['key', 'add', keyPath], { config: piConfig }), 'is a private key');
+
+    const added = await okJson<SshKey>(['key', 'add', `${keyPath}.pub`], { config: piConfig });
+    expect(added).toMatchObject({ type: 'ssh-ed25519', fingerprint });
+
+    const dup = await cli(['key', 'add', (await readFile(`${keyPath}.pub`, 'utf8')).trim()], { config: piConfig });
+    expectOneLineError(dup, /\(already_exists\)$/m);
+
+    const keys = await okJson<SshKey[]>(['key', 'ls'], { config: piConfig });
+    expect(keys.map((k) => k.id)).toEqual([added.id]);
+    expect(await ok(['key', 'ls'], { config: piConfig })).toContain(fingerprint);
+
+    // The admin sees the same keys by email.
+    expect((await okJson<SshKey[]>(['key', 'ls', '--user', 'pi@princeton.edu'], { config: adminConfig })).length).toBe(1);
+
+    expect(await ok(['key', 'rm', added.id], { config: piConfig })).toContain(`removed key ${added.id}`);
+    expect(await okJson<SshKey[]>(['key', 'ls'], { config: piConfig })).toEqual([]);
+    await ok(['key', 'add', `${keyPath}.pub`], { config: piConfig });
+  });
+
+  it('creates, shows, lists and renews a slice', async () => {
+    await ok(['slice', 'create', 'princeton_codeen', '--description', 'CoDeeN content distribution', '--url', 'https://codeen.example/', '--memory-mb', '256'], { config: piConfig });
+    const slice = await okJson<Slice>(['slice', 'show', 'princeton_codeen'], { config: piConfig });
+    expect(slice).toMatchObject({
+      name: 'princeton_codeen',
+      site: 'princeton',
+      description: 'CoDeeN content distribution',
+      url: 'https://codeen.example/',
+      kind: 'lxc',
+      state: 'active',
+    });
+    expect(slice.image).toEqual(expect.any(String));
+    expect(slice.resources.memory_mb).toBe(256);
+    expect(slice.members.map((m) => m.email)).toEqual(['pi@princeton.edu']);
+    expect(Date.parse(slice.expires_at)).toBeGreaterThan(Date.now());
+
+    const human = await ok(['slice', 'show', 'princeton_codeen'], { config: piConfig });
+    expect(human).toMatch(/^expires_at:\s+\S+ \(in \d+ days?\)$/m);
+
+    const table = (await ok(['slice', 'ls'], { config: piConfig })).trimEnd().split('\n');
+    expect(table[0]).toMatch(/^NAME\s+SITE\s+KIND\s+IMAGE\s+MEMBERS\s+EXPIRES_AT$/);
+    expect(table.some((l) => /^princeton_codeen\s+princeton\s+lxc\s+\S+\s+1\s+\S+$/.test(l))).toBe(true);
+
+    const before = Date.now();
+    const renewed = await okJson<Slice>(['slice', 'renew', 'princeton_codeen', '--days', '30'], { config: piConfig });
+    const expires = Date.parse(renewed.expires_at);
+    expect(expires).toBeGreaterThanOrEqual(before + 30 * 86_400_000 - 5_000);
+    expect(expires).toBeLessThanOrEqual(Date.now() + 30 * 86_400_000 + 5_000);
+
+    const at = '2031-01-01T00:00:00Z';
+    const tooFar = await cli(['slice', 'renew', 'princeton_codeen', '--expires-at', at], { config: piConfig });
+    expectOneLineError(tooFar, /\(renewal_refused\)$/m);
+  });
+
+  it('answers bad input, quotas and permissions with one line and exit 1', async () => {
+    const badName = await cli(['slice', 'create', 'Princeton-Codeen', '--description', 'd', '--url', 'u'], { config: piConfig });
+    expectOneLineError(badName, /body\.name .*\(invalid_request\)$/m);
+
+    const quota = await cli(['slice', 'create', 'princeton_second', '--description', 'd', '--url', 'u'], { config: piConfig });
+    expect(quota.stderr).toBe('planetlite: site princeton may have at most 1 slices (slice_quota_exceeded)\n');
+    expect(quota.code).toBe(1);
+
+    const forbidden = await cli(['site', 'create', 'mit', '--name', 'MIT', '--max-slices', '1', '--max-slivers', '1'], { config: piConfig });
+    expectOneLineError(forbidden, /\(forbidden\)$/m);
+
+    expectOneLineError(await cli(['slice', 'show', 'princeton_nothere'], { config: piConfig }), /\(not_found\)$/m);
+  });
+
+  it('adds and removes slice members by email', async () => {
+    const member = await okJson<User>(['user', 'create', '--email', 'bob@princeton.edu', '--name', 'Bob', '--site', 'princeton', '--password', 'bob-password-1'], { config: piConfig });
+    expect(member.roles).toEqual(['user']);
+    const withBob = await okJson<Slice>(['slice', 'members', 'add', 'princeton_codeen', 'bob@princeton.edu'], { config: piConfig });
+    expect(withBob.members.map((m) => m.email).sort()).toEqual(['bob@princeton.edu', 'pi@princeton.edu']);
+    const without = await okJson<Slice>(['slice', 'members', 'rm', 'princeton_codeen', 'bob@princeton.edu'], { config: piConfig });
+    expect(without.members.map((m) => m.email)).toEqual(['pi@princeton.edu']);
+  });
+
+  it('makes an enrollment token, and a sliver on the enrolled node prints its ssh command', async () => {
+    const human = await ok(['site', 'token', 'princeton', '--ttl', '600'], { config: piConfig });
+    expect(human).toMatch(new RegExp(`planetlite-agent enroll --registry ${registry.url} --token \\S+ --address NODE_ADDRESS --state-dir `));
+
+    const token = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
+    const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({
+      token: token.token,
+      hostname: 'node1.princeton.edu',
+      address: '192.0.2.10',
+      capabilities: { lxc: true, kvm: false, kvm_accel: null },
+      resources: { cpus: 2, memory_mb: 2048, disk_mb: 20000 },
+    });
+
+    const nodes = await ok(['node', 'ls'], { config: piConfig });
+    expect(nodes).toContain('node1.princeton.edu');
+
+    // By hostname; no agent runs, so the sliver stays pending.
+    const sliver = await okJson<Sliver>(['sliver', 'create', 'princeton_codeen', 'node1.princeton.edu'], { config: piConfig });
+    expect(sliver).toMatchObject({ slice: 'princeton_codeen', node_id: enrolled.node_id });
+    expect(sliver.ssh.port).toBe(sliver.ports.first);
+
+    const shown = await ok(['sliver', 'show', sliver.id], { config: piConfig });
+    expect(shown).toMatch(new RegExp(`^ssh:\\s+ssh -p ${sliver.ssh.port} princeton_codeen@192\\.0\\.2\\.10$`, 'm'));
+    expect(await ok(['sliver', 'ls', 'princeton_codeen'], { config: piConfig })).toContain(`ssh -p ${sliver.ssh.port} princeton_codeen@192.0.2.10`);
+
+    const dup = await cli(['sliver', 'create', 'princeton_codeen', enrolled.node_id, '--wait', '--timeout', '1'], { config: piConfig });
+    expectOneLineError(dup, /\(\w+\)$/m);
+
+    const deleting = await okJson<Sliver>(['sliver', 'delete', sliver.id], { config: piConfig });
+    expect(deleting.state).toBe('deleting');
+  });
+
+  it('lists images and events', async () => {
+    expect(Array.isArray(await okJson<unknown[]>(['image', 'ls'], { config: piConfig }))).toBe(true);
+    const events = await okJson<Event[]>(['events', '--slice', 'princeton_codeen'], { config: piConfig });
+    expect(events.map((e) => e.type)).toContain('slice.created');
+    const table = await ok(['events', '--slice', 'princeton_codeen', '--type', 'slice.created'], { config: piConfig });
+    expect(table.split('\n')[0]).toMatch(/^ID\s+AT\s+TYPE\s+SLICE\s+NODE\s+DATA$/);
+  });
+
+  it('says so when not logged in, after logout, or when the registry is unreachable', async () => {
+    expectOneLineError(await cli(['slice', 'ls'], { config: join(dir, 'nobody.json') }), 'not logged in: run planetlite login --registry URL --email ...');
+
+    const other = join(dir, 'other', 'config.json');
+    await ok(['--registry', registry.url, 'login', '--email', 'pi@princeton.edu', '--password', piPassword], { config: other });
+    expect(await ok(['logout'], { config: other })).toContain(`logged out of ${registry.url}`);
+    expectOneLineError(await cli(['slice', 'ls'], { config: other }), `not logged in to ${registry.url}: run planetlite login --registry ${registry.url} --email ...`);
+
+    const srv = createServer();
+    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+    const port = (srv.address() as { port: number }).port;
+    await new Promise((resolve) => srv.close(resolve));
+    const down = `http://127.0.0.1:${port}`;
+    const r = await cli(['slice', 'ls'], { config: piConfig, env: { PLANETLITE_REGISTRY: down, PLANETLITE_TOKEN: 'anything' } });
+    expectOneLineError(r, `cannot reach the registry at ${down} (ECONNREFUSED): is the registry running? set --registry or PLANETLITE_REGISTRY`);
+
+    // A token the registry does not know.
+    expectOneLineError(await cli(['--token', 'bogus', 'slice', 'ls'], { config: piConfig }), /\(\w+\): run planetlite login again$/m);
+  });
+});

@@ -1,0 +1,91 @@
+// site ls|show|create|update|token: sites, their quotas and node enrollment tokens.
+import { Option, type Command } from 'commander';
+import type { SitePatch } from '@planetlite/api';
+import type { Context } from '../context.js';
+import { integer } from '../parse.js';
+import { siteRecord, siteTable } from '../render.js';
+import { formatRecord, when } from '../table.js';
+
+export function registerSite(program: Command, ctx: Context): void {
+  const site = program
+    .command('site')
+    .description('sites: the institutions that host nodes and own slices')
+    .addHelpText('after', `
+Examples:
+  planetlite site ls
+  planetlite site create princeton --name "Princeton University" --max-slices 10 --max-slivers 100
+  planetlite site token princeton --ttl 3600`);
+
+  site
+    .command('ls')
+    .alias('list')
+    .description('list sites')
+    .action(async () => {
+      const sites = await (await ctx.client()).listSites();
+      ctx.emit(sites, siteTable);
+    });
+
+  site
+    .command('show')
+    .description('show one site')
+    .argument('<login_base>', 'the site prefix, e.g. princeton')
+    .action(async (loginBase: string) => {
+      ctx.emit(await (await ctx.client()).getSite(loginBase), siteRecord);
+    });
+
+  site
+    .command('create')
+    .description('create a site (admin)')
+    .argument('<login_base>', 'site prefix: a lowercase letter then 1-19 letters or digits; slice names start with it')
+    .requiredOption('--name <name>', 'the full name, e.g. "Princeton University"')
+    .requiredOption('--max-slices <n>', 'how many slices the site may have', integer(0))
+    .requiredOption('--max-slivers <n>', 'how many slivers its slices may have in all', integer(0))
+    .action(async (loginBase: string, opts: { name: string; maxSlices: number; maxSlivers: number }) => {
+      const client = await ctx.client();
+      const created = await client.createSite({ login_base: loginBase, name: opts.name, max_slices: opts.maxSlices, max_slivers: opts.maxSlivers });
+      ctx.emit(created, siteRecord);
+    });
+
+  site
+    .command('update')
+    .description('change a site\'s name, quotas or whether it is enabled (admin)')
+    .argument('<login_base>', 'the site prefix')
+    .option('--name <name>', 'new full name')
+    .option('--max-slices <n>', 'new slice quota', integer(0))
+    .option('--max-slivers <n>', 'new sliver quota', integer(0))
+    .addOption(new Option('--enable', 'enable the site').conflicts('disable'))
+    .addOption(new Option('--disable', 'disable the site: its slivers stop being scheduled').conflicts('enable'))
+    .action(async (loginBase: string, opts: { name?: string; maxSlices?: number; maxSlivers?: number; enable?: boolean; disable?: boolean }, cmd: Command) => {
+      const patch: SitePatch = {};
+      if (opts.name !== undefined) patch.name = opts.name;
+      if (opts.maxSlices !== undefined) patch.max_slices = opts.maxSlices;
+      if (opts.maxSlivers !== undefined) patch.max_slivers = opts.maxSlivers;
+      if (opts.enable) patch.enabled = true;
+      if (opts.disable) patch.enabled = false;
+      if (Object.keys(patch).length === 0) cmd.error('error: nothing to change: give --name, --max-slices, --max-slivers, --enable or --disable', { exitCode: 2 });
+      ctx.emit(await (await ctx.client()).updateSite(loginBase, patch), siteRecord);
+    });
+
+  site
+    .command('token')
+    .description('make a single-use enrollment token so a new node can join the site (tech, pi, admin)')
+    .argument('<login_base>', 'the site prefix')
+    .option('--ttl <seconds>', 'how long the token stays valid (60 to 2592000; registry default 86400)', integer(60, 30 * 86400))
+    .action(async (loginBase: string, opts: { ttl?: number }) => {
+      const client = await ctx.client();
+      const token = await client.createEnrollmentToken(loginBase, opts.ttl !== undefined ? { ttl_seconds: opts.ttl } : {});
+      ctx.emit(token, (t) =>
+        [
+          formatRecord([
+            ['token', t.token],
+            ['site', t.site],
+            ['expires_at', when(t.expires_at)],
+          ]),
+          '',
+          'On the new node, as root, run (once; the token is single use):',
+          `  planetlite-agent enroll --registry ${client.registry} --token ${t.token} --address NODE_ADDRESS --state-dir /var/lib/planetlite-agent`,
+          'then start the daemon with: planetlite-agent run --state-dir /var/lib/planetlite-agent',
+        ].join('\n'),
+      );
+    });
+}
