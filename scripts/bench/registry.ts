@@ -4,15 +4,15 @@
 //   node scripts/bench/registry.ts [--seconds 10] [--connections 10] [--write docs/benchmarks.md]
 //
 // Runs with Node 24's built-in TypeScript support after `bash scripts/setup.sh` (needs the build).
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { cpus, totalmem, tmpdir } from 'node:os';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { PlanetLiteClient } from '@planetlite/api';
-import { freePort, startPostgres, startRedis } from '../../test/harness/services.ts';
+import { startPostgres, startRedis } from '../../test/harness/services.ts';
+import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -60,23 +60,13 @@ function readdirMax(base: string): string {
 }
 
 async function main(): Promise<void> {
-  const mainJs = join(ROOT, 'apps/registry/dist/main.js');
-  if (!existsSync(mainJs)) throw new Error('apps/registry is not built: run bash scripts/setup.sh first');
   const pg = await startPostgres();
   const redis = await startRedis();
-  let registry: ChildProcess | undefined;
+  let registry: RegistryProcess | undefined;
   try {
     const dbUrl = await pg.createDatabase('bench');
-    const port = await freePort();
-    registry = spawn(process.execPath, [mainJs, 'serve', '--listen', `127.0.0.1:${port}`], {
-      env: { ...process.env, DATABASE_URL: dbUrl, REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: ADMIN.email, PLANETLITE_ADMIN_PASSWORD: ADMIN.password, PLANETLITE_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'inherit', 'inherit'],
-    });
-    const url = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 100; i++) {
-      if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    registry = await startRegistryProcess({ DATABASE_URL: dbUrl, REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: ADMIN.email, PLANETLITE_ADMIN_PASSWORD: ADMIN.password });
+    const url = registry.url;
     const admin = new PlanetLiteClient({ registry: url });
     await admin.login(ADMIN.email, ADMIN.password);
     await admin.createSite({ login_base: 'bench', name: 'Bench', max_slices: 100000, max_slivers: 100000 });
@@ -124,10 +114,7 @@ async function main(): Promise<void> {
       console.log(`appended to ${args.write}`);
     }
   } finally {
-    if (registry && registry.exitCode === null) {
-      registry.kill('SIGTERM');
-      await once(registry, 'exit');
-    }
+    await registry?.stop();
     await redis.stop();
     await pg.stop();
   }

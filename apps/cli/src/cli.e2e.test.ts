@@ -184,6 +184,12 @@ describe('planetlite against a live registry', () => {
     const at = '2031-01-01T00:00:00Z';
     const tooFar = await cli(['slice', 'renew', 'princeton_codeen', '--expires-at', at], { config: piConfig });
     expectOneLineError(tooFar, /\(renewal_refused\)$/m);
+
+    const updated = await okJson<Slice>(['slice', 'update', 'princeton_codeen', '--url', 'https://codeen.example/v2'], { config: piConfig });
+    expect(updated.url).toBe('https://codeen.example/v2');
+    expect(updated.description).toBe(renewed.description);
+    const nothing = await cli(['slice', 'update', 'princeton_codeen'], { config: piConfig });
+    expectOneLineError(nothing, /needs --description or --url/);
   });
 
   it('answers bad input, quotas and permissions with one line and exit 1', async () => {

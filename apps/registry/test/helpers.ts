@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
+import { createTestDatabase } from '../../../test/harness/services.ts';
 import type { FastifyInstance } from 'fastify';
 import { openDatabase, type Database } from '@planetlite/db';
 import { memoryFanout, type Fanout } from '@planetlite/fanout';
@@ -17,14 +17,7 @@ export const ADMIN = { email: 'admin@planetlite.test', password: 'admin-password
 /** A fresh, empty database: its own PostgreSQL database on the harness server, or in-memory PGlite. */
 export async function freshDatabase(): Promise<Database> {
   if (onPglite) return openDatabase({});
-  const admin = new pg.Client({ connectionString: inject('pgUrl') });
-  await admin.connect();
-  const name = `reg_${Math.random().toString(36).slice(2, 10)}`;
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(inject('pgUrl'));
-  url.pathname = `/${name}`;
-  return openDatabase({ url: url.toString() });
+  return openDatabase({ url: await createTestDatabase(inject('pgUrl'), 'registry') });
 }
 
 export interface TestApp {

@@ -103,6 +103,7 @@ export class PlanetLiteClient {
   listSlices(query: { site?: string } = {}) { return this.request<{ slices: S.Slice[] }>('GET', '/v1/slices', { query }).then((r) => r.slices); }
   getSlice(name: string) { return this.request<S.Slice>('GET', `/v1/slices/${enc(name)}`); }
   createSlice(body: S.SliceCreate) { return this.request<S.Slice>('POST', '/v1/slices', { body }); }
+  updateSlice(slice: string, body: S.SlicePatch) { return this.request<S.Slice>('PATCH', `/v1/slices/${enc(slice)}`, { body }); }
   addMember(slice: string, userId: string) { return this.request<S.Slice>('POST', `/v1/slices/${enc(slice)}/members`, { body: { user_id: userId } }); }
   removeMember(slice: string, userId: string) { return this.request<S.Slice>('DELETE', `/v1/slices/${enc(slice)}/members/${enc(userId)}`); }
   renewSlice(slice: string, expiresAt: string) { return this.request<S.Slice>('POST', `/v1/slices/${enc(slice)}/renew`, { body: { expires_at: expiresAt } }); }

@@ -233,6 +233,11 @@ export const SliceCreate = Type.Object(
   Strict,
 );
 export type SliceCreate = Static<typeof SliceCreate>;
+export const SlicePatch = Type.Object(
+  { description: Type.Optional(Type.String({ maxLength: 4000 })), url: Type.Optional(Type.String({ maxLength: 2000 })) },
+  { ...Strict, minProperties: 1 },
+);
+export type SlicePatch = Static<typeof SlicePatch>;
 export const SliceRenew = Type.Object({ expires_at: Timestamp }, Strict);
 export type SliceRenew = Static<typeof SliceRenew>;
 export const MemberAdd = Type.Object({ user_id: Uuid }, Strict);

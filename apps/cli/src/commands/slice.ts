@@ -5,6 +5,7 @@ import type { Context } from '../context.js';
 import { integer, oneOf, timestamp } from '../parse.js';
 import { resolveUserId } from '../resolve.js';
 import { sliceRecord, sliceTable } from '../render.js';
+import { CliError } from '../errors.js';
 
 const DAY_MS = 86_400_000;
 
@@ -70,6 +71,20 @@ Examples:
       if (opts.netKbps !== undefined) resources.net_kbps = opts.netKbps;
       if (Object.keys(resources).length > 0) body.resources = resources;
       ctx.emit(await (await ctx.client()).createSlice(body), sliceRecord);
+    });
+
+  slice
+    .command('update')
+    .description("change a slice's description or url (member, pi, admin)")
+    .argument('<name>', 'slice name')
+    .option('--description <text>', 'what the slice is for')
+    .option('--url <url>', 'a page about the project')
+    .action(async (name: string, opts: { description?: string; url?: string }) => {
+      const body: { description?: string; url?: string } = {};
+      if (opts.description !== undefined) body.description = opts.description;
+      if (opts.url !== undefined) body.url = opts.url;
+      if (Object.keys(body).length === 0) throw new CliError('slice update needs --description or --url');
+      ctx.emit(await (await ctx.client()).updateSlice(name, body), sliceRecord);
     });
 
   slice

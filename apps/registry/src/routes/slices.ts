@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { MemberAdd, Slice, SliceCreate, SliceRenew, LOGIN_BASE_PATTERN } from '@planetlite/api';
+import { MemberAdd, Slice, SliceCreate, SlicePatch, SliceRenew, LOGIN_BASE_PATTERN } from '@planetlite/api';
 import { hasSiteRole, requireUser } from '../plugins/auth.js';
 import { toSlice, type Row } from '../services/mappers.js';
 import { withChanges } from '../services/changes.js';
@@ -12,11 +12,6 @@ import type { Queryable } from '@planetlite/db';
 
 const DEFAULT_RESOURCES = { memory_mb: 512, cpu_shares: 1024, disk_mb: 2048, net_kbps: 10000 };
 const DAY = 86400_000;
-
-const SlicePatch = Type.Object(
-  { description: Type.Optional(Type.String({ maxLength: 4000 })), url: Type.Optional(Type.String({ maxLength: 2000 })) },
-  { additionalProperties: false, minProperties: 1 },
-);
 
 async function nodesOfSlice(q: Queryable, name: string): Promise<string[]> {
   const { rows } = await q.query<{ node_id: string }>('SELECT node_id FROM slivers WHERE slice = $1', [name]);
