@@ -95,7 +95,7 @@ async function main(): Promise<void> {
     const lines = [
       `### Registry throughput — ${new Date().toISOString().slice(0, 10)}`,
       '',
-      `Machine: ${cpus().length} cores (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${execFileSync(`${readdirMax('/usr/lib/postgresql')}/postgres`, ['--version'], { encoding: 'utf8' }).trim().split(' ').pop()}, Redis fan-out on.`,
+      `Machine: ${cpus().length} cores (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${/\(PostgreSQL\) (\S+)/.exec(execFileSync(`${readdirMax('/usr/lib/postgresql')}/postgres`, ['--version'], { encoding: 'utf8' }))?.[1] ?? '?'}, Redis fan-out on.`,
       `Load: ${CONNECTIONS} connections for ${SECONDS} s each on loopback; the registry is one process, the load generator another, all on the same machine.`,
       '',
       '| what | requests/s | p50 ms | p99 ms | errors | total |',
