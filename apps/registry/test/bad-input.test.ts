@@ -121,6 +121,16 @@ describe('bad input', () => {
     });
   }
 
+  it('NUL characters in text are a 400, not a server fault', async () => {
+    const before = await snapshot();
+    const r = await call(t.app, 'PATCH', `/v1/slices/${w.slice}`, w.pi, { description: 'a\u0000b' });
+    expect(r.status).toBe(400);
+    expect(r.body.code).toBe('invalid_request');
+    const e = await call(t.app, 'POST', `/v1/nodes/${w.ids.node}/events`, w.node, { type: 'watchdog.warning', data: { note: 'x\u0000' } });
+    expect(e.status).toBe(400);
+    expect(await snapshot()).toEqual(before);
+  });
+
   it('unknown routes and methods are problem+json 404s', async () => {
     for (const [m, u] of [['GET', '/v2/slices'], ['POST', '/v1/nothing'], ['GET', '/']]) {
       const r = await call(t.app, m as string, u as string, w.admin);

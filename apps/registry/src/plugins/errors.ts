@@ -7,7 +7,7 @@ export function sendProblem(reply: FastifyReply, status: number, code: string, d
   return reply
     .code(status)
     .type('application/problem+json')
-    .send({ type: `https://planetlite.dev/problems/${code}`, title: STATUS_CODES[status] ?? 'Error', status, detail, code });
+    .send({ type: `urn:planetlite:problem:${code}`, title: STATUS_CODES[status] ?? 'Error', status, detail, code });
 }
 
 interface AjvError {
@@ -43,6 +43,16 @@ export function registerErrorHandling(app: FastifyInstance): void {
         return sendProblem(reply, 400, 'malformed_json', 'the body is empty but content-type is application/json');
       case 'FST_ERR_CTP_INVALID_JSON_BODY':
         return sendProblem(reply, 400, 'malformed_json', `the body is not valid JSON: ${err.message}`);
+    }
+    // Database refusals that only a racing or odd request can cause are the client's, not ours.
+    switch ((err as { code?: string }).code) {
+      case '23505':
+        return sendProblem(reply, 409, 'already_exists', 'an object with that name or key already exists (a concurrent request created it)');
+      case '23503':
+        return sendProblem(reply, 409, 'conflict', 'an object this request refers to was removed meanwhile; try again');
+      case '22P05':
+      case '22021':
+        return sendProblem(reply, 400, 'invalid_request', 'text fields must not contain NUL (\\u0000) characters');
     }
     const status = err.statusCode ?? 500;
     if (status === 429) return sendProblem(reply, 429, 'rate_limited', err.message || 'too many requests; try again later');
