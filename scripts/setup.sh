@@ -15,8 +15,9 @@ cd "$ROOT"
 
 # --- 1. Debian packages --------------------------------------------------------------
 # postgresql / redis-server provide the server binaries the test harness runs on free
-# ports (test/harness/services.ts); the system-wide services are not used.
-APT_PACKAGES=(postgresql redis-server openssh-client ca-certificates iproute2 procps)
+# ports (test/harness/services.ts); the system-wide services are not used. btrfs-progs,
+# util-linux (losetup, mount), tar and zstd serve the node agent's storage pool.
+APT_PACKAGES=(postgresql redis-server openssh-client ca-certificates iproute2 procps btrfs-progs util-linux tar zstd)
 
 # While installing, keep Debian's maintainer scripts from starting the services
 # (policy-rc.d exit 101 = "action forbidden"), unless the machine already has a policy.

@@ -1,0 +1,65 @@
+// Every host command goes through run(): an argument array (never a shell string), and on
+// failure a CommandError that carries the command, its exit code and its stderr.
+import { execa } from 'execa';
+
+export interface RunOptions {
+  /** Text for the command's standard input. */
+  input?: string;
+  cwd?: string;
+  env?: Record<string, string>;
+  /** Kill the command after this many ms (default 120 s). */
+  timeoutMs?: number;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+}
+
+export class CommandError extends Error {
+  readonly command: string;
+  readonly args: readonly string[];
+  readonly exitCode: number | undefined;
+  readonly stderr: string;
+
+  constructor(command: string, args: readonly string[], exitCode: number | undefined, stderr: string, reason?: string) {
+    const shown = [command, ...args].join(' ');
+    const why = reason ?? (exitCode === undefined ? 'did not finish' : `exited with ${exitCode}`);
+    super(`${shown} ${why}${stderr ? `: ${stderr.trim().split('\n').slice(-3).join(' / ')}` : ''}`);
+    this.name = 'CommandError';
+    this.command = command;
+    this.args = args;
+    this.exitCode = exitCode;
+    this.stderr = stderr;
+  }
+}
+
+export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  try {
+    const res = await execa(command, args, {
+      input: opts.input,
+      cwd: opts.cwd,
+      env: opts.env,
+      timeout: opts.timeoutMs ?? 120_000,
+      stripFinalNewline: true,
+      reject: true,
+    });
+    return { stdout: String(res.stdout), stderr: String(res.stderr) };
+  } catch (err) {
+    const e = err as { exitCode?: number; stderr?: unknown; timedOut?: boolean; code?: string; shortMessage?: string };
+    let reason: string | undefined;
+    if (e.timedOut) reason = `timed out after ${opts.timeoutMs ?? 120_000} ms`;
+    else if (e.code === 'ENOENT') reason = 'is not installed (run scripts/setup.sh)';
+    throw new CommandError(command, args, e.exitCode, typeof e.stderr === 'string' ? e.stderr : '', reason);
+  }
+}
+
+/** Like run(), but a failure is an answer (null), for probes such as "is this mounted?". */
+export async function tryRun(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult | null> {
+  try {
+    return await run(command, args, opts);
+  } catch (err) {
+    if (err instanceof CommandError) return null;
+    throw err;
+  }
+}
