@@ -54,7 +54,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const db = opts.db ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger: log }));
   const fanout = opts.fanout ?? (await openFanout({ redisUrl: config.redisUrl, logger: log }));
   await migrate(db);
-  const ctx: RegistryContext = { config, db, fanout, log };
+  const closing = new AbortController();
+  const ctx: RegistryContext = { config, db, fanout, log, closing: closing.signal };
   await ensureAdmin(ctx);
 
   const app = Fastify({
@@ -67,6 +68,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validators());
   app.decorate('ctx', ctx);
+  // Before the server waits for open requests to finish, end the ones that would wait for minutes.
+  app.addHook('preClose', async () => closing.abort());
   app.addHook('onClose', async () => {
     if (!opts.fanout) await fanout.close();
     if (!opts.db) await db.close();

@@ -9,6 +9,8 @@ export interface RegistryContext {
   db: Database;
   fanout: Fanout;
   log: Logger;
+  /** Aborted when the registry starts closing: long-polls and event streams end at once. */
+  closing: AbortSignal;
 }
 
 declare module 'fastify' {

@@ -87,7 +87,10 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const changed = new Promise<void>((resolve) => (wake = resolve));
       const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wake());
       const timer = setTimeout(() => wake(), wait * 1000);
-      reply.raw.on('close', () => wake());
+      const onGone = () => wake();
+      reply.raw.on('close', onGone);
+      ctx.closing.addEventListener('abort', onGone);
+      if (ctx.closing.aborted) wake();
       try {
         doc = await desiredStateOf(ctx, req.params.id);
         etag = etagOf(doc);
@@ -100,6 +103,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       } finally {
         clearTimeout(timer);
         unsubscribe();
+        ctx.closing.removeEventListener('abort', onGone);
       }
     }
     reply.header('etag', etag).header('cache-control', 'no-cache');

@@ -1,0 +1,77 @@
+// The agent's state directory: its enrollment (node key, registry, address) and the last good
+// desired state, written atomically so that a crash never leaves half a file.
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { DesiredState } from '@planetlite/api';
+
+export interface Enrollment {
+  registry: string;
+  node_id: string;
+  node_key: string;
+  address: string;
+  hostname: string;
+  site: string | null;
+  enrolled_at: string;
+}
+
+export interface CachedDesiredState {
+  etag: string | null;
+  fetched_at: string;
+  state: DesiredState;
+}
+
+export class StateDir {
+  readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  get enrollmentFile(): string {
+    return join(this.dir, 'node.json');
+  }
+  get desiredFile(): string {
+    return join(this.dir, 'desired-state.json');
+  }
+
+  ensure(): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+  }
+
+  readEnrollment(): Enrollment {
+    if (!existsSync(this.enrollmentFile)) {
+      throw new Error(`${this.enrollmentFile} is missing: enroll this node first (planetlite-agent enroll --registry URL --token TOKEN --address ADDR --state-dir ${this.dir})`);
+    }
+    const e = JSON.parse(readFileSync(this.enrollmentFile, 'utf8')) as Enrollment;
+    if (!e.registry || !e.node_id || !e.node_key) throw new Error(`${this.enrollmentFile} is incomplete: enroll this node again`);
+    return e;
+  }
+
+  writeEnrollment(e: Enrollment): void {
+    this.ensure();
+    atomicWrite(this.enrollmentFile, JSON.stringify(e, null, 2) + '\n', 0o600);
+  }
+
+  readDesired(): CachedDesiredState | null {
+    if (!existsSync(this.desiredFile)) return null;
+    try {
+      return JSON.parse(readFileSync(this.desiredFile, 'utf8')) as CachedDesiredState;
+    } catch {
+      // A corrupt cache is worth nothing; the next pull replaces it.
+      return null;
+    }
+  }
+
+  writeDesired(c: CachedDesiredState): void {
+    this.ensure();
+    atomicWrite(this.desiredFile, JSON.stringify(c) + '\n', 0o600);
+  }
+}
+
+/** Write to a temporary file beside the target, then rename over it: readers see old or new, never half. */
+export function atomicWrite(file: string, text: string, mode: number): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, file);
+}

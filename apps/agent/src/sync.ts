@@ -1,0 +1,119 @@
+// Desired-state sync: long-polls the registry (ETag + ?wait) so a change arrives in well under
+// a second, pulls the whole document on a schedule as a safety net, keeps the last good document
+// on disk, and keeps going (with backoff) while the registry is unreachable.
+import cron from 'node-cron';
+import { ApiError, PlanetLiteClient, type DesiredState } from '@planetlite/api';
+import type { Logger } from '@planetlite/core';
+import type { StateDir } from './state.js';
+
+export interface SyncOptions {
+  client: PlanetLiteClient;
+  nodeId: string;
+  state: StateDir;
+  log: Logger;
+  /** Called with every new document (and once at start with the cached one, if any). */
+  onDesired: (doc: DesiredState) => void | Promise<void>;
+  /** Long-poll length asked of the registry, seconds (default 50). */
+  waitSeconds?: number;
+  /** Cron expression of the full pull (default every 5 minutes). */
+  fullPullCron?: string;
+  /** Backoff after failures, ms: first and maximum (default 500 and 30 000). */
+  backoffMs?: [number, number];
+}
+
+export class DesiredStateSync {
+  readonly #o: Required<Omit<SyncOptions, 'fullPullCron'>> & { fullPullCron: string };
+  #etag: string | null = null;
+  #abort = new AbortController();
+  #loop: Promise<void> | null = null;
+  #cron: { stop(): unknown } | null = null;
+  #reachable = true;
+  /** The document the agent works from: the newest one it fetched or found on disk. */
+  current: DesiredState | null = null;
+
+  constructor(opts: SyncOptions) {
+    this.#o = { waitSeconds: 50, fullPullCron: '*/5 * * * *', backoffMs: [500, 30_000], ...opts };
+  }
+
+  get reachable(): boolean {
+    return this.#reachable;
+  }
+
+  async start(): Promise<void> {
+    const cached = this.#o.state.readDesired();
+    if (cached && cached.state.node_id === this.#o.nodeId) {
+      // Slivers keep running from the cached document while the registry is away.
+      this.#etag = cached.etag;
+      this.current = cached.state;
+      this.#o.log.info({ fetched_at: cached.fetched_at, slivers: cached.state.slivers.length }, 'working from the cached desired state');
+      await this.#deliver(cached.state);
+    }
+    this.#loop = this.#run();
+    this.#cron = cron.schedule(this.#o.fullPullCron, () => void this.pullNow(), { noOverlap: true, name: 'desired-state-full-pull' });
+  }
+
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await this.#cron?.stop();
+    await this.#loop;
+  }
+
+  /** A full pull that ignores the ETag (the scheduled safety net; also callable). */
+  async pullNow(): Promise<void> {
+    try {
+      const res = await this.#o.client.desiredState(this.#o.nodeId, { signal: this.#abort.signal });
+      if (res.state) await this.#accept(res.state, res.etag);
+    } catch (err) {
+      if (!this.#abort.signal.aborted) this.#o.log.warn({ err: String(err) }, 'scheduled desired-state pull failed');
+    }
+  }
+
+  async #run(): Promise<void> {
+    const [first, max] = this.#o.backoffMs;
+    let backoff = first;
+    while (!this.#abort.signal.aborted) {
+      try {
+        const res = await this.#o.client.desiredState(this.#o.nodeId, { etag: this.#etag, wait: this.#o.waitSeconds, signal: this.#abort.signal });
+        if (!this.#reachable) this.#o.log.info('registry reachable again');
+        this.#reachable = true;
+        backoff = first;
+        if (res.state) await this.#accept(res.state, res.etag);
+      } catch (err) {
+        if (this.#abort.signal.aborted) break;
+        if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+          this.#o.log.error({ code: err.code, detail: err.message }, 'the registry refuses this node key: enroll the node again');
+        } else if (this.#reachable) {
+          this.#o.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'registry unreachable; keeping slivers as they are');
+        }
+        this.#reachable = false;
+        await sleep(backoff, this.#abort.signal);
+        backoff = Math.min(max, backoff * 2);
+      }
+    }
+  }
+
+  async #accept(doc: DesiredState, etag: string | null): Promise<void> {
+    this.#etag = etag;
+    this.current = doc;
+    this.#o.state.writeDesired({ etag, fetched_at: new Date().toISOString(), state: doc });
+    await this.#deliver(doc);
+  }
+
+  async #deliver(doc: DesiredState): Promise<void> {
+    try {
+      await this.#o.onDesired(doc);
+    } catch (err) {
+      this.#o.log.error({ err }, 'applying the desired state failed; the next change or pull tries again');
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}
