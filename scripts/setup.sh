@@ -16,8 +16,11 @@ cd "$ROOT"
 # --- 1. Debian packages --------------------------------------------------------------
 # postgresql / redis-server provide the server binaries the test harness runs on free
 # ports (test/harness/services.ts); the system-wide services are not used. btrfs-progs,
-# util-linux (losetup, mount), tar and zstd serve the node agent's storage pool.
-APT_PACKAGES=(postgresql redis-server openssh-client ca-certificates iproute2 procps btrfs-progs util-linux tar zstd)
+# util-linux (losetup, mount), tar and zstd serve the node agent's storage pool; lxc and
+# nftables its slivers and their network; busybox-static, openssh-server and debootstrap build
+# sliver images (the host's sshd service is never started).
+APT_PACKAGES=(postgresql redis-server openssh-client ca-certificates iproute2 procps btrfs-progs util-linux tar zstd
+  lxc nftables busybox-static openssh-server debootstrap)
 
 # While installing, keep Debian's maintainer scripts from starting the services
 # (policy-rc.d exit 101 = "action forbidden"), unless the machine already has a policy.
