@@ -131,6 +131,10 @@ describe('bad input', () => {
     expect(await snapshot()).toEqual(before);
   });
 
+  it('a trailing slash names the same route', async () => {
+    expect((await call(t.app, 'GET', '/v1/slices/', w.admin)).status).toBe(200);
+  });
+
   it('unknown routes and methods are problem+json 404s', async () => {
     for (const [m, u] of [['GET', '/v2/slices'], ['POST', '/v1/nothing'], ['GET', '/']]) {
       const r = await call(t.app, m as string, u as string, w.admin);
