@@ -1,0 +1,46 @@
+// Private `ip` wrappers for the sliver links: one JSON read of every link, and changes sent as
+// one `ip -batch -` so an attach costs two commands (each pays `ip netns exec` in a namespace).
+import type { RunOptions, RunResult } from '@planetlite/host';
+
+/** Runs a host command in the driver's namespace (run() underneath). */
+export type Exec = (command: string, args: readonly string[], opts?: RunOptions) => Promise<RunResult>;
+
+export interface Link {
+  name: string;
+  alias: string | null;
+  /** 'veth', 'tun', … (from `ip -d`); null for plain devices. */
+  kind: string | null;
+  up: boolean;
+  /** IPv4 addresses as `a.b.c.d/n`. */
+  ipv4: string[];
+}
+
+interface IpAddrJson {
+  ifname?: string;
+  ifalias?: string;
+  flags?: string[];
+  linkinfo?: { info_kind?: string };
+  addr_info?: Array<{ family?: string; local?: string; prefixlen?: number }>;
+}
+
+/** Every link of the namespace by name, with alias, kind, admin state and IPv4 addresses. */
+export async function readLinks(exec: Exec): Promise<Map<string, Link>> {
+  const out = await exec('ip', ['-d', '-j', 'addr', 'show']);
+  const links = new Map<string, Link>();
+  for (const j of JSON.parse(out.stdout || '[]') as IpAddrJson[]) {
+    if (!j.ifname) continue;
+    links.set(j.ifname, {
+      name: j.ifname,
+      alias: j.ifalias ?? null,
+      kind: j.linkinfo?.info_kind ?? null,
+      up: j.flags?.includes('UP') ?? false,
+      ipv4: (j.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
+    });
+  }
+  return links;
+}
+
+/** Runs `ip` commands (one per line, without the leading `ip`) as one batch; stops at the first failure. */
+export async function ipBatch(exec: Exec, commands: readonly string[]): Promise<void> {
+  if (commands.length) await exec('ip', ['-batch', '-'], { input: commands.join('\n') + '\n' });
+}

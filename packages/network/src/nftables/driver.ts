@@ -1,0 +1,183 @@
+// The nftables network driver: a veth pair or tap per sliver with a private /30, and one
+// `inet` table owned by the agent (MASQUERADE out, DNAT port window in, isolation), always
+// rewritten whole in one `nft -f -` transaction.
+import { existsSync } from 'node:fs';
+import { CommandError, Reverter, run, tryRun, type RunOptions } from '@planetlite/host';
+import type { NetworkCapabilities, NetworkDriver, NetworkDriverOptions, SliverNet, SliverNetSpec } from '../driver.js';
+import { parseIpv4, parseSubnet, slotAddress, type Ipv4Subnet } from '../ipv4.js';
+import { ipBatch, readLinks, type Link } from './devices.js';
+import { ALIAS_PREFIX, DEVICE_PATTERN, deviceNames, HOST_PREFIX, PEER_PREFIX, sliverId } from './names.js';
+import { renderDeleteTable, renderRuleset, validateSpecs, type RulesetConfig } from './ruleset.js';
+
+export class NftablesDriver implements NetworkDriver {
+  readonly name = 'nftables';
+  readonly capabilities: NetworkCapabilities;
+  readonly #opts: NetworkDriverOptions;
+  readonly #config: RulesetConfig;
+  readonly #subnet: Ipv4Subnet;
+
+  constructor(opts: NetworkDriverOptions) {
+    parseIpv4(opts.publicAddress);
+    this.#opts = opts;
+    this.#subnet = parseSubnet(opts.sliverSubnet);
+    this.#config = { table: opts.tableName ?? 'planetlite', publicAddress: opts.publicAddress, subnet: this.#subnet };
+    validateSpecs(this.#config, []);
+    this.capabilities = { nat: true, isolation: true, tap: existsSync('/dev/net/tun') };
+  }
+
+  address(spec: Pick<SliverNetSpec, 'slot'>): { hostAddress: string; sliverAddress: string; prefix: number } {
+    return slotAddress(this.#subnet, spec.slot);
+  }
+
+  async check(): Promise<void> {
+    const ns = this.#opts.netns;
+    if (ns && !(await tryRun('ip', ['netns', 'exec', ns, 'true']))) {
+      throw new Error(`network namespace ${ns} does not exist or cannot be entered (ip netns list)`);
+    }
+    for (const [tool, args, pkg] of [['nft', ['--version'], 'nftables'], ['ip', ['-V'], 'iproute2'], ['sysctl', ['-n', 'net.ipv4.ip_forward'], 'procps']] as const) {
+      try {
+        await this.#run(tool, args);
+      } catch (err) {
+        throw new Error(`network driver needs ${tool}: install the Debian package ${pkg} (${errText(err)})`, { cause: err });
+      }
+    }
+    // --check sends the whole transaction to the kernel and aborts it: proves nf_tables, nat, ct
+    // and fib support without touching the live ruleset.
+    try {
+      await this.#run('nft', ['-c', '-f', '-'], { input: renderRuleset(this.#config, []) });
+    } catch (err) {
+      throw new Error(`the kernel refused the nftables ruleset; it needs nf_tables with nat, conntrack and fib support (modprobe nf_tables nft_nat nft_fib_inet nft_ct): ${errText(err)}`, { cause: err });
+    }
+    const links = [...(await this.#links()).values()];
+    const where = links.filter((l) => l.ipv4.some((a) => a.startsWith(`${this.#opts.publicAddress}/`))).map((l) => l.name);
+    if (!where.length) {
+      throw new Error(`public address ${this.#opts.publicAddress} is not configured on any interface of this node; DNAT matches packets addressed to it`);
+    }
+    const pubIf = this.#opts.publicInterface;
+    if (pubIf && !where.includes(pubIf)) {
+      throw new Error(`public address ${this.#opts.publicAddress} is on ${where.join(', ')}, not on the configured public interface ${pubIf}`);
+    }
+  }
+
+  async apply(slivers: SliverNetSpec[]): Promise<void> {
+    const text = renderRuleset(this.#config, slivers); // validates before anything changes
+    await this.#run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+    await this.#run('nft', ['-f', '-'], { input: text });
+  }
+
+  async attach(spec: SliverNetSpec): Promise<SliverNet> {
+    validateSpecs(this.#config, [spec]);
+    const id = sliverId(spec.id);
+    const { hostIf, peerIf } = deviceNames(id);
+    const addr = this.address(spec);
+    const alias = ALIAS_PREFIX + id;
+    const cidr = `${addr.hostAddress}/${addr.prefix}`;
+    const want = spec.kind === 'veth' ? 'veth' : 'tun';
+    const links = await this.#links();
+    let host = links.get(hostIf);
+    const peer = links.get(peerIf);
+    if (host) this.#assertOurs(host, id);
+    if (peer) this.#assertOurs(peer, id);
+    // Names and aliases carry no spaces or quotes (uuid, hex), so batch lines need no quoting.
+    const cmds: string[] = [];
+    const hadVeth = host?.kind === 'veth';
+    if (host && host.kind !== want) {
+      cmds.push(`link del dev ${hostIf}`); // the sliver changed kind (veth ↔ tap): start over
+      host = undefined;
+    }
+    // A peer without its host end would block the name (a deleted veth end took its peer along).
+    if (!host && peer && !hadVeth) cmds.push(`link del dev ${peerIf}`);
+    if (!host) {
+      if (spec.kind === 'veth') {
+        cmds.push(`link add ${hostIf} type veth peer name ${peerIf}`, `link set dev ${peerIf} alias ${alias}`);
+      } else {
+        cmds.push(`tuntap add dev ${hostIf} mode tap`);
+      }
+      cmds.push(`link set dev ${hostIf} alias ${alias}`, `addr add ${cidr} dev ${hostIf}`, `link set dev ${hostIf} up`);
+    } else {
+      if (host.alias !== alias) cmds.push(`link set dev ${hostIf} alias ${alias}`);
+      if (spec.kind === 'veth' && peer && peer.alias !== alias) cmds.push(`link set dev ${peerIf} alias ${alias}`);
+      if (host.ipv4.length !== 1 || host.ipv4[0] !== cidr) cmds.push(`addr flush dev ${hostIf}`, `addr add ${cidr} dev ${hostIf}`);
+      if (!host.up) cmds.push(`link set dev ${hostIf} up`);
+    }
+    await Reverter.wrap(async (r) => {
+      // Undo only what this call created: a half-made link is removed, an adopted one is left.
+      if (!host) r.add(() => this.#tryRun('ip', ['link', 'del', 'dev', hostIf]));
+      await ipBatch(this.#exec, cmds);
+    });
+    return {
+      id,
+      hostIf,
+      peerIf: spec.kind === 'veth' ? peerIf : null,
+      hostAddress: addr.hostAddress,
+      sliverAddress: addr.sliverAddress,
+      prefix: addr.prefix,
+      gateway: addr.hostAddress,
+    };
+  }
+
+  async detach(id: string): Promise<void> {
+    const canonical = sliverId(id);
+    const { hostIf, peerIf } = deviceNames(canonical);
+    const links = await this.#links();
+    const host = links.get(hostIf);
+    const peer = links.get(peerIf);
+    // Never delete a device whose alias names another sliver (a hash clash attach refused).
+    const ours = (l: Link | undefined): l is Link => !!l && (!l.alias?.startsWith(ALIAS_PREFIX) || l.alias === ALIAS_PREFIX + canonical);
+    const cmds: string[] = [];
+    if (ours(host)) cmds.push(`link del dev ${hostIf}`);
+    // Deleting a veth end takes its peer along, wherever the peer is; only a lone peer needs its own delete.
+    if (ours(peer) && !(ours(host) && host.kind === 'veth')) cmds.push(`link del dev ${peerIf}`);
+    await ipBatch(this.#exec, cmds);
+  }
+
+  async listAttached(): Promise<string[]> {
+    const ids = [...(await this.#links()).values()]
+      .filter((l) => l.name.startsWith(HOST_PREFIX) && DEVICE_PATTERN.test(l.name) && l.alias?.startsWith(ALIAS_PREFIX))
+      .map((l) => l.alias!.slice(ALIAS_PREFIX.length));
+    return [...new Set(ids)].sort();
+  }
+
+  async teardown(): Promise<void> {
+    await this.#run('nft', ['-f', '-'], { input: renderDeleteTable(this.#config.table) });
+    // Every device named like ours; host ends first, each takes its veth peer along.
+    const links = [...(await this.#links()).values()].filter((l) => DEVICE_PATTERN.test(l.name));
+    const hosts = links.filter((l) => l.name.startsWith(HOST_PREFIX));
+    const peered = new Set(hosts.filter((l) => l.kind === 'veth').map((l) => PEER_PREFIX + l.name.slice(HOST_PREFIX.length)));
+    const lonePeers = links.filter((l) => !l.name.startsWith(HOST_PREFIX) && !peered.has(l.name));
+    await ipBatch(this.#exec, [...hosts, ...lonePeers].map((l) => `link del dev ${l.name}`));
+  }
+
+  #assertOurs(link: Link, id: string): void {
+    // No alias: our own half-made device (a crash between `ip link add` and `alias`); the name is
+    // this id's hash, so adopt it.
+    if (link.alias && link.alias !== ALIAS_PREFIX + id) {
+      throw new Error(`device name ${link.name} for sliver ${id} is taken by ${JSON.stringify(link.alias)} (hash clash or foreign device); not touching it`);
+    }
+  }
+
+  #links(): Promise<Map<string, Link>> {
+    return readLinks(this.#exec);
+  }
+
+  readonly #exec = (command: string, args: readonly string[], opts?: RunOptions) => this.#run(command, args, opts);
+
+  #argv(command: string, args: readonly string[]): [string, string[]] {
+    const ns = this.#opts.netns;
+    return ns ? ['ip', ['netns', 'exec', ns, command, ...args]] : [command, [...args]];
+  }
+
+  #run(command: string, args: readonly string[], opts?: RunOptions) {
+    const [c, a] = this.#argv(command, args);
+    return run(c, a, opts);
+  }
+
+  #tryRun(command: string, args: readonly string[], opts?: RunOptions) {
+    const [c, a] = this.#argv(command, args);
+    return tryRun(c, a, opts);
+  }
+}
+
+function errText(err: unknown): string {
+  return err instanceof CommandError ? err.message : String(err);
+}

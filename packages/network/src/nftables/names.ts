@@ -1,0 +1,37 @@
+// Deterministic names derived from a sliver id: devices (IFNAMSIZ-bound) and nft chains.
+import { createHash } from 'node:crypto';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Host end of a sliver's link (veth or tap). */
+export const HOST_PREFIX = 'plh';
+/** Veth peer that LXC moves into the sliver. */
+export const PEER_PREFIX = 'pls';
+/** Every device this driver makes matches this; the prefixes are reserved for it. */
+export const DEVICE_PATTERN = /^pl[hs][0-9a-f]{12}$/;
+/** Marks a device as a sliver's and records whose: names are hashes, the alias is the way back. */
+export const ALIAS_PREFIX = 'planetlite-sliver:';
+
+/** Returns the id in canonical (lower-case) form or throws. */
+export function sliverId(id: string): string {
+  const lower = typeof id === 'string' ? id.toLowerCase() : '';
+  if (!UUID.test(lower)) throw new Error(`sliver id must be a uuid: ${JSON.stringify(id)}`);
+  return lower;
+}
+
+/**
+ * Device names: prefix + the first 12 hex digits of sha256(id) = 15 characters, the most
+ * IFNAMSIZ allows. A hash, not the id's own digits, because uuid v7/v1 share their leading or
+ * trailing digits between slivers made close together. 48 bits make a clash between 500
+ * slivers about 1 in 2·10⁹; attach() refuses a name whose alias names another sliver.
+ */
+export function deviceNames(id: string): { hostIf: string; peerIf: string } {
+  const h = createHash('sha256').update(sliverId(id)).digest('hex').slice(0, 12);
+  return { hostIf: HOST_PREFIX + h, peerIf: PEER_PREFIX + h };
+}
+
+/** nft chain names have no 15-character limit, so they carry the whole id: no clash possible. */
+export function chainNames(id: string): { filter: string; dnat: string } {
+  const canonical = sliverId(id);
+  return { filter: `sliver_${canonical}`, dnat: `sliver_${canonical}_dnat` };
+}
