@@ -1,0 +1,106 @@
+// The instance driver family: how the node agent turns a sliver into a running container or VM,
+// behind one small interface with capability flags (callers test flags, not driver names).
+import { isIPv4 } from 'node:net';
+import { isAbsolute } from 'node:path';
+
+export interface InstanceCapabilities {
+  /** Slivers run in a user namespace (root inside is an unprivileged host uid). */
+  unprivileged: boolean;
+  freeze: boolean;
+  memoryLimit: boolean;
+}
+
+export interface InstanceSpec {
+  /** Sliver uuid. */
+  id: string;
+  /** The slice name; becomes the sliver's hostname. */
+  hostname: string;
+  /** Directory holding the sliver's root filesystem (a btrfs snapshot in production). */
+  rootfs: string;
+  memoryMb: number;
+  /** Relative CPU weight, cgroup v1 scale (2..262144, 1024 = one default share). */
+  cpuShares: number;
+  pids?: number;
+  /** Host uid/gid base H of a 65536 range; null = privileged (only if unprivileged is unsupported). */
+  idmapBase: number | null;
+  /** The sliver's network: an existing interface on the host (created by the network driver) moved
+   * into the container as eth0 (lxc.net.0.type = phys), with its address and gateway; null =
+   * loopback only. */
+  net: { link: string; address: string /* CIDR */; gateway: string } | null;
+}
+
+export type InstanceState = 'running' | 'stopped' | 'frozen' | 'absent';
+
+export interface InstanceDriver {
+  readonly name: string;
+  readonly capabilities: InstanceCapabilities;
+  /** Checks tools and kernel support once; throws an actionable error naming what is missing. */
+  check(): Promise<void>;
+  /** Writes or refreshes the sliver's config; idempotent. */
+  define(spec: InstanceSpec): Promise<void>;
+  start(id: string): Promise<void>;
+  stop(id: string, timeoutS?: number): Promise<void>;
+  freeze(id: string): Promise<void>;
+  thaw(id: string): Promise<void>;
+  state(id: string): Promise<InstanceState>;
+  /** Runs argv inside the sliver as its root; rejects with a CommandError when it exits non-zero. */
+  exec(id: string, argv: string[], input?: string): Promise<{ stdout: string; stderr: string }>;
+  /** Stops the sliver if needed and removes every trace (config dir, logs); idempotent. */
+  destroy(id: string): Promise<void>;
+  /** Ids of the slivers this driver has defined. */
+  list(): Promise<string[]>;
+  /** Resident memory of the sliver's cgroup in bytes (watchdog, accounting); null when not running. */
+  memoryBytes(id: string): Promise<number | null>;
+}
+
+/** A spec the driver refuses before touching the host. */
+export class InvalidSpecError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'InvalidSpecError';
+  }
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+// Slice names are PlanetLab-style (site_slice): letters, digits, '_', '-', '.'; a hostname is at most 64 bytes.
+const HOSTNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
+// A Linux interface name: at most 15 bytes, no '/', ':' or whitespace.
+const IFNAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$/;
+export const IDMAP_SIZE = 65536;
+
+export function isSliverId(id: string): boolean {
+  return UUID.test(id);
+}
+
+/** Throws InvalidSpecError naming the first bad field. Every value that reaches a config file is
+ * checked here, so no field can inject a line into it. */
+export function validateInstanceSpec(spec: InstanceSpec): void {
+  const bad = (field: string, why: string): never => {
+    throw new InvalidSpecError(`instance spec ${field} ${why}`);
+  };
+  if (!isSliverId(spec.id)) bad('id', `must be a lowercase uuid, got ${JSON.stringify(spec.id)}`);
+  if (!HOSTNAME.test(spec.hostname)) bad('hostname', `must be 1-63 of [A-Za-z0-9_.-], got ${JSON.stringify(spec.hostname)}`);
+  if (!isAbsolute(spec.rootfs) || /[\n\r\0]/.test(spec.rootfs) || spec.rootfs === '/')
+    bad('rootfs', `must be an absolute directory other than /, got ${JSON.stringify(spec.rootfs)}`);
+  if (!Number.isSafeInteger(spec.memoryMb) || spec.memoryMb < 8 || spec.memoryMb > 1 << 22)
+    bad('memoryMb', `must be an integer from 8 to ${1 << 22}, got ${spec.memoryMb}`);
+  if (!Number.isSafeInteger(spec.cpuShares) || spec.cpuShares < 2 || spec.cpuShares > 262144)
+    bad('cpuShares', `must be an integer from 2 to 262144, got ${spec.cpuShares}`);
+  if (spec.pids !== undefined && (!Number.isSafeInteger(spec.pids) || spec.pids < 8 || spec.pids > 4194304))
+    bad('pids', `must be an integer from 8 to 4194304, got ${spec.pids}`);
+  if (spec.idmapBase !== null) {
+    // Host ids 0..65535 are the host's own users; the range must fit below 2^32 - 1 (the invalid id).
+    const max = 2 ** 32 - 1 - IDMAP_SIZE;
+    if (!Number.isSafeInteger(spec.idmapBase) || spec.idmapBase < IDMAP_SIZE || spec.idmapBase > max)
+      bad('idmapBase', `must be an integer from ${IDMAP_SIZE} to ${max}, got ${spec.idmapBase}`);
+  }
+  if (spec.net !== null) {
+    const { link, address, gateway } = spec.net;
+    if (!IFNAME.test(link)) bad('net.link', `must be an interface name (1-15 of [A-Za-z0-9_.-]), got ${JSON.stringify(link)}`);
+    const [ip, prefix, ...rest] = address.split('/');
+    const bits = Number(prefix);
+    if (rest.length || !ip || !isIPv4(ip) || !/^\d{1,2}$/.test(prefix ?? '') || bits < 1 || bits > 32)
+      bad('net.address', `must be IPv4 CIDR like 10.0.0.2/30, got ${JSON.stringify(address)}`);
+    if (!isIPv4(gateway)) bad('net.gateway', `must be an IPv4 address, got ${JSON.stringify(gateway)}`);
+  }
+}

@@ -1,0 +1,188 @@
+// The LXC config renderer, the cgroup layout parser and spec validation: pure functions, no host.
+import { describe, expect, it } from 'vitest';
+import type { InstanceSpec } from './driver.js';
+import {
+  containerName,
+  idFromContainerName,
+  parseCgroupLayout,
+  parseMemoryStat,
+  renderConfig,
+  residentBytes,
+  sharesToWeight,
+  validateInstanceSpec,
+  type CgroupLayout,
+  type LxcHostFacts,
+} from './index.js';
+
+const ID = '0b7e6c1e-3f4a-4c55-9a0e-2d1f7c9b8a01';
+const spec: InstanceSpec = {
+  id: ID,
+  hostname: 'princeton_codeen',
+  rootfs: '/pool/slivers/0b7e6c1e',
+  memoryMb: 256,
+  cpuShares: 512,
+  pids: 200,
+  idmapBase: 1_000_000,
+  net: { link: 'pl0b7e6c1ep', address: '10.200.0.2/30', gateway: '10.200.0.1' },
+};
+const hybrid: CgroupLayout = { mode: 'hybrid', memory: 'v1', cpu: 'v1', pids: 'v1', freezer: 'v1', devices: 'v1' };
+const unified: CgroupLayout = { mode: 'unified', memory: 'v2', cpu: 'v2', pids: 'v2', freezer: 'v2', devices: 'v2' };
+const facts: LxcHostFacts = { cgroups: hybrid, seccompProfile: '/usr/share/lxc/config/common.seccomp', apparmor: false };
+const opts = { lxcPath: '/var/lib/planetlite/lxc' };
+
+/** key → values, in order, ignoring comments. */
+function keys(config: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const line of config.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-z0-9_.]+) = (.*)$/.exec(line);
+    expect(m, `malformed line ${JSON.stringify(line)}`).not.toBeNull();
+    const [, k = '', v = ''] = m ?? [];
+    out.set(k, [...(out.get(k) ?? []), v]);
+  }
+  return out;
+}
+
+describe('renderConfig', () => {
+  it('renders an unprivileged sliver on a hybrid (v1 controllers) host', () => {
+    const text = renderConfig(spec, facts, opts);
+    const k = keys(text);
+    const one = (key: string): string | undefined => {
+      expect(k.get(key), key).toHaveLength(1);
+      return k.get(key)?.[0];
+    };
+    expect(one('lxc.uts.name')).toBe('princeton_codeen');
+    expect(one('lxc.rootfs.path')).toBe('dir:/pool/slivers/0b7e6c1e');
+    expect(one('lxc.rootfs.options')).toBe('idmap=container');
+    expect(k.get('lxc.idmap')).toEqual(['u 0 1000000 65536', 'g 0 1000000 65536']);
+    expect(one('lxc.init.cmd')).toBe('/sbin/init');
+    expect(one('lxc.mount.auto')).toBe('proc:mixed sys:ro cgroup:mixed:force');
+    expect(one('lxc.autodev')).toBe('1');
+    expect(one('lxc.tty.max')).toBe('0');
+    const drops = one('lxc.cap.drop')?.split(' ');
+    for (const cap of ['sys_module', 'sys_boot', 'mknod', 'sys_time', 'sys_rawio', 'mac_admin', 'mac_override']) expect(drops).toContain(cap);
+    expect(drops).not.toContain('sys_admin');
+    expect(one('lxc.seccomp.profile')).toBe('/usr/share/lxc/config/common.seccomp');
+    expect(one('lxc.apparmor.profile')).toBe('unconfined');
+    expect(one('lxc.cgroup.memory.limit_in_bytes')).toBe(String(256 * 1024 * 1024));
+    expect(one('lxc.cgroup.cpu.shares')).toBe('512');
+    expect(one('lxc.cgroup.pids.max')).toBe('200');
+    expect(one('lxc.cgroup.devices.deny')).toBe('a');
+    expect(k.get('lxc.cgroup.devices.allow')).toContain('c 1:3 rwm');
+    expect([...k.keys()].some((key) => key.startsWith('lxc.cgroup2.'))).toBe(false);
+    expect(one('lxc.net.0.type')).toBe('phys');
+    expect(one('lxc.net.0.link')).toBe('pl0b7e6c1ep');
+    expect(one('lxc.net.0.name')).toBe('eth0');
+    expect(one('lxc.net.0.flags')).toBe('up');
+    expect(one('lxc.net.0.ipv4.address')).toBe('10.200.0.2/30');
+    expect(one('lxc.net.0.ipv4.gateway')).toBe('10.200.0.1');
+    expect(one('lxc.log.file')).toBe(`/var/lib/planetlite/lxc/sl-${ID}/lxc.log`);
+    expect(one('lxc.console.logfile')).toBe(`/var/lib/planetlite/lxc/sl-${ID}/console.log`);
+    // Deterministic: the same inputs give the same bytes (define() compares before writing).
+    expect(renderConfig(spec, facts, opts)).toBe(text);
+  });
+
+  it('uses cgroup2 keys on a unified host, and LXC apparmor when the kernel has it', () => {
+    const k = keys(renderConfig(spec, { cgroups: unified, seccompProfile: null, apparmor: true }, opts));
+    expect(k.get('lxc.cgroup2.memory.max')).toEqual([String(256 * 1024 * 1024)]);
+    expect(k.get('lxc.cgroup2.cpu.weight')).toEqual([String(sharesToWeight(512))]);
+    expect(k.get('lxc.cgroup2.pids.max')).toEqual(['200']);
+    expect(k.get('lxc.cgroup2.devices.deny')).toEqual(['a']);
+    expect([...k.keys()].some((key) => key.startsWith('lxc.cgroup.'))).toBe(false);
+    expect(k.has('lxc.seccomp.profile')).toBe(false);
+    expect(k.get('lxc.apparmor.profile')).toEqual(['generated']);
+  });
+
+  it('leaves out what the host lacks, and gives a loopback-only sliver no interface', () => {
+    const bare: CgroupLayout = { mode: 'legacy', memory: null, cpu: 'v1', pids: null, freezer: null, devices: null };
+    const text = renderConfig({ ...spec, net: null }, { ...facts, cgroups: bare }, opts);
+    const k = keys(text);
+    expect(k.has('lxc.cgroup.memory.limit_in_bytes')).toBe(false);
+    expect(k.has('lxc.cgroup.pids.max')).toBe(false);
+    expect(text).toContain('# no memory controller on this host');
+    expect(k.get('lxc.net.0.type')).toEqual(['empty']);
+    expect(k.has('lxc.net.0.link')).toBe(false);
+  });
+
+  it('renders a privileged sliver without idmaps and with more capabilities dropped', () => {
+    const k = keys(renderConfig({ ...spec, idmapBase: null }, facts, opts));
+    expect(k.has('lxc.idmap')).toBe(false);
+    expect(k.has('lxc.rootfs.options')).toBe(false);
+    const drops = k.get('lxc.cap.drop')?.[0]?.split(' ');
+    expect(drops).toContain('sys_admin');
+    expect(drops).toContain('mknod');
+  });
+
+  it('maps cpu shares to v2 weights like runc does', () => {
+    expect(sharesToWeight(2)).toBe(1);
+    expect(sharesToWeight(1024)).toBe(39);
+    expect(sharesToWeight(262144)).toBe(10000);
+  });
+});
+
+describe('spec validation', () => {
+  it.each([
+    [{ id: 'not-a-uuid' }, /id/],
+    [{ id: ID.toUpperCase() }, /id/],
+    [{ hostname: 'a\nlxc.cap.drop =' }, /hostname/],
+    [{ hostname: '' }, /hostname/],
+    [{ rootfs: 'relative/dir' }, /rootfs/],
+    [{ rootfs: '/x\nlxc.include = /etc/passwd' }, /rootfs/],
+    [{ rootfs: '/' }, /rootfs/],
+    [{ memoryMb: 0 }, /memoryMb/],
+    [{ memoryMb: 1.5 }, /memoryMb/],
+    [{ cpuShares: 1 }, /cpuShares/],
+    [{ pids: -1 }, /pids/],
+    [{ idmapBase: 0 }, /idmapBase/],
+    [{ idmapBase: 2 ** 32 - 10 }, /idmapBase/],
+    [{ net: { link: 'way-too-long-ifname', address: '10.0.0.2/30', gateway: '10.0.0.1' } }, /net\.link/],
+    [{ net: { link: 'veth0', address: '10.0.0.2', gateway: '10.0.0.1' } }, /net\.address/],
+    [{ net: { link: 'veth0', address: '10.0.0.2/33', gateway: '10.0.0.1' } }, /net\.address/],
+    [{ net: { link: 'veth0', address: '10.0.0.2/30', gateway: 'gw' } }, /net\.gateway/],
+  ] as Array<[Partial<InstanceSpec>, RegExp]>)('refuses %j', (patch, field) => {
+    expect(() => validateInstanceSpec({ ...spec, ...patch })).toThrow(field);
+    expect(() => renderConfig({ ...spec, ...patch }, facts, opts)).toThrow(field);
+  });
+
+  it('names containers deterministically and recognises only its own', () => {
+    expect(containerName(ID)).toBe(`sl-${ID}`);
+    expect(idFromContainerName(`sl-${ID}`)).toBe(ID);
+    expect(idFromContainerName('sl-x')).toBeNull();
+    expect(idFromContainerName(ID)).toBeNull();
+  });
+});
+
+describe('cgroup layout', () => {
+  const hybridMounts = [
+    '/dev/vda / ext4 rw,relatime 0 0',
+    'tmpfs /sys/fs/cgroup tmpfs rw,relatime,mode=755 0 0',
+    'cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,relatime,cpu,cpuacct 0 0',
+    'cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0',
+    'cgroup /sys/fs/cgroup/freezer cgroup rw,relatime,freezer 0 0',
+    'cgroup /sys/fs/cgroup/pids cgroup rw,relatime,pids 0 0',
+    'cgroup /sys/fs/cgroup/devices cgroup rw,relatime,devices 0 0',
+    'cgroup /sys/fs/cgroup/systemd cgroup rw,relatime,name=systemd 0 0',
+    'cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0',
+  ].join('\n');
+
+  it('puts controllers on v1 on a hybrid host (this project\'s machines)', () => {
+    expect(parseCgroupLayout(hybridMounts, 'hugetlb\n')).toEqual(hybrid);
+  });
+
+  it('takes a controller from v2 only when the v2 root offers it', () => {
+    const noMemoryV1 = hybridMounts.replace(/.*memory.*\n/, '');
+    expect(parseCgroupLayout(noMemoryV1, 'memory hugetlb').memory).toBe('v2');
+    expect(parseCgroupLayout(noMemoryV1, 'hugetlb').memory).toBeNull();
+  });
+
+  it('recognises a unified host, where freezing and device rules are built in', () => {
+    expect(parseCgroupLayout('cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0', 'cpuset cpu io memory pids')).toEqual(unified);
+  });
+
+  it('reads resident memory from memory.stat', () => {
+    const v1 = parseMemoryStat('cache 16384\nrss 1331200\nmapped_file 0\ntotal_rss 1400000\ntotal_mapped_file 8192\n');
+    expect(residentBytes(v1, 'v1')).toBe(1_408_192);
+    expect(residentBytes(parseMemoryStat('anon 2000000\nfile 900000\nfile_mapped 4096\n'), 'v2')).toBe(2_004_096);
+    expect(residentBytes(parseMemoryStat(''), 'v2')).toBeNull();
+  });
+});

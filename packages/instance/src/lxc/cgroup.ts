@@ -1,0 +1,152 @@
+// Which cgroup hierarchy holds each controller on this host, and reading a sliver's memory from it.
+import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export type CgroupVersion = 'v1' | 'v2';
+
+/**
+ * Hosts come in three layouts, and LXC needs a different config key for each controller:
+ * - legacy: every controller on its own v1 hierarchy → `lxc.cgroup.<file>`;
+ * - hybrid: v1 controllers plus a v2 tree (this project's machines: memory, cpu, pids, freezer
+ *   and devices on v1, and /sys/fs/cgroup/unified with no controllers beyond hugetlb). A
+ *   controller bound to v1 cannot appear in v2, so its keys stay `lxc.cgroup.*`; only a
+ *   controller listed in the v2 root's cgroup.controllers takes `lxc.cgroup2.*`;
+ * - unified: v2 only → `lxc.cgroup2.<file>` (memory.max, cpu.weight, pids.max); freezing is
+ *   built into v2 (cgroup.freeze) and device rules are eBPF programs, so both are always there.
+ * LXC itself freezes through v1 unless the layout is unified, hence freezer/devices never map to
+ * v2 on a hybrid host.
+ */
+export interface CgroupLayout {
+  mode: 'legacy' | 'hybrid' | 'unified';
+  memory: CgroupVersion | null;
+  cpu: CgroupVersion | null;
+  pids: CgroupVersion | null;
+  freezer: CgroupVersion | null;
+  devices: CgroupVersion | null;
+}
+
+interface CgroupMount {
+  type: 'cgroup' | 'cgroup2';
+  mountPoint: string;
+  options: string[];
+}
+
+/** The cgroup and cgroup2 lines of /proc/self/mounts. */
+export function parseCgroupMounts(procMounts: string): CgroupMount[] {
+  const out: CgroupMount[] = [];
+  for (const line of procMounts.split('\n')) {
+    const [, mountPoint, type, options] = line.split(' ');
+    if ((type === 'cgroup' || type === 'cgroup2') && mountPoint && options !== undefined)
+      out.push({ type, mountPoint: mountPoint.replace(/\\040/g, ' '), options: options.split(',') });
+  }
+  return out;
+}
+
+/** Pure: the layout from /proc/self/mounts and the v2 root's cgroup.controllers (null if no v2 mount). */
+export function parseCgroupLayout(procMounts: string, unifiedControllers: string | null): CgroupLayout {
+  const mounts = parseCgroupMounts(procMounts);
+  const v1 = new Set(mounts.filter((m) => m.type === 'cgroup').flatMap((m) => m.options));
+  const v2Mounted = mounts.some((m) => m.type === 'cgroup2');
+  const v2 = new Set(v2Mounted && unifiedControllers ? unifiedControllers.trim().split(/\s+/) : []);
+  const anyV1Controller = ['memory', 'cpu', 'pids', 'freezer', 'devices', 'cpuset', 'blkio'].some((c) => v1.has(c));
+  const mode: CgroupLayout['mode'] = !anyV1Controller && v2Mounted ? 'unified' : v2Mounted ? 'hybrid' : 'legacy';
+  const place = (controller: string, builtInV2: boolean): CgroupVersion | null =>
+    v1.has(controller) ? 'v1' : v2.has(controller) || (builtInV2 && mode === 'unified') ? 'v2' : null;
+  return {
+    mode,
+    memory: place('memory', false),
+    cpu: place('cpu', false),
+    pids: place('pids', false),
+    freezer: place('freezer', true),
+    devices: place('devices', true),
+  };
+}
+
+/** Reads this host's layout. */
+export async function detectCgroupLayout(): Promise<CgroupLayout> {
+  const procMounts = await readFile('/proc/self/mounts', 'utf8');
+  const unified = parseCgroupMounts(procMounts).find((m) => m.type === 'cgroup2');
+  const controllers = unified
+    ? await readFile(join(unified.mountPoint, 'cgroup.controllers'), 'utf8').catch(() => '')
+    : null;
+  return parseCgroupLayout(procMounts, controllers);
+}
+
+/** `memory.stat` as numbers. */
+export function parseMemoryStat(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const [key, value] = line.trim().split(/\s+/);
+    if (key && value !== undefined && /^\d+$/.test(value)) out.set(key, Number(value));
+  }
+  return out;
+}
+
+/**
+ * Resident memory as the watchdog should see it (PlanetLab's pl_mom ranked slivers by RSS):
+ * anonymous memory plus mapped file pages, without the reclaimable page cache that
+ * memory.usage_in_bytes / memory.current also count. v1's total_* fields include child cgroups
+ * the sliver may have made.
+ */
+export function residentBytes(stat: Map<string, number>, version: CgroupVersion): number | null {
+  const pick = (...keys: string[]): number | undefined => keys.map((k) => stat.get(k)).find((v) => v !== undefined);
+  const [anon, mapped] =
+    version === 'v1'
+      ? [pick('total_rss', 'rss'), pick('total_mapped_file', 'mapped_file')]
+      : [pick('anon'), pick('file_mapped')];
+  return anon === undefined ? null : anon + (mapped ?? 0);
+}
+
+/** Directories under which LXC (run as root) makes its cgroups: each hierarchy's root and the
+ * cgroup of pid 1 in it. */
+async function lxcCgroupParents(): Promise<string[]> {
+  const mounts = parseCgroupMounts(await readFile('/proc/self/mounts', 'utf8'));
+  const init = await readFile('/proc/1/cgroup', 'utf8').catch(() => '');
+  const parents = new Set<string>();
+  for (const m of mounts) {
+    parents.add(m.mountPoint);
+    for (const line of init.split('\n')) {
+      const [, controllers = '', path = ''] = /^\d+:([^:]*):(.*)$/.exec(line) ?? [];
+      const matches = m.type === 'cgroup2' ? controllers === '' : controllers !== '' && controllers.split(',').every((c) => m.options.includes(c));
+      if (matches && path && path !== '/') parents.add(join(m.mountPoint, path));
+    }
+  }
+  return [...parents];
+}
+
+/** rmdir a cgroup and its children, deepest first (cgroup directories hold only control files). */
+async function removeCgroupTree(dir: string): Promise<void> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  for (const e of entries) if (e.isDirectory()) await removeCgroupTree(join(dir, e.name));
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await rmdir(dir);
+      return;
+    } catch (err) {
+      // EBUSY: LXC's monitor may still be leaving it; give it a moment.
+      if ((err as NodeJS.ErrnoException).code !== 'EBUSY' || attempt >= 40) throw err;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
+/**
+ * Removes what LXC left of a stopped container's cgroups (lxc.monitor.NAME, lxc.payload.NAME) in
+ * every hierarchy. LXC removes them itself after a normal stop, but not after every failed start.
+ * Returns the directories it removed.
+ */
+export async function removeContainerCgroups(name: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const parent of await lxcCgroupParents()) {
+    for (const prefix of ['lxc.monitor.', 'lxc.payload.']) {
+      const dir = join(parent, prefix + name);
+      try {
+        await removeCgroupTree(dir);
+        removed.push(dir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    }
+  }
+  return removed;
+}

@@ -1,0 +1,303 @@
+// The LXC instance driver: a sliver is a container `sl-<uuid>` in the driver's own lxcpath,
+// driven through the lxc-* tools (inside the node's network namespace when one is given).
+import { randomUUID } from 'node:crypto';
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { isAbsolute, join } from 'node:path';
+import { CommandError, Reverter, run, tryRun, type RunOptions, type RunResult } from '@planetlite/host';
+import {
+  InvalidSpecError,
+  isSliverId,
+  validateInstanceSpec,
+  type InstanceCapabilities,
+  type InstanceDriver,
+  type InstanceSpec,
+  type InstanceState,
+} from '../driver.js';
+import { detectCgroupLayout, parseMemoryStat, removeContainerCgroups, residentBytes } from './cgroup.js';
+import { containerName, idFromContainerName, renderConfig, type LxcHostFacts } from './config.js';
+import { apparmorEnabled, findStaticBusybox, firstUnsearchable, missingTools, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
+
+export interface LxcDriverOptions {
+  /** The driver's own lxcpath (never the system's /var/lib/lxc); one per node. */
+  lxcPath: string;
+  /** Run every lxc command inside the network namespace NETNS (`ip netns add NETNS`), as
+   * `nsenter --net=/run/netns/NETNS lxc-… -P LXCPATH …`: a node namespace in multi-node tests.
+   * Not `ip netns exec`: that also remounts /sys, hiding /sys/fs/cgroup from LXC, which then
+   * cannot place the sliver in cgroups or apply its limits. */
+  netns?: string;
+  /** Directory on the filesystem that will hold sliver root filesystems (the btrfs pool); check()
+   * proves idmapped mounts work there. Default: lxcPath. */
+  rootfsDir?: string;
+}
+
+/** Host uid/gid base of the short-lived idmap probe container (top of the 32-bit range). */
+const PROBE_IDMAP_BASE = 0xfffe0000;
+const PROBE_DIR_PREFIX = '.idmap-probe-';
+/** Inside a sliver, lxc-attach --clear-env leaves no PATH. */
+const EXEC_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+export class LxcDriver implements InstanceDriver {
+  readonly name = 'lxc';
+  readonly lxcPath: string;
+  readonly netns: string | undefined;
+  readonly rootfsDir: string;
+  #facts: LxcHostFacts | null = null;
+  #capabilities: InstanceCapabilities = { unprivileged: false, freeze: false, memoryLimit: false };
+  #limitations: string[] = [];
+
+  constructor(opts: LxcDriverOptions) {
+    for (const [key, dir] of [['lxcPath', opts.lxcPath], ['rootfsDir', opts.rootfsDir]] as const)
+      if (dir !== undefined && (!isAbsolute(dir) || /[\n\r\0]/.test(dir))) throw new Error(`lxc driver: ${key} must be an absolute path, got ${JSON.stringify(dir)}`);
+    if (opts.lxcPath.replace(/\/+$/, '') === '/var/lib/lxc') throw new Error('lxc driver: use an lxcpath of its own, not the system default /var/lib/lxc');
+    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) throw new Error(`lxc driver: bad netns name ${JSON.stringify(opts.netns)}`);
+    this.lxcPath = opts.lxcPath;
+    this.netns = opts.netns;
+    this.rootfsDir = opts.rootfsDir ?? opts.lxcPath;
+  }
+
+  get capabilities(): InstanceCapabilities {
+    return { ...this.#capabilities };
+  }
+
+  /** What check() found missing, in words (empty when every capability is there). */
+  get limitations(): readonly string[] {
+    return [...this.#limitations];
+  }
+
+  /** The host facts check() found; they shape every config. */
+  get hostFacts(): LxcHostFacts {
+    if (!this.#facts) throw new Error('lxc driver: call check() before using the driver');
+    return this.#facts;
+  }
+
+  async check(): Promise<void> {
+    const missing = await missingTools(this.netns !== undefined);
+    if (missing.length) throw new Error(`lxc driver: ${missing.join(', ')} not found (apt-get install lxc${missing.includes('nsenter') ? ' util-linux' : ''})`);
+    if (this.netns !== undefined && (await tryRun('nsenter', [`--net=${this.#netnsPath()}`, 'true'])) === null)
+      throw new Error(`lxc driver: network namespace ${this.netns} does not exist (ip netns add ${this.netns})`);
+    const cgroups = await detectCgroupLayout();
+    this.#facts = { cgroups, seccompProfile: await seccompProfile(), apparmor: await apparmorEnabled() };
+    const limitations: string[] = [];
+    if (!cgroups.memory) limitations.push('memoryLimit: no memory cgroup controller (v1 mount or v2 cgroup.controllers)');
+    if (!cgroups.freezer) limitations.push('freeze: no freezer (v1 freezer controller, or a unified v2 hierarchy)');
+    if (!this.#facts.seccompProfile) limitations.push('seccomp: kernel without seccomp or no LXC default profile; slivers run without it');
+    await mkdir(this.lxcPath, { recursive: true });
+    await mkdir(this.rootfsDir, { recursive: true });
+    await this.#removeStaleProbes();
+    const kernelProblem = await userNamespaceProblem();
+    if (kernelProblem === null) {
+      // Fixable, and a quiet fallback to privileged slivers would be worse: refuse.
+      const closed = await firstUnsearchable(this.lxcPath);
+      if (closed) throw new Error(`lxc driver: unprivileged slivers cannot reach lxcpath ${this.lxcPath}: ${closed} is not searchable by others (chmod o+x ${closed})`);
+    }
+    const usernsProblem = kernelProblem ?? (await this.#probeIdmappedRootfs());
+    if (usernsProblem) limitations.push(`unprivileged: ${usernsProblem}`);
+    this.#limitations = limitations;
+    this.#capabilities = { unprivileged: usernsProblem === null, freeze: cgroups.freezer !== null, memoryLimit: cgroups.memory !== null };
+  }
+
+  async define(spec: InstanceSpec): Promise<void> {
+    validateInstanceSpec(spec);
+    const facts = this.hostFacts;
+    if (spec.idmapBase === null && this.#capabilities.unprivileged)
+      throw new InvalidSpecError(`instance spec idmapBase is null (privileged) but this host runs slivers unprivileged`);
+    if (spec.idmapBase !== null && !this.#capabilities.unprivileged)
+      throw new Error(`lxc driver: this host cannot run unprivileged slivers (${this.#limitations.join('; ')}); define with idmapBase null`);
+    const root = await stat(spec.rootfs).catch(() => null);
+    if (!root?.isDirectory()) throw new Error(`lxc driver: rootfs ${spec.rootfs} of sliver ${spec.id} is not a directory (make the snapshot first)`);
+    const config = renderConfig(spec, facts, { lxcPath: this.lxcPath });
+    const dir = this.#dir(spec.id);
+    const path = join(dir, 'config');
+    if ((await readFile(path, 'utf8').catch(() => null)) === config) return;
+    await Reverter.wrap(async (r) => {
+      const madeDir = await mkdir(dir, { recursive: true });
+      if (madeDir) r.add(() => rm(dir, { recursive: true, force: true }));
+      // Write then rename: a crash never leaves a half-written config that LXC would half-apply.
+      const tmp = `${path}.tmp-${process.pid}`;
+      r.add(() => rm(tmp, { force: true }));
+      await writeFile(tmp, config, { mode: 0o600 });
+      await rename(tmp, path);
+    });
+  }
+
+  async start(id: string): Promise<void> {
+    const state = await this.state(id);
+    if (state === 'absent') throw new Error(`lxc driver: sliver ${id} is not defined`);
+    if (state !== 'stopped') return;
+    try {
+      // -d returns once the container is RUNNING (or has failed).
+      await this.#lxc('lxc-start', id, ['-d']);
+    } catch (err) {
+      const why = await this.#logErrors(id);
+      throw new Error(`lxc driver: sliver ${id} failed to start: ${err instanceof Error ? err.message : String(err)}${why ? `\n${why}` : ''}`, { cause: err });
+    }
+  }
+
+  async stop(id: string, timeoutS = 10): Promise<void> {
+    const state = await this.state(id);
+    if (state === 'absent' || state === 'stopped') return;
+    // A frozen init cannot receive the halt signal.
+    if (state === 'frozen') await this.#lxc('lxc-unfreeze', id, []);
+    // Clean halt (lxc.signal.halt, SIGPWR), killed after timeoutS.
+    await this.#lxc('lxc-stop', id, ['-t', String(timeoutS)], { timeoutMs: (timeoutS + 30) * 1000 });
+  }
+
+  async freeze(id: string): Promise<void> {
+    if (!this.#capabilities.freeze) throw new Error(`lxc driver: cannot freeze here (${this.#limitations.join('; ')})`);
+    const state = await this.state(id);
+    if (state === 'frozen') return;
+    if (state !== 'running') throw new Error(`lxc driver: sliver ${id} is ${state}, not running`);
+    await this.#lxc('lxc-freeze', id, []);
+  }
+
+  async thaw(id: string): Promise<void> {
+    const state = await this.state(id);
+    if (state === 'running') return;
+    if (state !== 'frozen') throw new Error(`lxc driver: sliver ${id} is ${state}, not frozen`);
+    await this.#lxc('lxc-unfreeze', id, []);
+  }
+
+  async state(id: string): Promise<InstanceState> {
+    const dir = this.#dir(id);
+    if (!(await stat(join(dir, 'config')).catch(() => null))) return 'absent';
+    const { stdout } = await this.#lxc('lxc-info', id, ['-s', '-H']);
+    switch (stdout.trim()) {
+      case 'FROZEN':
+        return 'frozen';
+      case 'RUNNING':
+      case 'STARTING':
+      case 'THAWED':
+      case 'FREEZING':
+        return 'running';
+      default: // STOPPED, STOPPING, ABORTING
+        return 'stopped';
+    }
+  }
+
+  async exec(id: string, argv: string[], input?: string): Promise<RunResult> {
+    if (!argv.length) throw new Error('lxc driver: exec needs a command');
+    // --clear-env: nothing of the agent's environment leaks into the sliver.
+    return this.#lxc('lxc-attach', id, ['--clear-env', '-v', EXEC_PATH, '--', ...argv], input === undefined ? {} : { input });
+  }
+
+  async destroy(id: string): Promise<void> {
+    const dir = this.#dir(id);
+    if (!(await stat(dir).catch(() => null))) return;
+    const state = await this.state(id);
+    if (state === 'frozen') await tryRun(...this.#argv('lxc-unfreeze', id, []));
+    // The sliver is going away: kill, no clean shutdown. lxc-stop -k waits until it is STOPPED,
+    // by which time LXC has handed a phys interface back to the namespace it came from.
+    if (state === 'running' || state === 'frozen') await this.#lxc('lxc-stop', id, ['-k']);
+    await removeContainerCgroups(containerName(id));
+    await rm(dir, { recursive: true, force: true });
+  }
+
+  async list(): Promise<string[]> {
+    const names = await readdir(this.lxcPath).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [];
+      throw err;
+    });
+    return names
+      .map(idFromContainerName)
+      .filter((id): id is string => id !== null)
+      .sort();
+  }
+
+  async memoryBytes(id: string): Promise<number | null> {
+    const version = this.hostFacts.cgroups.memory;
+    if (!version) return null;
+    const state = await this.state(id);
+    if (state !== 'running' && state !== 'frozen') return null;
+    const res = await tryRun(...this.#argv('lxc-cgroup', id, ['memory.stat']));
+    return res ? residentBytes(parseMemoryStat(res.stdout), version) : null;
+  }
+
+  /** Host pid of the sliver's init, or null when it is not running (for accounting and tests). */
+  async initPid(id: string): Promise<number | null> {
+    const state = await this.state(id);
+    if (state !== 'running' && state !== 'frozen') return null;
+    const pid = Number((await this.#lxc('lxc-info', id, ['-p', '-H'])).stdout.trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  }
+
+  /** The container name of a sliver id, refusing anything that is not a uuid. */
+  #name(id: string): string {
+    if (!isSliverId(id)) throw new InvalidSpecError(`sliver id must be a lowercase uuid, got ${JSON.stringify(id)}`);
+    return containerName(id);
+  }
+
+  #dir(id: string): string {
+    return join(this.lxcPath, this.#name(id));
+  }
+
+  /** [command, args, options] of an lxc tool run on a sliver, in the node namespace if any. */
+  #argv(tool: LxcTool, id: string | null, args: string[], opts: RunOptions = {}): [string, string[], RunOptions] {
+    const argv = ['-P', this.lxcPath, ...(id === null ? [] : ['-n', this.#name(id)]), ...args];
+    // cwd /: lxc-attach otherwise tries (and warns about) the agent's own cwd inside the sliver.
+    const options = { cwd: '/', ...opts };
+    return this.netns === undefined ? [tool, argv, options] : ['nsenter', [`--net=${this.#netnsPath()}`, '--', tool, ...argv], options];
+  }
+
+  #netnsPath(): string {
+    return join('/run/netns', this.netns ?? '');
+  }
+
+  #lxc(tool: LxcTool, id: string | null, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+    return run(...this.#argv(tool, id, args, opts));
+  }
+
+  /** The ERROR lines of the sliver's LXC log, the part that says why a start failed. */
+  async #logErrors(id: string): Promise<string> {
+    const log = await readFile(join(this.#dir(id), 'lxc.log'), 'utf8').catch(() => '');
+    return log
+      .split('\n')
+      .filter((l) => / ERROR /.test(l))
+      .slice(-8)
+      .join('\n');
+  }
+
+  async #removeStaleProbes(): Promise<void> {
+    for (const name of await readdir(this.rootfsDir)) if (name.startsWith(PROBE_DIR_PREFIX)) await rm(join(this.rootfsDir, name), { recursive: true, force: true });
+  }
+
+  /**
+   * Proves that unprivileged slivers work on rootfsDir's filesystem, the way they will run:
+   * a throwaway container with this host's full config (idmap, idmapped rootfs, seccomp, limits)
+   * whose init writes one file. It must appear on disk as uid 0. Returns why not, or null.
+   * Everything it makes is undone, success or not.
+   */
+  async #probeIdmappedRootfs(): Promise<string | null> {
+    const busybox = await findStaticBusybox();
+    if (!busybox) return 'no static busybox to probe idmapped mounts with (apt-get install busybox-static)';
+    const undo = new Reverter();
+    try {
+      const dir = await mkdtemp(join(this.rootfsDir, PROBE_DIR_PREFIX));
+      undo.add(() => rm(dir, { recursive: true, force: true }));
+      const rootfs = join(dir, 'rootfs');
+      for (const sub of ['bin', 'dev', 'proc', 'sys']) await mkdir(join(rootfs, sub), { recursive: true });
+      await copyFile(busybox, join(rootfs, 'bin/busybox'));
+      await chmod(join(rootfs, 'bin/busybox'), 0o755);
+      const id = randomUUID();
+      const spec: InstanceSpec = { id, hostname: 'idmap-probe', rootfs, memoryMb: 32, cpuShares: 1024, pids: 16, idmapBase: PROBE_IDMAP_BASE, net: null };
+      const config = renderConfig(spec, this.hostFacts, { lxcPath: this.lxcPath, init: '/bin/busybox touch /idmap-probe' });
+      await mkdir(this.#dir(id));
+      undo.add(() => rm(this.#dir(id), { recursive: true, force: true }));
+      await writeFile(join(this.#dir(id), 'config'), config);
+      undo.add(() => removeContainerCgroups(containerName(id)));
+      undo.add(() => tryRun(...this.#argv('lxc-stop', id, ['-k'])));
+      try {
+        await this.#lxc('lxc-start', id, ['-d']);
+        await this.#lxc('lxc-wait', id, ['-s', 'STOPPED', '-t', '10']);
+      } catch (err) {
+        const why = await this.#logErrors(id);
+        return `a probe container with an idmapped rootfs on ${this.rootfsDir} failed: ${err instanceof CommandError ? err.message : String(err)}${why ? ` (${why.replace(/\n/g, ' / ')})` : ''}`;
+      }
+      const made = await stat(join(rootfs, 'idmap-probe')).catch(() => null);
+      if (!made) return `the probe container's init could not write to its idmapped rootfs on ${this.rootfsDir}`;
+      if (made.uid !== 0) return `a file written by the probe's root landed as uid ${made.uid}, not 0: the rootfs was not idmapped`;
+      return null;
+    } finally {
+      await undo.fail();
+    }
+  }
+}
