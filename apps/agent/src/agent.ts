@@ -1,13 +1,24 @@
-// The node agent daemon: desired-state sync in, observed state out. Each module has start/stop,
-// stopped in reverse order.
+// The node agent daemon: desired-state sync in, reconcile against the host, observed state out.
+// Each module has start/stop, stopped in reverse order.
 import { PlanetLiteClient, type DesiredState, type ObservedState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { StateDir } from './state.js';
 import { DesiredStateSync } from './sync.js';
+import { Reconciler, type Drivers } from './reconcile.js';
+import { Ledger } from './ledger.js';
+import { ImageIndex } from './images.js';
+import { loadSettings, type AgentSettings } from './settings.js';
+import { openDrivers } from './drivers.js';
+import { parseSubnet, slotCount } from '@planetlite/network';
 
 export interface AgentOptions {
   stateDir: string;
   log: Logger;
+  /** Flags given to `run`; remembered in the state dir. */
+  settings?: Partial<AgentSettings>;
+  /** Drivers to use instead of opening them from the settings; null: follow the desired state
+   * and report, but build no sliver (tests of the sync alone). */
+  drivers?: Drivers | null;
   /** Long-poll length, seconds (tests shorten it). */
   waitSeconds?: number;
   /** How often observed state is sent even when nothing changed, ms (default 30 s). */
@@ -19,15 +30,21 @@ export class Agent {
   readonly sync: DesiredStateSync;
   readonly client: PlanetLiteClient;
   readonly nodeId: string;
+  readonly #opts: AgentOptions;
+  readonly #address: string;
   readonly #log: Logger;
   readonly #reportEveryMs: number;
+  #reconciler: Reconciler | null = null;
   #timer: NodeJS.Timeout | null = null;
   #reporting: Promise<void> = Promise.resolve();
+  #passes: Promise<void> = Promise.resolve();
 
   constructor(opts: AgentOptions) {
+    this.#opts = opts;
     this.state = new StateDir(opts.stateDir);
     const e = this.state.readEnrollment();
     this.nodeId = e.node_id;
+    this.#address = e.address;
     this.#log = opts.log;
     this.#reportEveryMs = opts.reportEveryMs ?? 30_000;
     this.client = new PlanetLiteClient({ registry: e.registry, token: e.node_key });
@@ -41,7 +58,22 @@ export class Agent {
     });
   }
 
+  get reconciler(): Reconciler | null {
+    return this.#reconciler;
+  }
+
   async start(): Promise<void> {
+    if (this.#opts.drivers !== null) {
+      const settings = loadSettings(this.state.dir, this.#opts.settings);
+      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address));
+      this.#reconciler = new Reconciler({
+        drivers,
+        ledger: new Ledger(this.state.dir),
+        images: new ImageIndex(this.state.dir),
+        log: this.#log.child({ component: 'reconcile' }),
+        maxSlots: slotCount(parseSubnet(settings.sliver_subnet)),
+      });
+    }
     await this.sync.start();
     this.#timer = setInterval(() => void this.report(), this.#reportEveryMs);
     await this.report();
@@ -50,19 +82,20 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     await this.sync.stop();
+    await this.#passes;
     await this.#reporting;
   }
 
-  /** What this node actually has. Empty until the instance drivers land: nothing is claimed that is not there. */
-  observed(): ObservedState {
-    return { slivers: [] };
+  /** What this node actually has; nothing is claimed that is not there. */
+  async observed(): Promise<ObservedState> {
+    return { slivers: this.#reconciler ? await this.#reconciler.observed() : [] };
   }
 
   /** Sends observed state; failures are logged and retried on the next tick. */
   report(): Promise<void> {
     this.#reporting = this.#reporting.then(async () => {
       try {
-        await this.client.putObservedState(this.nodeId, this.observed());
+        await this.client.putObservedState(this.nodeId, await this.observed());
       } catch (err) {
         this.#log.debug({ err: err instanceof Error ? err.message : String(err) }, 'observed-state report failed');
       }
@@ -70,8 +103,21 @@ export class Agent {
     return this.#reporting;
   }
 
+  /** Each new document starts a pass; the sync loop does not wait for slow slivers. */
   async #apply(doc: DesiredState): Promise<void> {
     this.#log.info({ slivers: doc.slivers.length }, 'desired state received');
-    await this.report();
+    const pass = (async () => {
+      await this.report();
+      if (this.#reconciler) {
+        await this.#reconciler.reconcile(doc);
+        await this.report();
+      }
+    })();
+    this.#passes = Promise.all([this.#passes, pass]).then(() => undefined, () => undefined);
+  }
+
+  /** Resolves when every pass started so far has finished (tests). */
+  async settled(): Promise<void> {
+    await this.#passes;
   }
 }

@@ -4,3 +4,7 @@ export { enroll, type EnrollOptions } from './enroll.js';
 export { DesiredStateSync, type SyncOptions } from './sync.js';
 export { StateDir, type Enrollment, type CachedDesiredState } from './state.js';
 export { probeCapabilities, probeResources } from './probe.js';
+export { Reconciler, type Drivers } from './reconcile.js';
+export { importImage } from './import.js';
+export { loadSettings, defaultSettings, type AgentSettings } from './settings.js';
+export { openDrivers } from './drivers.js';

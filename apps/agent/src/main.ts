@@ -4,6 +4,7 @@ import { ApiError } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
 import { Agent } from './agent.js';
 import { enroll } from './enroll.js';
+import { importImage } from './import.js';
 
 const program = new Command('planetlite-agent')
   .description('The PlanetLite node agent: turns a slice\'s share of this node into a sliver.')
@@ -36,14 +37,31 @@ program
     process.stdout.write(`next: planetlite-agent run --state-dir ${opts.stateDir}\n`);
   });
 
+interface PoolFlags {
+  stateDir: string;
+  pool?: string;
+  poolSize?: string;
+  sliverSubnet?: string;
+  netns?: string;
+}
+
+const poolSettings = (o: PoolFlags) => ({ pool: o.pool, pool_size: o.poolSize, sliver_subnet: o.sliverSubnet, netns: o.netns });
+
 program
   .command('run')
-  .description('run the agent: follow the registry\'s desired state for this node and report what the node has')
+  .description('run the agent: follow the registry\'s desired state for this node, build its slivers, report what the node has')
   .addOption(stateDirOption())
+  .option('--pool <file|device>', 'btrfs pool: a loop file the agent creates, or a block device (default STATE_DIR/pool.img)')
+  .option('--pool-size <size>', 'size of a new loop-file pool, e.g. 20G (default 20G)')
+  .option('--sliver-subnet <cidr>', 'private addresses of slivers, one /30 each (default 10.200.0.0/16)')
+  .addOption(new Option('--netns <name>', 'put slivers in this network namespace (multi-node testbeds on one machine)').hideHelp())
   .addOption(new Option('--log-level <level>', 'trace, debug, info, warn, error').default('info').env('PLANETLITE_LOG_LEVEL'))
-  .action(async (opts: { stateDir: string; logLevel: string }) => {
+  .addHelpText('after', `
+Settings given here are remembered in the state dir; later runs and \`image import\` use them.
+Needs root, btrfs-progs, lxc and nftables (scripts/setup.sh installs them).`)
+  .action(async (opts: PoolFlags & { logLevel: string }) => {
     const log = createLogger({ name: 'agent', level: opts.logLevel });
-    const agent = new Agent({ stateDir: opts.stateDir, log });
+    const agent = new Agent({ stateDir: opts.stateDir, log, settings: poolSettings(opts) });
     await agent.start();
     log.info({ node: agent.nodeId }, 'agent running');
     const stop = async (signal: string) => {
@@ -53,6 +71,21 @@ program
     };
     process.once('SIGINT', () => void stop('SIGINT'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
+
+const image = program.command('image').description('images on this node');
+image
+  .command('import')
+  .description('make a local root filesystem archive (tar, .gz, .xz, .zst) available on this node under NAME')
+  .argument('<name>', 'image name, as slices name it (e.g. debian12)')
+  .argument('<file>', 'the archive')
+  .addOption(stateDirOption())
+  .option('--pool <file|device>', 'btrfs pool (default: the one `run` uses)')
+  .option('--pool-size <size>', 'size of a new loop-file pool')
+  .action(async (name: string, file: string, opts: PoolFlags) => {
+    if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(name)) throw new InvalidArgumentError(`image name '${name}' must match ^[a-z0-9][a-z0-9._-]{0,63}$`);
+    const rec = await importImage({ stateDir: opts.stateDir, name, file, settings: poolSettings(opts) });
+    process.stdout.write(`image ${rec.name} is sha256:${rec.sha256} (${rec.size} bytes) on this node\n`);
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -1,6 +1,7 @@
 // What this node offers, as the registry wants it at enrollment: resources and capabilities.
 import { cpus, hostname as osHostname, totalmem } from 'node:os';
-import { statfsSync } from 'node:fs';
+import { existsSync, statfsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { NodeCapabilities, NodeResources } from '@planetlite/api';
 
 export function probeResources(dir: string): NodeResources {
@@ -13,12 +14,20 @@ export function probeResources(dir: string): NodeResources {
 }
 
 /**
- * Sliver kinds this agent can run. Both are false until the LXC and qemu instance drivers land
- * (issues 3 and 5): the registry then refuses to place slivers here rather than leaving them
- * pending forever.
+ * Sliver kinds this node can run: LXC when the tools for its slivers are installed (`run`
+ * checks the kernel side before it starts), KVM not yet (issue 5). The registry places no
+ * sliver of a kind a node lacks.
  */
 export function probeCapabilities(): NodeCapabilities {
-  return { lxc: false, kvm: false, kvm_accel: null };
+  const lxc = ['lxc-start', 'mkfs.btrfs', 'nft'].every(onPath);
+  return { lxc, kvm: false, kvm_accel: null };
+}
+
+function onPath(tool: string): boolean {
+  return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin')
+    .split(':')
+    .concat(['/usr/sbin', '/sbin'])
+    .some((dir) => existsSync(join(dir, tool)));
 }
 
 export function defaultHostname(): string {

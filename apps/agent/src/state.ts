@@ -34,8 +34,11 @@ export class StateDir {
     return join(this.dir, 'desired-state.json');
   }
 
+  /** Searchable but not listable by others: unprivileged slivers' init must traverse it to
+   * reach the lxcpath inside; the secrets in it are files of mode 0600. */
   ensure(): void {
-    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    mkdirSync(this.dir, { recursive: true, mode: 0o711 });
+    chmodSync(this.dir, 0o711);
   }
 
   readEnrollment(): Enrollment {

@@ -69,8 +69,12 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validators());
   app.decorate('ctx', ctx);
-  // Before the server waits for open requests to finish, end the ones that would wait for minutes.
-  app.addHook('preClose', async () => closing.abort());
+  // Before the server waits for open requests to finish, end the ones that would wait for minutes;
+  // whatever connection is still open after a short grace period is cut.
+  app.addHook('preClose', async () => {
+    closing.abort();
+    setTimeout(() => app.server.closeAllConnections(), 2000).unref();
+  });
   app.addHook('onClose', async () => {
     if (!opts.fanout) await fanout.close();
     if (!opts.db) await db.close();

@@ -96,7 +96,6 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         etag = etagOf(doc);
         if (etag === known) {
           await changed;
-          if (req.raw.socket.destroyed) return reply;
           doc = await desiredStateOf(ctx, req.params.id);
           etag = etagOf(doc);
         }

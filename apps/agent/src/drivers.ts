@@ -1,0 +1,26 @@
+// Builds and checks this node's drivers from its settings: storage, instances, network.
+import { mkdirSync } from 'node:fs';
+import { instanceDrivers } from '@planetlite/instance';
+import { networkDrivers } from '@planetlite/network';
+import { drivers as storageDrivers } from '@planetlite/storage';
+import type { Drivers } from './reconcile.js';
+import type { AgentSettings } from './settings.js';
+
+export async function openDrivers(settings: AgentSettings, publicAddress: string): Promise<Drivers> {
+  const storage = storageDrivers.btrfs!({ pool: settings.pool, size: settings.pool_size, mountpoint: settings.pool_mount });
+  await storage.open();
+  mkdirSync(settings.lxc_path, { recursive: true, mode: 0o711 });
+  const instance = instanceDrivers.lxc!({
+    lxcPath: settings.lxc_path,
+    rootfsDir: settings.pool_mount,
+    ...(settings.netns ? { netns: settings.netns } : {}),
+  });
+  const network = networkDrivers.nftables!({
+    publicAddress,
+    sliverSubnet: settings.sliver_subnet,
+    ...(settings.netns ? { netns: settings.netns } : {}),
+  });
+  await instance.check();
+  await network.check();
+  return { storage, instance, network };
+}

@@ -1,0 +1,71 @@
+// The agent's own record of the slivers it built: which /30 slot and uid range each holds, which
+// image it was made from, and which restart/reset it has carried out. Written before the host is
+// touched, so a restarted agent finds every sliver it may have half-built.
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { atomicWrite } from './state.js';
+
+export interface SliverRecord {
+  id: string;
+  slice: string;
+  slot: number;
+  idmap_base: number;
+  image_sha256: string | null;
+  restart_seq: number;
+  reset_seq: number;
+  /** Hash of the member keys last written into the sliver, so unchanged keys cost nothing. */
+  keys_hash: string | null;
+}
+
+/** Host uid ranges start above the usual system and user ids; each sliver gets 65536. */
+export const IDMAP_FIRST = 1_000_000;
+export const IDMAP_SIZE = 65_536;
+
+export class Ledger {
+  readonly #file: string;
+  #slivers = new Map<string, SliverRecord>();
+
+  constructor(stateDir: string) {
+    this.#file = join(stateDir, 'slivers.json');
+    if (existsSync(this.#file)) {
+      for (const r of JSON.parse(readFileSync(this.#file, 'utf8')) as SliverRecord[]) this.#slivers.set(r.id, r);
+    }
+  }
+
+  get(id: string): SliverRecord | undefined {
+    return this.#slivers.get(id);
+  }
+
+  all(): SliverRecord[] {
+    return [...this.#slivers.values()];
+  }
+
+  /** The sliver's record, allocating the lowest free slot (and its uid range) if it has none. */
+  claim(id: string, slice: string, maxSlots: number): SliverRecord {
+    const have = this.#slivers.get(id);
+    if (have) return have;
+    const used = new Set(this.all().map((r) => r.slot));
+    let slot = 0;
+    while (used.has(slot)) slot++;
+    if (slot >= maxSlots) throw new Error(`the sliver subnet has no free /30 left (${maxSlots} slots)`);
+    const rec: SliverRecord = { id, slice, slot, idmap_base: IDMAP_FIRST + slot * IDMAP_SIZE, image_sha256: null, restart_seq: 0, reset_seq: 0, keys_hash: null };
+    this.#slivers.set(id, rec);
+    this.#save();
+    return rec;
+  }
+
+  update(id: string, patch: Partial<SliverRecord>): void {
+    const r = this.#slivers.get(id);
+    if (!r) return;
+    this.#slivers.set(id, { ...r, ...patch });
+    this.#save();
+  }
+
+  release(id: string): void {
+    if (this.#slivers.delete(id)) this.#save();
+  }
+
+  #save(): void {
+    atomicWrite(this.#file, JSON.stringify(this.all(), null, 1) + '\n', 0o600);
+  }
+}

@@ -1,0 +1,195 @@
+// Reconcile: from the desired state and what the host actually has, make the host match. Every
+// step is idempotent, so an agent killed at any instant converges on its next pass. Work on one
+// sliver never waits for another; the shared nftables table is applied under one lock.
+import { createHash } from 'node:crypto';
+import type { DesiredSliver, DesiredState, ObservedSliver } from '@planetlite/api';
+import type { Logger } from '@planetlite/core';
+import type { InstanceDriver } from '@planetlite/instance';
+import type { NetworkDriver, SliverNetSpec } from '@planetlite/network';
+import type { StorageDriver } from '@planetlite/storage';
+import type { ImageIndex } from './images.js';
+import type { Ledger, SliverRecord } from './ledger.js';
+import { keysScript, provisionRoot } from './provision.js';
+
+export interface Drivers {
+  storage: StorageDriver;
+  instance: InstanceDriver;
+  network: NetworkDriver;
+}
+
+interface Status {
+  state: ObservedSliver['state'];
+  error: string | null;
+}
+
+const MiB = 1024 * 1024;
+
+export class Reconciler {
+  readonly #d: Drivers;
+  readonly #ledger: Ledger;
+  readonly #images: ImageIndex;
+  readonly #log: Logger;
+  readonly #maxSlots: number;
+  /** One chain of work per sliver: a new pass for a sliver waits only for that sliver. */
+  readonly #queues = new Map<string, Promise<void>>();
+  readonly #status = new Map<string, Status>();
+  #applying: Promise<void> = Promise.resolve();
+  #desired: DesiredState | null = null;
+
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number }) {
+    this.#d = opts.drivers;
+    this.#ledger = opts.ledger;
+    this.#images = opts.images;
+    this.#log = opts.log;
+    this.#maxSlots = opts.maxSlots;
+  }
+
+  /** One full pass; resolves when every sliver's work from this pass is done. */
+  async reconcile(doc: DesiredState): Promise<void> {
+    this.#desired = doc;
+    const wanted = new Map(doc.slivers.filter((s) => s.desired !== 'deleted').map((s) => [s.id, s]));
+    const present = new Set<string>([
+      ...this.#ledger.all().map((r) => r.id),
+      ...(await this.#d.instance.list()),
+      ...(await this.#d.storage.listRoots()),
+      ...(await this.#d.network.listAttached()),
+    ]);
+    const work: Promise<void>[] = [];
+    for (const id of present) if (!wanted.has(id)) work.push(this.#enqueue(id, () => this.#destroy(id)));
+    for (const s of wanted.values()) work.push(this.#enqueue(s.id, () => this.#ensure(s)));
+    await Promise.all(work);
+  }
+
+  /** What the node has, per sliver the desired state knows, for the observed-state report. */
+  async observed(): Promise<ObservedSliver[]> {
+    const out: ObservedSliver[] = [];
+    for (const s of this.#desired?.slivers ?? []) {
+      const rec = this.#ledger.get(s.id);
+      if (!rec) {
+        // Nothing on this node: gone if it was being deleted; otherwise not started yet.
+        if (s.desired === 'deleted') out.push({ id: s.id, state: 'deleted' });
+        else if (this.#status.get(s.id)) out.push({ id: s.id, ...this.#status.get(s.id)! });
+        continue;
+      }
+      const st = this.#status.get(s.id) ?? { state: 'provisioning', error: null };
+      const obs: ObservedSliver = { id: s.id, state: st.state, error: st.error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress };
+      const mem = await this.#d.instance.memoryBytes(s.id).catch(() => null);
+      if (mem !== null) obs.memory_bytes = mem;
+      out.push(obs);
+    }
+    return out;
+  }
+
+  #enqueue(id: string, fn: () => Promise<void>): Promise<void> {
+    const next = (this.#queues.get(id) ?? Promise.resolve()).then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.#queues.set(id, tail);
+    void tail.then(() => {
+      if (this.#queues.get(id) === tail) this.#queues.delete(id);
+    });
+    return tail;
+  }
+
+  async #ensure(s: DesiredSliver): Promise<void> {
+    try {
+      await this.#ensureOrThrow(s);
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      this.#log.warn({ sliver: s.id, slice: s.slice, err: error }, 'sliver could not be brought to its desired state');
+      this.#status.set(s.id, { state: 'failed', error });
+    }
+  }
+
+  async #ensureOrThrow(s: DesiredSliver): Promise<void> {
+    const { storage, instance, network } = this.#d;
+    const image = this.#images.byName(s.image.name);
+    if (!image || !(await storage.hasImage(image.sha256))) {
+      this.#status.set(s.id, { state: 'provisioning', error: `image ${s.image.name} is not on this node yet (planetlite-agent image import NAME FILE)` });
+      return;
+    }
+    let rec = this.#ledger.claim(s.id, s.slice, this.#maxSlots);
+    if (s.reset_seq > rec.reset_seq) {
+      // reset: a fresh root filesystem from the image, then start as usual.
+      await instance.destroy(s.id);
+      await storage.deleteRoot(s.id);
+      this.#ledger.update(s.id, { reset_seq: s.reset_seq, image_sha256: null, keys_hash: null });
+      rec = this.#ledger.get(s.id)!;
+    }
+    const fresh = !(await storage.listRoots()).includes(s.id);
+    if (fresh) this.#status.set(s.id, { state: 'provisioning', error: null });
+    const rootfs = await storage.createRoot(s.id, image.sha256, s.resources.disk_mb * MiB);
+    const keysHash = createHash('sha256').update(s.keys.join('\n')).digest('hex');
+    if (fresh || rec.image_sha256 === null) {
+      await provisionRoot({ rootfs, slice: s.slice, keys: s.keys });
+      this.#ledger.update(s.id, { image_sha256: image.sha256, keys_hash: keysHash });
+    }
+    const net = await network.attach(this.#netSpec(rec, s));
+    await instance.define({
+      id: s.id,
+      hostname: s.slice,
+      rootfs,
+      memoryMb: s.resources.memory_mb,
+      cpuShares: s.resources.cpu_shares,
+      pids: 4096,
+      idmapBase: instance.capabilities.unprivileged ? rec.idmap_base : null,
+      net: net.peerIf ? { link: net.peerIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway } : null,
+    });
+    await this.#applyNetwork();
+
+    let state = await instance.state(s.id);
+    if (s.desired !== 'stopped' && s.restart_seq > rec.restart_seq && state !== 'absent') {
+      await instance.stop(s.id, 10);
+      state = 'stopped';
+    }
+    this.#ledger.update(s.id, { restart_seq: s.restart_seq });
+    if (s.desired === 'running' || s.desired === 'frozen') {
+      if (state === 'frozen' && s.desired === 'running') await instance.thaw(s.id);
+      if (state === 'stopped' || state === 'absent') await instance.start(s.id);
+      if (s.desired === 'frozen' && (await instance.state(s.id)) === 'running') await instance.freeze(s.id);
+    } else if (state === 'running' || state === 'frozen') {
+      await instance.stop(s.id, 10);
+    }
+    state = await instance.state(s.id);
+    if (state === 'running' && this.#ledger.get(s.id)?.keys_hash !== keysHash) {
+      await instance.exec(s.id, keysScript(s.slice), s.keys.join('\n') + (s.keys.length ? '\n' : ''));
+      this.#ledger.update(s.id, { keys_hash: keysHash });
+    }
+    // A frozen sliver is not running; the API's states have no 'frozen', so it shows as stopped
+    // with desired 'frozen'.
+    this.#status.set(s.id, { state: state === 'running' ? 'running' : 'stopped', error: null });
+  }
+
+  async #destroy(id: string): Promise<void> {
+    try {
+      await this.#d.instance.destroy(id);
+      await this.#d.network.detach(id);
+      await this.#d.storage.deleteRoot(id);
+      this.#ledger.release(id);
+      this.#status.delete(id);
+      await this.#applyNetwork();
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err);
+      this.#log.warn({ sliver: id, err: error }, 'sliver teardown failed; the next pass retries');
+      this.#status.set(id, { state: 'failed', error: `teardown: ${error}` });
+    }
+  }
+
+  #netSpec(rec: SliverRecord, s: Pick<DesiredSliver, 'ports'>): SliverNetSpec {
+    return { id: rec.id, slot: rec.slot, ports: s.ports, kind: 'veth' };
+  }
+
+  /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time. */
+  #applyNetwork(): Promise<void> {
+    this.#applying = this.#applying.then(async () => {
+      const ports = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s.ports]));
+      const specs = this.#ledger
+        .all()
+        .filter((r) => ports.has(r.id))
+        .map((r) => this.#netSpec(r, { ports: ports.get(r.id)! }));
+      await this.#d.network.apply(specs);
+    });
+    const done = this.#applying;
+    this.#applying = done.catch(() => undefined);
+    return done;
+  }
+}

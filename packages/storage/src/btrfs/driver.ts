@@ -1,0 +1,108 @@
+// The btrfs storage driver: a pool of read-only image subvolumes and per-sliver writable
+// snapshots with exclusive-bytes quotas. Validates names, serialises work per image and per
+// root, and leaves the host work to pool.ts (lifecycle) and volumes.ts (images and roots).
+import type { StorageCapabilities, StorageDriver, StorageOptions } from '../driver.js';
+import { StorageError } from '../errors.js';
+import { sha256Digest, sliverId } from '../ids.js';
+import { BtrfsPool } from './pool.js';
+import { KeyedLock } from './utils.js';
+import * as volumes from './volumes.js';
+
+export class BtrfsDriver implements StorageDriver {
+  readonly name = 'btrfs';
+  readonly capabilities: StorageCapabilities = { snapshots: true, quotas: true };
+  readonly #pool: BtrfsPool;
+  readonly #locks = new KeyedLock();
+  #open = false;
+
+  constructor(opts: StorageOptions) {
+    this.#pool = new BtrfsPool(opts);
+  }
+
+  /** Where the pool is mounted. */
+  get mountpoint(): string {
+    return this.#pool.mountpoint;
+  }
+
+  open(): Promise<void> {
+    return this.#locks.with('pool', async () => {
+      await this.#pool.open();
+      this.#open = true;
+    });
+  }
+
+  close(): Promise<void> {
+    return this.#locks.with('pool', async () => {
+      this.#open = false;
+      await this.#pool.close();
+    });
+  }
+
+  destroy(): Promise<void> {
+    return this.#locks.with('pool', async () => {
+      this.#open = false;
+      await this.#pool.destroy();
+    });
+  }
+
+  async hasImage(sha256: string): Promise<boolean> {
+    return volumes.hasImage(this.#mountpoint(), sha256Digest(sha256));
+  }
+
+  /** Path of an image's read-only base (for drivers that read it directly). */
+  imagePath(sha256: string): string {
+    return volumes.imagePath(this.#pool.mountpoint, sha256Digest(sha256));
+  }
+
+  async importImage(sha256: string, archive: string): Promise<void> {
+    const sha = sha256Digest(sha256);
+    const mp = this.#mountpoint();
+    return await this.#locks.with(`image:${sha}`, () => volumes.importImage(mp, sha, archive));
+  }
+
+  async listImages(): Promise<string[]> {
+    return volumes.listImages(this.#mountpoint());
+  }
+
+  async deleteImage(sha256: string): Promise<void> {
+    const sha = sha256Digest(sha256);
+    const mp = this.#mountpoint();
+    return await this.#locks.with(`image:${sha}`, () => volumes.deleteImage(mp, sha));
+  }
+
+  async createRoot(sliver: string, imageSha256: string, quotaBytes: number): Promise<string> {
+    const id = sliverId(sliver);
+    const sha = sha256Digest(imageSha256);
+    if (!Number.isSafeInteger(quotaBytes) || quotaBytes <= 0) {
+      throw new StorageError('invalid_options', `a sliver's disk quota must be a positive whole number of bytes, not ${quotaBytes}`);
+    }
+    const mp = this.#mountpoint();
+    // Root lock, then image lock (never the other way round): the image cannot be deleted
+    // between the check that it exists and the snapshot.
+    return await this.#locks.with(`root:${id}`, () => this.#locks.with(`image:${sha}`, () => volumes.createRoot(mp, id, sha, quotaBytes)));
+  }
+
+  rootPath(sliver: string): string {
+    return volumes.rootPath(this.#pool.mountpoint, sliverId(sliver));
+  }
+
+  async listRoots(): Promise<string[]> {
+    return volumes.listRoots(this.#mountpoint());
+  }
+
+  async deleteRoot(sliver: string): Promise<void> {
+    const id = sliverId(sliver);
+    const mp = this.#mountpoint();
+    return await this.#locks.with(`root:${id}`, () => volumes.deleteRoot(mp, id));
+  }
+
+  async usage(sliver: string): Promise<{ exclusiveBytes: number; referencedBytes: number } | null> {
+    return volumes.usage(this.#mountpoint(), sliverId(sliver));
+  }
+
+  /** The mountpoint, once open() has made the pool ready in this process. */
+  #mountpoint(): string {
+    if (!this.#open) throw new StorageError('pool_not_open', `the btrfs storage pool at ${this.#pool.mountpoint} is not open; call open() first`);
+    return this.#pool.mountpoint;
+  }
+}

@@ -1,0 +1,267 @@
+// Images and sliver roots in the btrfs pool: images/<sha256> are read-only subvolumes,
+// slivers/<id> writable snapshots of one of them with an exclusive-bytes qgroup limit.
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, readdir, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Reverter, run } from '@planetlite/host';
+import { StorageError } from '../errors.js';
+import { isSha256, isSliverId } from '../ids.js';
+import {
+  deleteSubvolumeById,
+  destroyQgroup,
+  isSubvolume,
+  limitExclusive,
+  listSubvolumes,
+  nestedDeepestFirst,
+  qgroupUsage,
+  requireTools,
+  setReadOnly,
+  subvolumeCreate,
+  subvolumeId,
+  subvolumeSnapshot,
+  unlimitQgroup,
+  waitForCleaner,
+} from './utils.js';
+
+/** Folders at the top of the pool. */
+export const IMAGES = 'images';
+export const SLIVERS = 'slivers';
+/**
+ * A subvolume still being built is `<name>.<pid>.partial`: the pid of the process building it,
+ * so that a sweep (open() in another process, such as `planetlite-agent image import` next to
+ * the running agent) deletes only the leftovers of processes that are gone.
+ */
+const PARTIAL = /^(.+?)(?:\.(\d+))?\.partial$/;
+/** Extracting a large root filesystem can take a while. */
+const EXTRACT_TIMEOUT_MS = 30 * 60_000;
+
+export function imagePath(mountpoint: string, sha256: string): string {
+  return join(mountpoint, IMAGES, sha256);
+}
+
+export function rootPath(mountpoint: string, sliverId: string): string {
+  return join(mountpoint, SLIVERS, sliverId);
+}
+
+/**
+ * Deletes the subvolume at `path` with every subvolume nested in it (deepest first, by id so a
+ * path a sliver controls is never followed), waits for the cleaner, and destroys their qgroups.
+ */
+export async function deleteSubvolumeTree(mountpoint: string, path: string): Promise<void> {
+  if (!(await isSubvolume(path))) return;
+  const rootId = await subvolumeId(path);
+  // A root at its limit cannot even unlink a nested subvolume's entry (EDQUOT): lift it first.
+  await unlimitQgroup(mountpoint, rootId);
+  const deleted: number[] = [];
+  for (const id of nestedDeepestFirst(await listSubvolumes(mountpoint), rootId)) {
+    if (await deleteSubvolumeById(mountpoint, id, false)) deleted.push(id);
+  }
+  if (await deleteSubvolumeById(mountpoint, rootId, true)) deleted.push(rootId);
+  await waitForCleaner(mountpoint, deleted);
+  for (const id of deleted) await destroyQgroup(mountpoint, id);
+}
+
+function partialOf(path: string): string {
+  return `${path}.${process.pid}.partial`;
+}
+
+function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Deletes the *.partial leftovers in images/ and slivers/ (only those for `name` when given)
+ * whose building process is gone. Returns the paths it removed.
+ */
+export async function sweepLeftovers(mountpoint: string, name?: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const folder of [IMAGES, SLIVERS]) {
+    let entries: string[];
+    try {
+      entries = await readdir(join(mountpoint, folder));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    for (const entry of entries) {
+      const m = PARTIAL.exec(entry);
+      if (!m || (name !== undefined && m[1] !== name)) continue;
+      if (m[2] !== undefined && processIsAlive(Number(m[2]))) continue; // still being built
+      const path = join(mountpoint, folder, entry);
+      if (await isSubvolume(path)) await deleteSubvolumeTree(mountpoint, path);
+      else await rm(path, { recursive: true, force: true });
+      removed.push(path);
+    }
+  }
+  return removed;
+}
+
+/**
+ * Publishes a finished partial under its final name. If another process published the same
+ * name first, ours is dropped and theirs kept (the same sha256 means the same image).
+ */
+async function publish(mountpoint: string, partial: string, final: string): Promise<boolean> {
+  try {
+    await rename(partial, final);
+    return true;
+  } catch (err) {
+    if (!(await isSubvolume(final))) throw err;
+    await deleteSubvolumeTree(mountpoint, partial);
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Images
+
+type Compression = { flag: string; tool: string } | null;
+
+/** The archive's compression, from its first bytes (tar itself is given the matching flag). */
+async function compressionOf(archive: string): Promise<Compression> {
+  let head: Buffer;
+  try {
+    const fh = await open(archive, 'r');
+    try {
+      head = Buffer.alloc(6);
+      const { bytesRead } = await fh.read(head, 0, 6, 0);
+      head = head.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    throw new StorageError('archive_unreadable', `cannot read the image archive ${archive}: ${(err as Error).message}`, { cause: err });
+  }
+  if (head[0] === 0x1f && head[1] === 0x8b) return { flag: '--gzip', tool: 'gzip' };
+  if (head.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return { flag: '--xz', tool: 'xz' };
+  if (head.subarray(0, 4).equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) return { flag: '--zstd', tool: 'zstd' };
+  return null;
+}
+
+async function sha256OfFile(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+export async function hasImage(mountpoint: string, sha256: string): Promise<boolean> {
+  return isSubvolume(imagePath(mountpoint, sha256));
+}
+
+export async function listImages(mountpoint: string): Promise<string[]> {
+  return (await readdir(join(mountpoint, IMAGES))).filter(isSha256).sort();
+}
+
+export async function importImage(mountpoint: string, sha256: string, archive: string): Promise<void> {
+  const final = imagePath(mountpoint, sha256);
+  if (await isSubvolume(final)) return;
+  const compression = await compressionOf(archive);
+  if (compression) await requireTools([compression.tool], `importing a ${compression.flag.slice(2)}-compressed image`);
+  const actual = await sha256OfFile(archive);
+  if (actual !== sha256) {
+    throw new StorageError('image_checksum_mismatch', `image archive ${archive} has sha256 ${actual}, not the expected ${sha256}; refusing it`);
+  }
+  await sweepLeftovers(mountpoint, sha256); // an earlier import that was interrupted
+  const partial = partialOf(final);
+  await deleteSubvolumeTree(mountpoint, partial); // ours, from a failed undo in this process
+  await Reverter.wrap(async (r) => {
+    await subvolumeCreate(partial);
+    r.add(() => deleteSubvolumeTree(mountpoint, partial));
+    // As root: owners by number (never through this host's /etc/passwd), modes incl. setuid,
+    // and xattrs such as security.capability.
+    await run(
+      'tar',
+      [
+        '--extract',
+        '--file',
+        archive,
+        ...(compression ? [compression.flag] : []),
+        '--directory',
+        partial,
+        '--numeric-owner',
+        '--same-owner',
+        '--same-permissions',
+        '--xattrs',
+        '--xattrs-include=*',
+      ],
+      { timeoutMs: EXTRACT_TIMEOUT_MS },
+    );
+    // Data on disk before the name says the image is complete.
+    await run('btrfs', ['filesystem', 'sync', partial]);
+    await setReadOnly(partial, true);
+    await publish(mountpoint, partial, final);
+  });
+}
+
+/** Slivers whose root was snapshotted from this image (their parent UUID is the image's UUID). */
+async function rootsMadeFrom(mountpoint: string, sha256: string): Promise<string[]> {
+  const all = await listSubvolumes(mountpoint);
+  const image = all.get(await subvolumeId(imagePath(mountpoint, sha256)));
+  if (!image) return [];
+  const users: string[] = [];
+  for (const sliver of await listRoots(mountpoint)) {
+    const root = all.get(await subvolumeId(rootPath(mountpoint, sliver)));
+    if (root?.parentUuid === image.uuid) users.push(sliver);
+  }
+  return users;
+}
+
+export async function deleteImage(mountpoint: string, sha256: string): Promise<void> {
+  const path = imagePath(mountpoint, sha256);
+  await sweepLeftovers(mountpoint, sha256);
+  if (!(await isSubvolume(path))) return;
+  // Deleting the base would turn every byte a root shares with it into the root's own
+  // exclusive bytes, pushing it over its quota at once: refuse while roots use it.
+  const users = await rootsMadeFrom(mountpoint, sha256);
+  if (users.length) {
+    throw new StorageError('image_in_use', `image ${sha256} is the base of ${users.length} sliver root(s) (${users.join(', ')}); delete them first`);
+  }
+  await deleteSubvolumeTree(mountpoint, path);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sliver roots
+
+export async function listRoots(mountpoint: string): Promise<string[]> {
+  return (await readdir(join(mountpoint, SLIVERS))).filter(isSliverId).sort();
+}
+
+export async function createRoot(mountpoint: string, sliverId: string, sha256: string, quotaBytes: number): Promise<string> {
+  const root = rootPath(mountpoint, sliverId);
+  if (await isSubvolume(root)) {
+    await limitExclusive(root, quotaBytes);
+    return root;
+  }
+  const image = imagePath(mountpoint, sha256);
+  if (!(await isSubvolume(image))) throw new StorageError('image_not_found', `image ${sha256} is not in the storage pool; import it first`);
+  await sweepLeftovers(mountpoint, sliverId);
+  const partial = partialOf(root);
+  await deleteSubvolumeTree(mountpoint, partial);
+  await Reverter.wrap(async (r) => {
+    await subvolumeSnapshot(image, partial);
+    r.add(() => deleteSubvolumeTree(mountpoint, partial));
+    // The limit is set before the root gets its name, so no root is ever seen without one.
+    await limitExclusive(partial, quotaBytes);
+    if (!(await publish(mountpoint, partial, root))) await limitExclusive(root, quotaBytes);
+  });
+  return root;
+}
+
+export async function deleteRoot(mountpoint: string, sliverId: string): Promise<void> {
+  const root = rootPath(mountpoint, sliverId);
+  await sweepLeftovers(mountpoint, sliverId);
+  await deleteSubvolumeTree(mountpoint, root);
+}
+
+export async function usage(mountpoint: string, sliverId: string): Promise<{ exclusiveBytes: number; referencedBytes: number } | null> {
+  const root = rootPath(mountpoint, sliverId);
+  if (!(await isSubvolume(root))) return null;
+  const u = await qgroupUsage(mountpoint, root);
+  if (!u) throw new Error(`btrfs has no qgroup for the root of sliver ${sliverId} (are quotas enabled on ${mountpoint}?)`);
+  return { exclusiveBytes: u.exclusive, referencedBytes: u.referenced };
+}
