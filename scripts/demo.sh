@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# The main job: set everything up, start a registry on its embedded database, and walk the
-# path a testbed's people take: an admin creates a site and its PI, the PI logs in, adds an
-# ssh key and creates a slice. Prints what was created. Idempotent: run it as often as you like.
+# The main job: set everything up, then walk the path a testbed's people take.
+# - A registry starts on its embedded database.
+# - An admin creates a site and its PI. The PI logs in, adds an ssh key and creates a slice.
+# - The site's node, a network namespace standing for a machine, enrolls and runs an agent.
+# - The PI adds a sliver on it, and the demo sshes into that sliver through its forwarded
+#   port, exactly as an experimenter would.
+# Idempotent: run it as often as you like.
 #
-#   bash scripts/demo.sh            # data under .data/demo, registry on 127.0.0.1:8080 (or PLANETLITE_LISTEN)
-#   KEEP_RUNNING=1 bash scripts/demo.sh   # leave the registry running afterwards
+#   bash scripts/demo.sh                  # data under .data/demo, registry on 127.0.0.1:8080 (or PLANETLITE_LISTEN)
+#   KEEP_RUNNING=1 bash scripts/demo.sh   # leave registry, agent and sliver up afterwards
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -14,6 +18,9 @@ cd "$ROOT"
 bash scripts/setup.sh
 
 DATA="$ROOT/.data/demo"
+# Outside the checkout: unprivileged slivers must traverse every directory above their lxcpath,
+# and a checkout under /root (mode 0700) would not let them.
+AGENT_DIR=/var/lib/planetlite/demo-agent
 LISTEN="${PLANETLITE_LISTEN:-127.0.0.1:8080}"
 REGISTRY="http://$LISTEN"
 mkdir -p "$DATA"
@@ -29,16 +36,43 @@ if curl -fsS "$REGISTRY/healthz" >/dev/null 2>&1; then
   die "something already answers on $LISTEN; stop it or set PLANETLITE_LISTEN=127.0.0.1:PORT"
 fi
 
+# The node's enrollment belongs to this registry's database: a new database means a new node.
+if [ ! -d "$DATA/registry" ] && [ -d "$AGENT_DIR" ]; then
+  umount "$AGENT_DIR/pool" 2>/dev/null || true
+  for dev in $(losetup -j "$AGENT_DIR/pool.img" 2>/dev/null | cut -d: -f1); do losetup -d "$dev" 2>/dev/null || true; done
+  rm -rf "$AGENT_DIR"
+fi
+
 log "registry: starting on $LISTEN with its embedded database in $DATA/registry"
 "$ROOT/node_modules/.bin/planetlite-registry" serve --listen "$LISTEN" --data-dir "$DATA/registry" >"$DATA/registry.log" 2>&1 &
 REGISTRY_PID=$!
-stop_registry() {
-  if [ -z "${KEEP_RUNNING:-}" ] && kill -0 "$REGISTRY_PID" 2>/dev/null; then
+AGENT_PID=""
+NODE_NS=pl-demo-node
+NODE_ADDR=198.18.250.1      # the node's public address, inside its namespace
+HOST_ADDR=198.18.250.2      # this machine's end of the link to it
+stop_all() {
+  [ -n "${KEEP_RUNNING:-}" ] && return 0
+  if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
+    # Slivers first, so the agent tears them down; then the agent, the node, the registry.
+    for id in $(pl sliver ls demo_hello --json 2>/dev/null | node -e 'for (const s of JSON.parse(require("fs").readFileSync(0,"utf8"))) console.log(s.id)' 2>/dev/null); do
+      pl sliver delete "$id" >/dev/null 2>&1 || true
+    done
+    for _ in $(seq 1 100); do
+      [ "$(pl sliver ls demo_hello --json 2>/dev/null)" = "[]" ] && break
+      sleep 0.2
+    done
+    kill "$AGENT_PID" 2>/dev/null || true
+    wait "$AGENT_PID" 2>/dev/null || true
+  fi
+  umount "$AGENT_DIR/pool" 2>/dev/null || true
+  for dev in $(losetup -j "$AGENT_DIR/pool.img" 2>/dev/null | cut -d: -f1); do losetup -d "$dev" 2>/dev/null || true; done
+  ip netns del "$NODE_NS" 2>/dev/null || true
+  if kill -0 "$REGISTRY_PID" 2>/dev/null; then
     kill "$REGISTRY_PID" 2>/dev/null || true
     wait "$REGISTRY_PID" 2>/dev/null || true
   fi
 }
-trap stop_registry EXIT
+trap stop_all EXIT
 for _ in $(seq 1 100); do
   curl -fsS "$REGISTRY/healthz" >/dev/null 2>&1 && break
   kill -0 "$REGISTRY_PID" 2>/dev/null || { cat "$DATA/registry.log" >&2; die "the registry exited; its log is above"; }
@@ -58,17 +92,48 @@ KEY="$DATA/id_ed25519"
 [ -f "$KEY" ] || ssh-keygen -q -t ed25519 -N '' -C "$PI_EMAIL" -f "$KEY"
 pl key ls --json | grep -q "$(cut -d' ' -f2 "$KEY.pub")" || pl key add "$KEY.pub" >/dev/null
 pl slice show demo_hello >/dev/null 2>&1 ||
-  pl slice create demo_hello --description "Hello, PlanetLite" --url "https://example.org/hello" >/dev/null
+  pl slice create demo_hello --description "Hello, PlanetLite" --url "https://example.org/hello" --image tiny >/dev/null
+
+log "node: a network namespace ($NODE_NS, address $NODE_ADDR) enrolls and runs the agent"
+ip netns del "$NODE_NS" 2>/dev/null || true
+ip netns add "$NODE_NS"
+ip link add pl-demo-h type veth peer name pl-demo-n netns "$NODE_NS"
+ip addr add "$HOST_ADDR/24" dev pl-demo-h
+ip link set pl-demo-h up
+ip -n "$NODE_NS" addr add "$NODE_ADDR/24" dev pl-demo-n
+ip -n "$NODE_NS" link set pl-demo-n up
+ip -n "$NODE_NS" link set lo up
+agent() { "$ROOT/node_modules/.bin/planetlite-agent" "$@"; }
+if [ ! -f "$AGENT_DIR/node.json" ]; then
+  TOKEN="$(pl site token demo --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).token)')"
+  agent enroll --registry "$REGISTRY" --token "$TOKEN" --address "$NODE_ADDR" --hostname node1.demo.planetlite.test --state-dir "$AGENT_DIR" >/dev/null
+fi
+bash infra/images/tiny/build.sh "$DATA/tiny.tar"
+agent image import tiny "$DATA/tiny.tar" --state-dir "$AGENT_DIR" --pool "$AGENT_DIR/pool.img" --pool-size 2G >/dev/null
+PLANETLITE_LOG_LEVEL="${PLANETLITE_AGENT_LOG_LEVEL:-info}" "$ROOT/node_modules/.bin/planetlite-agent" run --state-dir "$AGENT_DIR" --pool "$AGENT_DIR/pool.img" --pool-size 2G --sliver-subnet 10.201.0.0/24 --netns "$NODE_NS" >"$DATA/agent.log" 2>&1 &
+AGENT_PID=$!
+
+log "pi: add a sliver of demo_hello on the node and wait for it to run"
+NODE_ID="$(pl node ls --json | node -e 'const n = JSON.parse(require("fs").readFileSync(0,"utf8")).find((n) => n.hostname === "node1.demo.planetlite.test"); console.log(n.id)')"
+[ "$(pl sliver ls demo_hello --json)" != "[]" ] || pl sliver create demo_hello "$NODE_ID" --wait --timeout 120 >/dev/null
+PORT="$(pl sliver ls demo_hello --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8"))[0].ssh.port)')"
+SSH=(ssh -i "$KEY" -p "$PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR)
+for _ in $(seq 1 50); do "${SSH[@]}" "demo_hello@$NODE_ADDR" true 2>/dev/null && break; sleep 0.2; done
 
 echo
 echo "== site"; pl site show demo
 echo; echo "== pi"; pl whoami
 echo; echo "== ssh keys"; pl key ls
 echo; echo "== slice"; pl slice show demo_hello
+echo; echo "== sliver"; pl sliver ls demo_hello
+echo; echo "== ssh -p $PORT demo_hello@$NODE_ADDR 'cat /etc/slicename; id; uname -n'"
+"${SSH[@]}" "demo_hello@$NODE_ADDR" 'cat /etc/slicename; id; uname -n'
 echo
 echo "Registry: $REGISTRY  (API docs: $REGISTRY/docs)"
 if [ -n "${KEEP_RUNNING:-}" ]; then
-  echo "The registry keeps running (pid $REGISTRY_PID). Try: PLANETLITE_CONFIG=$PLANETLITE_CONFIG npx planetlite slice ls"
+  echo "Registry (pid $REGISTRY_PID), agent (pid $AGENT_PID) and the sliver keep running. Try:"
+  echo "  ssh -i $KEY -p $PORT demo_hello@$NODE_ADDR"
+  echo "  PLANETLITE_CONFIG=$PLANETLITE_CONFIG npx planetlite sliver ls demo_hello"
 else
-  echo "Registry stopped; its data stays in $DATA. Run again with KEEP_RUNNING=1 to keep it up."
+  echo "Sliver deleted, agent and registry stopped; data stays in $DATA. KEEP_RUNNING=1 keeps them up."
 fi

@@ -109,7 +109,11 @@ export class Agent {
     const pass = (async () => {
       await this.report();
       if (this.#reconciler) {
-        await this.#reconciler.reconcile(doc);
+        try {
+          await this.#reconciler.reconcile(doc);
+        } catch (err) {
+          this.#log.error({ err }, 'reconcile pass failed; the next change or scheduled pull retries');
+        }
         await this.report();
       }
     })();

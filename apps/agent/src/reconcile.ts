@@ -48,12 +48,14 @@ export class Reconciler {
   async reconcile(doc: DesiredState): Promise<void> {
     this.#desired = doc;
     const wanted = new Map(doc.slivers.filter((s) => s.desired !== 'deleted').map((s) => [s.id, s]));
+    this.#log.debug({ wanted: [...wanted.keys()] }, 'reconcile pass');
     const present = new Set<string>([
       ...this.#ledger.all().map((r) => r.id),
       ...(await this.#d.instance.list()),
       ...(await this.#d.storage.listRoots()),
       ...(await this.#d.network.listAttached()),
     ]);
+    this.#log.debug({ present: [...present] }, 'found on the host');
     const work: Promise<void>[] = [];
     for (const id of present) if (!wanted.has(id)) work.push(this.#enqueue(id, () => this.#destroy(id)));
     for (const s of wanted.values()) work.push(this.#enqueue(s.id, () => this.#ensure(s)));
@@ -102,11 +104,13 @@ export class Reconciler {
 
   async #ensureOrThrow(s: DesiredSliver): Promise<void> {
     const { storage, instance, network } = this.#d;
+    this.#log.debug({ sliver: s.id, image: s.image.name }, 'ensure');
     const image = this.#images.byName(s.image.name);
     if (!image || !(await storage.hasImage(image.sha256))) {
       this.#status.set(s.id, { state: 'provisioning', error: `image ${s.image.name} is not on this node yet (planetlite-agent image import NAME FILE)` });
       return;
     }
+    const step = (name: string) => this.#log.debug({ sliver: s.id, step: name }, 'reconcile step');
     let rec = this.#ledger.claim(s.id, s.slice, this.#maxSlots);
     if (s.reset_seq > rec.reset_seq) {
       // reset: a fresh root filesystem from the image, then start as usual.
@@ -117,13 +121,17 @@ export class Reconciler {
     }
     const fresh = !(await storage.listRoots()).includes(s.id);
     if (fresh) this.#status.set(s.id, { state: 'provisioning', error: null });
+    step('root');
     const rootfs = await storage.createRoot(s.id, image.sha256, s.resources.disk_mb * MiB);
     const keysHash = createHash('sha256').update(s.keys.join('\n')).digest('hex');
     if (fresh || rec.image_sha256 === null) {
+      step('provision');
       await provisionRoot({ rootfs, slice: s.slice, keys: s.keys });
       this.#ledger.update(s.id, { image_sha256: image.sha256, keys_hash: keysHash });
     }
+    step('network');
     const net = await network.attach(this.#netSpec(rec, s));
+    step('define');
     await instance.define({
       id: s.id,
       hostname: s.slice,
@@ -134,7 +142,9 @@ export class Reconciler {
       idmapBase: instance.capabilities.unprivileged ? rec.idmap_base : null,
       net: net.peerIf ? { link: net.peerIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway } : null,
     });
+    step('nftables');
     await this.#applyNetwork();
+    step('lifecycle');
 
     let state = await instance.state(s.id);
     if (s.desired !== 'stopped' && s.restart_seq > rec.restart_seq && state !== 'absent') {
