@@ -3,7 +3,7 @@
 // another namespace who sshes through the forwarded port into the sliver.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,9 +45,9 @@ async function until<T>(what: string, fn: () => Promise<T | null | undefined | f
   }
 }
 
-function sshFromNet(port: number, user: string, command: string): string {
+function sshFromNet(port: number, user: string, command: string, identity = key): string {
   return execFileSync('ip', [
-    'netns', 'exec', NET, 'ssh', '-i', key, '-p', String(port),
+    'netns', 'exec', NET, 'ssh', '-i', identity, '-p', String(port),
     '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR',
     `${user}@${PUBLIC}`, command,
   ], { encoding: 'utf8', timeout: 20_000 }).trim();
@@ -128,8 +128,23 @@ describe('a sliver on one node', () => {
     expect(sshFromNet(sliver.ports.first, 'root', 'id -u')).toBe('0');
   }, 60_000);
 
-  it('is torn down on delete, leaving nothing on the node', async () => {
+  it('takes a new member key while it runs', async () => {
+    const second = join(dir, 'second_ed25519');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'second', '-f', second]);
+    await admin.addKey((await admin.me()).id, readFileSync(`${second}.pub`, 'utf8'));
+    const out = await until('the new key to work', async () => sshFromNet(sliver.ports.first, 'e2e_hello', 'cat /etc/slicename', second), 30_000);
+    expect(out).toBe('e2e_hello');
+  }, 60_000);
+
+  it('keeps running while its agent is away, and a restarted agent tears down what was deleted meanwhile', async () => {
+    await agent!.stop();
+    agent = null;
+    expect(sshFromNet(sliver.ports.first, 'e2e_hello', 'cat /etc/slicename')).toBe('e2e_hello');
     await admin.deleteSliver(sliver.id);
+    expect((await admin.getSliver(sliver.id)).state).toBe('deleting');
+
+    agent = new Agent({ stateDir: join(dir, 'agent'), log, settings: { netns: NODE }, waitSeconds: 30, reportEveryMs: 2000 });
+    await agent.start();
     await until('the registry to forget the sliver', async () => (await admin.getSliver(sliver.id).then(() => false, () => true)));
     const lxc = await run('lxc-ls', ['-P', join(dir, 'agent', 'lxc')]);
     expect(lxc.stdout.trim()).toBe('');
@@ -137,5 +152,6 @@ describe('a sliver on one node', () => {
     expect(links.stdout).not.toMatch(/plh|pls/);
     const table = await run('ip', ['netns', 'exec', NODE, 'nft', 'list', 'table', 'inet', 'planetlite']);
     expect(table.stdout).not.toMatch(/sliver_[0-9a-f]{8}-/);
+    expect(readdirSync(join(dir, 'agent', 'pool', 'slivers'))).toEqual([]);
   }, 120_000);
 });

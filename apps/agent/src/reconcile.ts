@@ -62,24 +62,40 @@ export class Reconciler {
     await Promise.all(work);
   }
 
-  /** What the node has, per sliver the desired state knows, for the observed-state report. */
+  /**
+   * What the node has, for the observed-state report: every sliver the ledger holds and every
+   * sliver the desired state names. A sliver still on the host is never reported gone (the
+   * registry forgets a deleting sliver that a report leaves out or calls 'deleted').
+   */
   async observed(): Promise<ObservedSliver[]> {
+    const desired = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s]));
+    const ids = new Set([...this.#ledger.all().map((r) => r.id), ...desired.keys()]);
     const out: ObservedSliver[] = [];
-    for (const s of this.#desired?.slivers ?? []) {
-      const rec = this.#ledger.get(s.id);
+    for (const id of ids) {
+      const rec = this.#ledger.get(id);
+      const d = desired.get(id);
+      const st = this.#status.get(id);
       if (!rec) {
-        // Nothing on this node: gone if it was being deleted; otherwise not started yet.
-        if (s.desired === 'deleted') out.push({ id: s.id, state: 'deleted' });
-        else if (this.#status.get(s.id)) out.push({ id: s.id, ...this.#status.get(s.id)! });
+        // Nothing on this node: gone if it was being deleted; otherwise not built yet.
+        if (d?.desired === 'deleted') out.push({ id, state: 'deleted' });
+        else if (st) out.push({ id, ...st });
         continue;
       }
-      const st = this.#status.get(s.id) ?? { state: 'provisioning', error: null };
-      const obs: ObservedSliver = { id: s.id, state: st.state, error: st.error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress };
-      const mem = await this.#d.instance.memoryBytes(s.id).catch(() => null);
+      let state: ObservedSliver['state'] = st?.state ?? (await this.#instanceState(id));
+      const leaving = this.#desired !== null && (!d || d.desired === 'deleted');
+      if (leaving && state !== 'failed') state = 'deleting';
+      const obs: ObservedSliver = { id, state, error: st?.error ?? null, address: this.#d.network.address({ slot: rec.slot }).sliverAddress };
+      const mem = await this.#d.instance.memoryBytes(id).catch(() => null);
       if (mem !== null) obs.memory_bytes = mem;
       out.push(obs);
     }
     return out;
+  }
+
+  /** Before this agent has worked on a sliver (say, after a restart), its state is what the host shows. */
+  async #instanceState(id: string): Promise<ObservedSliver['state']> {
+    const state = await this.#d.instance.state(id).catch(() => 'absent' as const);
+    return state === 'running' ? 'running' : state === 'absent' ? 'provisioning' : 'stopped';
   }
 
   #enqueue(id: string, fn: () => Promise<void>): Promise<void> {
