@@ -128,6 +128,23 @@ describe('a sliver on one node', () => {
     expect(sshFromNet(sliver.ports.first, 'root', 'id -u')).toBe('0');
   }, 60_000);
 
+  it('answers an ssh2 client too', async () => {
+    // ssh2 runs in the experimenter's namespace, the only place that reaches the node's address.
+    const script = `
+      const { Client } = require(${JSON.stringify(join(ROOT, 'node_modules/ssh2'))});
+      const c = new Client();
+      c.on('ready', () => c.exec('cat /etc/slicename', (err, stream) => {
+        if (err) throw err;
+        let out = '';
+        stream.on('data', (d) => (out += d)).on('close', () => { process.stdout.write(out); c.end(); });
+      }));
+      c.on('error', (e) => { console.error(e.message); process.exit(1); });
+      c.connect({ host: ${JSON.stringify(PUBLIC)}, port: ${sliver.ports.first}, username: 'e2e_hello', privateKey: require('fs').readFileSync(${JSON.stringify(key)}), readyTimeout: 10000 });
+    `;
+    const out = execFileSync('ip', ['netns', 'exec', NET, process.execPath, '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    expect(out.trim()).toBe('e2e_hello');
+  }, 60_000);
+
   it('takes a new member key while it runs', async () => {
     const second = join(dir, 'second_ed25519');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'second', '-f', second]);
