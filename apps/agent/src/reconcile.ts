@@ -33,6 +33,8 @@ export class Reconciler {
   /** One chain of work per sliver: a new pass for a sliver waits only for that sliver. */
   readonly #queues = new Map<string, Promise<void>>();
   readonly #status = new Map<string, Status>();
+  /** Desired document of each sliver as last carried out in full: an unchanged one costs one state probe. */
+  readonly #done = new Map<string, string>();
   #applying: Promise<void> = Promise.resolve();
   #desired: DesiredState | null = null;
 
@@ -109,8 +111,12 @@ export class Reconciler {
   }
 
   async #ensure(s: DesiredSliver): Promise<void> {
+    const want = JSON.stringify(s);
     try {
+      if (this.#done.get(s.id) === want && (await this.#settled(s))) return;
+      this.#done.delete(s.id);
       await this.#ensureOrThrow(s);
+      if (this.#status.get(s.id)?.state !== 'provisioning') this.#done.set(s.id, want);
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       this.#log.warn({ sliver: s.id, slice: s.slice, err: error }, 'sliver could not be brought to its desired state');
@@ -185,7 +191,14 @@ export class Reconciler {
     this.#status.set(s.id, { state: state === 'running' ? 'running' : 'stopped', error: null });
   }
 
+  /** True when the host still shows what the sliver's last full pass left. */
+  async #settled(s: DesiredSliver): Promise<boolean> {
+    const state = await this.#d.instance.state(s.id);
+    return s.desired === 'running' ? state === 'running' : s.desired === 'frozen' ? state === 'frozen' : state === 'stopped';
+  }
+
   async #destroy(id: string): Promise<void> {
+    this.#done.delete(id);
     try {
       await this.#d.instance.destroy(id);
       await this.#d.network.detach(id);

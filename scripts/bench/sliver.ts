@@ -1,0 +1,162 @@
+// Sliver start-up and density on one node: time from POST …/slivers to an SSH banner on the
+// forwarded port (through the registry and the agent), beside the bare chain driven directly
+// through the same drivers (btrfs snapshot + veth + nftables DNAT + lxc-start + banner), in one
+// run; then host memory and exclusive disk per idle sliver.
+//
+//   node scripts/bench/sliver.ts [--slivers 50] [--write docs/benchmarks.md]
+//
+// Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
+// dirs it makes, and is removed at the end.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { randomUUID } from 'node:crypto';
+import { PlanetLiteClient } from '@planetlite/api';
+import { createLogger } from '@planetlite/core';
+import { run, tryRun } from '@planetlite/host';
+import { startRegistry } from '@planetlite/registry';
+import { Agent, enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
+
+const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, write: { type: 'string' } } });
+const N = Number(args.slivers);
+const ROOT = new URL('../../', import.meta.url).pathname;
+const NODE = 'pl-bench-node';
+const PUBLIC = '198.18.251.1';
+const log = createLogger({ name: 'bench', level: 'warn' });
+
+/** Milliseconds until an SSH banner arrives on PUBLIC:port, polling every 5 ms. */
+async function banner(port: number, started: number, timeoutMs = 60_000): Promise<number> {
+  for (;;) {
+    const got = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: PUBLIC, port });
+      const done = (ok: boolean) => { s.destroy(); resolve(ok); };
+      s.setTimeout(1000, () => done(false));
+      s.on('data', (d) => done(d.toString().startsWith('SSH-')));
+      s.on('error', () => done(false));
+    });
+    if (got) return Date.now() - started;
+    if (Date.now() - started > timeoutMs) throw new Error(`no banner on ${PUBLIC}:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const stats = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)]!;
+  return { median: q(0.5), p95: q(0.95), min: s[0]!, max: s.at(-1)! };
+};
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'pl-bench-'));
+  chmodSync(dir, 0o711);
+  const stateDir = join(dir, 'agent');
+  let agent: Agent | null = null;
+  const registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: 'bench@x.test', adminPassword: 'bench-password', sweeps: false });
+  try {
+    await run('ip', ['netns', 'add', NODE]);
+    await run('ip', ['link', 'add', 'pl-bench-h', 'type', 'veth', 'peer', 'name', 'pl-bench-n', 'netns', NODE]);
+    await run('ip', ['addr', 'add', '198.18.251.2/24', 'dev', 'pl-bench-h']);
+    await run('ip', ['link', 'set', 'pl-bench-h', 'up']);
+    await run('ip', ['-n', NODE, 'addr', 'add', `${PUBLIC}/24`, 'dev', 'pl-bench-n']);
+    await run('ip', ['-n', NODE, 'link', 'set', 'pl-bench-n', 'up']);
+    await run('ip', ['-n', NODE, 'link', 'set', 'lo', 'up']);
+
+    const admin = new PlanetLiteClient({ registry: registry.url });
+    await admin.login('bench@x.test', 'bench-password');
+    await admin.createSite({ login_base: 'bench', name: 'Bench', max_slices: 10_000, max_slivers: 10_000 });
+    const key = join(dir, 'key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
+    await admin.addKey((await admin.me()).id, readFileSync(`${key}.pub`, 'utf8'));
+    const token = (await admin.createEnrollmentToken('bench')).token;
+    const e = await enroll({ registry: registry.url, token, address: PUBLIC, hostname: 'bench.node', stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
+    const settings = { pool: join(dir, 'pool.img'), pool_size: '8G', sliver_subnet: '10.230.0.0/16', netns: NODE };
+    const image = join(dir, 'tiny.tar');
+    execFileSync('bash', [join(ROOT, 'infra/images/tiny/build.sh'), image]);
+    const img = await importImage({ stateDir, name: 'tiny', file: image, settings });
+
+    // 1. The bare chain, through the drivers directly, in the same pool and namespace.
+    const drivers = await openDrivers(loadSettings(stateDir, settings), PUBLIC);
+    const bare: number[] = [];
+    for (let i = 0; i < Math.min(N, 20); i++) {
+      const id = randomUUID();
+      const spec = { id, slot: 4000 + i, ports: { first: 40000 + i * 10, last: 40009 + i * 10 }, kind: 'veth' as const };
+      const t0 = Date.now();
+      const rootfs = await drivers.storage.createRoot(id, img.sha256, 256 << 20);
+      const net = await drivers.network.attach(spec);
+      await drivers.network.apply([spec]);
+      await drivers.instance.define({ id, hostname: 'bare', rootfs, memoryMb: 256, cpuShares: 1024, idmapBase: 2_000_000_000 - 65536 * (i + 1), net: { link: net.peerIf!, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway } });
+      await drivers.instance.start(id);
+      bare.push(await banner(spec.ports.first, t0));
+      await drivers.instance.destroy(id);
+      await drivers.network.detach(id);
+      await drivers.storage.deleteRoot(id);
+    }
+    await drivers.network.apply([]);
+
+    // 2. Through the registry and the agent.
+    agent = new Agent({ stateDir, log, settings, waitSeconds: 30, reportEveryMs: 5000 });
+    await agent.start();
+    const full: number[] = [];
+    const slivers: string[] = [];
+    for (let i = 0; i < N; i++) {
+      await admin.createSlice({ name: `bench_s${i}`, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
+      const t0 = Date.now();
+      const s = await admin.createSliver(`bench_s${i}`, e.node_id);
+      full.push(await banner(s.ports.first, t0));
+      slivers.push(s.id);
+    }
+
+    // 3. Density: what the idle slivers cost.
+    await new Promise((r) => setTimeout(r, 3000));
+    let mem = 0;
+    let excl = 0;
+    for (const id of slivers) {
+      mem += (await drivers.instance.memoryBytes(id)) ?? 0;
+      excl += (await drivers.storage.usage(id))?.exclusiveBytes ?? 0;
+    }
+
+    const b = stats(bare);
+    const f = stats(full);
+    const text = [
+      `### Sliver start-up and density — ${new Date().toISOString().slice(0, 10)}`,
+      '',
+      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; tiny image (busybox + sshd), unprivileged LXC on a btrfs loop-file pool, nftables DNAT, all in one node namespace; registry on embedded PGlite in the same process as the agent.`,
+      '',
+      '| path | slivers | median ms | p95 ms | min | max |',
+      '|---|---:|---:|---:|---:|---:|',
+      `| bare chain (drivers directly: snapshot, veth, DNAT, lxc-start, banner) | ${bare.length} | ${b.median} | ${b.p95} | ${b.min} | ${b.max} |`,
+      `| POST /v1/slices/…/slivers → SSH banner on the forwarded port | ${full.length} | ${f.median} | ${f.p95} | ${f.min} | ${f.max} |`,
+      '',
+      `Ratio of medians: ${(f.median / b.median).toFixed(2)}× (target ≤ 2×). With ${slivers.length} idle slivers: ${(mem / slivers.length / 2 ** 20).toFixed(2)} MiB host memory each (cgroup rss + mapped_file), ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,
+      '',
+    ].join('\n');
+    console.log(text);
+    if (args.write) {
+      const file = join(ROOT, args.write);
+      writeFileSync(file, (existsSync(file) ? readFileSync(file, 'utf8').trimEnd() + '\n\n' : '# Benchmarks\n\n') + text);
+    }
+  } finally {
+    // Teardown through the agent is not what is measured here: kill the slivers directly.
+    await agent?.stop();
+    const lxcPath = join(stateDir, 'lxc');
+    for (const c of (await tryRun('lxc-ls', ['-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? []) {
+      await tryRun('nsenter', [`--net=/run/netns/${NODE}`, 'lxc-stop', '-k', '-P', lxcPath, '-n', c]);
+    }
+    await tryRun('ip', ['netns', 'del', NODE]);
+    await tryRun('umount', ['-l', join(stateDir, 'pool')]);
+    for (const l of (await tryRun('losetup', ['-j', join(dir, 'pool.img')]))?.stdout.split('\n') ?? []) {
+      const dev = l.split(':')[0];
+      if (dev) await tryRun('losetup', ['-d', dev]);
+    }
+    await registry.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`bench: ${err instanceof Error ? err.stack : String(err)}`);
+  process.exit(1);
+});
