@@ -66,8 +66,10 @@ function reporter(ctx: Context): WaitReporter {
   let last = '';
   return {
     update(s) {
-      if (s.state !== last) ctx.note(`sliver ${s.id}: ${s.state}`);
-      last = s.state;
+      // The node's reason (say, an image it lacks) is worth a line as much as a new state.
+      const line = `sliver ${s.id}: ${s.state}${s.error ? ` (${s.error})` : ''}`;
+      if (line !== last) ctx.note(line);
+      last = line;
     },
     stop() {},
   };
@@ -99,7 +101,7 @@ export async function waitForSliver(ctx: Context, client: PlanetLiteClient, firs
       if (s.state === 'deleting' || s.state === 'stopped') throw new CliError(`sliver ${s.id} is ${s.state}, not starting`);
       const left = deadline - Date.now();
       if (left <= 0) {
-        throw new CliError(`timed out after ${timeoutS}s waiting for sliver ${s.id} (still ${s.state}); check with planetlite sliver show ${s.id}`);
+        throw new CliError(`timed out after ${timeoutS}s waiting for sliver ${s.id} (still ${s.state}${s.error ? `: ${s.error}` : ''}); check with planetlite sliver show ${s.id}`);
       }
       await new Promise((resolve) => setTimeout(resolve, Math.min(pollMs, left)));
       s = await client.getSliver(s.id);
