@@ -16,9 +16,9 @@ import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { PlanetLiteClient } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
-import { run, tryRun } from '@planetlite/host';
 import { startRegistry } from '@planetlite/registry';
 import { Agent, enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
+import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
 
 const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, write: { type: 'string' } } });
 const N = Number(args.slivers);
@@ -56,13 +56,8 @@ async function main(): Promise<void> {
   let agent: Agent | null = null;
   const registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: 'bench@x.test', adminPassword: 'bench-password', sweeps: false });
   try {
-    await run('ip', ['netns', 'add', NODE]);
-    await run('ip', ['link', 'add', 'pl-bench-h', 'type', 'veth', 'peer', 'name', 'pl-bench-n', 'netns', NODE]);
-    await run('ip', ['addr', 'add', '198.18.251.2/24', 'dev', 'pl-bench-h']);
-    await run('ip', ['link', 'set', 'pl-bench-h', 'up']);
-    await run('ip', ['-n', NODE, 'addr', 'add', `${PUBLIC}/24`, 'dev', 'pl-bench-n']);
-    await run('ip', ['-n', NODE, 'link', 'set', 'pl-bench-n', 'up']);
-    await run('ip', ['-n', NODE, 'link', 'set', 'lo', 'up']);
+    // The node, joined to this machine (198.18.251.2) so the bench connects to its ports directly.
+    await makeNodeNamespace({ ns: NODE, peerNs: null, octet: 251, link: 'pl-bench-' });
 
     const admin = new PlanetLiteClient({ registry: registry.url });
     await admin.login('bench@x.test', 'bench-password');
@@ -141,16 +136,7 @@ async function main(): Promise<void> {
   } finally {
     // Teardown through the agent is not what is measured here: kill the slivers directly.
     await agent?.stop();
-    const lxcPath = join(stateDir, 'lxc');
-    for (const c of (await tryRun('lxc-ls', ['-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? []) {
-      await tryRun('nsenter', [`--net=/run/netns/${NODE}`, 'lxc-stop', '-k', '-P', lxcPath, '-n', c]);
-    }
-    await tryRun('ip', ['netns', 'del', NODE]);
-    await tryRun('umount', ['-l', join(stateDir, 'pool')]);
-    for (const l of (await tryRun('losetup', ['-j', join(dir, 'pool.img')]))?.stdout.split('\n') ?? []) {
-      const dev = l.split(':')[0];
-      if (dev) await tryRun('losetup', ['-d', dev]);
-    }
+    await removeNode({ stateDir, ns: NODE, poolFile: join(dir, 'pool.img') });
     await registry.close();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -9,9 +9,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PlanetLiteClient, type Sliver } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
-import { run, tryRun } from '@planetlite/host';
+import { run } from '@planetlite/host';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { Agent, enroll, importImage } from '@planetlite/agent';
+import { makeNodeNamespace, removeNode } from '../harness/node.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const ADMIN = { email: 'admin@e2e.test', password: 'e2e-admin-password' };
@@ -20,7 +21,6 @@ const NODE = `pl-node-${tag}`;
 const NET = `pl-net-${tag}`;
 const octet = 100 + Math.floor(Math.random() * 100);
 const PUBLIC = `198.18.${octet}.1`;
-const EXPERIMENTER = `198.18.${octet}.2`;
 const log = createLogger({ name: 'e2e', level: process.env.PLANETLITE_E2E_LOG ?? 'silent' });
 
 let dir: string;
@@ -57,15 +57,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pl-e2e-'));
   chmodSync(dir, 0o711); // unprivileged slivers traverse it to their lxcpath
   // The node and the experimenter, joined by one link; the node's end is its public address.
-  await run('ip', ['netns', 'add', NODE]);
-  await run('ip', ['netns', 'add', NET]);
-  await run('ip', ['link', 'add', `pv${tag}a`, 'netns', NODE, 'type', 'veth', 'peer', 'name', `pv${tag}b`, 'netns', NET]);
-  await run('ip', ['-n', NODE, 'addr', 'add', `${PUBLIC}/24`, 'dev', `pv${tag}a`]);
-  await run('ip', ['-n', NET, 'addr', 'add', `${EXPERIMENTER}/24`, 'dev', `pv${tag}b`]);
-  for (const [ns, dev] of [[NODE, `pv${tag}a`], [NET, `pv${tag}b`]] as const) {
-    await run('ip', ['-n', ns, 'link', 'set', dev, 'up']);
-    await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-  }
+  await makeNodeNamespace({ ns: NODE, peerNs: NET, octet, link: `pv${tag}` });
 
   registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: ADMIN.email, adminPassword: ADMIN.password, sweeps: false });
   admin = new PlanetLiteClient({ registry: registry.url });
@@ -90,19 +82,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await agent?.stop();
   // Whatever a failure left: slivers, devices, the table, the pool.
-  const stateDir = join(dir, 'agent');
-  const lxcPath = join(stateDir, 'lxc');
-  const left = (await tryRun('lxc-ls', ['-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? [];
-  for (const c of left) await tryRun('nsenter', [`--net=/run/netns/${NODE}`, 'lxc-stop', '-k', '-P', lxcPath, '-n', c]);
-  await tryRun('ip', ['netns', 'exec', NODE, 'nft', 'delete', 'table', 'inet', 'planetlite']);
-  await tryRun('ip', ['netns', 'del', NET]);
-  await tryRun('ip', ['netns', 'del', NODE]);
-  const mnt = join(stateDir, 'pool');
-  await tryRun('umount', ['-l', mnt]);
-  for (const l of (await tryRun('losetup', ['-j', join(dir, 'pool.img')]))?.stdout.split('\n') ?? []) {
-    const dev = l.split(':')[0];
-    if (dev) await tryRun('losetup', ['-d', dev]);
-  }
+  await removeNode({ stateDir: join(dir, 'agent'), ns: NODE, peerNs: NET, poolFile: join(dir, 'pool.img') });
   await registry?.close();
   rmSync(dir, { recursive: true, force: true });
 }, 120_000);

@@ -2,13 +2,19 @@
 import { mkdirSync } from 'node:fs';
 import { instanceDrivers } from '@planetlite/instance';
 import { networkDrivers } from '@planetlite/network';
-import { drivers as storageDrivers } from '@planetlite/storage';
+import { drivers as storageDrivers, type StorageDriver } from '@planetlite/storage';
 import type { Drivers } from './reconcile.js';
 import type { AgentSettings } from './settings.js';
 
-export async function openDrivers(settings: AgentSettings, publicAddress: string): Promise<Drivers> {
+/** The node's btrfs pool, opened (created, formatted and mounted on first use). */
+export async function openStorage(settings: AgentSettings): Promise<StorageDriver> {
   const storage = storageDrivers.btrfs!({ pool: settings.pool, size: settings.pool_size, mountpoint: settings.pool_mount });
   await storage.open();
+  return storage;
+}
+
+export async function openDrivers(settings: AgentSettings, publicAddress: string): Promise<Drivers> {
+  const storage = await openStorage(settings);
   mkdirSync(settings.lxc_path, { recursive: true, mode: 0o711 });
   const instance = instanceDrivers.lxc!({
     lxcPath: settings.lxc_path,

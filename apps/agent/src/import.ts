@@ -1,16 +1,15 @@
 // planetlite-agent image import: a local archive becomes a read-only base image in the pool.
-import { drivers as storageDrivers } from '@planetlite/storage';
 import { ImageIndex, sha256File, type ImageRecord } from './images.js';
 import { loadSettings, type AgentSettings } from './settings.js';
 import { StateDir } from './state.js';
+import { openStorage } from './drivers.js';
 
 export async function importImage(opts: { stateDir: string; name: string; file: string; settings?: Partial<AgentSettings> }): Promise<ImageRecord> {
   const state = new StateDir(opts.stateDir);
   state.ensure();
   const settings = loadSettings(state.dir, opts.settings);
   const { sha256, size } = await sha256File(opts.file);
-  const storage = storageDrivers.btrfs!({ pool: settings.pool, size: settings.pool_size, mountpoint: settings.pool_mount });
-  await storage.open();
+  const storage = await openStorage(settings);
   await storage.importImage(sha256, opts.file);
   const rec: ImageRecord = { name: opts.name, sha256, size, imported_at: new Date().toISOString() };
   new ImageIndex(state.dir).put(rec);

@@ -6,13 +6,11 @@ import { AppError } from '@planetlite/core';
 import { DesiredState, DesiredStateQuery, Event, NodeEventCreate, ObservedState, type DesiredSliver } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireNode } from '../plugins/auth.js';
-import { iso, type Row } from '../services/mappers.js';
+import { iso, json, type Row } from '../services/mappers.js';
 import { nodeChannel, withChanges, type Changes } from '../services/changes.js';
 import { dropSliceIfEmpty } from '../services/slices.js';
 import type { RegistryContext } from '../context.js';
 import { answers, bearer, IdParams } from './common.js';
-
-const json = <T>(v: unknown): T => (typeof v === 'string' ? (JSON.parse(v) as T) : (v as T));
 
 export async function desiredStateOf(ctx: RegistryContext, nodeId: string): Promise<DesiredState> {
   const { db, config } = ctx;

@@ -6,7 +6,7 @@ import { AppError } from '@planetlite/core';
 import { Sliver, SliverAction, SliverCreate } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireUser, type UserPrincipal } from '../plugins/auth.js';
-import { SLIVER_SELECT, toSliver, type Row } from '../services/mappers.js';
+import { SLIVER_SELECT, json, toSliver, type Row } from '../services/mappers.js';
 import { withChanges } from '../services/changes.js';
 import { allocatePorts, loadSlice, requireSliceRole } from '../services/slices.js';
 import { answers, bearer, IdParams, NameParams } from './common.js';
@@ -56,7 +56,7 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { rows: nodes } = await q.query('SELECT * FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [req.body.node_id]);
       const node = nodes[0];
       if (!node) throw new AppError('not_found', `node ${req.body.node_id} not found`);
-      const caps = (typeof node.capabilities === 'string' ? JSON.parse(node.capabilities) : node.capabilities) as { lxc: boolean; kvm: boolean };
+      const caps = json<{ lxc: boolean; kvm: boolean }>(node.capabilities);
       if (!caps[slice.kind as 'lxc' | 'kvm']) {
         throw new AppError('node_incapable', `node ${node.hostname as string} cannot run ${slice.kind as string} slivers`);
       }

@@ -5,7 +5,8 @@ export type Row = Record<string, unknown>;
 
 export const iso = (v: unknown): string => new Date(v as string).toISOString();
 const isoOrNull = (v: unknown): string | null => (v == null ? null : iso(v));
-const json = <T>(v: unknown): T => (typeof v === 'string' ? (JSON.parse(v) as T) : (v as T));
+/** jsonb columns: parsed objects from pg and PGlite, text if a driver ever hands back text. */
+export const json = <T>(v: unknown): T => (typeof v === 'string' ? (JSON.parse(v) as T) : (v as T));
 
 export function toSite(r: Row): S.Site {
   return {
