@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import type { DesiredSliver, DesiredState, ObservedSliver } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
-import type { InstanceDriver } from '@planetlite/instance';
+import type { InstanceDriver, InstanceState } from '@planetlite/instance';
 import type { NetworkDriver, SliverNetSpec } from '@planetlite/network';
 import type { StorageDriver } from '@planetlite/storage';
 import type { ImageIndex } from './images.js';
@@ -46,21 +46,29 @@ export class Reconciler {
     this.#maxSlots = opts.maxSlots;
   }
 
-  /** One full pass; resolves when every sliver's work from this pass is done. */
+  /**
+   * One pass; resolves when every sliver's work from this pass is done. The host is probed once
+   * for all slivers; a sliver whose part of the document is unchanged since its last full pass,
+   * and whose instance is still in the state that pass left, costs nothing more.
+   */
   async reconcile(doc: DesiredState): Promise<void> {
     this.#desired = doc;
     const wanted = new Map(doc.slivers.filter((s) => s.desired !== 'deleted').map((s) => [s.id, s]));
-    this.#log.debug({ wanted: [...wanted.keys()] }, 'reconcile pass');
+    const states = await this.#d.instance.states();
     const present = new Set<string>([
       ...this.#ledger.all().map((r) => r.id),
-      ...(await this.#d.instance.list()),
+      ...states.keys(),
       ...(await this.#d.storage.listRoots()),
       ...(await this.#d.network.listAttached()),
     ]);
-    this.#log.debug({ present: [...present] }, 'found on the host');
     const work: Promise<void>[] = [];
     for (const id of present) if (!wanted.has(id)) work.push(this.#enqueue(id, () => this.#destroy(id)));
-    for (const s of wanted.values()) work.push(this.#enqueue(s.id, () => this.#ensure(s)));
+    let unchanged = 0;
+    for (const s of wanted.values()) {
+      if (this.#done.get(s.id) === JSON.stringify(s) && settled(s, states.get(s.id))) unchanged++;
+      else work.push(this.#enqueue(s.id, () => this.#ensure(s)));
+    }
+    this.#log.debug({ wanted: wanted.size, present: present.size, unchanged, work: work.length }, 'reconcile pass');
     await Promise.all(work);
   }
 
@@ -72,6 +80,7 @@ export class Reconciler {
   async observed(): Promise<ObservedSliver[]> {
     const desired = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s]));
     const ids = new Set([...this.#ledger.all().map((r) => r.id), ...desired.keys()]);
+    const states = await this.#d.instance.states();
     const out: ObservedSliver[] = [];
     for (const id of ids) {
       const rec = this.#ledger.get(id);
@@ -83,7 +92,8 @@ export class Reconciler {
         else if (st) out.push({ id, ...st });
         continue;
       }
-      let state: ObservedSliver['state'] = st?.state ?? (await this.#instanceState(id));
+      // Before this agent has worked on a sliver (say, after a restart), its state is what the host shows.
+      let state: ObservedSliver['state'] = st?.state ?? observedState(states.get(id) ?? 'absent');
       const leaving = this.#desired !== null && (!d || d.desired === 'deleted');
       if (leaving && state !== 'failed') state = 'deleting';
       const obs: ObservedSliver = { id, state, error: st?.error ?? null, address: this.#d.network.address({ slot: rec.slot }).sliverAddress };
@@ -92,12 +102,6 @@ export class Reconciler {
       out.push(obs);
     }
     return out;
-  }
-
-  /** Before this agent has worked on a sliver (say, after a restart), its state is what the host shows. */
-  async #instanceState(id: string): Promise<ObservedSliver['state']> {
-    const state = await this.#d.instance.state(id).catch(() => 'absent' as const);
-    return state === 'running' ? 'running' : state === 'absent' ? 'provisioning' : 'stopped';
   }
 
   #enqueue(id: string, fn: () => Promise<void>): Promise<void> {
@@ -113,7 +117,7 @@ export class Reconciler {
   async #ensure(s: DesiredSliver): Promise<void> {
     const want = JSON.stringify(s);
     try {
-      if (this.#done.get(s.id) === want && (await this.#settled(s))) return;
+      if (this.#done.get(s.id) === want && settled(s, await this.#d.instance.state(s.id))) return;
       this.#done.delete(s.id);
       await this.#ensureOrThrow(s);
       if (this.#status.get(s.id)?.state !== 'provisioning') this.#done.set(s.id, want);
@@ -191,12 +195,6 @@ export class Reconciler {
     this.#status.set(s.id, { state: state === 'running' ? 'running' : 'stopped', error: null });
   }
 
-  /** True when the host still shows what the sliver's last full pass left. */
-  async #settled(s: DesiredSliver): Promise<boolean> {
-    const state = await this.#d.instance.state(s.id);
-    return s.desired === 'running' ? state === 'running' : s.desired === 'frozen' ? state === 'frozen' : state === 'stopped';
-  }
-
   async #destroy(id: string): Promise<void> {
     this.#done.delete(id);
     try {
@@ -231,4 +229,13 @@ export class Reconciler {
     this.#applying = done.catch(() => undefined);
     return done;
   }
+}
+
+/** True when the instance is in the state the sliver's desired state asks for. */
+function settled(s: DesiredSliver, state: InstanceState | undefined): boolean {
+  return s.desired === 'running' ? state === 'running' : s.desired === 'frozen' ? state === 'frozen' : state === 'stopped';
+}
+
+function observedState(state: InstanceState): ObservedSliver['state'] {
+  return state === 'running' ? 'running' : state === 'absent' ? 'provisioning' : 'stopped';
 }

@@ -43,6 +43,9 @@ export interface InstanceDriver {
   freeze(id: string): Promise<void>;
   thaw(id: string): Promise<void>;
   state(id: string): Promise<InstanceState>;
+  /** The state of every sliver list() names, in one cheap probe (a reconcile pass and a report
+   * read all of them). May lag a transition state() would see; lifecycle calls use state(). */
+  states(): Promise<Map<string, InstanceState>>;
   /** Runs argv inside the sliver as its root; rejects with a CommandError when it exits non-zero. */
   exec(id: string, argv: string[], input?: string): Promise<{ stdout: string; stderr: string }>;
   /** Stops the sliver if needed and removes every trace (config dir, logs); idempotent. */

@@ -113,10 +113,12 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
       await driver.define(spec);
       await driver.define(spec); // idempotent
       expect(await driver.state(spec.id)).toBe('stopped');
+      expect((await driver.states()).get(spec.id)).toBe('stopped');
       const t0 = performance.now();
       await driver.start(spec.id);
       console.log(`lxc-start -d of a tiny sliver: ${Math.round(performance.now() - t0)} ms`);
       expect(await driver.state(spec.id)).toBe('running');
+      expect((await driver.states()).get(spec.id)).toBe('running'); // from cgroupfs, no lxc-info
       await driver.start(spec.id); // already running: no-op
 
       expect((await driver.exec(spec.id, ['id', '-u'])).stdout).toBe('0');
@@ -164,6 +166,7 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
     it('freezes, thaws, stops, restarts and is destroyed without a trace', async () => {
       await driver.freeze(spec.id);
       expect(await driver.state(spec.id)).toBe('frozen');
+      expect((await driver.states()).get(spec.id)).toBe('frozen');
       expect(await driver.memoryBytes(spec.id)).toBeGreaterThan(0);
       await driver.thaw(spec.id);
       expect(await driver.state(spec.id)).toBe('running');
@@ -173,6 +176,7 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
       await driver.stop(spec.id, 10);
       console.log(`clean stop (busybox init on SIGPWR): ${Math.round(performance.now() - t0)} ms`);
       expect(await driver.state(spec.id)).toBe('stopped');
+      expect((await driver.states()).get(spec.id)).toBe('stopped');
       expect(await driver.memoryBytes(spec.id)).toBeNull();
       await driver.stop(spec.id); // already stopped: no-op
       t0 = performance.now();
@@ -182,6 +186,7 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
 
       await driver.destroy(spec.id);
       expect(await driver.state(spec.id)).toBe('absent');
+      expect((await driver.states()).has(spec.id)).toBe(false);
       await expect(stat(join(driver.lxcPath, containerName(spec.id)))).rejects.toThrow(/ENOENT/);
       expect(await driver.list()).not.toContain(spec.id);
       expect((await run('lxc-ls', ['-P', driver.lxcPath])).stdout).not.toContain(spec.id);

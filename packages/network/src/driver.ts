@@ -64,7 +64,7 @@ export interface NetworkDriverOptions {
   publicInterface?: string;
   /** IPv4 CIDR carved into one /30 per slot, e.g. 10.200.0.0/16. */
   sliverSubnet: string;
-  /** Run every command as `ip netns exec NETNS …` (a node namespace in tests and multi-node demos). */
+  /** Run every command in network namespace NETNS (`ip -n`, nsenter): a node namespace in tests and multi-node demos. */
   netns?: string;
   /** nftables table name (family inet); default 'planetlite'. */
   tableName?: string;

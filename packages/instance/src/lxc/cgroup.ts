@@ -1,5 +1,5 @@
 // Which cgroup hierarchy holds each controller on this host, and reading a sliver's memory from it.
-import { readdir, readFile, rmdir } from 'node:fs/promises';
+import { readdir, readFile, rmdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export type CgroupVersion = 'v1' | 'v2';
@@ -97,21 +97,66 @@ export function residentBytes(stat: Map<string, number>, version: CgroupVersion)
   return anon === undefined ? null : anon + (mapped ?? 0);
 }
 
-/** Directories under which LXC (run as root) makes its cgroups: each hierarchy's root and the
- * cgroup of pid 1 in it. */
-async function lxcCgroupParents(): Promise<string[]> {
+/** Per cgroup mount, the directories under which LXC (run as root) makes its cgroups: the
+ * hierarchy's root and the cgroup of pid 1 in it. */
+async function lxcCgroupParentsByMount(): Promise<Array<{ mount: CgroupMount; parents: string[] }>> {
   const mounts = parseCgroupMounts(await readFile('/proc/self/mounts', 'utf8'));
   const init = await readFile('/proc/1/cgroup', 'utf8').catch(() => '');
-  const parents = new Set<string>();
-  for (const m of mounts) {
-    parents.add(m.mountPoint);
+  return mounts.map((m) => {
+    const parents = new Set<string>([m.mountPoint]);
     for (const line of init.split('\n')) {
       const [, controllers = '', path = ''] = /^\d+:([^:]*):(.*)$/.exec(line) ?? [];
       const matches = m.type === 'cgroup2' ? controllers === '' : controllers !== '' && controllers.split(',').every((c) => m.options.includes(c));
       if (matches && path && path !== '/') parents.add(join(m.mountPoint, path));
     }
+    return { mount: m, parents: [...parents] };
+  });
+}
+
+async function lxcCgroupParents(): Promise<string[]> {
+  return [...new Set((await lxcCgroupParentsByMount()).flatMap((h) => h.parents))];
+}
+
+/**
+ * Where to read a container's state and memory straight from cgroupfs, without asking LXC (one
+ * lxc-info per sliver and pass does not scale to a thousand slivers): the candidate parent
+ * directories of the hierarchies that answer "has processes", "frozen" and "memory".
+ */
+export interface PayloadProbe {
+  /** v1 pids hierarchy (pids.current counts the whole subtree) or the v2 tree (cgroup.events). */
+  populated: { version: CgroupVersion; parents: string[] } | null;
+  /** v1 freezer hierarchy (freezer.state) or the v2 tree (cgroup.events frozen). */
+  frozen: { version: CgroupVersion; parents: string[] } | null;
+  memory: { version: CgroupVersion; parents: string[] } | null;
+}
+
+export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> {
+  const byMount = await lxcCgroupParentsByMount();
+  const v2 = byMount.find((h) => h.mount.type === 'cgroup2')?.parents ?? null;
+  const v1 = (controller: string) => byMount.find((h) => h.mount.type === 'cgroup' && h.mount.options.includes(controller))?.parents ?? null;
+  const pick = (version: CgroupVersion | null, controller: string) => {
+    const parents = version === 'v1' ? v1(controller) : version === 'v2' ? v2 : null;
+    return parents && version ? { version, parents } : null;
+  };
+  return {
+    populated: layout.mode === 'unified' ? pick('v2', '') : pick(layout.pids, 'pids'),
+    frozen: layout.mode === 'unified' ? pick('v2', '') : pick(layout.freezer, 'freezer'),
+    memory: pick(layout.memory, 'memory'),
+  };
+}
+
+/** The container's payload cgroup directory among parents, or null when LXC has none (stopped). */
+export async function findPayload(name: string, parents: string[]): Promise<string | null> {
+  for (const parent of parents) {
+    const dir = join(parent, `lxc.payload.${name}`);
+    if ((await stat(dir).catch(() => null))?.isDirectory()) return dir;
   }
-  return [...parents];
+  return null;
+}
+
+/** Reads a small cgroup file, or null when it (or its cgroup) is gone. */
+export async function readCgroupFile(dir: string, file: string): Promise<string | null> {
+  return readFile(join(dir, file), 'utf8').catch(() => null);
 }
 
 /** rmdir a cgroup and its children, deepest first (cgroup directories hold only control files). */

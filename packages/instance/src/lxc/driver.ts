@@ -13,7 +13,7 @@ import {
   type InstanceSpec,
   type InstanceState,
 } from '../driver.js';
-import { detectCgroupLayout, parseMemoryStat, removeContainerCgroups, residentBytes } from './cgroup.js';
+import { detectCgroupLayout, findPayload, parseMemoryStat, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe } from './cgroup.js';
 import { containerName, idFromContainerName, renderConfig, type LxcHostFacts } from './config.js';
 import { apparmorEnabled, findStaticBusybox, firstUnsearchable, missingTools, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
 
@@ -42,6 +42,7 @@ export class LxcDriver implements InstanceDriver {
   readonly netns: string | undefined;
   readonly rootfsDir: string;
   #facts: LxcHostFacts | null = null;
+  #probe: PayloadProbe | null = null;
   #capabilities: InstanceCapabilities = { unprivileged: false, freeze: false, memoryLimit: false };
   #limitations: string[] = [];
 
@@ -77,6 +78,7 @@ export class LxcDriver implements InstanceDriver {
       throw new Error(`lxc driver: network namespace ${this.netns} does not exist (ip netns add ${this.netns})`);
     const cgroups = await detectCgroupLayout();
     this.#facts = { cgroups, seccompProfile: await seccompProfile(), apparmor: await apparmorEnabled() };
+    this.#probe = await payloadProbe(cgroups);
     const limitations: string[] = [];
     if (!cgroups.memory) limitations.push('memoryLimit: no memory cgroup controller (v1 mount or v2 cgroup.controllers)');
     if (!cgroups.freezer) limitations.push('freeze: no freezer (v1 freezer controller, or a unified v2 hierarchy)');
@@ -203,13 +205,54 @@ export class LxcDriver implements InstanceDriver {
       .sort();
   }
 
+  /**
+   * Every defined sliver's state from cgroupfs, in one pass without a process per sliver: a
+   * payload cgroup with processes is running (or frozen); none, or an empty one, is stopped.
+   * Falls back to lxc-info per sliver where the host's cgroups cannot answer.
+   */
+  async states(): Promise<Map<string, InstanceState>> {
+    const out = new Map<string, InstanceState>();
+    const probe = this.#probe;
+    for (const id of await this.list()) {
+      if (!probe?.populated) {
+        out.set(id, await this.state(id));
+        continue;
+      }
+      if (!(await stat(join(this.#dir(id), 'config')).catch(() => null))) {
+        out.set(id, 'absent');
+        continue;
+      }
+      out.set(id, await this.#cgroupState(containerName(id), probe));
+    }
+    return out;
+  }
+
+  async #cgroupState(name: string, probe: PayloadProbe): Promise<InstanceState> {
+    const { populated, frozen } = probe;
+    if (!populated) return 'stopped';
+    const dir = await findPayload(name, populated.parents);
+    if (!dir) return 'stopped';
+    if (populated.version === 'v2') {
+      const events = (await readCgroupFile(dir, 'cgroup.events')) ?? '';
+      if (!/^populated 1$/m.test(events)) return 'stopped';
+      return /^frozen 1$/m.test(events) ? 'frozen' : 'running';
+    }
+    if (Number((await readCgroupFile(dir, 'pids.current')) ?? 0) === 0) return 'stopped';
+    if (frozen?.version === 'v1') {
+      const fdir = await findPayload(name, frozen.parents);
+      if (fdir && (await readCgroupFile(fdir, 'freezer.state'))?.trim() === 'FROZEN') return 'frozen';
+    }
+    return 'running';
+  }
+
   async memoryBytes(id: string): Promise<number | null> {
     const version = this.hostFacts.cgroups.memory;
-    if (!version) return null;
-    const state = await this.state(id);
-    if (state !== 'running' && state !== 'frozen') return null;
-    const res = await tryRun(...this.#argv('lxc-cgroup', id, ['memory.stat']));
-    return res ? residentBytes(parseMemoryStat(res.stdout), version) : null;
+    const parents = this.#probe?.memory?.parents;
+    if (!version || !parents) return null;
+    // Straight from cgroupfs (the report reads every sliver's memory; no lxc-cgroup per sliver).
+    const dir = await findPayload(this.#name(id), parents);
+    const stat = dir ? await readCgroupFile(dir, 'memory.stat') : null;
+    return stat === null ? null : residentBytes(parseMemoryStat(stat), version);
   }
 
   /** Host pid of the sliver's init, or null when it is not running (for accounting and tests). */

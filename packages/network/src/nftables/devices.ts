@@ -1,5 +1,5 @@
 // Private `ip` wrappers for the sliver links: one JSON read of every link, and changes sent as
-// one `ip -batch -` so an attach costs two commands (each pays `ip netns exec` in a namespace).
+// one `ip -batch -` so an attach costs two commands (each pays a process, and nsenter in a namespace).
 import type { RunOptions, RunResult } from '@planetlite/host';
 
 /** Runs a host command in the driver's namespace (run() underneath). */

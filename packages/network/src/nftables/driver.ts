@@ -15,6 +15,8 @@ export class NftablesDriver implements NetworkDriver {
   readonly #opts: NetworkDriverOptions;
   readonly #config: RulesetConfig;
   readonly #subnet: Ipv4Subnet;
+  /** ip_forward is set once per driver; the rest of an apply is one nft transaction. */
+  #forwarding = false;
 
   constructor(opts: NetworkDriverOptions) {
     parseIpv4(opts.publicAddress);
@@ -31,7 +33,7 @@ export class NftablesDriver implements NetworkDriver {
 
   async check(): Promise<void> {
     const ns = this.#opts.netns;
-    if (ns && !(await tryRun('ip', ['netns', 'exec', ns, 'true']))) {
+    if (ns && !(await tryRun('nsenter', [`--net=/run/netns/${ns}`, 'true']))) {
       throw new Error(`network namespace ${ns} does not exist or cannot be entered (ip netns list)`);
     }
     for (const [tool, args, pkg] of [['nft', ['--version'], 'nftables'], ['ip', ['-V'], 'iproute2'], ['sysctl', ['-n', 'net.ipv4.ip_forward'], 'procps']] as const) {
@@ -61,7 +63,10 @@ export class NftablesDriver implements NetworkDriver {
 
   async apply(slivers: SliverNetSpec[]): Promise<void> {
     const text = renderRuleset(this.#config, slivers); // validates before anything changes
-    await this.#run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+    if (!this.#forwarding) {
+      await this.#run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
+      this.#forwarding = true;
+    }
     await this.#run('nft', ['-f', '-'], { input: text });
   }
 
@@ -164,7 +169,10 @@ export class NftablesDriver implements NetworkDriver {
 
   #argv(command: string, args: readonly string[]): [string, string[]] {
     const ns = this.#opts.netns;
-    return ns ? ['ip', ['netns', 'exec', ns, command, ...args]] : [command, [...args]];
+    if (!ns) return [command, [...args]];
+    // `ip -n` and nsenter enter only the network namespace; `ip netns exec` also makes a mount
+    // namespace and remounts /sys, a cost on every command and nothing nft, ip or sysctl needs.
+    return command === 'ip' ? ['ip', ['-n', ns, ...args]] : ['nsenter', [`--net=/run/netns/${ns}`, '--', command, ...args]];
   }
 
   #run(command: string, args: readonly string[], opts?: RunOptions) {
