@@ -107,7 +107,8 @@ export class Agent {
   async #apply(doc: DesiredState): Promise<void> {
     this.#log.info({ slivers: doc.slivers.length }, 'desired state received');
     const pass = (async () => {
-      await this.report();
+      // The report acknowledges the document; the pass does not wait for it.
+      const ack = this.report();
       if (this.#reconciler) {
         try {
           await this.#reconciler.reconcile(doc);
@@ -116,6 +117,7 @@ export class Agent {
         }
         await this.report();
       }
+      await ack;
     })();
     this.#passes = Promise.all([this.#passes, pass]).then(() => undefined, () => undefined);
   }

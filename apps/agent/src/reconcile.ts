@@ -2,6 +2,7 @@
 // step is idempotent, so an agent killed at any instant converges on its next pass. Work on one
 // sliver never waits for another; the shared nftables table is applied under one lock.
 import { createHash } from 'node:crypto';
+import pLimit, { type LimitFunction } from 'p-limit';
 import type { DesiredSliver, DesiredState, ObservedSliver } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import type { InstanceDriver, InstanceState } from '@planetlite/instance';
@@ -38,7 +39,12 @@ export class Reconciler {
   #applying: Promise<void> = Promise.resolve();
   #desired: DesiredState | null = null;
 
-  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number }) {
+  /** Slivers worked on at once: a burst of a thousand new slivers must not fork a thousand
+   * snapshots and lxc-starts at the same instant, and one slow sliver must not hold up the rest. */
+  readonly #limit: LimitFunction;
+
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number }) {
+    this.#limit = pLimit(opts.concurrency ?? 6);
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
     this.#images = opts.images;
@@ -105,7 +111,8 @@ export class Reconciler {
   }
 
   #enqueue(id: string, fn: () => Promise<void>): Promise<void> {
-    const next = (this.#queues.get(id) ?? Promise.resolve()).then(fn, fn);
+    const job = () => this.#limit(fn);
+    const next = (this.#queues.get(id) ?? Promise.resolve()).then(job, job);
     const tail = next.catch(() => undefined);
     this.#queues.set(id, tail);
     void tail.then(() => {
@@ -147,16 +154,27 @@ export class Reconciler {
     }
     const fresh = !(await storage.listRoots()).includes(s.id);
     if (fresh) this.#status.set(s.id, { state: 'provisioning', error: null });
-    step('root');
-    const rootfs = await storage.createRoot(s.id, image.sha256, s.resources.disk_mb * MiB);
     const keysHash = createHash('sha256').update(s.keys.join('\n')).digest('hex');
-    if (fresh || rec.image_sha256 === null) {
-      step('provision');
-      await provisionRoot({ rootfs, slice: s.slice, keys: s.keys });
-      this.#ledger.update(s.id, { image_sha256: image.sha256, keys_hash: keysHash });
-    }
-    step('network');
-    const net = await network.attach(this.#netSpec(rec, s));
+    // The root filesystem and the network do not depend on each other: build them side by side.
+    const [rootfs, net] = await Promise.all([
+      (async () => {
+        step('root');
+        const rootfs = await storage.createRoot(s.id, image.sha256, s.resources.disk_mb * MiB);
+        if (fresh || rec.image_sha256 === null) {
+          step('provision');
+          await provisionRoot({ rootfs, slice: s.slice, keys: s.keys });
+          this.#ledger.update(s.id, { image_sha256: image.sha256, keys_hash: keysHash });
+        }
+        return rootfs;
+      })(),
+      (async () => {
+        step('network');
+        const net = await network.attach(this.#netSpec(rec, s));
+        step('nftables');
+        await this.#applyNetwork();
+        return net;
+      })(),
+    ]);
     step('define');
     await instance.define({
       id: s.id,
@@ -168,10 +186,9 @@ export class Reconciler {
       idmapBase: instance.capabilities.unprivileged ? rec.idmap_base : null,
       net: net.peerIf ? { link: net.peerIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway } : null,
     });
-    step('nftables');
-    await this.#applyNetwork();
     step('lifecycle');
 
+    // One authoritative probe; each step below says what it leaves (start -d returns once running).
     let state = await instance.state(s.id);
     if (s.desired !== 'stopped' && s.restart_seq > rec.restart_seq && state !== 'absent') {
       await instance.stop(s.id, 10);
@@ -179,13 +196,22 @@ export class Reconciler {
     }
     this.#ledger.update(s.id, { restart_seq: s.restart_seq });
     if (s.desired === 'running' || s.desired === 'frozen') {
-      if (state === 'frozen' && s.desired === 'running') await instance.thaw(s.id);
-      if (state === 'stopped' || state === 'absent') await instance.start(s.id);
-      if (s.desired === 'frozen' && (await instance.state(s.id)) === 'running') await instance.freeze(s.id);
+      if (state === 'frozen' && s.desired === 'running') {
+        await instance.thaw(s.id);
+        state = 'running';
+      }
+      if (state === 'stopped' || state === 'absent') {
+        await instance.start(s.id);
+        state = 'running';
+      }
+      if (s.desired === 'frozen' && state === 'running') {
+        await instance.freeze(s.id);
+        state = 'frozen';
+      }
     } else if (state === 'running' || state === 'frozen') {
       await instance.stop(s.id, 10);
+      state = 'stopped';
     }
-    state = await instance.state(s.id);
     if (state === 'running' && this.#ledger.get(s.id)?.keys_hash !== keysHash) {
       await instance.exec(s.id, keysScript(s.slice), s.keys.join('\n') + (s.keys.length ? '\n' : ''));
       this.#ledger.update(s.id, { keys_hash: keysHash });
@@ -193,6 +219,7 @@ export class Reconciler {
     // A frozen sliver is not running; the API's states have no 'frozen', so it shows as stopped
     // with desired 'frozen'.
     this.#status.set(s.id, { state: state === 'running' ? 'running' : 'stopped', error: null });
+    step('done');
   }
 
   async #destroy(id: string): Promise<void> {

@@ -127,6 +127,8 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const reported = new Map(body.slivers.map((s) => [s.id, s]));
       let updated = 0;
       let removed = 0;
+      // Every sliver's row is refreshed (usage moves on every report) in one statement, not one per sliver.
+      const refresh: Array<{ id: string; state: string; error: string | null; address: string | null; usage: object | null }> = [];
       for (const row of rows) {
         const id = row.id as string;
         const slice = row.slice as string;
@@ -143,19 +145,23 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         // A sliver being deleted stays 'deleting' until it is gone, unless its teardown failed.
         const state = deleting && obs.state !== 'failed' ? 'deleting' : obs.state;
         const error = obs.error ?? null;
-        const address = obs.address === undefined ? row.address : obs.address;
+        const address = obs.address === undefined ? (row.address as string | null) : obs.address;
         const usage = { cpu_seconds: obs.cpu_seconds, memory_bytes: obs.memory_bytes, net_rx_bytes: obs.net_rx_bytes, net_tx_bytes: obs.net_tx_bytes };
         const hasUsage = Object.values(usage).some((v) => v !== undefined);
-        await q.query(
-          `UPDATE slivers SET state = $2, error = $3, address = $4, usage = COALESCE($5, usage),
-             updated_at = CASE WHEN state IS DISTINCT FROM $2 OR error IS DISTINCT FROM $3 THEN now() ELSE updated_at END
-           WHERE id = $1`,
-          [id, state, error, address, hasUsage ? JSON.stringify(usage) : null],
-        );
+        refresh.push({ id, state, error, address, usage: hasUsage ? usage : null });
         if (state !== row.state || error !== row.error) {
           updated++;
           await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });
         }
+      }
+      if (refresh.length) {
+        await q.query(
+          `UPDATE slivers AS s SET state = o.state, error = o.error, address = o.address, usage = COALESCE(o.usage, s.usage),
+             updated_at = CASE WHEN s.state IS DISTINCT FROM o.state OR s.error IS DISTINCT FROM o.error THEN now() ELSE s.updated_at END
+           FROM jsonb_to_recordset($1::jsonb) AS o(id uuid, state text, error text, address text, usage jsonb)
+           WHERE s.id = o.id`,
+          [JSON.stringify(refresh)],
+        );
       }
       return { ok: true as const, updated, removed };
     });

@@ -9,6 +9,9 @@ import { ipBatch, readLinks, type Link } from './devices.js';
 import { ALIAS_PREFIX, DEVICE_PATTERN, deviceNames, HOST_PREFIX, PEER_PREFIX, sliverId } from './names.js';
 import { renderDeleteTable, renderRuleset, validateSpecs, type RulesetConfig } from './ruleset.js';
 
+/** ARP retry interval on a sliver's host-side link (the kernel default is 1000 ms). */
+const ARP_RETRANS_MS = 100;
+
 export class NftablesDriver implements NetworkDriver {
   readonly name = 'nftables';
   readonly capabilities: NetworkCapabilities;
@@ -98,7 +101,14 @@ export class NftablesDriver implements NetworkDriver {
       } else {
         cmds.push(`tuntap add dev ${hostIf} mode tap`);
       }
-      cmds.push(`link set dev ${hostIf} alias ${alias}`, `addr add ${cidr} dev ${hostIf}`, `link set dev ${hostIf} up`);
+      cmds.push(
+        `link set dev ${hostIf} alias ${alias}`,
+        `addr add ${cidr} dev ${hostIf}`,
+        // A packet for the sliver that arrives before its end is up leaves an unresolved ARP entry,
+        // retried every second by default: the first ssh after a start would wait for it.
+        `ntable change name arp_cache dev ${hostIf} retrans ${ARP_RETRANS_MS}`,
+        `link set dev ${hostIf} up`,
+      );
     } else {
       if (host.alias !== alias) cmds.push(`link set dev ${hostIf} alias ${alias}`);
       if (spec.kind === 'veth' && peer && peer.alias !== alias) cmds.push(`link set dev ${peerIf} alias ${alias}`);
