@@ -6,6 +6,7 @@ export type { InstanceCapabilities, InstanceDriver, InstanceSpec, InstanceState 
 export { InvalidSpecError, isSliverId, validateInstanceSpec, IDMAP_SIZE } from './driver.js';
 export { LxcDriver, type LxcDriverOptions } from './lxc/driver.js';
 export { containerName, idFromContainerName, renderConfig, sharesToWeight, DROPPED_CAPABILITIES, type LxcHostFacts, type RenderOptions } from './lxc/config.js';
+export { renderSeccompPolicy, DENIED_BTRFS_IOCTLS, LXC_DEFAULT_SECCOMP_RULES, SECCOMP_POLICY_FILE, type DeniedIoctl } from './lxc/seccomp.js';
 export { detectCgroupLayout, parseCgroupLayout, parseMemoryStat, residentBytes, type CgroupLayout, type CgroupVersion } from './lxc/cgroup.js';
 
 /** Instance drivers by name; callers test `capabilities`, not names. The qemu driver joins later. */

@@ -2,11 +2,14 @@
 import { describe, expect, it } from 'vitest';
 import type { InstanceSpec } from './driver.js';
 import {
+  DENIED_BTRFS_IOCTLS,
+  LXC_DEFAULT_SECCOMP_RULES,
   containerName,
   idFromContainerName,
   parseCgroupLayout,
   parseMemoryStat,
   renderConfig,
+  renderSeccompPolicy,
   residentBytes,
   sharesToWeight,
   validateInstanceSpec,
@@ -27,7 +30,7 @@ const spec: InstanceSpec = {
 };
 const hybrid: CgroupLayout = { mode: 'hybrid', memory: 'v1', cpu: 'v1', pids: 'v1', freezer: 'v1', devices: 'v1' };
 const unified: CgroupLayout = { mode: 'unified', memory: 'v2', cpu: 'v2', pids: 'v2', freezer: 'v2', devices: 'v2' };
-const facts: LxcHostFacts = { cgroups: hybrid, seccompProfile: '/usr/share/lxc/config/common.seccomp', apparmor: false };
+const facts: LxcHostFacts = { cgroups: hybrid, seccompProfile: '/var/lib/planetlite/lxc/planetlite.seccomp', apparmor: false };
 const opts = { lxcPath: '/var/lib/planetlite/lxc' };
 
 /** key → values, in order, ignoring comments. */
@@ -62,7 +65,7 @@ describe('renderConfig', () => {
     const drops = one('lxc.cap.drop')?.split(' ');
     for (const cap of ['sys_module', 'sys_boot', 'mknod', 'sys_time', 'sys_rawio', 'mac_admin', 'mac_override']) expect(drops).toContain(cap);
     expect(drops).not.toContain('sys_admin');
-    expect(one('lxc.seccomp.profile')).toBe('/usr/share/lxc/config/common.seccomp');
+    expect(one('lxc.seccomp.profile')).toBe('/var/lib/planetlite/lxc/planetlite.seccomp');
     expect(one('lxc.apparmor.profile')).toBe('unconfined');
     expect(one('lxc.cgroup.memory.limit_in_bytes')).toBe(String(256 * 1024 * 1024));
     expect(one('lxc.cgroup.cpu.shares')).toBe('512');
@@ -117,6 +120,52 @@ describe('renderConfig', () => {
     expect(sharesToWeight(2)).toBe(1);
     expect(sharesToWeight(1024)).toBe(39);
     expect(sharesToWeight(262144)).toBe(10000);
+  });
+});
+
+describe('seccomp policy', () => {
+  /** The requests as linux/btrfs.h defines them: printed by a C program that includes the header
+   * (linux-libc-dev 6.1), not computed the way seccomp.ts computes them. */
+  const FROM_HEADER: Record<string, number> = {
+    BTRFS_IOC_SNAP_CREATE: 0x50009401,
+    BTRFS_IOC_SUBVOL_CREATE: 0x5000940e,
+    BTRFS_IOC_SNAP_DESTROY: 0x5000940f,
+    BTRFS_IOC_DEFAULT_SUBVOL: 0x40089413,
+    BTRFS_IOC_SNAP_CREATE_V2: 0x50009417,
+    BTRFS_IOC_SUBVOL_CREATE_V2: 0x50009418,
+    BTRFS_IOC_SUBVOL_SETFLAGS: 0x4008941a,
+    BTRFS_IOC_SET_RECEIVED_SUBVOL: 0xc0c89425,
+    BTRFS_IOC_SET_RECEIVED_SUBVOL_32: 0xc0c09425, // fs/btrfs/ioctl.c, packed 32-bit layout
+    BTRFS_IOC_QUOTA_CTL: 0xc0109428,
+    BTRFS_IOC_QGROUP_ASSIGN: 0x40189429,
+    BTRFS_IOC_QGROUP_CREATE: 0x4010942a,
+    BTRFS_IOC_QGROUP_LIMIT: 0x8030942b,
+    BTRFS_IOC_QUOTA_RESCAN: 0x4040942c,
+    BTRFS_IOC_SNAP_DESTROY_V2: 0x5000943f,
+  };
+
+  it('denies every btrfs subvolume, snapshot and quota request, with the numbers of linux/btrfs.h', () => {
+    expect(Object.fromEntries(DENIED_BTRFS_IOCTLS.map((i) => [i.name, i.request]))).toEqual(FROM_HEADER);
+  });
+
+  it("is LXC's default policy plus one masked ioctl rule per request, in lines LXC 5.0 parses", () => {
+    const text = renderSeccompPolicy();
+    expect(renderSeccompPolicy()).toBe(text); // deterministic: check() compares before writing
+    const lines = text.split('\n');
+    expect(lines.pop()).toBe('');
+    expect(lines.slice(0, 2)).toEqual(['2', 'denylist']); // version, then policy type: nothing before
+    expect(lines).not.toContain('');
+    const rules = lines.slice(2).filter((l) => !l.startsWith('#'));
+    expect(rules.slice(0, 2)).toEqual(['reject_force_umount', '[all]']);
+    expect(rules.slice(2, 2 + LXC_DEFAULT_SECCOMP_RULES.length)).toEqual([...LXC_DEFAULT_SECCOMP_RULES]);
+    const ioctls = rules.slice(2 + LXC_DEFAULT_SECCOMP_RULES.length);
+    // Low 32 bits only: a plain SCMP_CMP_EQ on the 64-bit register is bypassed by setting bit 32.
+    expect(ioctls).toEqual(Object.values(FROM_HEADER).map((n) => `ioctl errno 1 [1,0x${n.toString(16).padStart(8, '0')},SCMP_CMP_MASKED_EQ,0xffffffff]`));
+    // Each rule is named in the comment line above it (comments on a rule line break LXC's parser).
+    for (const { name, request } of DENIED_BTRFS_IOCTLS) {
+      const i = lines.findIndex((l) => l.startsWith(`# ${name} = `));
+      expect(lines[i + 1], name).toContain(`[1,0x${request.toString(16).padStart(8, '0')},`);
+    }
   });
 });
 

@@ -1,5 +1,6 @@
 // The LXC driver against real containers on this host: the tiny image booted unprivileged, its
-// confinement and limits, the lifecycle, and sshd reached through a veth the test makes.
+// confinement and limits (no btrfs subvolumes on a btrfs pool), the lifecycle, and sshd reached
+// through a veth the test makes.
 import { randomInt, randomUUID } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
@@ -8,13 +9,29 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run, tryRun } from '@planetlite/host';
-import { LxcDriver, containerName, type InstanceSpec } from './index.js';
+import { LxcDriver, SECCOMP_POLICY_FILE, containerName, renderSeccompPolicy, type InstanceSpec } from './index.js';
 
 const buildScript = fileURLToPath(new URL('../../../infra/images/tiny/build.sh', import.meta.url));
 const isRoot = process.getuid?.() === 0;
 
 /** Capability numbers from linux/capability.h that every sliver must have lost. */
 const DROPPED = { sys_module: 16, sys_rawio: 17, sys_boot: 22, sys_time: 25, mknod: 27, mac_override: 32, mac_admin: 33 };
+/** One raw btrfs ioctl for a sliver with no btrfs tool: `btrfs-ioctl OP DIR [NAME [SRC]]`. Perl
+ * (copied in with its libraries) needs none of its modules for this. OP: subvol, snap, destroy
+ * (struct btrfs_ioctl_vol_args), subvol2, snap2, destroy2 (struct btrfs_ioctl_vol_args_v2), or
+ * getflags; OP+hi also sets bit 32 of the request, which the kernel ignores and a filter must too. */
+const BTRFS_IOCTL = String.raw`#!/usr/bin/perl
+($op, $dir, $name, $src) = @ARGV;
+$hi = ($op =~ s/\+hi$//) ? 1 << 32 : 0;
+%cmd = (snap => 0x50009401, subvol => 0x5000940e, destroy => 0x5000940f, snap2 => 0x50009417, subvol2 => 0x50009418, destroy2 => 0x5000943f, getflags => 0x80089419);
+exists $cmd{$op} or die "unknown op $op\n";
+open(DIR, '<', $dir) or die "open $dir: $!\n";
+$fd = 0;
+if ($src) { open(SRC, '<', $src) or die "open $src: $!\n"; $fd = fileno(SRC); }
+$buf = $op eq 'getflags' ? pack('Q', 0) : $op =~ /2$/ ? pack('q Q Q x32 a4040', $fd, 0, 0, $name) : pack('q a4088', $fd, $name);
+if (syscall(16, fileno(DIR), $cmd{$op} | $hi, $buf) == -1) { print STDERR "$op: $!\n"; exit 1; }
+print $op eq 'getflags' ? unpack('Q', $buf) : 'ok', "\n";
+`;
 const SSH_OPTS = ['-F', '/dev/null', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR'];
 
 async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 5000): Promise<T> {
@@ -61,15 +78,41 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
   const cleanups: Array<() => Promise<unknown>> = [];
   const idmapBase = 0x10000 * randomInt(100, 20000);
 
-  /** A fresh rootfs from the tiny image, with the slice's name and the test's ssh key. */
+  /** A fresh rootfs from the tiny image, with the slice's name and the test's ssh key; in
+   * patch.rootfs if given (made if missing), else in a new directory of work. */
   async function sliver(slice: string, patch: Partial<InstanceSpec> = {}): Promise<InstanceSpec> {
     const id = randomUUID();
-    const rootfs = join(work, 'rootfs', id);
+    const rootfs = patch.rootfs ?? join(work, 'rootfs', id);
     await mkdir(rootfs, { recursive: true });
     await run('tar', ['-xf', image, '-C', rootfs]);
     await writeFile(join(rootfs, 'etc/slicename'), `${slice}\n`);
     await writeFile(join(rootfs, 'root/.ssh/authorized_keys'), await readFile(`${key}.pub`), { mode: 0o600 });
     return { id, hostname: slice, rootfs, memoryMb: 64, cpuShares: 512, pids: 128, idmapBase, net: null, ...patch };
+  }
+
+  /** A btrfs filesystem on a sparse loop file in work, mounted with user_subvol_rm_allowed (so
+   * the kernel itself would let a sliver remove subvolumes, too). Unmounted and detached in
+   * afterAll, even when a test fails half-way, as packages/storage's test pool is. */
+  async function btrfsPool(): Promise<string> {
+    const file = join(work, 'pool.img');
+    const mnt = join(work, 'pool');
+    await mkdir(mnt);
+    await run('truncate', ['-s', '512M', file]);
+    await run('mkfs.btrfs', ['-q', file]);
+    cleanups.push(async () => {
+      await tryRun('umount', ['--lazy', mnt]);
+      const loops = await tryRun('losetup', ['--list', '--noheadings', '--output', 'NAME', '--associated', file]);
+      for (const dev of loops?.stdout.split('\n').filter(Boolean) ?? []) await tryRun('losetup', ['--detach', dev.trim()]);
+    });
+    const dev = (await run('losetup', ['--find', '--show', file])).stdout.trim();
+    await run('mount', ['-t', 'btrfs', '-o', 'user_subvol_rm_allowed', dev, mnt]);
+    return mnt;
+  }
+
+  /** Paths of the subvolumes on a btrfs filesystem. */
+  async function subvolumes(mnt: string): Promise<string[]> {
+    const { stdout } = await run('btrfs', ['subvolume', 'list', mnt]);
+    return stdout.split('\n').map((l) => / path (.*)$/.exec(l)?.[1]).filter((p): p is string => p !== undefined).sort();
   }
 
   /** A /30 in 10.250.0.0/16 for a veth: host end .1, sliver end .2 of the block. */
@@ -102,7 +145,7 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
   it('check() finds unprivileged slivers, freezing and memory limits on this host', () => {
     expect(driver.limitations).toEqual([]);
     expect(driver.capabilities).toEqual({ unprivileged: true, freeze: true, memoryLimit: true });
-    expect(driver.hostFacts.seccompProfile).not.toBeNull();
+    expect(driver.hostFacts.seccompProfile).toBe(join(driver.lxcPath, SECCOMP_POLICY_FILE));
   });
 
   describe('one sliver through its life', () => {
@@ -277,5 +320,78 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
     await node.destroy(spec.id);
     expect(await node.state(spec.id)).toBe('absent');
     expect((await run('ip', ['-n', ns, '-o', 'link', 'show', 'slv0c'])).stdout).toContain('slv0c');
+  });
+
+  it('keeps a sliver on btrfs from making or removing subvolumes and snapshots (each would escape its quota)', async () => {
+    const pool = await btrfsPool();
+    const slivers = join(pool, 'slivers');
+    await mkdir(slivers);
+    const node = new LxcDriver({ lxcPath: join(work, 'lxc-btrfs'), rootfsDir: slivers });
+    drivers.push(node);
+    await node.check();
+    expect(node.capabilities.unprivileged).toBe(true); // idmapped mounts work on btrfs
+
+    // The policy: written once, and LXC's own default rules are all in it.
+    const policyPath = join(node.lxcPath, SECCOMP_POLICY_FILE);
+    expect(node.hostFacts.seccompProfile).toBe(policyPath);
+    expect(await readFile(policyPath, 'utf8')).toBe(renderSeccompPolicy());
+    const written = (await stat(policyPath)).mtimeMs;
+    await node.check();
+    expect((await stat(policyPath)).mtimeMs).toBe(written);
+    const lxcDefault = await readFile('/usr/share/lxc/config/common.seccomp', 'utf8').catch(() => '');
+    const ours = renderSeccompPolicy().split('\n');
+    for (const line of lxcDefault.split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean)) expect(ours, line).toContain(line);
+
+    // As the storage driver makes it, the rootfs is a subvolume of its own; two more inside it
+    // for the sliver to try to remove.
+    const rootfs = join(slivers, 'root');
+    await run('btrfs', ['subvolume', 'create', rootfs]);
+    const spec = await sliver('btrfs_slice', { rootfs });
+    const libs = (await run('ldd', ['/usr/bin/perl'])).stdout.match(/\/\S+\.so\S*/g) ?? [];
+    await run('cp', ['-L', '--parents', '-t', rootfs, '/usr/bin/perl', ...libs]);
+    const helper = join(rootfs, 'usr/bin/btrfs-ioctl');
+    await writeFile(helper, BTRFS_IOCTL, { mode: 0o755 });
+    await mkdir(join(rootfs, 'srv'));
+    for (const name of ['d1', 'd2']) await run('btrfs', ['subvolume', 'create', join(rootfs, 'srv', name)]);
+
+    // Control: root of a user namespace on the host, without the filter, makes and removes all of
+    // them with this same helper on this filesystem. The kernel would let the sliver do it too.
+    const control = join(pool, 'control');
+    await mkdir(control);
+    const asUserns = (...args: string[]) => run('unshare', ['--user', '--map-root-user', 'perl', helper, ...args]);
+    for (const args of [['subvol', control, 'c1'], ['subvol2', control, 'c2'], ['snap', control, 'c3', rootfs], ['snap2', control, 'c4', rootfs], ['subvol+hi', control, 'c5']])
+      expect((await asUserns(...args)).stdout, args.join(' ')).toBe('ok');
+    for (const args of [['destroy', control, 'c1'], ['destroy2', control, 'c2']]) expect((await asUserns(...args)).stdout, args.join(' ')).toBe('ok');
+    const before = await subvolumes(pool);
+    expect(before).toEqual(['control/c3', 'control/c4', 'control/c5', 'slivers/root', 'slivers/root/srv/d1', 'slivers/root/srv/d2']);
+
+    await node.define(spec);
+    await node.start(spec.id);
+    expect((await node.exec(spec.id, ['id', '-u'])).stdout).toBe('0');
+    const attempts = [
+      ['subvol', '/srv', 'v1'],
+      ['subvol2', '/srv', 'v2'],
+      ['snap', '/srv', 's1', '/'], // its own root: another quota's worth
+      ['snap2', '/srv', 's2', '/'],
+      ['subvol+hi', '/srv', 'v3'],
+      ['snap2+hi', '/srv', 's3', '/'],
+      ['destroy', '/srv', 'd1'],
+      ['destroy2', '/srv', 'd2'],
+      ['destroy+hi', '/srv', 'd1'],
+    ];
+    for (const args of attempts) {
+      const err = await node.exec(spec.id, ['btrfs-ioctl', ...args]).then(() => null, (e: unknown) => e);
+      expect(err instanceof Error ? err.message : 'succeeded', args.join(' ')).toMatch(/Operation not permitted/);
+    }
+    expect(await subvolumes(pool)).toEqual(before);
+    // Other btrfs ioctls and ordinary writes still work.
+    expect((await node.exec(spec.id, ['btrfs-ioctl', 'getflags', '/'])).stdout).toBe('0');
+    await node.exec(spec.id, ['sh', '-c', 'echo written > /srv/file && dd if=/dev/zero of=/srv/d1/zeros bs=1M count=4 conv=fsync 2>/dev/null']);
+    expect(await readFile(join(rootfs, 'srv/file'), 'utf8')).toBe('written\n');
+    expect((await stat(join(rootfs, 'srv/d1/zeros'))).size).toBe(4 * 2 ** 20);
+    expect((await stat(join(rootfs, 'srv/file'))).uid).toBe(0);
+
+    await node.destroy(spec.id);
+    expect(await node.state(spec.id)).toBe('absent');
   });
 });

@@ -6,7 +6,8 @@ import type { CgroupLayout } from './cgroup.js';
 /** What check() learned about the host that changes the config. */
 export interface LxcHostFacts {
   cgroups: CgroupLayout;
-  /** LXC's default seccomp policy file, when LXC ships one and the kernel has seccomp. */
+  /** The driver's seccomp policy file (LXC's default policy plus the btrfs subvolume and quota
+   * ioctls, see seccomp.ts), when the kernel has seccomp. */
   seccompProfile: string | null;
   /** AppArmor is enabled in the kernel. */
   apparmor: boolean;
@@ -119,7 +120,8 @@ export function renderConfig(spec: InstanceSpec, host: LxcHostFacts, opts: Rende
     'lxc.console.size = auto',
     `lxc.cap.drop = ${drops.join(' ')}`,
   );
-  lines.push(host.seccompProfile ? `lxc.seccomp.profile = ${host.seccompProfile}` : '# no seccomp on this host');
+  if (host.seccompProfile) lines.push('# No btrfs subvolumes or snapshots from inside: each would escape the disk quota.', `lxc.seccomp.profile = ${host.seccompProfile}`);
+  else lines.push('# no seccomp on this host');
   lines.push(`lxc.apparmor.profile = ${host.apparmor ? 'generated' : 'unconfined'}`);
   if (host.apparmor) lines.push('lxc.apparmor.allow_nesting = 0');
   lines.push(...limitLines(spec, host.cgroups));

@@ -16,6 +16,7 @@ import {
 import { detectCgroupLayout, findPayload, parseMemoryStat, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe } from './cgroup.js';
 import { containerName, idFromContainerName, renderConfig, type LxcHostFacts } from './config.js';
 import { apparmorEnabled, findStaticBusybox, firstUnsearchable, missingTools, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
+import { installSeccompPolicy } from './seccomp.js';
 
 export interface LxcDriverOptions {
   /** The driver's own lxcpath (never the system's /var/lib/lxc); one per node. */
@@ -77,13 +78,14 @@ export class LxcDriver implements InstanceDriver {
     if (this.netns !== undefined && (await tryRun('nsenter', [`--net=${this.#netnsPath()}`, 'true'])) === null)
       throw new Error(`lxc driver: network namespace ${this.netns} does not exist (ip netns add ${this.netns})`);
     const cgroups = await detectCgroupLayout();
-    this.#facts = { cgroups, seccompProfile: await seccompProfile(), apparmor: await apparmorEnabled() };
+    this.#facts = { cgroups, seccompProfile: await seccompProfile(this.lxcPath), apparmor: await apparmorEnabled() };
     this.#probe = await payloadProbe(cgroups);
     const limitations: string[] = [];
     if (!cgroups.memory) limitations.push('memoryLimit: no memory cgroup controller (v1 mount or v2 cgroup.controllers)');
     if (!cgroups.freezer) limitations.push('freeze: no freezer (v1 freezer controller, or a unified v2 hierarchy)');
-    if (!this.#facts.seccompProfile) limitations.push('seccomp: kernel without seccomp or no LXC default profile; slivers run without it');
+    if (!this.#facts.seccompProfile) limitations.push('seccomp: kernel without seccomp; slivers run without a syscall filter and can escape their disk quota with btrfs subvolumes');
     await mkdir(this.lxcPath, { recursive: true });
+    if (this.#facts.seccompProfile) await installSeccompPolicy(this.#facts.seccompProfile);
     await mkdir(this.rootfsDir, { recursive: true });
     await this.#removeStaleProbes();
     const kernelProblem = await userNamespaceProblem();

@@ -2,13 +2,11 @@
 import { access, constants, readFile, stat } from 'node:fs/promises';
 import { delimiter, dirname, join, resolve } from 'node:path';
 import { tryRun } from '@planetlite/host';
+import { SECCOMP_POLICY_FILE } from './seccomp.js';
 
 /** The lxc-* tools the driver calls. */
 export const LXC_TOOLS = ['lxc-start', 'lxc-stop', 'lxc-info', 'lxc-attach', 'lxc-freeze', 'lxc-unfreeze', 'lxc-cgroup', 'lxc-wait'] as const;
 export type LxcTool = (typeof LXC_TOOLS)[number];
-
-/** Where Debian's lxc package keeps LXC's default seccomp policy. */
-export const DEFAULT_SECCOMP_PROFILE = '/usr/share/lxc/config/common.seccomp';
 
 /** Tools from LXC_TOOLS (and nsenter when a namespace is used) that do not run. */
 export async function missingTools(needNsenter: boolean): Promise<string[]> {
@@ -31,10 +29,11 @@ export async function readTrimmed(path: string): Promise<string | null> {
   );
 }
 
-/** The kernel has seccomp filters (the Seccomp field exists) and LXC ships its policy. */
-export async function seccompProfile(): Promise<string | null> {
+/** The driver's own seccomp policy file in lxcPath (which check() writes) when the kernel has
+ * seccomp filters (the Seccomp field exists), else null. */
+export async function seccompProfile(lxcPath: string): Promise<string | null> {
   const status = (await readTrimmed('/proc/self/status')) ?? '';
-  return /^Seccomp:/m.test(status) && (await exists(DEFAULT_SECCOMP_PROFILE)) ? DEFAULT_SECCOMP_PROFILE : null;
+  return /^Seccomp:/m.test(status) ? join(lxcPath, SECCOMP_POLICY_FILE) : null;
 }
 
 export async function apparmorEnabled(): Promise<boolean> {
