@@ -3,7 +3,10 @@
 // through the same drivers (btrfs snapshot + veth + nftables DNAT + lxc-start + banner), in one
 // run; then host memory and exclusive disk per idle sliver.
 //
-//   node scripts/bench/sliver.ts [--slivers 50] [--write docs/benchmarks.md]
+//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--write docs/benchmarks.md]
+//
+// --slivers: how many are created one at a time and timed; --density: how many idle slivers the
+// node holds at the end (the rest are created in a burst through the API), for the memory figures.
 //
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
 // dirs it makes, and is removed at the end.
@@ -20,8 +23,9 @@ import { startRegistry } from '@planetlite/registry';
 import { Agent, enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
 
-const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, write: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, write: { type: 'string' } } });
 const N = Number(args.slivers);
+const M = Math.max(N, Number(args.density ?? N));
 const ROOT = new URL('../../', import.meta.url).pathname;
 const NODE = 'pl-bench-node';
 const PUBLIC = '198.18.251.1';
@@ -47,6 +51,21 @@ async function banner(port: number, started: number, timeoutMs = 60_000): Promis
     if (Date.now() - started > timeoutMs) throw new Error(`no banner on ${PUBLIC}:${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/** Host memory in use (MemTotal - MemAvailable) after dropping clean caches, in bytes. */
+function hostMemoryInUse(): number {
+  execFileSync('sync');
+  writeFileSync('/proc/sys/vm/drop_caches', '3');
+  const info = readFileSync('/proc/meminfo', 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(info)?.[1] ?? NaN);
+  return (kb('MemTotal') - kb('MemAvailable')) * 1024;
+}
+
+/** A sliver's memory.stat from its payload cgroup (cgroup v1 memory hierarchy). */
+function memoryStat(id: string): Map<string, number> {
+  const text = readFileSync(`/sys/fs/cgroup/memory/lxc.payload.sl-${id}/memory.stat`, 'utf8');
+  return new Map(text.trim().split('\n').map((l) => { const [k, v] = l.split(' '); return [k!, Number(v)]; }));
 }
 
 const stats = (xs: number[]) => {
@@ -79,7 +98,7 @@ async function main(): Promise<void> {
     const img = await importImage({ stateDir, name: 'tiny', file: image, settings });
 
     // 1. The bare chain, through the drivers directly, in the same pool and namespace.
-    const drivers = await openDrivers(loadSettings(stateDir, settings), PUBLIC);
+    const drivers = await openDrivers(loadSettings(stateDir, settings), PUBLIC, stateDir);
     const bare: number[] = [];
     for (let i = 0; i < Math.min(N, 20); i++) {
       const id = randomUUID();
@@ -98,6 +117,7 @@ async function main(): Promise<void> {
     await drivers.network.apply([]);
 
     // 2. Through the registry and the agent.
+    const memBefore = hostMemoryInUse();
     agent = new Agent({ stateDir, log, settings, waitSeconds: 30, reportEveryMs: 5000 });
     await agent.start();
     const full: number[] = [];
@@ -112,14 +132,36 @@ async function main(): Promise<void> {
       slivers.push(s.id);
     }
 
-    // 3. Density: what the idle slivers cost.
-    await new Promise((r) => setTimeout(r, 3000));
-    let mem = 0;
+    // 3. Density: the rest in a burst, then what the idle slivers cost.
+    const burst = Date.now();
+    const ports: number[] = [];
+    for (let i = N; i < M; i++) {
+      await admin.createSlice({ name: `bench_s${i}`, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
+      const s = await admin.createSliver(`bench_s${i}`, e.node_id);
+      slivers.push(s.id);
+      ports.push(s.ports.first);
+      if ((i + 1) % 100 === 0) console.error(`bench: ${i + 1} slivers requested`);
+    }
+    for (const [i, port] of ports.entries()) {
+      await banner(port, Date.now(), 1_800_000);
+      if ((N + i + 1) % 100 === 0) console.error(`bench: ${N + i + 1} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s)`);
+    }
+    const burstS = (Date.now() - burst) / 1000;
+    await new Promise((r) => setTimeout(r, 5000));
+    const memAfter = hostMemoryInUse();
+    let rss = 0;
+    let mapped = 0;
     let excl = 0;
+    let procs = 0;
     for (const id of slivers) {
-      mem += (await drivers.instance.memoryBytes(id)) ?? 0;
+      const st = memoryStat(id);
+      rss += st.get('total_rss') ?? 0;
+      mapped += st.get('total_mapped_file') ?? 0;
+      procs += Number(readFileSync(`/sys/fs/cgroup/pids/lxc.payload.sl-${id}/pids.current`, 'utf8'));
       excl += (await drivers.storage.usage(id))?.exclusiveBytes ?? 0;
     }
+    const mib = (x: number) => (x / slivers.length / 2 ** 20).toFixed(2);
+    const running = [...(await drivers.instance.states()).values()].filter((st) => st === 'running').length;
 
     const b = stats(bare);
     const f = stats(full);
@@ -133,7 +175,9 @@ async function main(): Promise<void> {
       `| bare chain (drivers directly: snapshot, veth, DNAT, lxc-start, banner) | ${bare.length} | ${b.median} | ${b.p95} | ${b.min} | ${b.max} |`,
       `| POST /v1/slices/…/slivers → SSH banner on the forwarded port | ${full.length} | ${f.median} | ${f.p95} | ${f.min} | ${f.max} |`,
       '',
-      `Ratio of medians: ${(f.median / b.median).toFixed(2)}× (target ≤ 2×). With ${slivers.length} idle slivers: ${(mem / slivers.length / 2 ** 20).toFixed(2)} MiB host memory each (cgroup rss + mapped_file), ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,
+      `Ratio of medians: ${(f.median / b.median).toFixed(2)}× (target ≤ 2×).`,
+      '',
+      `Density: ${running} idle slivers running on the node${M > N ? ` (${M - N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Host memory in use (MemTotal − MemAvailable after dropping caches) grew by ${mib(memAfter - memBefore)} MiB per sliver, everything included (container processes, page cache of their own root filesystems, LXC monitors, cgroups, veths, nftables). Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,
       '',
     ].join('\n');
     console.log(text);

@@ -65,7 +65,7 @@ export class Agent {
   async start(): Promise<void> {
     if (this.#opts.drivers !== null) {
       const settings = loadSettings(this.state.dir, this.#opts.settings);
-      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address));
+      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, this.state.dir));
       this.#reconciler = new Reconciler({
         drivers,
         ledger: new Ledger(this.state.dir),

@@ -5,16 +5,18 @@ import { networkDrivers } from '@planetlite/network';
 import { drivers as storageDrivers, type StorageDriver } from '@planetlite/storage';
 import type { Drivers } from './reconcile.js';
 import type { AgentSettings } from './settings.js';
+import { withStateLock } from './state.js';
 
-/** The node's btrfs pool, opened (created, formatted and mounted on first use). */
-export async function openStorage(settings: AgentSettings): Promise<StorageDriver> {
+/** The node's btrfs pool, opened (created, formatted and mounted on first use) under the state
+ * dir's lock, so that two agent processes never do that at once. */
+export async function openStorage(settings: AgentSettings, stateDir: string): Promise<StorageDriver> {
   const storage = storageDrivers.btrfs!({ pool: settings.pool, size: settings.pool_size, mountpoint: settings.pool_mount });
-  await storage.open();
+  await withStateLock(stateDir, 'opening the storage pool', () => storage.open());
   return storage;
 }
 
-export async function openDrivers(settings: AgentSettings, publicAddress: string): Promise<Drivers> {
-  const storage = await openStorage(settings);
+export async function openDrivers(settings: AgentSettings, publicAddress: string, stateDir: string): Promise<Drivers> {
+  const storage = await openStorage(settings, stateDir);
   mkdirSync(settings.lxc_path, { recursive: true, mode: 0o711 });
   const instance = instanceDrivers.lxc!({
     lxcPath: settings.lxc_path,

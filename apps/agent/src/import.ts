@@ -1,7 +1,7 @@
 // planetlite-agent image import: a local archive becomes a read-only base image in the pool.
 import { ImageIndex, sha256File, type ImageRecord } from './images.js';
 import { loadSettings, type AgentSettings } from './settings.js';
-import { StateDir } from './state.js';
+import { StateDir, withStateLock } from './state.js';
 import { openStorage } from './drivers.js';
 
 export async function importImage(opts: { stateDir: string; name: string; file: string; settings?: Partial<AgentSettings> }): Promise<ImageRecord> {
@@ -9,9 +9,9 @@ export async function importImage(opts: { stateDir: string; name: string; file: 
   state.ensure();
   const settings = loadSettings(state.dir, opts.settings);
   const { sha256, size } = await sha256File(opts.file);
-  const storage = await openStorage(settings);
+  const storage = await openStorage(settings, state.dir);
   await storage.importImage(sha256, opts.file);
   const rec: ImageRecord = { name: opts.name, sha256, size, imported_at: new Date().toISOString() };
-  new ImageIndex(state.dir).put(rec);
+  await withStateLock(state.dir, 'image import', async () => new ImageIndex(state.dir).put(rec));
   return rec;
 }

@@ -3,6 +3,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DesiredState } from '@planetlite/api';
+import lockfile from 'proper-lockfile';
 
 export interface Enrollment {
   registry: string;
@@ -77,4 +78,24 @@ export function atomicWrite(file: string, text: string, mode: number): void {
   writeFileSync(tmp, text, { mode });
   chmodSync(tmp, mode);
   renameSync(tmp, file);
+}
+
+/**
+ * Runs fn holding the state dir's lock (STATE_DIR/lock, across processes): `run` and
+ * `image import` on one node must never create, format or mount the pool at the same time, nor
+ * both rewrite images.json. A holder that died leaves a lock that goes stale after 10 s.
+ */
+export async function withStateLock<T>(stateDir: string, what: string, fn: () => Promise<T>): Promise<T> {
+  mkdirSync(stateDir, { recursive: true, mode: 0o711 });
+  let release: () => Promise<void>;
+  try {
+    release = await lockfile.lock(stateDir, { lockfilePath: join(stateDir, 'lock'), stale: 10_000, retries: { retries: 60, minTimeout: 100, maxTimeout: 1000 } });
+  } catch (err) {
+    throw new Error(`${what}: another planetlite-agent process holds ${join(stateDir, 'lock')} (${err instanceof Error ? err.message : String(err)}); try again when it is done`, { cause: err });
+  }
+  try {
+    return await fn();
+  } finally {
+    await release().catch(() => undefined);
+  }
 }
