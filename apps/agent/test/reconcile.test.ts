@@ -1,0 +1,140 @@
+// The shape of a reconcile pass, on drivers that only record what they are asked (the real
+// drivers are exercised end to end in test/e2e): a settled sliver costs no host work, a slow
+// sliver holds up no other, and no more than the concurrency limit are worked on at once.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DesiredSliver, DesiredState } from '@planetlite/api';
+import { createLogger } from '@planetlite/core';
+import type { InstanceDriver, InstanceState } from '@planetlite/instance';
+import type { NetworkDriver } from '@planetlite/network';
+import type { StorageDriver } from '@planetlite/storage';
+import { Reconciler } from '../src/reconcile.js';
+import { Ledger } from '../src/ledger.js';
+import { ImageIndex } from '../src/images.js';
+
+const SHA = 'a'.repeat(64);
+
+/** Drivers that keep their state in maps and count every call; createRoot can be held per sliver. */
+function recordingDrivers(dir: string) {
+  const calls: string[] = [];
+  const states = new Map<string, InstanceState>();
+  const roots = new Set<string>();
+  const gates = new Map<string, Promise<void>>();
+  let busy = 0;
+  let maxBusy = 0;
+  const note = (c: string) => calls.push(c);
+  const storage = {
+    name: 'fake', capabilities: { snapshots: true, quotas: true },
+    hasImage: async () => true,
+    listRoots: async () => { note('listRoots'); return [...roots]; },
+    createRoot: async (id: string) => {
+      note(`createRoot ${id}`);
+      busy++;
+      maxBusy = Math.max(maxBusy, busy);
+      try {
+        await gates.get(id);
+        const path = join(dir, 'roots', id);
+        mkdirSync(path, { recursive: true });
+        roots.add(id);
+        return path;
+      } finally {
+        busy--;
+      }
+    },
+    deleteRoot: async (id: string) => { note(`deleteRoot ${id}`); roots.delete(id); },
+  } as unknown as StorageDriver;
+  const instance = {
+    name: 'fake', capabilities: { unprivileged: true, freeze: true, memoryLimit: true },
+    define: async (s: { id: string }) => { note(`define ${s.id}`); if (!states.has(s.id)) states.set(s.id, 'stopped'); },
+    state: async (id: string) => { note(`state ${id}`); return states.get(id) ?? 'absent'; },
+    states: async () => { note('states'); return new Map(states); },
+    start: async (id: string) => { note(`start ${id}`); states.set(id, 'running'); },
+    stop: async (id: string) => { note(`stop ${id}`); states.set(id, 'stopped'); },
+    destroy: async (id: string) => { note(`destroy ${id}`); states.delete(id); },
+    list: async () => [...states.keys()],
+    memoryBytes: async () => 1 << 20,
+    exec: async () => ({ stdout: '', stderr: '' }),
+  } as unknown as InstanceDriver;
+  const network = {
+    name: 'fake',
+    attach: async (s: { id: string }) => { note(`attach ${s.id}`); return { id: s.id, hostIf: 'h', peerIf: 'p', hostAddress: '10.0.0.1', sliverAddress: '10.0.0.2', prefix: 30, gateway: '10.0.0.1' }; },
+    apply: async () => { note('apply'); },
+    detach: async (id: string) => { note(`detach ${id}`); },
+    listAttached: async () => [],
+    address: () => ({ hostAddress: '10.0.0.1', sliverAddress: '10.0.0.2', prefix: 30 }),
+  } as unknown as NetworkDriver;
+  return { drivers: { storage, instance, network }, calls, states, gates, maxBusy: () => maxBusy };
+}
+
+function sliver(slice: string): DesiredSliver {
+  return {
+    id: randomUUID(), slice, kind: 'lxc', desired: 'running', restart_seq: 0, reset_seq: 0,
+    image: { name: 'tiny', sha256: SHA, magnet: null, web_seed: null },
+    resources: { memory_mb: 64, cpu_shares: 1024, disk_mb: 64, net_kbps: 1000 },
+    ports: { first: 20000, last: 20009 }, expires_at: new Date(Date.now() + 86_400_000).toISOString(), keys: [],
+  };
+}
+
+const doc = (slivers: DesiredSliver[]): DesiredState => ({ node_id: randomUUID(), address: '192.0.2.1', port_window: { first: 20000, last: 29999 }, slivers });
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'pl-reconcile-'));
+  new ImageIndex(dir).put({ name: 'tiny', sha256: SHA, size: 1, imported_at: new Date().toISOString() });
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+function reconciler(drivers: ReturnType<typeof recordingDrivers>['drivers'], concurrency?: number) {
+  return new Reconciler({ drivers, ledger: new Ledger(dir), images: new ImageIndex(dir), log: createLogger({ name: 't', level: 'silent' }), maxSlots: 1000, ...(concurrency ? { concurrency } : {}) });
+}
+
+describe('a reconcile pass', () => {
+  it('builds new slivers, then leaves settled ones alone: one state probe for all of them and nothing else', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const slivers = Array.from({ length: 20 }, (_, i) => sliver(`site_s${i}`));
+    await r.reconcile(doc(slivers));
+    expect([...fake.states.values()].every((s) => s === 'running')).toBe(true);
+    expect(fake.calls.filter((c) => c.startsWith('start '))).toHaveLength(20);
+
+    fake.calls.length = 0;
+    const added = sliver('site_new');
+    await r.reconcile(doc([...slivers, added]));
+    const perSliver = fake.calls.filter((c) => / [0-9a-f-]{36}$/.test(c));
+    expect(perSliver.every((c) => c.endsWith(added.id))).toBe(true);
+    expect(fake.calls.filter((c) => c === 'states')).toHaveLength(1);
+  });
+
+  it('works again on a settled sliver whose instance is no longer in its desired state', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const s = sliver('site_crash');
+    await r.reconcile(doc([s]));
+    fake.states.set(s.id, 'stopped'); // its init died
+    fake.calls.length = 0;
+    await r.reconcile(doc([s]));
+    expect(fake.calls).toContain(`start ${s.id}`);
+  });
+
+  it('does not make other slivers wait for a slow one, and works on at most `concurrency` at once', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers, 3);
+    const slow = sliver('site_slow');
+    let release!: () => void;
+    fake.gates.set(slow.id, new Promise<void>((res) => (release = res)));
+    const others = Array.from({ length: 10 }, (_, i) => sliver(`site_fast${i}`));
+    const pass = r.reconcile(doc([slow, ...others]));
+    // Every fast sliver gets built while the slow one's root is still being made.
+    for (let i = 0; i < 200 && others.some((o) => fake.states.get(o.id) !== 'running'); i++) await new Promise((res) => setTimeout(res, 10));
+    expect(others.map((o) => fake.states.get(o.id))).toEqual(others.map(() => 'running'));
+    expect(fake.states.get(slow.id)).toBeUndefined();
+    expect(fake.maxBusy()).toBeLessThanOrEqual(3);
+    expect(fake.maxBusy()).toBeGreaterThan(1);
+    release();
+    await pass;
+    expect(fake.states.get(slow.id)).toBe('running');
+  });
+});
