@@ -20,7 +20,7 @@ cd "$ROOT"
 # nftables its slivers and their network; busybox-static, openssh-server and debootstrap build
 # sliver images (the host's sshd service is never started).
 APT_PACKAGES=(postgresql redis-server openssh-client ca-certificates iproute2 procps btrfs-progs util-linux tar zstd
-  xz-utils lxc nftables busybox-static openssh-server debootstrap)
+  xz-utils lxc nftables busybox-static openssh-server debootstrap debian-archive-keyring)
 
 # While installing, keep Debian's maintainer scripts from starting the services
 # (policy-rc.d exit 101 = "action forbidden"), unless the machine already has a policy.
