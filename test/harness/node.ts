@@ -1,8 +1,10 @@
 // A node of a test testbed on one machine: a network namespace standing for the node, joined by
 // a veth to a peer (another namespace, or this machine itself), and the teardown of everything
 // an agent may have left there (slivers, nftables table, pool mount and loop device).
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, tryRun } from '@planetlite/host';
+import { deviceNames } from '@planetlite/network';
 
 export interface NodeNamespace {
   ns: string;
@@ -50,4 +52,79 @@ export async function removeNode(opts: { stateDir: string; ns: string; peerNs?: 
     const dev = line.split(':')[0];
     if (dev) await tryRun('losetup', ['-d', dev]);
   }
+}
+
+/**
+ * What an agent with this state dir left on its node for the given slivers (for every sliver it
+ * shows when ids is omitted): LXC containers in its lxcpath, sliver links in the node namespace,
+ * sliver chains or devices in its nftables table, roots (and half-made `.partial` roots) in its
+ * pool, records in its ledger, and LXC's cgroups (lxc.payload.sl-ID, lxc.monitor.sl-ID) in every
+ * cgroup hierarchy. One line per thing found: [] means clean.
+ */
+export async function sliverLeftovers(opts: { stateDir: string; ns: string; ids?: readonly string[] }): Promise<string[]> {
+  const { stateDir, ns } = opts;
+  const uuid = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
+  const mine = (id: string | undefined | null): id is string => !!id && (!opts.ids || opts.ids.includes(id));
+  const found: string[] = [];
+  const seen = new Set<string>(opts.ids ?? []);
+  const note = (id: string, what: string) => {
+    seen.add(id);
+    found.push(what);
+  };
+
+  const lxcPath = join(stateDir, 'lxc');
+  for (const name of await readdir(lxcPath).catch(() => [] as string[])) {
+    const id = /^sl-(.*)$/.exec(name)?.[1];
+    if (mine(id)) note(id, `lxc: container directory ${join(lxcPath, name)}`);
+  }
+  for (const name of (await tryRun('lxc-ls', ['-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? []) {
+    const id = /^sl-(.*)$/.exec(name)?.[1];
+    if (mine(id)) note(id, `lxc: lxc-ls -P ${lxcPath} lists ${name}`);
+  }
+
+  const links = JSON.parse((await tryRun('ip', ['-n', ns, '-d', '-j', 'link', 'show']))?.stdout || '[]') as Array<{ ifname?: string; ifalias?: string }>;
+  const byName = new Map((opts.ids ?? []).flatMap((id) => Object.values(deviceNames(id)).map((n) => [n, id] as const)));
+  for (const l of links) {
+    if (!l.ifname || !/^pl[hs]/.test(l.ifname)) continue;
+    const id = /^planetlite-sliver:(.*)$/.exec(l.ifalias ?? '')?.[1] ?? byName.get(l.ifname);
+    if (opts.ids ? mine(id) : true) note(id ?? l.ifname, `link: ${l.ifname} (alias ${l.ifalias ?? 'none'}) in namespace ${ns}`);
+  }
+
+  const table = (await tryRun('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'planetlite']))?.stdout ?? '';
+  for (const id of new Set([...table.matchAll(new RegExp(`sliver_(${uuid.source})`, 'g'))].map((m) => m[1]!))) {
+    if (mine(id)) note(id, `nftables: chain sliver_${id} in table inet planetlite of ${ns}`);
+  }
+  for (const dev of new Set([...table.matchAll(/"(plh[0-9a-f]{12})"/g)].map((m) => m[1]!))) {
+    const id = byName.get(dev);
+    if (opts.ids ? mine(id) : true) note(id ?? dev, `nftables: device ${dev} in table inet planetlite of ${ns}`);
+  }
+
+  const slivers = join(stateDir, 'pool', 'slivers');
+  for (const name of await readdir(slivers).catch(() => [] as string[])) {
+    const id = uuid.exec(name)?.[0];
+    if (opts.ids ? mine(id) : true) note(id ?? name, `pool: ${join(slivers, name)}`);
+  }
+  const subvolumes = (await tryRun('btrfs', ['subvolume', 'list', join(stateDir, 'pool')]))?.stdout ?? '';
+  for (const line of subvolumes.split('\n')) {
+    const path = / path (slivers\/.*)$/.exec(line)?.[1];
+    if (!path) continue;
+    const id = uuid.exec(path)?.[0];
+    if (opts.ids ? mine(id) : true) note(id ?? path, `pool: btrfs subvolume ${path}`);
+  }
+
+  const ledger = await readFile(join(stateDir, 'slivers.json'), 'utf8').catch(() => '[]');
+  for (const r of JSON.parse(ledger) as Array<{ id: string }>) if (mine(r.id)) note(r.id, `ledger: ${r.id} in ${join(stateDir, 'slivers.json')}`);
+
+  // Cgroups: of the slivers asked about, or of every sliver found above.
+  const hierarchies = ['/sys/fs/cgroup', ...(await readdir('/sys/fs/cgroup', { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory()).map((e) => join('/sys/fs/cgroup', e.name))];
+  for (const id of seen) {
+    if (!uuid.test(id)) continue;
+    for (const h of hierarchies) {
+      for (const prefix of ['lxc.payload.', 'lxc.monitor.']) {
+        const dir = join(h, `${prefix}sl-${id}`);
+        if (await stat(dir).then((s) => s.isDirectory(), () => false)) found.push(`cgroup: ${dir}`);
+      }
+    }
+  }
+  return found;
 }

@@ -37,6 +37,7 @@ export class Reconciler {
   /** Desired document of each sliver as last carried out in full: an unchanged one costs one state probe. */
   readonly #done = new Map<string, string>();
   #applying: Promise<void> = Promise.resolve();
+  #tableRebuilt = false;
   #desired: DesiredState | null = null;
 
   /** Slivers worked on at once: a burst of a thousand new slivers must not fork a thousand
@@ -68,6 +69,15 @@ export class Reconciler {
       ...(await this.#d.network.listAttached()),
     ]);
     const work: Promise<void>[] = [];
+    // The first pass of this process rebuilds the nftables table from the ledger and the
+    // document: what a previous process left half-done there goes.
+    if (!this.#tableRebuilt) {
+      this.#tableRebuilt = true;
+      work.push(this.#applyNetwork().catch((err: unknown) => {
+        this.#tableRebuilt = false;
+        this.#log.warn({ err: err instanceof Error ? err.message : String(err) }, 'rebuilding the nftables table failed; the next pass retries');
+      }));
+    }
     for (const id of present) if (!wanted.has(id)) work.push(this.#enqueue(id, () => this.#destroy(id)));
     let unchanged = 0;
     for (const s of wanted.values()) {
@@ -226,11 +236,13 @@ export class Reconciler {
     this.#done.delete(id);
     try {
       await this.#d.instance.destroy(id);
+      // The table is rewritten without the sliver before its ledger record goes: a crash or a
+      // failed rewrite leaves the record, so a later pass retries (see also reconcile()).
+      await this.#applyNetwork();
       await this.#d.network.detach(id);
       await this.#d.storage.deleteRoot(id);
       this.#ledger.release(id);
       this.#status.delete(id);
-      await this.#applyNetwork();
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       this.#log.warn({ sliver: id, err: error }, 'sliver teardown failed; the next pass retries');
@@ -245,7 +257,7 @@ export class Reconciler {
   /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time. */
   #applyNetwork(): Promise<void> {
     this.#applying = this.#applying.then(async () => {
-      const ports = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s.ports]));
+      const ports = new Map((this.#desired?.slivers ?? []).filter((s) => s.desired !== 'deleted').map((s) => [s.id, s.ports]));
       const specs = this.#ledger
         .all()
         .filter((r) => ports.has(r.id))

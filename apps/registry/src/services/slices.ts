@@ -68,6 +68,10 @@ export async function tearDownSlice(q: Queryable, changes: Changes, name: string
 
 /** Removes a deleting slice once no sliver of it is left. */
 export async function dropSliceIfEmpty(q: Queryable, name: string): Promise<void> {
+  // Lock the slice first: two nodes confirming the slice's last two slivers at once would each
+  // still see the other's sliver, and neither would drop the slice. With the lock, the second
+  // waits for the first to commit and then sees both gone.
+  await q.query("SELECT 1 FROM slices WHERE name = $1 AND state = 'deleting' FOR UPDATE", [name]);
   await q.query(
     "DELETE FROM slices WHERE name = $1 AND state = 'deleting' AND NOT EXISTS (SELECT 1 FROM slivers WHERE slice = $1)",
     [name],
