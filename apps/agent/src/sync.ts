@@ -62,6 +62,8 @@ export class DesiredStateSync {
   async pullNow(): Promise<void> {
     try {
       const res = await this.#o.client.desiredState(this.#o.nodeId, { signal: this.#abort.signal });
+      if (!this.#reachable) this.#o.log.info('registry reachable again (scheduled pull)');
+      this.#reachable = true;
       if (res.state) await this.#accept(res.state, res.etag);
     } catch (err) {
       if (!this.#abort.signal.aborted) this.#o.log.warn({ err: String(err) }, 'scheduled desired-state pull failed');
