@@ -10,7 +10,7 @@
 //
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
 // dirs it makes, and is removed at the end.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import { PlanetLiteClient } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
 import { startRegistry } from '@planetlite/registry';
-import { Agent, enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
+import { enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
 
 const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, write: { type: 'string' } } });
@@ -37,7 +37,7 @@ const log = createLogger({ name: 'bench', level: process.env.PLANETLITE_BENCH_LO
  * and waiting out TCP's own retry would measure the probe, not the sliver); a connection that is
  * accepted gets 2 s to send its banner. Attempts start every 5 ms.
  */
-async function banner(port: number, started: number, timeoutMs = 60_000): Promise<number> {
+async function banner(port: number, started: number, timeoutMs = 60_000, everyMs = 5): Promise<number> {
   for (;;) {
     const got = await new Promise<boolean>((resolve) => {
       const s = connect({ host: PUBLIC, port });
@@ -49,17 +49,19 @@ async function banner(port: number, started: number, timeoutMs = 60_000): Promis
     });
     if (got) return Date.now() - started;
     if (Date.now() - started > timeoutMs) throw new Error(`no banner on ${PUBLIC}:${port} after ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 
-/** Host memory in use (MemTotal - MemAvailable) after dropping clean caches, in bytes. */
-function hostMemoryInUse(): number {
+/** Host memory after dropping clean caches, in bytes: what the kernel counts as not available
+ * (MemTotal - MemAvailable; clean page cache, mapped or not, counts as available) and what is
+ * not free at all (MemTotal - MemFree: that cache included). */
+function hostMemory(): { inUse: number; notFree: number } {
   execFileSync('sync');
   writeFileSync('/proc/sys/vm/drop_caches', '3');
   const info = readFileSync('/proc/meminfo', 'utf8');
   const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(info)?.[1] ?? NaN);
-  return (kb('MemTotal') - kb('MemAvailable')) * 1024;
+  return { inUse: (kb('MemTotal') - kb('MemAvailable')) * 1024, notFree: (kb('MemTotal') - kb('MemFree')) * 1024 };
 }
 
 /** A sliver's memory.stat from its payload cgroup (cgroup v1 memory hierarchy). */
@@ -78,7 +80,7 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'pl-bench-'));
   chmodSync(dir, 0o711);
   const stateDir = join(dir, 'agent');
-  let agent: Agent | null = null;
+  let agent: ChildProcess | null = null;
   const registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: 'bench@x.test', adminPassword: 'bench-password', sweeps: false });
   try {
     // The node, joined to this machine (198.18.251.2) so the bench connects to its ports directly.
@@ -117,9 +119,14 @@ async function main(): Promise<void> {
     await drivers.network.apply([]);
 
     // 2. Through the registry and the agent.
-    const memBefore = hostMemoryInUse();
-    agent = new Agent({ stateDir, log, settings, waitSeconds: 30, reportEveryMs: 5000 });
-    await agent.start();
+    const memBefore = hostMemory();
+    // The agent runs as its own process, as on a node (`planetlite-agent run`, settings from the state dir).
+    agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, '--log-level', process.env.PLANETLITE_BENCH_LOG ?? 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const agentExit = new Promise((r) => agent!.once('exit', r));
+    await Promise.race([
+      (async () => { for (;;) { if (await admin.getNode(e.node_id).then((n) => n.state === 'online', () => false)) return; await new Promise((r) => setTimeout(r, 100)); } })(),
+      agentExit.then(() => { throw new Error('the agent exited'); }),
+    ]);
     const full: number[] = [];
     const slivers: string[] = [];
     for (let i = 0; i < N; i++) {
@@ -143,12 +150,12 @@ async function main(): Promise<void> {
       if ((i + 1) % 100 === 0) console.error(`bench: ${i + 1} slivers requested`);
     }
     for (const [i, port] of ports.entries()) {
-      await banner(port, Date.now(), 1_800_000);
+      await banner(port, Date.now(), 1_800_000, 200);
       if ((N + i + 1) % 100 === 0) console.error(`bench: ${N + i + 1} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s)`);
     }
     const burstS = (Date.now() - burst) / 1000;
     await new Promise((r) => setTimeout(r, 5000));
-    const memAfter = hostMemoryInUse();
+    const memAfter = hostMemory();
     let rss = 0;
     let mapped = 0;
     let excl = 0;
@@ -168,7 +175,7 @@ async function main(): Promise<void> {
     const text = [
       `### Sliver start-up and density — ${new Date().toISOString().slice(0, 10)}`,
       '',
-      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; tiny image (busybox + sshd), unprivileged LXC on a btrfs loop-file pool, nftables DNAT, all in one node namespace; registry on embedded PGlite in the same process as the agent.`,
+      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; tiny image (busybox + sshd), unprivileged LXC on a btrfs loop-file pool, nftables DNAT, all in one node namespace; registry on embedded PGlite in the benchmark's process, the agent in its own process (planetlite-agent run).`,
       '',
       '| path | slivers | median ms | p95 ms | min | max |',
       '|---|---:|---:|---:|---:|---:|',
@@ -177,7 +184,7 @@ async function main(): Promise<void> {
       '',
       `Ratio of medians: ${(f.median / b.median).toFixed(2)}× (target ≤ 2×).`,
       '',
-      `Density: ${running} idle slivers running on the node${M > N ? ` (${M - N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Host memory in use (MemTotal − MemAvailable after dropping caches) grew by ${mib(memAfter - memBefore)} MiB per sliver, everything included (container processes, page cache of their own root filesystems, LXC monitors, cgroups, veths, nftables). Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,
+      `Density: ${running} idle slivers running on the node${M > N ? ` (${M - N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,
       '',
     ].join('\n');
     console.log(text);
@@ -187,7 +194,11 @@ async function main(): Promise<void> {
     }
   } finally {
     // Teardown through the agent is not what is measured here: kill the slivers directly.
-    await agent?.stop();
+    if (agent && agent.exitCode === null) {
+      const exited = new Promise((r) => agent!.once('exit', r));
+      agent.kill('SIGTERM');
+      await exited;
+    }
     await removeNode({ stateDir, ns: NODE, poolFile: join(dir, 'pool.img') });
     await registry.close();
     rmSync(dir, { recursive: true, force: true });

@@ -1,5 +1,6 @@
 // Which cgroup hierarchy holds each controller on this host, and reading a sliver's memory from it.
-import { readdir, readFile, rmdir, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export type CgroupVersion = 'v1' | 'v2';
@@ -145,18 +146,23 @@ export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> 
   };
 }
 
-/** The container's payload cgroup directory among parents, or null when LXC has none (stopped). */
-export async function findPayload(name: string, parents: string[]): Promise<string | null> {
+/** The container's payload cgroup directory among parents, or null when LXC has none (stopped).
+ * Synchronous on purpose, like readCgroupFile: a pass reads a few small cgroupfs files per sliver,
+ * and for a thousand slivers a thread-pool round trip per file costs more than the reads. */
+export function findPayload(name: string, parents: string[]): string | null {
   for (const parent of parents) {
     const dir = join(parent, `lxc.payload.${name}`);
-    if ((await stat(dir).catch(() => null))?.isDirectory()) return dir;
+    if (statSync(dir, { throwIfNoEntry: false })?.isDirectory()) return dir;
   }
   return null;
 }
 
-/** Reads a small cgroup file, or null when it (or its cgroup) is gone. */
-export async function readCgroupFile(dir: string, file: string): Promise<string | null> {
-  return readFile(join(dir, file), 'utf8').catch(() => null);
+export function readCgroupFile(dir: string, file: string): string | null {
+  try {
+    return readFileSync(join(dir, file), 'utf8');
+  } catch {
+    return null;
+  }
 }
 
 /** rmdir a cgroup and its children, deepest first (cgroup directories hold only control files). */

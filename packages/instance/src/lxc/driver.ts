@@ -1,6 +1,7 @@
 // The LXC instance driver: a sliver is a container `sl-<uuid>` in the driver's own lxcpath,
 // driven through the lxc-* tools (inside the node's network namespace when one is given).
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { CommandError, Reverter, run, tryRun, type RunOptions, type RunResult } from '@planetlite/host';
@@ -216,33 +217,27 @@ export class LxcDriver implements InstanceDriver {
     const out = new Map<string, InstanceState>();
     const probe = this.#probe;
     for (const id of await this.list()) {
-      if (!probe?.populated) {
-        out.set(id, await this.state(id));
-        continue;
-      }
-      if (!(await stat(join(this.#dir(id), 'config')).catch(() => null))) {
-        out.set(id, 'absent');
-        continue;
-      }
-      out.set(id, await this.#cgroupState(containerName(id), probe));
+      if (!probe?.populated) out.set(id, await this.state(id));
+      else if (!existsSync(join(this.#dir(id), 'config'))) out.set(id, 'absent');
+      else out.set(id, this.#cgroupState(containerName(id), probe));
     }
     return out;
   }
 
-  async #cgroupState(name: string, probe: PayloadProbe): Promise<InstanceState> {
+  #cgroupState(name: string, probe: PayloadProbe): InstanceState {
     const { populated, frozen } = probe;
     if (!populated) return 'stopped';
-    const dir = await findPayload(name, populated.parents);
+    const dir = findPayload(name, populated.parents);
     if (!dir) return 'stopped';
     if (populated.version === 'v2') {
-      const events = (await readCgroupFile(dir, 'cgroup.events')) ?? '';
+      const events = readCgroupFile(dir, 'cgroup.events') ?? '';
       if (!/^populated 1$/m.test(events)) return 'stopped';
       return /^frozen 1$/m.test(events) ? 'frozen' : 'running';
     }
-    if (Number((await readCgroupFile(dir, 'pids.current')) ?? 0) === 0) return 'stopped';
+    if (Number(readCgroupFile(dir, 'pids.current') ?? 0) === 0) return 'stopped';
     if (frozen?.version === 'v1') {
-      const fdir = await findPayload(name, frozen.parents);
-      if (fdir && (await readCgroupFile(fdir, 'freezer.state'))?.trim() === 'FROZEN') return 'frozen';
+      const fdir = findPayload(name, frozen.parents);
+      if (fdir && readCgroupFile(fdir, 'freezer.state')?.trim() === 'FROZEN') return 'frozen';
     }
     return 'running';
   }
@@ -252,8 +247,8 @@ export class LxcDriver implements InstanceDriver {
     const parents = this.#probe?.memory?.parents;
     if (!version || !parents) return null;
     // Straight from cgroupfs (the report reads every sliver's memory; no lxc-cgroup per sliver).
-    const dir = await findPayload(this.#name(id), parents);
-    const stat = dir ? await readCgroupFile(dir, 'memory.stat') : null;
+    const dir = findPayload(this.#name(id), parents);
+    const stat = dir ? readCgroupFile(dir, 'memory.stat') : null;
     return stat === null ? null : residentBytes(parseMemoryStat(stat), version);
   }
 
