@@ -133,6 +133,19 @@ describe('a sliver on one node', () => {
     expect(out).toBe('e2e_hello');
   }, 60_000);
 
+  it('takes new resource limits while it runs, without a restart', async () => {
+    const probe = () => sshFromNet(sliver.ports.first, 'root', 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.shares; cut -d" " -f22 /proc/1/stat');
+    const [memBefore, , initBefore] = probe().split('\n');
+    expect(Number(memBefore)).toBe((await admin.getSlice('e2e_hello')).resources.memory_mb * 1024 * 1024);
+    const slice = await admin.updateSlice('e2e_hello', { resources: { memory_mb: 96, cpu_shares: 300 } });
+    expect(slice.resources).toMatchObject({ memory_mb: 96, cpu_shares: 300 });
+    const after = await until('the new limits inside the sliver', async () => {
+      const lines = probe().split('\n');
+      return lines[0] === String(96 * 1024 * 1024) && lines[1] === '300' ? lines : null;
+    }, 30_000);
+    expect(after[2]).toBe(initBefore); // the same init: not restarted
+  }, 60_000);
+
   it('keeps running while its agent is away, and a restarted agent tears down what was deleted meanwhile', async () => {
     await agent!.stop();
     agent = null;

@@ -149,3 +149,27 @@ describe('slivers', () => {
     expect(ev.events).toHaveLength(1);
   });
 });
+
+describe('slice resources', () => {
+  it('change through PATCH by a pi or admin, not a member; bad values are refused; the node hears of it', async () => {
+    const before = await ok(t.app, 200, 'GET', `/v1/slices/${w.slice}`, w.pi);
+    const existing = (await ok(t.app, 200, 'GET', `/v1/slices/${w.slice}/slivers`, w.pi)).slivers;
+    if (!existing.some((s: { node_id: string }) => s.node_id === w.ids.node)) await ok(t.app, 202, 'POST', `/v1/slices/${w.slice}/slivers`, w.pi, { node_id: w.ids.node });
+    const member = await call(t.app, 'PATCH', `/v1/slices/${w.slice}`, w.user, { resources: { memory_mb: 512 } });
+    expect(member.status).toBe(403);
+    expect(member.body.detail).toMatch(/resources/);
+    for (const bad of [{ memory_mb: 1 }, { disk_mb: 'x' }, {}, { swap_mb: 10 }]) {
+      expect((await call(t.app, 'PATCH', `/v1/slices/${w.slice}`, w.pi, { resources: bad })).status, JSON.stringify(bad)).toBe(400);
+    }
+    expect((await ok(t.app, 200, 'GET', `/v1/slices/${w.slice}`, w.pi)).resources).toEqual(before.resources);
+
+    const after = await ok(t.app, 200, 'PATCH', `/v1/slices/${w.slice}`, w.pi, { resources: { memory_mb: 512 } });
+    expect(after.resources).toEqual({ ...before.resources, memory_mb: 512 });
+    const doc = await ok(t.app, 200, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node);
+    const slivers = doc.slivers.filter((s: { slice: string }) => s.slice === w.slice);
+    expect(slivers.length).toBeGreaterThan(0);
+    for (const s of slivers) expect(s.resources.memory_mb).toBe(512);
+    const events = await ok(t.app, 200, 'GET', `/v1/events?type=slice.resources_changed&slice=${w.slice}`, w.pi);
+    expect(events.events).toHaveLength(1);
+  });
+});

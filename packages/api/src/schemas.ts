@@ -234,7 +234,11 @@ export const SliceCreate = Type.Object(
 );
 export type SliceCreate = Static<typeof SliceCreate>;
 export const SlicePatch = Type.Object(
-  { description: Type.Optional(Type.String({ maxLength: 4000 })), url: Type.Optional(Type.String({ maxLength: 2000 })) },
+  {
+    description: Type.Optional(Type.String({ maxLength: 4000 })),
+    url: Type.Optional(Type.String({ maxLength: 2000 })),
+    resources: Type.Optional(Type.Partial(SliceResources, { ...Strict, minProperties: 1, description: 'pi or admin; running slivers take the new limits without a restart' })),
+  },
   { ...Strict, minProperties: 1 },
 );
 export type SlicePatch = Static<typeof SlicePatch>;

@@ -1,6 +1,6 @@
 // slice ls|show|create|delete|renew|members: a slice is a named set of slivers across nodes.
 import { Option, type Command } from 'commander';
-import { SLICE_KINDS, type SliceCreate } from '@planetlite/api';
+import { SLICE_KINDS, type SliceCreate, type SlicePatch } from '@planetlite/api';
 import type { Context } from '../context.js';
 import { integer, oneOf, timestamp } from '../parse.js';
 import { resolveUserId } from '../resolve.js';
@@ -75,15 +75,25 @@ Examples:
 
   slice
     .command('update')
-    .description("change a slice's description or url (member, pi, admin)")
+    .description("change a slice's description or url (member, pi, admin), or its resources (pi, admin): running slivers take new limits without a restart")
     .argument('<name>', 'slice name')
     .option('--description <text>', 'what the slice is for')
     .option('--url <url>', 'a page about the project')
-    .action(async (name: string, opts: { description?: string; url?: string }) => {
-      const body: { description?: string; url?: string } = {};
+    .option('--memory-mb <n>', 'memory per sliver, MB', integer(16))
+    .option('--cpu-shares <n>', 'cpu weight per sliver', integer(2))
+    .option('--disk-mb <n>', 'disk per sliver, MB', integer(16))
+    .option('--net-kbps <n>', 'network rate cap per sliver, kbit/s', integer(8))
+    .action(async (name: string, opts: { description?: string; url?: string; memoryMb?: number; cpuShares?: number; diskMb?: number; netKbps?: number }) => {
+      const body: SlicePatch = {};
       if (opts.description !== undefined) body.description = opts.description;
       if (opts.url !== undefined) body.url = opts.url;
-      if (Object.keys(body).length === 0) throw new CliError('slice update needs --description or --url');
+      const resources: NonNullable<SlicePatch['resources']> = {};
+      if (opts.memoryMb !== undefined) resources.memory_mb = opts.memoryMb;
+      if (opts.cpuShares !== undefined) resources.cpu_shares = opts.cpuShares;
+      if (opts.diskMb !== undefined) resources.disk_mb = opts.diskMb;
+      if (opts.netKbps !== undefined) resources.net_kbps = opts.netKbps;
+      if (Object.keys(resources).length > 0) body.resources = resources;
+      if (Object.keys(body).length === 0) throw new CliError('slice update needs --description, --url or a resource (--memory-mb, --cpu-shares, --disk-mb, --net-kbps)');
       ctx.emit(await (await ctx.client()).updateSlice(name, body), sliceRecord);
     });
 

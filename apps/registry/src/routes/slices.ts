@@ -99,16 +99,23 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
 
   app.patch('/v1/slices/:name', {
-    schema: { tags: ['slices'], summary: "Change a slice's description or url (member, pi, admin)", security: bearer, params: NameParams, body: SlicePatch, response: answers({ 200: Slice }) },
+    schema: { tags: ['slices'], summary: "Change a slice's description or url (member, pi, admin), or its resources (pi, admin)", security: bearer, params: NameParams, body: SlicePatch, response: answers({ 200: Slice }) },
   }, async (req) => {
     const me = requireUser(req);
-    return ctx.db.transaction(async (q) => {
+    return withChanges(ctx, async (q, changes) => {
       const row = await loadSlice(q, req.params.name, true);
-      await requireSliceRole(q, me, row, ['admin', 'pi', 'member'], 'change');
+      const { resources } = req.body;
+      // Members may describe their slice; only whoever answers for the site's share may resize it.
+      await requireSliceRole(q, me, row, resources ? ['admin', 'pi'] : ['admin', 'pi', 'member'], resources ? 'change the resources of' : 'change');
+      const merged = resources ? { ...(row.resources as object), ...resources } : null;
       const { rows } = await q.query(
-        'UPDATE slices SET description = COALESCE($2, description), url = COALESCE($3, url) WHERE name = $1 RETURNING *',
-        [req.params.name, req.body.description ?? null, req.body.url ?? null],
+        'UPDATE slices SET description = COALESCE($2, description), url = COALESCE($3, url), resources = COALESCE($4::jsonb, resources) WHERE name = $1 RETURNING *',
+        [req.params.name, req.body.description ?? null, req.body.url ?? null, merged ? JSON.stringify(merged) : null],
       );
+      if (merged) {
+        await changes.record(q, { type: 'slice.resources_changed', slice: req.params.name, data: { by: me.email, resources: merged } });
+        changes.touch(...(await nodesOfSlice(q, req.params.name)));
+      }
       return sliceView(q, rows[0]!);
     });
   });

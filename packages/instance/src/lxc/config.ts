@@ -61,20 +61,26 @@ export function sharesToWeight(shares: number): number {
 }
 
 /** The limit lines for this host's layout; a controller the host lacks gets a comment instead. */
-function limitLines(spec: InstanceSpec, cg: CgroupLayout): string[] {
-  const key = (version: 'v1' | 'v2', file: string): string => (version === 'v1' ? `lxc.cgroup.${file}` : `lxc.cgroup2.${file}`);
-  const lines: string[] = [];
+/**
+ * The sliver's resource limits as [config key, cgroup file, value]: memory, cpu weight, pids, on
+ * whichever hierarchy holds each controller. The config applies them at start; a running sliver
+ * gets changed ones through lxc-cgroup (liveLimits).
+ */
+export function resourceLimits(spec: InstanceSpec, cg: CgroupLayout): Array<{ key: string; file: string; value: string }> {
+  const at = (version: 'v1' | 'v2', file: string, value: number) => ({ key: version === 'v1' ? `lxc.cgroup.${file}` : `lxc.cgroup2.${file}`, file, value: String(value) });
+  const out: Array<{ key: string; file: string; value: string }> = [];
   const bytes = spec.memoryMb * 1024 * 1024;
-  if (cg.memory === 'v1') lines.push(`${key('v1', 'memory.limit_in_bytes')} = ${bytes}`);
-  else if (cg.memory === 'v2') lines.push(`${key('v2', 'memory.max')} = ${bytes}`);
-  else lines.push('# no memory controller on this host: memory is not limited');
-  if (cg.cpu === 'v1') lines.push(`${key('v1', 'cpu.shares')} = ${spec.cpuShares}`);
-  else if (cg.cpu === 'v2') lines.push(`${key('v2', 'cpu.weight')} = ${sharesToWeight(spec.cpuShares)}`);
-  else lines.push('# no cpu controller on this host: cpu is not weighted');
-  if (spec.pids !== undefined) {
-    if (cg.pids) lines.push(`${key(cg.pids, 'pids.max')} = ${spec.pids}`);
-    else lines.push('# no pids controller on this host: processes are not limited');
-  }
+  if (cg.memory) out.push(at(cg.memory, cg.memory === 'v1' ? 'memory.limit_in_bytes' : 'memory.max', bytes));
+  if (cg.cpu) out.push(cg.cpu === 'v1' ? at('v1', 'cpu.shares', spec.cpuShares) : at('v2', 'cpu.weight', sharesToWeight(spec.cpuShares)));
+  if (spec.pids !== undefined && cg.pids) out.push(at(cg.pids, 'pids.max', spec.pids));
+  return out;
+}
+
+function limitLines(spec: InstanceSpec, cg: CgroupLayout): string[] {
+  const lines = resourceLimits(spec, cg).map((l) => `${l.key} = ${l.value}`);
+  if (!cg.memory) lines.push('# no memory controller on this host: memory is not limited');
+  if (!cg.cpu) lines.push('# no cpu controller on this host: cpu is not weighted');
+  if (spec.pids !== undefined && !cg.pids) lines.push('# no pids controller on this host: processes are not limited');
   if (cg.devices) {
     const devices = cg.devices === 'v1' ? 'lxc.cgroup.devices' : 'lxc.cgroup2.devices';
     lines.push(`${devices}.deny = a`, ...ALLOWED_DEVICES.map((d) => `${devices}.allow = ${d}`));

@@ -15,7 +15,7 @@ import {
   type InstanceState,
 } from '../driver.js';
 import { detectCgroupLayout, findPayload, parseMemoryStat, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe } from './cgroup.js';
-import { containerName, idFromContainerName, renderConfig, type LxcHostFacts } from './config.js';
+import { containerName, idFromContainerName, renderConfig, resourceLimits, type LxcHostFacts } from './config.js';
 import { apparmorEnabled, findStaticBusybox, firstUnsearchable, missingTools, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
 import { installSeccompPolicy } from './seccomp.js';
 
@@ -113,7 +113,8 @@ export class LxcDriver implements InstanceDriver {
     const config = renderConfig(spec, facts, { lxcPath: this.lxcPath });
     const dir = this.#dir(spec.id);
     const path = join(dir, 'config');
-    if ((await readFile(path, 'utf8').catch(() => null)) === config) return;
+    const previous = await readFile(path, 'utf8').catch(() => null);
+    if (previous === config) return;
     await Reverter.wrap(async (r) => {
       const madeDir = await mkdir(dir, { recursive: true });
       if (madeDir) r.add(() => rm(dir, { recursive: true, force: true }));
@@ -123,6 +124,13 @@ export class LxcDriver implements InstanceDriver {
       await writeFile(tmp, config, { mode: 0o600 });
       await rename(tmp, path);
     });
+    // A running sliver takes changed limits now, without a restart (the config has them for the next start).
+    if (previous !== null) {
+      const state = await this.state(spec.id);
+      if (state === 'running' || state === 'frozen') {
+        for (const l of resourceLimits(spec, facts.cgroups)) await this.#lxc('lxc-cgroup', spec.id, [l.file, l.value]);
+      }
+    }
   }
 
   async start(id: string): Promise<void> {
