@@ -79,6 +79,10 @@ export class BtrfsPool {
     }
     if (this.isLoop) {
       for (const device of await loopDevicesOf(this.source)) await detachLoop(device);
+      // A loop device that something still holds open (another process probing block devices,
+      // btrfs finishing its release after umount) is only marked to clear itself when the last
+      // holder lets go; close() resolves once it is really gone, or after 10 s.
+      for (let i = 0; i < 100 && (await loopDevicesOf(this.source)).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
     }
   }
 
