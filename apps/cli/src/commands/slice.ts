@@ -9,15 +9,37 @@ import { CliError } from '../errors.js';
 
 const DAY_MS = 86_400_000;
 
-interface CreateOptions {
-  description: string;
-  url: string;
-  kind?: SliceCreate['kind'];
-  image?: string;
+interface ResourceOptions {
   memoryMb?: number;
   cpuShares?: number;
   diskMb?: number;
   netKbps?: number;
+}
+
+interface CreateOptions extends ResourceOptions {
+  description: string;
+  url: string;
+  kind?: SliceCreate['kind'];
+  image?: string;
+}
+
+/** The per-sliver resource flags of `slice create` and `slice update`. */
+function resourceOptions(cmd: Command): Command {
+  return cmd
+    .option('--memory-mb <n>', 'memory per sliver, MB', integer(16))
+    .option('--cpu-shares <n>', 'cpu weight per sliver', integer(2))
+    .option('--disk-mb <n>', 'disk per sliver, MB', integer(16))
+    .option('--net-kbps <n>', 'network rate cap per sliver, kbit/s (recorded; nodes do not enforce it yet)', integer(8));
+}
+
+/** The resources the flags name, or undefined when none is given. */
+function resourcesFrom(opts: ResourceOptions): NonNullable<SlicePatch['resources']> | undefined {
+  const r: NonNullable<SlicePatch['resources']> = {};
+  if (opts.memoryMb !== undefined) r.memory_mb = opts.memoryMb;
+  if (opts.cpuShares !== undefined) r.cpu_shares = opts.cpuShares;
+  if (opts.diskMb !== undefined) r.disk_mb = opts.diskMb;
+  if (opts.netKbps !== undefined) r.net_kbps = opts.netKbps;
+  return Object.keys(r).length > 0 ? r : undefined;
 }
 
 export function registerSlice(program: Command, ctx: Context): void {
@@ -48,51 +70,37 @@ Examples:
       ctx.emit(await (await ctx.client()).getSlice(name), sliceRecord);
     });
 
-  slice
+  const create = slice
     .command('create')
     .description('create a slice (pi of the site, admin)')
     .argument('<name>', '<login_base>_<suffix>, suffix of 1-30 lowercase letters, digits or _')
     .requiredOption('--description <text>', 'what the slice is for (renewal needs it)')
     .requiredOption('--url <url>', 'a page about the project (renewal needs it)')
     .option('--kind <kind>', `${SLICE_KINDS.join(' or ')} (default lxc)`, oneOf(SLICE_KINDS))
-    .option('--image <image>', 'image name (default: the registry\'s default image)')
-    .option('--memory-mb <n>', 'memory per sliver, MB', integer(16))
-    .option('--cpu-shares <n>', 'cpu weight per sliver', integer(2))
-    .option('--disk-mb <n>', 'disk per sliver, MB', integer(16))
-    .option('--net-kbps <n>', 'network rate cap per sliver, kbit/s', integer(8))
+    .option('--image <image>', 'image name (default: the registry\'s default image)');
+  resourceOptions(create)
     .action(async (name: string, opts: CreateOptions) => {
       const body: SliceCreate = { name, description: opts.description, url: opts.url };
       if (opts.kind) body.kind = opts.kind;
       if (opts.image) body.image = opts.image;
-      const resources: NonNullable<SliceCreate['resources']> = {};
-      if (opts.memoryMb !== undefined) resources.memory_mb = opts.memoryMb;
-      if (opts.cpuShares !== undefined) resources.cpu_shares = opts.cpuShares;
-      if (opts.diskMb !== undefined) resources.disk_mb = opts.diskMb;
-      if (opts.netKbps !== undefined) resources.net_kbps = opts.netKbps;
-      if (Object.keys(resources).length > 0) body.resources = resources;
+      const resources = resourcesFrom(opts);
+      if (resources) body.resources = resources;
       ctx.emit(await (await ctx.client()).createSlice(body), sliceRecord);
     });
 
-  slice
+  const update = slice
     .command('update')
     .description("change a slice's description or url (member, pi, admin), or its resources (pi, admin): running slivers take new limits without a restart")
     .argument('<name>', 'slice name')
     .option('--description <text>', 'what the slice is for')
-    .option('--url <url>', 'a page about the project')
-    .option('--memory-mb <n>', 'memory per sliver, MB', integer(16))
-    .option('--cpu-shares <n>', 'cpu weight per sliver', integer(2))
-    .option('--disk-mb <n>', 'disk per sliver, MB', integer(16))
-    .option('--net-kbps <n>', 'network rate cap per sliver, kbit/s', integer(8))
-    .action(async (name: string, opts: { description?: string; url?: string; memoryMb?: number; cpuShares?: number; diskMb?: number; netKbps?: number }) => {
+    .option('--url <url>', 'a page about the project');
+  resourceOptions(update)
+    .action(async (name: string, opts: ResourceOptions & { description?: string; url?: string }) => {
       const body: SlicePatch = {};
       if (opts.description !== undefined) body.description = opts.description;
       if (opts.url !== undefined) body.url = opts.url;
-      const resources: NonNullable<SlicePatch['resources']> = {};
-      if (opts.memoryMb !== undefined) resources.memory_mb = opts.memoryMb;
-      if (opts.cpuShares !== undefined) resources.cpu_shares = opts.cpuShares;
-      if (opts.diskMb !== undefined) resources.disk_mb = opts.diskMb;
-      if (opts.netKbps !== undefined) resources.net_kbps = opts.netKbps;
-      if (Object.keys(resources).length > 0) body.resources = resources;
+      const resources = resourcesFrom(opts);
+      if (resources) body.resources = resources;
       if (Object.keys(body).length === 0) throw new CliError('slice update needs --description, --url or a resource (--memory-mb, --cpu-shares, --disk-mb, --net-kbps)');
       ctx.emit(await (await ctx.client()).updateSlice(name, body), sliceRecord);
     });
