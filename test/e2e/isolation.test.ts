@@ -5,59 +5,23 @@
 // with its own namespace names, addresses (198.18.210-249.0/24) and sliver subnet
 // (10.100-139.0.0/24) so that the e2e files can run side by side.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { PlanetLiteClient, type Sliver } from '@planetlite/api';
-import { createLogger } from '@planetlite/core';
+import type { PlanetLiteClient, Sliver } from '@planetlite/api';
 import { run } from '@planetlite/host';
-import { startRegistry, type RunningRegistry } from '@planetlite/registry';
-import { Agent, enroll, importImage } from '@planetlite/agent';
-import { makeNodeNamespace, removeNode } from '../harness/node.ts';
+import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const ADMIN = { email: 'admin@iso.test', password: 'iso-admin-password' };
-const tag = Math.random().toString(36).slice(2, 7);
-const NODE = `pl-inode-${tag}`;
-const NET = `pl-inet2-${tag}`;
-const octet = 210 + Math.floor(Math.random() * 40);
-const PUBLIC = `198.18.${octet}.1`;
 const DISK_A_MB = 32;
-const log = createLogger({ name: 'e2e-isolation', level: process.env.PLANETLITE_E2E_LOG ?? 'silent' });
 
-let dir: string;
-let registry: RunningRegistry;
+let node: OneNode;
 let admin: PlanetLiteClient;
-let agent: Agent | null = null;
-let key: string;
+let NODE: string;
+let dir: string;
 let nodeId: string;
 let a: Sliver;
 let b: Sliver;
 
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function sshFromNet(port: number, user: string, command: string): string {
-  return execFileSync('ip', [
-    'netns', 'exec', NET, 'ssh', '-i', key, '-p', String(port),
-    '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR',
-    `${user}@${PUBLIC}`, command,
-  ], { encoding: 'utf8', timeout: 30_000 }).trim();
-}
+const sshFromNet = (port: number, user: string, command: string) => node.ssh(port, user, command);
 
 /** Runs command as root in sliver s (stderr folded into stdout); its output and exit status. */
 function inside(s: Sliver, command: string): { out: string; rc: number } {
@@ -78,29 +42,8 @@ async function running(slice: string): Promise<Sliver> {
 }
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'pl-iso-e2e-'));
-  chmodSync(dir, 0o711); // unprivileged slivers traverse it to their lxcpath
-  await makeNodeNamespace({ ns: NODE, peerNs: NET, octet, link: `pi${tag}` });
-
-  registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: ADMIN.email, adminPassword: ADMIN.password, sweeps: false });
-  admin = new PlanetLiteClient({ registry: registry.url });
-  await admin.login(ADMIN.email, ADMIN.password);
-  await admin.createSite({ login_base: 'iso', name: 'Isolation', max_slices: 5, max_slivers: 5 });
-  key = join(dir, 'id_ed25519');
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'experimenter', '-f', key]);
-  await admin.addKey((await admin.me()).id, readFileSync(`${key}.pub`, 'utf8'));
-
-  const stateDir = join(dir, 'agent');
-  const token = (await admin.createEnrollmentToken('iso')).token;
-  const e = await enroll({ registry: registry.url, token, address: PUBLIC, hostname: `inode.${tag}.test`, stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
-  nodeId = e.node_id;
-  const settings = { pool: join(dir, 'pool.img'), pool_size: '2G', sliver_subnet: `10.${100 + (octet % 40)}.0.0/24`, netns: NODE };
-  const image = join(dir, 'tiny.tar');
-  execFileSync('bash', [join(ROOT, 'infra/images/tiny/build.sh'), image]);
-  await importImage({ stateDir, name: 'tiny', file: image, settings });
-  agent = new Agent({ stateDir, log, settings, waitSeconds: 30, reportEveryMs: 2000 });
-  await agent.start();
-
+  node = await startOneNode({ site: 'iso', octets: [210, 40], sliverSubnet: (o) => `10.${100 + (o % 40)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
+  ({ admin, ns: NODE, dir, nodeId } = node);
   await admin.createSlice({ name: 'iso_a', description: 'isolation A', url: 'https://example.org', image: 'tiny', resources: { disk_mb: DISK_A_MB } });
   await admin.createSlice({ name: 'iso_b', description: 'isolation B', url: 'https://example.org', image: 'tiny' });
   [a, b] = await Promise.all([running('iso_a'), running('iso_b')]);
@@ -108,11 +51,7 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
-  await agent?.stop();
-  // Whatever a failure left: slivers, devices, the table, the pool.
-  await removeNode({ stateDir: join(dir, 'agent'), ns: NODE, peerNs: NET, poolFile: join(dir, 'pool.img') });
-  await registry?.close();
-  rmSync(dir, { recursive: true, force: true });
+  await node?.close();
 }, 120_000);
 
 describe('root in a sliver cannot get out', () => {
@@ -197,15 +136,15 @@ describe('root in a sliver cannot get out', () => {
   });
 
   it("cannot find sliver B's files", () => {
-    const name = `marker-${tag}`;
-    sshFromNet(b.ports.first, 'root', `echo secret-${tag} > /root/${name}; sync`);
+    const name = `marker-${node.tag}`;
+    sshFromNet(b.ports.first, 'root', `echo secret-${node.tag} > /root/${name}; sync`);
     // On the host it is in B's root in the pool.
     const bRoot = join(dir, 'agent', 'pool', 'slivers', b.id);
-    expect(readFileSync(join(bRoot, 'root', name), 'utf8').trim()).toBe(`secret-${tag}`);
+    expect(readFileSync(join(bRoot, 'root', name), 'utf8').trim()).toBe(`secret-${node.tag}`);
 
     expect(inside(a, `find / -xdev -name '${name}' 2>/dev/null`).out).toBe('');
     expect(inside(a, `find / -name '${name}' 2>/dev/null`).out).toBe('');
-    expect(inside(a, `cat /proc/*/root/root/${name} 2>/dev/null; grep -rl secret-${tag} /proc/*/root/root 2>/dev/null`).out).toBe('');
+    expect(inside(a, `cat /proc/*/root/root/${name} 2>/dev/null; grep -rl secret-${node.tag} /proc/*/root/root 2>/dev/null`).out).toBe('');
     expect(inside(a, `ls ${bRoot}`).rc).not.toBe(0);
     expect(existsSync(join(dir, 'agent', 'pool', 'slivers', a.id, 'root', name))).toBe(false);
   });

@@ -3,88 +3,33 @@
 // another namespace who sshes through the forwarded port into the sliver.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PlanetLiteClient, type Sliver } from '@planetlite/api';
-import { createLogger } from '@planetlite/core';
+import type { PlanetLiteClient, Sliver } from '@planetlite/api';
 import { run } from '@planetlite/host';
-import { startRegistry, type RunningRegistry } from '@planetlite/registry';
-import { Agent, enroll, importImage } from '@planetlite/agent';
-import { makeNodeNamespace, removeNode } from '../harness/node.ts';
+import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const ADMIN = { email: 'admin@e2e.test', password: 'e2e-admin-password' };
-const tag = Math.random().toString(36).slice(2, 7);
-const NODE = `pl-node-${tag}`;
-const NET = `pl-net-${tag}`;
-const octet = 100 + Math.floor(Math.random() * 100);
-const PUBLIC = `198.18.${octet}.1`;
-const log = createLogger({ name: 'e2e', level: process.env.PLANETLITE_E2E_LOG ?? 'silent' });
 
-let dir: string;
-let registry: RunningRegistry;
+let node: OneNode;
 let admin: PlanetLiteClient;
-let agent: Agent | null = null;
+let PUBLIC: string;
+let NODE: string;
+let NET: string;
+let dir: string;
 let key: string;
 let nodeId: string;
 
-async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function sshFromNet(port: number, user: string, command: string, identity = key): string {
-  return execFileSync('ip', [
-    'netns', 'exec', NET, 'ssh', '-i', identity, '-p', String(port),
-    '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR',
-    `${user}@${PUBLIC}`, command,
-  ], { encoding: 'utf8', timeout: 20_000 }).trim();
-}
+const sshFromNet = (port: number, user: string, command: string, identity?: string) => node.ssh(port, user, command, identity);
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'pl-e2e-'));
-  chmodSync(dir, 0o711); // unprivileged slivers traverse it to their lxcpath
-  // The node and the experimenter, joined by one link; the node's end is its public address.
-  await makeNodeNamespace({ ns: NODE, peerNs: NET, octet, link: `pv${tag}` });
-
-  registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: ADMIN.email, adminPassword: ADMIN.password, sweeps: false });
-  admin = new PlanetLiteClient({ registry: registry.url });
-  await admin.login(ADMIN.email, ADMIN.password);
-  await admin.createSite({ login_base: 'e2e', name: 'E2E', max_slices: 5, max_slivers: 5 });
-  key = join(dir, 'id_ed25519');
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'experimenter', '-f', key]);
-  await admin.addKey((await admin.me()).id, readFileSync(`${key}.pub`, 'utf8'));
-
-  const stateDir = join(dir, 'agent');
-  const token = (await admin.createEnrollmentToken('e2e')).token;
-  const e = await enroll({ registry: registry.url, token, address: PUBLIC, hostname: `node.${tag}.test`, stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
-  nodeId = e.node_id;
-  const settings = { pool: join(dir, 'pool.img'), pool_size: '2G', sliver_subnet: `10.${200 + (octet % 50)}.0.0/24`, netns: NODE };
-  const image = join(dir, 'tiny.tar');
-  execFileSync('bash', [join(ROOT, 'infra/images/tiny/build.sh'), image]);
-  await importImage({ stateDir, name: 'tiny', file: image, settings });
-  agent = new Agent({ stateDir, log, settings, waitSeconds: 30, reportEveryMs: 2000 });
-  await agent.start();
+  node = await startOneNode({ site: 'e2e', octets: [100, 100], sliverSubnet: (o) => `10.${200 + (o % 50)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
+  ({ admin, publicAddress: PUBLIC, ns: NODE, net: NET, dir, key, nodeId } = node);
 }, 180_000);
 
 afterAll(async () => {
-  await agent?.stop();
-  // Whatever a failure left: slivers, devices, the table, the pool.
-  await removeNode({ stateDir: join(dir, 'agent'), ns: NODE, peerNs: NET, poolFile: join(dir, 'pool.img') });
-  await registry?.close();
-  rmSync(dir, { recursive: true, force: true });
+  await node?.close();
 }, 120_000);
 
 describe('a sliver on one node', () => {
@@ -147,14 +92,12 @@ describe('a sliver on one node', () => {
   }, 60_000);
 
   it('keeps running while its agent is away, and a restarted agent tears down what was deleted meanwhile', async () => {
-    await agent!.stop();
-    agent = null;
+    await node.stopAgent();
     expect(sshFromNet(sliver.ports.first, 'e2e_hello', 'cat /etc/slicename')).toBe('e2e_hello');
     await admin.deleteSliver(sliver.id);
     expect((await admin.getSliver(sliver.id)).state).toBe('deleting');
 
-    agent = new Agent({ stateDir: join(dir, 'agent'), log, settings: { netns: NODE }, waitSeconds: 30, reportEveryMs: 2000 });
-    await agent.start();
+    await node.startAgent();
     await until('the registry to forget the sliver', async () => (await admin.getSliver(sliver.id).then(() => false, () => true)));
     const lxc = await run('lxc-ls', ['-P', join(dir, 'agent', 'lxc')]);
     expect(lxc.stdout.trim()).toBe('');
