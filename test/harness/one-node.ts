@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { PlanetLiteClient } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
-import { Agent, enroll, importImage } from '@planetlite/agent';
+import { Agent, enroll, importImage, type SettingsOverrides } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from './node.ts';
 
 export { until } from './testbed.ts';
@@ -28,6 +28,8 @@ export interface OneNodeOptions {
   /** The image slices name: its recipe in infra/images/<name>/build.sh and the archive's suffix. */
   image: { name: 'tiny' | 'debian12'; file: string };
   maxSlivers?: number;
+  /** Agent settings beyond the pool and namespace (e.g. the watchdog's). */
+  agentSettings?: SettingsOverrides;
 }
 
 export interface OneNode {
@@ -76,7 +78,7 @@ export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
       ], { encoding: 'utf8', timeout: 30_000 }).trim();
     },
     async startAgent() {
-      const agent = new Agent({ stateDir, log, settings: { netns: ns }, waitSeconds: 30, reportEveryMs: 2000 });
+      const agent = new Agent({ stateDir, log, settings: { ...opts.agentSettings, netns: ns }, waitSeconds: 30, reportEveryMs: 2000 });
       await agent.start();
       node.agent = agent;
       return agent;

@@ -7,7 +7,9 @@ import { DesiredStateSync } from './sync.js';
 import { Reconciler, type Drivers } from './reconcile.js';
 import { Ledger } from './ledger.js';
 import { ImageIndex } from './images.js';
-import { loadSettings, type AgentSettings } from './settings.js';
+import { loadSettings, type SettingsOverrides } from './settings.js';
+import { EventOutbox } from './outbox.js';
+import { Watchdog } from './watchdog.js';
 import { openDrivers } from './drivers.js';
 import { parseSubnet, slotCount } from '@planetlite/network';
 
@@ -15,7 +17,7 @@ export interface AgentOptions {
   stateDir: string;
   log: Logger;
   /** Flags given to `run`; remembered in the state dir. */
-  settings?: Partial<AgentSettings>;
+  settings?: SettingsOverrides;
   /** Drivers to use instead of opening them from the settings; null: follow the desired state
    * and report, but build no sliver (tests of the sync alone). */
   drivers?: Drivers | null;
@@ -35,6 +37,9 @@ export class Agent {
   readonly #log: Logger;
   readonly #reportEveryMs: number;
   #reconciler: Reconciler | null = null;
+  #watchdog: Watchdog | null = null;
+  /** Events for the registry (watchdog), kept in the state dir until sent. */
+  readonly outbox: EventOutbox;
   #timer: NodeJS.Timeout | null = null;
   #reporting: Promise<void> = Promise.resolve();
   #passes: Promise<void> = Promise.resolve();
@@ -56,6 +61,11 @@ export class Agent {
       onDesired: (doc) => this.#apply(doc),
       ...(opts.waitSeconds !== undefined ? { waitSeconds: opts.waitSeconds } : {}),
     });
+    this.outbox = new EventOutbox({ stateDir: opts.stateDir, client: this.client, nodeId: e.node_id, log: opts.log.child({ component: 'events' }) });
+  }
+
+  get watchdog(): Watchdog | null {
+    return this.#watchdog;
   }
 
   get reconciler(): Reconciler | null {
@@ -73,17 +83,35 @@ export class Agent {
         log: this.#log.child({ component: 'reconcile' }),
         maxSlots: slotCount(parseSubnet(settings.sliver_subnet)),
       });
+      const reconciler = this.#reconciler;
+      const instance = drivers.instance;
+      this.#watchdog = new Watchdog({
+        settings: settings.watchdog,
+        slivers: () => reconciler.slivers(),
+        memoryOf: (id) => instance.memoryBytes(id),
+        reset: async (id) => {
+          const restore = false;
+          await reconciler.memoryReset(id, restore);
+          return { action: restore ? 'restore' : 'restart' };
+        },
+        emit: (ev) => this.outbox.push(ev),
+        log: this.#log.child({ component: 'watchdog' }),
+      });
     }
     await this.sync.start();
+    this.#watchdog?.start();
+    void this.outbox.flush();
     this.#timer = setInterval(() => void this.report(), this.#reportEveryMs);
     await this.report();
   }
 
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    await this.#watchdog?.stop();
     await this.sync.stop();
     await this.#passes;
     await this.#reporting;
+    await this.outbox.close();
   }
 
   /** What this node actually has; nothing is claimed that is not there. */

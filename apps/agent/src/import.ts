@@ -1,10 +1,10 @@
 // planetlite-agent image import: a local archive becomes a read-only base image in the pool.
 import { ImageIndex, sha256File, type ImageRecord } from './images.js';
-import { loadSettings, type AgentSettings } from './settings.js';
+import { loadSettings, type SettingsOverrides } from './settings.js';
 import { StateDir, withStateLock } from './state.js';
 import { openStorage } from './drivers.js';
 
-export async function importImage(opts: { stateDir: string; name: string; file: string; settings?: Partial<AgentSettings> }): Promise<ImageRecord> {
+export async function importImage(opts: { stateDir: string; name: string; file: string; settings?: SettingsOverrides }): Promise<ImageRecord> {
   const state = new StateDir(opts.stateDir);
   state.ensure();
   const settings = loadSettings(state.dir, opts.settings);

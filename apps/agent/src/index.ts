@@ -6,5 +6,7 @@ export { StateDir, type Enrollment, type CachedDesiredState } from './state.js';
 export { probeCapabilities, probeResources } from './probe.js';
 export { Reconciler, type Drivers } from './reconcile.js';
 export { importImage } from './import.js';
-export { loadSettings, defaultSettings, type AgentSettings } from './settings.js';
+export { loadSettings, defaultSettings, type AgentSettings, type SettingsOverrides } from './settings.js';
+export { Watchdog, WatchdogPolicy, defaultWatchdogSettings, type WatchdogSettings, type WatchdogEvent, type Figures } from './watchdog.js';
+export { EventOutbox } from './outbox.js';
 export { openDrivers } from './drivers.js';

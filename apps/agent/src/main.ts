@@ -47,6 +47,39 @@ interface PoolFlags {
 
 const poolSettings = (o: PoolFlags) => ({ pool: o.pool, pool_size: o.poolSize, sliver_subnet: o.sliverSubnet, netns: o.netns });
 
+interface WatchdogFlags {
+  watchdog?: boolean;
+  watchdogBudget?: number | null;
+  watchdogWarn?: number;
+  watchdogReset?: number;
+  watchdogCooldown?: number;
+}
+
+function percent(v: string): number {
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v) || n < 1 || n > 100) throw new InvalidArgumentError('expected a percentage from 1 to 100');
+  return n;
+}
+
+function budget(v: string): number | null {
+  if (v === 'off' || v === 'host') return null;
+  if (!/^\d+$/.test(v) || Number(v) < 16) throw new InvalidArgumentError("expected MiB (at least 16), or 'host' for the whole host's memory");
+  return Number(v);
+}
+
+function seconds(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > 86_400) throw new InvalidArgumentError('expected whole seconds from 0 to 86400');
+  return Number(v);
+}
+
+const watchdogSettings = (o: WatchdogFlags) => ({
+  enabled: o.watchdog,
+  budget_mb: o.watchdogBudget,
+  warn_percent: o.watchdogWarn,
+  reset_percent: o.watchdogReset,
+  cooldown_seconds: o.watchdogCooldown,
+});
+
 program
   .command('run')
   .description('run the agent: follow the registry\'s desired state for this node, build its slivers, report what the node has')
@@ -55,13 +88,21 @@ program
   .option('--pool-size <size>', 'size of a new loop-file pool, e.g. 20G (default 20G)')
   .option('--sliver-subnet <cidr>', 'private addresses of slivers, one /30 each (default 10.200.0.0/16)')
   .addOption(new Option('--netns <name>', 'put slivers in this network namespace (multi-node testbeds on one machine)').hideHelp())
+  .option('--watchdog-budget <MiB|host>', "memory watchdog level: the slivers' memory over this budget, or 'host' (default): the whole host's", budget)
+  .option('--watchdog-warn <percent>', 'level that records a watchdog.warning event (default 85)', percent)
+  .option('--watchdog-reset <percent>', 'level at which the sliver using the most memory is reset (default 90)', percent)
+  .option('--watchdog-cooldown <seconds>', 'after a reset, no other sliver is reset for this long (default 30)', seconds)
+  .option('--watchdog', 'run the memory watchdog (the default; undoes an earlier --no-watchdog)')
+  .option('--no-watchdog', 'do not run the memory watchdog')
   .addOption(new Option('--log-level <level>', 'trace, debug, info, warn, error').default('info').env('PLANETLITE_LOG_LEVEL'))
   .addHelpText('after', `
-Settings given here are remembered in the state dir; later runs and \`image import\` use them.
+Settings given here are remembered in the state dir (settings.json); later runs and \`image import\`
+use them. The memory watchdog samples every second; its other settings (interval_ms,
+hysteresis_percent, psi_full_reset) are in settings.json under "watchdog".
 Needs root, btrfs-progs, lxc and nftables (scripts/setup.sh installs them).`)
-  .action(async (opts: PoolFlags & { logLevel: string }) => {
+  .action(async (opts: PoolFlags & WatchdogFlags & { logLevel: string }) => {
     const log = createLogger({ name: 'agent', level: opts.logLevel });
-    const agent = new Agent({ stateDir: opts.stateDir, log, settings: poolSettings(opts) });
+    const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), watchdog: watchdogSettings(opts) } });
     await agent.start();
     log.info({ node: agent.nodeId }, 'agent running');
     const stop = async (signal: string) => {

@@ -120,6 +120,33 @@ export class Reconciler {
     return out;
   }
 
+  /** Slivers this node holds, for the memory watchdog (which never looks at anything else). */
+  slivers(): Array<{ id: string; slice: string }> {
+    return this.#ledger.all().map((r) => ({ id: r.id, slice: r.slice }));
+  }
+
+  /**
+   * The memory watchdog's reset: the sliver is killed at once (its memory must be freed now,
+   * not after whatever its queue is doing), then brought back to its desired state in its queue,
+   * from a fresh copy of its image when `restore`. Resolves once it is killed.
+   */
+  async memoryReset(id: string, restore: boolean): Promise<void> {
+    await this.#d.instance.kill(id);
+    this.#done.delete(id);
+    const s = this.#desired?.slivers.find((d) => d.id === id);
+    if (!s || s.desired === 'deleted') return;
+    void this.#enqueue(id, async () => {
+      if (restore) {
+        await this.#d.instance.destroy(id);
+        await this.#d.storage.deleteRoot(id);
+        this.#ledger.update(id, { image_sha256: null, keys_hash: null });
+      }
+      // The newest document's version of the sliver: it may have changed meanwhile.
+      const now = this.#desired?.slivers.find((d) => d.id === id);
+      if (now && now.desired !== 'deleted') await this.#ensure(now);
+    });
+  }
+
   #enqueue(id: string, fn: () => Promise<void>): Promise<void> {
     const job = () => this.#limit(fn);
     const next = (this.#queues.get(id) ?? Promise.resolve()).then(job, job);

@@ -3,6 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { atomicWrite } from './state.js';
+import { defaultWatchdogSettings, validateWatchdogSettings, type WatchdogSettings } from './watchdog.js';
 
 export interface AgentSettings {
   /** A loop file the agent creates (default) or a block device. */
@@ -13,7 +14,12 @@ export interface AgentSettings {
   sliver_subnet: string;
   /** Network namespace the node's slivers live in; only for multi-node testbeds on one machine. */
   netns: string | null;
+  /** The memory watchdog (watchdog.ts); fields missing from settings.json take their defaults. */
+  watchdog: WatchdogSettings;
 }
+
+/** Flags given to `run`: any setting, the watchdog's field by field. */
+export type SettingsOverrides = Partial<Omit<AgentSettings, 'watchdog'>> & { watchdog?: Partial<WatchdogSettings> };
 
 export function defaultSettings(stateDir: string): AgentSettings {
   return {
@@ -23,14 +29,26 @@ export function defaultSettings(stateDir: string): AgentSettings {
     lxc_path: join(stateDir, 'lxc'),
     sliver_subnet: '10.200.0.0/16',
     netns: null,
+    watchdog: { ...defaultWatchdogSettings },
   };
 }
 
-export function loadSettings(stateDir: string, overrides: Partial<AgentSettings> = {}): AgentSettings {
+export function loadSettings(stateDir: string, overrides: SettingsOverrides = {}): AgentSettings {
   const file = join(stateDir, 'settings.json');
-  const saved = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Partial<AgentSettings>) : {};
-  const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined));
-  const s = { ...defaultSettings(stateDir), ...saved, ...defined } as AgentSettings;
+  const saved = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as SettingsOverrides) : {};
+  const defined = <T extends object>(o: T | undefined): Partial<T> => Object.fromEntries(Object.entries(o ?? {}).filter(([, v]) => v !== undefined)) as Partial<T>;
+  const base = defaultSettings(stateDir);
+  const s = {
+    ...base,
+    ...saved,
+    ...defined(overrides),
+    watchdog: { ...base.watchdog, ...saved.watchdog, ...defined(overrides.watchdog) },
+  } as AgentSettings;
+  try {
+    validateWatchdogSettings(s.watchdog);
+  } catch (err) {
+    throw new Error(`${err instanceof Error ? err.message : String(err)} (in ${file} or the run flags)`, { cause: err });
+  }
   atomicWrite(file, JSON.stringify(s, null, 2) + '\n', 0o600);
   return s;
 }

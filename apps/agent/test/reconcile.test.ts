@@ -53,6 +53,7 @@ function recordingDrivers(dir: string) {
     states: async () => { note('states'); return new Map(states); },
     start: async (id: string) => { note(`start ${id}`); states.set(id, 'running'); },
     stop: async (id: string) => { note(`stop ${id}`); states.set(id, 'stopped'); },
+    kill: async (id: string) => { note(`kill ${id}`); states.set(id, 'stopped'); },
     destroy: async (id: string) => { note(`destroy ${id}`); states.delete(id); },
     list: async () => [...states.keys()],
     memoryBytes: async () => 1 << 20,

@@ -40,6 +40,9 @@ export interface InstanceDriver {
   define(spec: InstanceSpec): Promise<void>;
   start(id: string): Promise<void>;
   stop(id: string, timeoutS?: number): Promise<void>;
+  /** Stops at once: every process of the sliver gets SIGKILL, no clean shutdown (the memory
+   * watchdog, which must free memory now); a stopped or absent sliver is left as it is. */
+  kill(id: string): Promise<void>;
   freeze(id: string): Promise<void>;
   thaw(id: string): Promise<void>;
   state(id: string): Promise<InstanceState>;

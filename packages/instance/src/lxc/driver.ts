@@ -155,6 +155,14 @@ export class LxcDriver implements InstanceDriver {
     await this.#lxc('lxc-stop', id, ['-t', String(timeoutS)], { timeoutMs: (timeoutS + 30) * 1000 });
   }
 
+  async kill(id: string): Promise<void> {
+    const state = await this.state(id);
+    if (state === 'absent' || state === 'stopped') return;
+    // SIGKILL stays pending on frozen tasks: thaw first so the memory is freed now.
+    if (state === 'frozen') await this.#lxc('lxc-unfreeze', id, []);
+    await this.#lxc('lxc-stop', id, ['-k']);
+  }
+
   async freeze(id: string): Promise<void> {
     if (!this.#capabilities.freeze) throw new Error(`lxc driver: cannot freeze here (${this.#limitations.join('; ')})`);
     const state = await this.state(id);

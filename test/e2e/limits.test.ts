@@ -1,0 +1,141 @@
+// End to end on one node: the memory watchdog in budget mode resets a memory hog among quiet
+// slivers. Set up like sliver.test.ts, with its own namespace names, addresses
+// (198.18.250-254.0/24) and sliver subnets (10.80-84.0.0/24), so the e2e files can run side by side.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import type { Event, PlanetLiteClient, Sliver } from '@planetlite/api';
+import { containerName, parseMemoryStat, residentBytes } from '@planetlite/instance';
+import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
+
+const MiB = 1024 * 1024;
+// The slivers' memory budget and the watchdog's levels: the hog crosses the warning level some
+// seconds before the reset level, so the one-second sampling must see it in between.
+const BUDGET_MB = 256;
+const WARN = 40;
+const RESET = 70;
+const RESET_BYTES = (BUDGET_MB * MiB * RESET) / 100;
+
+let node: OneNode;
+let admin: PlanetLiteClient;
+let nodeId: string;
+
+const sh = (s: Sliver, command: string) => node.ssh(s.ports.first, 'root', command);
+
+async function running(slice: string, memoryMb: number): Promise<Sliver> {
+  await admin.createSlice({ name: slice, description: `limits: ${slice}`, url: 'https://example.org', image: 'tiny', resources: { memory_mb: memoryMb } });
+  const created = await admin.createSliver(slice, nodeId);
+  const s = await until(`sliver of ${slice} to run`, async () => {
+    const got = await admin.getSliver(created.id);
+    if (got.state === 'failed') throw new Error(`sliver failed: ${got.error}`);
+    return got.state === 'running' ? got : null;
+  }, 90_000);
+  await until(`ssh to ${slice}`, async () => sh(s, 'id -u') === '0', 30_000);
+  return s;
+}
+
+/** The sliver container's memory cgroup directory on the host (cgroup v1 here). */
+function memoryCgroup(s: Sliver): string {
+  const out = execFileSync('find', ['/sys/fs/cgroup/memory', '-maxdepth', '3', '-type', 'd', '-name', `lxc.payload.${containerName(s.id)}`], { encoding: 'utf8' }).trim();
+  if (!out) throw new Error(`no memory cgroup for sliver ${s.id}`);
+  return out.split('\n')[0]!;
+}
+
+/** Resident memory as the host's cgroupfs shows it, read by the test itself; null when gone. */
+function resident(dir: string): number | null {
+  try {
+    return residentBytes(parseMemoryStat(readFileSync(`${dir}/memory.stat`, 'utf8')), 'v1');
+  } catch {
+    return null;
+  }
+}
+
+/** The start time of the sliver's init (field 22 of /proc/1/stat): a restart changes it. */
+const initStart = (s: Sliver) => sh(s, 'cut -d" " -f22 /proc/1/stat');
+
+beforeAll(async () => {
+  node = await startOneNode({
+    site: 'lim',
+    octets: [250, 5],
+    sliverSubnet: (o) => `10.${80 + (o % 5)}.0.0/24`,
+    image: { name: 'tiny', file: 'tiny.tar' },
+    agentSettings: { watchdog: { budget_mb: BUDGET_MB, warn_percent: WARN, reset_percent: RESET, cooldown_seconds: 20 } },
+  });
+  ({ admin, nodeId } = node);
+}, 240_000);
+
+afterAll(async () => {
+  await node?.close();
+}, 120_000);
+
+describe('memory watchdog (budget mode)', () => {
+  it('resets a memory hog within 2 s of crossing the reset level, leaves quiet slivers alone, and records why', async () => {
+    const quiet = [await running('lim_quiet1', 256), await running('lim_quiet2', 256)];
+    const hog = await running('lim_hog', 1024);
+    const quietStart = quiet.map(initStart);
+    const hogStart = initStart(hog);
+    const dirs = [...quiet, hog].map(memoryCgroup);
+    const hogDir = dirs[2]!;
+    const since = (await admin.listEvents({})).at(-1)?.id ?? 0;
+
+    // The hog: busybox awk keeps 1 MiB copies of a string, 10 MiB every half second.
+    // setsid: in a session of its own, so the end of the ssh session does not take it along.
+    sh(hog, `setsid awk 'BEGIN{s=sprintf("%1048576s",""); while(1){a[i++]=s; if (i%10==0) system("sleep 0.5")}}' </dev/null >/tmp/hog.log 2>&1 &`);
+
+    // Watch from outside, every 20 ms: when the slivers' memory crossed the reset level, and when
+    // the hog's memory was freed.
+    let crossedAt: number | null = null;
+    let freedAt: number | null = null;
+    let peak = 0;
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && freedAt === null) {
+      const now = Date.now();
+      const mem = dirs.map(resident);
+      const total = mem.reduce<number>((a, m) => a + (m ?? 0), 0);
+      peak = Math.max(peak, total);
+      if (crossedAt === null && total >= RESET_BYTES) crossedAt = now;
+      if (crossedAt !== null && (mem[2] ?? 0) < 16 * MiB) freedAt = now;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(crossedAt, `the slivers never reached ${RESET}% of ${BUDGET_MB} MiB (peak ${Math.round(peak / MiB)} MiB)`).not.toBeNull();
+    expect(freedAt, 'the hog was not reset within 60 s').not.toBeNull();
+    const reaction = freedAt! - crossedAt!;
+    console.log(`watchdog: reset level crossed → hog's memory freed in ${reaction} ms (peak ${Math.round(peak / MiB)} MiB)`);
+    expect(reaction).toBeLessThanOrEqual(2000);
+
+    // The event, with the figures that triggered it, reaches the registry.
+    const reset = await until('the watchdog.reset event', async () => {
+      const evs = (await admin.listEvents({ type: 'watchdog.reset', after: since })) as Event[];
+      return evs.length ? evs : null;
+    }, 30_000);
+    expect(reset).toHaveLength(1);
+    const ev = reset[0]!;
+    expect(ev).toMatchObject({ node: nodeId, sliver: hog.id, slice: 'lim_hog' });
+    const data = ev.data as Record<string, unknown>;
+    expect(data).toMatchObject({ mode: 'budget', limit_bytes: BUDGET_MB * MiB, reset_percent: RESET, action: 'restart', error: null });
+    expect(data.used_percent as number).toBeGreaterThanOrEqual(RESET);
+    expect(data.memory_bytes as number).toBeGreaterThan(RESET_BYTES * 0.9);
+    expect((data.top as Array<{ sliver: string }>)[0]?.sliver).toBe(hog.id);
+    // The warning level was crossed on the way up, and recorded before the reset.
+    const warnings = (await admin.listEvents({ type: 'watchdog.warning', after: since })) as Event[];
+    expect(warnings.length).toBeGreaterThanOrEqual(1);
+    expect(warnings[0]!.id).toBeLessThan(ev.id);
+    expect((warnings[0]!.data as { used_percent: number }).used_percent).toBeGreaterThanOrEqual(WARN);
+
+    // The hog comes back (restart: same root filesystem, a new init, no awk); the quiet ones never stopped.
+    await until('the hog to run again and answer ssh', async () => {
+      const s = await admin.getSliver(hog.id);
+      if (s.state !== 'running') return null;
+      try {
+        return initStart(hog) !== hogStart ? true : null;
+      } catch {
+        return null;
+      }
+    }, 60_000);
+    expect(sh(hog, 'ps | grep -c "[a]wk" || true')).toBe('0');
+    expect(quiet.map(initStart)).toEqual(quietStart);
+    for (const q of quiet) expect((await admin.getSliver(q.id)).state).toBe('running');
+    // One crossing cost one sliver: nothing else was reset.
+    expect(await admin.listEvents({ type: 'watchdog.reset', after: since })).toHaveLength(1);
+  }, 240_000);
+});
