@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PlanetLiteClient, type EnrollmentToken, type Event, type Site, type Slice, type Sliver, type SshKey, type User } from '@planetlite/api';
+import { PlanetLiteClient, type EnrollmentToken, type Event, type Site, type Slice, type Sliver, type SshKey, type UsageHistory, type User } from '@planetlite/api';
 // Deliberately a static import: if the registry is not built this file fails loudly instead of skipping.
 import { startRegistry } from '@planetlite/registry';
 import { runCli } from './cli.js';
@@ -251,6 +251,50 @@ describe('planetlite against a live registry', () => {
 
     const deleting = await okJson<Sliver>(['sliver', 'delete', sliver.id], { config: piConfig });
     expect(deleting.state).toBe('deleting');
+  });
+
+  it('sliver stats shows the latest usage a node reported and the sampled history', async () => {
+    const token = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
+    const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({
+      token: token.token,
+      hostname: 'node2.princeton.edu',
+      address: '192.0.2.11',
+      capabilities: { lxc: true, kvm: false, kvm_accel: null },
+      resources: { cpus: 2, memory_mb: 2048, disk_mb: 20000 },
+    });
+    const sliver = await okJson<Sliver>(['sliver', 'create', 'princeton_codeen', 'node2.princeton.edu'], { config: piConfig });
+    const node = new PlanetLiteClient({ registry: registry.url, token: enrolled.node_key });
+    const usage = { memory_bytes: 64 << 20, disk_bytes: 300 << 20, net_rx_bytes: 2048, net_tx_bytes: 4096 };
+    await node.putObservedState(enrolled.node_id, { slivers: [{ id: sliver.id, state: 'running', cpu_seconds: 1.5, ...usage }] });
+    // Within the same sampling interval: the latest figures move, the history keeps the first.
+    await node.putObservedState(enrolled.node_id, { slivers: [{ id: sliver.id, state: 'running', cpu_seconds: 7.25, ...usage }] });
+
+    const human = await ok(['sliver', 'stats', sliver.id], { config: piConfig });
+    expect(human).toMatch(/^cpu:\s+7\.3 s since start$/m);
+    expect(human).toMatch(/^disk:\s+300 MiB$/m);
+    expect(human).toMatch(/^net_tx:\s+4\.0 KiB since start$/m);
+    const table = human.trimEnd().split('\n').slice(human.trimEnd().split('\n').findIndex((l) => l.startsWith('AT ')));
+    expect(table[0]).toMatch(/^AT\s+CPU_%\s+MEMORY\s+DISK\s+RX_KBIT\/S\s+TX_KBIT\/S$/);
+    expect(table).toHaveLength(2);
+    expect(table[1]!.split(/\s{2,}/).slice(1)).toEqual(['-', '64 MiB', '300 MiB', '-', '-']);
+
+    const raw = await okJson<UsageHistory>(['sliver', 'stats', sliver.id, '--since', '24h'], { config: piConfig });
+    expect(raw).toMatchObject({ sliver: sliver.id, interval_seconds: 60, truncated: false });
+    expect(raw.samples).toEqual([{ at: expect.any(String), cpu_seconds: 1.5, ...usage }]);
+    expect(Date.parse(raw.until) - Date.parse(raw.since)).toBeGreaterThan(23.9 * 3600_000);
+    // The global --json may come after the command too.
+    expect((await okJson<UsageHistory>(['sliver', 'stats', sliver.id], { config: piConfig })).samples).toHaveLength(1);
+    expect(JSON.parse(await ok(['sliver', 'stats', sliver.id, '--json', '--since', '30m'], { config: piConfig })).sliver).toBe(sliver.id);
+
+    const after = new Date(Date.parse(raw.samples[0]!.at) + 1).toISOString();
+    const later = await ok(['sliver', 'stats', sliver.id, '--since', after], { config: piConfig });
+    expect(later).toMatch(/^no usage samples since /m);
+    for (const since of ['last week', new Date(Date.now() + 3600_000).toISOString()]) {
+      const bad = await cli(['sliver', 'stats', sliver.id, '--since', since], { config: piConfig });
+      expect(bad.code, since).toBe(2);
+      expect(bad.stderr.split('\n')[0], since).toMatch(/^error: option '--since <when>' argument .* is invalid\. must (be|not be in the future)/);
+    }
+    expectOneLineError(await cli(['sliver', 'stats', '00000000-0000-4000-8000-000000000000'], { config: piConfig }), /\(not_found\)$/m);
   });
 
   it('lists images and events', async () => {

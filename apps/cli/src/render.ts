@@ -1,5 +1,6 @@
 // Human renderings of API objects: tables for lists, records for one object.
-import type { Event, Image, Node, Site, Slice, Sliver, SshKey, User } from '@planetlite/api';
+import type { Event, Image, Node, Site, Slice, Sliver, SshKey, UsageHistory, User } from '@planetlite/api';
+import { rate, usageRows } from './stats.js';
 import { bytes, formatRecord, formatTable, when } from './table.js';
 
 export function sshCommand(s: Pick<Sliver, 'ssh'>): string {
@@ -98,6 +99,7 @@ export function sliverRecord(s: Sliver): string {
     ? [
         usage.cpu_seconds !== undefined ? `cpu ${usage.cpu_seconds.toFixed(1)} s` : null,
         usage.memory_bytes !== undefined ? `memory ${bytes(usage.memory_bytes)}` : null,
+        usage.disk_bytes !== undefined ? `disk ${bytes(usage.disk_bytes)}` : null,
         usage.net_rx_bytes !== undefined ? `rx ${bytes(usage.net_rx_bytes)}` : null,
         usage.net_tx_bytes !== undefined ? `tx ${bytes(usage.net_tx_bytes)}` : null,
       ]
@@ -118,6 +120,42 @@ export function sliverRecord(s: Sliver): string {
     ['updated_at', s.updated_at],
     ['ssh', sshCommand(s)],
   ]);
+}
+
+const bytesOrNull = (n: number | null | undefined): string | null => (n == null ? null : bytes(n));
+// Seconds are plenty for minute samples, and the column stays narrow.
+const shortTime = (iso: string): string => iso.replace(/\.\d+Z$/, 'Z');
+
+/** The latest figures a sliver's node reported, as `sliver stats` shows them above the history. */
+export function usageRecord(s: Sliver): string {
+  const u = s.usage;
+  return formatRecord([
+    ['sliver', s.id],
+    ['slice', s.slice],
+    ['state', s.state],
+    ['reported_at', u ? when(u.at) ?? 'unknown' : 'nothing reported yet'],
+    ['cpu', u?.cpu_seconds === undefined ? null : `${u.cpu_seconds.toFixed(1)} s since start`],
+    ['memory', bytesOrNull(u?.memory_bytes)],
+    ['disk', bytesOrNull(u?.disk_bytes)],
+    ['net_rx', u?.net_rx_bytes === undefined ? null : `${bytes(u.net_rx_bytes)} since start`],
+    ['net_tx', u?.net_tx_bytes === undefined ? null : `${bytes(u.net_tx_bytes)} since start`],
+  ]);
+}
+
+/** The history, one row a sample: cpu % of one core and kbit/s over the interval ending at AT. */
+export function usageTable(h: UsageHistory): string {
+  return formatTable(
+    ['AT', 'CPU_%', 'MEMORY', 'DISK', 'RX_KBIT/S', 'TX_KBIT/S'],
+    usageRows(h.samples).map((r) => [shortTime(r.at), rate(r.cpuPercent), bytesOrNull(r.memoryBytes), bytesOrNull(r.diskBytes), rate(r.rxKbps), rate(r.txKbps)]),
+  );
+}
+
+/** `planetlite sliver stats`: the latest usage, then the history since h.since. */
+export function sliverStats(s: Sliver, h: UsageHistory): string {
+  const history = h.samples.length
+    ? usageTable(h)
+    : `no usage samples since ${shortTime(h.since)} (the registry keeps one about every ${h.interval_seconds} s while the node reports)`;
+  return `${usageRecord(s)}\n\n${history}`;
 }
 
 function kinds(n: Node): string {

@@ -22,7 +22,11 @@ export interface RegistryConfig {
   longPollMaxSeconds: number;
   nodeOfflineAfterSeconds: number;
   bodyLimitBytes: number;
-  /** Run the expiry and node-liveness sweeps on a schedule (off in most tests). */
+  /** A sliver's usage history gets a sample when its last one is about this old (reports come every 30 s). */
+  usageSampleSeconds: number;
+  /** Usage samples older than this are pruned; the history endpoint promises at least 24 h. */
+  usageRetentionHours: number;
+  /** Run the expiry, node-liveness and usage-retention sweeps on a schedule (off in most tests). */
   sweeps: boolean;
 }
 
@@ -72,6 +76,8 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     longPollMaxSeconds: num('PLANETLITE_LONG_POLL_MAX_SECONDS', 60, 1, 300),
     nodeOfflineAfterSeconds: num('PLANETLITE_NODE_OFFLINE_AFTER_SECONDS', 150, 10, 86400),
     bodyLimitBytes: num('PLANETLITE_BODY_LIMIT_BYTES', 256 * 1024, 1024, 64 * 1024 * 1024),
+    usageSampleSeconds: num('PLANETLITE_USAGE_SAMPLE_SECONDS', 60, 10, 3600),
+    usageRetentionHours: num('PLANETLITE_USAGE_RETENTION_HOURS', 48, 24, 24 * 366),
     sweeps: input.sweeps ?? true,
     ...input.overrides,
   };

@@ -4,7 +4,7 @@ import { loadConfig, type ConfigInput, type RegistryConfig } from './config.js';
 
 export { buildApp, VERSION, type BuildOptions } from './app.js';
 export { loadConfig, parseListen, ConfigError, type RegistryConfig, type ConfigInput } from './config.js';
-export { sweepExpiredSlices, sweepOfflineNodes } from './services/sweeps.js';
+export { sweepExpiredSlices, sweepOfflineNodes, pruneUsageSamples } from './services/sweeps.js';
 export { desiredStateOf, etagOf } from './routes/nodeside.js';
 
 export interface RunningRegistry {

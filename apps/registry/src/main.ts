@@ -20,7 +20,9 @@ Environment:
   PLANETLITE_PORTS_PER_SLIVER (10), PLANETLITE_TOKEN_TTL_SECONDS (86400),
   PLANETLITE_LOGIN_RATE_LIMIT (10 per minute per address and email),
   PLANETLITE_LONG_POLL_MAX_SECONDS (60), PLANETLITE_NODE_OFFLINE_AFTER_SECONDS (150),
-  PLANETLITE_BODY_LIMIT_BYTES (262144)`;
+  PLANETLITE_BODY_LIMIT_BYTES (262144),
+  PLANETLITE_USAGE_SAMPLE_SECONDS (60: one accounting sample per sliver per interval),
+  PLANETLITE_USAGE_RETENTION_HOURS (48, at least 24: how long samples are kept)`;
 
 const program = new Command('planetlite-registry')
   .description('The PlanetLite registry: hands out slices to researchers and desired state to node agents.')

@@ -115,6 +115,8 @@ export class PlanetLiteClient {
   getSliver(id: string) { return this.request<S.Sliver>('GET', `/v1/slivers/${enc(id)}`); }
   sliverAction(id: string, action: S.SliverAction['action']) { return this.request<S.Sliver>('POST', `/v1/slivers/${enc(id)}/actions`, { body: { action } }); }
   deleteSliver(id: string) { return this.request<S.Sliver>('DELETE', `/v1/slivers/${enc(id)}`); }
+  /** The sliver's accounting samples, oldest first; since defaults to 24 hours ago, until to now. */
+  sliverUsage(id: string, query: S.UsageQuery = {}) { return this.request<S.UsageHistory>('GET', `/v1/slivers/${enc(id)}/usage`, { query }); }
 
   // events
   listEvents(query: Partial<S.EventQuery> = {}) { return this.request<S.EventList>('GET', '/v1/events', { query }).then((r) => r.events); }

@@ -251,10 +251,12 @@ export type MemberAdd = Static<typeof MemberAdd>;
 export const SliverState = Enum(SLIVER_STATES);
 export type SliverState = Static<typeof SliverState>;
 export const SliverUsage = Type.Object({
-  cpu_seconds: Type.Optional(Type.Number()),
-  memory_bytes: Type.Optional(Type.Integer()),
-  net_rx_bytes: Type.Optional(Type.Integer()),
-  net_tx_bytes: Type.Optional(Type.Integer()),
+  cpu_seconds: Type.Optional(Type.Number({ description: 'cpu time used since the container started' })),
+  memory_bytes: Type.Optional(Type.Integer({ description: 'memory in use now' })),
+  disk_bytes: Type.Optional(Type.Integer({ description: 'disk in use now' })),
+  net_rx_bytes: Type.Optional(Type.Integer({ description: 'bytes the sliver received since it started' })),
+  net_tx_bytes: Type.Optional(Type.Integer({ description: 'bytes the sliver sent since it started' })),
+  at: Type.Optional(Type.String({ format: 'date-time', description: 'when the node reported these figures (RFC 3339, UTC)' })),
 });
 export type SliverUsage = Static<typeof SliverUsage>;
 export const Sliver = Type.Object(
@@ -280,6 +282,40 @@ export const SliverCreate = Type.Object({ node_id: Uuid }, Strict);
 export type SliverCreate = Static<typeof SliverCreate>;
 export const SliverAction = Type.Object({ action: Enum(SLIVER_ACTIONS) }, Strict);
 export type SliverAction = Static<typeof SliverAction>;
+
+// One accounting sample a sampling interval; a figure the node did not report is null.
+export const UsageSample = Type.Object(
+  {
+    at: Timestamp,
+    cpu_seconds: Nullable(Type.Number({ description: 'cumulative since the container started; lower than the sample before means it restarted' })),
+    memory_bytes: Nullable(Type.Integer()),
+    disk_bytes: Nullable(Type.Integer()),
+    net_rx_bytes: Nullable(Type.Integer({ description: 'cumulative bytes received since the container started' })),
+    net_tx_bytes: Nullable(Type.Integer({ description: 'cumulative bytes sent since the container started' })),
+  },
+  { title: 'UsageSample' },
+);
+export type UsageSample = Static<typeof UsageSample>;
+export const UsageQuery = Type.Object(
+  {
+    since: Type.Optional(Type.String({ format: 'date-time', description: 'RFC 3339; default 24 hours ago' })),
+    until: Type.Optional(Type.String({ format: 'date-time', description: 'RFC 3339; default now' })),
+  },
+  Strict,
+);
+export type UsageQuery = Static<typeof UsageQuery>;
+export const UsageHistory = Type.Object(
+  {
+    sliver: Uuid,
+    interval_seconds: Type.Integer({ description: 'the registry keeps about one sample per this many seconds' }),
+    since: Timestamp,
+    until: Timestamp,
+    samples: Type.Array(UsageSample, { description: 'oldest first, since <= at <= until' }),
+    truncated: Type.Boolean({ description: 'more samples fall in the window than one answer holds; ask again with since after the last sample\'s at' }),
+  },
+  { title: 'UsageHistory' },
+);
+export type UsageHistory = Static<typeof UsageHistory>;
 
 // ---- events ----------------------------------------------------------------------------------
 export const Event = Type.Object(
@@ -354,9 +390,11 @@ export const ObservedSliver = Type.Object(
     error: Type.Optional(Nullable(Type.String({ maxLength: 4000 }))),
     address: Type.Optional(Nullable(Type.String({ maxLength: 64 }))),
     cpu_seconds: Type.Optional(Type.Number({ minimum: 0 })),
-    memory_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
-    net_rx_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
-    net_tx_bytes: Type.Optional(Type.Integer({ minimum: 0 })),
+    // Byte figures land in bigint columns and JS numbers: cap them where both stay exact.
+    memory_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+    disk_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+    net_rx_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+    net_tx_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
   },
   Strict,
 );

@@ -1,4 +1,4 @@
-// sliver ls|show|create|<action>|delete: one slice's virtual machine or container on one node.
+// sliver ls|show|stats|create|<action>|delete: one slice's virtual machine or container on one node.
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { SLIVER_ACTIONS, type PlanetLiteClient, type Sliver, type SliverAction } from '@planetlite/api';
@@ -6,7 +6,8 @@ import type { Context } from '../context.js';
 import { CliError } from '../errors.js';
 import { integer } from '../parse.js';
 import { resolveNodeId } from '../resolve.js';
-import { sliverRecord, sliverTable } from '../render.js';
+import { sliverRecord, sliverStats, sliverTable } from '../render.js';
+import { parseSince, SINCE_HELP } from '../stats.js';
 
 const POLL_MS = 1000;
 const DEFAULT_TIMEOUT_S = 600;
@@ -120,7 +121,8 @@ Examples:
   planetlite sliver create princeton_codeen node1.princeton.edu --wait
   planetlite sliver ls princeton_codeen
   planetlite sliver restart 0b6e3c1a-...
-  planetlite --json sliver show 0b6e3c1a-... | jq -r .ssh.port`);
+  planetlite --json sliver show 0b6e3c1a-... | jq -r .ssh.port
+  planetlite sliver stats 0b6e3c1a-... --since 24h`);
 
   sliver
     .command('ls')
@@ -137,6 +139,22 @@ Examples:
     .argument('<id>', 'sliver id')
     .action(async (id: string) => {
       ctx.emit(await (await ctx.client()).getSliver(id), sliverRecord);
+    });
+
+  sliver
+    .command('stats')
+    .description('show a sliver\'s latest usage and its history: cpu % of one core, memory, disk, network kbit/s')
+    .argument('<id>', 'sliver id')
+    .option('--since <when>', `how far back the history goes: ${SINCE_HELP} (default 1h)`, (v: string) => parseSince(v))
+    .addHelpText('after', `
+Rates are over the interval that ends at each row's time; '-' means there is no interval before
+it, or a counter went down because the sliver started again. --json prints the registry's answer
+to GET /v1/slivers/{id}/usage.`)
+    .action(async (id: string, opts: { since?: string }) => {
+      const client = await ctx.client();
+      const [s, history] = await Promise.all([client.getSliver(id), client.sliverUsage(id, { since: opts.since ?? parseSince('1h') })]);
+      if (history.truncated && !ctx.json) ctx.note(`the registry sent only the first ${history.samples.length} samples; use a later --since to see the rest`);
+      ctx.emit(history, (h) => sliverStats(s, h));
     });
 
   sliver

@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { DesiredState, DesiredStateQuery, Event, NodeEventCreate, ObservedState, type DesiredSliver } from '@planetlite/api';
+import { DesiredState, DesiredStateQuery, Event, NodeEventCreate, ObservedState, type DesiredSliver, type SliverUsage } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireNode } from '../plugins/auth.js';
 import { iso, json, type Row } from '../services/mappers.js';
@@ -129,6 +129,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       let removed = 0;
       // Every sliver's row is refreshed (usage moves on every report) in one statement, not one per sliver.
       const refresh: Array<{ id: string; state: string; error: string | null; address: string | null; usage: object | null }> = [];
+      const samples: Array<{ id: string } & SliverUsage> = [];
       for (const row of rows) {
         const id = row.id as string;
         const slice = row.slice as string;
@@ -146,9 +147,16 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         const state = deleting && obs.state !== 'failed' ? 'deleting' : obs.state;
         const error = obs.error ?? null;
         const address = obs.address === undefined ? (row.address as string | null) : obs.address;
-        const usage = { cpu_seconds: obs.cpu_seconds, memory_bytes: obs.memory_bytes, net_rx_bytes: obs.net_rx_bytes, net_tx_bytes: obs.net_tx_bytes };
+        const usage = {
+          cpu_seconds: obs.cpu_seconds,
+          memory_bytes: obs.memory_bytes,
+          disk_bytes: obs.disk_bytes,
+          net_rx_bytes: obs.net_rx_bytes,
+          net_tx_bytes: obs.net_tx_bytes,
+        };
         const hasUsage = Object.values(usage).some((v) => v !== undefined);
         refresh.push({ id, state, error, address, usage: hasUsage ? usage : null });
+        if (hasUsage) samples.push({ id, ...usage });
         if (state !== row.state || error !== row.error) {
           updated++;
           await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });
@@ -156,11 +164,24 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       if (refresh.length) {
         await q.query(
-          `UPDATE slivers AS s SET state = o.state, error = o.error, address = o.address, usage = COALESCE(o.usage, s.usage),
+          `UPDATE slivers AS s SET state = o.state, error = o.error, address = o.address, usage = COALESCE(o.usage || jsonb_build_object('at', now()), s.usage),
              updated_at = CASE WHEN s.state IS DISTINCT FROM o.state OR s.error IS DISTINCT FROM o.error THEN now() ELSE s.updated_at END
            FROM jsonb_to_recordset($1::jsonb) AS o(id uuid, state text, error text, address text, usage jsonb)
            WHERE s.id = o.id`,
           [JSON.stringify(refresh)],
+        );
+      }
+      if (samples.length) {
+        // Reports come every 30 s and after every change, with jitter: a sliver gets a history
+        // sample when its last one is nearly an interval old (90%), else a 60 s cadence that
+        // arrives a little early would be kept only every other time.
+        await q.query(
+          `INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
+           SELECT o.id, now(), o.cpu_seconds, o.memory_bytes, o.disk_bytes, o.net_rx_bytes, o.net_tx_bytes
+           FROM jsonb_to_recordset($1::jsonb)
+             AS o(id uuid, cpu_seconds double precision, memory_bytes bigint, disk_bytes bigint, net_rx_bytes bigint, net_tx_bytes bigint)
+           WHERE NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = o.id AND u.at > now() - $2::float8 * interval '1 second')`,
+          [JSON.stringify(samples), ctx.config.usageSampleSeconds * 0.9],
         );
       }
       return { ok: true as const, updated, removed };

@@ -3,10 +3,10 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { Sliver, SliverAction, SliverCreate } from '@planetlite/api';
+import { Sliver, SliverAction, SliverCreate, UsageHistory, UsageQuery } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireUser, type UserPrincipal } from '../plugins/auth.js';
-import { SLIVER_SELECT, json, toSliver, type Row } from '../services/mappers.js';
+import { SLIVER_SELECT, json, toSliver, toUsageSample, type Row } from '../services/mappers.js';
 import { withChanges } from '../services/changes.js';
 import { allocatePorts, loadSlice, requireSliceRole } from '../services/slices.js';
 import { answers, bearer, IdParams, NameParams } from './common.js';
@@ -23,6 +23,17 @@ async function authorisedSliver(q: Queryable, me: UserPrincipal, id: string, wha
   const slice = await loadSlice(q, sliver.slice as string);
   await requireSliceRole(q, me, slice, ['admin', 'pi', 'member'], what);
   return sliver;
+}
+
+/** One history answer holds at most this many samples (a week at one a minute). */
+const MAX_USAGE_SAMPLES = 10_000;
+const DEFAULT_USAGE_WINDOW_MS = 24 * 3600_000;
+
+/** A date-time the schema let through but Date cannot hold (a leap second) is still the caller's error. */
+function queryTime(value: string, field: string): Date {
+  const at = new Date(value);
+  if (Number.isNaN(at.getTime())) throw new AppError('invalid_request', `querystring.${field} must be an RFC 3339 time, e.g. 2030-01-31T00:00:00Z`);
+  return at;
 }
 
 const ACTION_SQL: Record<SliverAction['action'], string> = {
@@ -92,6 +103,38 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/v1/slivers/:id', {
     schema: { tags: ['slivers'], summary: 'One sliver (member, pi, admin)', security: bearer, params: IdParams, response: answers({ 200: Sliver }) },
   }, async (req) => toSliver(await authorisedSliver(ctx.db, requireUser(req), req.params.id, 'see')));
+
+  app.get('/v1/slivers/:id/usage', {
+    schema: {
+      tags: ['slivers'],
+      summary: "A sliver's accounting history, oldest first: one sample about every interval_seconds (member, pi, admin)",
+      security: bearer,
+      params: IdParams,
+      querystring: UsageQuery,
+      response: answers({ 200: UsageHistory }),
+    },
+  }, async (req) => {
+    await authorisedSliver(ctx.db, requireUser(req), req.params.id, 'see');
+    const until = req.query.until ? queryTime(req.query.until, 'until') : new Date();
+    const since = req.query.since ? queryTime(req.query.since, 'since') : new Date(until.getTime() - DEFAULT_USAGE_WINDOW_MS);
+    if (since > until) {
+      throw new AppError('invalid_request', req.query.until ? 'querystring.since must not be after querystring.until' : 'querystring.since must not be in the future');
+    }
+    // One row more than an answer holds tells whether the window was cut short.
+    const { rows } = await ctx.db.query(
+      `SELECT at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes FROM sliver_usage
+       WHERE sliver = $1 AND at >= $2 AND at <= $3 ORDER BY at LIMIT $4`,
+      [req.params.id, since, until, MAX_USAGE_SAMPLES + 1],
+    );
+    return {
+      sliver: req.params.id,
+      interval_seconds: ctx.config.usageSampleSeconds,
+      since: since.toISOString(),
+      until: until.toISOString(),
+      samples: rows.slice(0, MAX_USAGE_SAMPLES).map(toUsageSample),
+      truncated: rows.length > MAX_USAGE_SAMPLES,
+    };
+  });
 
   app.post('/v1/slivers/:id/actions', {
     schema: {

@@ -101,9 +101,27 @@ export function toSliver(r: Row): S.Sliver {
     ports: { first, last: r.port_last as number },
     ssh: { host: r.node_address as string, port: first, user: r.slice as string },
     error: (r.error as string | null) ?? null,
-    usage: r.usage == null ? null : json(r.usage),
+    usage: r.usage == null ? null : toUsage(json<S.SliverUsage>(r.usage)),
     created_at: iso(r.created_at),
     updated_at: iso(r.updated_at),
+  };
+}
+
+// The database writes now() into the jsonb in its own format; the API speaks toISOString's.
+function toUsage(u: S.SliverUsage): S.SliverUsage {
+  return u.at === undefined ? u : { ...u, at: iso(u.at) };
+}
+
+const numberOrNull = (v: unknown): number | null => (v == null ? null : Number(v));
+
+export function toUsageSample(r: Row): S.UsageSample {
+  return {
+    at: iso(r.at),
+    cpu_seconds: numberOrNull(r.cpu_seconds),
+    memory_bytes: numberOrNull(r.memory_bytes),
+    disk_bytes: numberOrNull(r.disk_bytes),
+    net_rx_bytes: numberOrNull(r.net_rx_bytes),
+    net_tx_bytes: numberOrNull(r.net_tx_bytes),
   };
 }
 

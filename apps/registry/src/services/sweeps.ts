@@ -1,4 +1,4 @@
-// Scheduled housekeeping: expire slices past their date, mark silent nodes offline.
+// Scheduled housekeeping: expire slices past their date, mark silent nodes offline, prune old usage samples.
 import cron from 'node-cron';
 import type { RegistryContext } from '../context.js';
 import { withChanges } from './changes.js';
@@ -34,7 +34,15 @@ export async function sweepOfflineNodes(ctx: RegistryContext, now = new Date()):
   });
 }
 
-/** Starts both sweeps; returns the function that stops them. */
+/** Deletes usage samples older than usageRetentionHours; returns how many went. Safe on many replicas. */
+export async function pruneUsageSamples(ctx: RegistryContext, now = new Date()): Promise<number> {
+  const cutoff = new Date(now.getTime() - ctx.config.usageRetentionHours * 3600_000);
+  const { rowCount } = await ctx.db.query('DELETE FROM sliver_usage WHERE at < $1', [cutoff]);
+  if (rowCount) ctx.log.debug({ samples: rowCount, before: cutoff.toISOString() }, 'old usage samples pruned');
+  return rowCount;
+}
+
+/** Starts every sweep; returns the function that stops them. */
 export function startSweeps(ctx: RegistryContext): () => void {
   const guard = (name: string, fn: () => Promise<unknown>) => async () => {
     try {
@@ -46,6 +54,8 @@ export function startSweeps(ctx: RegistryContext): () => void {
   const tasks = [
     cron.schedule('* * * * *', guard('expiry', () => sweepExpiredSlices(ctx)), { noOverlap: true, name: 'slice-expiry' }),
     cron.schedule('*/15 * * * * *', guard('liveness', () => sweepOfflineNodes(ctx)), { noOverlap: true, name: 'node-liveness' }),
+    // Hourly, off the top of the hour when other jobs tend to run.
+    cron.schedule('17 * * * *', guard('usage-retention', () => pruneUsageSamples(ctx)), { noOverlap: true, name: 'usage-retention' }),
   ];
   return () => {
     for (const t of tasks) void t.stop();
