@@ -1,8 +1,9 @@
 // End to end on one node: the memory watchdog in budget mode resets a memory hog among quiet
-// slivers. Set up like sliver.test.ts, with its own namespace names, addresses
+// slivers; a sliver's rate cap holds both ways under iperf3 and follows a live change; and the
+// node's accounting reaches the API. Set up like sliver.test.ts, with its own namespace names, addresses
 // (198.18.250-254.0/24) and sliver subnets (10.80-84.0.0/24), so the e2e files can run side by side.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Event, PlanetLiteClient, Sliver } from '@planetlite/api';
 import { containerName, parseMemoryStat, residentBytes } from '@planetlite/instance';
@@ -138,4 +139,56 @@ describe('memory watchdog (budget mode)', () => {
     // One crossing cost one sliver: nothing else was reset.
     expect(await admin.listEvents({ type: 'watchdog.reset', after: since })).toHaveLength(1);
   }, 240_000);
+});
+
+describe('rate limits and accounting', () => {
+  let server: ChildProcess | null = null;
+  afterAll(() => {
+    server?.kill('SIGKILL');
+  });
+
+  /** iperf3 from inside the sliver to a server in the experimenter's namespace (through the
+   * node's NAT); kbit/s the receiving side measured. reverse: the server sends (inbound). */
+  function iperf(s: Sliver, reverse: boolean): number {
+    const out = sh(s, `iperf3 -J -c ${node.publicAddress.replace(/\.1$/, '.2')} -p 5201 -t 5 -O 1 ${reverse ? '-R' : ''}`);
+    const j = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
+    return j.end.sum_received.bits_per_second / 1000;
+  }
+
+  it('holds a sliver to its net_kbps both ways, follows a live change, and reports usage', async () => {
+    server = spawn('ip', ['netns', 'exec', node.net, 'iperf3', '-s', '-p', '5201'], { stdio: 'ignore' });
+    const capped = await running('lim_rate', 256);
+    await admin.updateSlice('lim_rate', { resources: { net_kbps: 8000 } });
+    // The agent applies the new cap on its next pass; the sliver keeps running.
+    const start = initStart(capped);
+    await until('the 8000 kbit/s cap', async () => {
+      const k = iperf(capped, false);
+      return k < 8000 * 1.1 ? k : null;
+    }, 60_000);
+    const out = iperf(capped, false);
+    const inb = iperf(capped, true);
+    console.log(`rate cap 8000 kbit/s: outbound ${Math.round(out)}, inbound ${Math.round(inb)} kbit/s`);
+    expect(Math.abs(out - 8000) / 8000).toBeLessThanOrEqual(0.1);
+    expect(Math.abs(inb - 8000) / 8000).toBeLessThanOrEqual(0.1);
+
+    await admin.updateSlice('lim_rate', { resources: { net_kbps: 3000 } });
+    await until('the 3000 kbit/s cap', async () => (iperf(capped, true) < 3000 * 1.1 ? true : null), 60_000);
+    const out2 = iperf(capped, false);
+    const in2 = iperf(capped, true);
+    console.log(`rate cap 3000 kbit/s: outbound ${Math.round(out2)}, inbound ${Math.round(in2)} kbit/s`);
+    expect(Math.abs(out2 - 3000) / 3000).toBeLessThanOrEqual(0.1);
+    expect(Math.abs(in2 - 3000) / 3000).toBeLessThanOrEqual(0.1);
+    expect(initStart(capped)).toBe(start); // no restart
+
+    // Accounting: the node's figures reach the sliver and its history.
+    sh(capped, 'dd if=/dev/urandom of=/root/blob bs=1M count=6 2>/dev/null; sync');
+    const usage = await until('usage with disk and network figures', async () => {
+      const u = (await admin.getSliver(capped.id)).usage;
+      return u && (u.net_tx_bytes ?? 0) > 5e6 && (u.net_rx_bytes ?? 0) > 5e6 && (u.disk_bytes ?? 0) >= 6 * MiB && (u.cpu_seconds ?? 0) > 0 ? u : null;
+    }, 90_000);
+    expect(usage.memory_bytes).toBeGreaterThan(0);
+    const history = await admin.sliverUsage(capped.id);
+    expect(history.samples.length).toBeGreaterThanOrEqual(1);
+    expect(history.samples.at(-1)!.net_tx_bytes).toBeGreaterThan(0);
+  }, 300_000);
 });

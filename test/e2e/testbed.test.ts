@@ -353,6 +353,7 @@ describe('a testbed of three nodes', () => {
       { step: 'root' },
       { step: 'provision' },
       { step: 'network' },
+      { step: 'shaping' },
       { step: 'define' },
       { step: 'nftables' },
       { step: 'lifecycle' },

@@ -4,7 +4,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, tryRun } from '@planetlite/host';
-import { deviceNames } from '@planetlite/network';
+import { deviceNames, ifbName } from '@planetlite/network';
 
 export interface NodeNamespace {
   ns: string;
@@ -83,9 +83,9 @@ export async function sliverLeftovers(opts: { stateDir: string; ns: string; ids?
   }
 
   const links = JSON.parse((await tryRun('ip', ['-n', ns, '-d', '-j', 'link', 'show']))?.stdout || '[]') as Array<{ ifname?: string; ifalias?: string }>;
-  const byName = new Map((opts.ids ?? []).flatMap((id) => Object.values(deviceNames(id)).map((n) => [n, id] as const)));
+  const byName = new Map((opts.ids ?? []).flatMap((id) => [...Object.values(deviceNames(id)), ifbName(id)].map((n) => [n, id] as const)));
   for (const l of links) {
-    if (!l.ifname || !/^pl[hs][0-9a-f]{12}$/.test(l.ifname)) continue;
+    if (!l.ifname || !/^pl[hsi][0-9a-f]{12}$/.test(l.ifname)) continue;
     const id = /^planetlite-sliver:(.*)$/.exec(l.ifalias ?? '')?.[1] ?? byName.get(l.ifname);
     if (opts.ids ? mine(id) : true) note(id ?? l.ifname, `link: ${l.ifname} (alias ${l.ifalias ?? 'none'}) in namespace ${ns}`);
   }

@@ -89,11 +89,7 @@ export class Agent {
         settings: settings.watchdog,
         slivers: () => reconciler.slivers(),
         memoryOf: (id) => instance.memoryBytes(id),
-        reset: async (id) => {
-          const restore = false;
-          await reconciler.memoryReset(id, restore);
-          return { action: restore ? 'restore' : 'restart' };
-        },
+        reset: async (id) => ({ action: await reconciler.memoryReset(id) }),
         emit: (ev) => this.outbox.push(ev),
         log: this.#log.child({ component: 'watchdog' }),
       });

@@ -6,7 +6,7 @@ import pLimit, { type LimitFunction } from 'p-limit';
 import type { DesiredSliver, DesiredState, ObservedSliver } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import type { InstanceDriver, InstanceState } from '@planetlite/instance';
-import type { NetworkDriver, SliverNetSpec } from '@planetlite/network';
+import { MAX_KBPS, type NetworkDriver, type SliverNetSpec } from '@planetlite/network';
 import type { StorageDriver } from '@planetlite/storage';
 import type { ImageIndex } from './images.js';
 import type { Ledger, SliverRecord } from './ledger.js';
@@ -24,6 +24,7 @@ interface Status {
 }
 
 const MiB = 1024 * 1024;
+const DISK_USAGE_EVERY_MS = 60_000;
 
 export class Reconciler {
   readonly #d: Drivers;
@@ -39,6 +40,7 @@ export class Reconciler {
   #applying: Promise<void> = Promise.resolve();
   #tableRebuilt = false;
   #desired: DesiredState | null = null;
+  #disk: { at: number; bytes: Map<string, number> } = { at: 0, bytes: new Map() };
 
   /** Slivers worked on at once: a burst of a thousand new slivers must not fork a thousand
    * snapshots and lxc-starts at the same instant, and one slow sliver must not hold up the rest. */
@@ -97,6 +99,12 @@ export class Reconciler {
     const desired = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s]));
     const ids = new Set([...this.#ledger.all().map((r) => r.id), ...desired.keys()]);
     const states = await this.#d.instance.states();
+    // Accounting: one command for every sliver's bytes on the wire, disk usage at most once a minute.
+    const net = await this.#d.network.counters().catch((err: unknown) => {
+      this.#log.debug({ err: err instanceof Error ? err.message : String(err) }, 'reading network counters failed');
+      return new Map<string, { rxBytes: number; txBytes: number }>();
+    });
+    const disk = await this.#diskUsage();
     const out: ObservedSliver[] = [];
     for (const id of ids) {
       const rec = this.#ledger.get(id);
@@ -115,6 +123,12 @@ export class Reconciler {
       const obs: ObservedSliver = { id, state, error: st?.error ?? null, address: this.#d.network.address({ slot: rec.slot }).sliverAddress };
       const mem = await this.#d.instance.memoryBytes(id).catch(() => null);
       if (mem !== null) obs.memory_bytes = mem;
+      const cpu = await this.#d.instance.cpuSeconds(id).catch(() => null);
+      if (cpu !== null) obs.cpu_seconds = Math.round(cpu * 1000) / 1000;
+      const bytes = disk.get(id);
+      if (bytes !== undefined) obs.disk_bytes = bytes;
+      const wire = net.get(id);
+      if (wire) Object.assign(obs, { net_rx_bytes: wire.rxBytes, net_tx_bytes: wire.txBytes });
       out.push(obs);
     }
     return out;
@@ -128,13 +142,15 @@ export class Reconciler {
   /**
    * The memory watchdog's reset: the sliver is killed at once (its memory must be freed now,
    * not after whatever its queue is doing), then brought back to its desired state in its queue,
-   * from a fresh copy of its image when `restore`. Resolves once it is killed.
+   * from a fresh copy of its image when its slice asked for that (memory_reset 'restore').
+   * Resolves once it is killed, with what happens next.
    */
-  async memoryReset(id: string, restore: boolean): Promise<void> {
+  async memoryReset(id: string): Promise<'restart' | 'restore'> {
+    const s = this.#desired?.slivers.find((d) => d.id === id);
+    const restore = s?.memory_reset === 'restore';
     await this.#d.instance.kill(id);
     this.#done.delete(id);
-    const s = this.#desired?.slivers.find((d) => d.id === id);
-    if (!s || s.desired === 'deleted') return;
+    if (!s || s.desired === 'deleted') return restore ? 'restore' : 'restart';
     void this.#enqueue(id, async () => {
       if (restore) {
         await this.#d.instance.destroy(id);
@@ -145,6 +161,21 @@ export class Reconciler {
       const now = this.#desired?.slivers.find((d) => d.id === id);
       if (now && now.desired !== 'deleted') await this.#ensure(now);
     });
+    return restore ? 'restore' : 'restart';
+  }
+
+  /** Exclusive disk bytes of every root; qgroup numbers need a commit, so at most once a minute. */
+  async #diskUsage(): Promise<Map<string, number>> {
+    if (Date.now() - this.#disk.at >= DISK_USAGE_EVERY_MS) {
+      this.#disk.at = Date.now();
+      try {
+        const all = await this.#d.storage.usageAll();
+        this.#disk.bytes = new Map([...all].map(([id, u]) => [id, u.exclusiveBytes]));
+      } catch (err) {
+        this.#log.debug({ err: err instanceof Error ? err.message : String(err) }, 'reading disk usage failed');
+      }
+    }
+    return this.#disk.bytes;
   }
 
   #enqueue(id: string, fn: () => Promise<void>): Promise<void> {
@@ -207,6 +238,11 @@ export class Reconciler {
       (async () => {
         step('network');
         const net = await network.attach(this.#netSpec(rec, s));
+        step('shaping');
+        // After every attach: a device attach() made anew starts without caps. A cap at or
+        // above what tc takes is no cap.
+        const kbps = s.resources.net_kbps <= MAX_KBPS ? s.resources.net_kbps : null;
+        await network.limit(s.id, { inKbps: kbps, outKbps: kbps });
         step('nftables');
         await this.#applyNetwork();
         return net;

@@ -45,6 +45,7 @@ function recordingDrivers(dir: string) {
       }
     },
     deleteRoot: async (id: string) => { note(`deleteRoot ${id}`); roots.delete(id); },
+    usageAll: async () => new Map([...roots].map((id) => [id, { exclusiveBytes: 4096, referencedBytes: 1 << 20 }])),
   } as unknown as StorageDriver;
   const instance = {
     name: 'fake', capabilities: { unprivileged: true, freeze: true, memoryLimit: true },
@@ -57,6 +58,7 @@ function recordingDrivers(dir: string) {
     destroy: async (id: string) => { note(`destroy ${id}`); states.delete(id); },
     list: async () => [...states.keys()],
     memoryBytes: async () => 1 << 20,
+    cpuSeconds: async () => 1.5,
     exec: async () => ({ stdout: '', stderr: '' }),
   } as unknown as InstanceDriver;
   const network = {
@@ -65,6 +67,8 @@ function recordingDrivers(dir: string) {
     apply: async () => { note('apply'); },
     detach: async (id: string) => { note(`detach ${id}`); },
     listAttached: async () => [],
+    limit: async (id: string) => { note(`limit ${id}`); },
+    counters: async () => new Map(),
     address: () => ({ hostAddress: '10.0.0.1', sliverAddress: '10.0.0.2', prefix: 30 }),
   } as unknown as NetworkDriver;
   return { drivers: { storage, instance, network }, calls, states, gates, maxBusy: () => maxBusy };
@@ -74,7 +78,7 @@ function sliver(slice: string): DesiredSliver {
   return {
     id: randomUUID(), slice, kind: 'lxc', desired: 'running', restart_seq: 0, reset_seq: 0,
     image: { name: 'tiny', sha256: SHA, magnet: null, web_seed: null },
-    resources: { memory_mb: 64, cpu_shares: 1024, disk_mb: 64, net_kbps: 1000 },
+    resources: { memory_mb: 64, cpu_shares: 1024, disk_mb: 64, net_kbps: 1000 }, memory_reset: 'restart',
     ports: { first: 20000, last: 20009 }, expires_at: new Date(Date.now() + 86_400_000).toISOString(), keys: [],
   };
 }
@@ -118,6 +122,26 @@ describe('a reconcile pass', () => {
     fake.calls.length = 0;
     await r.reconcile(doc([s]));
     expect(fake.calls).toContain(`start ${s.id}`);
+  });
+
+  it("resets for the watchdog: kills, then starts again, from a fresh root only when the slice asked to be restored", async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const keep = sliver('site_keep');
+    const fresh = { ...sliver('site_fresh'), memory_reset: 'restore' as const };
+    await r.reconcile(doc([keep, fresh]));
+    fake.calls.length = 0;
+    expect(await r.memoryReset(keep.id)).toBe('restart');
+    expect(await r.memoryReset(fresh.id)).toBe('restore');
+    await r.reconcile(doc([keep, fresh])); // waits for both queues
+    const of = (id: string) => fake.calls.filter((c) => c.endsWith(id)).map((c) => c.split(' ')[0]);
+    expect(of(keep.id)).toContain('kill');
+    expect(of(keep.id)).not.toContain('deleteRoot');
+    expect(of(keep.id).lastIndexOf('start')).toBeGreaterThan(of(keep.id).indexOf('kill'));
+    expect(of(fresh.id).slice(0, 3)).toEqual(['kill', 'destroy', 'deleteRoot']);
+    expect(of(fresh.id)).toContain('createRoot');
+    expect(fake.states.get(keep.id)).toBe('running');
+    expect(fake.states.get(fresh.id)).toBe('running');
   });
 
   it('does not make other slivers wait for a slow one, and works on at most `concurrency` at once', async () => {

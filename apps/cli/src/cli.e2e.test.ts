@@ -189,13 +189,17 @@ describe('planetlite against a live registry', () => {
     expect(updated.url).toBe('https://codeen.example/v2');
     expect(updated.description).toBe(renewed.description);
     const nothing = await cli(['slice', 'update', 'princeton_codeen'], { config: piConfig });
-    expectOneLineError(nothing, /needs --description, --url or a resource/);
+    expectOneLineError(nothing, /needs --description, --url, --memory-reset or a resource/);
     const resized = await okJson<Slice>(['slice', 'update', 'princeton_codeen', '--memory-mb', '384', '--cpu-shares', '512'], { config: piConfig });
     expect(resized.resources).toMatchObject({ memory_mb: 384, cpu_shares: 512 });
     const tooSmall = await cli(['slice', 'update', 'princeton_codeen', '--memory-mb', '4'], { config: piConfig });
     expect(tooSmall.code).toBe(2); // a usage error, refused before any request
     expect(tooSmall.stderr).toMatch(/memory-mb/);
     expect((await okJson<Slice>(['slice', 'show', 'princeton_codeen'], { config: piConfig })).resources.memory_mb).toBe(384);
+    expect(updated.memory_reset).toBe('restart');
+    const restore = await okJson<Slice>(['slice', 'update', 'princeton_codeen', '--memory-reset', 'restore'], { config: piConfig });
+    expect(restore.memory_reset).toBe('restore');
+    expect((await cli(['slice', 'update', 'princeton_codeen', '--memory-reset', 'reboot'], { config: piConfig })).code).toBe(2);
   });
 
   it('answers bad input, quotas and permissions with one line and exit 1', async () => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the tiny test image: a root filesystem tarball made from the host's own busybox-static
-# and OpenSSH server, enough to boot under LXC and answer ssh. Usage: build.sh OUT.tar
+# and OpenSSH server (and iperf3 when the host has it), enough to boot under LXC and answer ssh.
+# Usage: build.sh OUT.tar
 # Idempotent: the tree is assembled in a temp dir and the tarball renamed over OUT.tar at the end.
 set -euo pipefail
 
@@ -54,9 +55,16 @@ install -m 0755 "$busybox_bin" "$root/usr/bin/busybox"
 # sshd, ssh-keygen and every shared library they load, the ELF loader included (ldd prints it
 # as an absolute path). cp --parents puts each at the same path in the image (through the
 # image's lib -> usr/lib links); -L stores the file itself under its soname, not the host's link.
-install -m 0755 /usr/sbin/sshd "$root/usr/sbin/sshd"
-install -m 0755 /usr/bin/ssh-keygen "$root/usr/bin/ssh-keygen"
-mapfile -t libs < <(ldd /usr/sbin/sshd /usr/bin/ssh-keygen | grep -oE '/[^ ]+\.so[^ ]*' | sort -u)
+# iperf3 too when the host has it (scripts/setup.sh installs it): tests measure a sliver's rate
+# caps from inside the sliver.
+bins=(/usr/sbin/sshd /usr/bin/ssh-keygen)
+if [[ -x /usr/bin/iperf3 ]]; then
+  bins+=(/usr/bin/iperf3)
+fi
+for bin in "${bins[@]}"; do
+  install -m 0755 "$bin" "$root$bin"
+done
+mapfile -t libs < <(ldd "${bins[@]}" | grep -oE '/[^ ]+\.so[^ ]*' | sort -u)
 cp -L --parents -t "$root" "${libs[@]}"
 
 # Minimal /etc: root, sshd's privilege-separation user, files-only name service.

@@ -11,6 +11,8 @@ export const ROLES = ['admin', 'pi', 'tech', 'user'] as const;
 export const SLIVER_STATES = ['pending', 'provisioning', 'running', 'stopped', 'failed', 'deleting'] as const;
 export const SLIVER_ACTIONS = ['start', 'stop', 'restart', 'reset', 'freeze', 'thaw'] as const;
 export const SLICE_KINDS = ['lxc', 'kvm'] as const;
+/** What the node's memory watchdog does to a sliver it resets: start it again as it was, or from a fresh copy of its image. */
+export const MEMORY_RESETS = ['restart', 'restore'] as const;
 
 const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339, UTC' });
 const Uuid = Type.String({ format: 'uuid' });
@@ -216,6 +218,7 @@ export const Slice = Type.Object(
     expires_at: Timestamp,
     members: Type.Array(SliceMember),
     resources: SliceResources,
+    memory_reset: Enum(MEMORY_RESETS, "when the node's memory watchdog resets this slice's sliver: restart it as it was, or restore it from a fresh copy of its image"),
     created_at: Timestamp,
   },
   { title: 'Slice' },
@@ -229,6 +232,7 @@ export const SliceCreate = Type.Object(
     kind: Type.Optional(Enum(SLICE_KINDS)),
     image: Type.Optional(Type.String({ pattern: IMAGE_NAME_PATTERN })),
     resources: Type.Optional(Type.Partial(SliceResources, Strict)),
+    memory_reset: Type.Optional(Enum(MEMORY_RESETS, 'default restart')),
   },
   Strict,
 );
@@ -238,6 +242,7 @@ export const SlicePatch = Type.Object(
     description: Type.Optional(Type.String({ maxLength: 4000 })),
     url: Type.Optional(Type.String({ maxLength: 2000 })),
     resources: Type.Optional(Type.Partial(SliceResources, { ...Strict, minProperties: 1, description: 'pi or admin; running slivers take the new limits without a restart' })),
+    memory_reset: Type.Optional(Enum(MEMORY_RESETS)),
   },
   { ...Strict, minProperties: 1 },
 );
@@ -369,6 +374,7 @@ export const DesiredSliver = Type.Object({
     web_seed: Nullable(Type.String()),
   }),
   resources: SliceResources,
+  memory_reset: Enum(MEMORY_RESETS),
   ports: PortRange,
   expires_at: Timestamp,
   keys: Type.Array(Type.String(), { description: 'every slice member\'s OpenSSH public keys' }),

@@ -57,6 +57,8 @@ export interface InstanceDriver {
   list(): Promise<string[]>;
   /** Resident memory of the sliver's cgroup in bytes (watchdog, accounting); null when not running. */
   memoryBytes(id: string): Promise<number | null>;
+  /** CPU time the sliver has used since it started, seconds (accounting); null when not running. */
+  cpuSeconds(id: string): Promise<number | null>;
 }
 
 /** A spec the driver refuses before touching the host. */

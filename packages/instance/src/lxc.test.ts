@@ -204,6 +204,11 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
       expect(resident).toBeLessThan(spec.memoryMb * 1024 * 1024);
       const usage = await run('lxc-cgroup', ['-P', driver.lxcPath, '-n', containerName(spec.id), cg.memory === 'v1' ? 'memory.usage_in_bytes' : 'memory.current']);
       console.log(`idle tiny sliver: resident ${resident} bytes, cgroup usage ${usage.stdout.trim()} bytes`);
+      // Accounting: CPU time the sliver uses shows up in its cgroup.
+      const cpu0 = await driver.cpuSeconds(spec.id);
+      expect(cpu0).not.toBeNull();
+      await driver.exec(spec.id, ['sh', '-c', 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done']);
+      expect((await driver.cpuSeconds(spec.id))! - cpu0!).toBeGreaterThan(0.1);
     });
 
     it('freezes, thaws, stops, restarts and is destroyed without a trace', async () => {
@@ -225,6 +230,13 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
       t0 = performance.now();
       await driver.start(spec.id); // the second boot keeps its host key
       console.log(`restart: ${Math.round(performance.now() - t0)} ms`);
+      await driver.freeze(spec.id);
+      // The watchdog's kill: also of a frozen sliver, at once.
+      await driver.kill(spec.id);
+      expect(await driver.state(spec.id)).toBe('stopped');
+      expect(await driver.cpuSeconds(spec.id)).toBeNull();
+      await driver.kill(spec.id); // already stopped: no-op
+      await driver.start(spec.id);
       await driver.freeze(spec.id); // destroy must also cope with a frozen sliver
 
       await driver.destroy(spec.id);

@@ -7,6 +7,24 @@ export interface NetworkCapabilities {
   isolation: boolean;
   /** Can give a KVM sliver a tap device (kind 'tap'). */
   tap: boolean;
+  /** limit() caps a sliver's rates live, without a restart. */
+  rateLimit: boolean;
+}
+
+/** A sliver's rate caps in kbit/s (1 kbit = 1000 bit); null = no cap in that direction. */
+export interface SliverRate {
+  /** To the sliver (what it downloads). */
+  inKbps: number | null;
+  /** From the sliver (what it uploads). */
+  outKbps: number | null;
+}
+
+/** Bytes through a sliver's link since its host-side device was made, as the sliver sees them. */
+export interface SliverCounters {
+  /** Bytes the sliver received. */
+  rxBytes: number;
+  /** Bytes the sliver sent, counted before its outbound cap (so they include what the cap dropped). */
+  txBytes: number;
 }
 
 export interface PortWindow {
@@ -48,8 +66,21 @@ export interface NetworkDriver {
   apply(slivers: SliverNetSpec[]): Promise<void>;
   /** Creates the sliver's host-side device(s) with deterministic names and addresses; idempotent. */
   attach(spec: SliverNetSpec): Promise<SliverNet>;
-  /** Removes the sliver's devices; idempotent. */
+  /** Removes the sliver's devices (shaping included); idempotent. */
   detach(id: string): Promise<void>;
+  /**
+   * Sets, changes or removes the sliver's rate caps on the running sliver, without interrupting
+   * its traffic; idempotent. Each rate is an integer from 8 to 10 000 000 kbit/s, or null for no
+   * cap. Call it after attach(): a device that attach() (re)creates starts without caps. Throws,
+   * before touching the host, on an invalid rate, and when a cap is asked for a sliver that is
+   * not attached (removing caps from one is a no-op).
+   */
+  limit(id: string, rate: SliverRate): Promise<void>;
+  /**
+   * Byte counters of every attached sliver, by id, read in one command. They count from the
+   * moment attach() made the device, so they restart at zero when it is made again.
+   */
+  counters(): Promise<Map<string, SliverCounters>>;
   /** Ids of slivers whose devices exist now (finds leaks after a crash). */
   listAttached(): Promise<string[]>;
   /** Removes the table and every device this driver made (uninstall, tests). */

@@ -2,10 +2,11 @@
 import type { NetworkDriver, NetworkDriverOptions } from './driver.js';
 import { NftablesDriver } from './nftables/driver.js';
 
-export type { NetworkCapabilities, NetworkDriver, NetworkDriverOptions, PortWindow, SliverNet, SliverNetSpec } from './driver.js';
+export type { NetworkCapabilities, NetworkDriver, NetworkDriverOptions, PortWindow, SliverCounters, SliverNet, SliverNetSpec, SliverRate } from './driver.js';
 export { NftablesDriver } from './nftables/driver.js';
 export { renderRuleset, validateSpecs, type RulesetConfig } from './nftables/ruleset.js';
-export { chainNames, deviceNames, sliverId } from './nftables/names.js';
+export { chainNames, deviceNames, ifbName, sliverId } from './nftables/names.js';
+export { MAX_KBPS, MIN_KBPS, validateRate } from './nftables/shaping.js';
 export { parseSubnet, slotAddress, slotCount, type Ipv4Subnet, type SlotAddress } from './ipv4.js';
 
 /** Network drivers by name; callers test `capabilities`, not names. */

@@ -65,4 +65,6 @@ export interface StorageDriver {
   deleteRoot(sliverId: string): Promise<void>;
   /** Bytes the sliver's root uses (exclusive = what it added), or null when it has no root. */
   usage(sliverId: string): Promise<{ exclusiveBytes: number; referencedBytes: number } | null>;
+  /** usage() of every root at once, in about one command (accounting reads all of them). */
+  usageAll(): Promise<Map<string, { exclusiveBytes: number; referencedBytes: number }>>;
 }

@@ -90,6 +90,11 @@ describe('btrfs sliver roots', () => {
     expect(u1!.exclusiveBytes - u0!.exclusiveBytes).toBeGreaterThanOrEqual(3 * MiB);
     expect(u1!.referencedBytes - u0!.referencedBytes).toBeGreaterThanOrEqual(3 * MiB);
     expect(await pool.driver.usage(C)).toBeNull();
+    // usageAll() agrees with usage() for every root, and names no sliver without one.
+    const all = await pool.driver.usageAll();
+    expect(all.get(B)).toEqual(await pool.driver.usage(B));
+    expect(all.get(A)).toEqual(await pool.driver.usage(A));
+    expect(all.has(C)).toBe(false);
   });
 
   it('deleteImage refuses while a root made from the image exists', async () => {

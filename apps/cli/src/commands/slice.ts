@@ -1,6 +1,6 @@
 // slice ls|show|create|delete|renew|members: a slice is a named set of slivers across nodes.
 import { Option, type Command } from 'commander';
-import { SLICE_KINDS, type SliceCreate, type SlicePatch } from '@planetlite/api';
+import { MEMORY_RESETS, SLICE_KINDS, type SliceCreate, type SlicePatch } from '@planetlite/api';
 import type { Context } from '../context.js';
 import { integer, oneOf, timestamp } from '../parse.js';
 import { resolveUserId } from '../resolve.js';
@@ -10,6 +10,7 @@ import { CliError } from '../errors.js';
 const DAY_MS = 86_400_000;
 
 interface ResourceOptions {
+  memoryReset?: SliceCreate['memory_reset'];
   memoryMb?: number;
   cpuShares?: number;
   diskMb?: number;
@@ -29,7 +30,8 @@ function resourceOptions(cmd: Command): Command {
     .option('--memory-mb <n>', 'memory per sliver, MB', integer(16))
     .option('--cpu-shares <n>', 'cpu weight per sliver', integer(2))
     .option('--disk-mb <n>', 'disk per sliver, MB', integer(16))
-    .option('--net-kbps <n>', 'network rate cap per sliver, kbit/s (recorded; nodes do not enforce it yet)', integer(8));
+    .option('--net-kbps <n>', 'network rate cap per sliver, kbit/s, each way', integer(8))
+    .option('--memory-reset <what>', `when the node's memory watchdog resets a sliver: ${MEMORY_RESETS.join(' it as it was, or ')} it from a fresh copy of its image (default restart)`, oneOf(MEMORY_RESETS));
 }
 
 /** The resources the flags name, or undefined when none is given. */
@@ -85,6 +87,7 @@ Examples:
       if (opts.image) body.image = opts.image;
       const resources = resourcesFrom(opts);
       if (resources) body.resources = resources;
+      if (opts.memoryReset) body.memory_reset = opts.memoryReset;
       ctx.emit(await (await ctx.client()).createSlice(body), sliceRecord);
     });
 
@@ -101,7 +104,8 @@ Examples:
       if (opts.url !== undefined) body.url = opts.url;
       const resources = resourcesFrom(opts);
       if (resources) body.resources = resources;
-      if (Object.keys(body).length === 0) throw new CliError('slice update needs --description, --url or a resource (--memory-mb, --cpu-shares, --disk-mb, --net-kbps)');
+      if (opts.memoryReset) body.memory_reset = opts.memoryReset;
+      if (Object.keys(body).length === 0) throw new CliError('slice update needs --description, --url, --memory-reset or a resource (--memory-mb, --cpu-shares, --disk-mb, --net-kbps)');
       ctx.emit(await (await ctx.client()).updateSlice(name, body), sliceRecord);
     });
 

@@ -19,7 +19,7 @@ export async function desiredStateOf(ctx: RegistryContext, nodeId: string): Prom
   if (!node) throw new AppError('not_found', `node ${nodeId} not found`);
   const { rows } = await db.query(
     `SELECT s.id, s.slice, s.kind, s.desired, s.restart_seq, s.reset_seq, s.port_first, s.port_last,
-            sl.image, sl.resources, sl.expires_at, i.sha256, i.magnet
+            sl.image, sl.resources, sl.memory_reset, sl.expires_at, i.sha256, i.magnet
      FROM slivers s JOIN slices sl ON sl.name = s.slice LEFT JOIN images i ON i.name = sl.image
      WHERE s.node_id = $1 ORDER BY s.id`,
     [nodeId],
@@ -44,6 +44,7 @@ export async function desiredStateOf(ctx: RegistryContext, nodeId: string): Prom
       web_seed: r.sha256 ? `${config.publicUrl}/v1/images/${encodeURIComponent(r.image as string)}/archive` : null,
     },
     resources: json(r.resources),
+    memory_reset: r.memory_reset as DesiredSliver['memory_reset'],
     ports: { first: r.port_first as number, last: r.port_last as number },
     expires_at: iso(r.expires_at),
     keys: keys.filter((k) => k.slice === r.slice).map((k) => k.key),

@@ -40,9 +40,9 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const expires = new Date(Date.now() + ctx.config.sliceLifetimeDays * DAY);
       const resources = { ...DEFAULT_RESOURCES, ...b.resources };
       const { rows } = await q.query(
-        `INSERT INTO slices (name, site, description, url, kind, image, resources, expires_at, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING RETURNING *`,
-        [b.name, site, b.description, b.url, kind, b.image ?? ctx.config.defaultImage, JSON.stringify(resources), expires, me.id],
+        `INSERT INTO slices (name, site, description, url, kind, image, resources, expires_at, created_by, memory_reset)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING RETURNING *`,
+        [b.name, site, b.description, b.url, kind, b.image ?? ctx.config.defaultImage, JSON.stringify(resources), expires, me.id, b.memory_reset ?? 'restart'],
       );
       if (!rows[0]) {
         const { rows: existing } = await q.query<{ state: string }>('SELECT state FROM slices WHERE name = $1', [b.name]);
@@ -109,9 +109,11 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       await requireSliceRole(q, me, row, resources ? ['admin', 'pi'] : ['admin', 'pi', 'member'], resources ? 'change the resources of' : 'change');
       const merged = resources ? { ...(row.resources as object), ...resources } : null;
       const { rows } = await q.query(
-        'UPDATE slices SET description = COALESCE($2, description), url = COALESCE($3, url), resources = COALESCE($4::jsonb, resources) WHERE name = $1 RETURNING *',
-        [req.params.name, req.body.description ?? null, req.body.url ?? null, merged ? JSON.stringify(merged) : null],
+        `UPDATE slices SET description = COALESCE($2, description), url = COALESCE($3, url), resources = COALESCE($4::jsonb, resources),
+           memory_reset = COALESCE($5, memory_reset) WHERE name = $1 RETURNING *`,
+        [req.params.name, req.body.description ?? null, req.body.url ?? null, merged ? JSON.stringify(merged) : null, req.body.memory_reset ?? null],
       );
+      if (req.body.memory_reset && req.body.memory_reset !== row.memory_reset) changes.touch(...(await nodesOfSlice(q, req.params.name)));
       if (merged) {
         await changes.record(q, { type: 'slice.resources_changed', slice: req.params.name, data: { by: me.email, resources: merged } });
         changes.touch(...(await nodesOfSlice(q, req.params.name)));

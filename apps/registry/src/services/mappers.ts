@@ -83,6 +83,7 @@ export function toSlice(r: Row, members: S.SliceMember[]): S.Slice {
     expires_at: iso(r.expires_at),
     members,
     resources: json(r.resources),
+    memory_reset: (r.memory_reset as S.Slice['memory_reset'] | undefined) ?? 'restart',
     created_at: iso(r.created_at),
   };
 }

@@ -129,6 +129,8 @@ export interface PayloadProbe {
   /** v1 freezer hierarchy (freezer.state) or the v2 tree (cgroup.events frozen). */
   frozen: { version: CgroupVersion; parents: string[] } | null;
   memory: { version: CgroupVersion; parents: string[] } | null;
+  /** v1 cpuacct hierarchy (cpuacct.usage, ns) or the v2 tree (cpu.stat usage_usec). */
+  cpu: { version: CgroupVersion; parents: string[] } | null;
 }
 
 export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> {
@@ -143,6 +145,7 @@ export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> 
     populated: layout.mode === 'unified' ? pick('v2', '') : pick(layout.pids, 'pids'),
     frozen: layout.mode === 'unified' ? pick('v2', '') : pick(layout.freezer, 'freezer'),
     memory: pick(layout.memory, 'memory'),
+    cpu: layout.cpu === 'v2' ? pick('v2', '') : pick(layout.cpu, 'cpuacct'),
   };
 }
 
@@ -163,6 +166,16 @@ export function readCgroupFile(dir: string, file: string): string | null {
   } catch {
     return null;
   }
+}
+
+/** CPU time a payload cgroup has used, in seconds, from cpuacct.usage (v1) or cpu.stat (v2). */
+export function cpuSecondsOf(dir: string, version: CgroupVersion): number | null {
+  if (version === 'v1') {
+    const ns = Number(readCgroupFile(dir, 'cpuacct.usage')?.trim());
+    return Number.isFinite(ns) ? ns / 1e9 : null;
+  }
+  const m = /^usage_usec (\d+)$/m.exec(readCgroupFile(dir, 'cpu.stat') ?? '');
+  return m ? Number(m[1]) / 1e6 : null;
 }
 
 /** rmdir a cgroup and its children, deepest first (cgroup directories hold only control files). */

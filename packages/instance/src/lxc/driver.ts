@@ -14,7 +14,7 @@ import {
   type InstanceSpec,
   type InstanceState,
 } from '../driver.js';
-import { detectCgroupLayout, findPayload, parseMemoryStat, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe } from './cgroup.js';
+import { cpuSecondsOf, detectCgroupLayout, findPayload, parseMemoryStat, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe } from './cgroup.js';
 import { containerName, idFromContainerName, renderConfig, resourceLimits, type LxcHostFacts } from './config.js';
 import { apparmorEnabled, findStaticBusybox, firstUnsearchable, missingTools, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
 import { installSeccompPolicy } from './seccomp.js';
@@ -266,6 +266,12 @@ export class LxcDriver implements InstanceDriver {
     const dir = findPayload(this.#name(id), parents);
     const stat = dir ? readCgroupFile(dir, 'memory.stat') : null;
     return stat === null ? null : residentBytes(parseMemoryStat(stat), version);
+  }
+
+  async cpuSeconds(id: string): Promise<number | null> {
+    const cpu = this.#probe?.cpu;
+    const dir = cpu ? findPayload(this.#name(id), cpu.parents) : null;
+    return dir && cpu ? cpuSecondsOf(dir, cpu.version) : null;
   }
 
   /** Host pid of the sliver's init, or null when it is not running (for accounting and tests). */

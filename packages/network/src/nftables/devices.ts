@@ -40,6 +40,35 @@ export async function readLinks(exec: Exec): Promise<Map<string, Link>> {
   return links;
 }
 
+/** A link's byte counters (since the device was made) and its alias. */
+export interface LinkStats {
+  name: string;
+  alias: string | null;
+  rxBytes: number;
+  txBytes: number;
+}
+
+interface IpStatsJson {
+  ifname?: string;
+  ifalias?: string;
+  stats64?: { rx?: { bytes?: number }; tx?: { bytes?: number } };
+}
+
+/** Every link's byte counters, in one command. */
+export async function readLinkStats(exec: Exec): Promise<Map<string, LinkStats>> {
+  return parseLinkStats((await exec('ip', ['-s', '-j', 'link', 'show'])).stdout);
+}
+
+/** Parses `ip -s -j link show`. */
+export function parseLinkStats(stdout: string): Map<string, LinkStats> {
+  const out = new Map<string, LinkStats>();
+  for (const j of JSON.parse(stdout || '[]') as IpStatsJson[]) {
+    if (!j.ifname) continue;
+    out.set(j.ifname, { name: j.ifname, alias: j.ifalias ?? null, rxBytes: j.stats64?.rx?.bytes ?? 0, txBytes: j.stats64?.tx?.bytes ?? 0 });
+  }
+  return out;
+}
+
 /** Runs `ip` commands (one per line, without the leading `ip`) as one batch; stops at the first failure. */
 export async function ipBatch(exec: Exec, commands: readonly string[]): Promise<void> {
   if (commands.length) await exec('ip', ['-batch', '-'], { input: commands.join('\n') + '\n' });

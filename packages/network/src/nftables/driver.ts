@@ -3,11 +3,12 @@
 // rewritten whole in one `nft -f -` transaction.
 import { existsSync } from 'node:fs';
 import { CommandError, Reverter, run, tryRun, type RunOptions } from '@planetlite/host';
-import type { NetworkCapabilities, NetworkDriver, NetworkDriverOptions, SliverNet, SliverNetSpec } from '../driver.js';
+import type { NetworkCapabilities, NetworkDriver, NetworkDriverOptions, SliverCounters, SliverNet, SliverNetSpec, SliverRate } from '../driver.js';
 import { parseIpv4, parseSubnet, slotAddress, type Ipv4Subnet } from '../ipv4.js';
 import { ipBatch, readLinks, type Link } from './devices.js';
-import { ALIAS_PREFIX, DEVICE_PATTERN, deviceNames, HOST_PREFIX, PEER_PREFIX, sliverId } from './names.js';
+import { ALIAS_PREFIX, DEVICE_PATTERN, deviceNames, HOST_PREFIX, IFB_PREFIX, ifbName, PEER_PREFIX, sliverId } from './names.js';
 import { renderDeleteTable, renderRuleset, validateSpecs, type RulesetConfig } from './ruleset.js';
+import { applyLimit, readCounters, validateRate } from './shaping.js';
 
 /** ARP retry interval on a sliver's host-side link (the kernel default is 1000 ms). */
 const ARP_RETRANS_MS = 100;
@@ -27,7 +28,7 @@ export class NftablesDriver implements NetworkDriver {
     this.#subnet = parseSubnet(opts.sliverSubnet);
     this.#config = { table: opts.tableName ?? 'planetlite', publicAddress: opts.publicAddress, subnet: this.#subnet };
     validateSpecs(this.#config, []);
-    this.capabilities = { nat: true, isolation: true, tap: existsSync('/dev/net/tun') };
+    this.capabilities = { nat: true, isolation: true, tap: existsSync('/dev/net/tun'), rateLimit: true };
   }
 
   address(spec: Pick<SliverNetSpec, 'slot'>): { hostAddress: string; sliverAddress: string; prefix: number } {
@@ -39,7 +40,7 @@ export class NftablesDriver implements NetworkDriver {
     if (ns && !(await tryRun('nsenter', [`--net=/run/netns/${ns}`, 'true']))) {
       throw new Error(`network namespace ${ns} does not exist or cannot be entered (ip netns list)`);
     }
-    for (const [tool, args, pkg] of [['nft', ['--version'], 'nftables'], ['ip', ['-V'], 'iproute2'], ['sysctl', ['-n', 'net.ipv4.ip_forward'], 'procps']] as const) {
+    for (const [tool, args, pkg] of [['nft', ['--version'], 'nftables'], ['ip', ['-V'], 'iproute2'], ['tc', ['-V'], 'iproute2'], ['sysctl', ['-n', 'net.ipv4.ip_forward'], 'procps']] as const) {
       try {
         await this.#run(tool, args);
       } catch (err) {
@@ -134,6 +135,7 @@ export class NftablesDriver implements NetworkDriver {
   async detach(id: string): Promise<void> {
     const canonical = sliverId(id);
     const { hostIf, peerIf } = deviceNames(canonical);
+    const ifb = ifbName(canonical);
     const links = await this.#links();
     const host = links.get(hostIf);
     const peer = links.get(peerIf);
@@ -143,24 +145,46 @@ export class NftablesDriver implements NetworkDriver {
     if (ours(host)) cmds.push(`link del dev ${hostIf}`);
     // Deleting a veth end takes its peer along, wherever the peer is; only a lone peer needs its own delete.
     if (ours(peer) && !(ours(host) && host.kind === 'veth')) cmds.push(`link del dev ${peerIf}`);
+    // The host end goes first: its ingress filter redirects to the ifb.
+    if (ours(links.get(ifb))) cmds.push(`link del dev ${ifb}`);
     await ipBatch(this.#exec, cmds);
   }
 
+  async limit(id: string, rate: SliverRate): Promise<void> {
+    validateRate(rate);
+    const canonical = sliverId(id);
+    const { hostIf } = deviceNames(canonical);
+    const ifb = ifbName(canonical);
+    const links = await this.#links();
+    for (const name of [hostIf, ifb]) {
+      const link = links.get(name);
+      if (link) this.#assertOurs(link, canonical);
+    }
+    await applyLimit(this.#exec, { hostIf, ifb, alias: ALIAS_PREFIX + canonical }, rate, links);
+  }
+
+  counters(): Promise<Map<string, SliverCounters>> {
+    return readCounters(this.#exec);
+  }
+
   async listAttached(): Promise<string[]> {
+    // An ifb counts too: a crash can leave one without its link, and detach() is what removes it.
     const ids = [...(await this.#links()).values()]
-      .filter((l) => l.name.startsWith(HOST_PREFIX) && DEVICE_PATTERN.test(l.name) && l.alias?.startsWith(ALIAS_PREFIX))
+      .filter((l) => (l.name.startsWith(HOST_PREFIX) || l.name.startsWith(IFB_PREFIX)) && DEVICE_PATTERN.test(l.name) && l.alias?.startsWith(ALIAS_PREFIX))
       .map((l) => l.alias!.slice(ALIAS_PREFIX.length));
     return [...new Set(ids)].sort();
   }
 
   async teardown(): Promise<void> {
     await this.#run('nft', ['-f', '-'], { input: renderDeleteTable(this.#config.table) });
-    // Every device named like ours; host ends first, each takes its veth peer along.
+    // Every device named like ours; host ends first, each takes its veth peer along; ifbs last
+    // (a host end's ingress filter redirects to its ifb).
     const links = [...(await this.#links()).values()].filter((l) => DEVICE_PATTERN.test(l.name));
     const hosts = links.filter((l) => l.name.startsWith(HOST_PREFIX));
     const peered = new Set(hosts.filter((l) => l.kind === 'veth').map((l) => PEER_PREFIX + l.name.slice(HOST_PREFIX.length)));
-    const lonePeers = links.filter((l) => !l.name.startsWith(HOST_PREFIX) && !peered.has(l.name));
-    await ipBatch(this.#exec, [...hosts, ...lonePeers].map((l) => `link del dev ${l.name}`));
+    const lonePeers = links.filter((l) => l.name.startsWith(PEER_PREFIX) && !peered.has(l.name));
+    const ifbs = links.filter((l) => l.name.startsWith(IFB_PREFIX));
+    await ipBatch(this.#exec, [...hosts, ...lonePeers, ...ifbs].map((l) => `link del dev ${l.name}`));
   }
 
   #assertOurs(link: Link, id: string): void {
@@ -180,9 +204,9 @@ export class NftablesDriver implements NetworkDriver {
   #argv(command: string, args: readonly string[]): [string, string[]] {
     const ns = this.#opts.netns;
     if (!ns) return [command, [...args]];
-    // `ip -n` and nsenter enter only the network namespace; `ip netns exec` also makes a mount
-    // namespace and remounts /sys, a cost on every command and nothing nft, ip or sysctl needs.
-    return command === 'ip' ? ['ip', ['-n', ns, ...args]] : ['nsenter', [`--net=/run/netns/${ns}`, '--', command, ...args]];
+    // `ip -n`/`tc -n` switch namespace themselves (with a private /sys, as `ip netns exec` does);
+    // other tools go through nsenter, which enters only the network namespace and execs them.
+    return command === 'ip' || command === 'tc' ? [command, ['-n', ns, ...args]] : ['nsenter', [`--net=/run/netns/${ns}`, '--', command, ...args]];
   }
 
   #run(command: string, args: readonly string[], opts?: RunOptions) {

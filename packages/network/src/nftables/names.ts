@@ -7,8 +7,10 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export const HOST_PREFIX = 'plh';
 /** Veth peer that LXC moves into the sliver. */
 export const PEER_PREFIX = 'pls';
+/** ifb device that carries a sliver's outbound traffic through its rate cap (see shaping.ts). */
+export const IFB_PREFIX = 'pli';
 /** Every device this driver makes matches this; the prefixes are reserved for it. */
-export const DEVICE_PATTERN = /^pl[hs][0-9a-f]{12}$/;
+export const DEVICE_PATTERN = /^pl[hsi][0-9a-f]{12}$/;
 /** Marks a device as a sliver's and records whose: names are hashes, the alias is the way back. */
 export const ALIAS_PREFIX = 'planetlite-sliver:';
 
@@ -26,8 +28,17 @@ export function sliverId(id: string): string {
  * slivers about 1 in 2·10⁹; attach() refuses a name whose alias names another sliver.
  */
 export function deviceNames(id: string): { hostIf: string; peerIf: string } {
-  const h = createHash('sha256').update(sliverId(id)).digest('hex').slice(0, 12);
+  const h = nameHash(id);
   return { hostIf: HOST_PREFIX + h, peerIf: PEER_PREFIX + h };
+}
+
+/** The sliver's ifb (outbound shaping): same hash as its link, so the same clash rules apply. */
+export function ifbName(id: string): string {
+  return IFB_PREFIX + nameHash(id);
+}
+
+function nameHash(id: string): string {
+  return createHash('sha256').update(sliverId(id)).digest('hex').slice(0, 12);
 }
 
 /** nft chain names have no 15-character limit, so they carry the whole id: no clash possible. */

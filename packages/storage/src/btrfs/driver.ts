@@ -13,6 +13,8 @@ export class BtrfsDriver implements StorageDriver {
   readonly capabilities: StorageCapabilities = { snapshots: true, quotas: true };
   readonly #pool: BtrfsPool;
   readonly #locks = new KeyedLock();
+  /** Subvolume id of each root, for usageAll(). */
+  readonly #rootIds = new Map<string, number>();
   #open = false;
 
   constructor(opts: StorageOptions) {
@@ -93,7 +95,13 @@ export class BtrfsDriver implements StorageDriver {
   async deleteRoot(sliver: string): Promise<void> {
     const id = sliverId(sliver);
     const mp = this.#mountpoint();
+    this.#rootIds.delete(id);
     return await this.#locks.with(`root:${id}`, () => volumes.deleteRoot(mp, id));
+  }
+
+  async usageAll(): Promise<Map<string, { exclusiveBytes: number; referencedBytes: number }>> {
+    const mp = this.#mountpoint();
+    return volumes.rootsUsage(mp, await volumes.listRoots(mp), this.#rootIds);
   }
 
   async usage(sliver: string): Promise<{ exclusiveBytes: number; referencedBytes: number } | null> {

@@ -337,6 +337,28 @@ async function showQgroup(path: string, id: number): Promise<{ usage: QgroupUsag
 }
 
 /**
+ * Every level-0 qgroup of the pool by subvolume id, in one command (accounting). A row that shows
+ * up twice (a forged subvolume name with a newline) is left out rather than trusted.
+ */
+export async function qgroupRows(mountpoint: string): Promise<Map<number, QgroupUsage>> {
+  const res = await run('btrfs', ['qgroup', 'show', '--sync', '--raw', mountpoint]);
+  const rows = new Map<number, QgroupUsage>();
+  const twice = new Set<number>();
+  for (const line of res.stdout.split('\n')) {
+    const cols = line.trim().split(/\s+/);
+    const m = /^0\/(\d+)$/.exec(cols[0] ?? '');
+    const referenced = Number(cols[1]);
+    const exclusive = Number(cols[2]);
+    if (!m || !Number.isSafeInteger(referenced) || !Number.isSafeInteger(exclusive)) continue;
+    const id = Number(m[1]);
+    if (rows.has(id)) twice.add(id);
+    rows.set(id, { referenced, exclusive });
+  }
+  for (const id of twice) rows.delete(id);
+  return rows;
+}
+
+/**
  * The referenced and exclusive bytes of the subvolume at `path`. When btrfs says its
  * accounting is inconsistent (it can after some deletions), rescans and reads again.
  */

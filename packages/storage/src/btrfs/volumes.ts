@@ -14,6 +14,7 @@ import {
   limitExclusive,
   listSubvolumes,
   nestedDeepestFirst,
+  qgroupRows,
   qgroupUsage,
   requireTools,
   setReadOnly,
@@ -264,4 +265,25 @@ export async function usage(mountpoint: string, sliverId: string): Promise<{ exc
   const u = await qgroupUsage(mountpoint, root);
   if (!u) throw new Error(`btrfs has no qgroup for the root of sliver ${sliverId} (are quotas enabled on ${mountpoint}?)`);
   return { exclusiveBytes: u.exclusive, referencedBytes: u.referenced };
+}
+
+/**
+ * Usage of every given root from one qgroup listing. Subvolume ids are looked up once per root
+ * and kept in `ids` (a root keeps its id until it is deleted), so a steady node pays one command.
+ */
+export async function rootsUsage(mountpoint: string, roots: string[], ids: Map<string, number>): Promise<Map<string, { exclusiveBytes: number; referencedBytes: number }>> {
+  const rows = await qgroupRows(mountpoint);
+  const out = new Map<string, { exclusiveBytes: number; referencedBytes: number }>();
+  for (const sliver of roots) {
+    let id = ids.get(sliver);
+    if (id === undefined || !rows.has(id)) {
+      id = await subvolumeId(rootPath(mountpoint, sliver)).catch(() => undefined);
+      if (id === undefined) continue;
+      ids.set(sliver, id);
+    }
+    const u = rows.get(id);
+    if (u) out.set(sliver, { exclusiveBytes: u.exclusive, referencedBytes: u.referenced });
+  }
+  for (const sliver of ids.keys()) if (!roots.includes(sliver)) ids.delete(sliver);
+  return out;
 }
