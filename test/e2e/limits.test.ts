@@ -117,6 +117,12 @@ describe('memory watchdog (budget mode)', () => {
     expect(data.used_percent as number).toBeGreaterThanOrEqual(RESET);
     expect(data.memory_bytes as number).toBeGreaterThan(RESET_BYTES * 0.9);
     expect((data.top as Array<{ sliver: string }>)[0]?.sliver).toBe(hog.id);
+    // The slice's members are told, or, with no webhook or SMTP relay configured, that is recorded.
+    const told = await until('the slice.notified event', async () => {
+      const evs = (await admin.listEvents({ type: 'slice.notified', slice: 'lim_hog' })) as Event[];
+      return evs.find((e) => (e.data as { about?: number }).about === ev.id) ?? null;
+    }, 30_000);
+    expect(told.data).toMatchObject({ about_type: 'watchdog.reset', webhook: 'not configured', mail: 'not configured', recipients: [expect.stringContaining('@')] });
     // The warning level was crossed on the way up, and recorded before the reset.
     const warnings = (await admin.listEvents({ type: 'watchdog.warning', after: since })) as Event[];
     expect(warnings.length).toBeGreaterThanOrEqual(1);

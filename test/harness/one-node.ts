@@ -47,8 +47,9 @@ export interface OneNode {
   agent: Agent | null;
   /** `ssh -p PORT USER@NODE COMMAND` from the experimenter's namespace; the trimmed output. */
   ssh(port: number, user: string, command: string, identity?: string): string;
-  /** Starts an agent on the node's state dir (the settings are remembered there). */
-  startAgent(): Promise<Agent>;
+  /** Starts an agent on the node's state dir (the settings are remembered there); `settings`
+   * override the node's agentSettings for this agent. */
+  startAgent(settings?: SettingsOverrides): Promise<Agent>;
   stopAgent(): Promise<void>;
   /** Removes everything, also what a failure left: slivers, devices, the table, the pool. */
   close(): Promise<void>;
@@ -77,8 +78,8 @@ export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
         `${user}@${publicAddress}`, command,
       ], { encoding: 'utf8', timeout: 30_000 }).trim();
     },
-    async startAgent() {
-      const agent = new Agent({ stateDir, log, settings: { ...opts.agentSettings, netns: ns }, waitSeconds: 30, reportEveryMs: 2000 });
+    async startAgent(settings) {
+      const agent = new Agent({ stateDir, log, settings: { ...opts.agentSettings, ...settings, netns: ns }, waitSeconds: 30, reportEveryMs: 2000 });
       await agent.start();
       node.agent = agent;
       return agent;

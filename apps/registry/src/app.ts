@@ -25,6 +25,7 @@ import { nodeSideRoutes } from './routes/nodeside.js';
 import { answers } from './routes/common.js';
 import { ensureAdmin } from './services/bootstrap.js';
 import { startSweeps } from './services/sweeps.js';
+import { Notifier } from './services/notify.js';
 
 export const VERSION = '0.1.0';
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -55,7 +56,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const fanout = opts.fanout ?? (await openFanout({ redisUrl: config.redisUrl, logger: log }));
   await migrate(db);
   const closing = new AbortController();
-  const ctx: RegistryContext = { config, db, fanout, log, closing: closing.signal };
+  const ctx = { config, db, fanout, log, closing: closing.signal } as RegistryContext;
+  ctx.notifier = new Notifier(ctx);
   await ensureAdmin(ctx);
 
   const app = Fastify({
@@ -76,6 +78,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     setTimeout(() => app.server.closeAllConnections(), 2000).unref();
   });
   app.addHook('onClose', async () => {
+    await ctx.notifier.settled();
+    ctx.notifier.close();
     if (!opts.fanout) await fanout.close();
     if (!opts.db) await db.close();
   });

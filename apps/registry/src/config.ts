@@ -1,5 +1,7 @@
 // Registry configuration: command-line flags and environment, checked once at start.
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
+import type { NotifyConfig } from './services/notify.js';
 
 export interface RegistryConfig {
   host: string;
@@ -26,6 +28,8 @@ export interface RegistryConfig {
   usageSampleSeconds: number;
   /** Usage samples older than this are pruned; the history endpoint promises at least 24 h. */
   usageRetentionHours: number;
+  /** How slice members hear of a watchdog reset (webhook, SMTP relay); both may be off. */
+  notify: NotifyConfig;
   /** Run the expiry, node-liveness and usage-retention sweeps on a schedule (off in most tests). */
   sweeps: boolean;
 }
@@ -78,6 +82,11 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     bodyLimitBytes: num('PLANETLITE_BODY_LIMIT_BYTES', 256 * 1024, 1024, 64 * 1024 * 1024),
     usageSampleSeconds: num('PLANETLITE_USAGE_SAMPLE_SECONDS', 60, 10, 3600),
     usageRetentionHours: num('PLANETLITE_USAGE_RETENTION_HOURS', 48, 24, 24 * 366),
+    notify: {
+      webhookUrl: env.PLANETLITE_NOTIFY_WEBHOOK || null,
+      smtpUrl: env.PLANETLITE_SMTP_URL || null,
+      mailFrom: env.PLANETLITE_MAIL_FROM || `PlanetLite <planetlite@${hostname()}>`,
+    },
     sweeps: input.sweeps ?? true,
     ...input.overrides,
   };
@@ -88,6 +97,13 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     throw new ConfigError(`DATABASE_URL must be a postgres:// URL, got '${cfg.databaseUrl}'`);
   }
   if (cfg.redisUrl && !/^rediss?:\/\//.test(cfg.redisUrl)) throw new ConfigError(`REDIS_URL must be a redis:// URL, got '${cfg.redisUrl}'`);
+  const { webhookUrl, smtpUrl } = cfg.notify;
+  if (webhookUrl && !(URL.canParse(webhookUrl) && /^https?:$/.test(new URL(webhookUrl).protocol))) {
+    throw new ConfigError(`PLANETLITE_NOTIFY_WEBHOOK must be an http(s):// URL, got '${webhookUrl}'`);
+  }
+  if (smtpUrl && !/^smtps?:\/\/[^/]+/.test(smtpUrl)) {
+    throw new ConfigError(`PLANETLITE_SMTP_URL must look like smtp://host:25 or smtps://user:pass@host:465, got '${smtpUrl.replace(/\/\/[^@/]*@/, '//…@')}'`);
+  }
   return cfg;
 }
 

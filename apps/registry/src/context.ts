@@ -3,12 +3,15 @@ import type { Logger } from '@planetlite/core';
 import type { Database } from '@planetlite/db';
 import type { Fanout } from '@planetlite/fanout';
 import type { RegistryConfig } from './config.js';
+import type { Notifier } from './services/notify.js';
 
 export interface RegistryContext {
   config: RegistryConfig;
   db: Database;
   fanout: Fanout;
   log: Logger;
+  /** Tells slice members about events that concern them (watchdog resets). */
+  notifier: Notifier;
   /** Aborted when the registry starts closing: long-polls and event streams end at once. */
   closing: AbortSignal;
 }

@@ -22,7 +22,10 @@ Environment:
   PLANETLITE_LONG_POLL_MAX_SECONDS (60), PLANETLITE_NODE_OFFLINE_AFTER_SECONDS (150),
   PLANETLITE_BODY_LIMIT_BYTES (262144),
   PLANETLITE_USAGE_SAMPLE_SECONDS (60: one accounting sample per sliver per interval),
-  PLANETLITE_USAGE_RETENTION_HOURS (48, at least 24: how long samples are kept)`;
+  PLANETLITE_USAGE_RETENTION_HOURS (48, at least 24: how long samples are kept)
+  PLANETLITE_NOTIFY_WEBHOOK    http(s) URL that gets a JSON POST when the watchdog resets a sliver
+  PLANETLITE_SMTP_URL          smtp://host:25 (smtps://user:pass@host:465) relay that mails the
+                               slice's members about it; PLANETLITE_MAIL_FROM sets the sender`;
 
 const program = new Command('planetlite-registry')
   .description('The PlanetLite registry: hands out slices to researchers and desired state to node agents.')

@@ -209,6 +209,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       return changes.record(q, { type: req.body.type, node: nodeId, slice, sliver: req.body.sliver ?? null, data: req.body.data ?? {} });
     });
+    ctx.notifier.after([ev]);
     return reply.code(201).send(ev);
   });
 };
