@@ -79,16 +79,29 @@ describe('a sliver on one node', () => {
   }, 60_000);
 
   it('takes new resource limits while it runs, without a restart', async () => {
-    const probe = () => sshFromNet(sliver.ports.first, 'root', 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.shares; cut -d" " -f22 /proc/1/stat');
-    const [memBefore, , initBefore] = probe().split('\n');
+    const probe = () => sshFromNet(sliver.ports.first, 'root', 'cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us; cut -d" " -f22 /proc/1/stat');
+    const [memBefore, , quotaBefore, initBefore] = probe().split('\n');
     expect(Number(memBefore)).toBe((await admin.getSlice('e2e_hello')).resources.memory_mb * 1024 * 1024);
-    const slice = await admin.updateSlice('e2e_hello', { resources: { memory_mb: 96, cpu_shares: 300 } });
-    expect(slice.resources).toMatchObject({ memory_mb: 96, cpu_shares: 300 });
+    expect(quotaBefore).toBe('-1');
+    const slice = await admin.updateSlice('e2e_hello', { resources: { memory_mb: 96, cpu_shares: 300, cpu_cap_percent: 50 } });
+    expect(slice.resources).toMatchObject({ memory_mb: 96, cpu_shares: 300, cpu_cap_percent: 50 });
     const after = await until('the new limits inside the sliver', async () => {
       const lines = probe().split('\n');
-      return lines[0] === String(96 * 1024 * 1024) && lines[1] === '300' ? lines : null;
+      return lines[0] === String(96 * 1024 * 1024) && lines[1] === '300' && lines[2] === '50000' ? lines : null;
     }, 30_000);
-    expect(after[2]).toBe(initBefore); // the same init: not restarted
+    expect(after[3]).toBe(initBefore); // the same init: not restarted
+    // A busy loop under a 50 % cap gets about half a cpu (cpu time over wall time, from inside).
+    const share = Number(sshFromNet(sliver.ports.first, 'root', [
+      'a=$(cat /sys/fs/cgroup/cpuacct/cpuacct.usage); t0=$(cut -d" " -f1 /proc/uptime | tr -d .)',
+      "timeout 3 sh -c 'while :; do :; done'",
+      'b=$(cat /sys/fs/cgroup/cpuacct/cpuacct.usage); t1=$(cut -d" " -f1 /proc/uptime | tr -d .)',
+      'echo $(( (b - a) / 100000 / (t1 - t0) ))', // ns over centiseconds, in percent
+    ].join('; ')));
+    expect(share).toBeGreaterThan(30);
+    expect(share).toBeLessThanOrEqual(55);
+    // Lifting the cap reaches the running sliver too.
+    await admin.updateSlice('e2e_hello', { resources: { cpu_cap_percent: null } });
+    await until('the cap to be lifted', async () => (probe().split('\n')[2] === '-1' ? true : null), 30_000);
   }, 60_000);
 
   it('keeps running while its agent is away, and a restarted agent tears down what was deleted meanwhile', async () => {

@@ -255,6 +255,7 @@ export class Reconciler {
       rootfs,
       memoryMb: s.resources.memory_mb,
       cpuShares: s.resources.cpu_shares,
+      cpuCapPercent: s.resources.cpu_cap_percent ?? null,
       pids: 4096,
       idmapBase: instance.capabilities.unprivileged ? rec.idmap_base : null,
       net: net.peerIf ? { link: net.peerIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway } : null,

@@ -80,7 +80,7 @@ export function sliceRecord(s: Slice): string {
     ['kind', s.kind],
     ['image', s.image],
     ['expires_at', when(s.expires_at)],
-    ['resources', `memory ${r.memory_mb} MB, cpu_shares ${r.cpu_shares}, disk ${r.disk_mb} MB, net ${r.net_kbps} kbps`],
+    ['resources', `memory ${r.memory_mb} MB, cpu_shares ${r.cpu_shares}${r.cpu_cap_percent ? `, cpu cap ${r.cpu_cap_percent}%` : ''}, disk ${r.disk_mb} MB, net ${r.net_kbps} kbps`],
     ['memory reset', s.memory_reset === 'restore' ? 'restore from the image' : 'restart'],
     ['members', s.members.map((m) => `${m.email} (${m.name}) ${m.id}`)],
     ['created_at', s.created_at],

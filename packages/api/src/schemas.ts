@@ -200,6 +200,7 @@ export const SliceResources = Type.Object(
     cpu_shares: Type.Integer({ minimum: 2, maximum: 262144 }),
     disk_mb: Type.Integer({ minimum: 16, maximum: 1 << 24 }),
     net_kbps: Type.Integer({ minimum: 8, maximum: 100_000_000 }),
+    cpu_cap_percent: Type.Optional(Nullable(Type.Integer({ minimum: 1, maximum: 12_800, description: 'hard cpu cap per sliver, percent of one cpu (150 = one and a half); null or absent: no cap, only cpu_shares' }))),
   },
   Strict,
 );

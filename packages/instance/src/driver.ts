@@ -20,6 +20,8 @@ export interface InstanceSpec {
   memoryMb: number;
   /** Relative CPU weight, cgroup v1 scale (2..262144, 1024 = one default share). */
   cpuShares: number;
+  /** Hard cap, percent of one CPU (CFS quota over a 100 ms period); null/absent: none. */
+  cpuCapPercent?: number | null;
   pids?: number;
   /** Host uid/gid base H of a 65536 range; null = privileged (only if unprivileged is unsupported). */
   idmapBase: number | null;
@@ -94,6 +96,8 @@ export function validateInstanceSpec(spec: InstanceSpec): void {
     bad('memoryMb', `must be an integer from 8 to ${1 << 22}, got ${spec.memoryMb}`);
   if (!Number.isSafeInteger(spec.cpuShares) || spec.cpuShares < 2 || spec.cpuShares > 262144)
     bad('cpuShares', `must be an integer from 2 to 262144, got ${spec.cpuShares}`);
+  if (spec.cpuCapPercent != null && (!Number.isSafeInteger(spec.cpuCapPercent) || spec.cpuCapPercent < 1 || spec.cpuCapPercent > 12_800))
+    bad('cpuCapPercent', `must be an integer from 1 to 12800, or null, got ${spec.cpuCapPercent}`);
   if (spec.pids !== undefined && (!Number.isSafeInteger(spec.pids) || spec.pids < 8 || spec.pids > 4194304))
     bad('pids', `must be an integer from 8 to 4194304, got ${spec.pids}`);
   if (spec.idmapBase !== null) {

@@ -69,6 +69,7 @@ describe('renderConfig', () => {
     expect(one('lxc.apparmor.profile')).toBe('unconfined');
     expect(one('lxc.cgroup.memory.limit_in_bytes')).toBe(String(256 * 1024 * 1024));
     expect(one('lxc.cgroup.cpu.shares')).toBe('512');
+    expect(one('lxc.cgroup.cpu.cfs_quota_us')).toBe('-1'); // no hard cap unless asked
     expect(one('lxc.cgroup.pids.max')).toBe('200');
     expect(one('lxc.cgroup.devices.deny')).toBe('a');
     expect(k.get('lxc.cgroup.devices.allow')).toContain('c 1:3 rwm');

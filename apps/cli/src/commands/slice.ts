@@ -15,6 +15,7 @@ interface ResourceOptions {
   cpuShares?: number;
   diskMb?: number;
   netKbps?: number;
+  cpuCap?: number | null;
 }
 
 interface CreateOptions extends ResourceOptions {
@@ -31,6 +32,7 @@ function resourceOptions(cmd: Command): Command {
     .option('--cpu-shares <n>', 'cpu weight per sliver', integer(2))
     .option('--disk-mb <n>', 'disk per sliver, MB', integer(16))
     .option('--net-kbps <n>', 'network rate cap per sliver, kbit/s, each way', integer(8))
+    .option('--cpu-cap <percent|none>', "hard cpu cap per sliver, % of one cpu (150 = one and a half), or 'none'", (v: string) => (v === 'none' ? null : integer(1, 12_800)(v)))
     .option('--memory-reset <what>', `when the node's memory watchdog resets a sliver: ${MEMORY_RESETS.join(' it as it was, or ')} it from a fresh copy of its image (default restart)`, oneOf(MEMORY_RESETS));
 }
 
@@ -41,6 +43,7 @@ function resourcesFrom(opts: ResourceOptions): NonNullable<SlicePatch['resources
   if (opts.cpuShares !== undefined) r.cpu_shares = opts.cpuShares;
   if (opts.diskMb !== undefined) r.disk_mb = opts.diskMb;
   if (opts.netKbps !== undefined) r.net_kbps = opts.netKbps;
+  if (opts.cpuCap !== undefined) r.cpu_cap_percent = opts.cpuCap;
   return Object.keys(r).length > 0 ? r : undefined;
 }
 
@@ -105,7 +108,7 @@ Examples:
       const resources = resourcesFrom(opts);
       if (resources) body.resources = resources;
       if (opts.memoryReset) body.memory_reset = opts.memoryReset;
-      if (Object.keys(body).length === 0) throw new CliError('slice update needs --description, --url, --memory-reset or a resource (--memory-mb, --cpu-shares, --disk-mb, --net-kbps)');
+      if (Object.keys(body).length === 0) throw new CliError('slice update needs --description, --url, --memory-reset or a resource (--memory-mb, --cpu-shares, --cpu-cap, --disk-mb, --net-kbps)');
       ctx.emit(await (await ctx.client()).updateSlice(name, body), sliceRecord);
     });
 

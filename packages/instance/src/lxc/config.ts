@@ -66,12 +66,22 @@ export function sharesToWeight(shares: number): number {
  * whichever hierarchy holds each controller. The config applies them at start; a running sliver
  * gets changed ones through lxc-cgroup (liveLimits).
  */
+const CFS_PERIOD_US = 100_000;
+
 export function resourceLimits(spec: InstanceSpec, cg: CgroupLayout): Array<{ key: string; file: string; value: string }> {
   const at = (version: 'v1' | 'v2', file: string, value: number) => ({ key: version === 'v1' ? `lxc.cgroup.${file}` : `lxc.cgroup2.${file}`, file, value: String(value) });
   const out: Array<{ key: string; file: string; value: string }> = [];
   const bytes = spec.memoryMb * 1024 * 1024;
   if (cg.memory) out.push(at(cg.memory, cg.memory === 'v1' ? 'memory.limit_in_bytes' : 'memory.max', bytes));
   if (cg.cpu) out.push(cg.cpu === 'v1' ? at('v1', 'cpu.shares', spec.cpuShares) : at('v2', 'cpu.weight', sharesToWeight(spec.cpuShares)));
+  // The hard cap: CFS quota per 100 ms period. Always written (-1 / max = no cap), so lifting a
+  // cap also reaches a running sliver.
+  if (cg.cpu === 'v1') {
+    out.push(at('v1', 'cpu.cfs_period_us', CFS_PERIOD_US), at('v1', 'cpu.cfs_quota_us', spec.cpuCapPercent ? spec.cpuCapPercent * (CFS_PERIOD_US / 100) : -1));
+  } else if (cg.cpu === 'v2') {
+    const quota = spec.cpuCapPercent ? String(spec.cpuCapPercent * (CFS_PERIOD_US / 100)) : 'max';
+    out.push({ key: 'lxc.cgroup2.cpu.max', file: 'cpu.max', value: `${quota} ${CFS_PERIOD_US}` });
+  }
   if (spec.pids !== undefined && cg.pids) out.push(at(cg.pids, 'pids.max', spec.pids));
   return out;
 }

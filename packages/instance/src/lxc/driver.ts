@@ -128,7 +128,8 @@ export class LxcDriver implements InstanceDriver {
     if (previous !== null) {
       const state = await this.state(spec.id);
       if (state === 'running' || state === 'frozen') {
-        for (const l of resourceLimits(spec, facts.cgroups)) await this.#lxc('lxc-cgroup', spec.id, [l.file, l.value]);
+        // '--': a value such as -1 (no cpu cap) is not an option.
+        for (const l of resourceLimits(spec, facts.cgroups)) await this.#lxc('lxc-cgroup', spec.id, ['--', l.file, l.value]);
       }
     }
   }
