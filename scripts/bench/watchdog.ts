@@ -14,8 +14,8 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { Event, Sliver } from '@planetlite/api';
-import { containerName, parseMemoryStat, residentBytes } from '@planetlite/instance';
 import { startOneNode, until, type OneNode } from '../../test/harness/one-node.ts';
+import { memoryCgroup, residentOf } from '../../test/harness/cgroup.ts';
 
 const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '10' }, 'slow-runs': { type: 'string', default: '3' }, write: { type: 'string' } } });
 const RUNS = Number(args.runs);
@@ -28,19 +28,6 @@ const HOG = `awk 'BEGIN{s=sprintf("%1048576s",""); while(1){a[i++]=s; if (i%10==
 
 const watchdog = (intervalMs: number) => ({ watchdog: { budget_mb: BUDGET_MB, warn_percent: 40, reset_percent: RESET, cooldown_seconds: 1, interval_ms: intervalMs } });
 
-function memoryCgroup(s: Sliver): string {
-  const out = execFileSync('find', ['/sys/fs/cgroup/memory', '-maxdepth', '3', '-type', 'd', '-name', `lxc.payload.${containerName(s.id)}`], { encoding: 'utf8' }).trim();
-  if (!out) throw new Error(`no memory cgroup for sliver ${s.id}`);
-  return out.split('\n')[0]!;
-}
-
-function resident(dir: string): number | null {
-  try {
-    return residentBytes(parseMemoryStat(readFileSync(`${dir}/memory.stat`, 'utf8')), 'v1');
-  } catch {
-    return null;
-  }
-}
 
 interface Run {
   reactionMs: number;
@@ -57,7 +44,7 @@ async function runOnce(node: OneNode, quiet: Sliver, hog: Sliver): Promise<Run> 
       return null;
     }
   }, 120_000);
-  const dirs = [quiet, hog].map(memoryCgroup);
+  const dirs = [quiet, hog].map((s) => memoryCgroup(s.id));
   const since = (await node.admin.listEvents({})).at(-1)?.id ?? 0;
   sh(hog, `setsid ${HOG} </dev/null >/dev/null 2>&1 &`);
   let crossedAt: number | null = null;
@@ -67,7 +54,7 @@ async function runOnce(node: OneNode, quiet: Sliver, hog: Sliver): Promise<Run> 
   while (freedAt === null) {
     if (Date.now() > deadline) throw new Error('the hog was not reset within 120 s');
     const now = Date.now();
-    const mem = dirs.map(resident);
+    const mem = dirs.map(residentOf);
     const total = mem.reduce<number>((a, m) => a + (m ?? 0), 0);
     peak = Math.max(peak, total);
     if (crossedAt === null && total >= RESET_BYTES) crossedAt = now;

@@ -3,11 +3,10 @@
 // node's accounting reaches the API. Set up like sliver.test.ts, with its own namespace names, addresses
 // (198.18.250-254.0/24) and sliver subnets (10.80-84.0.0/24), so the e2e files can run side by side.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { Event, PlanetLiteClient, Sliver } from '@planetlite/api';
-import { containerName, parseMemoryStat, residentBytes } from '@planetlite/instance';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
+import { memoryCgroup, residentOf } from '../harness/cgroup.ts';
 
 const MiB = 1024 * 1024;
 // The slivers' memory budget and the watchdog's levels: the hog crosses the warning level some
@@ -35,21 +34,6 @@ async function running(slice: string, memoryMb: number): Promise<Sliver> {
   return s;
 }
 
-/** The sliver container's memory cgroup directory on the host (cgroup v1 here). */
-function memoryCgroup(s: Sliver): string {
-  const out = execFileSync('find', ['/sys/fs/cgroup/memory', '-maxdepth', '3', '-type', 'd', '-name', `lxc.payload.${containerName(s.id)}`], { encoding: 'utf8' }).trim();
-  if (!out) throw new Error(`no memory cgroup for sliver ${s.id}`);
-  return out.split('\n')[0]!;
-}
-
-/** Resident memory as the host's cgroupfs shows it, read by the test itself; null when gone. */
-function resident(dir: string): number | null {
-  try {
-    return residentBytes(parseMemoryStat(readFileSync(`${dir}/memory.stat`, 'utf8')), 'v1');
-  } catch {
-    return null;
-  }
-}
 
 /** The start time of the sliver's init (field 22 of /proc/1/stat): a restart changes it. */
 const initStart = (s: Sliver) => sh(s, 'cut -d" " -f22 /proc/1/stat');
@@ -75,7 +59,7 @@ describe('memory watchdog (budget mode)', () => {
     const hog = await running('lim_hog', 1024);
     const quietStart = quiet.map(initStart);
     const hogStart = initStart(hog);
-    const dirs = [...quiet, hog].map(memoryCgroup);
+    const dirs = [...quiet, hog].map((s) => memoryCgroup(s.id));
     const hogDir = dirs[2]!;
     const since = (await admin.listEvents({})).at(-1)?.id ?? 0;
 
@@ -91,7 +75,7 @@ describe('memory watchdog (budget mode)', () => {
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline && freedAt === null) {
       const now = Date.now();
-      const mem = dirs.map(resident);
+      const mem = dirs.map(residentOf);
       const total = mem.reduce<number>((a, m) => a + (m ?? 0), 0);
       peak = Math.max(peak, total);
       if (crossedAt === null && total >= RESET_BYTES) crossedAt = now;
