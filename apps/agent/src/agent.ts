@@ -2,11 +2,13 @@
 // Each module has start/stop, stopped in reverse order.
 import { PlanetLiteClient, type DesiredState, type ObservedState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
-import { StateDir } from './state.js';
+import { join } from 'node:path';
+import { StateDir, withStateLock } from './state.js';
+import { ImageFetcher } from './fetch.js';
 import { DesiredStateSync } from './sync.js';
 import { Reconciler, type Drivers } from './reconcile.js';
 import { Ledger } from './ledger.js';
-import { ImageIndex } from './images.js';
+import { ImageIndex, sha256File } from './images.js';
 import { loadSettings, type SettingsOverrides } from './settings.js';
 import { EventOutbox } from './outbox.js';
 import { Watchdog } from './watchdog.js';
@@ -38,6 +40,7 @@ export class Agent {
   readonly #reportEveryMs: number;
   #reconciler: Reconciler | null = null;
   #watchdog: Watchdog | null = null;
+  #fetcher: ImageFetcher | null = null;
   /** Events for the registry (watchdog), kept in the state dir until sent. */
   readonly outbox: EventOutbox;
   #timer: NodeJS.Timeout | null = null;
@@ -76,12 +79,30 @@ export class Agent {
     if (this.#opts.drivers !== null) {
       const settings = loadSettings(this.state.dir, this.#opts.settings);
       const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, this.state.dir));
+      const dir = this.state.dir;
+      this.#fetcher = new ImageFetcher({
+        dir: join(dir, 'images'),
+        log: this.#log.child({ component: 'images' }),
+        uploadKbps: settings.image_upload_kbps,
+        onReady: async (target, file) => {
+          await drivers.storage.importImage(target.sha256, file);
+          await withStateLock(dir, 'image fetch', async () =>
+            new ImageIndex(dir).put({ name: target.name, sha256: target.sha256, size: (await sha256File(file)).size, imported_at: new Date().toISOString() }),
+          );
+        },
+        onChange: (image, state, detail) => {
+          if (state === 'ready') this.outbox.push({ type: 'image.fetched', data: detail });
+          // Slivers waiting for the image go on (or show the fetch's error).
+          this.#again();
+        },
+      });
       this.#reconciler = new Reconciler({
         drivers,
-        ledger: new Ledger(this.state.dir),
-        images: new ImageIndex(this.state.dir),
+        ledger: new Ledger(dir),
+        images: new ImageIndex(dir),
         log: this.#log.child({ component: 'reconcile' }),
         maxSlots: slotCount(parseSubnet(settings.sliver_subnet)),
+        fetcher: this.#fetcher,
       });
       const reconciler = this.#reconciler;
       const instance = drivers.instance;
@@ -107,12 +128,13 @@ export class Agent {
     await this.sync.stop();
     await this.#passes;
     await this.#reporting;
+    await this.#fetcher?.close();
     await this.outbox.close();
   }
 
   /** What this node actually has; nothing is claimed that is not there. */
   async observed(): Promise<ObservedState> {
-    return { slivers: this.#reconciler ? await this.#reconciler.observed() : [] };
+    return { slivers: this.#reconciler ? await this.#reconciler.observed() : [], ...(this.#fetcher ? { images: this.#fetcher.report() } : {}) };
   }
 
   /** Sends observed state; failures are logged and retried on the next tick. */
@@ -143,6 +165,14 @@ export class Agent {
       }
       await ack;
     })();
+    this.#passes = Promise.all([this.#passes, pass]).then(() => undefined, () => undefined);
+  }
+
+  /** Runs the last document again, like a new one. */
+  #again(): void {
+    const reconciler = this.#reconciler;
+    if (!reconciler) return;
+    const pass = reconciler.again().catch((err: unknown) => this.#log.error({ err }, 'reconcile pass failed')).then(() => this.report());
     this.#passes = Promise.all([this.#passes, pass]).then(() => undefined, () => undefined);
   }
 

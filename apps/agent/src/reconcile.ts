@@ -12,6 +12,12 @@ import type { ImageIndex } from './images.js';
 import type { Ledger, SliverRecord } from './ledger.js';
 import { keysScript, provisionRoot } from './provision.js';
 
+/** What a pass needs of the image fetcher (fetch.ts). */
+export interface Fetcher {
+  want(target: { name: string; sha256: string; magnet: string | null; webSeed: string | null }): void;
+  state(name: string): { state: string; error: string | null; progress: number } | undefined;
+}
+
 export interface Drivers {
   storage: StorageDriver;
   instance: InstanceDriver;
@@ -46,7 +52,10 @@ export class Reconciler {
    * snapshots and lxc-starts at the same instant, and one slow sliver must not hold up the rest. */
   readonly #limit: LimitFunction;
 
-  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number }) {
+  readonly #fetcher: Fetcher | null;
+
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null }) {
+    this.#fetcher = opts.fetcher ?? null;
     this.#limit = pLimit(opts.concurrency ?? 6);
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
@@ -134,6 +143,11 @@ export class Reconciler {
     return out;
   }
 
+  /** Runs the last document again (an image arrived, a fetch failed). */
+  again(): Promise<void> {
+    return this.#desired ? this.reconcile(this.#desired) : Promise.resolve();
+  }
+
   /** Slivers this node holds, for the memory watchdog (which never looks at anything else). */
   slivers(): Array<{ id: string; slice: string }> {
     return this.#ledger.all().map((r) => ({ id: r.id, slice: r.slice }));
@@ -206,8 +220,19 @@ export class Reconciler {
   async #ensureOrThrow(s: DesiredSliver): Promise<void> {
     const { storage, instance, network } = this.#d;
     this.#log.debug({ sliver: s.id, image: s.image.name }, 'ensure');
-    const image = this.#images.byName(s.image.name);
+    const local = this.#images.byName(s.image.name);
+    // The registry's published archive wins over a local one of the same name.
+    const image = local && (!s.image.sha256 || local.sha256 === s.image.sha256) ? local : undefined;
     if (!image || !(await storage.hasImage(image.sha256))) {
+      const { sha256, magnet, web_seed: webSeed } = s.image;
+      if (this.#fetcher && sha256 && (magnet || webSeed)) {
+        this.#fetcher.want({ name: s.image.name, sha256, magnet, webSeed });
+        const f = this.#fetcher.state(s.image.name);
+        // A failed fetch is the sliver's error; the fetcher retries and a new pass follows.
+        if (f?.state === 'failed') this.#status.set(s.id, { state: 'failed', error: `image ${s.image.name}: ${f.error}` });
+        else this.#status.set(s.id, { state: 'provisioning', error: `fetching image ${s.image.name} (${Math.round((f?.progress ?? 0) * 100)}%)` });
+        return;
+      }
       this.#status.set(s.id, { state: 'provisioning', error: `image ${s.image.name} is not on this node yet (planetlite-agent image import NAME FILE)` });
       return;
     }

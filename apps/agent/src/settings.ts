@@ -14,6 +14,8 @@ export interface AgentSettings {
   sliver_subnet: string;
   /** Network namespace the node's slivers live in; only for multi-node testbeds on one machine. */
   netns: string | null;
+  /** Upload cap when seeding images to other nodes, kbit/s; null: none. */
+  image_upload_kbps: number | null;
   /** The memory watchdog (watchdog.ts); fields missing from settings.json take their defaults. */
   watchdog: WatchdogSettings;
 }
@@ -29,6 +31,7 @@ export function defaultSettings(stateDir: string): AgentSettings {
     lxc_path: join(stateDir, 'lxc'),
     sliver_subnet: '10.200.0.0/16',
     netns: null,
+    image_upload_kbps: 20_000,
     watchdog: { ...defaultWatchdogSettings },
   };
 }

@@ -1,0 +1,211 @@
+// Images over BitTorrent (CoreLab §6.3): a node fetches an image's archive from its peers and the
+// registry's seeder, with the registry's HTTP web seed as the fallback, checks the sha256 the
+// registry published before anything is imported, and keeps seeding it to other nodes.
+import { mkdirSync, rmSync, existsSync, createWriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import WebTorrent, { type Torrent, type Wire } from 'webtorrent';
+import type { NodeImage } from '@planetlite/api';
+import type { Logger } from '@planetlite/core';
+import { sha256File } from './images.js';
+
+export interface FetchTarget {
+  name: string;
+  sha256: string;
+  magnet: string | null;
+  webSeed: string | null;
+}
+
+type FetchState = 'fetching' | 'verifying' | 'importing' | 'ready' | 'failed';
+
+interface Entry {
+  target: FetchTarget;
+  state: FetchState;
+  error: string | null;
+  torrent: Torrent | null;
+  startedAt: number;
+  /** Bytes that came from other BitTorrent peers (nodes or the registry's seeder); the rest of
+   * what was downloaded came from the web seed. */
+  peerBytes: number;
+  httpBytes: number;
+  attempts: number;
+  retry: NodeJS.Timeout | null;
+}
+
+export interface ImageFetcherOptions {
+  /** Where archives are downloaded and kept for seeding. */
+  dir: string;
+  log: Logger;
+  /** Upload cap for seeding to other nodes, kbit/s; null: none. */
+  uploadKbps: number | null;
+  /** Imports a verified archive (storage pool + image index). */
+  onReady: (target: FetchTarget, file: string) => Promise<void>;
+  /** An image was fetched, verified and imported, or its fetch failed. */
+  onChange: (image: string, state: FetchState, detail: Record<string, unknown>) => void;
+  /** Without torrent metadata after this long, fetch the archive over plain HTTP instead. */
+  metadataTimeoutMs?: number;
+  /** First retry after a failure; doubles up to 5 min. */
+  retryMs?: number;
+}
+
+export class ImageFetcher {
+  readonly #o: ImageFetcherOptions;
+  readonly #client: WebTorrent;
+  readonly #entries = new Map<string, Entry>();
+  #closed = false;
+
+  constructor(opts: ImageFetcherOptions) {
+    this.#o = opts;
+    mkdirSync(opts.dir, { recursive: true });
+    // Only the registry's tracker: no DHT, local discovery or NAT traversal, and plain TCP.
+    this.#client = new WebTorrent({
+      dht: false, lsd: false, natUpnp: false, natPmp: false, utp: false,
+      ...(opts.uploadKbps ? { uploadLimit: Math.round((opts.uploadKbps * 1000) / 8) } : {}),
+    });
+    this.#client.on('error', (err: Error) => opts.log.warn({ err: err.message }, 'bittorrent client error'));
+  }
+
+  /** Starts fetching an image unless it is being fetched, ready, or waiting for its retry. */
+  want(target: FetchTarget): void {
+    if (this.#closed) return;
+    const known = this.#entries.get(target.name);
+    if (known && known.target.sha256 === target.sha256) return;
+    if (known) this.#drop(known);
+    const entry: Entry = { target, state: 'fetching', error: null, torrent: null, startedAt: Date.now(), peerBytes: 0, httpBytes: 0, attempts: 0, retry: null };
+    this.#entries.set(target.name, entry);
+    this.#start(entry);
+  }
+
+  /** One image's state, or undefined when it was never asked for. */
+  state(name: string): { state: FetchState; error: string | null; progress: number } | undefined {
+    const e = this.#entries.get(name);
+    return e && { state: e.state, error: e.error, progress: this.#progress(e) };
+  }
+
+  /** Every image's fetch, for the node's observed state (API.md: images on the node). */
+  report(): NodeImage[] {
+    return [...this.#entries.values()].map((e) => {
+      const { peers, webseed } = this.#sources(e);
+      return { image: e.target.name, state: e.state, progress: this.#progress(e), bytes_from_peers: peers, bytes_from_webseed: webseed };
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const e of this.#entries.values()) if (e.retry) clearTimeout(e.retry);
+    await new Promise<void>((resolve) => this.#client.destroy(() => resolve()));
+  }
+
+  #progress(e: Entry): number {
+    if (e.state === 'ready') return 1;
+    return e.torrent ? Math.round(e.torrent.progress * 1000) / 1000 : 0;
+  }
+
+  #sources(e: Entry): { peers: number; webseed: number } {
+    const total = e.torrent?.downloaded ?? 0;
+    return { peers: e.peerBytes, webseed: Math.max(0, total - e.peerBytes) + e.httpBytes };
+  }
+
+  #start(entry: Entry): void {
+    const { target } = entry;
+    const path = join(this.#o.dir, target.sha256);
+    entry.attempts++;
+    entry.state = 'fetching';
+    if (!target.magnet) {
+      void this.#overHttp(entry, path);
+      return;
+    }
+    mkdirSync(path, { recursive: true });
+    const torrent = this.#client.add(target.magnet, { path, ...(target.webSeed ? { urlList: [target.webSeed] } : {}) });
+    entry.torrent = torrent;
+    // Count what peers send; the web seed is a wire too, of type webSeed.
+    torrent.on('wire', (wire: Wire) => {
+      if (wire.type !== 'webSeed') wire.on('download', (n: number) => (entry.peerBytes += n));
+    });
+    torrent.on('error', (err: Error) => this.#fail(entry, `bittorrent: ${err.message}`));
+    const noMetadata = setTimeout(() => {
+      if (torrent.ready || entry.torrent !== torrent) return;
+      this.#o.log.info({ image: target.name }, 'no torrent metadata yet; fetching the archive from the web seed');
+      entry.torrent = null;
+      torrent.destroy({ destroyStore: true });
+      void this.#overHttp(entry, path);
+    }, this.#o.metadataTimeoutMs ?? 20_000);
+    torrent.on('ready', () => clearTimeout(noMetadata));
+    torrent.on('done', () => {
+      const file = torrent.files[0];
+      if (!file || torrent.files.length !== 1) return void this.#fail(entry, `the torrent of ${target.name} must hold exactly one file`);
+      void this.#verify(entry, join(path, file.path));
+    });
+  }
+
+  /** Plain HTTP from the web seed: when there is no magnet, or no peer answered with metadata. */
+  async #overHttp(entry: Entry, path: string): Promise<void> {
+    const url = entry.target.webSeed;
+    if (!url) return this.#fail(entry, `image ${entry.target.name} has neither a magnet link with peers nor a web seed`);
+    mkdirSync(path, { recursive: true });
+    const file = join(path, 'archive.http');
+    try {
+      const res = await fetch(url);
+      if (!res.ok || !res.body) throw new Error(`GET ${url} answered ${res.status}`);
+      const counted = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
+      counted.on('data', (c: Buffer) => (entry.httpBytes += c.length));
+      await pipeline(counted, createWriteStream(file));
+    } catch (err) {
+      return this.#fail(entry, `web seed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    await this.#verify(entry, file);
+  }
+
+  /** Never imports an archive whose sha256 is not the one the registry published. */
+  async #verify(entry: Entry, file: string): Promise<void> {
+    const { target } = entry;
+    entry.state = 'verifying';
+    const { sha256 } = await sha256File(file);
+    if (sha256 !== target.sha256) {
+      entry.torrent?.destroy({ destroyStore: true });
+      entry.torrent = null;
+      rmSync(join(this.#o.dir, target.sha256), { recursive: true, force: true });
+      return this.#fail(entry, `the archive of ${target.name} has sha256 ${sha256}, not the published ${target.sha256}; refused`);
+    }
+    entry.state = 'importing';
+    try {
+      await this.#o.onReady(target, file);
+    } catch (err) {
+      return this.#fail(entry, `import: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    entry.state = 'ready';
+    entry.error = null;
+    const { peers, webseed } = this.#sources(entry);
+    this.#o.log.info({ image: target.name, bytes_from_peers: peers, bytes_from_webseed: webseed }, 'image fetched');
+    this.#o.onChange(target.name, 'ready', { image: target.name, sha256: target.sha256, bytes_from_peers: peers, bytes_from_webseed: webseed, seconds: (Date.now() - entry.startedAt) / 1000 });
+  }
+
+  #fail(entry: Entry, error: string): void {
+    if (this.#closed) return;
+    // A retry adds the torrent anew: the client refuses a duplicate.
+    entry.torrent?.destroy();
+    entry.torrent = null;
+    entry.state = 'failed';
+    entry.error = error;
+    this.#o.log.warn({ image: entry.target.name, err: error, attempt: entry.attempts }, 'image fetch failed; retrying later');
+    this.#o.onChange(entry.target.name, 'failed', { image: entry.target.name, error, attempt: entry.attempts });
+    const delay = Math.min(300_000, (this.#o.retryMs ?? 30_000) * 2 ** (entry.attempts - 1));
+    entry.retry = setTimeout(() => {
+      entry.retry = null;
+      if (this.#entries.get(entry.target.name) === entry && !this.#closed) this.#start(entry);
+    }, delay);
+    entry.retry.unref();
+  }
+
+  #drop(entry: Entry): void {
+    if (entry.retry) clearTimeout(entry.retry);
+    entry.torrent?.destroy();
+    this.#entries.delete(entry.target.name);
+  }
+
+  /** Whether an archive for this sha256 is kept here (for seeding). */
+  has(sha256: string): boolean {
+    return existsSync(join(this.#o.dir, sha256));
+  }
+}

@@ -1,0 +1,52 @@
+// The part of webtorrent 3 (which ships no types) that the agent's image fetcher uses.
+declare module 'webtorrent' {
+  import type { EventEmitter } from 'node:events';
+
+  interface Wire extends EventEmitter {
+    type: string;
+  }
+
+  interface Torrent extends EventEmitter {
+    infoHash: string;
+    magnetURI: string;
+    ready: boolean;
+    done: boolean;
+    progress: number;
+    downloaded: number;
+    uploaded: number;
+    length: number;
+    path: string;
+    files: Array<{ name: string; path: string; length: number }>;
+    addWebSeed(url: string): void;
+    destroy(opts?: { destroyStore?: boolean }, cb?: (err: Error | null) => void): void;
+  }
+
+  interface ClientOptions {
+    dht?: boolean;
+    lsd?: boolean;
+    natUpnp?: boolean;
+    natPmp?: boolean;
+    utp?: boolean;
+    webSeeds?: boolean;
+    tracker?: boolean | object;
+    torrentPort?: number;
+    uploadLimit?: number;
+    downloadLimit?: number;
+  }
+
+  interface AddOptions {
+    path?: string;
+    announce?: string[];
+    urlList?: string[];
+  }
+
+  export default class WebTorrent extends EventEmitter {
+    constructor(opts?: ClientOptions);
+    torrents: Torrent[];
+    add(torrentId: string | Buffer, opts?: AddOptions, onTorrent?: (t: Torrent) => void): Torrent;
+    seed(input: string | string[], opts?: AddOptions & { name?: string; private?: boolean }, onSeed?: (t: Torrent) => void): Torrent;
+    remove(torrentId: string | Torrent, opts?: { destroyStore?: boolean }, cb?: (err: Error | null) => void): Promise<void>;
+    destroy(cb?: (err: Error | null) => void): void;
+  }
+  export type { Torrent, Wire };
+}
