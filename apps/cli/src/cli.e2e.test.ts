@@ -1,13 +1,14 @@
 // The CLI end to end against a real registry (in-process, embedded PGlite in memory).
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PlanetLiteClient, type EnrollmentToken, type Event, type Site, type Slice, type Sliver, type SshKey, type UsageHistory, type User } from '@planetlite/api';
+import { PlanetLiteClient, type EnrollmentToken, type Event, type Image, type Site, type Slice, type Sliver, type SshKey, type UsageHistory, type User } from '@planetlite/api';
 // Deliberately a static import: if the registry is not built this file fails loudly instead of skipping.
 import { startRegistry } from '@planetlite/registry';
 import { runCli } from './cli.js';
@@ -307,6 +308,30 @@ describe('planetlite against a live registry', () => {
     expect(events.map((e) => e.type)).toContain('slice.created');
     const table = await ok(['events', '--slice', 'princeton_codeen', '--type', 'slice.created'], { config: piConfig });
     expect(table.split('\n')[0]).toMatch(/^ID\s+AT\s+TYPE\s+SLICE\s+NODE\s+DATA$/);
+  });
+
+  it('image push uploads an archive as admin, which image ls and image show then list', async () => {
+    const file = join(dir, 'tiny.tar.gz');
+    const data = Buffer.concat([Buffer.from([0x1f, 0x8b]), randomBytes(300_000)]);
+    await writeFile(file, data);
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const img = await okJson<Image>(['image', 'push', file, '--name', 'tiny-2026.11', '--kinds', 'lxc,kvm', '--image-version', '2026.11'], { config: adminConfig });
+    expect(img).toMatchObject({ name: 'tiny-2026.11', version: '2026.11', arch: 'x86_64', kinds: ['lxc', 'kvm'], sha256, size: data.length });
+    expect(img.magnet).toMatch(/^magnet:\?xt=urn:btih:[0-9a-f]{40}&/);
+    expect(img.web_seed).toBe(`${registry.url}/v1/images/tiny-2026.11/archive`);
+    expect(Buffer.from(await (await fetch(img.web_seed!)).arrayBuffer()).equals(data)).toBe(true);
+
+    const list = await okJson<Image[]>(['image', 'ls'], { config: piConfig });
+    expect(list.find((i) => i.name === 'tiny-2026.11')).toEqual(img);
+    const table = (await ok(['image', 'ls'], { config: piConfig })).split('\n');
+    expect(table[0]).toMatch(/^NAME\s+VERSION\s+ARCH\s+KINDS\s+SIZE\s+SHA256\s+CREATED_AT$/);
+    expect(table.some((l) => /^tiny-2026\.11\s+2026\.11\s+x86_64\s+lxc,kvm\s/.test(l))).toBe(true);
+    expect(await ok(['image', 'show', 'tiny-2026.11'], { config: piConfig })).toMatch(new RegExp(`^sha256:\\s+${sha256}$`, 'm'));
+
+    // Immutable: the same name again is refused; only an admin may push.
+    expectOneLineError(await cli(['image', 'push', file, '--name', 'tiny-2026.11'], { config: adminConfig }), /\(already_exists\)$/m);
+    expectOneLineError(await cli(['image', 'push', file, '--name', 'tiny-pi'], { config: piConfig }), /\(forbidden\)$/m);
+    expectOneLineError(await cli(['image', 'push', join(dir, 'missing.tar'), '--name', 'x1'], { config: adminConfig }), 'is not a readable file');
   });
 
   it('says so when not logged in, after logout, or when the registry is unreachable', async () => {

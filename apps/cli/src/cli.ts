@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { registerAuth } from './commands/auth.js';
 import { registerEvents } from './commands/events.js';
+import { registerImage } from './commands/image.js';
 import { registerKey } from './commands/key.js';
 import { registerNode } from './commands/node.js';
 import { registerSite } from './commands/site.js';
@@ -57,6 +58,7 @@ Every command answers --help.`,
   registerSlice(program, ctx);
   registerSliver(program, ctx);
   registerNode(program, ctx);
+  registerImage(program, ctx);
   registerEvents(program, ctx);
   return { program, ctx };
 }

@@ -202,9 +202,24 @@ export function nodeRecord(n: Node): string {
 
 export function imageTable(images: readonly Image[]): string {
   return formatTable(
-    ['NAME', 'KINDS', 'SIZE', 'SHA256', 'CREATED_AT'],
-    images.map((i) => [i.name, i.kinds.join(','), bytes(i.size), i.sha256.slice(0, 16), i.created_at]),
+    ['NAME', 'VERSION', 'ARCH', 'KINDS', 'SIZE', 'SHA256', 'CREATED_AT'],
+    images.map((i) => [i.name, i.version, i.arch, i.kinds.join(','), bytes(i.size), i.sha256.slice(0, 16), i.created_at]),
   );
+}
+
+export function imageRecord(i: Image): string {
+  return formatRecord([
+    ['name', i.name],
+    ['version', i.version],
+    ['arch', i.arch],
+    ['kinds', i.kinds.join(',')],
+    ['size', `${bytes(i.size)} (${i.size} bytes)`],
+    ['sha256', i.sha256],
+    ['infohash', i.infohash],
+    ['magnet', i.magnet],
+    ['web_seed', i.web_seed],
+    ['created_at', i.created_at],
+  ]);
 }
 
 export function eventTable(events: readonly Event[]): string {

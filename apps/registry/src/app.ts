@@ -22,10 +22,12 @@ import { sliceRoutes } from './routes/slices.js';
 import { sliverRoutes } from './routes/slivers.js';
 import { eventRoutes } from './routes/events.js';
 import { nodeSideRoutes } from './routes/nodeside.js';
+import { imageRoutes } from './routes/images.js';
 import { answers } from './routes/common.js';
 import { ensureAdmin } from './services/bootstrap.js';
 import { startSweeps } from './services/sweeps.js';
 import { Notifier } from './services/notify.js';
+import { ImageService } from './services/images.js';
 
 export const VERSION = '0.1.0';
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -59,6 +61,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const ctx = { config, db, fanout, log, closing: closing.signal } as RegistryContext;
   ctx.notifier = new Notifier(ctx);
   await ensureAdmin(ctx);
+  ctx.images = await ImageService.open(ctx);
 
   const app = Fastify({
     loggerInstance: log as FastifyBaseLogger,
@@ -77,7 +80,11 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     closing.abort();
     setTimeout(() => app.server.closeAllConnections(), 2000).unref();
   });
+  // The seeder announces to this registry's tracker, so it starts once the registry listens (a
+  // tick later: startRegistry fills in the public URL of a port-0 listen right after listen()).
+  app.server.once('listening', () => setImmediate(() => void ctx.images.startSeeding().catch((err: unknown) => log.error({ err }, 'image seeder did not start'))));
   app.addHook('onClose', async () => {
+    await ctx.images.close();
     await ctx.notifier.settled();
     ctx.notifier.close();
     if (!opts.fanout) await fanout.close();
@@ -116,5 +123,6 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   await app.register(sliverRoutes);
   await app.register(eventRoutes);
   await app.register(nodeSideRoutes);
+  await app.register(imageRoutes);
   return app;
 }

@@ -32,6 +32,17 @@ export interface RegistryConfig {
   notify: NotifyConfig;
   /** Run the expiry, node-liveness and usage-retention sweeps on a schedule (off in most tests). */
   sweeps: boolean;
+  /**
+   * Where uploaded image archives live (one file per sha256). Absent: <dataDir>/images, or without
+   * a dataDir a temporary directory made at start and removed at close (tests).
+   */
+  imagesDir: string | undefined;
+  /** Largest image archive POST /v1/images takes. */
+  maxImageBytes: number;
+  /** The image seeder's BitTorrent TCP port; 0 picks a free one. */
+  torrentPort: number;
+  /** Upload cap of the image seeder, kbit/s; undefined: no cap. */
+  seedUploadKbps: number | undefined;
 }
 
 export interface ConfigInput {
@@ -88,6 +99,10 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
       mailFrom: env.PLANETLITE_MAIL_FROM || `PlanetLite <planetlite@${hostname()}>`,
     },
     sweeps: input.sweeps ?? true,
+    imagesDir: env.PLANETLITE_IMAGES_DIR ? resolve(env.PLANETLITE_IMAGES_DIR) : undefined,
+    maxImageBytes: num('PLANETLITE_MAX_IMAGE_BYTES', 8 * 1024 ** 3, 1, 2 ** 50),
+    torrentPort: num('PLANETLITE_TORRENT_PORT', 0, 0, 65535),
+    seedUploadKbps: env.PLANETLITE_SEED_UPLOAD_KBPS ? num('PLANETLITE_SEED_UPLOAD_KBPS', 0, 8, 100_000_000) : undefined,
     ...input.overrides,
   };
   if (cfg.adminPassword !== undefined && cfg.adminPassword.length < 8) {

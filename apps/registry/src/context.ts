@@ -4,6 +4,7 @@ import type { Database } from '@planetlite/db';
 import type { Fanout } from '@planetlite/fanout';
 import type { RegistryConfig } from './config.js';
 import type { Notifier } from './services/notify.js';
+import type { ImageService } from './services/images.js';
 
 export interface RegistryContext {
   config: RegistryConfig;
@@ -12,6 +13,8 @@ export interface RegistryContext {
   log: Logger;
   /** Tells slice members about events that concern them (watchdog resets). */
   notifier: Notifier;
+  /** Image archives: their directory, the tracker that admits their torrents, the seeder. */
+  images: ImageService;
   /** Aborted when the registry starts closing: long-polls and event streams end at once. */
   closing: AbortSignal;
 }

@@ -25,7 +25,12 @@ Environment:
   PLANETLITE_USAGE_RETENTION_HOURS (48, at least 24: how long samples are kept)
   PLANETLITE_NOTIFY_WEBHOOK    http(s) URL that gets a JSON POST when the watchdog resets a sliver
   PLANETLITE_SMTP_URL          smtp://host:25 (smtps://user:pass@host:465) relay that mails the
-                               slice's members about it; PLANETLITE_MAIL_FROM sets the sender`;
+                               slice's members about it; PLANETLITE_MAIL_FROM sets the sender
+  PLANETLITE_IMAGES_DIR        where uploaded image archives are kept (default <data-dir>/images);
+                               several replicas must share it (e.g. NFS) to serve every image
+  PLANETLITE_MAX_IMAGE_BYTES   largest image upload (default 8589934592, 8 GiB)
+  PLANETLITE_TORRENT_PORT      TCP port the image seeder takes BitTorrent peers on (default 0: any)
+  PLANETLITE_SEED_UPLOAD_KBPS  upload cap of the image seeder in kbit/s (default: none)`;
 
 const program = new Command('planetlite-registry')
   .description('The PlanetLite registry: hands out slices to researchers and desired state to node agents.')

@@ -98,6 +98,44 @@ export class PlanetLiteClient {
   // images
   listImages() { return this.request<{ images: S.Image[] }>('GET', '/v1/images').then((r) => r.images); }
   getImage(name: string) { return this.request<S.Image>('GET', `/v1/images/${enc(name)}`); }
+  /**
+   * Uploads an image archive (admin): streams body without buffering it. size becomes the
+   * Content-Length (the registry refuses an oversized upload before reading it); sha256 (hex) is
+   * checked by the registry, which keeps nothing on a mismatch; onProgress hears of every chunk
+   * handed to the connection. Give a signal for large files: there is no timeout of its own.
+   */
+  async uploadImage(
+    manifest: S.ImageUploadQuery,
+    body: AsyncIterable<Uint8Array>,
+    opts: { size?: number; sha256?: string; onProgress?: (sentBytes: number) => void; signal?: AbortSignal } = {},
+  ): Promise<S.Image> {
+    const url = new URL(`${this.registry}/v1/images`);
+    for (const [k, v] of Object.entries(manifest)) if (v !== undefined) url.searchParams.set(k, String(v));
+    const headers: Record<string, string> = { accept: 'application/json', 'content-type': 'application/octet-stream' };
+    if (this.token) headers.authorization = `Bearer ${this.token}`;
+    if (opts.size !== undefined) headers['content-length'] = String(opts.size);
+    if (opts.sha256) headers['x-content-sha256'] = opts.sha256;
+    const source = body[Symbol.asyncIterator]();
+    let sent = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const next = await source.next();
+        if (next.done) return controller.close();
+        sent += next.value.byteLength;
+        controller.enqueue(next.value);
+        opts.onProgress?.(sent);
+      },
+      async cancel(reason) {
+        await source.return?.(reason);
+      },
+    });
+    // duplex 'half': a streamed request body (fetch's own option, missing from older DOM typings).
+    const init: RequestInit & { duplex: 'half' } = { method: 'POST', headers, body: stream, duplex: 'half' };
+    if (opts.signal) init.signal = opts.signal;
+    const res = await this.#fetch(url, init);
+    if (res.status >= 400) throw new ApiError(await problemOf(res));
+    return (await res.json()) as S.Image;
+  }
 
   // slices
   listSlices(query: { site?: string } = {}) { return this.request<{ slices: S.Slice[] }>('GET', '/v1/slices', { query }).then((r) => r.slices); }

@@ -179,19 +179,35 @@ export const EnrollResponse = Type.Object({ node_id: Uuid, node_key: Type.String
 export type EnrollResponse = Static<typeof EnrollResponse>;
 
 // ---- images ----------------------------------------------------------------------------------
+export const IMAGE_VERSION_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$';
+export const IMAGE_ARCH_PATTERN = '^[a-z0-9_]{1,32}$';
 export const Image = Type.Object(
   {
     name: Type.String(),
-    sha256: Type.String(),
-    size: Type.Integer(),
+    version: Nullable(Type.String({ description: 'free-form label; a new version is uploaded under a new name' })),
+    arch: Type.String({ description: 'machine architecture of the root filesystem, e.g. x86_64' }),
+    sha256: Type.String({ description: 'hex sha256 of the archive' }),
+    size: Type.Integer({ description: 'bytes of the archive' }),
     kinds: Type.Array(Enum(SLICE_KINDS)),
-    infohash: Nullable(Type.String()),
-    magnet: Nullable(Type.String()),
+    infohash: Nullable(Type.String({ description: 'BitTorrent v1 infohash (hex) of the private torrent of the archive' })),
+    magnet: Nullable(Type.String({ description: 'magnet link with the registry\'s tracker (tr) and web seed (ws)' })),
+    web_seed: Nullable(Type.String({ description: 'URL of the archive over HTTP (GET /v1/images/{name}/archive); null when the registry holds no archive' })),
     created_at: Timestamp,
   },
   { title: 'Image' },
 );
 export type Image = Static<typeof Image>;
+/** POST /v1/images: the archive is the body (application/octet-stream); its manifest is the query. */
+export const ImageUploadQuery = Type.Object(
+  {
+    name: Type.String({ pattern: IMAGE_NAME_PATTERN, description: 'unique and immutable: a new version is a new name, e.g. debian12-2026.11' }),
+    kinds: Type.Optional(Type.String({ pattern: '^(lxc|kvm)(,(lxc|kvm))*$', description: 'comma-separated sliver kinds the image serves (default lxc)' })),
+    version: Type.Optional(Type.String({ pattern: IMAGE_VERSION_PATTERN })),
+    arch: Type.Optional(Type.String({ pattern: IMAGE_ARCH_PATTERN, description: 'default x86_64' })),
+  },
+  Strict,
+);
+export type ImageUploadQuery = Static<typeof ImageUploadQuery>;
 
 // ---- slices ----------------------------------------------------------------------------------
 export const SliceResources = Type.Object(

@@ -1,8 +1,8 @@
-// node ls|show and image ls: what the testbed offers to run slivers on and from.
+// node ls|show: the machines the testbed offers to run slivers on (images: image.ts).
 import type { Command } from 'commander';
 import type { Context } from '../context.js';
 import { resolveNodeId } from '../resolve.js';
-import { imageTable, nodeRecord, nodeTable } from '../render.js';
+import { nodeRecord, nodeTable } from '../render.js';
 
 export function registerNode(program: Command, ctx: Context): void {
   const node = program.command('node').description('nodes: machines that host slivers, enrolled by their site');
@@ -23,15 +23,5 @@ export function registerNode(program: Command, ctx: Context): void {
     .action(async (ref: string) => {
       const client = await ctx.client();
       ctx.emit(await client.getNode(await resolveNodeId(client, ref)), nodeRecord);
-    });
-
-  const image = program.command('image').description('images: root filesystems slivers are built from');
-
-  image
-    .command('ls')
-    .alias('list')
-    .description('list images')
-    .action(async () => {
-      ctx.emit(await (await ctx.client()).listImages(), imageTable);
     });
 }

@@ -1,11 +1,11 @@
-// Node enrollment and the node list researchers pick from; images nodes can run.
+// Node enrollment and the node list researchers pick from (images: routes/images.ts).
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { EnrollRequest, EnrollResponse, Image, Node, LOGIN_BASE_PATTERN, IMAGE_NAME_PATTERN } from '@planetlite/api';
+import { EnrollRequest, EnrollResponse, Node, LOGIN_BASE_PATTERN } from '@planetlite/api';
 import { requireUser, requireUserOrNode } from '../plugins/auth.js';
-import { toImage, toNode } from '../services/mappers.js';
+import { toNode } from '../services/mappers.js';
 import { hashSecret, newSecret } from '../services/secrets.js';
 import { withChanges } from '../services/changes.js';
 import { answers, bearer, IdParams } from './common.js';
@@ -90,28 +90,5 @@ export const nodeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { rows } = await ctx.db.query('SELECT * FROM nodes WHERE id = $1', [req.params.id]);
     if (!rows[0]) throw new AppError('not_found', `node ${req.params.id} not found`);
     return toNode(rows[0]);
-  });
-
-  app.get('/v1/images', {
-    schema: { tags: ['images'], summary: 'Published images', security: bearer, response: answers({ 200: Type.Object({ images: Type.Array(Image) }) }) },
-  }, async (req) => {
-    requireUser(req);
-    const { rows } = await ctx.db.query('SELECT * FROM images ORDER BY name');
-    return { images: rows.map(toImage) };
-  });
-
-  app.get('/v1/images/:name', {
-    schema: {
-      tags: ['images'],
-      summary: 'One image',
-      security: bearer,
-      params: Type.Object({ name: Type.String({ pattern: IMAGE_NAME_PATTERN }) }),
-      response: answers({ 200: Image }),
-    },
-  }, async (req) => {
-    requireUser(req);
-    const { rows } = await ctx.db.query('SELECT * FROM images WHERE name = $1', [req.params.name]);
-    if (!rows[0]) throw new AppError('not_found', `image ${req.params.name} not found`);
-    return toImage(rows[0]);
   });
 };

@@ -59,14 +59,22 @@ export function toNode(r: Row): S.Node {
   };
 }
 
-export function toImage(r: Row): S.Image {
+/** The columns toImage reads: never the torrent's info dictionary, which can be large. */
+export const IMAGE_COLUMNS = 'name, version, arch, sha256, size, kinds, infohash, magnet, file, created_at';
+
+/** publicUrl: the registry's, for the web seed link (absent when this registry holds no archive). */
+export function toImage(r: Row, publicUrl: string): S.Image {
+  const name = r.name as string;
   return {
-    name: r.name as string,
+    name,
+    version: (r.version as string | null) ?? null,
+    arch: (r.arch as string | null) ?? 'x86_64',
     sha256: r.sha256 as string,
     size: Number(r.size),
     kinds: r.kinds as S.Image['kinds'],
     infohash: (r.infohash as string | null) ?? null,
     magnet: (r.magnet as string | null) ?? null,
+    web_seed: r.file ? `${publicUrl}/v1/images/${encodeURIComponent(name)}/archive` : null,
     created_at: iso(r.created_at),
   };
 }

@@ -1,0 +1,400 @@
+// Image archives: received from uploads into the images directory, described by a private
+// torrent, announced through the registry's own tracker and seeded by one webtorrent client.
+//
+// Several replicas: an archive lives on the replica that received it. Run them on a shared
+// images directory (NFS or the like) so each can serve and seed every image; nothing here
+// copies archives between replicas.
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Server as Tracker } from 'bittorrent-tracker';
+import WebTorrent, { type ChunkStore } from 'webtorrent';
+import { AppError } from '@planetlite/core';
+import type { RegistryContext } from '../context.js';
+
+/** An upload that has been written to a temporary file and hashed, not yet kept. */
+export interface ReceivedArchive {
+  tmp: string;
+  sha256: string;
+  size: number;
+  /** Name of the one file in the torrent: the image name plus the archive's suffix. */
+  torrentName: string;
+  /** Bencoded info dictionary; infohash is its sha1. */
+  info: Buffer;
+  infohash: string;
+}
+
+/** What the seeder needs of an image row. */
+export interface SeedableImage {
+  name: string;
+  file: string;
+  size: number;
+  torrent_info: Uint8Array;
+}
+
+export const UPLOAD_PREFIX = '.upload-';
+
+export class ImageService {
+  readonly dir: string;
+  readonly #ctx: RegistryContext;
+  readonly #ownsDir: boolean;
+  readonly #tracker: Tracker;
+  /** Infohashes the tracker admits; misses are looked up, so another replica's uploads count too. */
+  readonly #known = new Set<string>();
+  #client: WebTorrent | null = null;
+  #closed = false;
+
+  private constructor(ctx: RegistryContext, dir: string, ownsDir: boolean) {
+    this.#ctx = ctx;
+    this.dir = dir;
+    this.#ownsDir = ownsDir;
+    // Only the request handler: fastify serves /announce and /scrape, so no servers of its own.
+    // No trustProxy: a peer is the address its announce came from.
+    this.#tracker = new Tracker({
+      http: false,
+      udp: false,
+      ws: false,
+      stats: false,
+      filter: (infoHash, _params, cb) => {
+        this.#admits(infoHash).then(
+          (ok) => cb(ok ? null : new Error('unknown infohash: this tracker only serves PlanetLite images')),
+          (err: unknown) => cb(err instanceof Error ? err : new Error(String(err))),
+        );
+      },
+    });
+    this.#tracker.on('warning', (err: Error) => ctx.log.debug({ err: err.message }, 'tracker refused a request'));
+    this.#tracker.on('error', (err: Error) => ctx.log.warn({ err: err.message }, 'tracker error'));
+  }
+
+  static async open(ctx: RegistryContext): Promise<ImageService> {
+    const { imagesDir, dataDir } = ctx.config;
+    let dir = imagesDir ?? (dataDir ? join(dataDir, 'images') : undefined);
+    const owns = dir === undefined;
+    dir ??= await mkdtemp(join(tmpdir(), 'planetlite-images-'));
+    await mkdir(dir, { recursive: true });
+    // Uploads cut short by a crash leave their temporary files behind.
+    for (const f of await readdir(dir)) if (f.startsWith(UPLOAD_PREFIX)) await rm(join(dir, f), { force: true });
+    const svc = new ImageService(ctx, dir, owns);
+    await svc.refreshKnown();
+    return svc;
+  }
+
+  get announceUrl(): string {
+    return `${this.#ctx.config.publicUrl}/announce`;
+  }
+
+  webSeedUrl(name: string): string {
+    return `${this.#ctx.config.publicUrl}/v1/images/${encodeURIComponent(name)}/archive`;
+  }
+
+  /** The archive's path, or null when this replica does not hold it. */
+  async archivePath(file: string | null): Promise<{ path: string; size: number } | null> {
+    if (!file) return null;
+    const path = join(this.dir, file);
+    try {
+      const st = await stat(path);
+      return st.isFile() ? { path, size: st.size } : null;
+    } catch {
+      return null;
+    }
+  }
+
+  magnetOf(a: { infohash: string; torrentName: string; size: number; name: string }): string {
+    const q = [
+      `xt=urn:btih:${a.infohash}`,
+      `dn=${encodeURIComponent(a.torrentName)}`,
+      `xl=${a.size}`,
+      `tr=${encodeURIComponent(this.announceUrl)}`,
+      `ws=${encodeURIComponent(this.webSeedUrl(a.name))}`,
+    ];
+    return `magnet:?${q.join('&')}`;
+  }
+
+  async refreshKnown(): Promise<void> {
+    const { rows } = await this.#ctx.db.query<{ infohash: string }>('SELECT infohash FROM images WHERE infohash IS NOT NULL');
+    for (const r of rows) this.#known.add(r.infohash);
+  }
+
+  async #admits(infoHash: string): Promise<boolean> {
+    if (this.#known.has(infoHash)) return true;
+    const { rows } = await this.#ctx.db.query('SELECT 1 FROM images WHERE infohash = $1', [infoHash]);
+    if (rows[0]) this.#known.add(infoHash);
+    return Boolean(rows[0]);
+  }
+
+  /** Hands a GET /announce or /scrape to the tracker, which answers on res itself. */
+  tracker(action: 'announce' | 'scrape', req: IncomingMessage, res: ServerResponse): void {
+    res.setHeader('content-type', 'text/plain; charset=binary');
+    this.#tracker.onHttpRequest(req, res, { action });
+  }
+
+  /**
+   * Streams an upload into a temporary file, hashing it (sha256 and the torrent's pieces) on the
+   * way; refuses more than limit bytes. The temporary file is gone again if this throws.
+   */
+  async receive(body: Readable, name: string, opts: { limit: number; contentLength?: number | undefined }): Promise<ReceivedArchive> {
+    const tmp = join(this.dir, `${UPLOAD_PREFIX}${randomUUID()}`);
+    const hasher = new ArchiveHasher(pieceLengthFor(opts.contentLength), opts.limit);
+    try {
+      await pipeline(body, hasher, createWriteStream(tmp, { flags: 'wx' }));
+    } catch (err) {
+      await rm(tmp, { force: true });
+      throw err;
+    }
+    const torrentName = `${name}${hasher.suffix()}`;
+    const info = bencode({ length: hasher.size, name: torrentName, 'piece length': hasher.pieceLength, pieces: hasher.pieces(), private: 1 });
+    return { tmp, sha256: hasher.sha256(), size: hasher.size, torrentName, info, infohash: createHash('sha1').update(info).digest('hex') };
+  }
+
+  async discard(a: ReceivedArchive): Promise<void> {
+    await rm(a.tmp, { force: true });
+  }
+
+  /** Moves an upload to its final name, the sha256: the same archive under two names is one file. */
+  async keep(a: ReceivedArchive): Promise<string> {
+    await rename(a.tmp, join(this.dir, a.sha256));
+    return a.sha256;
+  }
+
+  /** A new image: the tracker admits it and, once the registry listens, the seeder serves it. */
+  published(img: SeedableImage & { infohash: string }): void {
+    this.#known.add(img.infohash);
+    if (this.#client) void this.#seed(img);
+  }
+
+  /**
+   * Starts the seeder: called once the registry listens, since the seeder announces to the
+   * registry's own tracker at its public URL. Seeds every image whose archive is here.
+   */
+  async startSeeding(): Promise<void> {
+    if (this.#client || this.#closed) return;
+    const { config, log } = this.#ctx;
+    const client = new WebTorrent({
+      dht: false,
+      lsd: false,
+      natUpnp: false,
+      natPmp: false,
+      utp: false,
+      utPex: false,
+      // The registry holds every piece; it never fetches from its own web seed.
+      webSeeds: false,
+      torrentPort: config.torrentPort,
+      ...(config.seedUploadKbps ? { uploadLimit: Math.round((config.seedUploadKbps * 1000) / 8) } : {}),
+    });
+    // webtorrent emits 'error' for its own failures (a taken port, say): logged, never thrown.
+    client.on('error', (err: Error) => log.error({ err: err.message }, 'image seeder error'));
+    client.once('listening', () => log.info({ port: client.address()?.port, announce: this.announceUrl }, 'image seeder listening'));
+    this.#client = client;
+    const { rows } = await this.#ctx.db.query<SeedableImage>(
+      'SELECT name, file, size, torrent_info FROM images WHERE file IS NOT NULL AND torrent_info IS NOT NULL ORDER BY name',
+    );
+    for (const r of rows) await this.#seed(r);
+  }
+
+  get seeder(): { port: number | null; torrents: number } {
+    return { port: this.#client?.address()?.port ?? null, torrents: this.#client?.torrents.length ?? 0 };
+  }
+
+  async #seed(img: SeedableImage): Promise<void> {
+    const client = this.#client;
+    if (!client || client.destroyed) return;
+    const { log } = this.#ctx;
+    const here = await this.archivePath(img.file);
+    if (!here || here.size !== Number(img.size)) {
+      log.warn({ image: img.name, dir: this.dir }, 'image archive is missing or truncated here; not seeding it (uploaded to another replica?)');
+      return;
+    }
+    const info = Buffer.from(img.torrent_info);
+    // The metainfo names the tracker as it is reachable now, whatever it was at upload.
+    const metainfo = Buffer.concat([Buffer.from(`d8:announce${byteString(this.announceUrl)}4:info`), info, Buffer.from('e')]);
+    try {
+      const torrent = client.add(metainfo, {
+        path: this.dir,
+        // The archive is read where it lies (named by its sha256) and never written.
+        store: ArchiveStore,
+        storeOpts: { file: here.path },
+        // Archives are content-addressed and written once by this registry: no rehash at start.
+        skipVerify: true,
+      });
+      torrent.on('error', (err: Error) => log.warn({ image: img.name, err: err.message }, 'seeding failed'));
+      torrent.on('warning', (err: Error) => log.debug({ image: img.name, err: err.message }, 'seeder warning'));
+    } catch (err) {
+      log.warn({ image: img.name, err: err instanceof Error ? err.message : String(err) }, 'seeding failed');
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const client = this.#client;
+    this.#client = null;
+    if (client && !client.destroyed) await new Promise<void>((resolve) => client.destroy(() => resolve()));
+    await new Promise<void>((resolve) => this.#tracker.close(() => resolve()));
+    if (this.#ownsDir) await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** About a thousand pieces; 256 KiB when the size is not known up front (chunked uploads). */
+export function pieceLengthFor(size: number | undefined): number {
+  if (!size || !Number.isFinite(size)) return 256 * 1024;
+  let len = 16 * 1024;
+  while (len < 16 * 1024 * 1024 && size / len > 1024) len *= 2;
+  return len;
+}
+
+/** Passes an upload through while hashing it whole (sha256) and per piece (sha1). */
+class ArchiveHasher extends Transform {
+  size = 0;
+  readonly #sha256 = createHash('sha256');
+  readonly #pieces: Buffer[] = [];
+  #piece: Hash = createHash('sha1');
+  #inPiece = 0;
+  #head = Buffer.alloc(0);
+
+  constructor(
+    readonly pieceLength: number,
+    private readonly limit: number,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.size += chunk.length;
+    if (this.size > this.limit) {
+      cb(new AppError('payload_too_large', `the image archive is larger than ${this.limit} bytes`));
+      return;
+    }
+    if (this.#head.length < 8) this.#head = Buffer.concat([this.#head, chunk.subarray(0, 8 - this.#head.length)]);
+    this.#sha256.update(chunk);
+    let at = 0;
+    while (at < chunk.length) {
+      const take = Math.min(this.pieceLength - this.#inPiece, chunk.length - at);
+      this.#piece.update(chunk.subarray(at, at + take));
+      this.#inPiece += take;
+      at += take;
+      if (this.#inPiece === this.pieceLength) {
+        this.#pieces.push(this.#piece.digest());
+        this.#piece = createHash('sha1');
+        this.#inPiece = 0;
+      }
+    }
+    cb(null, chunk);
+  }
+
+  sha256(): string {
+    return this.#sha256.digest('hex');
+  }
+
+  pieces(): Buffer {
+    if (this.#inPiece > 0) {
+      this.#pieces.push(this.#piece.digest());
+      this.#inPiece = 0;
+    }
+    return Buffer.concat(this.#pieces);
+  }
+
+  /** The archive's kind by its magic bytes, so a node keeps a file it can recognise. */
+  suffix(): string {
+    const h = this.#head;
+    if (h[0] === 0x1f && h[1] === 0x8b) return '.tar.gz';
+    if (h.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return '.tar.xz';
+    if (h.subarray(0, 4).equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) return '.tar.zst';
+    return '.tar';
+  }
+}
+
+/** A read-only abstract-chunk-store over one archive file (the seeder never writes). */
+class ArchiveStore implements ChunkStore {
+  readonly chunkLength: number;
+  readonly #file: string;
+  readonly #length: number;
+  #fd: Promise<FileHandle> | null = null;
+  #closed = false;
+
+  constructor(chunkLength: number, opts: Record<string, unknown>) {
+    this.chunkLength = chunkLength;
+    this.#file = opts.file as string;
+    this.#length = Number(opts.length);
+  }
+
+  get(index: number, opts: { offset?: number; length?: number } | null | undefined, cb: (err: Error | null, buf?: Uint8Array) => void): void {
+    // Callers may leave opts out: get(index, cb).
+    if (typeof (opts as unknown) === 'function') [opts, cb] = [null, opts as unknown as typeof cb];
+    if (this.#closed) return void queueMicrotask(() => cb(new Error('store is closed')));
+    const start = index * this.chunkLength;
+    const chunk = Math.min(this.chunkLength, this.#length - start);
+    const offset = opts?.offset ?? 0;
+    const length = opts?.length ?? chunk - offset;
+    if (start < 0 || chunk <= 0 || offset < 0 || length < 0 || offset + length > chunk) {
+      return void queueMicrotask(() => cb(new Error(`chunk ${index} (${offset}+${length}) is out of range`)));
+    }
+    this.#fd ??= open(this.#file, 'r');
+    this.#fd
+      .then(async (fd) => {
+        const buf = Buffer.alloc(length);
+        const { bytesRead } = await fd.read(buf, 0, length, start + offset);
+        if (bytesRead !== length) throw new Error(`short read of ${this.#file}`);
+        cb(null, buf);
+      })
+      .catch((err: unknown) => cb(err instanceof Error ? err : new Error(String(err))));
+  }
+
+  put(_index: number, _buf: Uint8Array, cb?: (err: Error | null) => void): void {
+    queueMicrotask(() => cb?.(new Error('image archives are read-only')));
+  }
+
+  close(cb?: (err: Error | null) => void): void {
+    this.#closed = true;
+    const fd = this.#fd;
+    this.#fd = null;
+    if (!fd) return void queueMicrotask(() => cb?.(null));
+    fd.then((h) => h.close()).then(
+      () => cb?.(null),
+      () => cb?.(null),
+    );
+  }
+
+  /** Destroying a torrent's store must never delete the archive: only close it. */
+  destroy(cb?: (err: Error | null) => void): void {
+    this.close(cb);
+  }
+}
+
+// ---- bencoding: just what a torrent's info dictionary needs ------------------------------------
+type Bencodable = number | string | Buffer | Bencodable[] | { [key: string]: Bencodable };
+
+function byteString(s: string | Buffer): string | Buffer {
+  if (typeof s === 'string') return `${Buffer.byteLength(s)}:${s}`;
+  return Buffer.concat([Buffer.from(`${s.length}:`), s]);
+}
+
+export function bencode(v: Bencodable): Buffer {
+  const parts: Buffer[] = [];
+  const walk = (x: Bencodable): void => {
+    if (typeof x === 'number') {
+      if (!Number.isSafeInteger(x)) throw new Error(`bencode: ${x} is not an integer`);
+      parts.push(Buffer.from(`i${x}e`));
+    } else if (typeof x === 'string' || Buffer.isBuffer(x)) {
+      const b = byteString(x);
+      parts.push(typeof b === 'string' ? Buffer.from(b) : b);
+    } else if (Array.isArray(x)) {
+      parts.push(Buffer.from('l'));
+      x.forEach(walk);
+      parts.push(Buffer.from('e'));
+    } else {
+      parts.push(Buffer.from('d'));
+      // Keys in raw byte order, as the spec demands (the infohash depends on it).
+      for (const k of Object.keys(x).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
+        walk(k);
+        walk(x[k] as Bencodable);
+      }
+      parts.push(Buffer.from('e'));
+    }
+  };
+  walk(v);
+  return Buffer.concat(parts);
+}
