@@ -47,6 +47,30 @@ export async function joinInternet(net: Internet, opts: { ns: string; host: numb
   return address;
 }
 
+/**
+ * Joins this machine's own namespace to the internet (the registry runs here and nodes reach it
+ * at the returned address): `link` here, `link`i on the bridge. Gone with removeInternet.
+ */
+export async function joinInternetHere(net: Internet, opts: { host: number; link: string }): Promise<string> {
+  const address = `${net.prefix}.${opts.host}`;
+  await run('ip', ['link', 'add', opts.link, 'type', 'veth', 'peer', 'name', `${opts.link}i`, 'netns', net.ns]);
+  await run('ip', ['-n', net.ns, 'link', 'set', `${opts.link}i`, 'master', net.bridge]);
+  await run('ip', ['-n', net.ns, 'link', 'set', `${opts.link}i`, 'up']);
+  await run('ip', ['addr', 'add', `${address}/24`, 'dev', opts.link]);
+  await run('ip', ['link', 'set', opts.link, 'up']);
+  return address;
+}
+
+/**
+ * Caps a link of the internet at mbit each way: tbf on the sending side of both its ends (the
+ * bridge port `link`i in the bridge's namespace, `link` in ns, or here when ns is null).
+ */
+export async function capLink(net: Internet, opts: { ns: string | null; link: string; mbit: number }): Promise<void> {
+  const tbf = ['root', 'tbf', 'rate', `${opts.mbit}mbit`, 'burst', '64kb', 'latency', '100ms'];
+  await run('tc', [...(opts.ns ? ['-n', opts.ns] : []), 'qdisc', 'replace', 'dev', opts.link, ...tbf]);
+  await run('tc', ['-n', net.ns, 'qdisc', 'replace', 'dev', `${opts.link}i`, ...tbf]);
+}
+
 /** Deletes the bridge's namespace (and with it every bridge port); tolerates "already gone". */
 export async function removeInternet(net: Internet | { ns: string }): Promise<void> {
   await tryRun('ip', ['netns', 'del', net.ns]);
@@ -109,9 +133,13 @@ export class AgentProcess {
   readonly holds: boolean;
   #hooks = new Set<(r: LogRecord) => void>();
 
-  constructor(args: string[], opts: { echo?: boolean; env?: Record<string, string>; holds?: boolean } = {}) {
+  /** With netns, the whole agent runs in that namespace (nsenter execs it: the pid stays the
+   * agent's), so its own sockets (registry, BitTorrent) are the node's, as on a real machine. */
+  constructor(args: string[], opts: { echo?: boolean; env?: Record<string, string>; holds?: boolean; netns?: string } = {}) {
     this.holds = opts.holds ?? false;
-    this.proc = spawn(process.execPath, [AGENT_BIN, ...args], {
+    const argv = [AGENT_BIN, ...args];
+    const [file, fileArgs] = opts.netns ? ['nsenter', [`--net=/run/netns/${opts.netns}`, '--', process.execPath, ...argv]] : [process.execPath, argv];
+    this.proc = spawn(file, fileArgs, {
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
       detached: true,

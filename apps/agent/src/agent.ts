@@ -5,6 +5,7 @@ import type { Logger } from '@planetlite/core';
 import { join } from 'node:path';
 import { StateDir, withStateLock } from './state.js';
 import { ImageFetcher } from './fetch.js';
+import { ImageCollector } from './gc.js';
 import { DesiredStateSync } from './sync.js';
 import { Reconciler, type Drivers } from './reconcile.js';
 import { Ledger } from './ledger.js';
@@ -41,9 +42,12 @@ export class Agent {
   #reconciler: Reconciler | null = null;
   #watchdog: Watchdog | null = null;
   #fetcher: ImageFetcher | null = null;
+  #collecting: Promise<void> = Promise.resolve();
   /** Events for the registry (watchdog), kept in the state dir until sent. */
   readonly outbox: EventOutbox;
   #timer: NodeJS.Timeout | null = null;
+  #gcTimer: NodeJS.Timeout | null = null;
+  #collector: ImageCollector | null = null;
   #reporting: Promise<void> = Promise.resolve();
   #passes: Promise<void> = Promise.resolve();
 
@@ -105,6 +109,18 @@ export class Agent {
         fetcher: this.#fetcher,
       });
       const reconciler = this.#reconciler;
+      this.#collector = new ImageCollector({
+        stateDir: dir,
+        images: new ImageIndex(dir),
+        storage: drivers.storage,
+        archives: this.#fetcher,
+        inUse: () => reconciler.imagesInUse(),
+        graceMs: settings.image_gc_grace_seconds * 1000,
+        log: this.#log.child({ component: 'images' }),
+      });
+      // Checked every minute, or more often when the grace period is shorter.
+      this.#gcTimer = setInterval(() => void this.collectImages(), Math.max(1000, Math.min(60_000, settings.image_gc_grace_seconds * 500)));
+      this.#gcTimer.unref();
       const instance = drivers.instance;
       this.#watchdog = new Watchdog({
         settings: settings.watchdog,
@@ -124,12 +140,31 @@ export class Agent {
 
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#gcTimer) clearInterval(this.#gcTimer);
+    await this.#collecting;
     await this.#watchdog?.stop();
     await this.sync.stop();
     await this.#passes;
     await this.#reporting;
     await this.#fetcher?.close();
     await this.outbox.close();
+  }
+
+  /** One round of image garbage collection, after the passes under way (they may need an image). */
+  collectImages(): Promise<string[]> {
+    const collector = this.#collector;
+    if (!collector) return Promise.resolve([]);
+    const round = this.#collecting.then(async () => {
+      await this.#passes;
+      try {
+        return await collector.collect();
+      } catch (err) {
+        this.#log.warn({ err: err instanceof Error ? err.message : String(err) }, 'image garbage collection failed; retried later');
+        return [];
+      }
+    });
+    this.#collecting = round.then(() => undefined);
+    return round;
   }
 
   /** What this node actually has; nothing is claimed that is not there. */

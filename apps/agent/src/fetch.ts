@@ -1,12 +1,12 @@
 // Images over BitTorrent (CoreLab §6.3): a node fetches an image's archive from its peers and the
 // registry's seeder, with the registry's HTTP web seed as the fallback, checks the sha256 the
 // registry published before anything is imported, and keeps seeding it to other nodes.
-import { mkdirSync, rmSync, existsSync, createWriteStream } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, existsSync, createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import WebTorrent, { type Torrent, type Wire } from 'webtorrent';
-import type { NodeImage } from '@planetlite/api';
+import { REGISTRY_PEER_ID_PREFIX, type NodeImage } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { sha256File } from './images.js';
 
@@ -25,10 +25,13 @@ interface Entry {
   error: string | null;
   torrent: Torrent | null;
   startedAt: number;
-  /** Bytes that came from other BitTorrent peers (nodes or the registry's seeder); the rest of
-   * what was downloaded came from the web seed. */
+  /** Bytes from other nodes and from the registry's seeder over BitTorrent; the rest of what the
+   * torrent downloaded came from the web seed. httpBytes: a plain HTTP download. */
   peerBytes: number;
+  registryBytes: number;
   httpBytes: number;
+  /** Pieces that failed their SHA-1 check in this attempt (a corrupt or tampered source). */
+  badPieces: number;
   attempts: number;
   retry: NodeJS.Timeout | null;
 }
@@ -47,7 +50,12 @@ export interface ImageFetcherOptions {
   metadataTimeoutMs?: number;
   /** First retry after a failure; doubles up to 5 min. */
   retryMs?: number;
+  /** An attempt fails after this many pieces failed their hash check (default 4). */
+  maxBadPieces?: number;
 }
+
+const HTTP_FILE = 'archive.http';
+const REGISTRY_PEER_HEX = Buffer.from(REGISTRY_PEER_ID_PREFIX).toString('hex');
 
 export class ImageFetcher {
   readonly #o: ImageFetcherOptions;
@@ -72,9 +80,36 @@ export class ImageFetcher {
     const known = this.#entries.get(target.name);
     if (known && known.target.sha256 === target.sha256) return;
     if (known) this.#drop(known);
-    const entry: Entry = { target, state: 'fetching', error: null, torrent: null, startedAt: Date.now(), peerBytes: 0, httpBytes: 0, attempts: 0, retry: null };
+    const entry: Entry = { target, state: 'fetching', error: null, torrent: null, startedAt: Date.now(), peerBytes: 0, registryBytes: 0, httpBytes: 0, badPieces: 0, attempts: 0, retry: null };
     this.#entries.set(target.name, entry);
     this.#start(entry);
+  }
+
+  /**
+   * Seeds an image this node already imported, from the archive it kept (after an agent restart,
+   * say): webtorrent checks the pieces on disk, then serves them. Nothing is imported again.
+   */
+  seed(target: FetchTarget): void {
+    if (this.#closed || !target.magnet || this.#entries.has(target.name)) return;
+    const path = join(this.#o.dir, target.sha256);
+    // An archive that came over plain HTTP is not laid out as the torrent names it: not seeded.
+    if (!existsSync(path) || existsSync(join(path, HTTP_FILE))) return;
+    const entry: Entry = { target, state: 'ready', error: null, torrent: null, startedAt: Date.now(), peerBytes: 0, registryBytes: 0, httpBytes: 0, badPieces: 0, attempts: 0, retry: null };
+    this.#entries.set(target.name, entry);
+    entry.torrent = this.#client.add(target.magnet, { path, ...(target.webSeed ? { urlList: [target.webSeed] } : {}) });
+    entry.torrent.on('error', (err: Error) => this.#o.log.warn({ image: target.name, err: err.message }, 'seeding failed'));
+  }
+
+  /** Stops fetching or seeding an image and deletes its archive (image garbage collection). */
+  forget(name: string, sha256: string): void {
+    const e = this.#entries.get(name);
+    if (e) this.#drop(e);
+    rmSync(join(this.#o.dir, sha256), { recursive: true, force: true });
+  }
+
+  /** Archives kept here, by sha256 (garbage collection finds the ones no image record names). */
+  archives(): string[] {
+    return existsSync(this.#o.dir) ? readdirSync(this.#o.dir).filter((f) => /^[0-9a-f]{64}$/.test(f)) : [];
   }
 
   /** One image's state, or undefined when it was never asked for. */
@@ -86,8 +121,7 @@ export class ImageFetcher {
   /** Every image's fetch, for the node's observed state (API.md: images on the node). */
   report(): NodeImage[] {
     return [...this.#entries.values()].map((e) => {
-      const { peers, webseed } = this.#sources(e);
-      return { image: e.target.name, state: e.state, progress: this.#progress(e), bytes_from_peers: peers, bytes_from_webseed: webseed };
+      return { image: e.target.name, state: e.state, progress: this.#progress(e), ...this.#sources(e) };
     });
   }
 
@@ -102,9 +136,13 @@ export class ImageFetcher {
     return e.torrent ? Math.round(e.torrent.progress * 1000) / 1000 : 0;
   }
 
-  #sources(e: Entry): { peers: number; webseed: number } {
+  #sources(e: Entry): Pick<NodeImage, 'bytes_from_peers' | 'bytes_from_registry' | 'bytes_from_webseed'> {
     const total = e.torrent?.downloaded ?? 0;
-    return { peers: e.peerBytes, webseed: Math.max(0, total - e.peerBytes) + e.httpBytes };
+    return {
+      bytes_from_peers: e.peerBytes,
+      bytes_from_registry: e.registryBytes,
+      bytes_from_webseed: Math.max(0, total - e.peerBytes - e.registryBytes) + e.httpBytes,
+    };
   }
 
   #start(entry: Entry): void {
@@ -112,6 +150,7 @@ export class ImageFetcher {
     const path = join(this.#o.dir, target.sha256);
     entry.attempts++;
     entry.state = 'fetching';
+    entry.badPieces = 0;
     if (!target.magnet) {
       void this.#overHttp(entry, path);
       return;
@@ -119,9 +158,24 @@ export class ImageFetcher {
     mkdirSync(path, { recursive: true });
     const torrent = this.#client.add(target.magnet, { path, ...(target.webSeed ? { urlList: [target.webSeed] } : {}) });
     entry.torrent = torrent;
-    // Count what peers send; the web seed is a wire too, of type webSeed.
+    // Count what peers send, the registry's seeder apart (its peer id says so); the web seed is
+    // a wire too, of type webSeed, and counted as the rest.
     torrent.on('wire', (wire: Wire) => {
-      if (wire.type !== 'webSeed') wire.on('download', (n: number) => (entry.peerBytes += n));
+      if (wire.type === 'webSeed') return;
+      const registry = typeof wire.peerId === 'string' && wire.peerId.startsWith(REGISTRY_PEER_HEX);
+      this.#o.log.debug({ image: target.name, peer: wire.remoteAddress, registry }, 'bittorrent peer connected');
+      wire.on('download', (n: number) => (registry ? (entry.registryBytes += n) : (entry.peerBytes += n)));
+    });
+    // webtorrent drops a piece that fails its hash and asks again: a source that keeps sending
+    // other bytes than the published ones would hold the fetch forever.
+    torrent.on('warning', (err: Error) => {
+      if (!/failed verification/.test(err.message) || entry.torrent !== torrent) return;
+      entry.badPieces++;
+      if (entry.badPieces < (this.#o.maxBadPieces ?? 4)) return;
+      torrent.destroy({ destroyStore: true });
+      entry.torrent = null;
+      rmSync(path, { recursive: true, force: true });
+      this.#fail(entry, `${entry.badPieces} pieces of ${target.name} failed their hash check: its peers or web seed send other bytes than the published image; refused`);
     });
     torrent.on('error', (err: Error) => this.#fail(entry, `bittorrent: ${err.message}`));
     const noMetadata = setTimeout(() => {
@@ -133,6 +187,7 @@ export class ImageFetcher {
     }, this.#o.metadataTimeoutMs ?? 20_000);
     torrent.on('ready', () => clearTimeout(noMetadata));
     torrent.on('done', () => {
+      if (entry.state !== 'fetching') return;
       const file = torrent.files[0];
       if (!file || torrent.files.length !== 1) return void this.#fail(entry, `the torrent of ${target.name} must hold exactly one file`);
       void this.#verify(entry, join(path, file.path));
@@ -144,7 +199,7 @@ export class ImageFetcher {
     const url = entry.target.webSeed;
     if (!url) return this.#fail(entry, `image ${entry.target.name} has neither a magnet link with peers nor a web seed`);
     mkdirSync(path, { recursive: true });
-    const file = join(path, 'archive.http');
+    const file = join(path, HTTP_FILE);
     try {
       const res = await fetch(url);
       if (!res.ok || !res.body) throw new Error(`GET ${url} answered ${res.status}`);
@@ -176,9 +231,9 @@ export class ImageFetcher {
     }
     entry.state = 'ready';
     entry.error = null;
-    const { peers, webseed } = this.#sources(entry);
-    this.#o.log.info({ image: target.name, bytes_from_peers: peers, bytes_from_webseed: webseed }, 'image fetched');
-    this.#o.onChange(target.name, 'ready', { image: target.name, sha256: target.sha256, bytes_from_peers: peers, bytes_from_webseed: webseed, seconds: (Date.now() - entry.startedAt) / 1000 });
+    const sources = this.#sources(entry);
+    this.#o.log.info({ image: target.name, ...sources }, 'image fetched');
+    this.#o.onChange(target.name, 'ready', { image: target.name, sha256: target.sha256, ...sources, seconds: (Date.now() - entry.startedAt) / 1000 });
   }
 
   #fail(entry: Entry, error: string): void {
@@ -200,7 +255,7 @@ export class ImageFetcher {
 
   #drop(entry: Entry): void {
     if (entry.retry) clearTimeout(entry.retry);
-    entry.torrent?.destroy();
+    entry.torrent?.destroy({ destroyStore: true });
     this.#entries.delete(entry.target.name);
   }
 

@@ -28,6 +28,10 @@ export class ImageIndex {
     return this.all().find((i) => i.name === name);
   }
 
+  remove(name: string): void {
+    atomicWrite(this.#file, JSON.stringify(this.all().filter((i) => i.name !== name), null, 1) + '\n', 0o644);
+  }
+
   put(rec: ImageRecord): void {
     const rest = this.all().filter((i) => i.name !== rec.name);
     atomicWrite(this.#file, JSON.stringify([...rest, rec], null, 1) + '\n', 0o644);

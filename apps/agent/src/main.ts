@@ -72,6 +72,24 @@ function seconds(v: string): number {
   return Number(v);
 }
 
+interface ImageFlags {
+  imageUploadKbps?: number | null;
+  imageGcGrace?: number;
+}
+
+function kbps(v: string): number | null {
+  if (v === 'none') return null;
+  if (!/^\d+$/.test(v) || Number(v) < 8) throw new InvalidArgumentError("expected kbit/s (at least 8), or 'none' for no cap");
+  return Number(v);
+}
+
+function graceSeconds(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > 30 * 86_400) throw new InvalidArgumentError('expected whole seconds from 0 to 2592000 (30 days)');
+  return Number(v);
+}
+
+const imageSettings = (o: ImageFlags) => ({ image_upload_kbps: o.imageUploadKbps, image_gc_grace_seconds: o.imageGcGrace });
+
 const watchdogSettings = (o: WatchdogFlags) => ({
   enabled: o.watchdog,
   budget_mb: o.watchdogBudget,
@@ -88,6 +106,8 @@ program
   .option('--pool-size <size>', 'size of a new loop-file pool, e.g. 20G (default 20G)')
   .option('--sliver-subnet <cidr>', 'private addresses of slivers, one /30 each (default 10.200.0.0/16)')
   .addOption(new Option('--netns <name>', 'put slivers in this network namespace (multi-node testbeds on one machine)').hideHelp())
+  .option('--image-upload-kbps <kbps|none>', 'cap on seeding images to other nodes, kbit/s (default 20000)', kbps)
+  .option('--image-gc-grace <seconds>', 'an image no sliver uses is removed from the node after this long (default 86400)', graceSeconds)
   .option('--watchdog-budget <MiB|host>', "memory watchdog level: the slivers' memory over this budget, or 'host' (default): the whole host's", budget)
   .option('--watchdog-warn <percent>', 'level that records a watchdog.warning event (default 85)', percent)
   .option('--watchdog-reset <percent>', 'level at which the sliver using the most memory is reset (default 90)', percent)
@@ -100,9 +120,9 @@ Settings given here are remembered in the state dir (settings.json); later runs 
 use them. The memory watchdog samples every second; its other settings (interval_ms,
 hysteresis_percent, psi_full_reset) are in settings.json under "watchdog".
 Needs root, btrfs-progs, lxc and nftables (scripts/setup.sh installs them).`)
-  .action(async (opts: PoolFlags & WatchdogFlags & { logLevel: string }) => {
+  .action(async (opts: PoolFlags & WatchdogFlags & ImageFlags & { logLevel: string }) => {
     const log = createLogger({ name: 'agent', level: opts.logLevel });
-    const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), watchdog: watchdogSettings(opts) } });
+    const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), ...imageSettings(opts), watchdog: watchdogSettings(opts) } });
     await agent.start();
     log.info({ node: agent.nodeId }, 'agent running');
     const stop = async (signal: string) => {

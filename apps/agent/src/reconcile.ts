@@ -15,6 +15,7 @@ import { keysScript, provisionRoot } from './provision.js';
 /** What a pass needs of the image fetcher (fetch.ts). */
 export interface Fetcher {
   want(target: { name: string; sha256: string; magnet: string | null; webSeed: string | null }): void;
+  seed(target: { name: string; sha256: string; magnet: string | null; webSeed: string | null }): void;
   state(name: string): { state: string; error: string | null; progress: number } | undefined;
 }
 
@@ -149,6 +150,21 @@ export class Reconciler {
   }
 
   /** Slivers this node holds, for the memory watchdog (which never looks at anything else). */
+  /** Images the desired state names (by name and sha256) and the ones slivers here were made
+   * from; null before the first document, when nothing is known to be unused. */
+  imagesInUse(): { names: Set<string>; sha256s: Set<string> } | null {
+    if (!this.#desired) return null;
+    const names = new Set<string>();
+    const sha256s = new Set<string>();
+    for (const s of this.#desired.slivers) {
+      if (s.desired === 'deleted') continue;
+      names.add(s.image.name);
+      if (s.image.sha256) sha256s.add(s.image.sha256);
+    }
+    for (const r of this.#ledger.all()) if (r.image_sha256) sha256s.add(r.image_sha256);
+    return { names, sha256s };
+  }
+
   slivers(): Array<{ id: string; slice: string }> {
     return this.#ledger.all().map((r) => ({ id: r.id, slice: r.slice }));
   }
@@ -235,6 +251,10 @@ export class Reconciler {
       }
       this.#status.set(s.id, { state: 'provisioning', error: `image ${s.image.name} is not on this node yet (planetlite-agent image import NAME FILE)` });
       return;
+    }
+    // Keep seeding what this node holds to other nodes (also after a restart).
+    if (this.#fetcher && s.image.magnet && s.image.sha256 === image.sha256) {
+      this.#fetcher.seed({ name: s.image.name, sha256: image.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
     }
     const step = (name: string) => this.#log.debug({ sliver: s.id, step: name }, 'reconcile step');
     let rec = this.#ledger.claim(s.id, s.slice, this.#maxSlots);

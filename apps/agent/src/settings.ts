@@ -16,6 +16,8 @@ export interface AgentSettings {
   netns: string | null;
   /** Upload cap when seeding images to other nodes, kbit/s; null: none. */
   image_upload_kbps: number | null;
+  /** An image no sliver uses is removed from the node after this long, seconds. */
+  image_gc_grace_seconds: number;
   /** The memory watchdog (watchdog.ts); fields missing from settings.json take their defaults. */
   watchdog: WatchdogSettings;
 }
@@ -32,6 +34,7 @@ export function defaultSettings(stateDir: string): AgentSettings {
     sliver_subnet: '10.200.0.0/16',
     netns: null,
     image_upload_kbps: 20_000,
+    image_gc_grace_seconds: 86_400,
     watchdog: { ...defaultWatchdogSettings },
   };
 }
@@ -48,6 +51,8 @@ export function loadSettings(stateDir: string, overrides: SettingsOverrides = {}
     watchdog: { ...base.watchdog, ...saved.watchdog, ...defined(overrides.watchdog) },
   } as AgentSettings;
   try {
+    if (!Number.isSafeInteger(s.image_gc_grace_seconds) || s.image_gc_grace_seconds < 0)
+      throw new Error(`image_gc_grace_seconds must be a whole number of seconds, not ${JSON.stringify(s.image_gc_grace_seconds)}`);
     validateWatchdogSettings(s.watchdog);
   } catch (err) {
     throw new Error(`${err instanceof Error ? err.message : String(err)} (in ${file} or the run flags)`, { cause: err });

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebTorrent, { type Torrent } from 'webtorrent';
 // @ts-expect-error bittorrent-tracker ships no types; the test only starts its server.
 import { Server as Tracker } from 'bittorrent-tracker';
+import { REGISTRY_PEER_ID_PREFIX } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
 import { ImageFetcher, type FetchTarget } from '../src/fetch.js';
 
@@ -46,7 +47,9 @@ beforeAll(async () => {
   });
   await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
   webSeed = `http://127.0.0.1:${(web.address() as AddressInfo).port}/v1/images/tiny/archive`;
-  seeder = new WebTorrent({ dht: false, lsd: false, natUpnp: false, natPmp: false, utp: false });
+  // The registry's seeder, with its peer id, as apps/registry makes it.
+  const peerId = Buffer.concat([Buffer.from(REGISTRY_PEER_ID_PREFIX), randomBytes(20 - REGISTRY_PEER_ID_PREFIX.length)]);
+  seeder = new WebTorrent({ dht: false, lsd: false, natUpnp: false, natPmp: false, utp: false, peerId });
   seeded = await new Promise<Torrent>((resolve) => seeder.seed(archive, { announce: [announce], private: true }, resolve));
 });
 
@@ -57,7 +60,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function fetcher(opts: { metadataTimeoutMs?: number } = {}) {
+function fetcher(opts: { metadataTimeoutMs?: number; maxBadPieces?: number } = {}) {
   const ready: Array<{ target: FetchTarget; file: string; sha: string }> = [];
   const changes: Array<{ image: string; state: string; detail: Record<string, unknown> }> = [];
   const f = new ImageFetcher({
@@ -66,6 +69,7 @@ function fetcher(opts: { metadataTimeoutMs?: number } = {}) {
     uploadKbps: null,
     metadataTimeoutMs: opts.metadataTimeoutMs ?? 20_000,
     retryMs: 60_000,
+    ...(opts.maxBadPieces ? { maxBadPieces: opts.maxBadPieces } : {}),
     onReady: async (target, file) => {
       ready.push({ target, file, sha: createHash('sha256').update(readFileSync(file)).digest('hex') });
     },
@@ -85,7 +89,7 @@ async function settle(f: ImageFetcher, name: string, ms = 30_000): Promise<strin
 }
 
 describe('image fetcher', () => {
-  it('fetches from the swarm, verifies the sha256 and hands the archive over; peers count as peers', async () => {
+  it('fetches from the swarm, verifies the sha256 and hands the archive over; the registry counts apart', async () => {
     const { f, ready, changes } = fetcher();
     try {
       f.want({ name: 'tiny', sha256, magnet: seeded.magnetURI, webSeed });
@@ -95,8 +99,10 @@ describe('image fetcher', () => {
       expect(statSync(ready[0]!.file).size).toBe(SIZE);
       const [img] = f.report();
       expect(img).toMatchObject({ image: 'tiny', state: 'ready', progress: 1 });
-      expect(img!.bytes_from_peers + img!.bytes_from_webseed).toBeGreaterThanOrEqual(SIZE);
-      expect(img!.bytes_from_peers).toBeGreaterThan(0);
+      expect(img!.bytes_from_peers + img!.bytes_from_registry! + img!.bytes_from_webseed).toBeGreaterThanOrEqual(SIZE);
+      // Only the registry's seeder and the web seed were there: no byte came from another node.
+      expect(img!.bytes_from_peers).toBe(0);
+      expect(img!.bytes_from_registry).toBeGreaterThan(0);
       expect(changes.at(-1)).toMatchObject({ image: 'tiny', state: 'ready', detail: { sha256 } });
     } finally {
       await f.close();
@@ -128,10 +134,85 @@ describe('image fetcher', () => {
       expect(await settle(f, 'lonely')).toBe('ready');
       expect(ready[0]?.sha).toBe(sha256);
       expect(webHits).toBeGreaterThan(hits);
-      expect(f.report()[0]).toMatchObject({ bytes_from_peers: 0, bytes_from_webseed: SIZE });
+      expect(f.report()[0]).toMatchObject({ bytes_from_peers: 0, bytes_from_registry: 0, bytes_from_webseed: SIZE });
     } finally {
       await f.close();
     }
     expect(existsSync(archive)).toBe(true);
+  });
+
+  it('gives up on a source whose pieces fail their hash check, and imports nothing', async () => {
+    // A seeder that announced an archive and then serves other bytes for it: the file changed
+    // on disk under it (a tampered or rotten copy).
+    const file = join(dir, 'rotten.tar');
+    const good = randomBytes(2 * 1024 * 1024);
+    writeFileSync(file, good);
+    const rotten = await new Promise<Torrent>((resolve) => seeder.seed(file, { announce: [announce], private: true }, resolve));
+    writeFileSync(file, randomBytes(good.length));
+    const { f, ready, changes } = fetcher({ maxBadPieces: 3 });
+    const goodSha = createHash('sha256').update(good).digest('hex');
+    try {
+      f.want({ name: 'rotten', sha256: goodSha, magnet: rotten.magnetURI, webSeed: null });
+      expect(await settle(f, 'rotten')).toBe('failed');
+      expect(f.state('rotten')?.error).toMatch(/3 pieces of rotten failed their hash check.*refused/);
+      expect(ready).toEqual([]);
+      expect(changes.at(-1)).toMatchObject({ image: 'rotten', state: 'failed' });
+      expect(f.has(goodSha)).toBe(false);
+    } finally {
+      await f.close();
+      await seeder.remove(rotten);
+    }
+  });
+
+  it('fetches from another node when the registry is gone, keeps seeding, and forgets on request', async () => {
+    const a = fetcher();
+    const b = fetcher();
+    try {
+      a.f.want({ name: 'tiny', sha256, magnet: seeded.magnetURI, webSeed: null });
+      expect(await settle(a.f, 'tiny')).toBe('ready');
+      // The registry stops seeding; node a is the only source left (no web seed either).
+      await seeder.remove(seeded);
+      b.f.want({ name: 'tiny', sha256, magnet: seeded.magnetURI, webSeed: null });
+      expect(await settle(b.f, 'tiny')).toBe('ready');
+      expect(b.ready[0]?.sha).toBe(sha256);
+      expect(b.f.report()[0]).toMatchObject({ bytes_from_registry: 0, bytes_from_webseed: 0 });
+      expect(b.f.report()[0]!.bytes_from_peers).toBeGreaterThanOrEqual(SIZE);
+      expect(a.f.archives()).toEqual([sha256]);
+      a.f.forget('tiny', sha256);
+      expect(a.f.archives()).toEqual([]);
+      expect(a.f.state('tiny')).toBeUndefined();
+    } finally {
+      await a.f.close();
+      await b.f.close();
+      seeded = await new Promise<Torrent>((resolve) => seeder.seed(archive, { announce: [announce], private: true }, resolve));
+    }
+  });
+
+  it('seeds an archive it kept from an earlier run without importing it again', async () => {
+    const a = fetcher();
+    const c = fetcher();
+    try {
+      // A fetched it in an earlier life (its dir holds the archive); a new fetcher on the same dir seeds it.
+      a.f.want({ name: 'tiny', sha256, magnet: seeded.magnetURI, webSeed: null });
+      expect(await settle(a.f, 'tiny')).toBe('ready');
+      const kept = a.f.archives();
+      expect(kept).toEqual([sha256]);
+      await a.f.close();
+      const restarted = new ImageFetcher({ dir: (a.ready[0]!.file.split(`/${sha256}/`)[0])!, log, uploadKbps: null, onReady: async () => { throw new Error('imported again'); }, onChange: () => undefined });
+      try {
+        restarted.seed({ name: 'tiny', sha256, magnet: seeded.magnetURI, webSeed: null });
+        expect(restarted.state('tiny')?.state).toBe('ready');
+        // Let it check its pieces (metadata from the registry), then take the registry away.
+        await new Promise((r) => setTimeout(r, 1500));
+        await seeder.remove(seeded);
+        c.f.want({ name: 'tiny', sha256, magnet: seeded.magnetURI, webSeed: null });
+        expect(await settle(c.f, 'tiny')).toBe('ready');
+        expect(c.f.report()[0]!.bytes_from_peers).toBeGreaterThanOrEqual(SIZE);
+      } finally {
+        await restarted.close();
+      }
+    } finally {
+      await c.f.close();
+    }
   });
 });

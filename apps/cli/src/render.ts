@@ -188,12 +188,13 @@ export function nodeRecord(n: Node): string {
   ]);
   if (n.images.length === 0) return record;
   const images = formatTable(
-    ['IMAGE', 'STATE', 'PROGRESS', 'FROM_PEERS', 'FROM_WEBSEED'],
+    ['IMAGE', 'STATE', 'PROGRESS', 'FROM_PEERS', 'FROM_REGISTRY', 'FROM_WEBSEED'],
     n.images.map((i) => [
       i.image,
       i.state,
       i.progress === undefined ? null : `${Math.round(i.progress * 100)}%`,
       bytes(i.bytes_from_peers),
+      i.bytes_from_registry === undefined ? null : bytes(i.bytes_from_registry),
       bytes(i.bytes_from_webseed),
     ]),
   );

@@ -135,10 +135,17 @@ export const NodeImage = Type.Object({
   image: Type.String(),
   state: Type.String(),
   progress: Type.Optional(Type.Number()),
+  /** From other nodes over BitTorrent. */
   bytes_from_peers: Type.Integer(),
+  /** From the registry over HTTP (the web seed, or a plain download). */
   bytes_from_webseed: Type.Integer(),
+  /** From the registry's own BitTorrent seeder (reported by agents since images went peer-to-peer). */
+  bytes_from_registry: Type.Optional(Type.Integer()),
 });
 export type NodeImage = Static<typeof NodeImage>;
+/** The registry's seeder announces with a peer id that starts so (BitTorrent's Azureus-style
+ * client prefix), which lets a node tell the registry's bytes from other nodes' bytes. */
+export const REGISTRY_PEER_ID_PREFIX = '-PLREG-';
 export const Node = Type.Object(
   {
     id: Uuid,
@@ -434,6 +441,7 @@ export const ObservedState = Type.Object(
             progress: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
             bytes_from_peers: Type.Integer({ minimum: 0 }),
             bytes_from_webseed: Type.Integer({ minimum: 0 }),
+            bytes_from_registry: Type.Optional(Type.Integer({ minimum: 0 })),
           },
           Strict,
         ),

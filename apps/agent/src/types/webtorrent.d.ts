@@ -4,6 +4,9 @@ declare module 'webtorrent' {
 
   interface Wire extends EventEmitter {
     type: string;
+    /** The remote peer's id, hex (20 bytes); for a web seed, its URL. */
+    peerId: string;
+    remoteAddress: string;
   }
 
   interface Torrent extends EventEmitter {
@@ -30,6 +33,7 @@ declare module 'webtorrent' {
     webSeeds?: boolean;
     tracker?: boolean | object;
     torrentPort?: number;
+    peerId?: string | Uint8Array;
     uploadLimit?: number;
     downloadLimit?: number;
   }

@@ -4,7 +4,7 @@
 // Several replicas: an archive lives on the replica that received it. Run them on a shared
 // images directory (NFS or the like) so each can serve and seed every image; nothing here
 // copies archives between replicas.
-import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, type Hash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -14,6 +14,7 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Server as Tracker } from 'bittorrent-tracker';
 import WebTorrent, { type ChunkStore } from 'webtorrent';
+import { REGISTRY_PEER_ID_PREFIX } from '@planetlite/api';
 import { AppError } from '@planetlite/core';
 import type { RegistryContext } from '../context.js';
 
@@ -184,6 +185,8 @@ export class ImageService {
       // The registry holds every piece; it never fetches from its own web seed.
       webSeeds: false,
       torrentPort: config.torrentPort,
+      // Nodes count what the registry sends apart from what other nodes send (20 bytes in all).
+      peerId: Buffer.concat([Buffer.from(REGISTRY_PEER_ID_PREFIX), randomBytes(20 - REGISTRY_PEER_ID_PREFIX.length)]),
       ...(config.seedUploadKbps ? { uploadLimit: Math.round((config.seedUploadKbps * 1000) / 8) } : {}),
     });
     // webtorrent emits 'error' for its own failures (a taken port, say): logged, never thrown.

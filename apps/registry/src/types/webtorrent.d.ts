@@ -34,6 +34,7 @@ declare module 'webtorrent' {
     webSeeds?: boolean;
     tracker?: boolean | object;
     torrentPort?: number;
+    peerId?: string | Uint8Array;
     uploadLimit?: number;
     downloadLimit?: number;
   }
