@@ -29,6 +29,9 @@ export interface InstanceSpec {
    * into the container as eth0 (lxc.net.0.type = phys), with its address and gateway; null =
    * loopback only. */
   net: { link: string; address: string /* CIDR */; gateway: string } | null;
+  /** The image's read-only root (its base subvolume), where a VM driver looks for a kernel the
+   * image ships; default: rootfs, read at the first define, before the sliver has run on it. */
+  imageRoot?: string;
 }
 
 export type InstanceState = 'running' | 'stopped' | 'frozen' | 'absent';
@@ -61,6 +64,8 @@ export interface InstanceDriver {
   memoryBytes(id: string): Promise<number | null>;
   /** CPU time the sliver has used since it started, seconds (accounting); null when not running. */
   cpuSeconds(id: string): Promise<number | null>;
+  /** Path of the sliver's console log, when the driver keeps one (`planetlite sliver log`). */
+  consoleLog?(id: string): string;
 }
 
 /** A spec the driver refuses before touching the host. */
@@ -92,6 +97,8 @@ export function validateInstanceSpec(spec: InstanceSpec): void {
   if (!HOSTNAME.test(spec.hostname)) bad('hostname', `must be 1-63 of [A-Za-z0-9_.-], got ${JSON.stringify(spec.hostname)}`);
   if (!isAbsolute(spec.rootfs) || /[\n\r\0]/.test(spec.rootfs) || spec.rootfs === '/')
     bad('rootfs', `must be an absolute directory other than /, got ${JSON.stringify(spec.rootfs)}`);
+  if (spec.imageRoot !== undefined && (!isAbsolute(spec.imageRoot) || /[\n\r\0]/.test(spec.imageRoot)))
+    bad('imageRoot', `must be an absolute directory, got ${JSON.stringify(spec.imageRoot)}`);
   if (!Number.isSafeInteger(spec.memoryMb) || spec.memoryMb < 8 || spec.memoryMb > 1 << 22)
     bad('memoryMb', `must be an integer from 8 to ${1 << 22}, got ${spec.memoryMb}`);
   if (!Number.isSafeInteger(spec.cpuShares) || spec.cpuShares < 2 || spec.cpuShares > 262144)
