@@ -42,7 +42,7 @@ async function running(slice: string): Promise<Sliver> {
 }
 
 beforeAll(async () => {
-  node = await startOneNode({ site: 'iso', octets: [210, 40], sliverSubnet: (o) => `10.${100 + (o % 40)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
+  node = await startOneNode({ site: 'iso', octets: [210, 30], sliverSubnet: (o) => `10.${100 + (o % 30)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
   ({ admin, ns: NODE, dir, nodeId } = node);
   await admin.createSlice({ name: 'iso_a', description: 'isolation A', url: 'https://example.org', image: 'tiny', resources: { disk_mb: DISK_A_MB } });
   await admin.createSlice({ name: 'iso_b', description: 'isolation B', url: 'https://example.org', image: 'tiny' });

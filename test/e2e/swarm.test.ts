@@ -65,7 +65,7 @@ const node = (n: number): TestNode => nodes[n - 1]!;
 
 function startAgent(n: TestNode): AgentProcess {
   n.agent = new AgentProcess(
-    ['run', '--state-dir', n.stateDir, '--pool', n.pool, '--pool-size', '1G', '--sliver-subnet', n.subnet, '--netns', n.ns, '--image-gc-grace', String(GRACE_S), '--no-watchdog', '--log-level', 'debug'],
+    ['run', '--state-dir', n.stateDir, '--pool', n.pool, '--pool-size', '1G', '--sliver-subnet', n.subnet, '--netns', n.ns, '--image-gc-grace', String(GRACE_S), '--no-watchdog', '--vm', 'off', '--log-level', 'debug'],
     { netns: n.ns, echo: LOG_LEVEL !== 'silent' },
   );
   return n.agent;

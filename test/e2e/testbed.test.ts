@@ -90,7 +90,7 @@ function registryOptions(listen: string) {
 function startAgent3(opts: { holds?: boolean } = {}): AgentProcess {
   const n = node(3);
   agent3 = new AgentProcess(
-    ['run', '--state-dir', n.stateDir, '--pool', n.pool, '--pool-size', '1G', '--sliver-subnet', n.subnet, '--netns', n.ns, '--log-level', 'debug'],
+    ['run', '--state-dir', n.stateDir, '--pool', n.pool, '--pool-size', '1G', '--sliver-subnet', n.subnet, '--netns', n.ns, '--vm', 'off', '--log-level', 'debug'],
     { echo: LOG_LEVEL !== 'silent', ...(opts.holds ? { holds: true, env: { PATH: `${holdDir}:${process.env.PATH}` } } : {}) },
   );
   return agent3;
@@ -239,7 +239,7 @@ beforeAll(async () => {
       if (n.n < 3) {
         const e = await enroll({ registry: registry!.url, token, address: n.address, hostname, stateDir: n.stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
         n.id = e.node_id;
-        const settings = { pool: n.pool, pool_size: '1G', sliver_subnet: n.subnet, netns: n.ns };
+        const settings = { pool: n.pool, pool_size: '1G', sliver_subnet: n.subnet, netns: n.ns, vm: 'off' as const };
         await importImage({ stateDir: n.stateDir, name: 'tiny', file: image, settings });
         const agent = new Agent({ stateDir: n.stateDir, log: log.child({ node: n.n }), settings, waitSeconds: 30, reportEveryMs: 2000 });
         agents.set(n.n, agent);

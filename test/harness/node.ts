@@ -44,6 +44,8 @@ export async function removeNode(opts: { stateDir: string; ns: string; peerNs?: 
   for (const c of (await tryRun('lxc-ls', ['-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? []) {
     await tryRun('nsenter', [`--net=/run/netns/${opts.ns}`, 'lxc-stop', '-k', '-P', lxcPath, '-n', c]);
   }
+  // VM slivers: their qemu runs detached, its files under STATE_DIR/vm.
+  await tryRun('pkill', ['-KILL', '-f', `qemu-system.*${join(opts.stateDir, 'vm')}/`]);
   await tryRun('ip', ['netns', 'exec', opts.ns, 'nft', 'delete', 'table', 'inet', 'planetlite']);
   if (opts.peerNs) await tryRun('ip', ['netns', 'del', opts.peerNs]);
   await tryRun('ip', ['netns', 'del', opts.ns]);

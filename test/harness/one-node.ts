@@ -28,7 +28,8 @@ export interface OneNodeOptions {
   /** The image slices name: its recipe in infra/images/<name>/build.sh and the archive's suffix. */
   image: { name: 'tiny' | 'debian12'; file: string };
   maxSlivers?: number;
-  /** Agent settings beyond the pool and namespace (e.g. the watchdog's). */
+  /** Agent settings beyond the pool and namespace (e.g. the watchdog's). VM slivers are off
+   * unless this says vm: 'auto' (their check boots a probe guest: seconds of CPU). */
   agentSettings?: SettingsOverrides;
 }
 
@@ -79,7 +80,7 @@ export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
       ], { encoding: 'utf8', timeout: 30_000 }).trim();
     },
     async startAgent(settings) {
-      const agent = new Agent({ stateDir, log, settings: { ...opts.agentSettings, ...settings, netns: ns }, waitSeconds: 30, reportEveryMs: 2000 });
+      const agent = new Agent({ stateDir, log, settings: { vm: 'off', ...opts.agentSettings, ...settings, netns: ns }, waitSeconds: 30, reportEveryMs: 2000 });
       await agent.start();
       node.agent = agent;
       return agent;

@@ -1,11 +1,13 @@
 // The node agent daemon: desired-state sync in, reconcile against the host, observed state out.
 // Each module has start/stop, stopped in reverse order.
-import { PlanetLiteClient, type DesiredState, type ObservedState } from '@planetlite/api';
+import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
+import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StateDir, withStateLock } from './state.js';
 import { ImageFetcher } from './fetch.js';
 import { ImageCollector } from './gc.js';
+import { SliverInstances } from './instances.js';
 import { DesiredStateSync } from './sync.js';
 import { Reconciler, type Drivers } from './reconcile.js';
 import { Ledger } from './ledger.js';
@@ -15,6 +17,9 @@ import { EventOutbox } from './outbox.js';
 import { Watchdog } from './watchdog.js';
 import { openDrivers } from './drivers.js';
 import { parseSubnet, slotCount } from '@planetlite/network';
+
+/** How much of a VM's serial console the registry keeps (its last bytes). */
+const CONSOLE_TAIL_BYTES = 64 * 1024 - 1024;
 
 export interface AgentOptions {
   stateDir: string;
@@ -43,6 +48,9 @@ export class Agent {
   #watchdog: Watchdog | null = null;
   #fetcher: ImageFetcher | null = null;
   #collecting: Promise<void> = Promise.resolve();
+  #instances: SliverInstances | null = null;
+  /** Size and mtime of each console log as last uploaded, so an unchanged one costs a stat. */
+  readonly #consoles = new Map<string, string>();
   /** Events for the registry (watchdog), kept in the state dir until sent. */
   readonly outbox: EventOutbox;
   #timer: NodeJS.Timeout | null = null;
@@ -82,8 +90,9 @@ export class Agent {
   async start(): Promise<void> {
     if (this.#opts.drivers !== null) {
       const settings = loadSettings(this.state.dir, this.#opts.settings);
-      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, this.state.dir));
       const dir = this.state.dir;
+      const ledger = new Ledger(dir);
+      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, dir, (id) => (ledger.get(id) ? (ledger.get(id)!.kind ?? 'lxc') : undefined)));
       this.#fetcher = new ImageFetcher({
         dir: join(dir, 'images'),
         log: this.#log.child({ component: 'images' }),
@@ -102,7 +111,7 @@ export class Agent {
       });
       this.#reconciler = new Reconciler({
         drivers,
-        ledger: new Ledger(dir),
+        ledger,
         images: new ImageIndex(dir),
         log: this.#log.child({ component: 'reconcile' }),
         maxSlots: slotCount(parseSubnet(settings.sliver_subnet)),
@@ -130,6 +139,14 @@ export class Agent {
         emit: (ev) => this.outbox.push(ev),
         log: this.#log.child({ component: 'watchdog' }),
       });
+      if (instance instanceof SliverInstances) {
+        this.#instances = instance;
+        // When the VM check is over, VM slivers go on (or fail) and the node's capabilities change.
+        instance.checkVm(this.#log.child({ component: 'vm' }), () => {
+          this.#again();
+          void this.report();
+        });
+      }
     }
     await this.sync.start();
     this.#watchdog?.start();
@@ -142,6 +159,7 @@ export class Agent {
     if (this.#timer) clearInterval(this.#timer);
     if (this.#gcTimer) clearInterval(this.#gcTimer);
     await this.#collecting;
+    await this.#instances?.vmChecked();
     await this.#watchdog?.stop();
     await this.sync.stop();
     await this.#passes;
@@ -169,7 +187,11 @@ export class Agent {
 
   /** What this node actually has; nothing is claimed that is not there. */
   async observed(): Promise<ObservedState> {
-    return { slivers: this.#reconciler ? await this.#reconciler.observed() : [], ...(this.#fetcher ? { images: this.#fetcher.report() } : {}) };
+    return {
+      slivers: this.#reconciler ? await this.#reconciler.observed() : [],
+      ...(this.#fetcher ? { images: this.#fetcher.report() } : {}),
+      ...(this.#instances ? { capabilities: { lxc: true, ...this.#instances.kvm() } } : {}),
+    };
   }
 
   /** Sends observed state; failures are logged and retried on the next tick. */
@@ -177,11 +199,45 @@ export class Agent {
     this.#reporting = this.#reporting.then(async () => {
       try {
         await this.client.putObservedState(this.nodeId, await this.observed());
+        await this.#uploadConsoles();
       } catch (err) {
         this.#log.debug({ err: err instanceof Error ? err.message : String(err) }, 'observed-state report failed');
       }
     });
     return this.#reporting;
+  }
+
+  /** The tail of each VM sliver's serial console, for `planetlite sliver log`, when it changed. */
+  async #uploadConsoles(): Promise<void> {
+    const instances = this.#instances;
+    const reconciler = this.#reconciler;
+    if (!instances || !reconciler) return;
+    const live = new Set<string>();
+    for (const { id } of reconciler.slivers()) {
+      const file = instances.consoleFile(id);
+      if (!file) continue;
+      live.add(id);
+      const st = await stat(file).catch(() => null);
+      if (!st) continue;
+      const mark = `${st.size}:${st.mtimeMs}`;
+      if (this.#consoles.get(id) === mark) continue;
+      try {
+        const fd = await open(file, 'r');
+        try {
+          const n = Math.min(st.size, CONSOLE_TAIL_BYTES);
+          const buf = Buffer.alloc(n);
+          await fd.read(buf, 0, n, st.size - n);
+          // Invalid UTF-8 grows as it is decoded: cut again to what the registry takes.
+          await this.client.putSliverConsole(this.nodeId, id, consoleTail(buf.toString('utf8')));
+          this.#consoles.set(id, mark);
+        } finally {
+          await fd.close();
+        }
+      } catch (err) {
+        this.#log.debug({ sliver: id, err: err instanceof Error ? err.message : String(err) }, 'console upload failed; retried with the next report');
+      }
+    }
+    for (const id of this.#consoles.keys()) if (!live.has(id)) this.#consoles.delete(id);
   }
 
   /** Each new document starts a pass; the sync loop does not wait for slow slivers. */

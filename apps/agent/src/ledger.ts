@@ -11,6 +11,8 @@ export interface SliverRecord {
   slot: number;
   idmap_base: number;
   image_sha256: string | null;
+  /** 'kvm' for a VM sliver; records from before VM slivers have none and are containers. */
+  kind?: 'lxc' | 'kvm';
   restart_seq: number;
   reset_seq: number;
   /** Hash of the member keys last written into the sliver, so unchanged keys cost nothing. */
@@ -41,14 +43,14 @@ export class Ledger {
   }
 
   /** The sliver's record, allocating the lowest free slot (and its uid range) if it has none. */
-  claim(id: string, slice: string, maxSlots: number): SliverRecord {
+  claim(id: string, slice: string, maxSlots: number, kind: 'lxc' | 'kvm' = 'lxc'): SliverRecord {
     const have = this.#slivers.get(id);
     if (have) return have;
     const used = new Set(this.all().map((r) => r.slot));
     let slot = 0;
     while (used.has(slot)) slot++;
     if (slot >= maxSlots) throw new Error(`the sliver subnet has no free /30 left (${maxSlots} slots)`);
-    const rec: SliverRecord = { id, slice, slot, idmap_base: IDMAP_FIRST + slot * IDMAP_SIZE, image_sha256: null, restart_seq: 0, reset_seq: 0, keys_hash: null };
+    const rec: SliverRecord = { id, slice, slot, idmap_base: IDMAP_FIRST + slot * IDMAP_SIZE, image_sha256: null, restart_seq: 0, reset_seq: 0, keys_hash: null, kind };
     this.#slivers.set(id, rec);
     this.#save();
     return rec;

@@ -75,6 +75,7 @@ function seconds(v: string): number {
 interface ImageFlags {
   imageUploadKbps?: number | null;
   imageGcGrace?: number;
+  vm?: 'auto' | 'off';
 }
 
 function kbps(v: string): number | null {
@@ -88,7 +89,7 @@ function graceSeconds(v: string): number {
   return Number(v);
 }
 
-const imageSettings = (o: ImageFlags) => ({ image_upload_kbps: o.imageUploadKbps, image_gc_grace_seconds: o.imageGcGrace });
+const imageSettings = (o: ImageFlags) => ({ image_upload_kbps: o.imageUploadKbps, image_gc_grace_seconds: o.imageGcGrace, vm: o.vm });
 
 const watchdogSettings = (o: WatchdogFlags) => ({
   enabled: o.watchdog,
@@ -106,6 +107,7 @@ program
   .option('--pool-size <size>', 'size of a new loop-file pool, e.g. 20G (default 20G)')
   .option('--sliver-subnet <cidr>', 'private addresses of slivers, one /30 each (default 10.200.0.0/16)')
   .addOption(new Option('--netns <name>', 'put slivers in this network namespace (multi-node testbeds on one machine)').hideHelp())
+  .addOption(new Option('--vm <auto|off>', "kvm slivers: 'auto' runs them when qemu boots a probe guest here (KVM, else TCG); 'off' never (default auto)").choices(['auto', 'off']))
   .option('--image-upload-kbps <kbps|none>', 'cap on seeding images to other nodes, kbit/s (default 20000)', kbps)
   .option('--image-gc-grace <seconds>', 'an image no sliver uses is removed from the node after this long (default 86400)', graceSeconds)
   .option('--watchdog-budget <MiB|host>', "memory watchdog level: the slivers' memory over this budget, or 'host' (default): the whole host's", budget)
@@ -119,7 +121,9 @@ program
 Settings given here are remembered in the state dir (settings.json); later runs and \`image import\`
 use them. The memory watchdog samples every second; its other settings (interval_ms,
 hysteresis_percent, psi_full_reset) are in settings.json under "watchdog".
-Needs root, btrfs-progs, lxc and nftables (scripts/setup.sh installs them).`)
+Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86 and busybox-static
+(scripts/setup.sh installs them all). The first start with --vm auto fetches the node kernel
+(Debian's linux-image-amd64, with apt-get download) into /var/cache/planetlite-kvm.`)
   .action(async (opts: PoolFlags & WatchdogFlags & ImageFlags & { logLevel: string }) => {
     const log = createLogger({ name: 'agent', level: opts.logLevel });
     const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), ...imageSettings(opts), watchdog: watchdogSettings(opts) } });

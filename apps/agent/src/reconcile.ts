@@ -6,6 +6,7 @@ import pLimit, { type LimitFunction } from 'p-limit';
 import type { DesiredSliver, DesiredState, ObservedSliver } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import type { InstanceDriver, InstanceState } from '@planetlite/instance';
+import type { SliverInstances } from './instances.js';
 import { MAX_KBPS, type NetworkDriver, type SliverNetSpec } from '@planetlite/network';
 import type { StorageDriver } from '@planetlite/storage';
 import type { ImageIndex } from './images.js';
@@ -21,7 +22,8 @@ export interface Fetcher {
 
 export interface Drivers {
   storage: StorageDriver;
-  instance: InstanceDriver;
+  /** One driver, or one per sliver kind (instances.ts: SliverInstances). */
+  instance: InstanceDriver & Partial<Pick<SliverInstances, 'capabilitiesOf' | 'unavailable' | 'exitReason'>>;
   network: NetworkDriver;
 }
 
@@ -128,9 +130,17 @@ export class Reconciler {
       }
       // Before this agent has worked on a sliver (say, after a restart), its state is what the host shows.
       let state: ObservedSliver['state'] = st?.state ?? observedState(states.get(id) ?? 'absent');
+      let error = st?.error ?? null;
       const leaving = this.#desired !== null && (!d || d.desired === 'deleted');
       if (leaving && state !== 'failed') state = 'deleting';
-      const obs: ObservedSliver = { id, state, error: st?.error ?? null, address: this.#d.network.address({ slot: rec.slot }).sliverAddress };
+      // Settled as running, nothing under way for it, and yet down: its init or its VM died.
+      const now = states.get(id) ?? 'absent';
+      if (state === 'running' && d?.desired === 'running' && (now === 'stopped' || now === 'absent') && this.#done.has(id) && !this.#queues.has(id)) {
+        const why = (await this.#d.instance.exitReason?.(id).catch(() => null)) ?? null;
+        state = 'failed';
+        error = `${rec.kind === 'kvm' ? 'the VM' : 'the container'} stopped by itself${why ? ` (${why})` : ''}; a restart action or the next full pass starts it again`;
+      }
+      const obs: ObservedSliver = { id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress };
       const mem = await this.#d.instance.memoryBytes(id).catch(() => null);
       if (mem !== null) obs.memory_bytes = mem;
       const cpu = await this.#d.instance.cpuSeconds(id).catch(() => null);
@@ -178,8 +188,9 @@ export class Reconciler {
   async memoryReset(id: string): Promise<'restart' | 'restore'> {
     const s = this.#desired?.slivers.find((d) => d.id === id);
     const restore = s?.memory_reset === 'restore';
-    await this.#d.instance.kill(id);
+    // Not settled any more: a report meanwhile must not take the kill for a crash.
     this.#done.delete(id);
+    await this.#d.instance.kill(id);
     if (!s || s.desired === 'deleted') return restore ? 'restore' : 'restart';
     void this.#enqueue(id, async () => {
       if (restore) {
@@ -236,6 +247,12 @@ export class Reconciler {
   async #ensureOrThrow(s: DesiredSliver): Promise<void> {
     const { storage, instance, network } = this.#d;
     this.#log.debug({ sliver: s.id, image: s.image.name }, 'ensure');
+    const kind = s.kind === 'kvm' ? 'kvm' : 'lxc';
+    const unavailable = instance.unavailable ? instance.unavailable(kind) : kind === 'lxc' ? null : { why: 'this node runs no VM slivers', waiting: false };
+    if (unavailable) {
+      this.#status.set(s.id, { state: unavailable.waiting ? 'provisioning' : 'failed', error: unavailable.why });
+      return;
+    }
     const local = this.#images.byName(s.image.name);
     // The registry's published archive wins over a local one of the same name.
     const image = local && (!s.image.sha256 || local.sha256 === s.image.sha256) ? local : undefined;
@@ -257,7 +274,7 @@ export class Reconciler {
       this.#fetcher.seed({ name: s.image.name, sha256: image.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
     }
     const step = (name: string) => this.#log.debug({ sliver: s.id, step: name }, 'reconcile step');
-    let rec = this.#ledger.claim(s.id, s.slice, this.#maxSlots);
+    let rec = this.#ledger.claim(s.id, s.slice, this.#maxSlots, kind);
     if (s.reset_seq > rec.reset_seq) {
       // reset: a fresh root filesystem from the image, then start as usual.
       await instance.destroy(s.id);
@@ -302,8 +319,9 @@ export class Reconciler {
       cpuShares: s.resources.cpu_shares,
       cpuCapPercent: s.resources.cpu_cap_percent ?? null,
       pids: 4096,
-      idmapBase: instance.capabilities.unprivileged ? rec.idmap_base : null,
-      net: net.peerIf ? { link: net.peerIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway } : null,
+      idmapBase: (instance.capabilitiesOf?.(kind) ?? instance.capabilities).unprivileged ? rec.idmap_base : null,
+      // A container gets the veth's peer moved in; a VM opens the tap, the host end itself.
+      net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
     });
     step('lifecycle');
 
@@ -360,7 +378,7 @@ export class Reconciler {
   }
 
   #netSpec(rec: SliverRecord, s: Pick<DesiredSliver, 'ports'>): SliverNetSpec {
-    return { id: rec.id, slot: rec.slot, ports: s.ports, kind: 'veth' };
+    return { id: rec.id, slot: rec.slot, ports: s.ports, kind: rec.kind === 'kvm' ? 'tap' : 'veth' };
   }
 
   /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time. */

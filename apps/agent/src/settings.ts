@@ -16,6 +16,8 @@ export interface AgentSettings {
   netns: string | null;
   /** Upload cap when seeding images to other nodes, kbit/s; null: none. */
   image_upload_kbps: number | null;
+  /** VM (kvm) slivers: 'auto' runs them when qemu is installed and boots a probe guest; 'off' never. */
+  vm: 'auto' | 'off';
   /** An image no sliver uses is removed from the node after this long, seconds. */
   image_gc_grace_seconds: number;
   /** The memory watchdog (watchdog.ts); fields missing from settings.json take their defaults. */
@@ -35,6 +37,7 @@ export function defaultSettings(stateDir: string): AgentSettings {
     netns: null,
     image_upload_kbps: 20_000,
     image_gc_grace_seconds: 86_400,
+    vm: 'auto',
     watchdog: { ...defaultWatchdogSettings },
   };
 }
@@ -51,6 +54,7 @@ export function loadSettings(stateDir: string, overrides: SettingsOverrides = {}
     watchdog: { ...base.watchdog, ...saved.watchdog, ...defined(overrides.watchdog) },
   } as AgentSettings;
   try {
+    if (s.vm !== 'auto' && s.vm !== 'off') throw new Error(`vm must be 'auto' or 'off', not ${JSON.stringify(s.vm)}`);
     if (!Number.isSafeInteger(s.image_gc_grace_seconds) || s.image_gc_grace_seconds < 0)
       throw new Error(`image_gc_grace_seconds must be a whole number of seconds, not ${JSON.stringify(s.image_gc_grace_seconds)}`);
     validateWatchdogSettings(s.watchdog);

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PlanetLiteClient, type EnrollmentToken, type Event, type Image, type Site, type Slice, type Sliver, type SshKey, type UsageHistory, type User } from '@planetlite/api';
+import { PlanetLiteClient, type EnrollmentToken, type Event, type Image, type Site, type Slice, type Sliver, type SliverConsole, type SshKey, type UsageHistory, type User } from '@planetlite/api';
 // Deliberately a static import: if the registry is not built this file fails loudly instead of skipping.
 import { startRegistry } from '@planetlite/registry';
 import { runCli } from './cli.js';
@@ -30,11 +30,11 @@ interface Result {
   stderr: string;
 }
 
-async function cli(args: string[], opts: { config?: string; env?: Record<string, string>; stdin?: string } = {}): Promise<Result> {
+async function cli(args: string[], opts: { config?: string; env?: Record<string, string>; stdin?: string; tty?: boolean } = {}): Promise<Result> {
   let stdout = '';
   let stderr = '';
   const io: Io = {
-    stdout: { write: (s: string) => (stdout += s) },
+    stdout: { write: (s: string) => (stdout += s), isTTY: opts.tty },
     stderr: { write: (s: string) => (stderr += s) },
     env: { HOME: dir, PLANETLITE_CONFIG: opts.config ?? join(dir, 'none.json'), ...opts.env },
     stdin: opts.stdin === undefined ? undefined : Readable.from([opts.stdin]),
@@ -300,6 +300,44 @@ describe('planetlite against a live registry', () => {
       expect(bad.stderr.split('\n')[0], since).toMatch(/^error: option '--since <when>' argument .* is invalid\. must (be|not be in the future)/);
     }
     expectOneLineError(await cli(['sliver', 'stats', '00000000-0000-4000-8000-000000000000'], { config: piConfig }), /\(not_found\)$/m);
+  });
+
+  it('sliver log prints the console log the node uploaded, and says when there is none yet', async () => {
+    const token = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
+    const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({
+      token: token.token,
+      hostname: 'node3.princeton.edu',
+      address: '192.0.2.12',
+      capabilities: { lxc: true, kvm: true, kvm_accel: 'tcg' },
+      resources: { cpus: 2, memory_mb: 2048, disk_mb: 20000 },
+    });
+    const sliver = await okJson<Sliver>(['sliver', 'create', 'princeton_codeen', 'node3.princeton.edu'], { config: piConfig });
+
+    expectOneLineError(
+      await cli(['sliver', 'log', sliver.id], { config: piConfig }),
+      `planetlite: no console log for sliver ${sliver.id} yet: the node uploads it once the sliver has started (not_found)`,
+    );
+
+    const text = '[    0.000000] Linux version 6.1.0\r\n[\x1b[0;32m  OK  \x1b[0m] Started ssh.service\r\n\x1b[H\x1b[2JDebian GNU/Linux 12 ttyS0\r\n\r\nlogin: ';
+    const node = new PlanetLiteClient({ registry: registry.url, token: enrolled.node_key });
+    const receipt = await node.putSliverConsole(enrolled.node_id, sliver.id, text);
+    expect(receipt).toEqual({ sliver_id: sliver.id, bytes: Buffer.byteLength(text), updated_at: expect.any(String) });
+
+    // Piped: the text as uploaded; on a terminal: no screen clearing, colours kept, CRLF folded.
+    expect(await ok(['sliver', 'log', sliver.id], { config: piConfig })).toBe(`${text}\n`);
+    expect(await ok(['sliver', 'log', sliver.id], { config: piConfig, tty: true })).toBe(
+      '[    0.000000] Linux version 6.1.0\n[\x1b[0;32m  OK  \x1b[0m] Started ssh.service\nDebian GNU/Linux 12 ttyS0\n\nlogin: \x1b[0m\n',
+    );
+    expect(await ok(['sliver', 'log', sliver.id, '--raw'], { config: piConfig, tty: true })).toBe(`${text}\n`);
+    const raw = await okJson<SliverConsole>(['sliver', 'log', sliver.id], { config: piConfig });
+    expect(raw).toEqual({ sliver_id: sliver.id, text, updated_at: receipt.updated_at });
+
+    const help = await ok(['sliver', 'log', '--help']);
+    expect(help).toMatch(/^Usage: planetlite sliver log \[options\] <id>$/m);
+    expect(help).toContain("console log (a VM's serial console)");
+    expect(await ok(['sliver', '--help'])).toMatch(/^\s+log \[options\] <id>\s+print the tail of a sliver's console log/m);
+    expectOneLineError(await cli(['sliver', 'log', '00000000-0000-4000-8000-000000000000'], { config: piConfig }), /not found \(not_found\)$/m);
+    expectOneLineError(await cli(['sliver', 'log', sliver.id], { config: adminConfig, env: { PLANETLITE_TOKEN: enrolled.node_key } }), /\(forbidden\)$/m);
   });
 
   it('lists images and events', async () => {

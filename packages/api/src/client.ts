@@ -1,5 +1,6 @@
 // A typed client for the v1 API, shared by the CLI, the node agent and the tests.
 import type * as S from './schemas.js';
+import { SLIVER_CONSOLE_MAX_BYTES } from './schemas.js';
 
 export class ApiError extends Error {
   readonly status: number;
@@ -24,6 +25,14 @@ export interface ClientOptions {
 }
 
 type Query = Record<string, string | number | undefined>;
+interface RequestOptions {
+  body?: unknown;
+  /** A text/plain body (UTF-8) instead of a JSON one. */
+  text?: string;
+  query?: Query;
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
 
 export interface DesiredStateResult {
   /** null when the registry answered 304: nothing changed since etag. */
@@ -42,20 +51,23 @@ export class PlanetLiteClient {
     this.#fetch = opts.fetch ?? fetch;
   }
 
-  async request<T>(method: string, path: string, opts: { body?: unknown; query?: Query; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<T> {
+  async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     const res = await this.raw(method, path, opts);
     if (res.status === 204) return undefined as T;
     return (await res.json()) as T;
   }
 
   /** Sends a request and throws ApiError for any answer of 400 or more. */
-  async raw(method: string, path: string, opts: { body?: unknown; query?: Query; headers?: Record<string, string>; signal?: AbortSignal } = {}): Promise<Response> {
+  async raw(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
     const url = new URL(this.registry + path);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
     const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     let body: string | undefined;
-    if (opts.body !== undefined) {
+    if (opts.text !== undefined) {
+      headers['content-type'] = 'text/plain; charset=utf-8';
+      body = opts.text;
+    } else if (opts.body !== undefined) {
       headers['content-type'] = 'application/json';
       body = JSON.stringify(opts.body);
     }
@@ -155,6 +167,8 @@ export class PlanetLiteClient {
   deleteSliver(id: string) { return this.request<S.Sliver>('DELETE', `/v1/slivers/${enc(id)}`); }
   /** The sliver's accounting samples, oldest first; since defaults to 24 hours ago, until to now. */
   sliverUsage(id: string, query: S.UsageQuery = {}) { return this.request<S.UsageHistory>('GET', `/v1/slivers/${enc(id)}/usage`, { query }); }
+  /** The tail of the sliver's console as its node last uploaded it; ApiError not_found until the node has uploaded one. */
+  getSliverConsole(id: string) { return this.request<S.SliverConsole>('GET', `/v1/slivers/${enc(id)}/console`); }
 
   // events
   listEvents(query: Partial<S.EventQuery> = {}) { return this.request<S.EventList>('GET', '/v1/events', { query }).then((r) => r.events); }
@@ -196,9 +210,28 @@ export class PlanetLiteClient {
   }
   putObservedState(nodeId: string, body: S.ObservedState) { return this.request<{ ok: true }>('PUT', `/v1/nodes/${enc(nodeId)}/observed-state`, { body }); }
   postNodeEvent(nodeId: string, body: S.NodeEventCreate) { return this.request<S.Event>('POST', `/v1/nodes/${enc(nodeId)}/events`, { body }); }
+  /**
+   * Replaces the stored console log of a sliver on this node. text must fit SLIVER_CONSOLE_MAX_BYTES
+   * as UTF-8, else ApiError payload_too_large (413): cut it with consoleTail() first.
+   */
+  putSliverConsole(nodeId: string, sliverId: string, text: string) {
+    return this.request<S.SliverConsoleReceipt>('PUT', `/v1/nodes/${enc(nodeId)}/slivers/${enc(sliverId)}/console`, { text });
+  }
 }
 
 const enc = encodeURIComponent;
+
+/**
+ * The longest end of text that fits maxBytes as UTF-8, starting on a whole character. A tail read
+ * by bytes can start inside a character, which decodes to U+FFFD and so can grow past the limit.
+ */
+export function consoleTail(text: string, maxBytes: number = SLIVER_CONSOLE_MAX_BYTES): string {
+  const bytes = new TextEncoder().encode(text);
+  if (bytes.length <= maxBytes) return text;
+  let start = bytes.length - maxBytes;
+  while (start < bytes.length && (bytes[start]! & 0xc0) === 0x80) start++; // a UTF-8 continuation byte
+  return new TextDecoder().decode(bytes.subarray(start));
+}
 
 async function problemOf(res: Response): Promise<S.Problem> {
   const text = await res.text();

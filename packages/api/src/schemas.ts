@@ -448,10 +448,32 @@ export const ObservedState = Type.Object(
         { maxItems: 1000 },
       ),
     ),
+    // The agent may learn these only after it started (its qemu probe runs in the background), so
+    // a report can correct what enrollment said; placement goes by the latest.
+    capabilities: Type.Optional(Type.Object(NodeCapabilities.properties, { ...Strict, description: 'what the node can run now; replaces the capabilities given at enrollment when it differs' })),
   },
   Strict,
 );
 export type ObservedState = Static<typeof ObservedState>;
+
+/** A sliver's console log (a VM's serial console) is uploaded as its tail: at most this many bytes of UTF-8. */
+export const SLIVER_CONSOLE_MAX_BYTES = 64 * 1024;
+export const SliverConsole = Type.Object(
+  {
+    sliver_id: Uuid,
+    text: Type.String({ description: `the tail of the console as the node last uploaded it, at most ${SLIVER_CONSOLE_MAX_BYTES} bytes of UTF-8` }),
+    updated_at: Timestamp,
+  },
+  { title: 'SliverConsole' },
+);
+export type SliverConsole = Static<typeof SliverConsole>;
+/** The answer to a node's console upload. */
+export const SliverConsoleReceipt = Type.Object({
+  sliver_id: Uuid,
+  bytes: Type.Integer({ description: 'bytes of UTF-8 stored' }),
+  updated_at: Timestamp,
+});
+export type SliverConsoleReceipt = Static<typeof SliverConsoleReceipt>;
 
 // ---- misc ------------------------------------------------------------------------------------
 export const Health = Type.Object({ status: Type.Literal('ok'), database: Type.String(), fanout: Type.String(), version: Type.String() });

@@ -1,4 +1,4 @@
-// sliver ls|show|stats|create|<action>|delete: one slice's virtual machine or container on one node.
+// sliver ls|show|stats|log|create|<action>|delete: one slice's virtual machine or container on one node.
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import { SLIVER_ACTIONS, type PlanetLiteClient, type Sliver, type SliverAction } from '@planetlite/api';
@@ -8,6 +8,7 @@ import { integer } from '../parse.js';
 import { resolveNodeId } from '../resolve.js';
 import { sliverRecord, sliverStats, sliverTable } from '../render.js';
 import { parseSince, SINCE_HELP } from '../stats.js';
+import { forTerminal } from '../terminal.js';
 
 const POLL_MS = 1000;
 const DEFAULT_TIMEOUT_S = 600;
@@ -122,7 +123,8 @@ Examples:
   planetlite sliver ls princeton_codeen
   planetlite sliver restart 0b6e3c1a-...
   planetlite --json sliver show 0b6e3c1a-... | jq -r .ssh.port
-  planetlite sliver stats 0b6e3c1a-... --since 24h`);
+  planetlite sliver stats 0b6e3c1a-... --since 24h
+  planetlite sliver log 0b6e3c1a-... | less -R`);
 
   sliver
     .command('ls')
@@ -155,6 +157,26 @@ to GET /v1/slivers/{id}/usage.`)
       const [s, history] = await Promise.all([client.getSliver(id), client.sliverUsage(id, { since: opts.since ?? parseSince('1h') })]);
       if (history.truncated && !ctx.json) ctx.note(`the registry sent only the first ${history.samples.length} samples; use a later --since to see the rest`);
       ctx.emit(history, (h) => sliverStats(s, h));
+    });
+
+  sliver
+    .command('log')
+    .description('print the tail of a sliver\'s console log (a VM\'s serial console), as its node last uploaded it')
+    .argument('<id>', 'sliver id')
+    .option('--raw', 'print control sequences as they are, also on a terminal')
+    .addHelpText('after', `
+The node uploads the last 64 KiB of the console once the sliver has started, and the registry
+keeps its latest upload. On a terminal, control sequences other than colours are left out (a
+console log may clear the screen); piped or with --raw the text is printed as uploaded. --json
+prints the registry's answer to GET /v1/slivers/{id}/console: {sliver_id, text, updated_at}.`)
+    .action(async (id: string, opts: { raw?: boolean }) => {
+      const log = await (await ctx.client()).getSliverConsole(id);
+      if (!ctx.json && log.text === '') {
+        ctx.note(`the console log of sliver ${id} is empty (uploaded ${log.updated_at})`);
+        return;
+      }
+      const onTerminal = ctx.io.stdout.isTTY === true && !opts.raw;
+      ctx.emit(log, (l) => (onTerminal ? forTerminal(l.text) : l.text));
     });
 
   sliver

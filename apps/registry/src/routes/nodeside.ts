@@ -1,9 +1,21 @@
-// What node agents call: their desired state (ETag + long-poll), their observed state, their events.
+// What node agents call: their desired state (ETag + long-poll), their observed state, their events,
+// their slivers' console logs.
 import { createHash } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { DesiredState, DesiredStateQuery, Event, NodeEventCreate, ObservedState, type DesiredSliver, type SliverUsage } from '@planetlite/api';
+import {
+  DesiredState,
+  DesiredStateQuery,
+  Event,
+  NodeEventCreate,
+  ObservedState,
+  SLIVER_CONSOLE_MAX_BYTES,
+  SliverConsoleReceipt,
+  type DesiredSliver,
+  type NodeCapabilities,
+  type SliverUsage,
+} from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireNode } from '../plugins/auth.js';
 import { iso, json, type Row } from '../services/mappers.js';
@@ -60,6 +72,22 @@ async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise
   await q.query("UPDATE nodes SET last_seen = now(), state = 'online' WHERE id = $1", [nodeId]);
   if (rows[0]?.state === 'offline') await changes.record(q, { type: 'node.online', node: nodeId });
 }
+
+/**
+ * Capabilities the agent learnt after enrollment (its qemu probe runs in the background) replace
+ * the enrolled ones. Written and recorded as node.capabilities only when they differ, since every
+ * report carries them.
+ */
+async function updateCapabilities(q: Queryable, changes: Changes, nodeId: string, caps: NodeCapabilities): Promise<void> {
+  const { rows } = await q.query('SELECT capabilities FROM nodes WHERE id = $1', [nodeId]);
+  const before = rows[0] ? json<NodeCapabilities>(rows[0].capabilities) : null;
+  if (before && before.lxc === caps.lxc && before.kvm === caps.kvm && before.kvm_accel === caps.kvm_accel) return;
+  const after: NodeCapabilities = { lxc: caps.lxc, kvm: caps.kvm, kvm_accel: caps.kvm_accel };
+  await q.query('UPDATE nodes SET capabilities = $2 WHERE id = $1', [nodeId, JSON.stringify(after)]);
+  await changes.record(q, { type: 'node.capabilities', node: nodeId, data: { from: before, to: after } });
+}
+
+const ConsoleParams = Type.Object({ id: Type.String({ format: 'uuid' }), sliver_id: Type.String({ format: 'uuid' }) });
 
 export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
@@ -123,6 +151,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const body = req.body;
     return withChanges(ctx, async (q, changes) => {
       await markSeen(q, changes, nodeId);
+      if (body.capabilities) await updateCapabilities(q, changes, nodeId, body.capabilities);
       if (body.images) await q.query('UPDATE nodes SET images = $2 WHERE id = $1', [nodeId, JSON.stringify(body.images)]);
       const { rows } = await q.query('SELECT id, slice, state, desired, error, address FROM slivers WHERE node_id = $1 FOR NO KEY UPDATE', [nodeId]);
       const reported = new Map(body.slivers.map((s) => [s.id, s]));
@@ -187,6 +216,45 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       return { ok: true as const, updated, removed };
     });
+  });
+
+  app.put('/v1/nodes/:id/slivers/:sliver_id/console', {
+    bodyLimit: SLIVER_CONSOLE_MAX_BYTES,
+    schema: {
+      tags: ['node agents'],
+      summary: `Upload the tail of a sliver's console log (node key): text/plain in UTF-8, at most ${SLIVER_CONSOLE_MAX_BYTES} bytes (more is 413). ` +
+        'It replaces the one stored; NUL characters are dropped. The sliver must be on this node.',
+      security: bearer,
+      params: ConsoleParams,
+      consumes: ['text/plain'],
+      body: Type.String({ description: 'the tail of the console log' }),
+      response: answers({ 200: SliverConsoleReceipt }),
+    },
+    // Who and what before the body is read, so a stranger or a wrong upload costs no 64 KiB.
+    preParsing: async (req) => {
+      requireNode(req, req.params.id);
+      const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      if (type !== 'text/plain') throw new AppError('unsupported_media_type', `send the console log as text/plain in UTF-8, not '${type || 'nothing'}'`);
+      if (Number(req.headers['content-length'] ?? NaN) > SLIVER_CONSOLE_MAX_BYTES) {
+        throw new AppError('payload_too_large', `the console log is larger than ${SLIVER_CONSOLE_MAX_BYTES} bytes; upload only its last ${SLIVER_CONSOLE_MAX_BYTES} bytes`);
+      }
+    },
+  }, async (req) => {
+    const nodeId = requireNode(req, req.params.id).id;
+    const sliverId = req.params.sliver_id;
+    // PostgreSQL text cannot hold NUL, and a serial console may well send some.
+    const text = req.body.replaceAll('\u0000', '');
+    const bytes = Buffer.byteLength(text, 'utf8');
+    // One statement: the sliver must be this node's, and it must still exist when the row lands.
+    const { rows } = await ctx.db.query(
+      `INSERT INTO sliver_console (sliver_id, text, bytes, updated_at)
+       SELECT id, $3, $4, now() FROM slivers WHERE id = $1 AND node_id = $2
+       ON CONFLICT (sliver_id) DO UPDATE SET text = EXCLUDED.text, bytes = EXCLUDED.bytes, updated_at = EXCLUDED.updated_at
+       RETURNING updated_at`,
+      [sliverId, nodeId, text, bytes],
+    );
+    if (!rows[0]) throw new AppError('not_found', `sliver ${sliverId} is not on node ${nodeId}`);
+    return { sliver_id: sliverId, bytes, updated_at: iso(rows[0].updated_at) };
   });
 
   app.post('/v1/nodes/:id/events', {

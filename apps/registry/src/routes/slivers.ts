@@ -3,10 +3,10 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { Sliver, SliverAction, SliverCreate, UsageHistory, UsageQuery } from '@planetlite/api';
+import { Sliver, SliverAction, SliverConsole, SliverCreate, UsageHistory, UsageQuery, type NodeCapabilities, type Slice } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireUser, type UserPrincipal } from '../plugins/auth.js';
-import { SLIVER_SELECT, json, toSliver, toUsageSample, type Row } from '../services/mappers.js';
+import { SLIVER_SELECT, iso, json, toSliver, toUsageSample, type Row } from '../services/mappers.js';
 import { withChanges } from '../services/changes.js';
 import { allocatePorts, loadSlice, requireSliceRole } from '../services/slices.js';
 import { answers, bearer, IdParams, NameParams } from './common.js';
@@ -34,6 +34,17 @@ function queryTime(value: string, field: string): Date {
   const at = new Date(value);
   if (Number.isNaN(at.getTime())) throw new AppError('invalid_request', `querystring.${field} must be an RFC 3339 time, e.g. 2030-01-31T00:00:00Z`);
   return at;
+}
+
+/**
+ * Why a node cannot run slivers of this kind, or null when it can. A kvm node with no accelerator
+ * yet has not finished its qemu probe: a VM placed there now might never start.
+ */
+function incapability(caps: NodeCapabilities, kind: Slice['kind']): string | null {
+  if (kind === 'lxc') return caps.lxc ? null : 'its agent reports no LXC support (lxc: false)';
+  if (!caps.kvm) return 'its agent reports no qemu/KVM support (kvm: false)';
+  if (caps.kvm_accel === null) return 'its agent has not reported a VM accelerator yet (kvm: true, kvm_accel: null), so its qemu probe may still be running; try again shortly';
+  return null;
 }
 
 const ACTION_SQL: Record<SliverAction['action'], string> = {
@@ -67,9 +78,9 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { rows: nodes } = await q.query('SELECT * FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [req.body.node_id]);
       const node = nodes[0];
       if (!node) throw new AppError('not_found', `node ${req.body.node_id} not found`);
-      const caps = json<{ lxc: boolean; kvm: boolean }>(node.capabilities);
-      if (!caps[slice.kind as 'lxc' | 'kvm']) {
-        throw new AppError('node_incapable', `node ${node.hostname as string} cannot run ${slice.kind as string} slivers`);
+      const why = incapability(json<NodeCapabilities>(node.capabilities), slice.kind as Slice['kind']);
+      if (why) {
+        throw new AppError('node_incapable', `node ${node.hostname as string} (${node.id as string}) cannot run ${slice.kind as string} slivers: ${why}`);
       }
       const { rows: sites } = await q.query<{ max_slivers: number }>('SELECT max_slivers FROM sites WHERE login_base = $1 FOR NO KEY UPDATE', [slice.site]);
       const { rows: dup } = await q.query('SELECT 1 FROM slivers WHERE slice = $1 AND node_id = $2', [req.params.name, req.body.node_id]);
@@ -134,6 +145,22 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       samples: rows.slice(0, MAX_USAGE_SAMPLES).map(toUsageSample),
       truncated: rows.length > MAX_USAGE_SAMPLES,
     };
+  });
+
+  app.get('/v1/slivers/:id/console', {
+    schema: {
+      tags: ['slivers'],
+      summary: "The tail of a sliver's console log (a VM's serial console), as its node last uploaded it (member, pi, admin)",
+      security: bearer,
+      params: IdParams,
+      response: answers({ 200: SliverConsole }),
+    },
+  }, async (req) => {
+    await authorisedSliver(ctx.db, requireUser(req), req.params.id, 'see');
+    const { rows } = await ctx.db.query('SELECT text, updated_at FROM sliver_console WHERE sliver_id = $1', [req.params.id]);
+    const row = rows[0];
+    if (!row) throw new AppError('not_found', `no console log for sliver ${req.params.id} yet: the node uploads it once the sliver has started`);
+    return { sliver_id: req.params.id, text: row.text as string, updated_at: iso(row.updated_at) };
   });
 
   app.post('/v1/slivers/:id/actions', {
