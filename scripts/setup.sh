@@ -70,6 +70,13 @@ else
   log "apt packages: installed ${APT_INSTALLED_NOW:-nothing}"
 fi
 
+# VM slivers boot Debian's kernel, which the agent fetches with `apt-get download` into
+# /var/cache/planetlite-kvm on first use: that needs the package lists.
+if ! apt-cache show linux-image-amd64 >/dev/null 2>&1; then
+  apt-get update -qq
+  log "apt lists: updated (for the VM sliver kernel)"
+fi
+
 # --- 2. Node 24 ----------------------------------------------------------------------
 ensure_node
 log "node: $(node --version) ($(command -v node)), npm $(npm --version)"

@@ -55,7 +55,23 @@ export interface ImageFetcherOptions {
 }
 
 const HTTP_FILE = 'archive.http';
+const REANNOUNCE_MS = 3000;
 const REGISTRY_PEER_HEX = Buffer.from(REGISTRY_PEER_ID_PREFIX).toString('hex');
+
+/**
+ * webtorrent fetches pieces in order from piece 0, so nodes that start together want the same
+ * pieces at the same time and have nothing to trade: the registry's link then carries a copy per
+ * node (docs/benchmarks.md, image distribution). Each node starts at a random piece instead.
+ * Its 'rarest' strategy would do that too, but scans every piece per request (CPU-bound here).
+ * The public select() merges adjacent ranges whatever their priority, so this uses the private
+ * _select of webtorrent 3 with a stream selection, which stays apart; without it, the order stays.
+ */
+function startAtRandomPiece(torrent: Torrent): void {
+  const n = torrent.pieces?.length ?? 0;
+  const select = (torrent as unknown as { _select?: (from: number, to: number, priority: number, notify: undefined, stream: boolean) => void })._select;
+  if (n < 2 || typeof select !== 'function') return;
+  select.call(torrent, Math.floor(Math.random() * n), n - 1, 1, undefined, true);
+}
 
 export class ImageFetcher {
   readonly #o: ImageFetcherOptions;
@@ -162,6 +178,8 @@ export class ImageFetcher {
     // a wire too, of type webSeed, and counted as the rest.
     torrent.on('wire', (wire: Wire) => {
       if (wire.type === 'webSeed') return;
+      // The tracker lists a node among its own peers; webtorrent does not notice that it is us.
+      if (wire.peerId === this.#client.peerId) return void wire.destroy();
       const registry = typeof wire.peerId === 'string' && wire.peerId.startsWith(REGISTRY_PEER_HEX);
       this.#o.log.debug({ image: target.name, peer: wire.remoteAddress, registry }, 'bittorrent peer connected');
       wire.on('download', (n: number) => (registry ? (entry.registryBytes += n) : (entry.peerBytes += n)));
@@ -185,7 +203,17 @@ export class ImageFetcher {
       torrent.destroy({ destroyStore: true });
       void this.#overHttp(entry, path);
     }, this.#o.metadataTimeoutMs ?? 20_000);
-    torrent.on('ready', () => clearTimeout(noMetadata));
+    torrent.on('ready', () => {
+      clearTimeout(noMetadata);
+      startAtRandomPiece(torrent);
+    });
+    // Nodes that start together announce before they know of each other, and the tracker's
+    // interval is minutes: ask it again every few seconds while fetching, so they meet.
+    const reannounce = setInterval(() => {
+      if (entry.torrent !== torrent || torrent.done) return void clearInterval(reannounce);
+      (torrent as unknown as { discovery?: { tracker?: { update(): void } | null } }).discovery?.tracker?.update();
+    }, REANNOUNCE_MS);
+    reannounce.unref();
     torrent.on('done', () => {
       if (entry.state !== 'fetching') return;
       const file = torrent.files[0];

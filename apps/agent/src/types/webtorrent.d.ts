@@ -7,6 +7,7 @@ declare module 'webtorrent' {
     /** The remote peer's id, hex (20 bytes); for a web seed, its URL. */
     peerId: string;
     remoteAddress: string;
+    destroy(): void;
   }
 
   interface Torrent extends EventEmitter {
@@ -21,6 +22,8 @@ declare module 'webtorrent' {
     path: string;
     files: Array<{ name: string; path: string; length: number }>;
     addWebSeed(url: string): void;
+    /** One entry per piece (null once verified); set when the metadata is there. */
+    pieces?: unknown[];
     destroy(opts?: { destroyStore?: boolean }, cb?: (err: Error | null) => void): void;
   }
 
@@ -46,6 +49,8 @@ declare module 'webtorrent' {
 
   export default class WebTorrent extends EventEmitter {
     constructor(opts?: ClientOptions);
+    /** This client's peer id, hex. */
+    peerId: string;
     torrents: Torrent[];
     add(torrentId: string | Buffer, opts?: AddOptions, onTorrent?: (t: Torrent) => void): Torrent;
     seed(input: string | string[], opts?: AddOptions & { name?: string; private?: boolean }, onSeed?: (t: Torrent) => void): Torrent;
