@@ -372,6 +372,18 @@ describe('planetlite against a live registry', () => {
     expectOneLineError(await cli(['image', 'push', join(dir, 'missing.tar'), '--name', 'x1'], { config: adminConfig }), 'is not a readable file');
   });
 
+  it('image build runs a recipe of infra/images, and with --push publishes what it built', async () => {
+    const out = join(dir, 'built', 'tiny.tar');
+    const built = await okJson<{ recipe: string; file: string; size: number }>(['image', 'build', 'tiny', '--out', out], { config: adminConfig });
+    expect(built).toMatchObject({ recipe: 'tiny', file: out });
+    expect(built.size).toBe((await stat(out)).size);
+    const pushed = await okJson<Image>(['image', 'build', 'tiny', '--out', out, '--push', '--name', 'tiny-built', '--kinds', 'lxc,kvm'], { config: adminConfig });
+    // --push uploads the archive this build wrote (it replaced the first one at the same path).
+    expect(pushed).toMatchObject({ name: 'tiny-built', kinds: ['lxc', 'kvm'], size: (await stat(out)).size });
+    expect(pushed.sha256).toBe(createHash('sha256').update(await readFile(out)).digest('hex'));
+    expectOneLineError(await cli(['image', 'build', 'nosuch'], { config: adminConfig }), "no image recipe 'nosuch': the recipes are debian12, tiny");
+  });
+
   it('says so when not logged in, after logout, or when the registry is unreachable', async () => {
     expectOneLineError(await cli(['slice', 'ls'], { config: join(dir, 'nobody.json') }), 'not logged in: run planetlite login --registry URL --email ...');
 

@@ -1,10 +1,14 @@
-// image ls|show|push: root filesystem archives slivers are built from; push uploads one (admin).
+// image ls|show|push|build: root filesystem archives slivers are built from; push uploads one
+// (admin), build runs a recipe of infra/images and can push the result.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createReadStream, existsSync, readdirSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import cliProgress from 'cli-progress';
-import { IMAGE_ARCH_PATTERN, IMAGE_NAME_PATTERN, IMAGE_VERSION_PATTERN, SLICE_KINDS } from '@planetlite/api';
+import { IMAGE_ARCH_PATTERN, IMAGE_NAME_PATTERN, IMAGE_VERSION_PATTERN, SLICE_KINDS, type Image } from '@planetlite/api';
 import type { Context } from '../context.js';
 import { CliError } from '../errors.js';
 import { imageRecord, imageTable } from '../render.js';
@@ -84,36 +88,93 @@ export function registerImage(program: Command, ctx: Context): void {
     // Not --version: commander takes that as the program's own, wherever it stands.
     .option('--image-version <version>', 'version label kept with the image')
     .option('--arch <arch>', 'architecture of the root filesystem', 'x86_64')
-    .action(async (file: string, opts: { name: string; kinds: string; imageVersion?: string; arch: string }) => {
-      check('--name', opts.name, IMAGE_NAME_PATTERN);
-      check('--image-version', opts.imageVersion, IMAGE_VERSION_PATTERN);
-      check('--arch', opts.arch, IMAGE_ARCH_PATTERN);
-      const st = await stat(file).catch(() => null);
-      if (!st?.isFile()) throw new CliError(`${file} is not a readable file`);
-      const client = await ctx.client();
-
-      // The checksum first (one streaming pass), so the registry can refuse a corrupted upload.
-      const hashing = progress(ctx, 'sha256', st.size);
-      const hash = createHash('sha256');
-      let read = 0;
-      for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        read += chunk.length;
-        hashing.update(read);
-      }
-      hashing.stop();
-      const sha256 = hash.digest('hex');
-
-      const sending = progress(ctx, 'upload', st.size);
-      // No request timeout: a large archive takes as long as it takes; Ctrl-C ends it.
-      const abort = new AbortController();
-      const out = await client
-        .uploadImage(
-          { name: opts.name, kinds: opts.kinds, arch: opts.arch, ...(opts.imageVersion ? { version: opts.imageVersion } : {}) },
-          createReadStream(file, { highWaterMark: 1 << 20 }),
-          { size: st.size, sha256, onProgress: (n) => sending.update(n), signal: abort.signal },
-        )
-        .finally(() => sending.stop());
-      ctx.emit(out, imageRecord);
+    .action(async (file: string, opts: PushOptions) => {
+      ctx.emit(await pushImage(ctx, file, opts), imageRecord);
     });
+
+  image
+    .command('build')
+    .description(`build an image from a recipe in infra/images (${recipes().join(', ') || 'none found'}); --push uploads it (admin)`)
+    .argument('<recipe>', 'recipe name: infra/images/RECIPE/build.sh')
+    .option('--out <file>', 'archive to write (default ./RECIPE.tar, or .tar.zst for debian12)')
+    .option('--push', 'upload it as an image afterwards, as image push does')
+    .option('--name <name>', 'with --push: image name (default the recipe name)')
+    .option('--kinds <kinds>', `with --push: sliver kinds it serves (${SLICE_KINDS.join(',')})`, kindsOption, 'lxc')
+    .option('--image-version <version>', 'with --push: version label kept with the image')
+    .option('--arch <arch>', 'with --push: architecture of the root filesystem', 'x86_64')
+    .addHelpText('after', `
+Recipes run as root on this machine (debian12 uses debootstrap and takes minutes); their output
+streams to stderr. Recipes are looked up in ${RECIPES_DIR} (PLANETLITE_IMAGE_RECIPES overrides).`)
+    .action(async (recipe: string, opts: PushOptions & { out?: string; push?: boolean }) => {
+      const script = join(recipesDir(), recipe, 'build.sh');
+      if (!/^[a-z0-9][a-z0-9._-]*$/.test(recipe) || !existsSync(script))
+        throw new CliError(`no image recipe '${recipe}': the recipes are ${recipes().join(', ') || `none (no ${recipesDir()})`}`);
+      const out = resolve(opts.out ?? `${recipe}${recipe === 'debian12' ? '.tar.zst' : '.tar'}`);
+      const started = Date.now();
+      const code = await new Promise<number>((done, fail) => {
+        const child = spawn('bash', [script, out], { stdio: ['ignore', ctx.json ? 'ignore' : 'inherit', 'inherit'] });
+        child.on('error', fail);
+        child.on('exit', (c, signal) => done(c ?? (signal ? 128 : 1)));
+      });
+      if (code !== 0) throw new CliError(`recipe ${recipe} failed (exit ${code}); its messages are above`);
+      const { size } = await stat(out);
+      if (!opts.push) {
+        ctx.emit({ recipe, file: out, size, seconds: Math.round((Date.now() - started) / 100) / 10 }, (r) => `built ${r.file} (${r.size} bytes) from recipe ${r.recipe} in ${r.seconds} s\nnext: planetlite image push ${r.file} --name ${recipe}`);
+        return;
+      }
+      ctx.emit(await pushImage(ctx, out, { ...opts, name: opts.name ?? recipe }), imageRecord);
+    });
+}
+
+interface PushOptions {
+  name: string;
+  kinds: string;
+  imageVersion?: string;
+  arch: string;
+}
+
+/** The recipes' directory: the repository's infra/images beside this CLI, unless overridden. */
+const RECIPES_DIR = fileURLToPath(new URL('../../../../infra/images/', import.meta.url));
+
+function recipesDir(): string {
+  return process.env.PLANETLITE_IMAGE_RECIPES || RECIPES_DIR;
+}
+
+function recipes(): string[] {
+  const dir = recipesDir();
+  return existsSync(dir) ? readdirSync(dir).filter((d) => existsSync(join(dir, d, 'build.sh'))).sort() : [];
+}
+
+/** Checks the manifest, hashes the archive, then uploads it (progress bars on a terminal). */
+async function pushImage(ctx: Context, file: string, opts: PushOptions): Promise<Image> {
+  check('--name', opts.name, IMAGE_NAME_PATTERN);
+  check('--image-version', opts.imageVersion, IMAGE_VERSION_PATTERN);
+  check('--arch', opts.arch, IMAGE_ARCH_PATTERN);
+  const st = await stat(file).catch(() => null);
+  if (!st?.isFile()) throw new CliError(`${file} is not a readable file`);
+  const client = await ctx.client();
+
+  // The checksum first (one streaming pass), so the registry can refuse a corrupted upload.
+  const hashing = progress(ctx, 'sha256', st.size);
+  const hash = createHash('sha256');
+  let read = 0;
+  for await (const chunk of createReadStream(file) as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    read += chunk.length;
+    hashing.update(read);
+  }
+  hashing.stop();
+  const sha256 = hash.digest('hex');
+
+  const sending = progress(ctx, 'upload', st.size);
+  // No request timeout: a large archive takes as long as it takes; Ctrl-C ends it.
+  const abort = new AbortController();
+  const out = await client
+    .uploadImage(
+      { name: opts.name, kinds: opts.kinds, arch: opts.arch, ...(opts.imageVersion ? { version: opts.imageVersion } : {}) },
+      createReadStream(file, { highWaterMark: 1 << 20 }),
+      { size: st.size, sha256, onProgress: (n) => sending.update(n), signal: abort.signal },
+    )
+    .finally(() => sending.stop());
+  return out;
 }
