@@ -1,6 +1,8 @@
-// The part of webtorrent 3 (which ships no types) that the agent's image fetcher uses.
+// The part of webtorrent 3 (which ships no types) that PlanetLite uses: the registry's image
+// seeder and the agent's image fetcher. One copy for both; each app's tsconfig includes it.
 declare module 'webtorrent' {
   import type { EventEmitter } from 'node:events';
+  import type { AddressInfo } from 'node:net';
 
   interface Wire extends EventEmitter {
     type: string;
@@ -18,6 +20,7 @@ declare module 'webtorrent' {
     progress: number;
     downloaded: number;
     uploaded: number;
+    numPeers: number;
     length: number;
     path: string;
     files: Array<{ name: string; path: string; length: number }>;
@@ -27,12 +30,23 @@ declare module 'webtorrent' {
     destroy(opts?: { destroyStore?: boolean }, cb?: (err: Error | null) => void): void;
   }
 
+  /** An abstract-chunk-store: what webtorrent reads pieces from and writes them to. */
+  interface ChunkStore {
+    readonly chunkLength: number;
+    get(index: number, opts: { offset?: number; length?: number } | null | undefined, cb: (err: Error | null, buf?: Uint8Array) => void): void;
+    put(index: number, buf: Uint8Array, cb?: (err: Error | null) => void): void;
+    close(cb?: (err: Error | null) => void): void;
+    destroy(cb?: (err: Error | null) => void): void;
+  }
+  type ChunkStoreClass = new (chunkLength: number, opts: Record<string, unknown>) => ChunkStore;
+
   interface ClientOptions {
     dht?: boolean;
     lsd?: boolean;
     natUpnp?: boolean;
     natPmp?: boolean;
     utp?: boolean;
+    utPex?: boolean;
     webSeeds?: boolean;
     tracker?: boolean | object;
     torrentPort?: number;
@@ -45,6 +59,10 @@ declare module 'webtorrent' {
     path?: string;
     announce?: string[];
     urlList?: string[];
+    private?: boolean;
+    skipVerify?: boolean;
+    store?: ChunkStoreClass;
+    storeOpts?: Record<string, unknown>;
   }
 
   export default class WebTorrent extends EventEmitter {
@@ -52,10 +70,13 @@ declare module 'webtorrent' {
     /** This client's peer id, hex. */
     peerId: string;
     torrents: Torrent[];
-    add(torrentId: string | Buffer, opts?: AddOptions, onTorrent?: (t: Torrent) => void): Torrent;
-    seed(input: string | string[], opts?: AddOptions & { name?: string; private?: boolean }, onSeed?: (t: Torrent) => void): Torrent;
+    listening: boolean;
+    destroyed: boolean;
+    address(): AddressInfo | null;
+    add(torrentId: string | Uint8Array, opts?: AddOptions, onTorrent?: (t: Torrent) => void): Torrent;
+    seed(input: string | string[], opts?: AddOptions & { name?: string }, onSeed?: (t: Torrent) => void): Torrent;
     remove(torrentId: string | Torrent, opts?: { destroyStore?: boolean }, cb?: (err: Error | null) => void): Promise<void>;
     destroy(cb?: (err: Error | null) => void): void;
   }
-  export type { Torrent, Wire };
+  export type { Torrent, Wire, ChunkStore, ChunkStoreClass, ClientOptions };
 }
