@@ -10,7 +10,9 @@
 //   out {"event":"loaded"}                        the fetcher is built; waiting for "go"
 //   in  go                                        want the image now (the clock starts)
 //   out {"event":"progress", ...}                 every second until ready
-//   out {"event":"done", seconds, bytes_from_*}   the archive is here and its sha256 checked
+//   out {"event":"done", seconds, bytes_from_*}   the archive is here and its sha256 checked; with
+//                                                 PLANETLITE_BENCH_TRACE=1 also registry_pieces and
+//                                                 verified: [piece, ms after go] (who got what when)
 //   out {"event":"failed", error}                 an attempt failed (the fetcher retries)
 //   in  exit (or stdin closed)                    stop seeding, close, exit
 // Its own log (the fetcher's warnings) goes to stderr.
@@ -29,7 +31,8 @@ const target = JSON.parse(args.target) as FetchTarget;
 // The fetcher's module instance of webtorrent is this one (one copy in node_modules), so wrapping
 // its client.add here sees the fetcher's torrents: to watch their wires (what each peer sent and
 // took, for the progress lines) and, for experiments that are not the product, to change the order
-// in which pieces are fetched (the fetcher keeps webtorrent's default, sequential from piece 0):
+// in which pieces are fetched (experiments of the first benchmark runs; the fetcher now starts at a
+// random piece of its own, which is what offset measured):
 //   --strategy rarest   webtorrent's rarest-first strategy;
 //   --strategy offset   still sequential, but from a random piece on and then round to piece 0.
 interface WireLike { type?: string; remoteAddress?: string; downloaded: number; uploaded: number; peerChoking: boolean; amChoking: boolean; requests: unknown[] }
@@ -38,6 +41,8 @@ interface TorrentLike {
   once(ev: 'ready', fn: () => void): void;
 }
 let torrent: TorrentLike | null = null;
+const registryPieces: Array<[number, number]> = [];
+const verified: Array<[number, number]> = [];
 {
   const strategy = args.strategy;
   if (strategy && strategy !== 'rarest' && strategy !== 'offset') throw new Error(`--strategy: rarest or offset, not ${strategy}`);
@@ -46,6 +51,14 @@ let torrent: TorrentLike | null = null;
   proto.add = function (this: unknown, id: unknown, opts: object = {}, cb?: unknown) {
     const t = add.call(this, id, strategy === 'rarest' ? { ...opts, strategy } : opts, cb) as TorrentLike;
     torrent = t;
+    // PLANETLITE_BENCH_TRACE=1: which pieces came from the registry's seeder (to find duplicates).
+    if (process.env.PLANETLITE_BENCH_TRACE) {
+      (t as unknown as { on(ev: 'wire', fn: (w: { peerId?: string; on(ev: 'piece', fn: (i: number, o: number) => void): void }) => void): void }).on('wire', (w) => {
+        if (!w.peerId?.startsWith(Buffer.from('-PLREG-').toString('hex'))) return;
+        w.on('piece', (i, o) => { if (o === 0) registryPieces.push([i, Math.round(performance.now() - startedAt)]); });
+      });
+      (t as unknown as { on(ev: 'verified', fn: (i: number) => void): void }).on('verified', (i) => verified.push([i, Math.round(performance.now() - startedAt)]));
+    }
     if (strategy === 'offset') {
       t.once('ready', () => {
         const n = t.pieces.length;
@@ -106,6 +119,7 @@ const fetcher = new ImageFetcher({
         uploaded_so_far: torrent?.uploaded ?? 0,
         cpu_seconds: (cpu.user + cpu.system) / 1e6,
         cpu_user_seconds: cpu.user / 1e6,
+        ...(process.env.PLANETLITE_BENCH_TRACE ? { registry_pieces: registryPieces, verified } : {}),
       });
     } else if (state === 'failed') {
       say({ event: 'failed', error: detail.error ?? null });

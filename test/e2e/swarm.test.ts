@@ -7,8 +7,8 @@
 //
 // - an image published once reaches all three nodes at once; at least one node gets pieces from
 //   another node (the byte sources each node reports);
-// - a node whose peers vanish mid-download (their agents SIGKILLed) finishes from the registry's
-//   web seed;
+// - a node whose peers vanish mid-download (their agents SIGKILLed, and the registry's seeder
+//   unreachable from it) finishes from the registry's web seed;
 // - an archive that changed on the registry after it was published is refused: the sliver fails
 //   with the reason, and nothing is imported;
 // - an image no sliver uses any more is removed from the nodes after the grace period, while one
@@ -221,7 +221,7 @@ describe('images on a testbed of three nodes', () => {
     expect(Math.max(...[...sources.values()].map((i) => i.bytes_from_peers)), nodes.map(imageLog).join('\n')).toBeGreaterThan(0);
   }, 240_000);
 
-  it('reach a node whose peers vanish mid-download, from the web seed', async () => {
+  it('reach a node whose peers and the seeder vanish mid-download, from the web seed', async () => {
     second = await publish('swarm2');
     await admin.createSlice({ name: 'sw_two', description: 'peers that vanish', url: 'https://example.org', image: second.name });
     // Nodes 1 and 2 hold it first, then node 3 starts fetching from them.
@@ -234,7 +234,19 @@ describe('images on a testbed of three nodes', () => {
       node(n).agent!.kill('SIGKILL');
       await node(n).agent!.exited;
     }
-    await sliverRunning(late.id);
+    // Node 3 can reach the registry's HTTP port (API, tracker, web seed), no other: the seeder's
+    // connection is reset, and so is every new one.
+    const httpPort = new URL(registry!.url).port;
+    const registryHost = new URL(registry!.url).hostname;
+    const nft = (...args: string[]) => exec('ip', ['netns', 'exec', node(3).ns, 'nft', ...args]);
+    await nft('add', 'table', 'inet', 'pl_swarm_cut');
+    await nft('add', 'chain', 'inet', 'pl_swarm_cut', 'out', '{ type filter hook output priority 0; policy accept; }');
+    await nft('add', 'rule', 'inet', 'pl_swarm_cut', 'out', 'ip', 'daddr', registryHost, 'tcp', 'dport', '!=', httpPort, 'reject', 'with', 'tcp', 'reset');
+    try {
+      await sliverRunning(late.id);
+    } finally {
+      await nft('delete', 'table', 'inet', 'pl_swarm_cut');
+    }
     const img = await until('node 3 to report the image', async () => {
       const i = await reported(node(3), second.name);
       return i?.state === 'ready' ? i : null;

@@ -2,6 +2,7 @@
 // registry's seeder, with the registry's HTTP web seed as the fallback, checks the sha256 the
 // registry published before anything is imported, and keeps seeding it to other nodes.
 import { mkdirSync, readdirSync, rmSync, existsSync, createWriteStream } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
@@ -48,6 +49,8 @@ export interface ImageFetcherOptions {
   onChange: (image: string, state: FetchState, detail: Record<string, unknown>) => void;
   /** Without torrent metadata after this long, fetch the archive over plain HTTP instead. */
   metadataTimeoutMs?: number;
+  /** No byte from any peer or the registry's seeder for this long: add the web seed (default 5 s). */
+  stallMs?: number;
   /** First retry after a failure; doubles up to 5 min. */
   retryMs?: number;
   /** An attempt fails after this many pieces failed their hash check (default 4). */
@@ -55,7 +58,20 @@ export interface ImageFetcherOptions {
 }
 
 const HTTP_FILE = 'archive.http';
-const REANNOUNCE_MS = 3000;
+const TICK_MS = 1000;
+
+let addressesAt = 0;
+let addresses = new Set<string>();
+/** This machine's addresses (its network namespace's), looked up at most every 10 s. */
+function ownAddresses(): Set<string> {
+  if (Date.now() - addressesAt > 10_000) {
+    addressesAt = Date.now();
+    addresses = new Set(Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address)));
+  }
+  return addresses;
+}
+/** Re-announce every this many ticks while fetching. */
+const REANNOUNCE_TICKS = 3;
 const REGISTRY_PEER_HEX = Buffer.from(REGISTRY_PEER_ID_PREFIX).toString('hex');
 
 /**
@@ -73,6 +89,103 @@ function startAtRandomPiece(torrent: Torrent): void {
   select.call(torrent, Math.floor(Math.random() * n), n - 1, 1, undefined, true);
 }
 
+interface WireInternals {
+  type?: string; peerId?: string; peerChoking: boolean; destroyed: boolean; requests: unknown[];
+  peerPieces: { get(i: number): boolean };
+  on(event: 'reject', fn: (index: number, offset: number, length: number) => void): void;
+}
+interface TorrentInternals { wires: WireInternals[]; pieces: unknown[]; destroyed: boolean; _update(): void; _updateWire(wire: WireInternals): unknown; _updateWireWrapper(): void }
+
+/**
+ * webtorrent revisits every wire's requests, scanning the pieces for each, after every 16 KiB
+ * block it receives (a queued microtask each): at 8 peers that was most of a node's CPU time
+ * (docs/benchmarks.md). Here the blocks that arrive together (one socket read holds several)
+ * share one such pass, run once the reads are done. Private to webtorrent 3, like _select.
+ */
+function batchUpdates(torrent: Torrent): void {
+  const t = torrent as unknown as TorrentInternals;
+  if (typeof t._updateWireWrapper !== 'function') return;
+  let queued = false;
+  t._update = function (this: TorrentInternals) {
+    if (queued) return;
+    queued = true;
+    setImmediate(() => {
+      queued = false;
+      if (!this.destroyed) this._updateWireWrapper();
+    });
+  };
+}
+
+/** How long a piece the registry's seeder refused (it went to another node just now) is not asked of it again. */
+const REFUSED_MS = 3000;
+
+/**
+ * The registry's uplink is one; other nodes' uplinks are many. webtorrent asks any wire for the
+ * next piece it lacks, so nodes took from the registry pieces their peers already held, and the
+ * registry sent 2–3 copies of an image to 8 nodes (docs/benchmarks.md). Here the registry's wires
+ * (its seeder, and the web seed once a stall added it) are asked only for pieces that no peer
+ * which is not choking this node holds, nor that the seeder refused a moment ago (it serves each
+ * piece to one node at a time: apps/registry/src/services/superseed.ts). With no peer that helps,
+ * that leaves every piece to the registry, as before. Hooks webtorrent 3's private _updateWire:
+ * without it, webtorrent's own choice stays.
+ */
+function preferPeers(torrent: Torrent, fromRegistry: (wire: WireInternals) => boolean): void {
+  const t = torrent as unknown as TorrentInternals;
+  const update = t._updateWire;
+  if (typeof update !== 'function') return;
+  let heldAt = 0;
+  let held = new Uint8Array(0);
+  const refusedAt = new Float64Array(t.pieces.length);
+  /** Per registry wire, where it takes pieces from: a random piece, anew after each refusal. */
+  const cursor = new WeakMap<WireInternals, number>();
+  const anywhere = () => Math.floor(Math.random() * t.pieces.length);
+  /** Pieces some unchoking peer holds; recomputed at most every 200 ms (called per block). */
+  const peersHold = (): Uint8Array => {
+    const now = Date.now();
+    if (now - heldAt < 200 && held.length === t.pieces.length) return held;
+    heldAt = now;
+    held = new Uint8Array(t.pieces.length);
+    for (const w of t.wires) {
+      if (w.destroyed || w.peerChoking || w.type === 'webSeed' || fromRegistry(w)) continue;
+      for (let i = 0; i < held.length; i++) if (!held[i] && w.peerPieces.get(i)) held[i] = 1;
+    }
+    return held;
+  };
+  t._updateWire = function (this: TorrentInternals, wire: WireInternals) {
+    const registry = fromRegistry(wire);
+    if (!(registry || wire.type === 'webSeed')) return update.call(this, wire);
+    if (!cursor.has(wire)) {
+      cursor.set(wire, anywhere());
+      wire.on('reject', (index: number) => {
+        refusedAt[index] = Date.now();
+        cursor.set(wire, anywhere());
+      });
+    }
+    const hold = peersHold();
+    const now = Date.now();
+    const pieces = wire.peerPieces;
+    const get = pieces.get;
+    const open = (i: number) => !hold[i] && now - refusedAt[i]! >= REFUSED_MS && get.call(pieces, i);
+    // webtorrent picks among the pieces this wire offers, in order: for this call, hide the ones
+    // above (an own property over the bitfield's method, deleted again), and those before the
+    // wire's cursor. Nodes start at random pieces, so they ask the registry for different ones;
+    // when one is refused (another node is at it), the cursor jumps elsewhere. The cursor stays
+    // put otherwise, so a piece is finished before the next is begun: a new place per request
+    // had every node hold many half pieces from the registry and share none for 20 s.
+    const from = cursor.get(wire)!;
+    const before = wire.requests.length;
+    try {
+      pieces.get = (i: number) => i >= from && open(i);
+      update.call(this, wire);
+      if (wire.requests.length > before || wire.destroyed) return;
+      pieces.get = open;
+      update.call(this, wire);
+    } finally {
+      delete (pieces as { get?: unknown }).get;
+    }
+  };
+}
+
 export class ImageFetcher {
   readonly #o: ImageFetcherOptions;
   readonly #client: WebTorrent;
@@ -85,6 +198,9 @@ export class ImageFetcher {
     // Only the registry's tracker: no DHT, local discovery or NAT traversal, and plain TCP.
     this.#client = new WebTorrent({
       dht: false, lsd: false, natUpnp: false, natPmp: false, utp: false,
+      // The web seed is a fallback, added to a torrent when it stalls (#start), not a source
+      // from the start: it draws on the same registry uplink as the seeder, whole pieces at a time.
+      webSeeds: false,
       ...(opts.uploadKbps ? { uploadLimit: Math.round((opts.uploadKbps * 1000) / 8) } : {}),
     });
     this.#client.on('error', (err: Error) => opts.log.warn({ err: err.message }, 'bittorrent client error'));
@@ -112,7 +228,8 @@ export class ImageFetcher {
     if (!existsSync(path) || existsSync(join(path, HTTP_FILE))) return;
     const entry: Entry = { target, state: 'ready', error: null, torrent: null, startedAt: Date.now(), peerBytes: 0, registryBytes: 0, httpBytes: 0, badPieces: 0, attempts: 0, retry: null };
     this.#entries.set(target.name, entry);
-    entry.torrent = this.#client.add(target.magnet, { path, ...(target.webSeed ? { urlList: [target.webSeed] } : {}) });
+    entry.torrent = this.#client.add(target.magnet, { path });
+    this.#notToSelf(entry.torrent);
     entry.torrent.on('error', (err: Error) => this.#o.log.warn({ image: target.name, err: err.message }, 'seeding failed'));
   }
 
@@ -172,14 +289,14 @@ export class ImageFetcher {
       return;
     }
     mkdirSync(path, { recursive: true });
-    const torrent = this.#client.add(target.magnet, { path, ...(target.webSeed ? { urlList: [target.webSeed] } : {}) });
+    const torrent = this.#client.add(target.magnet, { path });
+    this.#notToSelf(torrent);
     entry.torrent = torrent;
     // Count what peers send, the registry's seeder apart (its peer id says so); the web seed is
     // a wire too, of type webSeed, and counted as the rest.
     torrent.on('wire', (wire: Wire) => {
       if (wire.type === 'webSeed') return;
-      // The tracker lists a node among its own peers; webtorrent does not notice that it is us.
-      if (wire.peerId === this.#client.peerId) return void wire.destroy();
+      if (wire.peerId === this.#client.peerId) return void wire.destroy(); // see #notToSelf
       const registry = typeof wire.peerId === 'string' && wire.peerId.startsWith(REGISTRY_PEER_HEX);
       this.#o.log.debug({ image: target.name, peer: wire.remoteAddress, registry }, 'bittorrent peer connected');
       wire.on('download', (n: number) => (registry ? (entry.registryBytes += n) : (entry.peerBytes += n)));
@@ -205,21 +322,57 @@ export class ImageFetcher {
     }, this.#o.metadataTimeoutMs ?? 20_000);
     torrent.on('ready', () => {
       clearTimeout(noMetadata);
+      movedAt = Date.now();
       startAtRandomPiece(torrent);
+      batchUpdates(torrent);
+      preferPeers(torrent, (w) => typeof w.peerId === 'string' && w.peerId.startsWith(REGISTRY_PEER_HEX));
     });
-    // Nodes that start together announce before they know of each other, and the tracker's
-    // interval is minutes: ask it again every few seconds while fetching, so they meet.
-    const reannounce = setInterval(() => {
-      if (entry.torrent !== torrent || torrent.done) return void clearInterval(reannounce);
-      (torrent as unknown as { discovery?: { tracker?: { update(): void } | null } }).discovery?.tracker?.update();
-    }, REANNOUNCE_MS);
-    reannounce.unref();
+    // Every second while fetching: nodes that start together announce before they know of each
+    // other, and the tracker's interval is minutes, so ask it again every few seconds, so they
+    // meet; and when nothing came from any peer or the seeder for stallMs (peers gone, the
+    // seeder unreachable or choking this node), add the registry's web seed.
+    let ticks = 0;
+    let received = 0;
+    let movedAt = Date.now();
+    let webSeeded = false;
+    const tick = setInterval(() => {
+      if (entry.torrent !== torrent || torrent.done || torrent.destroyed) return void clearInterval(tick);
+      if (++ticks % REANNOUNCE_TICKS === 0) (torrent as unknown as { discovery?: { tracker?: { update(): void } | null } }).discovery?.tracker?.update();
+      if (!torrent.ready || webSeeded) return;
+      if (torrent.received > received) {
+        received = torrent.received;
+        movedAt = Date.now();
+      } else if (target.webSeed && Date.now() - movedAt >= (this.#o.stallMs ?? 5000)) {
+        webSeeded = true;
+        this.#o.log.info({ image: target.name, seconds: (Date.now() - movedAt) / 1000 }, 'no pieces from peers or the seeder lately; adding the web seed');
+        torrent.addWebSeed(target.webSeed);
+      }
+    }, TICK_MS);
+    tick.unref();
     torrent.on('done', () => {
       if (entry.state !== 'fetching') return;
       const file = torrent.files[0];
       if (!file || torrent.files.length !== 1) return void this.#fail(entry, `the torrent of ${target.name} must hold exactly one file`);
       void this.#verify(entry, join(path, file.path));
     });
+  }
+
+  /**
+   * The tracker lists a node among its own peers (bittorrent-tracker leaves the asker out only
+   * for WebRTC peers), and webtorrent skips only 127.0.0.1 at its own port: every announce made
+   * the node connect to itself, and each such connection cost two 768-bit Diffie-Hellman keys
+   * (protocol encryption), a third of a node's CPU time for a 64 MiB fetch (docs/benchmarks.md).
+   * An address of this machine at this client's port is skipped too (webtorrent 3's _validAddr).
+   */
+  #notToSelf(torrent: Torrent): void {
+    const t = torrent as unknown as { _validAddr?: (addr: string) => boolean };
+    const valid = t._validAddr;
+    if (typeof valid !== 'function') return;
+    t._validAddr = (addr: string) => {
+      if (!valid.call(torrent, addr)) return false;
+      const at = addr.lastIndexOf(':');
+      return !(Number(addr.slice(at + 1)) === this.#client.torrentPort && ownAddresses().has(addr.slice(0, at).replace(/^\[|\]$/g, '')));
+    };
   }
 
   /** Plain HTTP from the web seed: when there is no magnet, or no peer answered with metadata. */

@@ -43,6 +43,8 @@ export interface RegistryConfig {
   torrentPort: number;
   /** Upload cap of the image seeder, kbit/s; undefined: no cap. */
   seedUploadKbps: number | undefined;
+  /** The seeder serves a piece to one node at a time for this long (services/superseed.ts); 0: off. */
+  superSeedMs: number;
 }
 
 export interface ConfigInput {
@@ -103,6 +105,7 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     maxImageBytes: num('PLANETLITE_MAX_IMAGE_BYTES', 8 * 1024 ** 3, 1, 2 ** 50),
     torrentPort: num('PLANETLITE_TORRENT_PORT', 0, 0, 65535),
     seedUploadKbps: env.PLANETLITE_SEED_UPLOAD_KBPS ? num('PLANETLITE_SEED_UPLOAD_KBPS', 0, 8, 100_000_000) : undefined,
+    superSeedMs: num('PLANETLITE_SUPERSEED_SECONDS', 15, 0, 3600) * 1000,
     ...input.overrides,
   };
   if (cfg.adminPassword !== undefined && cfg.adminPassword.length < 8) {

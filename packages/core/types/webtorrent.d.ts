@@ -19,8 +19,11 @@ declare module 'webtorrent' {
     done: boolean;
     progress: number;
     downloaded: number;
+    /** Every byte received from any wire, duplicates and failed pieces included. */
+    received: number;
     uploaded: number;
     numPeers: number;
+    destroyed: boolean;
     length: number;
     path: string;
     files: Array<{ name: string; path: string; length: number }>;
@@ -67,6 +70,8 @@ declare module 'webtorrent' {
 
   export default class WebTorrent extends EventEmitter {
     constructor(opts?: ClientOptions);
+    /** The TCP port it takes peers on, once listening. */
+    torrentPort: number;
     /** This client's peer id, hex. */
     peerId: string;
     torrents: Torrent[];

@@ -17,6 +17,7 @@ import WebTorrent, { type ChunkStore } from 'webtorrent';
 import { REGISTRY_PEER_ID_PREFIX } from '@planetlite/api';
 import { AppError } from '@planetlite/core';
 import type { RegistryContext } from '../context.js';
+import { superSeed } from './superseed.js';
 
 /** An upload that has been written to a temporary file and hashed, not yet kept. */
 export interface ReceivedArchive {
@@ -224,6 +225,7 @@ export class ImageService {
         // Archives are content-addressed and written once by this registry: no rehash at start.
         skipVerify: true,
       });
+      superSeed(torrent, this.#ctx.config.superSeedMs);
       torrent.on('error', (err: Error) => log.warn({ image: img.name, err: err.message }, 'seeding failed'));
       torrent.on('warning', (err: Error) => log.debug({ image: img.name, err: err.message }, 'seeder warning'));
     } catch (err) {
@@ -241,11 +243,16 @@ export class ImageService {
   }
 }
 
-/** About a thousand pieces; 256 KiB when the size is not known up front (chunked uploads). */
+/**
+ * About 256 pieces of 64 KiB to 16 MiB (1 MiB for a 256 MiB image); 1 MiB when the size is not
+ * known up front (chunked uploads). webtorrent scans the pieces for every wire on every block it
+ * receives, so its CPU time grows with the piece count; 256 pieces still give a swarm of a hundred
+ * nodes plenty to trade, and the web seed gets one range request per piece.
+ */
 export function pieceLengthFor(size: number | undefined): number {
-  if (!size || !Number.isFinite(size)) return 256 * 1024;
-  let len = 16 * 1024;
-  while (len < 16 * 1024 * 1024 && size / len > 1024) len *= 2;
+  if (!size || !Number.isFinite(size)) return 1024 * 1024;
+  let len = 64 * 1024;
+  while (len < 16 * 1024 * 1024 && size / len > 256) len *= 2;
   return len;
 }
 

@@ -1,0 +1,37 @@
+// The registry's seeder serves each piece of an image to one node at a time (after BEP 16's
+// super-seeding, which webtorrent lacks). The registry's uplink is the one every node of a swarm
+// draws on; when it sent a piece to a node a moment ago, another node asking for the same piece
+// will get it from that node soon, so the seeder refuses it (a BEP 6 reject) and spends its uplink
+// on a piece the swarm does not have yet. The nodes' fetcher asks the seeder for something else
+// (apps/agent/src/fetch.ts, preferPeers). After the window, a piece is served again to whoever
+// asks: the node that had it may have gone, or be slow to pass it on.
+import type { Torrent, Wire } from 'webtorrent';
+
+interface SeedWire extends Wire {
+  hasFast: boolean;
+  amChoking: boolean;
+  peerId: string;
+  _onRequest(index: number, offset: number, length: number): void;
+  reject(index: number, offset: number, length: number): void;
+}
+
+/** Applies the policy to every wire of a seeded torrent; windowMs 0 turns it off. */
+export function superSeed(torrent: Torrent, windowMs: number, now: () => number = Date.now): void {
+  if (windowMs <= 0) return;
+  /** Per piece: the peer it last went to, and when that began. */
+  const to = new Map<number, { peer: string; at: number }>();
+  torrent.on('wire', (w: Wire) => {
+    const wire = w as SeedWire;
+    const serve = wire._onRequest;
+    if (typeof serve !== 'function') return;
+    wire._onRequest = function (this: SeedWire, index: number, offset: number, length: number) {
+      // Without the fast extension a request cannot be refused, only left unanswered: served.
+      if (!this.hasFast || this.amChoking) return serve.call(this, index, offset, length);
+      const t = now();
+      const last = to.get(index);
+      if (last && last.peer !== this.peerId && t - last.at < windowMs) return this.reject(index, offset, length);
+      if (!last || last.peer !== this.peerId) to.set(index, { peer: this.peerId, at: t });
+      return serve.call(this, index, offset, length);
+    };
+  });
+}
