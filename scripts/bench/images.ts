@@ -486,7 +486,7 @@ const ABOUT = [
   '',
   'Experiments (`--modes bt-offset` or `bt-rarest`), not the product: the same fetcher with the order',
   'in which its torrent picks pieces changed from inside the worker (`images-node.ts --strategy`).',
-  'The fetcher keeps webtorrent\'s default, sequential from piece 0; `offset` is sequential from a',
+  'The fetcher then kept webtorrent\'s default, sequential from piece 0 (it now starts at a random piece); `offset` is sequential from a',
   'random piece of each node\'s, `rarest` is webtorrent\'s rarest-first strategy.',
 ].join('\n');
 

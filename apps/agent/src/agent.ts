@@ -1,5 +1,6 @@
 // The node agent daemon: desired-state sync in, reconcile against the host, observed state out.
 // Each module has start/stop, stopped in reverse order.
+import { machine } from 'node:os';
 import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
@@ -190,7 +191,7 @@ export class Agent {
     return {
       slivers: this.#reconciler ? await this.#reconciler.observed() : [],
       ...(this.#fetcher ? { images: this.#fetcher.report() } : {}),
-      ...(this.#instances ? { capabilities: { lxc: true, ...this.#instances.kvm() } } : {}),
+      ...(this.#instances ? { capabilities: { lxc: true, ...this.#instances.kvm(), arch: machine() } } : {}),
     };
   }
 

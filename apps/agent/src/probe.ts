@@ -1,5 +1,5 @@
 // What this node offers, as the registry wants it at enrollment: resources and capabilities.
-import { cpus, hostname as osHostname, totalmem } from 'node:os';
+import { cpus, hostname as osHostname, machine, totalmem } from 'node:os';
 import { existsSync, statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NodeCapabilities, NodeResources } from '@planetlite/api';
@@ -20,7 +20,7 @@ export function probeResources(dir: string): NodeResources {
  */
 export function probeCapabilities(): NodeCapabilities {
   const lxc = ['lxc-start', 'mkfs.btrfs', 'nft'].every(onPath);
-  return { lxc, kvm: false, kvm_accel: null };
+  return { lxc, kvm: false, kvm_accel: null, arch: machine() };
 }
 
 function onPath(tool: string): boolean {

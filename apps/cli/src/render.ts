@@ -181,6 +181,7 @@ export function nodeRecord(n: Node): string {
     ['address', n.address],
     ['state', n.state],
     ['kinds', kinds(n)],
+    ['arch', n.capabilities.arch ?? null],
     ['resources', `${n.resources.cpus} cpus, memory ${n.resources.memory_mb} MB, disk ${n.resources.disk_mb} MB`],
     ['port_window', `${n.port_window.first}-${n.port_window.last}`],
     ['last_seen', when(n.last_seen)],

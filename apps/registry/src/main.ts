@@ -30,7 +30,8 @@ Environment:
                                several replicas must share it (e.g. NFS) to serve every image
   PLANETLITE_MAX_IMAGE_BYTES   largest image upload (default 8589934592, 8 GiB)
   PLANETLITE_TORRENT_PORT      TCP port the image seeder takes BitTorrent peers on (default 0: any)
-  PLANETLITE_SEED_UPLOAD_KBPS  upload cap of the image seeder in kbit/s (default: none)
+  PLANETLITE_SEED_UPLOAD_KBPS  upload cap in kbit/s of the image seeder and web seed together
+                               (default: none)
   PLANETLITE_SUPERSEED_SECONDS a piece the seeder sent to one node is refused to others for this
                                long, so they trade it among themselves (default 15; 0: off)`;
 

@@ -1,5 +1,6 @@
 // Node capabilities learnt after enrollment (reported with the observed state) and what placement
 // makes of them; a sliver's console log: the node uploads its tail, the slice reads it.
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SLIVER_CONSOLE_MAX_BYTES, consoleTail } from '@planetlite/api';
@@ -100,6 +101,65 @@ describe('node capabilities in observed-state reports', () => {
     expectProblem(await report({ lxc: true, kvm: true }), 400, 'invalid_request', /capabilities must have field 'kvm_accel'/);
     expectProblem(await report({ lxc: true, kvm: true, kvm_accel: null, gpu: true }), 400, 'invalid_request', /unknown field 'gpu'/);
     expect((await ok(t.app, 200, 'GET', `/v1/nodes/${node.node_id}`, w.user)).capabilities).toEqual(before);
+  });
+});
+
+describe('images and placement', () => {
+  let node: { node_id: string; node_key: string };
+  const publish = async (name: string, kinds: string, arch: string) => {
+    const r = await t.app.inject({
+      method: 'POST',
+      url: `/v1/images?name=${name}&kinds=${kinds}&arch=${arch}`,
+      headers: { 'content-type': 'application/octet-stream', authorization: `Bearer ${w.admin}` },
+      payload: Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), randomBytes(4096)]),
+    });
+    expect(r.statusCode, r.body).toBe(201);
+  };
+  const slice = (suffix: string, kind: string, image: string) =>
+    call(t.app, 'POST', '/v1/slices', w.pi, { name: `${w.site}_${suffix}`, description: 'd', url: 'u', kind, image });
+  const place = (suffix: string) => call(t.app, 'POST', `/v1/slices/${w.site}_${suffix}/slivers`, w.pi, { node_id: node.node_id });
+  const report = (arch?: string) =>
+    call(t.app, 'PUT', `/v1/nodes/${node.node_id}/observed-state`, node.node_key, { slivers: [], capabilities: { lxc: true, kvm: true, kvm_accel: 'tcg', ...(arch ? { arch } : {}) } });
+
+  beforeAll(async () => {
+    await publish('ctonly', 'lxc', 'x86_64');
+    await publish('armboth', 'lxc,kvm', 'aarch64');
+    const token = await ok(t.app, 201, 'POST', `/v1/sites/${w.site}/enrollment-tokens`, w.admin, {});
+    node = await ok(t.app, 201, 'POST', '/v1/nodes/enroll', null, {
+      token: token.token,
+      hostname: `img1.${w.site}.test`,
+      address: '192.0.2.21',
+      capabilities: { lxc: true, kvm: true, kvm_accel: 'tcg', arch: 'x86_64' },
+      resources: { cpus: 4, memory_mb: 8192, disk_mb: 40000 },
+    });
+  });
+
+  it('refuses a slice of a kind its published image does not serve, and makes nothing', async () => {
+    expectProblem(await slice('imgvm', 'kvm', 'ctonly'), 409, 'image_incompatible', /image ctonly serves lxc slivers, not kvm/);
+    expect((await call(t.app, 'GET', `/v1/slices/${w.site}_imgvm`, w.pi)).status).toBe(404);
+    expect((await slice('imgct', 'lxc', 'ctonly')).status).toBe(201);
+    expect((await place('imgct')).status).toBe(202);
+  });
+
+  it('leaves alone an image the registry has not published (it may be imported on nodes)', async () => {
+    expect((await slice('imglocal', 'kvm', 'only-on-nodes')).status).toBe(201);
+    expect((await place('imglocal')).status).toBe(202);
+  });
+
+  it('checks at placement an image published after its slice was made', async () => {
+    expect((await slice('imglate', 'kvm', 'latecomer')).status).toBe(201);
+    await publish('latecomer', 'lxc', 'x86_64');
+    expectProblem(await place('imglate'), 409, 'image_incompatible', /image latecomer serves lxc slivers, not kvm/);
+  });
+
+  it('places no sliver of an image of another architecture than the node reports', async () => {
+    expect((await slice('imgarm', 'kvm', 'armboth')).status).toBe(201);
+    expectProblem(await place('imgarm'), 409, 'node_incapable', /it is x86_64 and image armboth is aarch64/);
+    // A node that reports no architecture (an older agent) is not held to one.
+    expect((await report()).status).toBe(200);
+    expect((await ok(t.app, 200, 'GET', `/v1/nodes/${node.node_id}`, w.user)).capabilities).toEqual({ lxc: true, kvm: true, kvm_accel: 'tcg' });
+    await report('aarch64');
+    expect((await place('imgarm')).status).toBe(202);
   });
 });
 

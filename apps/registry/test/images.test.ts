@@ -301,6 +301,34 @@ describe('BitTorrent end to end', () => {
     expect(torrent.files[0]!.name).toBe('tiny-2026.11.tar.gz');
   }, 60_000);
 
+  it('sends the web seed no faster than the seeder upload cap (PLANETLITE_SEED_UPLOAD_KBPS)', async () => {
+    const port = await freePort();
+    const url2 = `http://127.0.0.1:${port}`;
+    // 8000 kbit/s: 1 MB/s; the archive is 1.5 MiB, so even after a full second of tokens the
+    // rest takes over half a second (uncapped, loopback moves it in milliseconds).
+    const t2 = await testApp({ db: t.db, config: { port, publicUrl: url2, imagesDir, seedUploadKbps: 8000 } });
+    try {
+      await t2.app.listen({ host: '127.0.0.1', port });
+      const deadline = Date.now() + 10_000;
+      while (t2.app.ctx.images.seeder.torrents === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      expect(t2.app.ctx.images.seeder.torrents).toBe(1);
+      const started = performance.now();
+      const res = await fetch(`${url2}/v1/images/tiny-2026.11/archive`);
+      const body = Buffer.from(await res.arrayBuffer());
+      const ms = performance.now() - started;
+      expect(res.status).toBe(200);
+      expect(createHash('sha256').update(body).digest('hex')).toBe(sha256);
+      expect(ms).toBeGreaterThan(400);
+      // A range goes through the cap as well, byte for byte.
+      const part = await fetch(`${url2}/v1/images/tiny-2026.11/archive`, { headers: { range: 'bytes=100-199' } });
+      expect(part.status).toBe(206);
+      expect(Buffer.from(await part.arrayBuffer()).equals(archive.subarray(100, 200))).toBe(true);
+    } finally {
+      await t2.close();
+    }
+    expect(files()).toEqual([sha256]);
+  }, 60_000);
+
   it('a registry started on the same database and images directory seeds the images it finds', async () => {
     const port = await freePort();
     const url2 = `http://127.0.0.1:${port}`;

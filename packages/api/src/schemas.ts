@@ -115,8 +115,15 @@ export const SitePatch = Type.Object(
 export type SitePatch = Static<typeof SitePatch>;
 
 // ---- nodes -----------------------------------------------------------------------------------
+/** Machine architectures, as uname -m names them (x86_64, aarch64): of images and of nodes. */
+export const IMAGE_ARCH_PATTERN = '^[a-z0-9_]{1,32}$';
 export const NodeCapabilities = Type.Object(
-  { lxc: Type.Boolean(), kvm: Type.Boolean(), kvm_accel: Nullable(Enum(['kvm', 'tcg'] as const)) },
+  {
+    lxc: Type.Boolean(),
+    kvm: Type.Boolean(),
+    kvm_accel: Nullable(Enum(['kvm', 'tcg'] as const)),
+    arch: Type.Optional(Type.String({ pattern: IMAGE_ARCH_PATTERN, description: 'machine architecture (uname -m), e.g. x86_64; slivers of images of another are not placed here' })),
+  },
   Strict,
 );
 export type NodeCapabilities = Static<typeof NodeCapabilities>;
@@ -187,7 +194,6 @@ export type EnrollResponse = Static<typeof EnrollResponse>;
 
 // ---- images ----------------------------------------------------------------------------------
 export const IMAGE_VERSION_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$';
-export const IMAGE_ARCH_PATTERN = '^[a-z0-9_]{1,32}$';
 export const Image = Type.Object(
   {
     name: Type.String(),

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'sliver_quota_exceeded'
   | 'port_window_exhausted'
   | 'node_incapable'
+  | 'image_incompatible'
   | 'slice_deleting'
   | 'sliver_deleting'
   | 'renewal_refused'
@@ -38,6 +39,7 @@ const STATUS: Record<ErrorCode, number> = {
   slice_quota_exceeded: 409,
   sliver_quota_exceeded: 409,
   port_window_exhausted: 409,
+  image_incompatible: 409,
   node_incapable: 409,
   slice_deleting: 409,
   sliver_deleting: 409,

@@ -1,6 +1,5 @@
 // Images: upload (admin), list and show (users), the archive over HTTP (anyone: it is the torrents'
 // web seed), and the BitTorrent tracker that admits only the images' torrents.
-import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
@@ -146,7 +145,7 @@ export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (range) reply.code(206).header('content-range', `bytes ${start}-${end}/${here.size}`);
       reply.header('content-length', String(Math.max(0, end - start + 1)));
       if (req.method === 'HEAD' || here.size === 0) return reply.send();
-      return reply.send(createReadStream(here.path, { start, end }));
+      return reply.send(images.archiveStream(here.path, start, end));
     },
   });
 

@@ -81,8 +81,8 @@ async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise
 async function updateCapabilities(q: Queryable, changes: Changes, nodeId: string, caps: NodeCapabilities): Promise<void> {
   const { rows } = await q.query('SELECT capabilities FROM nodes WHERE id = $1', [nodeId]);
   const before = rows[0] ? json<NodeCapabilities>(rows[0].capabilities) : null;
-  if (before && before.lxc === caps.lxc && before.kvm === caps.kvm && before.kvm_accel === caps.kvm_accel) return;
-  const after: NodeCapabilities = { lxc: caps.lxc, kvm: caps.kvm, kvm_accel: caps.kvm_accel };
+  if (before && before.lxc === caps.lxc && before.kvm === caps.kvm && before.kvm_accel === caps.kvm_accel && before.arch === caps.arch) return;
+  const after: NodeCapabilities = { lxc: caps.lxc, kvm: caps.kvm, kvm_accel: caps.kvm_accel, ...(caps.arch ? { arch: caps.arch } : {}) };
   await q.query('UPDATE nodes SET capabilities = $2 WHERE id = $1', [nodeId, JSON.stringify(after)]);
   await changes.record(q, { type: 'node.capabilities', node: nodeId, data: { from: before, to: after } });
 }

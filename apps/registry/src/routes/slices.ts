@@ -6,7 +6,7 @@ import { MemberAdd, Slice, SliceCreate, SlicePatch, SliceRenew, LOGIN_BASE_PATTE
 import { hasSiteRole, requireUser } from '../plugins/auth.js';
 import { toSlice, type Row } from '../services/mappers.js';
 import { withChanges } from '../services/changes.js';
-import { loadSlice, requireSliceRole, siteOfSlice, sliceView, tearDownSlice } from '../services/slices.js';
+import { loadSlice, requireImageServes, requireSliceRole, siteOfSlice, sliceView, tearDownSlice } from '../services/slices.js';
 import { answers, bearer, NameParams } from './common.js';
 import type { Queryable } from '@planetlite/db';
 
@@ -37,6 +37,7 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }
       if (!hasSiteRole(me, site, 'pi')) throw new AppError('forbidden', `only a pi of site ${site}, or an admin, may create its slices`);
       if (!s.enabled) throw new AppError('forbidden', `site ${site} is disabled`);
+      await requireImageServes(q, b.image ?? ctx.config.defaultImage, kind);
       const expires = new Date(Date.now() + ctx.config.sliceLifetimeDays * DAY);
       const resources = { ...DEFAULT_RESOURCES, ...b.resources };
       const { rows } = await q.query(

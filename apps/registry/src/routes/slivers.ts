@@ -8,7 +8,7 @@ import type { Queryable } from '@planetlite/db';
 import { requireUser, type UserPrincipal } from '../plugins/auth.js';
 import { SLIVER_SELECT, iso, json, toSliver, toUsageSample, type Row } from '../services/mappers.js';
 import { withChanges } from '../services/changes.js';
-import { allocatePorts, loadSlice, requireSliceRole } from '../services/slices.js';
+import { allocatePorts, loadSlice, requireImageServes, requireSliceRole } from '../services/slices.js';
 import { answers, bearer, IdParams, NameParams } from './common.js';
 
 async function loadSliver(q: Queryable, id: string, lock = false): Promise<Row> {
@@ -78,7 +78,11 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const { rows: nodes } = await q.query('SELECT * FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [req.body.node_id]);
       const node = nodes[0];
       if (!node) throw new AppError('not_found', `node ${req.body.node_id} not found`);
-      const why = incapability(json<NodeCapabilities>(node.capabilities), slice.kind as Slice['kind']);
+      // The image may have been published after the slice was made: checked again here.
+      const image = await requireImageServes(q, slice.image as string, slice.kind as Slice['kind']);
+      const caps = json<NodeCapabilities>(node.capabilities);
+      const why = incapability(caps, slice.kind as Slice['kind']) ??
+        (image && caps.arch && caps.arch !== image.arch ? `it is ${caps.arch} and image ${slice.image as string} is ${image.arch}` : null);
       if (why) {
         throw new AppError('node_incapable', `node ${node.hostname as string} (${node.id as string}) cannot run ${slice.kind as string} slivers: ${why}`);
       }

@@ -5,7 +5,7 @@
 // images directory (NFS or the like) so each can serve and seed every image; nothing here
 // copies archives between replicas.
 import { createHash, randomBytes, randomUUID, type Hash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -198,6 +198,23 @@ export class ImageService {
       'SELECT name, file, size, torrent_info FROM images WHERE file IS NOT NULL AND torrent_info IS NOT NULL ORDER BY name',
     );
     for (const r of rows) await this.#seed(r);
+  }
+
+  /**
+   * The archive's bytes from start to end for the web seed route: through the seeder's upload
+   * cap when PLANETLITE_SEED_UPLOAD_KBPS sets one (webtorrent's own throttle group), so the cap
+   * bounds everything this registry sends of images, over BitTorrent and over HTTP together.
+   */
+  archiveStream(path: string, start: number, end: number): Readable {
+    const file = createReadStream(path, { start, end });
+    const group = (this.#client as unknown as { throttleGroups?: { up?: { throttle(): Readable } } } | null)?.throttleGroups?.up;
+    if (!this.#ctx.config.seedUploadKbps || !group) return file;
+    const capped = group.throttle();
+    file.on('error', (err) => capped.destroy(err));
+    // The throttle leaves its group only when destroyed: also after a normal end.
+    capped.on('close', () => file.destroy());
+    capped.on('end', () => setImmediate(() => capped.destroy()));
+    return file.pipe(capped as unknown as NodeJS.WritableStream) as unknown as Readable;
   }
 
   get seeder(): { port: number | null; torrents: number } {

@@ -97,3 +97,18 @@ export async function allocatePorts(q: Queryable, nodeId: string, window: { firs
   }
   return { first: next, last: next + count - 1 };
 }
+
+/**
+ * Refuses a slice of this kind on a published image that does not serve it (its manifest's
+ * kinds). An image the registry has not published may still be on nodes (`planetlite-agent
+ * image import`): nothing to check then. Returns the image's architecture, when published.
+ */
+export async function requireImageServes(q: Queryable, image: string, kind: S.Slice['kind']): Promise<{ arch: string } | null> {
+  const { rows } = await q.query<{ kinds: string[]; arch: string | null }>('SELECT kinds, arch FROM images WHERE name = $1', [image]);
+  const img = rows[0];
+  if (!img) return null;
+  if (!img.kinds.includes(kind)) {
+    throw new AppError('image_incompatible', `image ${image} serves ${img.kinds.join(' and ')} slivers, not ${kind}; choose an image whose kinds include ${kind} (planetlite image ls)`);
+  }
+  return { arch: img.arch ?? 'x86_64' };
+}
