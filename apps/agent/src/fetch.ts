@@ -59,6 +59,8 @@ export interface ImageFetcherOptions {
 
 const HTTP_FILE = 'archive.http';
 const TICK_MS = 1000;
+/** Re-announce every this many ticks while fetching. */
+const REANNOUNCE_TICKS = 3;
 
 let addressesAt = 0;
 let addresses = new Set<string>();
@@ -70,8 +72,6 @@ function ownAddresses(): Set<string> {
   }
   return addresses;
 }
-/** Re-announce every this many ticks while fetching. */
-const REANNOUNCE_TICKS = 3;
 const REGISTRY_PEER_HEX = Buffer.from(REGISTRY_PEER_ID_PREFIX).toString('hex');
 
 /**
