@@ -23,7 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createReadStream } from 'node:fs';
-import { PlanetLiteClient, type Image, type NodeImage, type Sliver } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry, type Image, type NodeImage, type Sliver } from '@planetlite/api';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { removeNode, sliverLeftovers } from '../harness/node.ts';
 import { createTestDatabase } from '../harness/services.ts';
@@ -153,6 +153,7 @@ beforeAll(async () => {
     logLevel: LOG_LEVEL === 'silent' ? 'warn' : LOG_LEVEL,
     overrides: { imagesDir: registryImages },
   });
+  trustRegistry(registry.url, registry.ca!);
   admin = new PlanetLiteClient({ registry: registry.url });
   await admin.login(ADMIN.email, ADMIN.password);
   await admin.createSite({ login_base: 'sw', name: 'Swarm', max_slices: 10, max_slivers: 30 });
@@ -166,7 +167,7 @@ beforeAll(async () => {
   await Promise.all(
     nodes.map(async (n) => {
       const token = (await admin.createEnrollmentToken('sw')).token;
-      await exec(process.execPath, [AGENT_BIN, 'enroll', '--registry', registry!.url, '--token', token, '--address', n.address, '--hostname', `swnode${n.n}.${tag}.test`, '--state-dir', n.stateDir]);
+      await exec(process.execPath, [AGENT_BIN, 'enroll', '--registry', registry!.url, '--token', token, '--ca-pin', registry!.caPin!, '--address', n.address, '--hostname', `swnode${n.n}.${tag}.test`, '--state-dir', n.stateDir]);
       n.id = (JSON.parse(readFileSync(join(n.stateDir, 'node.json'), 'utf8')) as { node_id: string }).node_id;
       await startedAgent(n);
     }),

@@ -27,7 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { ApiError, PlanetLiteClient, type Sliver } from '@planetlite/api';
+import { ApiError, PlanetLiteClient, caPinOf, trustRegistry, type Sliver } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
 import { tryRun } from '@planetlite/host';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
@@ -80,7 +80,8 @@ let holdDir: string;
 const node = (n: number): TestNode => nodes[n - 1]!;
 
 function registryOptions(listen: string) {
-  return { listen, databaseUrl, adminEmail: ADMIN.email, adminPassword: ADMIN.password, sweeps: false, logLevel: LOG_LEVEL === 'silent' ? 'warn' : LOG_LEVEL };
+  // The data dir keeps the registry's CA, so the registry that comes back is the one nodes pinned.
+  return { listen, databaseUrl, dataDir: join(dir, 'registry'), adminEmail: ADMIN.email, adminPassword: ADMIN.password, sweeps: false, logLevel: LOG_LEVEL === 'silent' ? 'warn' : LOG_LEVEL };
 }
 
 /**
@@ -221,6 +222,7 @@ beforeAll(async () => {
   databaseUrl = await createTestDatabase(inject('pgUrl'), 'testbed');
   registry = await startRegistry(registryOptions('127.0.0.1:0'));
   registryPort = Number(new URL(registry.url).port);
+  trustRegistry(registry.url, registry.ca!);
   admin = new PlanetLiteClient({ registry: registry.url });
   await admin.login(ADMIN.email, ADMIN.password);
   await admin.createSite({ login_base: 'tb', name: 'Testbed', max_slices: 10, max_slivers: 30 });
@@ -237,7 +239,7 @@ beforeAll(async () => {
       const token = (await admin.createEnrollmentToken('tb')).token;
       const hostname = `node${n.n}.${tag}.test`;
       if (n.n < 3) {
-        const e = await enroll({ registry: registry!.url, token, address: n.address, hostname, stateDir: n.stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
+        const e = await enroll({ registry: registry!.url, token, caPin: registry!.caPin!, address: n.address, hostname, stateDir: n.stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
         n.id = e.node_id;
         const settings = { pool: n.pool, pool_size: '1G', sliver_subnet: n.subnet, netns: n.ns, vm: 'off' as const };
         await importImage({ stateDir: n.stateDir, name: 'tiny', file: image, settings });
@@ -246,7 +248,7 @@ beforeAll(async () => {
         await agent.start();
       } else {
         // Node 3 the way a site admin does it: the command line, then the daemon as its own process.
-        await exec(process.execPath, [AGENT_BIN, 'enroll', '--registry', registry!.url, '--token', token, '--address', n.address, '--hostname', hostname, '--state-dir', n.stateDir]);
+        await exec(process.execPath, [AGENT_BIN, 'enroll', '--registry', registry!.url, '--token', token, '--ca-pin', registry!.caPin!, '--address', n.address, '--hostname', hostname, '--state-dir', n.stateDir]);
         n.id = (JSON.parse(readFileSync(join(n.stateDir, 'node.json'), 'utf8')) as { node_id: string }).node_id;
         await exec(process.execPath, [AGENT_BIN, 'image', 'import', 'tiny', image, '--state-dir', n.stateDir, '--pool', n.pool, '--pool-size', '1G'], 120_000);
         await startedAgent3();
@@ -410,7 +412,7 @@ describe('a testbed of three nodes', () => {
       from3 = agent3!.records.length;
       await registry!.close();
       registry = null;
-      expect(await fetch(`http://127.0.0.1:${registryPort}/healthz`).then(() => 'up', () => 'down')).toBe('down');
+      expect(await fetch(`https://127.0.0.1:${registryPort}/healthz`).then(() => 'up', () => 'down')).toBe('down');
 
       // Every agent notices…
       for (const [n, a] of agents) await until(`agent ${n} to notice the registry is gone`, async () => !a.sync.reachable, 60_000);
@@ -426,7 +428,8 @@ describe('a testbed of three nodes', () => {
     it('comes back on the same port and database, and a change made then reaches the agents', async () => {
       const restartedAt = Date.now();
       registry = await startRegistry(registryOptions(`127.0.0.1:${registryPort}`));
-      expect(registry.url).toBe(`http://127.0.0.1:${registryPort}`);
+      expect(registry.url).toBe(`https://127.0.0.1:${registryPort}`);
+      expect(registry.caPin).toBe(caPinOf(readFileSync(join(node(3).stateDir, 'registry-ca.pem'), 'utf8')));
       // The same database: the admin's token from before still works, the slivers are all there.
       expect((await admin.getSliver(multi[0]!.id)).state).toBe('running');
 

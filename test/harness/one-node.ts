@@ -7,7 +7,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PlanetLiteClient } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { Agent, enroll, importImage, type SettingsOverrides } from '@planetlite/agent';
@@ -100,6 +100,7 @@ export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
     // The node and the experimenter, joined by one link; the node's end is its public address.
     await makeNodeNamespace({ ns, peerNs: net, octet, link: `pv${tag}` });
     registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: admin.email, adminPassword: admin.password, sweeps: false });
+    trustRegistry(registry.url, registry.ca!);
     const client = new PlanetLiteClient({ registry: registry.url });
     await client.login(admin.email, admin.password);
     await client.createSite({ login_base: opts.site, name: opts.site, max_slices: 5, max_slivers: opts.maxSlivers ?? 5 });
@@ -107,7 +108,7 @@ export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
     await client.addKey((await client.me()).id, readFileSync(`${key}.pub`, 'utf8'));
 
     const token = (await client.createEnrollmentToken(opts.site)).token;
-    const e = await enroll({ registry: registry.url, token, address: publicAddress, hostname: `node.${tag}.test`, stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
+    const e = await enroll({ registry: registry.url, token, caPin: registry.caPin!, address: publicAddress, hostname: `node.${tag}.test`, stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
     const image = join(dir, opts.image.file);
     execFileSync('bash', [join(ROOT, `infra/images/${opts.image.name}/build.sh`), image], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 900_000 });
     await importImage({ stateDir, name: opts.image.name, file: image, settings });

@@ -1,7 +1,7 @@
 // The node agent daemon: desired-state sync in, reconcile against the host, observed state out.
 // Each module has start/stop, stopped in reverse order.
 import { machine } from 'node:os';
-import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState } from '@planetlite/api';
+import { PlanetLiteClient, consoleTail, trustRegistry, type DesiredState, type ObservedState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -58,6 +58,7 @@ export class Agent {
   #gcTimer: NodeJS.Timeout | null = null;
   #collector: ImageCollector | null = null;
   #reporting: Promise<void> = Promise.resolve();
+  readonly #registryCa: string | null;
   #passes: Promise<void> = Promise.resolve();
 
   constructor(opts: AgentOptions) {
@@ -68,6 +69,9 @@ export class Agent {
     this.#address = e.address;
     this.#log = opts.log;
     this.#reportEveryMs = opts.reportEveryMs ?? 30_000;
+    // The CA pinned at enrollment is the only one trusted for the registry (API, tracker, web seed).
+    this.#registryCa = this.state.readCa();
+    if (this.#registryCa) trustRegistry(e.registry, this.#registryCa);
     this.client = new PlanetLiteClient({ registry: e.registry, token: e.node_key });
     this.sync = new DesiredStateSync({
       client: this.client,
@@ -98,6 +102,7 @@ export class Agent {
         dir: join(dir, 'images'),
         log: this.#log.child({ component: 'images' }),
         uploadKbps: settings.image_upload_kbps,
+        registryCa: this.#registryCa,
         onReady: async (target, file) => {
           await drivers.storage.importImage(target.sha256, file);
           await withStateLock(dir, 'image fetch', async () =>

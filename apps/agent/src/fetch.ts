@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import WebTorrent, { type Torrent, type Wire } from 'webtorrent';
-import { REGISTRY_PEER_ID_PREFIX, type NodeImage } from '@planetlite/api';
+import { REGISTRY_PEER_ID_PREFIX, trustRegistry, type NodeImage } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { sha256File } from './images.js';
 
@@ -43,6 +43,8 @@ export interface ImageFetcherOptions {
   log: Logger;
   /** Upload cap for seeding to other nodes, kbit/s; null: none. */
   uploadKbps: number | null;
+  /** The registry's pinned CA: its tracker and web seed are trusted with it alone (absent: system CAs). */
+  registryCa?: string | null;
   /** Imports a verified archive (storage pool + image index). */
   onReady: (target: FetchTarget, file: string) => Promise<void>;
   /** An image was fetched, verified and imported, or its fetch failed. */
@@ -209,6 +211,7 @@ export class ImageFetcher {
   /** Starts fetching an image unless it is being fetched, ready, or waiting for its retry. */
   want(target: FetchTarget): void {
     if (this.#closed) return;
+    this.#trust(target);
     const known = this.#entries.get(target.name);
     if (known && known.target.sha256 === target.sha256) return;
     if (known) this.#drop(known);
@@ -223,6 +226,7 @@ export class ImageFetcher {
    */
   seed(target: FetchTarget): void {
     if (this.#closed || !target.magnet || this.#entries.has(target.name)) return;
+    this.#trust(target);
     const path = join(this.#o.dir, target.sha256);
     // An archive that came over plain HTTP is not laid out as the torrent names it: not seeded.
     if (!existsSync(path) || existsSync(join(path, HTTP_FILE))) return;
@@ -231,6 +235,17 @@ export class ImageFetcher {
     entry.torrent = this.#client.add(target.magnet, { path });
     this.#notToSelf(entry.torrent);
     entry.torrent.on('error', (err: Error) => this.#o.log.warn({ image: target.name, err: err.message }, 'seeding failed'));
+  }
+
+  /**
+   * The tracker and web seed URLs came from the registry over the pinned connection; they may name
+   * it otherwise than the node does (its public URL), so they get the same CA.
+   */
+  #trust(target: FetchTarget): void {
+    const ca = this.#o.registryCa;
+    if (!ca) return;
+    const trackers = target.magnet ? new URLSearchParams(target.magnet.replace(/^magnet:\?/, '')).getAll('tr') : [];
+    for (const url of [...trackers, target.webSeed]) if (url && URL.canParse(url) && url.startsWith('https:')) trustRegistry(url, ca);
   }
 
   /** Stops fetching or seeding an image and deletes its archive (image garbage collection). */

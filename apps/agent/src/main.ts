@@ -25,15 +25,17 @@ function portWindow(v: string): { first: number; last: number } {
 program
   .command('enroll')
   .description('enroll this node with a one-time token from its site admin (planetlite site token SITE)')
-  .requiredOption('--registry <url>', 'the registry, e.g. http://registry.example.org:8080')
+  .requiredOption('--registry <url>', 'the registry, e.g. https://registry.example.org:8080')
   .requiredOption('--token <token>', 'the one-time enrollment token')
+  .option('--ca-pin <sha256:hex>', "the registry CA's pin that came with the token: the registry is refused unless its CA matches, and from then on only that CA is trusted (default: the system's CAs)")
   .requiredOption('--address <addr>', 'this node\'s public IP address: experimenters ssh to it')
   .option('--hostname <name>', 'name to enroll under (default: this machine\'s hostname)')
   .option('--port-window <first-last>', 'ports the registry may hand to slivers here (default 20000-29999)', portWindow)
   .addOption(stateDirOption())
-  .action(async (opts: { registry: string; token: string; address: string; hostname?: string; portWindow?: { first: number; last: number }; stateDir: string }) => {
+  .action(async (opts: { registry: string; token: string; caPin?: string; address: string; hostname?: string; portWindow?: { first: number; last: number }; stateDir: string }) => {
     const e = await enroll(opts);
     process.stdout.write(`enrolled ${e.hostname} as node ${e.node_id} of site ${e.site ?? '?'}; key and settings are in ${opts.stateDir}\n`);
+    if (e.ca_pin) process.stdout.write(`the registry's CA matched ${e.ca_pin}; this node trusts only it (${opts.stateDir}/registry-ca.pem)\n`);
     process.stdout.write(`next: planetlite-agent run --state-dir ${opts.stateDir}\n`);
   });
 

@@ -1,6 +1,6 @@
 // The agent's state directory: its enrollment (node key, registry, address) and the last good
 // desired state, written atomically so that a crash never leaves half a file.
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DesiredState } from '@planetlite/api';
 import lockfile from 'proper-lockfile';
@@ -13,6 +13,8 @@ export interface Enrollment {
   hostname: string;
   site: string | null;
   enrolled_at: string;
+  /** The pin of the registry's CA checked at enrollment (its certificate is STATE_DIR/registry-ca.pem); absent: system CAs or plain HTTP. */
+  ca_pin?: string | null;
 }
 
 export interface CachedDesiredState {
@@ -34,6 +36,10 @@ export class StateDir {
   get desiredFile(): string {
     return join(this.dir, 'desired-state.json');
   }
+  /** The registry's CA, pinned at enrollment: the only CA this node trusts for its registry. */
+  get caFile(): string {
+    return join(this.dir, 'registry-ca.pem');
+  }
 
   /** Searchable but not listable by others: unprivileged slivers' init must traverse it to
    * reach the lxcpath inside; the secrets in it are files of mode 0600. */
@@ -54,6 +60,17 @@ export class StateDir {
   writeEnrollment(e: Enrollment): void {
     this.ensure();
     atomicWrite(this.enrollmentFile, JSON.stringify(e, null, 2) + '\n', 0o600);
+  }
+
+  /** The pinned registry CA, or null when the node trusts the system's CAs (or talks plain HTTP on loopback). */
+  readCa(): string | null {
+    return existsSync(this.caFile) ? readFileSync(this.caFile, 'utf8') : null;
+  }
+
+  writeCa(pem: string | null): void {
+    this.ensure();
+    if (pem === null) rmSync(this.caFile, { force: true });
+    else atomicWrite(this.caFile, pem, 0o644);
   }
 
   readDesired(): CachedDesiredState | null {

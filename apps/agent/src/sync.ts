@@ -2,7 +2,7 @@
 // a second, pulls the whole document on a schedule as a safety net, keeps the last good document
 // on disk, and keeps going (with backoff) while the registry is unreachable.
 import cron from 'node-cron';
-import { ApiError, PlanetLiteClient, type DesiredState } from '@planetlite/api';
+import { ApiError, PlanetLiteClient, tlsVerifyCodeOf, type DesiredState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import type { StateDir } from './state.js';
 
@@ -28,6 +28,8 @@ export class DesiredStateSync {
   #loop: Promise<void> | null = null;
   #cron: { stop(): unknown } | null = null;
   #reachable = true;
+  /** The last failure was a certificate the pinned CA did not sign (logged once until it changes). */
+  #refusedTls = false;
   /** The document the agent works from: the newest one it fetched or found on disk. */
   current: DesiredState | null = null;
 
@@ -78,16 +80,21 @@ export class DesiredStateSync {
         const res = await this.#o.client.desiredState(this.#o.nodeId, { etag: this.#etag, wait: this.#o.waitSeconds, signal: this.#abort.signal });
         if (!this.#reachable) this.#o.log.info('registry reachable again');
         this.#reachable = true;
+        this.#refusedTls = false;
         backoff = first;
         if (res.state) await this.#accept(res.state, res.etag);
       } catch (err) {
         if (this.#abort.signal.aborted) break;
         if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
           this.#o.log.error({ code: err.code, detail: err.message }, 'the registry refuses this node key: enroll the node again');
+        } else if (tlsVerifyCodeOf(err)) {
+          // Another server at the registry's address: nothing is sent to it, slivers keep running.
+          if (!this.#refusedTls) this.#o.log.error({ code: tlsVerifyCodeOf(err), registry: this.#o.client.registry }, 'the registry presents a certificate its pinned CA did not sign: refusing it');
         } else if (this.#reachable) {
           this.#o.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'registry unreachable; keeping slivers as they are');
         }
         this.#reachable = false;
+        this.#refusedTls = tlsVerifyCodeOf(err) !== null;
         await sleep(backoff, this.#abort.signal);
         backoff = Math.min(max, backoff * 2);
       }

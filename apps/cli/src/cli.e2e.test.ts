@@ -1,7 +1,7 @@
 // The CLI end to end against a real registry (in-process, embedded PGlite in memory).
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +18,7 @@ const run = promisify(execFile);
 const ADMIN_EMAIL = 'admin@planetlite.test';
 const ADMIN_PASSWORD = 'admin-password-123';
 
-let registry: { url: string; close(): Promise<void> };
+let registry: { url: string; ca: string | null; caPin: string | null; close(): Promise<void> };
 let dir: string;
 let adminConfig: string;
 let piConfig: string;
@@ -30,14 +30,14 @@ interface Result {
   stderr: string;
 }
 
-async function cli(args: string[], opts: { config?: string; env?: Record<string, string>; stdin?: string; tty?: boolean } = {}): Promise<Result> {
+async function cli(args: string[], opts: { config?: string; env?: Record<string, string>; stdin?: string; tty?: boolean; stdinTty?: boolean } = {}): Promise<Result> {
   let stdout = '';
   let stderr = '';
   const io: Io = {
     stdout: { write: (s: string) => (stdout += s), isTTY: opts.tty },
     stderr: { write: (s: string) => (stderr += s) },
     env: { HOME: dir, PLANETLITE_CONFIG: opts.config ?? join(dir, 'none.json'), ...opts.env },
-    stdin: opts.stdin === undefined ? undefined : Readable.from([opts.stdin]),
+    stdin: opts.stdin === undefined ? undefined : Object.assign(Readable.from([opts.stdin]), { isTTY: opts.stdinTty }),
   };
   const code = await runCli(args, io);
   return { code, stdout, stderr };
@@ -79,9 +79,31 @@ afterAll(async () => {
 });
 
 describe('planetlite against a live registry', () => {
-  it('logs the admin in and saves the token with mode 0600', async () => {
-    const out = await ok(['--registry', registry.url, 'login', '--email', ADMIN_EMAIL, '--password', ADMIN_PASSWORD], { config: adminConfig });
-    expect(out).toContain(`logged in to ${registry.url} as ${ADMIN_EMAIL}`);
+  // These run first: nothing in this process trusts the registry's own CA yet.
+  it('shows an unknown CA and refuses it without a terminal or a pin; a wrong pin is refused too', async () => {
+    const login = ['--registry', registry.url, 'login', '--email', ADMIN_EMAIL, '--password', ADMIN_PASSWORD];
+    const r = await cli(login, { config: join(dir, 'untrusted.json') });
+    expectOneLineError(r, `has an unknown CA ${registry.caPin}: check it with the registry's admin, then pass --ca-pin ${registry.caPin}`);
+    const wrong = await cli([...login, '--ca-pin', `sha256:${'0'.repeat(64)}`], { config: join(dir, 'untrusted.json') });
+    expectOneLineError(wrong, `presents CA ${registry.caPin}, not sha256:${'0'.repeat(64)}: refusing it`);
+    const declined = await cli(login, { config: join(dir, 'untrusted.json'), stdin: 'n\n', stdinTty: true });
+    expect(declined.stderr).toContain(`has a CA this machine does not know:\n  ${registry.caPin}\n`);
+    expect(declined.stderr).toMatch(/planetlite: not trusted: nothing was saved\n$/);
+    await expect(stat(join(dir, 'untrusted.json'))).rejects.toThrow();
+  });
+
+  it('trusts a CA the user accepts at the prompt, and remembers it', async () => {
+    const config = join(dir, 'prompted.json');
+    const r = await cli(['--registry', registry.url, 'login', '--email', ADMIN_EMAIL, '--password', ADMIN_PASSWORD], { config, stdin: 'yes\n', stdinTty: true });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`logged in to ${registry.url} (CA ${registry.caPin}) as ${ADMIN_EMAIL}`);
+    const saved = JSON.parse(await readFile(config, 'utf8')) as { known_registries: Record<string, { ca_pin: string }> };
+    expect(saved.known_registries[new URL(registry.url).origin]?.ca_pin).toBe(registry.caPin);
+  });
+
+  it('logs the admin in with --ca-pin and saves the token with mode 0600', async () => {
+    const out = await ok(['--registry', registry.url, 'login', '--email', ADMIN_EMAIL, '--password', ADMIN_PASSWORD, '--ca-pin', registry.caPin!], { config: adminConfig });
+    expect(out).toContain(`logged in to ${registry.url} (CA ${registry.caPin}) as ${ADMIN_EMAIL}`);
     expect((await stat(adminConfig)).mode & 0o777).toBe(0o600);
     const saved = JSON.parse(await readFile(adminConfig, 'utf8')) as Record<string, string>;
     expect(saved).toMatchObject({ registry: registry.url, email: ADMIN_EMAIL });
@@ -120,7 +142,7 @@ describe('planetlite against a live registry', () => {
     const users = await okJson<User[]>(['user', 'ls', '--site', 'princeton'], { config: adminConfig });
     expect(users.map((u) => u.email)).toContain('pi@princeton.edu');
 
-    const login = await ok(['--registry', registry.url, 'login', '--email', 'pi@princeton.edu'], { config: piConfig, stdin: `${piPassword}\n` });
+    const login = await ok(['--registry', registry.url, 'login', '--email', 'pi@princeton.edu', '--ca-pin', registry.caPin!], { config: piConfig, stdin: `${piPassword}\n` });
     expect(login).toContain('as pi@princeton.edu');
     const me = await okJson<User>(['user', 'me'], { config: piConfig });
     expect(me).toMatchObject({ email: 'pi@princeton.edu', site: 'princeton' });
@@ -228,7 +250,7 @@ describe('planetlite against a live registry', () => {
 
   it('makes an enrollment token, and a sliver on the enrolled node prints its ssh command', async () => {
     const human = await ok(['site', 'token', 'princeton', '--ttl', '600'], { config: piConfig });
-    expect(human).toMatch(new RegExp(`planetlite-agent enroll --registry ${registry.url} --token \\S+ --address NODE_ADDRESS --state-dir `));
+    expect(human).toMatch(new RegExp(`planetlite-agent enroll --registry ${registry.url} --token \\S+ --ca-pin ${registry.caPin} --address NODE_ADDRESS --state-dir `));
 
     const token = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
     const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({
@@ -402,5 +424,25 @@ describe('planetlite against a live registry', () => {
 
     // A token the registry does not know.
     expectOneLineError(await cli(['--token', 'bogus', 'slice', 'ls'], { config: piConfig }), /\(\w+\): run planetlite login again$/m);
+  });
+
+  it('refuses loudly a registry whose certificate the trusted CA did not sign (changed, or an impostor)', async () => {
+    const impostor = await startRegistry({ listen: '127.0.0.1:0', adminEmail: ADMIN_EMAIL, adminPassword: ADMIN_PASSWORD, logLevel: 'warn' });
+    try {
+      const origin = new URL(impostor.url).origin;
+      const config = join(dir, 'changed', 'config.json');
+      const known = { [origin]: { ca_pin: registry.caPin!, ca: registry.ca!, trusted_at: new Date().toISOString() } };
+      await mkdir(join(dir, 'changed'), { recursive: true });
+      await writeFile(config, JSON.stringify({ registry: impostor.url, token: 'plu_whatever', known_registries: known }));
+      const r = await cli(['slice', 'ls'], { config });
+      expectOneLineError(r, `REGISTRY CERTIFICATE CHANGED: ${origin} presents a certificate that the CA you trusted (${registry.caPin}) did not sign`);
+      expect(r.stderr).toContain(`its CA now is ${impostor.caPin}`);
+      const login = await cli(['login', '--email', ADMIN_EMAIL, '--password', ADMIN_PASSWORD], { config });
+      expectOneLineError(login, 'REGISTRY CERTIFICATE CHANGED');
+      // Nothing was sent or saved: the config still holds the old pin and the old token.
+      expect(JSON.parse(await readFile(config, 'utf8'))).toMatchObject({ token: 'plu_whatever', known_registries: known });
+    } finally {
+      await impostor.close();
+    }
   });
 });

@@ -50,8 +50,8 @@ describe('config file', () => {
 });
 
 describe('normalizeRegistry', () => {
-  it('adds http:// when missing and drops trailing slashes', () => {
-    expect(normalizeRegistry('127.0.0.1:8080')).toBe('http://127.0.0.1:8080');
+  it('adds https:// when missing (registries serve HTTPS by default) and drops trailing slashes', () => {
+    expect(normalizeRegistry('127.0.0.1:8080')).toBe('https://127.0.0.1:8080');
     expect(normalizeRegistry('https://reg.example/base/')).toBe('https://reg.example/base');
     expect(normalizeRegistry('http://reg.example:80/')).toBe('http://reg.example');
   });

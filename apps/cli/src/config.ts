@@ -10,6 +10,15 @@ export interface CliConfig {
   expires_at?: string | undefined;
   email?: string | undefined;
   user_id?: string | undefined;
+  /** Registries whose CA the user accepted, by origin, as ssh's known_hosts (see trust.ts). */
+  known_registries?: Record<string, KnownRegistry> | undefined;
+}
+
+export interface KnownRegistry {
+  ca_pin: string;
+  /** The CA certificate (PEM) that was checked against ca_pin. */
+  ca: string;
+  trusted_at: string;
 }
 
 const FIELDS = ['registry', 'token', 'expires_at', 'email', 'user_id'] as const;
@@ -43,6 +52,14 @@ export async function loadConfig(path: string): Promise<CliConfig> {
     const value = (raw as Record<string, unknown>)[field];
     if (typeof value === 'string') config[field] = value;
   }
+  const known = (raw as Record<string, unknown>).known_registries;
+  if (known && typeof known === 'object' && !Array.isArray(known)) {
+    config.known_registries = {};
+    for (const [origin, entry] of Object.entries(known as Record<string, unknown>)) {
+      const e = entry as Partial<KnownRegistry> | null;
+      if (e && typeof e.ca_pin === 'string' && typeof e.ca === 'string') config.known_registries[origin] = { ca_pin: e.ca_pin, ca: e.ca, trusted_at: String(e.trusted_at ?? '') };
+    }
+  }
   return config;
 }
 
@@ -53,6 +70,7 @@ export async function loadConfig(path: string): Promise<CliConfig> {
 export async function saveConfig(path: string, config: CliConfig): Promise<void> {
   const clean: CliConfig = {};
   for (const field of FIELDS) if (config[field] !== undefined) clean[field] = config[field];
+  if (config.known_registries && Object.keys(config.known_registries).length) clean.known_registries = config.known_registries;
   try {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     const tmp = `${path}.${process.pid}.tmp`;
@@ -64,15 +82,15 @@ export async function saveConfig(path: string, config: CliConfig): Promise<void>
   }
 }
 
-/** "127.0.0.1:8080" → "http://127.0.0.1:8080"; anything but http(s) is refused. */
+/** "registry.example:8080" → "https://registry.example:8080"; anything but http(s) is refused. */
 export function normalizeRegistry(input: string): string {
   const text = input.trim();
-  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `http://${text}`;
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(text) ? text : `https://${text}`;
   let url: URL;
   try {
     url = new URL(withScheme);
   } catch {
-    throw new CliError(`invalid registry URL '${input}' (expected e.g. http://registry.example:8080)`);
+    throw new CliError(`invalid registry URL '${input}' (expected e.g. https://registry.example:8080)`);
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new CliError(`invalid registry URL '${input}': only http and https are supported`);

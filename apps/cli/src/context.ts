@@ -1,7 +1,8 @@
 // What every command needs: the global options, the saved login, a client and the output streams.
 import type { Command } from 'commander';
-import { PlanetLiteClient } from '@planetlite/api';
-import { configPath, loadConfig, normalizeRegistry, saveConfig, type CliConfig } from './config.js';
+import { PlanetLiteClient, tlsVerifyCodeOf } from '@planetlite/api';
+import { configPath, loadConfig, normalizeRegistry, saveConfig, type CliConfig, type KnownRegistry } from './config.js';
+import { applyKnownTrust, explainTlsFailure } from './trust.js';
 import { CliError, NOT_LOGGED_IN, RegistryUnreachableError, networkReason } from './errors.js';
 import type { Io } from './io.js';
 
@@ -15,14 +16,18 @@ export interface GlobalOptions {
 /** Ordinary calls give up after this long; the event stream has no limit. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
-/** fetch that turns "no answer at all" into RegistryUnreachableError naming the registry. */
-function fetchFor(registry: string): typeof fetch {
+/**
+ * fetch that turns "no answer at all" into RegistryUnreachableError naming the registry, and a
+ * certificate the trusted CA did not sign into a loud one-line refusal.
+ */
+function fetchFor(registry: string, known: KnownRegistry | undefined): typeof fetch {
   return async (input, init) => {
     const signal = init?.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS);
     try {
       return await fetch(input, { ...init, signal });
     } catch (err) {
       if (init?.signal?.aborted) throw err;
+      if (tlsVerifyCodeOf(err)) await explainTlsFailure(err, registry, known);
       if (err instanceof TypeError || (err instanceof Error && err.name === 'TimeoutError')) {
         throw new RegistryUnreachableError(registry, networkReason(err));
       }
@@ -73,7 +78,8 @@ export class Context {
   async anonymousClient(): Promise<PlanetLiteClient> {
     const registry = await this.registry();
     if (!registry) throw new CliError('no registry: pass --registry URL or set PLANETLITE_REGISTRY');
-    return new PlanetLiteClient({ registry, fetch: fetchFor(registry) });
+    const known = applyKnownTrust(await this.config(), registry);
+    return new PlanetLiteClient({ registry, fetch: fetchFor(registry, known) });
   }
 
   /**
@@ -95,7 +101,8 @@ export class Context {
       }
       token = saved.token;
     }
-    return new PlanetLiteClient({ registry, token, fetch: fetchFor(registry) });
+    const known = applyKnownTrust(await this.config(), registry);
+    return new PlanetLiteClient({ registry, token, fetch: fetchFor(registry, known) });
   }
 
   /** Writes lines to stdout. */

@@ -6,10 +6,10 @@ import swaggerUi from '@fastify/swagger-ui';
 import rateLimit from '@fastify/rate-limit';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import { createLogger, type Logger } from '@planetlite/core';
+import { AppError, createLogger, type Logger } from '@planetlite/core';
 import { migrate, openDatabase, type Database } from '@planetlite/db';
 import { openFanout, type Fanout } from '@planetlite/fanout';
-import { Health } from '@planetlite/api';
+import { Health, CA_PATH } from '@planetlite/api';
 import type { RegistryConfig } from './config.js';
 import type { RegistryContext } from './context.js';
 import { registerErrorHandling } from './plugins/errors.js';
@@ -28,6 +28,7 @@ import { ensureAdmin } from './services/bootstrap.js';
 import { startSweeps } from './services/sweeps.js';
 import { Notifier } from './services/notify.js';
 import { ImageService } from './services/images.js';
+import { loadTls } from './tls.js';
 
 export const VERSION = '0.1.0';
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -57,13 +58,15 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const db = opts.db ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger: log }));
   const fanout = opts.fanout ?? (await openFanout({ redisUrl: config.redisUrl, logger: log }));
   await migrate(db);
+  const tls = config.tls.mode === 'off' ? null : await loadTls(config.tls, log);
   const closing = new AbortController();
-  const ctx = { config, db, fanout, log, closing: closing.signal } as RegistryContext;
+  const ctx = { config, db, fanout, log, closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
   ctx.notifier = new Notifier(ctx);
   await ensureAdmin(ctx);
   ctx.images = await ImageService.open(ctx);
 
   const app = Fastify({
+    ...(tls ? { https: { key: tls.key, cert: tls.cert } } : {}),
     loggerInstance: log as FastifyBaseLogger,
     bodyLimit: config.bodyLimitBytes,
     // Per-request lines only when debugging: at info a busy registry would log mostly noise.
@@ -74,6 +77,13 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validators());
   app.decorate('ctx', ctx);
+  app.decorate('reloadTls', async () => {
+    if (config.tls.mode === 'off') return;
+    const next = await loadTls(config.tls, log);
+    (app.server as unknown as import('node:tls').Server).setSecureContext({ key: next.key, cert: next.cert });
+    ctx.trust = { ca: next.ca, caPin: next.caPin };
+    log.info({ sans: next.sans, ca_pin: next.caPin }, 'TLS certificate reloaded');
+  });
   // Before the server waits for open requests to finish, end the ones that would wait for minutes;
   // whatever connection is still open after a short grace period is cut.
   app.addHook('preClose', async () => {
@@ -114,6 +124,11 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.get('/healthz', { schema: { tags: ['health'], summary: 'Liveness and database reachability', response: answers({ 200: Health }) } }, async () => {
     await db.query('SELECT 1');
     return { status: 'ok' as const, database: db.kind, fanout: fanout.kind, version: VERSION };
+  });
+
+  app.get(CA_PATH, { schema: { tags: ['health'], summary: "The registry's CA certificate (PEM), for nodes and users to check against their pin" } }, async (_req, reply) => {
+    if (!ctx.trust.ca) throw new AppError('not_found', 'this registry has no CA of its own to pin: it serves plain HTTP or a certificate the system CAs trust');
+    return reply.type('application/x-pem-file').send(ctx.trust.ca);
   });
 
   await app.register(userRoutes);

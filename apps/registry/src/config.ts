@@ -1,7 +1,8 @@
 // Registry configuration: command-line flags and environment, checked once at start.
 import { hostname } from 'node:os';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { NotifyConfig } from './services/notify.js';
+import type { TlsConfig } from './tls.js';
 
 export interface RegistryConfig {
   host: string;
@@ -14,6 +15,8 @@ export interface RegistryConfig {
   adminPassword: string | undefined;
   /** URL under which nodes and users reach this registry (web seed links); default from listen. */
   publicUrl: string;
+  /** HTTPS: the registry's own CA (default), an operator's certificate, or off (loopback only). */
+  tls: TlsConfig;
   logLevel: string;
   defaultImage: string;
   sliceLifetimeDays: number;
@@ -57,6 +60,13 @@ export interface ConfigInput {
   publicUrl?: string;
   logLevel?: string;
   sweeps?: boolean;
+  /** Serve plain HTTP (only on a loopback listen address: a reverse proxy in front terminates TLS). */
+  plainHttp?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  /** Extra names and addresses for the registry's own server certificate. */
+  tlsSans?: string[];
   overrides?: Partial<RegistryConfig>;
 }
 
@@ -74,15 +84,19 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     return n;
   };
   const publicHost = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  const dataDir = input.dataDir ? resolve(input.dataDir) : env.PLANETLITE_DATA_DIR ? resolve(env.PLANETLITE_DATA_DIR) : undefined;
+  const tls = tlsConfig(input, env, host, dataDir);
+  const scheme = tls.mode === 'off' ? 'http' : 'https';
   const cfg: RegistryConfig = {
     host,
     port,
-    dataDir: input.dataDir ? resolve(input.dataDir) : env.PLANETLITE_DATA_DIR ? resolve(env.PLANETLITE_DATA_DIR) : undefined,
+    dataDir,
     databaseUrl: input.databaseUrl ?? (env.DATABASE_URL || undefined),
     redisUrl: input.redisUrl ?? (env.REDIS_URL || undefined),
     adminEmail: input.adminEmail ?? (env.PLANETLITE_ADMIN_EMAIL || undefined),
     adminPassword: input.adminPassword ?? (env.PLANETLITE_ADMIN_PASSWORD || undefined),
-    publicUrl: (input.publicUrl ?? env.PLANETLITE_PUBLIC_URL ?? `http://${publicHost.includes(':') ? `[${publicHost}]` : publicHost}:${port}`).replace(/\/+$/, ''),
+    publicUrl: (input.publicUrl ?? env.PLANETLITE_PUBLIC_URL ?? `${scheme}://${publicHost.includes(':') ? `[${publicHost}]` : publicHost}:${port}`).replace(/\/+$/, ''),
+    tls,
     logLevel: input.logLevel ?? env.PLANETLITE_LOG_LEVEL ?? 'info',
     defaultImage: env.PLANETLITE_DEFAULT_IMAGE || 'debian12',
     sliceLifetimeDays: num('PLANETLITE_SLICE_LIFETIME_DAYS', 14, 1, 365),
@@ -108,6 +122,13 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     superSeedMs: num('PLANETLITE_SUPERSEED_SECONDS', 15, 0, 3600) * 1000,
     ...input.overrides,
   };
+  if (!URL.canParse(cfg.publicUrl) || !/^https?:$/.test(new URL(cfg.publicUrl).protocol)) {
+    throw new ConfigError(`PLANETLITE_PUBLIC_URL must be an http(s):// URL, got '${cfg.publicUrl}'`);
+  }
+  if (cfg.tls.mode !== 'off' && new URL(cfg.publicUrl).protocol !== 'https:') {
+    throw new ConfigError(`PLANETLITE_PUBLIC_URL is '${cfg.publicUrl}', but the registry serves HTTPS: use https://, or --plain-http behind a TLS proxy`);
+  }
+  if (cfg.tls.mode === 'own-ca') cfg.tls.sans.unshift(new URL(cfg.publicUrl).hostname.replace(/^\[|\]$/g, ''));
   if (cfg.adminPassword !== undefined && cfg.adminPassword.length < 8) {
     throw new ConfigError('PLANETLITE_ADMIN_PASSWORD must be at least 8 characters');
   }
@@ -130,4 +151,32 @@ export function parseListen(listen: string): { host: string; port: number } {
   const port = m ? Number(m[3]) : NaN;
   if (!m || port > 65535) throw new ConfigError(`--listen must be HOST:PORT (for example 127.0.0.1:8080), got '${listen}'`);
   return { host: (m[1] ?? m[2]) as string, port };
+}
+
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|::1|localhost)$/;
+
+/** TLS settings from flags and environment; refuses plain HTTP anywhere but on loopback. */
+function tlsConfig(input: ConfigInput, env: NodeJS.ProcessEnv, host: string, dataDir: string | undefined): TlsConfig {
+  const flag = (v: string | undefined) => v !== undefined && /^(1|true|yes|on)$/i.test(v);
+  const plain = input.plainHttp ?? flag(env.PLANETLITE_PLAIN_HTTP);
+  const certFile = input.tlsCert ?? (env.PLANETLITE_TLS_CERT || undefined);
+  const keyFile = input.tlsKey ?? (env.PLANETLITE_TLS_KEY || undefined);
+  const caFile = input.tlsCa ?? (env.PLANETLITE_TLS_CA || undefined);
+  const extra = input.tlsSans ?? (env.PLANETLITE_TLS_SANS ? env.PLANETLITE_TLS_SANS.split(',') : []);
+  const sans = extra.map((s) => s.trim()).filter(Boolean);
+  for (const s of sans) {
+    if (!/^[A-Za-z0-9.:*-]+$/.test(s.replace(/^\[|\]$/g, ''))) throw new ConfigError(`--tls-san takes a host name or an IP address, got '${s}'`);
+  }
+  if (plain) {
+    if (certFile || keyFile) throw new ConfigError('--plain-http and --tls-cert/--tls-key exclude each other');
+    if (!LOOPBACK.test(host)) {
+      throw new ConfigError(`--plain-http is allowed only on a loopback listen address (behind a TLS-terminating proxy), not on '${host}': drop it to serve HTTPS`);
+    }
+    return { mode: 'off', dir: undefined, certFile: undefined, keyFile: undefined, caFile: undefined, sans: [] };
+  }
+  if (!!certFile !== !!keyFile) throw new ConfigError('--tls-cert and --tls-key go together (the certificate chain and its private key)');
+  if (caFile && !certFile) throw new ConfigError('--tls-ca goes with --tls-cert and --tls-key');
+  if (certFile) return { mode: 'files', dir: undefined, certFile: resolve(certFile), keyFile: resolve(keyFile as string), caFile: caFile ? resolve(caFile) : undefined, sans };
+  const listenSans = host === '0.0.0.0' || host === '::' ? [] : [host];
+  return { mode: 'own-ca', dir: dataDir ? join(dataDir, 'tls') : undefined, certFile: undefined, keyFile: undefined, caFile: undefined, sans: [...listenSans, ...sans, 'localhost', '127.0.0.1', '::1'] };
 }

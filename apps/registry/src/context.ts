@@ -15,6 +15,8 @@ export interface RegistryContext {
   notifier: Notifier;
   /** Image archives: their directory, the tracker that admits their torrents, the seeder. */
   images: ImageService;
+  /** The CA that nodes and users pin (GET /ca.pem, enrollment tokens); null on plain HTTP or a public certificate. */
+  trust: { ca: string | null; caPin: string | null };
   /** Aborted when the registry starts closing: long-polls and event streams end at once. */
   closing: AbortSignal;
 }
@@ -22,5 +24,7 @@ export interface RegistryContext {
 declare module 'fastify' {
   interface FastifyInstance {
     ctx: RegistryContext;
+    /** Reads the TLS certificate again (a renewed one) without dropping open connections; no-op on plain HTTP. */
+    reloadTls(): Promise<void>;
   }
 }

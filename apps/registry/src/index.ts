@@ -10,6 +10,11 @@ export { desiredStateOf, etagOf } from './routes/nodeside.js';
 export interface RunningRegistry {
   url: string;
   config: RegistryConfig;
+  /** The CA to trust and its pin; null on plain HTTP. */
+  ca: string | null;
+  caPin: string | null;
+  /** Reads the certificate files again, as SIGHUP does for `serve`. */
+  reloadTls(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -21,8 +26,8 @@ export async function startRegistry(input: ConfigInput & Pick<BuildOptions, 'db'
   const addr = app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const url = `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
+  const url = `${config.tls.mode === 'off' ? 'http' : 'https'}://${host === '0.0.0.0' ? '127.0.0.1' : host}:${port}`;
   if (config.port === 0) config = { ...config, port, publicUrl: input.publicUrl ?? url };
   app.ctx.config = config;
-  return { url, config, close: () => app.close() };
+  return { url, config, ca: app.ctx.trust.ca, caPin: app.ctx.trust.caPin, reloadTls: () => app.reloadTls(), close: () => app.close() };
 }

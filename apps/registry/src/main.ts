@@ -13,7 +13,10 @@ Environment:
                                replicas; absent: in-process (run one replica only)
   PLANETLITE_ADMIN_EMAIL       on first start against an empty database, create this admin
   PLANETLITE_ADMIN_PASSWORD    … with this password (at least 8 characters)
-  PLANETLITE_PUBLIC_URL        URL nodes and users reach this registry at (default from --listen)
+  PLANETLITE_PUBLIC_URL        URL nodes and users reach this registry at (default https://HOST:PORT
+                               of --listen); its host goes into the server certificate
+  PLANETLITE_TLS_CERT, PLANETLITE_TLS_KEY, PLANETLITE_TLS_CA, PLANETLITE_TLS_SANS (comma-separated),
+  PLANETLITE_PLAIN_HTTP=1      the same as the --tls-* and --plain-http flags
   PLANETLITE_DEFAULT_IMAGE     image of slices that name none (default debian12)
   PLANETLITE_LOG_LEVEL         trace, debug, info (default), warn, error
   PLANETLITE_SLICE_LIFETIME_DAYS (14), PLANETLITE_MAX_RENEW_DAYS (56),
@@ -44,14 +47,35 @@ program
   .command('serve')
   .description('serve the v1 REST API (docs at /docs, OpenAPI at /openapi.json)')
   .addOption(new Option('--listen <host:port>', 'address to listen on').default('127.0.0.1:8080').env('PLANETLITE_LISTEN'))
-  .addOption(new Option('--data-dir <dir>', 'where the embedded database lives when DATABASE_URL is unset').default('./.data/registry').env('PLANETLITE_DATA_DIR'))
-  .addHelpText('after', ENV_HELP)
-  .action(async (opts: { listen: string; dataDir: string }) => {
-    const config = loadConfig({ listen: opts.listen, dataDir: opts.dataDir });
+  .addOption(new Option('--data-dir <dir>', 'where the embedded database and the registry CA live').default('./.data/registry').env('PLANETLITE_DATA_DIR'))
+  .option('--tls-cert <file>', "serve this certificate chain (PEM) instead of one from the registry's own CA, e.g. from an ACME client")
+  .option('--tls-key <file>', 'the private key (PEM) of --tls-cert')
+  .option('--tls-ca <file>', 'with --tls-cert: the CA certificate nodes and users pin (default: the last one of the chain, if any)')
+  .option('--tls-san <name|ip>', "another name or address for the registry's own server certificate (repeatable)", (v: string, all: string[]) => [...all, v], [] as string[])
+  .option('--plain-http', 'serve plain HTTP: only on a loopback --listen address, behind a reverse proxy that terminates TLS')
+  .addHelpText('after', `
+HTTPS is the default. On first start the registry makes its own CA and a server certificate for the
+host of PLANETLITE_PUBLIC_URL, --listen and every --tls-san, under DATA_DIR/tls (keys mode 0600),
+and reuses them later; a missing name gets a new server certificate from the same CA, so pins stay
+valid. Replicas share DATA_DIR/tls (or the same --tls-* files). SIGHUP reloads the certificate
+(a renewed one) without dropping connections. Nodes and users pin the CA: its pin is logged at
+start, shown by \`planetlite site token\`, and the CA itself is served at /ca.pem.
+${ENV_HELP}`)
+  .action(async (opts: { listen: string; dataDir: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; tlsSan: string[]; plainHttp?: boolean }) => {
+    const config = loadConfig({
+      listen: opts.listen,
+      dataDir: opts.dataDir,
+      ...(opts.plainHttp ? { plainHttp: true } : {}),
+      ...(opts.tlsCert ? { tlsCert: opts.tlsCert } : {}),
+      ...(opts.tlsKey ? { tlsKey: opts.tlsKey } : {}),
+      ...(opts.tlsCa ? { tlsCa: opts.tlsCa } : {}),
+      ...(opts.tlsSan.length ? { tlsSans: opts.tlsSan } : {}),
+    });
     const log = createLogger({ name: 'registry', level: config.logLevel });
     const app = await buildApp({ config, logger: log });
     await app.listen({ host: config.host, port: config.port });
-    log.info({ url: config.publicUrl, database: app.ctx.db.kind, fanout: app.ctx.fanout.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'registry listening');
+    log.info({ url: config.publicUrl, ca_pin: app.ctx.trust.caPin, tls: config.tls.mode, database: app.ctx.db.kind, fanout: app.ctx.fanout.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'registry listening');
+    process.on('SIGHUP', () => void app.reloadTls().catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'TLS reload failed; keeping the current certificate')));
     const stop = async (signal: string) => {
       log.info({ signal }, 'shutting down');
       await app.close();

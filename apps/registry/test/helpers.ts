@@ -29,7 +29,8 @@ export interface TestApp {
 export async function testApp(opts: { db?: Database; fanout?: Fanout; config?: Partial<RegistryConfig> } = {}): Promise<TestApp> {
   const db = opts.db ?? (await freshDatabase());
   const config = loadConfig(
-    { listen: '127.0.0.1:0', adminEmail: ADMIN.email, adminPassword: ADMIN.password, logLevel: 'silent', sweeps: false, overrides: { loginRateLimitPerMinute: 1000, ...opts.config } },
+    // Plain HTTP on loopback: most tests call app.inject; tls.test.ts and the e2e suites cover HTTPS.
+    { listen: '127.0.0.1:0', plainHttp: true, adminEmail: ADMIN.email, adminPassword: ADMIN.password, logLevel: 'silent', sweeps: false, overrides: { loginRateLimitPerMinute: 1000, ...opts.config } },
     {},
   );
   const app = await buildApp({ config, db, fanout: opts.fanout ?? memoryFanout() });

@@ -175,7 +175,14 @@ export const EnrollmentTokenCreate = Type.Object(
   Strict,
 );
 export type EnrollmentTokenCreate = Static<typeof EnrollmentTokenCreate>;
-export const EnrollmentToken = Type.Object({ token: Type.String(), site: Type.String(), expires_at: Timestamp });
+export const EnrollmentToken = Type.Object({
+  token: Type.String(),
+  site: Type.String(),
+  expires_at: Timestamp,
+  /** The registry's URL as nodes reach it, and the pin of its CA (null when it serves plain HTTP). */
+  registry: Type.Optional(Type.String()),
+  ca_pin: Type.Optional(Type.Union([Type.String({ pattern: '^sha256:[0-9a-f]{64}$' }), Type.Null()])),
+});
 export type EnrollmentToken = Static<typeof EnrollmentToken>;
 export const EnrollRequest = Type.Object(
   {

@@ -1,6 +1,8 @@
 // login, logout, whoami: getting and keeping a user token.
 import type { Command } from 'commander';
 import type { Context } from '../context.js';
+import { CliError, RegistryUnreachableError, networkReason } from '../errors.js';
+import { originOf, pinAtLogin } from '../trust.js';
 import { obtainPassword } from '../password.js';
 import { formatRecord, relativeTime, when } from '../table.js';
 
@@ -10,17 +12,37 @@ export function registerAuth(program: Command, ctx: Context): void {
     .description('log in to a registry and save its token in the config file')
     .requiredOption('--email <email>', 'your account email')
     .option('--password <password>', 'password (else PLANETLITE_PASSWORD, piped stdin, or a prompt)')
+    .option('--ca-pin <sha256:hex>', "the registry CA's pin, as its admin gave it: refuse the registry unless its CA matches (default: ask on a terminal when the CA is unknown)")
     .addHelpText(
       'after',
       `
 The registry comes from --registry, PLANETLITE_REGISTRY or the previous login.
 The token, its expiry and the registry are saved to the config file (mode 0600).
 
+Like ssh with a new host: a registry whose certificate the system's CAs do not vouch for (its own
+CA, the default) shows its CA's pin, and on a terminal you are asked whether to trust it; without a
+terminal pass --ca-pin. The answer is kept in the config file (known_registries), and from then on a
+registry presenting a certificate that CA did not sign is refused.
+
 Examples:
-  planetlite --registry http://registry.example:8080 login --email alice@princeton.edu
+  planetlite --registry https://registry.example:8080 login --email alice@princeton.edu
+  planetlite --registry https://registry.example:8080 login --email alice@princeton.edu --ca-pin sha256:…
   echo "$PASS" | planetlite login --email alice@princeton.edu`,
     )
-    .action(async (opts: { email: string; password?: string }) => {
+    .action(async (opts: { email: string; password?: string; caPin?: string }) => {
+      const registry = await ctx.registry();
+      if (!registry) throw new CliError('no registry: pass --registry URL or set PLANETLITE_REGISTRY');
+      const config = await ctx.config();
+      const trusted = await pinAtLogin(config, registry, {
+        caPin: opts.caPin,
+        io: ctx.io,
+        probe: () => fetch(new URL('/healthz', registry), { signal: AbortSignal.timeout(30_000) }),
+      }).catch((err: unknown) => {
+        if (err instanceof TypeError) throw new RegistryUnreachableError(registry, networkReason(err));
+        throw err;
+      });
+      const known = { ...config.known_registries };
+      if (trusted) known[originOf(registry)] = trusted;
       const client = await ctx.anonymousClient();
       const password = await obtainPassword({
         flag: opts.password,
@@ -37,8 +59,10 @@ Examples:
         expires_at: answer.expires_at,
         email: answer.user.email,
         user_id: answer.user.id,
+        known_registries: known,
       });
-      ctx.emit(answer, (a) => `logged in to ${client.registry} as ${a.user.email} (token expires ${relativeTime(a.expires_at) || a.expires_at})`);
+      const via = trusted ? ` (CA ${trusted.ca_pin})` : '';
+      ctx.emit(answer, (a) => `logged in to ${client.registry}${via} as ${a.user.email} (token expires ${relativeTime(a.expires_at) || a.expires_at})`);
     });
 
   program
@@ -50,7 +74,7 @@ Examples:
         if (!ctx.json) ctx.out('not logged in');
         return;
       }
-      await ctx.saveConfig({ registry: config.registry, email: config.email });
+      await ctx.saveConfig({ registry: config.registry, email: config.email, known_registries: config.known_registries });
       if (!ctx.json) ctx.out(`logged out of ${config.registry ?? 'the registry'}`);
     });
 

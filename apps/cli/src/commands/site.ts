@@ -80,10 +80,12 @@ Examples:
             ['token', t.token],
             ['site', t.site],
             ['expires_at', when(t.expires_at)],
+            ['registry', t.registry ?? client.registry],
+            ['ca_pin', t.ca_pin ?? '(none: the system CAs vouch for the registry)'],
           ]),
           '',
           'On the new node, as root, run (once; the token is single use):',
-          `  planetlite-agent enroll --registry ${client.registry} --token ${t.token} --address NODE_ADDRESS --state-dir /var/lib/planetlite-agent`,
+          `  planetlite-agent enroll --registry ${t.registry ?? client.registry} --token ${t.token}${t.ca_pin ? ` --ca-pin ${t.ca_pin}` : ''} --address NODE_ADDRESS --state-dir /var/lib/planetlite-agent`,
           'then start the daemon with: planetlite-agent run --state-dir /var/lib/planetlite-agent',
         ].join('\n'),
       );

@@ -78,6 +78,6 @@ export const siteRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const token = newSecret('enroll');
     const expires = new Date(Date.now() + (req.body?.ttl_seconds ?? 86400) * 1000);
     await ctx.db.query('INSERT INTO enrollment_tokens (token_hash, site, created_by, expires_at) VALUES ($1, $2, $3, $4)', [hashSecret(token), site, me.id, expires]);
-    return reply.code(201).send({ token, site, expires_at: expires.toISOString() });
+    return reply.code(201).send({ token, site, expires_at: expires.toISOString(), registry: ctx.config.publicUrl, ca_pin: ctx.trust.caPin });
   });
 };

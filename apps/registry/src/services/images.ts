@@ -14,7 +14,7 @@ import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Server as Tracker } from 'bittorrent-tracker';
 import WebTorrent, { type ChunkStore } from 'webtorrent';
-import { REGISTRY_PEER_ID_PREFIX } from '@planetlite/api';
+import { REGISTRY_PEER_ID_PREFIX, pinnedDispatcher } from '@planetlite/api';
 import { AppError } from '@planetlite/core';
 import type { RegistryContext } from '../context.js';
 import { superSeed } from './superseed.js';
@@ -189,6 +189,8 @@ export class ImageService {
       // Nodes count what the registry sends apart from what other nodes send (20 bytes in all).
       peerId: Buffer.concat([Buffer.from(REGISTRY_PEER_ID_PREFIX), randomBytes(20 - REGISTRY_PEER_ID_PREFIX.length)]),
       ...(config.seedUploadKbps ? { uploadLimit: Math.round((config.seedUploadKbps * 1000) / 8) } : {}),
+      // It announces to this registry's own tracker over HTTPS: with our CA, not the process's trust.
+      ...(this.#ctx.trust.ca ? { tracker: { proxyOpts: { httpsAgent: pinnedDispatcher(this.#ctx.trust.ca) } } } : {}),
     });
     // webtorrent emits 'error' for its own failures (a taken port, say): logged, never thrown.
     client.on('error', (err: Error) => log.error({ err: err.message }, 'image seeder error'));
