@@ -22,7 +22,7 @@ DATA="$ROOT/.data/demo"
 # and a checkout under /root (mode 0700) would not let them.
 AGENT_DIR=/var/lib/planetlite/demo-agent
 LISTEN="${PLANETLITE_LISTEN:-127.0.0.1:8080}"
-REGISTRY="http://$LISTEN"
+REGISTRY="https://$LISTEN"
 mkdir -p "$DATA"
 export PLANETLITE_CONFIG="$DATA/cli-config.json"   # the demo's CLI login, kept apart from yours
 export PLANETLITE_REGISTRY="$REGISTRY"
@@ -32,7 +32,7 @@ PI_EMAIL="pi@demo.planetlite.test"
 PI_PASSWORD="demo-pi-password"
 pl() { "$ROOT/node_modules/.bin/planetlite" "$@"; }
 
-if curl -fsS "$REGISTRY/healthz" >/dev/null 2>&1; then
+if curl -sk -o /dev/null "$REGISTRY/healthz" 2>/dev/null || curl -s -o /dev/null "http://$LISTEN/" 2>/dev/null; then
   die "something already answers on $LISTEN; stop it or set PLANETLITE_LISTEN=127.0.0.1:PORT"
 fi
 
@@ -43,7 +43,7 @@ if [ ! -d "$DATA/registry" ] && [ -d "$AGENT_DIR" ]; then
   rm -rf "$AGENT_DIR"
 fi
 
-log "registry: starting on $LISTEN with its embedded database in $DATA/registry"
+log "registry: starting on $LISTEN (HTTPS, its own CA) with its embedded database in $DATA/registry"
 "$ROOT/node_modules/.bin/planetlite-registry" serve --listen "$LISTEN" --data-dir "$DATA/registry" >"$DATA/registry.log" 2>&1 &
 REGISTRY_PID=$!
 AGENT_PID=""
@@ -73,15 +73,20 @@ stop_all() {
   fi
 }
 trap stop_all EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "$REGISTRY/healthz" >/dev/null 2>&1 && break
+CA="$DATA/registry/tls/ca.pem"   # made by the registry on its first start, kept for later ones
+for _ in $(seq 1 150); do
+  [ -f "$CA" ] && curl -fsS --cacert "$CA" "$REGISTRY/healthz" >/dev/null 2>&1 && break
   kill -0 "$REGISTRY_PID" 2>/dev/null || { cat "$DATA/registry.log" >&2; die "the registry exited; its log is above"; }
   sleep 0.2
 done
-curl -fsS "$REGISTRY/healthz" >/dev/null || die "the registry did not come up; see $DATA/registry.log"
+curl -fsS --cacert "$CA" "$REGISTRY/healthz" >/dev/null || die "the registry did not come up; see $DATA/registry.log"
+# The pin users and nodes check the registry's CA against (the sha256 of its public key); the
+# registry logs it at start and `planetlite site token` prints it.
+CA_PIN="sha256:$(openssl x509 -in "$CA" -pubkey -noout | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)"
+log "registry: its CA is $CA_PIN"
 
-log "admin: log in and create the site 'demo' and its PI"
-PLANETLITE_PASSWORD="$PLANETLITE_ADMIN_PASSWORD" pl login --email "$PLANETLITE_ADMIN_EMAIL" >/dev/null
+log "admin: log in (pinning the registry's CA) and create the site 'demo' and its PI"
+PLANETLITE_PASSWORD="$PLANETLITE_ADMIN_PASSWORD" pl login --email "$PLANETLITE_ADMIN_EMAIL" --ca-pin "$CA_PIN" >/dev/null
 pl site show demo >/dev/null 2>&1 || pl site create demo --name "Demo University" --max-slices 10 --max-slivers 100 >/dev/null
 pl user ls --site demo --json | grep -q "\"$PI_EMAIL\"" ||
   PLANETLITE_NEW_PASSWORD="$PI_PASSWORD" pl user create --email "$PI_EMAIL" --name "Demo PI" --site demo --role pi --role user >/dev/null
@@ -105,8 +110,10 @@ ip -n "$NODE_NS" link set pl-demo-n up
 ip -n "$NODE_NS" link set lo up
 agent() { "$ROOT/node_modules/.bin/planetlite-agent" "$@"; }
 if [ ! -f "$AGENT_DIR/node.json" ]; then
-  TOKEN="$(pl site token demo --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8")).token)')"
-  agent enroll --registry "$REGISTRY" --token "$TOKEN" --address "$NODE_ADDR" --hostname node1.demo.planetlite.test --state-dir "$AGENT_DIR" >/dev/null
+  # What a site admin gets: a one-time token with the registry's URL and CA pin, and the command.
+  TOKEN_JSON="$(pl site token demo --json)"
+  field() { node -e "console.log(JSON.parse(require('fs').readFileSync(0,'utf8')).$1)" <<<"$TOKEN_JSON"; }
+  agent enroll --registry "$(field registry)" --token "$(field token)" --ca-pin "$(field ca_pin)" --address "$NODE_ADDR" --hostname node1.demo.planetlite.test --state-dir "$AGENT_DIR" >/dev/null
 fi
 bash infra/images/tiny/build.sh "$DATA/tiny.tar"
 agent image import tiny "$DATA/tiny.tar" --state-dir "$AGENT_DIR" --pool "$AGENT_DIR/pool.img" --pool-size 2G >/dev/null
@@ -122,6 +129,7 @@ for _ in $(seq 1 50); do "${SSH[@]}" "demo_hello@$NODE_ADDR" true 2>/dev/null &&
 
 echo
 echo "== site"; pl site show demo
+echo; echo "== what a site admin pastes on a new node (planetlite site token demo)"; pl site token demo --ttl 600
 echo; echo "== pi"; pl whoami
 echo; echo "== ssh keys"; pl key ls
 echo; echo "== slice"; pl slice show demo_hello
@@ -129,7 +137,7 @@ echo; echo "== sliver"; pl sliver ls demo_hello
 echo; echo "== ssh -p $PORT demo_hello@$NODE_ADDR 'cat /etc/slicename; id; uname -n'"
 "${SSH[@]}" "demo_hello@$NODE_ADDR" 'cat /etc/slicename; id; uname -n'
 echo
-echo "Registry: $REGISTRY  (API docs: $REGISTRY/docs)"
+echo "Registry: $REGISTRY  (API docs: $REGISTRY/docs; CA $CA_PIN, in $CA)"
 if [ -n "${KEEP_RUNNING:-}" ]; then
   echo "Registry (pid $REGISTRY_PID), agent (pid $AGENT_PID) and the sliver keep running. Try:"
   echo "  ssh -i $KEY -p $PORT demo_hello@$NODE_ADDR"
