@@ -1,5 +1,7 @@
 // Registry throughput on loopback against a real PostgreSQL: slice creations and sliver reads
-// per second (autocannon), beside the raw INSERT rate of the same server (pgbench), in one run.
+// per second (autocannon), over plain HTTP and over HTTPS (two replicas of one database, kept-alive
+// connections as agents and the web page hold them), beside the raw INSERT rate of the same server
+// (pgbench), in one run.
 //
 //   node scripts/bench/registry.ts [--seconds 10] [--connections 10] [--write docs/benchmarks.md]
 //
@@ -10,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'no
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
-import { PlanetLiteClient } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
 import { startPostgres, startRedis } from '../../test/harness/services.ts';
 import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
 
@@ -63,9 +65,14 @@ async function main(): Promise<void> {
   const pg = await startPostgres();
   const redis = await startRedis();
   let registry: RegistryProcess | undefined;
+  let secure: RegistryProcess | undefined;
+  const tlsDir = mkdtempSync(join(tmpdir(), 'pl-bench-tls-'));
   try {
     const dbUrl = await pg.createDatabase('bench');
-    registry = await startRegistryProcess({ DATABASE_URL: dbUrl, REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: ADMIN.email, PLANETLITE_ADMIN_PASSWORD: ADMIN.password });
+    const env = { DATABASE_URL: dbUrl, REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: ADMIN.email, PLANETLITE_ADMIN_PASSWORD: ADMIN.password };
+    registry = await startRegistryProcess(env);
+    secure = await startRegistryProcess(env, { tlsDataDir: tlsDir });
+    trustRegistry(secure.url, secure.ca!);
     const url = registry.url;
     const admin = new PlanetLiteClient({ registry: url });
     await admin.login(ADMIN.email, ADMIN.password);
@@ -81,14 +88,18 @@ async function main(): Promise<void> {
 
     let n = 0;
     const results: Result[] = [];
-    results.push(await cannon('POST /v1/slices (create a slice)', {
-      url,
-      requests: [{
-        method: 'POST', path: '/v1/slices', headers,
-        setupRequest: (req) => ({ ...req, body: JSON.stringify({ name: `bench_s${n++}`, description: 'benchmark', url: 'https://example.org' }) }),
-      }],
-    }));
-    results.push(await cannon('GET /v1/slivers/{id}', { url: `${url}/v1/slivers/${sliver.id}`, headers }));
+    for (const [mode, base] of [['HTTP', url], ['HTTPS', secure.url]] as const) {
+      results.push(await cannon(`POST /v1/slices (create a slice), ${mode}`, {
+        url: base,
+        requests: [{
+          method: 'POST', path: '/v1/slices', headers,
+          setupRequest: (req) => ({ ...req, body: JSON.stringify({ name: `bench_s${n++}`, description: 'benchmark', url: 'https://example.org' }) }),
+        }],
+      }));
+    }
+    for (const [mode, base] of [['HTTP', url], ['HTTPS', secure.url]] as const) {
+      results.push(await cannon(`GET /v1/slivers/{id}, ${mode}`, { url: `${base}/v1/slivers/${sliver.id}`, headers }));
+    }
     results.push(pgbenchInsert(dbUrl));
 
     const cpu = cpus()[0]?.model ?? 'unknown cpu';
@@ -96,7 +107,7 @@ async function main(): Promise<void> {
       `### Registry throughput — ${new Date().toISOString().slice(0, 10)}`,
       '',
       `Machine: ${cpus().length} cores (${cpu}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${/\(PostgreSQL\) (\S+)/.exec(execFileSync(`${readdirMax('/usr/lib/postgresql')}/postgres`, ['--version'], { encoding: 'utf8' }))?.[1] ?? '?'}, Redis fan-out on.`,
-      `Load: ${CONNECTIONS} connections for ${SECONDS} s each on loopback; the registry is one process, the load generator another, all on the same machine.`,
+      `Load: ${CONNECTIONS} kept-alive connections for ${SECONDS} s each on loopback; each registry replica (plain HTTP, HTTPS with its own CA: ECDSA P-256) is one process, the load generator another, all on the same machine.`,
       '',
       '| what | requests/s | p50 ms | p99 ms | errors | total |',
       '|---|---:|---:|---:|---:|---:|',
@@ -115,6 +126,8 @@ async function main(): Promise<void> {
     }
   } finally {
     await registry?.stop();
+    await secure?.stop();
+    rmSync(tlsDir, { recursive: true, force: true });
     await redis.stop();
     await pg.stop();
   }

@@ -1,11 +1,13 @@
 // Sliver start-up and density on one node: time from POST …/slivers to an SSH banner on the
 // forwarded port (through the registry and the agent), beside the bare chain driven directly
 // through the same drivers (btrfs snapshot + veth + nftables DNAT + lxc-start + banner), in one
-// run; then host memory and exclusive disk per idle sliver.
+// run; then host memory and exclusive disk per idle sliver. The timed slivers are made through
+// two replicas of one registry, HTTPS (its own CA, the default) and plain HTTP, in alternating
+// blocks, so that what TLS costs on that path is measured in the same run.
 //
 //   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--write docs/benchmarks.md]
 //
-// --slivers: how many are created one at a time and timed; --density: how many idle slivers the
+// --slivers: how many are created one at a time and timed through each replica; --density: how many idle slivers the
 // node holds at the end (the rest are created in a burst through the API), for the memory figures.
 //
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
@@ -17,15 +19,17 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
-import { PlanetLiteClient } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
-import { startRegistry } from '@planetlite/registry';
+import { startRegistry, type RunningRegistry } from '@planetlite/registry';
+import { openDatabase } from '@planetlite/db';
+import { memoryFanout } from '@planetlite/fanout';
 import { enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
 
 const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, write: { type: 'string' } } });
 const N = Number(args.slivers);
-const M = Math.max(N, Number(args.density ?? N));
+const M = Math.max(2 * N, Number(args.density ?? 2 * N));
 const ROOT = new URL('../../', import.meta.url).pathname;
 const NODE = 'pl-bench-node';
 const PUBLIC = '198.18.251.1';
@@ -81,7 +85,13 @@ async function main(): Promise<void> {
   chmodSync(dir, 0o711);
   const stateDir = join(dir, 'agent');
   let agent: ChildProcess | null = null;
-  const registry = await startRegistry({ listen: '127.0.0.1:0', adminEmail: 'bench@x.test', adminPassword: 'bench-password', sweeps: false });
+  // Two replicas of one registry (one database, one fan-out): HTTPS, and plain HTTP on loopback.
+  const db = await openDatabase({});
+  const fanout = memoryFanout();
+  const base = { listen: '127.0.0.1:0', adminEmail: 'bench@x.test', adminPassword: 'bench-password', sweeps: false, db, fanout };
+  const registry = await startRegistry(base);
+  const plain = await startRegistry({ ...base, plainHttp: true });
+  trustRegistry(registry.url, registry.ca!);
   try {
     // The node, joined to this machine (198.18.251.2) so the bench connects to its ports directly.
     await makeNodeNamespace({ ns: NODE, peerNs: null, octet: 251, link: 'pl-bench-' });
@@ -93,7 +103,7 @@ async function main(): Promise<void> {
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
     await admin.addKey((await admin.me()).id, readFileSync(`${key}.pub`, 'utf8'));
     const token = (await admin.createEnrollmentToken('bench')).token;
-    const e = await enroll({ registry: registry.url, token, address: PUBLIC, hostname: 'bench.node', stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
+    const e = await enroll({ registry: registry.url, token, caPin: registry.caPin!, address: PUBLIC, hostname: 'bench.node', stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
     const settings = { pool: join(dir, 'pool.img'), pool_size: '8G', sliver_subnet: '10.230.0.0/16', netns: NODE };
     const image = join(dir, 'tiny.tar');
     execFileSync('bash', [join(ROOT, 'infra/images/tiny/build.sh'), image]);
@@ -118,31 +128,52 @@ async function main(): Promise<void> {
     }
     await drivers.network.apply([]);
 
-    // 2. Through the registry and the agent.
+    // 2. Through the registry and the agent, in blocks that alternate between the HTTPS and the
+    // plain-HTTP replica; the agent follows the replica of its block (restarted on its node.json).
     const memBefore = hostMemory();
-    // The agent runs as its own process, as on a node (`planetlite-agent run`, settings from the state dir).
-    agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, '--log-level', process.env.PLANETLITE_BENCH_LOG ?? 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
-    const agentExit = new Promise((r) => agent!.once('exit', r));
-    await Promise.race([
-      (async () => { for (;;) { if (await admin.getNode(e.node_id).then((n) => n.state === 'online', () => false)) return; await new Promise((r) => setTimeout(r, 100)); } })(),
-      agentExit.then(() => { throw new Error('the agent exited'); }),
-    ]);
-    const full: number[] = [];
+    const nodeJson = join(stateDir, 'node.json');
+    const caFile = join(stateDir, 'registry-ca.pem');
+    const startAgent = async (via: RunningRegistry) => {
+      if (agent && agent.exitCode === null) {
+        const exited = new Promise((r) => agent!.once('exit', r));
+        agent.kill('SIGTERM');
+        await exited;
+      }
+      writeFileSync(nodeJson, JSON.stringify({ ...JSON.parse(readFileSync(nodeJson, 'utf8')), registry: via.url }));
+      if (via.ca) writeFileSync(caFile, via.ca);
+      else rmSync(caFile, { force: true });
+      // The agent runs as its own process, as on a node (`planetlite-agent run`, settings from the state dir).
+      agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, '--log-level', process.env.PLANETLITE_BENCH_LOG ?? 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      const agentExit = new Promise((r) => agent!.once('exit', r));
+      const since = Date.now();
+      await Promise.race([
+        (async () => { for (;;) { if (await admin.getNode(e.node_id).then((n) => n.state === 'online' && Date.parse(n.last_seen ?? '') >= since, () => false)) return; await new Promise((r) => setTimeout(r, 100)); } })(),
+        agentExit.then(() => { throw new Error('the agent exited'); }),
+      ]);
+    };
+    const timed: Record<'https' | 'http', number[]> = { https: [], http: [] };
     const slivers: string[] = [];
-    for (let i = 0; i < N; i++) {
-      await admin.createSlice({ name: `bench_s${i}`, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
+    const BLOCKS = 4;
+    for (let i = 0; i < 2 * N; i++) {
+      const block = Math.floor((i * BLOCKS) / (2 * N));
+      const mode = block % 2 === 0 ? 'https' : 'http';
+      const via = mode === 'https' ? registry : plain;
+      if (i === 0 || Math.floor(((i - 1) * BLOCKS) / (2 * N)) !== block) await startAgent(via);
+      const client = new PlanetLiteClient({ registry: via.url, token: admin.token });
+      await client.createSlice({ name: `bench_s${i}`, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
       const t0 = Date.now();
-      const s = await admin.createSliver(`bench_s${i}`, e.node_id);
+      const s = await client.createSliver(`bench_s${i}`, e.node_id);
       const posted = Date.now();
-      full.push(await banner(s.ports.first, t0));
-      log.debug({ sliver: s.id, t0, posted, banner: t0 + full.at(-1)! }, 'bench sliver');
+      timed[mode].push(await banner(s.ports.first, t0));
+      log.debug({ sliver: s.id, mode, t0, posted, banner: t0 + timed[mode].at(-1)! }, 'bench sliver');
       slivers.push(s.id);
     }
+    const full = timed.https;
 
     // 3. Density: the rest in a burst, then what the idle slivers cost.
     const burst = Date.now();
     const ports: number[] = [];
-    for (let i = N; i < M; i++) {
+    for (let i = 2 * N; i < M; i++) {
       await admin.createSlice({ name: `bench_s${i}`, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
       const s = await admin.createSliver(`bench_s${i}`, e.node_id);
       slivers.push(s.id);
@@ -151,7 +182,7 @@ async function main(): Promise<void> {
     }
     for (const [i, port] of ports.entries()) {
       await banner(port, Date.now(), 1_800_000, 200);
-      if ((N + i + 1) % 100 === 0) console.error(`bench: ${N + i + 1} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s)`);
+      if ((2 * N + i + 1) % 100 === 0) console.error(`bench: ${2 * N + i + 1} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s)`);
     }
     const burstS = (Date.now() - burst) / 1000;
     await new Promise((r) => setTimeout(r, 5000));
@@ -172,6 +203,7 @@ async function main(): Promise<void> {
 
     const b = stats(bare);
     const f = stats(full);
+    const h = stats(timed.http);
     const text = [
       `### Sliver start-up and density — ${new Date().toISOString().slice(0, 10)}`,
       '',
@@ -180,11 +212,12 @@ async function main(): Promise<void> {
       '| path | slivers | median ms | p95 ms | min | max |',
       '|---|---:|---:|---:|---:|---:|',
       `| bare chain (drivers directly: snapshot, veth, DNAT, lxc-start, banner) | ${bare.length} | ${b.median} | ${b.p95} | ${b.min} | ${b.max} |`,
-      `| POST /v1/slices/…/slivers → SSH banner on the forwarded port | ${full.length} | ${f.median} | ${f.p95} | ${f.min} | ${f.max} |`,
+      `| POST /v1/slices/…/slivers → SSH banner on the forwarded port, HTTPS (default) | ${full.length} | ${f.median} | ${f.p95} | ${f.min} | ${f.max} |`,
+      `| the same through the plain-HTTP replica (--plain-http, loopback) | ${timed.http.length} | ${h.median} | ${h.p95} | ${h.min} | ${h.max} |`,
       '',
-      `Ratio of medians: ${(f.median / b.median).toFixed(2)}× (target ≤ 2×).`,
+      `Ratio of medians to the bare chain: ${(f.median / b.median).toFixed(2)}× (target ≤ 2×). HTTPS against plain HTTP: ${(((f.median - h.median) / h.median) * 100).toFixed(1)} % at the median, ${(((f.p95 - h.p95) / h.p95) * 100).toFixed(1)} % at p95 (target ≤ 10 %), in ${BLOCKS} alternating blocks.`,
       '',
-      `Density: ${running} idle slivers running on the node${M > N ? ` (${M - N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,
+      `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,
       '',
     ].join('\n');
     console.log(text);
@@ -201,6 +234,8 @@ async function main(): Promise<void> {
     }
     await removeNode({ stateDir, ns: NODE, poolFile: join(dir, 'pool.img') });
     await registry.close();
+    await plain.close();
+    await db.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }

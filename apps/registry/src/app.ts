@@ -84,6 +84,12 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     ctx.trust = { ca: next.ca, caPin: next.caPin };
     log.info({ sans: next.sans, ca_pin: next.caPin }, 'TLS certificate reloaded');
   });
+  if (config.tls.mode === 'own-ca') {
+    // Its own server certificate is issued anew 30 days before it expires; look once a day.
+    const renew = setInterval(() => void app.reloadTls().catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'TLS renewal failed')), 86_400_000);
+    renew.unref();
+    app.addHook('onClose', async () => clearInterval(renew));
+  }
   // Before the server waits for open requests to finish, end the ones that would wait for minutes;
   // whatever connection is still open after a short grace period is cut.
   app.addHook('preClose', async () => {
