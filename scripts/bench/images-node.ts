@@ -3,7 +3,7 @@
 // times it, and keeps seeding it to the other nodes until told to exit. Nothing is imported: its
 // onReady does nothing.
 //
-//   nsenter --net=/run/netns/NODE node scripts/bench/images-node.ts --dir DIR --target JSON
+//   nsenter --net=/run/netns/NODE node scripts/bench/images-node.ts --dir DIR --target JSON [--ca FILE]
 //
 // JSON is {name, sha256, magnet, webSeed}; magnet null is the plain-HTTP mode (web seed only).
 // Talks over stdin/stdout, one JSON object a line:
@@ -16,13 +16,14 @@
 //   out {"event":"failed", error}                 an attempt failed (the fetcher retries)
 //   in  exit (or stdin closed)                    stop seeding, close, exit
 // Its own log (the fetcher's warnings) goes to stderr.
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Logger } from '@planetlite/core';
 import WebTorrent from 'webtorrent';
 import { ImageFetcher, type FetchTarget } from '../../apps/agent/dist/fetch.js';
 
-const { values: args } = parseArgs({ options: { dir: { type: 'string' }, target: { type: 'string' }, name: { type: 'string', default: 'node' }, strategy: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { dir: { type: 'string' }, target: { type: 'string' }, name: { type: 'string', default: 'node' }, strategy: { type: 'string' }, ca: { type: 'string' } } });
 if (!args.dir || !args.target) {
   process.stderr.write('usage: images-node.ts --dir DIR --target JSON\n');
   process.exit(2);
@@ -102,6 +103,8 @@ const fetcher = new ImageFetcher({
   dir: args.dir,
   log,
   uploadKbps: null,
+  // The registry's CA (--ca FILE), as a node pins it at enrollment: tracker and web seed over HTTPS.
+  registryCa: args.ca ? readFileSync(args.ca, 'utf8') : null,
   // Verified is enough: a node in this benchmark imports nothing.
   onReady: async () => {},
   onChange: (_image, state, detail) => {

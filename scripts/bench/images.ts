@@ -72,7 +72,7 @@ const REG = { ns: 'pl-bimg-reg', link: 'bimgreg', host: 1 };
 const REG_ADDR = `${NET.prefix}.${REG.host}`;
 const REG_PORT = 8080;
 const TORRENT_PORT = 6881;
-const REG_URL = `http://${REG_ADDR}:${REG_PORT}`;
+const REG_URL = `https://${REG_ADDR}:${REG_PORT}`;
 const nodeNs = (i: number) => ({ ns: `pl-bimg-n${i}`, link: `bimgn${i}`, host: 10 + i });
 const ADMIN = { email: 'bench@planetlite.test', password: 'bench-password' };
 
@@ -122,8 +122,11 @@ const inNs = (ns: string) => ['--net=/run/netns/' + ns];
 const progress = (s: string) => process.stderr.write(`${s}\n`);
 
 /** A request to the registry, made with curl from inside the registry's own namespace. */
+/** The registry's own CA (HTTPS is its default), made under its data dir on its first start. */
+const registryCa = () => join(tmp!, 'registry', 'tls', 'ca.pem');
+
 async function curl(argv: string[], timeoutMs = 120_000): Promise<string> {
-  return sh('nsenter', [...inNs(REG.ns), 'curl', '-sS', '--fail-with-body', ...argv], timeoutMs);
+  return sh('nsenter', [...inNs(REG.ns), 'curl', '-sS', '--fail-with-body', '--cacert', registryCa(), ...argv], timeoutMs);
 }
 
 /** Resolves as p does, or rejects after ms; the timer never outlives p. */
@@ -192,7 +195,7 @@ async function startRegistry(dbUrl: string, imagesDir: string): Promise<void> {
   // The registry reaches PostgreSQL over its Unix socket: a socket crosses network namespaces.
   const db = new URL(dbUrl);
   const socketUrl = `postgres://postgres@localhost:${pg!.port}${db.pathname}?host=${encodeURIComponent(pg!.dir)}`;
-  registry = spawn('nsenter', [...inNs(REG.ns), process.execPath, REGISTRY_MAIN, 'serve', '--listen', `${REG_ADDR}:${REG_PORT}`], {
+  registry = spawn('nsenter', [...inNs(REG.ns), process.execPath, REGISTRY_MAIN, 'serve', '--listen', `${REG_ADDR}:${REG_PORT}`, '--data-dir', join(tmp!, 'registry')], {
     cwd: tmp!,
     env: {
       ...process.env,
@@ -211,7 +214,7 @@ async function startRegistry(dbUrl: string, imagesDir: string): Promise<void> {
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (registry.exitCode !== null) throw new Error(`the registry exited with code ${registry.exitCode}`);
-    if (await curl([`${REG_URL}/healthz`], 5_000).then(() => true, () => false)) break;
+    if (existsSync(registryCa()) && (await curl([`${REG_URL}/healthz`], 5_000).then(() => true, () => false))) break;
     if (Date.now() > deadline) throw new Error('the registry did not answer /healthz within 60 s');
     await sleep(200);
   }
@@ -289,7 +292,7 @@ interface Worker {
 function startWorker(i: number, dir: string, target: object, mode: Mode): Worker {
   const { ns } = nodeNs(i);
   const extra = mode === 'bt-rarest' ? ['--strategy', 'rarest'] : mode.startsWith('bt-offset') ? ['--strategy', 'offset'] : [];
-  const proc = spawn('nsenter', [...inNs(ns), process.execPath, NODE_SCRIPT, '--dir', dir, '--name', `n${i}`, '--target', JSON.stringify(target), ...extra], {
+  const proc = spawn('nsenter', [...inNs(ns), process.execPath, NODE_SCRIPT, '--dir', dir, '--name', `n${i}`, '--target', JSON.stringify(target), '--ca', registryCa(), ...extra], {
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   children.add(proc);
