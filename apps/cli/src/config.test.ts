@@ -41,6 +41,16 @@ describe('config file', () => {
     await expect(loadConfig(path)).rejects.toThrow('does not hold a JSON object');
   });
 
+  it('checks the file against its schema and names the field that is wrong', async () => {
+    const path = join(dir, 'typed.json');
+    await writeFile(path, JSON.stringify({ registry: 'https://r.example', token: 42 }));
+    await expect(loadConfig(path)).rejects.toThrow(`config file ${path}: token expected string; fix it, or remove the file and log in again`);
+    await writeFile(path, JSON.stringify({ known_registries: { 'https://r.example': { ca_pin: 'sha256:nothex', ca: 'x', trusted_at: '' } } }));
+    await expect(loadConfig(path)).rejects.toThrow(/known_registries\.https:\.\.r\.example\.ca_pin|known_registries/);
+    await writeFile(path, JSON.stringify({ token: 't', someday: 'a field of a newer version' }));
+    expect(await loadConfig(path)).toEqual({ token: 't' });
+  });
+
   it('finds the file from --config, PLANETLITE_CONFIG, XDG_CONFIG_HOME, then HOME', () => {
     expect(configPath({ PLANETLITE_CONFIG: '/e.json' }, '/f.json')).toBe('/f.json');
     expect(configPath({ PLANETLITE_CONFIG: '/e.json', HOME: '/h' })).toBe('/e.json');

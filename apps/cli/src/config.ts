@@ -2,7 +2,28 @@
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { Type, type Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
 import { CliError } from './errors.js';
+
+/** A registry whose CA the user accepted (trust.ts): the pin, and the CA certificate checked against it. */
+const KnownRegistry = Type.Object({
+  ca_pin: Type.String({ pattern: '^sha256:[0-9a-f]{64}$' }),
+  ca: Type.String({ pattern: '-----BEGIN CERTIFICATE-----' }),
+  trusted_at: Type.String(),
+});
+export type KnownRegistry = Static<typeof KnownRegistry>;
+
+/** The config file's schema: what login saves and every command reads. Unknown fields are dropped. */
+export const CliConfigSchema = Type.Object({
+  registry: Type.Optional(Type.String({ minLength: 1 })),
+  token: Type.Optional(Type.String({ minLength: 1 })),
+  expires_at: Type.Optional(Type.String()),
+  email: Type.Optional(Type.String()),
+  user_id: Type.Optional(Type.String()),
+  /** Registries whose CA the user accepted, by origin, as ssh's known_hosts. */
+  known_registries: Type.Optional(Type.Record(Type.String(), KnownRegistry)),
+});
 
 export interface CliConfig {
   registry?: string | undefined;
@@ -10,18 +31,10 @@ export interface CliConfig {
   expires_at?: string | undefined;
   email?: string | undefined;
   user_id?: string | undefined;
-  /** Registries whose CA the user accepted, by origin, as ssh's known_hosts (see trust.ts). */
   known_registries?: Record<string, KnownRegistry> | undefined;
 }
 
-export interface KnownRegistry {
-  ca_pin: string;
-  /** The CA certificate (PEM) that was checked against ca_pin. */
-  ca: string;
-  trusted_at: string;
-}
-
-const FIELDS = ['registry', 'token', 'expires_at', 'email', 'user_id'] as const;
+const FIELDS = Object.keys(CliConfigSchema.properties) as (keyof CliConfig)[];
 
 /** --config, else PLANETLITE_CONFIG, else $XDG_CONFIG_HOME (or ~/.config)/planetlite/config.json. */
 export function configPath(env: Record<string, string | undefined>, flag?: string): string {
@@ -47,20 +60,14 @@ export async function loadConfig(path: string): Promise<CliConfig> {
     throw new CliError(`config file ${path} is not valid JSON; fix or remove it and log in again`);
   }
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) throw new CliError(`config file ${path} does not hold a JSON object`);
-  const config: CliConfig = {};
-  for (const field of FIELDS) {
-    const value = (raw as Record<string, unknown>)[field];
-    if (typeof value === 'string') config[field] = value;
+  const config: Record<string, unknown> = {};
+  for (const field of FIELDS) if ((raw as Record<string, unknown>)[field] !== undefined) config[field] = (raw as Record<string, unknown>)[field];
+  const error = Value.Errors(CliConfigSchema, config).First();
+  if (error) {
+    const field = error.path.replace(/^\//, '').replaceAll('/', '.') || '(top level)';
+    throw new CliError(`config file ${path}: ${field} ${error.message.toLowerCase()}; fix it, or remove the file and log in again`);
   }
-  const known = (raw as Record<string, unknown>).known_registries;
-  if (known && typeof known === 'object' && !Array.isArray(known)) {
-    config.known_registries = {};
-    for (const [origin, entry] of Object.entries(known as Record<string, unknown>)) {
-      const e = entry as Partial<KnownRegistry> | null;
-      if (e && typeof e.ca_pin === 'string' && typeof e.ca === 'string') config.known_registries[origin] = { ca_pin: e.ca_pin, ca: e.ca, trusted_at: String(e.trusted_at ?? '') };
-    }
-  }
-  return config;
+  return config as CliConfig;
 }
 
 /**
@@ -69,8 +76,8 @@ export async function loadConfig(path: string): Promise<CliConfig> {
  */
 export async function saveConfig(path: string, config: CliConfig): Promise<void> {
   const clean: CliConfig = {};
-  for (const field of FIELDS) if (config[field] !== undefined) clean[field] = config[field];
-  if (config.known_registries && Object.keys(config.known_registries).length) clean.known_registries = config.known_registries;
+  for (const field of FIELDS) if (config[field] !== undefined) (clean as Record<string, unknown>)[field] = config[field];
+  if (clean.known_registries && !Object.keys(clean.known_registries).length) delete clean.known_registries;
   try {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
     const tmp = `${path}.${process.pid}.tmp`;

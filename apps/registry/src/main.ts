@@ -3,40 +3,10 @@ import { Command, Option } from 'commander';
 import { createLogger } from '@planetlite/core';
 import { migrate, openDatabase } from '@planetlite/db';
 import { buildApp, VERSION } from './app.js';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, envHelp, loadConfig } from './config.js';
 
 const ENV_HELP = `
-Environment:
-  DATABASE_URL                 postgres://user:pass@host:port/db of a PostgreSQL server;
-                               absent: embedded PGlite kept under --data-dir
-  REDIS_URL                    redis://host:port carrying change notifications between
-                               replicas; absent: in-process (run one replica only)
-  PLANETLITE_ADMIN_EMAIL       on first start against an empty database, create this admin
-  PLANETLITE_ADMIN_PASSWORD    … with this password (at least 8 characters)
-  PLANETLITE_PUBLIC_URL        URL nodes and users reach this registry at (default https://HOST:PORT
-                               of --listen); its host goes into the server certificate
-  PLANETLITE_TLS_CERT, PLANETLITE_TLS_KEY, PLANETLITE_TLS_CA, PLANETLITE_TLS_SANS (comma-separated),
-  PLANETLITE_PLAIN_HTTP=1      the same as the --tls-* and --plain-http flags
-  PLANETLITE_DEFAULT_IMAGE     image of slices that name none (default debian12)
-  PLANETLITE_LOG_LEVEL         trace, debug, info (default), warn, error
-  PLANETLITE_SLICE_LIFETIME_DAYS (14), PLANETLITE_MAX_RENEW_DAYS (56),
-  PLANETLITE_PORTS_PER_SLIVER (10), PLANETLITE_TOKEN_TTL_SECONDS (86400),
-  PLANETLITE_LOGIN_RATE_LIMIT (10 per minute per address and email),
-  PLANETLITE_LONG_POLL_MAX_SECONDS (60), PLANETLITE_NODE_OFFLINE_AFTER_SECONDS (150),
-  PLANETLITE_BODY_LIMIT_BYTES (262144),
-  PLANETLITE_USAGE_SAMPLE_SECONDS (60: one accounting sample per sliver per interval),
-  PLANETLITE_USAGE_RETENTION_HOURS (48, at least 24: how long samples are kept)
-  PLANETLITE_NOTIFY_WEBHOOK    http(s) URL that gets a JSON POST when the watchdog resets a sliver
-  PLANETLITE_SMTP_URL          smtp://host:25 (smtps://user:pass@host:465) relay that mails the
-                               slice's members about it; PLANETLITE_MAIL_FROM sets the sender
-  PLANETLITE_IMAGES_DIR        where uploaded image archives are kept (default <data-dir>/images);
-                               several replicas must share it (e.g. NFS) to serve every image
-  PLANETLITE_MAX_IMAGE_BYTES   largest image upload (default 8589934592, 8 GiB)
-  PLANETLITE_TORRENT_PORT      TCP port the image seeder takes BitTorrent peers on (default 0: any)
-  PLANETLITE_SEED_UPLOAD_KBPS  upload cap in kbit/s of the image seeder and web seed together
-                               (default: none)
-  PLANETLITE_SUPERSEED_SECONDS a piece the seeder sent to one node is refused to others for this
-                               long, so they trade it among themselves (default 15; 0: off)`;
+${envHelp()}`;
 
 const program = new Command('planetlite-registry')
   .description('The PlanetLite registry: hands out slices to researchers and desired state to node agents.')
@@ -51,7 +21,7 @@ program
   .option('--tls-cert <file>', "serve this certificate chain (PEM) instead of one from the registry's own CA, e.g. from an ACME client")
   .option('--tls-key <file>', 'the private key (PEM) of --tls-cert')
   .option('--tls-ca <file>', 'with --tls-cert: the CA certificate nodes and users pin (default: the last one of the chain, if any)')
-  .option('--tls-san <name|ip>', "another name or address for the registry's own server certificate (repeatable)", (v: string, all: string[]) => [...all, v], [] as string[])
+  .option('--tls-san <name|ip>', "another name or address for the registry's own server certificate (repeatable)", (v: string, all: string[] | undefined) => [...(all ?? []), v])
   .option('--plain-http', 'serve plain HTTP: only on a loopback --listen address, behind a reverse proxy that terminates TLS')
   .addHelpText('after', `
 HTTPS is the default. On first start the registry makes its own CA and a server certificate for the
@@ -61,7 +31,7 @@ valid. Replicas share DATA_DIR/tls (or the same --tls-* files). SIGHUP reloads t
 (a renewed one) without dropping connections. Nodes and users pin the CA: its pin is logged at
 start, shown by \`planetlite site token\`, and the CA itself is served at /ca.pem.
 ${ENV_HELP}`)
-  .action(async (opts: { listen: string; dataDir: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; tlsSan: string[]; plainHttp?: boolean }) => {
+  .action(async (opts: { listen: string; dataDir: string; tlsCert?: string; tlsKey?: string; tlsCa?: string; tlsSan?: string[]; plainHttp?: boolean }) => {
     const config = loadConfig({
       listen: opts.listen,
       dataDir: opts.dataDir,
@@ -69,7 +39,7 @@ ${ENV_HELP}`)
       ...(opts.tlsCert ? { tlsCert: opts.tlsCert } : {}),
       ...(opts.tlsKey ? { tlsKey: opts.tlsKey } : {}),
       ...(opts.tlsCa ? { tlsCa: opts.tlsCa } : {}),
-      ...(opts.tlsSan.length ? { tlsSans: opts.tlsSan } : {}),
+      ...(opts.tlsSan ? { tlsSans: opts.tlsSan } : {}),
     });
     const log = createLogger({ name: 'registry', level: config.logLevel });
     const app = await buildApp({ config, logger: log });

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { parsePublicKey } from './services/sshkeys.js';
-import { loadConfig, parseListen } from './config.js';
+import { envHelp, loadConfig, parseListen, RegistryEnv } from './config.js';
 import { validationDetail } from './plugins/errors.js';
 
 function keygen(type: string, bits?: number): string {
@@ -54,6 +54,23 @@ describe('config', () => {
     expect(() => loadConfig({}, { PLANETLITE_PORTS_PER_SLIVER: 'ten' })).toThrow(/PLANETLITE_PORTS_PER_SLIVER/);
     expect(() => loadConfig({}, { DATABASE_URL: 'mysql://x' })).toThrow(/DATABASE_URL/);
     expect(() => loadConfig({}, { PLANETLITE_ADMIN_PASSWORD: 'short' })).toThrow(/at least 8/);
+  });
+  it('names the variable, or the flag that set it, with the range and the value (secrets hidden)', () => {
+    expect(() => loadConfig({}, { PLANETLITE_PORTS_PER_SLIVER: '0' })).toThrow("PLANETLITE_PORTS_PER_SLIVER must be an integer from 1 to 1000, got '0'");
+    expect(() => loadConfig({}, { PLANETLITE_ADMIN_PASSWORD: 'short' })).toThrow("PLANETLITE_ADMIN_PASSWORD must be at least 8 characters, got '…'");
+    expect(() => loadConfig({}, { PLANETLITE_SMTP_URL: 'smtp:/me:secret@relay' })).toThrow("got 'smtp:/…@relay'");
+    expect(() => loadConfig({ tlsSans: ['a/b'] }, {})).toThrow("--tls-san must be host names or IP addresses separated by commas, got 'a/b'");
+    expect(() => loadConfig({}, { PLANETLITE_LOG_LEVEL: 'loud' })).toThrow('PLANETLITE_LOG_LEVEL must be one of trace, debug, info, warn, error');
+  });
+  it('is read once and frozen: nothing changes it after start', () => {
+    const c = loadConfig({ listen: '127.0.0.1:9000' }, {});
+    expect(Object.isFrozen(c) && Object.isFrozen(c.tls) && Object.isFrozen(c.tls.sans) && Object.isFrozen(c.notify)).toBe(true);
+    expect(() => Object.assign(c, { port: 1 })).toThrow(TypeError);
+  });
+  it('documents every variable it reads in the help of serve', () => {
+    const help = envHelp();
+    for (const name of Object.keys(RegistryEnv.properties)) expect(help).toContain(`  ${name}`);
+    expect(help).toContain('PLANETLITE_PORTS_PER_SLIVER (default 10; 1-1000)');
   });
 });
 
