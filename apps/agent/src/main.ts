@@ -5,6 +5,7 @@ import { createLogger } from '@planetlite/core';
 import { Agent } from './agent.js';
 import { enroll } from './enroll.js';
 import { importImage } from './import.js';
+import { releaseCommand, removePidFile, writePidFile } from './release-command.js';
 
 const program = new Command('planetlite-agent')
   .description('The PlanetLite node agent: turns a slice\'s share of this node into a sliver.')
@@ -128,10 +129,12 @@ Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86 and 
     const log = createLogger({ name: 'agent', level: opts.logLevel });
     const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), ...imageSettings(opts), watchdog: watchdogSettings(opts) } });
     await agent.start();
+    writePidFile(opts.stateDir);
     log.info({ node: agent.nodeId }, 'agent running');
     const stop = async (signal: string) => {
       log.info({ signal }, 'stopping');
       await agent.stop();
+      removePidFile(opts.stateDir);
       process.exit(0);
     };
     process.once('SIGINT', () => void stop('SIGINT'));
@@ -152,6 +155,8 @@ image
     const rec = await importImage({ stateDir: opts.stateDir, name, file, settings: poolSettings(opts) });
     process.stdout.write(`image ${rec.name} is sha256:${rec.sha256} (${rec.size} bytes) on this node\n`);
   });
+
+program.addCommand(releaseCommand(stateDirOption()));
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const msg = err instanceof ApiError ? `${err.message} (${err.code})` : err instanceof Error ? err.message : String(err);
