@@ -1,0 +1,89 @@
+# shellcheck shell=bash
+# Shared by install-node.sh, install-registry.sh and uninstall.sh in the release bundle (built by
+# scripts/release.sh). Source it; do not execute it.
+#
+# --root DIR installs into DIR as if it were / (for tests and image builders): then nothing acts
+# on the running system (no apt, no systemctl, no users, no PostgreSQL role) and the units name
+# paths under DIR, so that `systemd-analyze verify` and the installed daemons work from there.
+set -euo pipefail
+
+log() { printf '==> %s\n' "$*"; }
+warn() { printf '==> WARNING: %s\n' "$*" >&2; }
+die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
+
+BUNDLE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+TARGET_ROOT=/
+PREFIX=/opt/planetlite
+
+# True when installing onto the running system (not --root).
+on_host() { [ "$TARGET_ROOT" = / ]; }
+# A path of the target system, as this machine sees it.
+R() { printf '%s%s' "${TARGET_ROOT%/}" "$1"; }
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "run this as root (sudo $0 …)"
+}
+
+# Debian packages that are missing get installed; their names are added to APT_ADDED.
+APT_ADDED=""
+apt_add() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  log "apt: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+  APT_ADDED="${APT_ADDED:+$APT_ADDED }${missing[*]}"
+}
+
+# Copies the bundle's programs to PREFIX (under the target root). An upgrade swaps the whole tree
+# in one rename, so a running daemon's next start finds the new version complete.
+install_prefix() {
+  local dest new old
+  [ -x "$BUNDLE/node/bin/node" ] && [ -f "$BUNDLE/lib/agent.mjs" ] || die "run this from an unpacked release bundle (bash scripts/release.sh builds one)"
+  dest="$(R "$PREFIX")"
+  new="$dest.new.$$"
+  old="$dest.old.$$"
+  mkdir -p "$(dirname "$dest")"
+  rm -rf "$new"
+  mkdir -p "$new"
+  cp -a "$BUNDLE"/{bin,lib,node,migrations,systemd,package.json,VERSION} "$new/"
+  cp -a "$BUNDLE"/*.sh "$new/"
+  chmod 755 "$new"
+  if [ -e "$dest" ]; then mv "$dest" "$old"; fi
+  mv "$new" "$dest"
+  rm -rf "$old"
+  log "installed $(head -1 "$dest/VERSION") in $dest"
+}
+
+# Writes unit NAME with the install's paths.
+install_unit() {
+  local name="$1" dir
+  dir="$(R /etc/systemd/system)"
+  mkdir -p "$dir"
+  sed -e "s|/opt/planetlite|$(R "$PREFIX")|g" \
+      -e "s|/etc/planetlite/|$(R /etc/planetlite/)|g" \
+      -e "s|/var/lib/planetlite-agent|$(R /var/lib/planetlite-agent)|g" \
+      -e "s| --data-dir /var/lib/planetlite-registry| --data-dir $(R /var/lib/planetlite-registry)|g" \
+      "$BUNDLE/systemd/$name" >"$dir/$name"
+  chmod 644 "$dir/$name"
+}
+
+# True when systemd runs this machine (PID 1); else the installer says how to start by hand.
+have_systemd() { on_host && [ -d /run/systemd/system ]; }
+
+# Records KEY=VALUE lines of what an install added, for uninstall.sh.
+manifest() { printf '%s/%s.installed' "$(R /etc/planetlite)" "$1"; }
+manifest_get() { sed -n "s/^$2=//p" "$(manifest "$1")" 2>/dev/null | tail -1; }
+manifest_set() {
+  local file
+  file="$(manifest "$1")"
+  mkdir -p "$(dirname "$file")"
+  touch "$file"
+  chmod 600 "$file"
+  sed -i "/^$2=/d" "$file"
+  printf '%s=%s\n' "$2" "$3" >>"$file"
+}
