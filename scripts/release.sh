@@ -62,6 +62,9 @@ cp -r node_modules/@electric-sql/pglite "$STAGE/lib/node_modules/@electric-sql/"
 printf '{"name":"utp-native","version":"0.0.0","main":"index.js"}\n' >"$STAGE/lib/node_modules/utp-native/package.json"
 printf 'module.exports = {};\n' >"$STAGE/lib/node_modules/utp-native/index.js"
 cp packages/db/migrations/*.sql "$STAGE/migrations/"
+# The API docs page (@fastify/swagger-ui) reads its assets from ./static and ../static of its code.
+cp -r node_modules/@fastify/swagger-ui/static "$STAGE/lib/static"
+ln -s lib/static "$STAGE/static"
 # The CLI reads its version from ../package.json beside lib/.
 printf '{ "name": "planetlite", "version": "%s", "type": "module", "private": true }\n' "${VERSION%%+*}" >"$STAGE/package.json"
 

@@ -50,7 +50,7 @@ install_prefix() {
   mkdir -p "$(dirname "$dest")"
   rm -rf "$new"
   mkdir -p "$new"
-  cp -a "$BUNDLE"/{bin,lib,node,migrations,systemd,package.json,VERSION} "$new/"
+  cp -a "$BUNDLE"/{bin,lib,node,migrations,static,systemd,package.json,VERSION} "$new/"
   cp -a "$BUNDLE"/*.sh "$new/"
   chmod 755 "$new"
   if [ -e "$dest" ]; then mv "$dest" "$old"; fi

@@ -78,6 +78,10 @@ if [ ! -f "$(manifest node)" ] && [ ! -f "$(manifest registry)" ]; then
   rm -rf "$(R "${prefix:-$PREFIX}")"
   rmdir "$(R /etc/planetlite)" 2>/dev/null || true
 fi
+# In a --root tree, the parents the install made go too when nothing else is in them.
+if ! on_host; then
+  for d in /etc/systemd/system /etc/systemd /etc /var/lib /var/cache /var /opt; do rmdir "$(R "$d")" 2>/dev/null || true; done
+fi
 if on_host && have_systemd; then systemctl daemon-reload; fi
 # shellcheck disable=SC2086
 if on_host && [ -n "${PACKAGES// /}" ]; then
