@@ -39,24 +39,37 @@ apt_add() {
   APT_ADDED="${APT_ADDED:+$APT_ADDED }${missing[*]}"
 }
 
-# Copies the bundle's programs to PREFIX (under the target root). An upgrade swaps the whole tree
-# in one rename, so a running daemon's next start finds the new version complete.
+# Copies the bundle's programs to PREFIX/releases/VERSION (under the target root) and points
+# PREFIX/current at it with one rename, so a daemon's next start finds the new version complete.
+# The units run PREFIX/current/bin/…; other things in PREFIX (a developer's node24) are not ours.
 install_prefix() {
-  local dest new old
   [ -x "$BUNDLE/node/bin/node" ] && [ -f "$BUNDLE/lib/agent.mjs" ] || die "run this from an unpacked release bundle (bash scripts/release.sh builds one)"
+  local dest version rel d
   dest="$(R "$PREFIX")"
-  new="$dest.new.$$"
-  old="$dest.old.$$"
-  mkdir -p "$(dirname "$dest")"
-  rm -rf "$new"
-  mkdir -p "$new"
-  cp -a "$BUNDLE"/{bin,lib,node,migrations,static,systemd,package.json,VERSION} "$new/"
-  cp -a "$BUNDLE"/*.sh "$new/"
-  chmod 755 "$new"
-  if [ -e "$dest" ]; then mv "$dest" "$old"; fi
-  mv "$new" "$dest"
-  rm -rf "$old"
-  log "installed $(head -1 "$dest/VERSION") in $dest"
+  version="$(head -1 "$BUNDLE/VERSION" | tr '+' '-')"
+  rel="$dest/releases/$version"
+  [ "$(readlink -f "$BUNDLE")" != "$(readlink -f "$rel")" ] || die "run the installer from the unpacked bundle, not from $rel"
+  mkdir -p "$dest/releases"
+  rm -rf "$rel.new.$$"
+  mkdir -p "$rel.new.$$"
+  cp -a "$BUNDLE"/{bin,lib,node,migrations,static,systemd,package.json,VERSION} "$rel.new.$$/"
+  cp -a "$BUNDLE"/*.sh "$rel.new.$$/"
+  chmod 755 "$rel.new.$$"
+  rm -rf "$rel"
+  mv "$rel.new.$$" "$rel"
+  ln -sfn "releases/$version" "$dest/current.new.$$"
+  mv -T "$dest/current.new.$$" "$dest/current"
+  # Running daemons keep what they loaded; the files of older releases can go.
+  for d in "$dest/releases"/*; do [ "$d" = "$rel" ] || rm -rf "$d"; done
+  log "installed $(head -1 "$rel/VERSION") in $dest/current"
+}
+
+# Removes what install_prefix made; PREFIX itself only when nothing else is left in it.
+remove_prefix() {
+  local dest
+  dest="$(R "$1")"
+  rm -rf "$dest/current" "$dest/releases"
+  rmdir "$dest" 2>/dev/null || true
 }
 
 # Writes unit NAME with the install's paths.
@@ -64,7 +77,7 @@ install_unit() {
   local name="$1" dir
   dir="$(R /etc/systemd/system)"
   mkdir -p "$dir"
-  sed -e "s|/opt/planetlite|$(R "$PREFIX")|g" \
+  sed -e "s|/opt/planetlite/|$(R "$PREFIX")/|g" \
       -e "s|/etc/planetlite/|$(R /etc/planetlite/)|g" \
       -e "s|/var/lib/planetlite-agent|$(R /var/lib/planetlite-agent)|g" \
       -e "s| --data-dir /var/lib/planetlite-registry| --data-dir $(R /var/lib/planetlite-registry)|g" \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs a PlanetLite node on a Debian 12 machine, as root, from an unpacked release bundle:
 # the Debian packages a node needs (no PostgreSQL, Redis or image-building tools), the bundled
-# Node 24 and agent under /opt/planetlite, subordinate ids for the slivers, the systemd unit,
+# Node 24 and agent under /opt/planetlite/current, subordinate ids for the slivers, the systemd unit,
 # and the enrollment with the token the site admin pasted. Run again, it upgrades in place: the
 # node keeps its identity (STATE_DIR/node.json) and its slivers keep running.
 #
@@ -37,7 +37,7 @@ while [ $# -gt 0 ]; do
 done
 need_root
 STATE_DIR="$(R /var/lib/planetlite-agent)"
-AGENT="$(R "$PREFIX")/bin/planetlite-agent"
+AGENT="$(R "$PREFIX")/current/bin/planetlite-agent"
 UPGRADE=0
 [ -f "$STATE_DIR/node.json" ] && UPGRADE=1
 if [ "$UPGRADE" = 0 ] && { [ -z "$REGISTRY" ] || [ -z "$TOKEN" ] || [ -z "$ADDRESS" ]; }; then
@@ -106,4 +106,4 @@ if have_systemd; then
 else
   log "no systemd here: start the agent with  $AGENT run --state-dir $STATE_DIR ${AGENT_ARGS[*]:-}"
 fi
-log "node installed; remove it with: $(R "$PREFIX")/uninstall.sh --node$( [ "$TARGET_ROOT" = / ] || printf ' --root %s' "$TARGET_ROOT") [--keep-data]"
+log "node installed; remove it with: $(R "$PREFIX")/current/uninstall.sh --node$( [ "$TARGET_ROOT" = / ] || printf ' --root %s' "$TARGET_ROOT") [--keep-data]"

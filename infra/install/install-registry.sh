@@ -111,7 +111,7 @@ ENV
 fi
 
 # 5. Start (or restart after an upgrade).
-REGISTRY="$(R "$PREFIX")/bin/planetlite-registry"
+REGISTRY="$(R "$PREFIX")/current/bin/planetlite-registry"
 if have_systemd; then
   systemctl daemon-reload
   systemctl enable planetlite-registry.service >/dev/null 2>&1
@@ -122,4 +122,4 @@ if have_systemd; then
 else
   log "no systemd here: start the registry with  set -a; . $ENV_FILE; set +a; $REGISTRY serve --data-dir $DATA_DIR"
 fi
-log "registry installed; next: planetlite --registry ${PUBLIC_URL:-URL} login --email ${ADMIN_EMAIL:-ADMIN}; remove it with: $(R "$PREFIX")/uninstall.sh --registry$( [ "$TARGET_ROOT" = / ] || printf ' --root %s' "$TARGET_ROOT") [--keep-data]"
+log "registry installed; next: planetlite --registry ${PUBLIC_URL:-URL} login --email ${ADMIN_EMAIL:-ADMIN}; remove it with: $(R "$PREFIX")/current/uninstall.sh --registry$( [ "$TARGET_ROOT" = / ] || printf ' --root %s' "$TARGET_ROOT") [--keep-data]"

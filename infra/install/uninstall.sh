@@ -40,7 +40,7 @@ if [ "$NODE" = 1 ]; then
   stop_unit planetlite-agent.service
   state="$(R /var/lib/planetlite-agent)"
   if [ -d "$state" ]; then
-    "$(R "$prefix")/bin/planetlite-agent" release --state-dir "$state" $( [ "$KEEP" = 1 ] && echo --keep-data )
+    "$(R "$prefix")/current/bin/planetlite-agent" release --state-dir "$state" $( [ "$KEEP" = 1 ] && echo --keep-data )
   fi
   for f in subuid subgid; do
     line="$(manifest_get node "LINE_$f")"
@@ -75,7 +75,7 @@ fi
 
 # The programs go with the last of the two.
 if [ ! -f "$(manifest node)" ] && [ ! -f "$(manifest registry)" ]; then
-  rm -rf "$(R "${prefix:-$PREFIX}")"
+  remove_prefix "${prefix:-$PREFIX}"
   rmdir "$(R /etc/planetlite)" 2>/dev/null || true
 fi
 # In a --root tree, the parents the install made go too when nothing else is in them.

@@ -55,7 +55,7 @@ async function stopProcess(p: ChildProcess | null): Promise<void> {
  * test's node namespace. */
 function startAgent(): ChildProcess {
   const extra = envFile(join(nodeRoot, 'etc/planetlite/agent.env')).PLANETLITE_AGENT_ARGS!.split(' ').filter(Boolean);
-  const p = spawn(join(nodeRoot, 'opt/planetlite/bin/planetlite-agent'), ['run', '--state-dir', stateDir, ...extra, '--netns', ns, '--vm', 'off', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const p = spawn(join(nodeRoot, 'opt/planetlite/current/bin/planetlite-agent'), ['run', '--state-dir', stateDir, ...extra, '--netns', ns, '--vm', 'off', '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
   return p;
 }
 
@@ -117,6 +117,9 @@ describe('installing from the release bundle', () => {
 
   it('installs a node: agent, unit, subordinate ids, enrolled with the pasted token', async () => {
     const token = (await admin.createEnrollmentToken('inst')).token;
+    // What a developer's setup keeps there (scripts/lib.sh: /opt/planetlite/node24) is not the installer's.
+    mkdirSync(join(nodeRoot, 'opt/planetlite/node24'), { recursive: true });
+    writeFileSync(join(nodeRoot, 'opt/planetlite/node24/marker'), 'not ours\n');
     const out = sh('install-node.sh', ['--root', nodeRoot, '--registry', url, '--token', token, '--address', ADDRESS, '--hostname', `node.${tag}.test`, '--pool-size', '1G', '--sliver-subnet', SUBNET]);
     expect(out).toMatch(/enrolled node\.\w+\.test as node/);
     nodeId = (JSON.parse(readFileSync(join(stateDir, 'node.json'), 'utf8')) as { node_id: string }).node_id;
@@ -125,15 +128,15 @@ describe('installing from the release bundle', () => {
     const unit = join(nodeRoot, 'etc/systemd/system/planetlite-agent.service');
     const verify = spawnSync('systemd-analyze', ['verify', unit], { encoding: 'utf8' });
     expect(verify.stderr).toBe('');
-    expect(readFileSync(unit, 'utf8')).toContain(`ExecStart=${nodeRoot}/opt/planetlite/bin/planetlite-agent run --state-dir ${stateDir} $PLANETLITE_AGENT_ARGS`);
-    const help = execFileSync(join(nodeRoot, 'opt/planetlite/bin/planetlite-agent'), ['--help'], { encoding: 'utf8' });
+    expect(readFileSync(unit, 'utf8')).toContain(`ExecStart=${nodeRoot}/opt/planetlite/current/bin/planetlite-agent run --state-dir ${stateDir} $PLANETLITE_AGENT_ARGS`);
+    const help = execFileSync(join(nodeRoot, 'opt/planetlite/current/bin/planetlite-agent'), ['--help'], { encoding: 'utf8' });
     expect(help).toMatch(/release \[options\]/);
   }, 120_000);
 
   it('the installed agent runs: the node comes online and builds a sliver', async () => {
     const image = join(tmp, 'tiny.tar');
     execFileSync('bash', [join(ROOT, 'infra/images/tiny/build.sh'), image], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
-    execFileSync(join(nodeRoot, 'opt/planetlite/bin/planetlite-agent'), ['image', 'import', 'tiny', image, '--state-dir', stateDir, '--pool-size', '1G'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    execFileSync(join(nodeRoot, 'opt/planetlite/current/bin/planetlite-agent'), ['image', 'import', 'tiny', image, '--state-dir', stateDir, '--pool-size', '1G'], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent = startAgent();
     await until('the node to be online', async () => (await admin.getNode(nodeId)).state === 'online', 60_000);
     await admin.createSlice({ name: 'inst_one', description: 'install e2e', url: 'https://example.org', image: 'tiny' });
@@ -166,7 +169,8 @@ describe('installing from the release bundle', () => {
     await stopProcess(agent);
     const out = sh('uninstall.sh', ['--root', nodeRoot]);
     expect(out).toMatch(/released: 1 sliver\(s\) stopped/);
-    expect(files(nodeRoot)).toEqual([]);
+    expect(files(nodeRoot)).toEqual([join(nodeRoot, 'opt'), join(nodeRoot, 'opt/planetlite'), join(nodeRoot, 'opt/planetlite/node24'), join(nodeRoot, 'opt/planetlite/node24/marker')]);
+    rmSync(join(nodeRoot, 'opt'), { recursive: true });
     expect(readFileSync('/proc/mounts', 'utf8')).not.toContain(nodeRoot);
     expect(execFileSync('losetup', ['-j', join(stateDir, 'pool.img')], { encoding: 'utf8' })).toBe('');
     expect(execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'tables'], { encoding: 'utf8' })).not.toMatch(/planetlite/);

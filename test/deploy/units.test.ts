@@ -22,10 +22,10 @@ const directives = (name: string) => readFileSync(join(UNITS, name), 'utf8').spl
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'pl-units-'));
-  mkdirSync(join(dir, 'opt/planetlite/bin'), { recursive: true });
+  mkdirSync(join(dir, 'opt/planetlite/current/bin'), { recursive: true });
   for (const p of ['planetlite-agent', 'planetlite-registry']) {
-    writeFileSync(join(dir, 'opt/planetlite/bin', p), '#!/bin/sh\n');
-    chmodSync(join(dir, 'opt/planetlite/bin', p), 0o755);
+    writeFileSync(join(dir, 'opt/planetlite/current/bin', p), '#!/bin/sh\n');
+    chmodSync(join(dir, 'opt/planetlite/current/bin', p), 0o755);
   }
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
