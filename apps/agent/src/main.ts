@@ -107,7 +107,7 @@ program
   .option('--pool <file|device>', 'btrfs pool: a loop file the agent creates, or a block device (default STATE_DIR/pool.img)')
   .option('--pool-size <size>', 'size of a new loop-file pool, e.g. 20G (default 20G)')
   .option('--sliver-subnet <cidr>', 'private addresses of slivers, one /30 each (default 10.200.0.0/16)')
-  .addOption(new Option('--netns <name>', 'put slivers in this network namespace (multi-node testbeds on one machine)').hideHelp())
+  .option('--netns <name>', "several nodes on one machine (scripts/testbed.sh): slivers, their links and the nftables table live in this network namespace (ip netns add NAME), which holds the node's address; the agent itself stays in this one")
   .addOption(new Option('--vm <auto|off>', "kvm slivers: 'auto' runs them when qemu boots a probe guest here (KVM, else TCG); 'off' never (default auto)").choices(['auto', 'off']))
   .option('--image-upload-kbps <kbps|none>', 'cap on seeding images to other nodes, kbit/s (default 20000)', kbps)
   .option('--image-gc-grace <seconds>', 'an image no sliver uses is removed from the node after this long (default 86400)', graceSeconds)

@@ -8,7 +8,7 @@ import { instanceDrivers, type InstanceDriver } from '@planetlite/instance';
 import { networkDrivers } from '@planetlite/network';
 import { drivers as storageDrivers } from '@planetlite/storage';
 import { Ledger } from './ledger.js';
-import { loadSettings } from './settings.js';
+import { loadSettings, type AgentSettings } from './settings.js';
 import { withStateLock } from './state.js';
 
 /** The pid of `run` is kept here while it runs, so that release refuses a live agent. */
@@ -65,10 +65,12 @@ export async function releaseNode(opts: ReleaseOptions): Promise<string[]> {
     }
     done.push(`${slivers} sliver(s) stopped and their containers/VMs removed`);
 
-    const network = networkDrivers.nftables!({ publicAddress: '0.0.0.0', sliverSubnet: settings.sliver_subnet, ...(settings.netns ? { netns: settings.netns } : {}) });
-    const links = (await network.listAttached()).length;
-    await network.teardown();
-    done.push(`nftables table inet planetlite deleted; ${links} sliver link(s) and their tc/ifb devices removed`);
+    if (settings.netns && !existsSync(`/run/netns/${settings.netns}`)) {
+      // A testbed's node namespace deleted before release: its links and table went with it.
+      done.push(`network namespace ${settings.netns} is gone, and its links and nftables table with it`);
+    } else {
+      await releaseNetwork(settings, done);
+    }
 
     const storage = storageDrivers.btrfs!({ pool: settings.pool, size: settings.pool_size, mountpoint: settings.pool_mount });
     if (opts.keepData) {
@@ -88,4 +90,11 @@ export async function releaseNode(opts: ReleaseOptions): Promise<string[]> {
     done.push(`state dir ${stateDir} deleted (node key included: enroll again to come back)`);
   }
   return done;
+}
+
+async function releaseNetwork(settings: AgentSettings, done: string[]): Promise<void> {
+  const network = networkDrivers.nftables!({ publicAddress: '0.0.0.0', sliverSubnet: settings.sliver_subnet, ...(settings.netns ? { netns: settings.netns } : {}) });
+  const links = (await network.listAttached()).length;
+  await network.teardown();
+  done.push(`nftables table inet planetlite deleted; ${links} sliver link(s) and their tc/ifb devices removed`);
 }
