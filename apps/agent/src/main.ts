@@ -6,6 +6,8 @@ import { Agent } from './agent.js';
 import { enroll } from './enroll.js';
 import { importImage } from './import.js';
 import { releaseCommand, removePidFile, writePidFile } from './release-command.js';
+import { forwardDrops } from './firewall.js';
+import { loadSettings } from './settings.js';
 
 const program = new Command('planetlite-agent')
   .description('The PlanetLite node agent: turns a slice\'s share of this node into a sliver.')
@@ -131,6 +133,8 @@ Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86 and 
     await agent.start();
     writePidFile(opts.stateDir);
     log.info({ node: agent.nodeId }, 'agent running');
+    for (const d of await forwardDrops(loadSettings(opts.stateDir).netns))
+      log.warn({ chain: d.chain, fix: d.fix }, "another firewall here drops forwarded traffic: slivers are unreachable and cannot reach out until it lets their links through (run the fix)");
     const stop = async (signal: string) => {
       log.info({ signal }, 'stopping');
       await agent.stop();
