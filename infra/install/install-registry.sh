@@ -52,6 +52,11 @@ if on_host && [ -z "$DATABASE_URL_ARG$REDIS_URL_ARG" ] && [ "$UPGRADE" = 0 ]; th
     service postgresql start >/dev/null; service redis-server start >/dev/null
   fi
 fi
+# A cluster set to start by hand (start.conf: manual) is not started by the service.
+if on_host && [ -z "$DATABASE_URL_ARG" ] && [ "$UPGRADE" = 0 ] && ! runuser -u postgres -- psql -tAc 'SELECT 1' >/dev/null 2>&1; then
+  read -r pg_version pg_cluster _ < <(pg_lsclusters --no-header)
+  pg_ctlcluster "$pg_version" "$pg_cluster" start || die "PostgreSQL $pg_version/$pg_cluster does not start (pg_lsclusters)"
+fi
 
 # 2. The system user and its data dir (images, the registry's CA and certificates).
 if on_host && ! id planetlite >/dev/null 2>&1; then

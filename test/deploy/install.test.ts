@@ -147,6 +147,9 @@ describe('installing from the release bundle', () => {
       return s.state === 'running';
     }, 120_000);
     expect(readFileSync(join(stateDir, 'agent.pid'), 'utf8').trim()).toBe(String(agent.pid));
+    const refused = spawnSync(join(nodeRoot, 'opt/planetlite/current/bin/planetlite-agent'), ['release', '--state-dir', stateDir], { encoding: 'utf8' });
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toBe(`planetlite-agent: the agent is running on ${stateDir} (pid ${agent.pid}); stop it first (systemctl stop planetlite-agent)\n`);
   }, 240_000);
 
   it('run again, it upgrades in place: same identity, and the sliver lives through the restart', async () => {
