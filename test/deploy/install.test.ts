@@ -5,7 +5,8 @@
 // uninstall both and find nothing left: no file in either root, mount, loop device, nftables
 // table or container.
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,7 +37,9 @@ let admin: PlanetLiteClient;
 let nodeId: string;
 let sliverId: string;
 
-const sh = (script: string, args: string[]) => execFileSync('bash', [join(bundle, script), ...args], { encoding: 'utf8', timeout: 120_000, stdio: ['ignore', 'pipe', 'pipe'] });
+// Async: a worker blocked for long misses vitest's RPC deadline.
+const exec = promisify(execFile);
+const sh = async (script: string, args: string[]) => (await exec('bash', [join(bundle, script), ...args], { encoding: 'utf8', timeout: 120_000 })).stdout;
 const envFile = (file: string) =>
   Object.fromEntries(readFileSync(file, 'utf8').split('\n').filter((l) => /^[A-Z_]+=/.test(l)).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
 const files = (dir: string) => execFileSync('find', [dir, '-mindepth', '1'], { encoding: 'utf8' }).split('\n').filter(Boolean);
@@ -68,9 +71,9 @@ beforeAll(async () => {
   mkdirSync(regRoot);
   mkdirSync(nodeRoot);
   const t0 = performance.now();
-  const tarball = execFileSync('bash', [join(ROOT, 'scripts/release.sh'), '--out', join(tmp, 'out')], { encoding: 'utf8', timeout: 300_000, stdio: ['ignore', 'pipe', 'inherit'] }).trim().split('\n').at(-1)!;
+  const tarball = (await exec('bash', [join(ROOT, 'scripts/release.sh'), '--out', join(tmp, 'out')], { encoding: 'utf8', timeout: 300_000 })).stdout.trim().split('\n').at(-1)!;
   console.log(`release bundle: ${Math.round(performance.now() - t0)} ms, ${(statSync(tarball).size / 2 ** 20).toFixed(1)} MiB`);
-  execFileSync('tar', ['-xzf', tarball, '-C', tmp]);
+  await exec('tar', ['-xzf', tarball, '-C', tmp]);
   bundle = join(tmp, readdirSync(tmp).find((d) => d.startsWith('planetlite-'))!);
   await makeNodeNamespace({ ns, peerNs: net, octet, link: `pi${tag}` });
 }, 360_000);
@@ -98,7 +101,7 @@ describe('installing from the release bundle', () => {
     writeFileSync(pwFile, `${ADMIN.password}\n`);
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
-    const out = sh('install-registry.sh', ['--root', regRoot, '--public-url', url, '--listen', `127.0.0.1:${port}`, '--admin-email', ADMIN.email, '--admin-password-file', pwFile,
+    const out = await sh('install-registry.sh', ['--root', regRoot, '--public-url', url, '--listen', `127.0.0.1:${port}`, '--admin-email', ADMIN.email, '--admin-password-file', pwFile,
       '--database-url', await createTestDatabase(inject('pgUrl'), 'install'), '--redis-url', inject('redisUrl')]);
     expect(out).toMatch(/registry installed/);
     const env = join(regRoot, 'etc/planetlite/registry.env');
@@ -120,7 +123,7 @@ describe('installing from the release bundle', () => {
     // What a developer's setup keeps there (scripts/lib.sh: /opt/planetlite/node24) is not the installer's.
     mkdirSync(join(nodeRoot, 'opt/planetlite/node24'), { recursive: true });
     writeFileSync(join(nodeRoot, 'opt/planetlite/node24/marker'), 'not ours\n');
-    const out = sh('install-node.sh', ['--root', nodeRoot, '--registry', url, '--token', token, '--address', ADDRESS, '--hostname', `node.${tag}.test`, '--pool-size', '1G', '--sliver-subnet', SUBNET]);
+    const out = await sh('install-node.sh', ['--root', nodeRoot, '--registry', url, '--token', token, '--address', ADDRESS, '--hostname', `node.${tag}.test`, '--pool-size', '1G', '--sliver-subnet', SUBNET]);
     expect(out).toMatch(/enrolled node\.\w+\.test as node/);
     nodeId = (JSON.parse(readFileSync(join(stateDir, 'node.json'), 'utf8')) as { node_id: string }).node_id;
     // 64 slivers in a /24 plus the probe's block.
@@ -157,7 +160,7 @@ describe('installing from the release bundle', () => {
     const init = lxcInit(sliverId);
     await stopProcess(agent);
     expect(agent!.exitCode).toBe(0);
-    const out = sh('install-node.sh', ['--root', nodeRoot]);
+    const out = await sh('install-node.sh', ['--root', nodeRoot]);
     expect(out).toMatch(/already enrolled: node\.\w+\.test keeps its identity/);
     expect(readFileSync(join(stateDir, 'node.json'), 'utf8')).toBe(identity);
     for (const f of ['subuid', 'subgid']) expect(readFileSync(join(nodeRoot, 'etc', f), 'utf8')).toBe(`root:1000000:${65 * 65536}\n`);
@@ -170,7 +173,7 @@ describe('installing from the release bundle', () => {
 
   it('uninstall leaves nothing of the node or the registry', async () => {
     await stopProcess(agent);
-    const out = sh('uninstall.sh', ['--root', nodeRoot]);
+    const out = await sh('uninstall.sh', ['--root', nodeRoot]);
     expect(out).toMatch(/released: 1 sliver\(s\) stopped/);
     expect(files(nodeRoot)).toEqual([join(nodeRoot, 'opt'), join(nodeRoot, 'opt/planetlite'), join(nodeRoot, 'opt/planetlite/node24'), join(nodeRoot, 'opt/planetlite/node24/marker')]);
     rmSync(join(nodeRoot, 'opt'), { recursive: true });
@@ -178,7 +181,7 @@ describe('installing from the release bundle', () => {
     expect(execFileSync('losetup', ['-j', join(stateDir, 'pool.img')], { encoding: 'utf8' })).toBe('');
     expect(execFileSync('ip', ['netns', 'exec', ns, 'nft', 'list', 'tables'], { encoding: 'utf8' })).not.toMatch(/planetlite/);
     await stopProcess(registry);
-    sh('uninstall.sh', ['--root', regRoot]);
+    await sh('uninstall.sh', ['--root', regRoot]);
     expect(files(regRoot)).toEqual([]);
   }, 120_000);
 });

@@ -2,14 +2,16 @@
 // with agents, a sliver on node 2 answers ssh at the node's address, and `down` leaves no
 // namespace, agent, mount, loop device or data behind.
 import { afterAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFile, execFileSync, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const DATA = join(ROOT, '.data/testbed');
-const testbed = (...args: string[]) => execFileSync('bash', [join(ROOT, 'scripts/testbed.sh'), ...args], { encoding: 'utf8', timeout: 300_000, stdio: ['ignore', 'pipe', 'pipe'] });
+// Async: a worker blocked for a minute misses vitest's RPC deadline.
+const testbed = async (...args: string[]) => (await promisify(execFile)('bash', [join(ROOT, 'scripts/testbed.sh'), ...args], { encoding: 'utf8', timeout: 300_000 })).stdout;
 const pl = (...args: string[]) =>
   execFileSync(join(ROOT, 'node_modules/.bin/planetlite'), args, { encoding: 'utf8', env: { ...process.env, PLANETLITE_CONFIG: join(DATA, 'cli-config.json') } });
 
@@ -18,9 +20,9 @@ afterAll(() => {
 }, 300_000);
 
 describe('scripts/testbed.sh', () => {
-  it('up 2: a registry and two nodes, online, and a sliver reachable at its node', () => {
+  it('up 2: a registry and two nodes, online, and a sliver reachable at its node', async () => {
     const t0 = performance.now();
-    const out = testbed('up', '2');
+    const out = await testbed('up', '2');
     console.log(`testbed up 2: ${Math.round(performance.now() - t0)} ms`);
     expect(out).toMatch(/Testbed up: a registry and 2 node\(s\)/);
     const nodes = JSON.parse(pl('node', 'ls', '--json')) as Array<{ hostname: string; address: string; state: string }>;
@@ -34,11 +36,11 @@ describe('scripts/testbed.sh', () => {
     let answer = '';
     for (let i = 0; i < 50 && !answer; i++) answer = spawnSync('ssh', [...ssh, 'tb_try@198.19.2.1', 'cat /etc/slicename'], { encoding: 'utf8' }).stdout.trim();
     expect(answer).toBe('tb_try');
-    expect(testbed('status')).toMatch(/registry http:\/\/127\.0\.0\.1:8090/);
+    expect(await testbed('status')).toMatch(/registry http:\/\/127\.0\.0\.1:8090/);
   }, 360_000);
 
-  it('down leaves nothing', () => {
-    const out = testbed('down');
+  it('down leaves nothing', async () => {
+    const out = await testbed('down');
     expect(out).toMatch(/node1: released\n.*node2: released\n.*testbed: down/);
     expect(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })).not.toMatch(/pl-tb-node/);
     expect(readFileSync('/proc/mounts', 'utf8')).not.toMatch(/planetlite\/testbed/);
