@@ -46,6 +46,11 @@ random() { head -c 24 /dev/urandom | base64 | tr -d '/+=' ; }
 if on_host && [ -z "$DATABASE_URL_ARG$REDIS_URL_ARG" ] && [ "$UPGRADE" = 0 ]; then
   apt_add postgresql redis-server ca-certificates
   [ -n "$APT_ADDED" ] && manifest_set registry PACKAGES "$APT_ADDED"
+  # What this install starts, uninstall stops again.
+  pg_up() { runuser -u postgres -- psql -tAc 'SELECT 1' >/dev/null 2>&1; }
+  redis_up() { [ "$(redis-cli -h 127.0.0.1 ping 2>/dev/null)" = PONG ]; }
+  pg_up || manifest_set registry STARTED_postgresql 1
+  redis_up || manifest_set registry STARTED_redis-server 1
   if have_systemd; then
     systemctl enable --now postgresql redis-server >/dev/null 2>&1
   else

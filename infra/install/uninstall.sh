@@ -64,6 +64,15 @@ if [ "$REGISTRY" = 1 ]; then
       runuser -u postgres -- dropdb --if-exists planetlite
       runuser -u postgres -- psql -qc 'DROP ROLE IF EXISTS planetlite'
     fi
+    for svc in postgresql redis-server; do
+      [ "$(manifest_get registry "STARTED_$svc")" = 1 ] || continue
+      if have_systemd; then systemctl disable --now "$svc" >/dev/null 2>&1 || true; else service "$svc" stop >/dev/null 2>&1 || true; fi
+      # A cluster started by hand (start.conf: manual) is stopped the same way.
+      if [ "$svc" = postgresql ] && command -v pg_lsclusters >/dev/null; then
+        pg_lsclusters --no-header | while read -r v c _; do pg_ctlcluster "$v" "$c" stop >/dev/null 2>&1 || true; done
+      fi
+      log "stopped $svc (the install had started it)"
+    done
     rm -rf "$(R /var/lib/planetlite-registry)"
     rm -f "$(R /etc/planetlite/registry.env)"
     PACKAGES="$PACKAGES $(manifest_get registry PACKAGES)"
