@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { execFile, execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -169,6 +169,18 @@ describe('installing from the release bundle', () => {
     await until('a report from the upgraded agent', async () => (await admin.getNode(nodeId)).last_seen !== before, 60_000);
     expect(lxcInit(sliverId)).toBe(init);
     expect((await admin.getSliver(sliverId)).state).toBe('running');
+  }, 180_000);
+
+  it('uninstall --keep-data keeps the node and its sliver for a later install', async () => {
+    await stopProcess(agent);
+    const out = await sh('uninstall.sh', ['--root', nodeRoot, '--node', '--keep-data']);
+    expect(out).toMatch(/released: 1 sliver\(s\) stopped/);
+    expect(readFileSync('/proc/mounts', 'utf8')).not.toContain(nodeRoot);
+    expect(files(join(nodeRoot, 'opt/planetlite'))).toEqual([join(nodeRoot, 'opt/planetlite/node24'), join(nodeRoot, 'opt/planetlite/node24/marker')]);
+    expect(existsSync(join(stateDir, 'pool.img'))).toBe(true);
+    expect(await sh('install-node.sh', ['--root', nodeRoot])).toMatch(/keeps its identity/);
+    agent = startAgent();
+    await until('the sliver built again from the kept pool', async () => (await admin.getSliver(sliverId)).state === 'running' && lxcInit(sliverId) !== '', 90_000);
   }, 180_000);
 
   it('uninstall leaves nothing of the node or the registry', async () => {
