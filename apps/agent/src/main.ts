@@ -5,6 +5,9 @@ import { createLogger } from '@planetlite/core';
 import { Agent } from './agent.js';
 import { enroll } from './enroll.js';
 import { importImage } from './import.js';
+import { releaseCommand, removePidFile, writePidFile } from './release-command.js';
+import { forwardDrops } from './firewall.js';
+import { loadSettings } from './settings.js';
 
 const program = new Command('planetlite-agent')
   .description('The PlanetLite node agent: turns a slice\'s share of this node into a sliver.')
@@ -108,7 +111,7 @@ program
   .option('--pool <file|device>', 'btrfs pool: a loop file the agent creates, or a block device (default STATE_DIR/pool.img)')
   .option('--pool-size <size>', 'size of a new loop-file pool, e.g. 20G (default 20G)')
   .option('--sliver-subnet <cidr>', 'private addresses of slivers, one /30 each (default 10.200.0.0/16)')
-  .addOption(new Option('--netns <name>', 'put slivers in this network namespace (multi-node testbeds on one machine)').hideHelp())
+  .option('--netns <name>', "several nodes on one machine (scripts/testbed.sh): slivers, their links and the nftables table live in this network namespace (ip netns add NAME), which holds the node's address; the agent itself stays in this one")
   .addOption(new Option('--vm <auto|off>', "kvm slivers: 'auto' runs them when qemu boots a probe guest here (KVM, else TCG); 'off' never (default auto)").choices(['auto', 'off']))
   .option('--image-upload-kbps <kbps|none>', 'cap on seeding images to other nodes, kbit/s (default 20000)', kbps)
   .option('--image-gc-grace <seconds>', 'an image no sliver uses is removed from the node after this long (default 86400)', graceSeconds)
@@ -130,10 +133,14 @@ Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86 and 
     const log = createLogger({ name: 'agent', level: opts.logLevel });
     const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), ...imageSettings(opts), watchdog: watchdogSettings(opts) } });
     await agent.start();
+    writePidFile(opts.stateDir);
     log.info({ node: agent.nodeId }, 'agent running');
+    for (const d of await forwardDrops(loadSettings(opts.stateDir).netns))
+      log.warn({ chain: d.chain, fix: d.fix }, "another firewall here drops forwarded traffic: slivers are unreachable and cannot reach out until it lets their links through (run the fix)");
     const stop = async (signal: string) => {
       log.info({ signal }, 'stopping');
       await agent.stop();
+      removePidFile(opts.stateDir);
       process.exit(0);
     };
     process.once('SIGINT', () => void stop('SIGINT'));
@@ -154,6 +161,8 @@ image
     const rec = await importImage({ stateDir: opts.stateDir, name, file, settings: poolSettings(opts) });
     process.stdout.write(`image ${rec.name} is sha256:${rec.sha256} (${rec.size} bytes) on this node\n`);
   });
+
+program.addCommand(releaseCommand(stateDirOption()));
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const msg = err instanceof ApiError ? `${err.message} (${err.code})` : err instanceof Error ? err.message : String(err);

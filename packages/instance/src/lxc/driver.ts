@@ -30,6 +30,9 @@ export interface LxcDriverOptions {
   /** Directory on the filesystem that will hold sliver root filesystems (the btrfs pool); check()
    * proves idmapped mounts work there. Default: lxcPath. */
   rootfsDir?: string;
+  /** Host id base of the idmap probe container (default: the top of the 32-bit range); inside
+   * root's /etc/subuid range when LXC maps ids through newuidmap. */
+  probeIdmapBase?: number;
 }
 
 /** Host uid/gid base of the short-lived idmap probe container (top of the 32-bit range). */
@@ -43,6 +46,7 @@ export class LxcDriver implements InstanceDriver {
   readonly lxcPath: string;
   readonly netns: string | undefined;
   readonly rootfsDir: string;
+  readonly #probeIdmapBase: number;
   #facts: LxcHostFacts | null = null;
   #probe: PayloadProbe | null = null;
   #capabilities: InstanceCapabilities = { unprivileged: false, freeze: false, memoryLimit: false };
@@ -56,6 +60,7 @@ export class LxcDriver implements InstanceDriver {
     this.lxcPath = opts.lxcPath;
     this.netns = opts.netns;
     this.rootfsDir = opts.rootfsDir ?? opts.lxcPath;
+    this.#probeIdmapBase = opts.probeIdmapBase ?? PROBE_IDMAP_BASE;
   }
 
   get capabilities(): InstanceCapabilities {
@@ -341,7 +346,7 @@ export class LxcDriver implements InstanceDriver {
       await copyFile(busybox, join(rootfs, 'bin/busybox'));
       await chmod(join(rootfs, 'bin/busybox'), 0o755);
       const id = randomUUID();
-      const spec: InstanceSpec = { id, hostname: 'idmap-probe', rootfs, memoryMb: 32, cpuShares: 1024, pids: 16, idmapBase: PROBE_IDMAP_BASE, net: null };
+      const spec: InstanceSpec = { id, hostname: 'idmap-probe', rootfs, memoryMb: 32, cpuShares: 1024, pids: 16, idmapBase: this.#probeIdmapBase, net: null };
       const config = renderConfig(spec, this.hostFacts, { lxcPath: this.lxcPath, init: '/bin/busybox touch /idmap-probe' });
       await mkdir(this.#dir(id));
       undo.add(() => rm(this.#dir(id), { recursive: true, force: true }));
