@@ -11,7 +11,7 @@
 #
 # Node i is the namespace pl-tb-node<i> at 198.19.<i>.1 (this machine is 198.19.<i>.2), enrolled
 # as node<i>.tb.planetlite.test in the site `tb`. PLANETLITE_TESTBED_LISTEN (127.0.0.1:8090) moves
-# the registry; PLANETLITE_TESTBED_SCHEME and PLANETLITE_CA_PIN set how nodes reach it.
+# the registry. It serves HTTPS with its own CA, which the CLI and every node pin, as on a real site.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -21,11 +21,8 @@ cd "$ROOT"
 DATA="$ROOT/.data/testbed"
 NODES_DIR=/var/lib/planetlite/testbed   # outside the checkout: slivers traverse it (see demo.sh)
 LISTEN="${PLANETLITE_TESTBED_LISTEN:-127.0.0.1:8090}"
-# How nodes and the CLI reach the registry; with TLS: PLANETLITE_TESTBED_SCHEME=https and the
-# registry's CA pin in PLANETLITE_CA_PIN (passed to enroll as --ca-pin).
-REGISTRY="${PLANETLITE_TESTBED_SCHEME:-http}://$LISTEN"
-ENROLL_TRUST=()
-[ -n "${PLANETLITE_CA_PIN:-}" ] && ENROLL_TRUST=(--ca-pin "$PLANETLITE_CA_PIN")
+REGISTRY="https://$LISTEN"
+CA="$DATA/registry/tls/ca.pem"   # the registry's own CA, made on its first start
 export PLANETLITE_CONFIG="$DATA/cli-config.json"
 export PLANETLITE_REGISTRY="$REGISTRY"
 ADMIN_EMAIL=admin@tb.planetlite.test
@@ -89,12 +86,15 @@ up() {
   PLANETLITE_ADMIN_EMAIL="$ADMIN_EMAIL" PLANETLITE_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
     "$ROOT/node_modules/.bin/planetlite-registry" serve --listen "$LISTEN" --data-dir "$DATA/registry" >"$DATA/registry.log" 2>&1 &
   echo $! >"$DATA/registry.pid"
-  for _ in $(seq 1 100); do
-    curl -fsSk "$REGISTRY/healthz" >/dev/null 2>&1 && break
+  for _ in $(seq 1 150); do
+    [ -f "$CA" ] && curl -fsS --cacert "$CA" "$REGISTRY/healthz" >/dev/null 2>&1 && break
     alive "$DATA/registry.pid" || { cat "$DATA/registry.log" >&2; die "the registry exited (log above)"; }
     sleep 0.2
   done
-  PLANETLITE_PASSWORD="$ADMIN_PASSWORD" pl login --email "$ADMIN_EMAIL" >/dev/null
+  # The pin of the registry's CA (sha256 of its public key), as `planetlite site token` prints it.
+  local pin
+  pin="sha256:$(openssl x509 -in "$CA" -pubkey -noout | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)"
+  PLANETLITE_PASSWORD="$ADMIN_PASSWORD" pl login --email "$ADMIN_EMAIL" --ca-pin "$pin" >/dev/null
   pl site create tb --name "Testbed on one machine" --max-slices 20 --max-slivers $((n * 20)) >/dev/null
   [ -f "$DATA/id_ed25519" ] || ssh-keygen -q -t ed25519 -N '' -C "$ADMIN_EMAIL" -f "$DATA/id_ed25519"
   pl key add "$DATA/id_ed25519.pub" >/dev/null
@@ -111,7 +111,7 @@ up() {
     ip -n "$ns" link set "pl-tb-n$i" up
     ip -n "$ns" link set lo up
     token="$(pl site token tb --json | json d.token)"
-    agent enroll --registry "$REGISTRY" --token "$token" "${ENROLL_TRUST[@]}" --address "198.19.$i.1" \
+    agent enroll --registry "$REGISTRY" --token "$token" --ca-pin "$pin" --address "198.19.$i.1" \
       --hostname "node$i.tb.planetlite.test" --state-dir "$dir" >/dev/null
     agent image import tiny "$DATA/tiny.tar" --state-dir "$dir" --pool-size 2G >/dev/null
     # The program itself, not a function: $! must be the agent's pid.
@@ -134,7 +134,7 @@ Use it (the CLI is logged in as the admin $ADMIN_EMAIL, password $ADMIN_PASSWORD
   npx planetlite slice create tb_try --description "Trying PlanetLite" --url https://example.org --image tiny
   npx planetlite sliver create tb_try node1.tb.planetlite.test --wait
   ssh -i $DATA/id_ed25519 -p PORT tb_try@198.19.1.1      # PORT: the sliver's ssh port above
-API docs: $REGISTRY/docs      Take it all down: bash scripts/testbed.sh down
+API docs: $REGISTRY/docs (its CA: $CA, pin $pin)      Take it all down: bash scripts/testbed.sh down
 TXT
 }
 

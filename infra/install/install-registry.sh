@@ -44,7 +44,7 @@ random() { head -c 24 /dev/urandom | base64 | tr -d '/+=' ; }
 
 # 1. Debian's PostgreSQL and Redis, as services, unless the admin brought their own.
 if on_host && [ -z "$DATABASE_URL_ARG$REDIS_URL_ARG" ] && [ "$UPGRADE" = 0 ]; then
-  apt_add postgresql redis-server ca-certificates
+  apt_add postgresql redis-server ca-certificates openssl
   [ -n "$APT_ADDED" ] && manifest_set registry PACKAGES "$APT_ADDED"
   # What this install starts, uninstall stops again.
   pg_up() { runuser -u postgres -- psql -tAc 'SELECT 1' >/dev/null 2>&1; }
@@ -132,4 +132,17 @@ if have_systemd; then
 else
   log "no systemd here: start the registry with  set -a; . $ENV_FILE; set +a; $REGISTRY serve --data-dir $DATA_DIR"
 fi
-log "registry installed; next: planetlite --registry ${PUBLIC_URL:-URL} login --email ${ADMIN_EMAIL:-ADMIN}; remove it with: $(R "$PREFIX")/current/uninstall.sh --registry$( [ "$TARGET_ROOT" = / ] || printf ' --root %s' "$TARGET_ROOT") [--keep-data]"
+# The registry makes its own CA on its first start (DATA_DIR/tls); nodes and users pin it.
+CA_FILE="$DATA_DIR/tls/ca.pem"
+if have_systemd && [ "$START" = 1 ]; then
+  for _ in $(seq 1 150); do [ -f "$CA_FILE" ] && break; sleep 0.2; done
+fi
+PIN_ARG=""
+if [ -f "$CA_FILE" ]; then
+  PIN="sha256:$(openssl x509 -in "$CA_FILE" -pubkey -noout | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)"
+  log "its CA pin is $PIN: users pass it to planetlite login, nodes get it with their enrollment token"
+  PIN_ARG=" --ca-pin $PIN"
+else
+  log "its CA pin is logged at its first start (ca_pin), and printed by planetlite site token"
+fi
+log "registry installed; next: planetlite --registry ${PUBLIC_URL:-URL} login --email ${ADMIN_EMAIL:-ADMIN}$PIN_ARG; remove it with: $(R "$PREFIX")/current/uninstall.sh --registry$( [ "$TARGET_ROOT" = / ] || printf ' --root %s' "$TARGET_ROOT") [--keep-data]"

@@ -11,7 +11,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PlanetLiteClient } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
 import { createTestDatabase, freePort } from '../harness/services.ts';
 import { makeNodeNamespace, removeNode } from '../harness/node.ts';
 import { until } from '../harness/testbed.ts';
@@ -100,7 +100,7 @@ describe('installing from the release bundle', () => {
     const pwFile = join(tmp, 'admin-password');
     writeFileSync(pwFile, `${ADMIN.password}\n`);
     const port = await freePort();
-    url = `http://127.0.0.1:${port}`;
+    url = `https://127.0.0.1:${port}`;
     const out = await sh('install-registry.sh', ['--root', regRoot, '--public-url', url, '--listen', `127.0.0.1:${port}`, '--admin-email', ADMIN.email, '--admin-password-file', pwFile,
       '--database-url', await createTestDatabase(inject('pgUrl'), 'install'), '--redis-url', inject('redisUrl')]);
     expect(out).toMatch(/registry installed/);
@@ -112,6 +112,10 @@ describe('installing from the release bundle', () => {
     expect(verify.status).toBe(0);
     const exec = /^ExecStart=(.*)$/m.exec(readFileSync(unit, 'utf8'))![1]!.split(' ');
     registry = spawn(exec[0]!, exec.slice(1), { env: { ...process.env, ...envFile(env), PLANETLITE_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'ignore', 'inherit'] });
+    // The registry made its own CA on its first start; its admin, on that machine, trusts it.
+    const caFile = join(regRoot, 'var/lib/planetlite-registry/tls/ca.pem');
+    await until('the installed registry to make its CA', async () => existsSync(caFile), 30_000);
+    trustRegistry(url, readFileSync(caFile, 'utf8'));
     await until('the installed registry to answer', async () => (await fetch(`${url}/healthz`).catch(() => null))?.ok, 30_000);
     admin = new PlanetLiteClient({ registry: url });
     await admin.login(ADMIN.email, ADMIN.password);
@@ -119,13 +123,17 @@ describe('installing from the release bundle', () => {
   }, 120_000);
 
   it('installs a node: agent, unit, subordinate ids, enrolled with the pasted token', async () => {
-    const token = (await admin.createEnrollmentToken('inst')).token;
+    const { token, ca_pin: caPin, registry } = await admin.createEnrollmentToken('inst');
+    expect(registry).toBe(url);
+    expect(caPin).toMatch(/^sha256:[0-9a-f]{64}$/);
     // What a developer's setup keeps there (scripts/lib.sh: /opt/planetlite/node24) is not the installer's.
     mkdirSync(join(nodeRoot, 'opt/planetlite/node24'), { recursive: true });
     writeFileSync(join(nodeRoot, 'opt/planetlite/node24/marker'), 'not ours\n');
-    const out = await sh('install-node.sh', ['--root', nodeRoot, '--registry', url, '--token', token, '--address', ADDRESS, '--hostname', `node.${tag}.test`, '--pool-size', '1G', '--sliver-subnet', SUBNET]);
+    const out = await sh('install-node.sh', ['--root', nodeRoot, '--registry', url, '--token', token, '--ca-pin', caPin!, '--address', ADDRESS, '--hostname', `node.${tag}.test`, '--pool-size', '1G', '--sliver-subnet', SUBNET]);
     expect(out).toMatch(/enrolled node\.\w+\.test as node/);
-    nodeId = (JSON.parse(readFileSync(join(stateDir, 'node.json'), 'utf8')) as { node_id: string }).node_id;
+    const enrolled = JSON.parse(readFileSync(join(stateDir, 'node.json'), 'utf8')) as { node_id: string; ca_pin: string };
+    nodeId = enrolled.node_id;
+    expect(enrolled.ca_pin).toBe(caPin);
     // 64 slivers in a /24 plus the probe's block.
     for (const f of ['subuid', 'subgid']) expect(readFileSync(join(nodeRoot, 'etc', f), 'utf8')).toBe(`root:1000000:${65 * 65536}\n`);
     const unit = join(nodeRoot, 'etc/systemd/system/planetlite-agent.service');

@@ -36,7 +36,12 @@ describe('scripts/testbed.sh', () => {
     let answer = '';
     for (let i = 0; i < 50 && !answer; i++) answer = spawnSync('ssh', [...ssh, 'tb_try@198.19.2.1', 'cat /etc/slicename'], { encoding: 'utf8' }).stdout.trim();
     expect(answer).toBe('tb_try');
-    expect(await testbed('status')).toMatch(/registry http:\/\/127\.0\.0\.1:8090/);
+    expect(await testbed('status')).toMatch(/registry https:\/\/127\.0\.0\.1:8090/);
+    // Every node pinned the registry's CA at enrollment, the same one the CLI pinned at login.
+    const cli = JSON.parse(readFileSync(join(DATA, 'cli-config.json'), 'utf8')) as { known_registries: Record<string, { ca_pin: string }> };
+    const pin = cli.known_registries['https://127.0.0.1:8090']?.ca_pin;
+    expect(pin).toMatch(/^sha256:[0-9a-f]{64}$/);
+    for (const i of [1, 2]) expect(JSON.parse(readFileSync(`/var/lib/planetlite/testbed/node${i}/node.json`, 'utf8')).ca_pin).toBe(pin);
   }, 360_000);
 
   it('down leaves nothing', async () => {
