@@ -5,7 +5,7 @@ import { loadConfig, type ConfigInput, type RegistryConfig } from './config.js';
 export { buildApp, VERSION, type BuildOptions } from './app.js';
 export { loadConfig, parseListen, ConfigError, type RegistryConfig, type ConfigInput } from './config.js';
 export { sweepExpiredSlices, sweepOfflineNodes, pruneUsageSamples } from './services/sweeps.js';
-export { desiredStateOf, etagOf } from './routes/nodeside.js';
+export { desiredStateOf, etagOf } from './services/desired-state.js';
 
 export interface RunningRegistry {
   url: string;

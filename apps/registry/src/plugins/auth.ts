@@ -1,24 +1,12 @@
 // Who is calling: a user (bearer token from login) or a node (node key). Routes call the guards.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '@planetlite/core';
-import type { Role } from '@planetlite/api';
 import { hashSecret, secretKind } from '../services/secrets.js';
+import type { NodePrincipal, Principal, UserPrincipal } from '../services/authz.js';
+import { ownerOfToken } from '../repositories/users.js';
+import { nodeOfKey } from '../repositories/nodes.js';
 
-export interface UserPrincipal {
-  kind: 'user';
-  id: string;
-  email: string;
-  name: string;
-  site: string | null;
-  roles: Role[];
-  admin: boolean;
-}
-export interface NodePrincipal {
-  kind: 'node';
-  id: string;
-  site: string;
-}
-export type Principal = UserPrincipal | NodePrincipal;
+export type { NodePrincipal, Principal, UserPrincipal } from '../services/authz.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -43,17 +31,11 @@ export function registerAuth(app: FastifyInstance): void {
     const kind = secretKind(secret);
     const { db } = app.ctx;
     if (kind === 'user') {
-      const { rows } = await db.query<{ id: string; email: string; name: string; site: string | null; roles: Role[] }>(
-        `SELECT u.id, u.email, u.name, u.site, u.roles FROM auth_tokens t JOIN users u ON u.id = t.user_id
-         WHERE t.token_hash = $1 AND t.expires_at > now()`,
-        [hashSecret(secret)],
-      );
-      const u = rows[0];
+      const u = await ownerOfToken(db, hashSecret(secret));
       if (u) req.principal = { kind: 'user', id: u.id, email: u.email, name: u.name, site: u.site, roles: u.roles, admin: u.roles.includes('admin') };
       else req.authProblem = 'token is unknown or expired; log in again';
     } else if (kind === 'node') {
-      const { rows } = await db.query<{ id: string; site: string }>('SELECT id, site FROM nodes WHERE key_hash = $1', [hashSecret(secret)]);
-      const n = rows[0];
+      const n = await nodeOfKey(db, hashSecret(secret));
       if (n) req.principal = { kind: 'node', id: n.id, site: n.site };
       else req.authProblem = 'node key is unknown; enroll the node again';
     } else {
@@ -93,9 +75,4 @@ export function requireNode(req: FastifyRequest, nodeId: string): NodePrincipal 
   if (p.kind !== 'node') throw new AppError('forbidden', 'only the node itself may call this');
   if (p.id !== nodeId) throw new AppError('forbidden', 'a node key only opens its own node\'s paths');
   return p;
-}
-
-/** Admin, or one of roles at site. */
-export function hasSiteRole(u: UserPrincipal, site: string, ...roles: Role[]): boolean {
-  return u.admin || (u.site === site && roles.some((r) => u.roles.includes(r)));
 }
