@@ -103,6 +103,20 @@ export async function markSliceSliversDeleting(q: Queryable, slice: string): Pro
   return rows;
 }
 
+/** Marks every sliver on a node for teardown (decommission); answers those not already going. */
+export async function markNodeSliversDeleting(q: Queryable, nodeId: string): Promise<Array<{ id: string; slice: string }>> {
+  const { rows } = await q.query<{ id: string; slice: string }>(
+    "UPDATE slivers SET desired = 'deleted', state = 'deleting', updated_at = now() WHERE node_id = $1 AND desired <> 'deleted' RETURNING id, slice",
+    [nodeId],
+  );
+  return rows;
+}
+
+export async function countSliversOn(q: Queryable, nodeId: string): Promise<number> {
+  const { rows } = await q.query<{ n: number }>('SELECT count(*)::int AS n FROM slivers WHERE node_id = $1', [nodeId]);
+  return rows[0]?.n ?? 0;
+}
+
 export async function deleteSliver(q: Queryable, id: string): Promise<void> {
   await q.query('DELETE FROM slivers WHERE id = $1', [id]);
 }

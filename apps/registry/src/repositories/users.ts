@@ -139,3 +139,15 @@ export async function insertToken(q: Queryable, hash: string, userId: string, ex
 export async function pruneExpiredTokens(q: Queryable, userId: string): Promise<void> {
   await q.query('DELETE FROM auth_tokens WHERE user_id = $1 AND expires_at < now()', [userId]);
 }
+
+/** Ends one token; false if it was not there. */
+export async function deleteToken(q: Queryable, hash: string): Promise<boolean> {
+  const { rowCount } = await q.query('DELETE FROM auth_tokens WHERE token_hash = $1', [hash]);
+  return rowCount > 0;
+}
+
+/** Ends every token of a user; answers how many. */
+export async function deleteUserTokens(q: Queryable, userId: string): Promise<number> {
+  const { rowCount } = await q.query('DELETE FROM auth_tokens WHERE user_id = $1', [userId]);
+  return rowCount;
+}

@@ -2,10 +2,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { EnrollRequest, EnrollResponse, Node, LOGIN_BASE_PATTERN } from '@planetlite/api';
+import { EnrollRequest, EnrollResponse, Node, NodeAction, NodeListQuery } from '@planetlite/api';
 import { requireUser, requireUserOrNode } from '../plugins/auth.js';
 import { findNode, listNodes } from '../repositories/nodes.js';
 import { enrollNode } from '../services/enrollment.js';
+import { actOnNode, revokeNodeKey } from '../services/node-lifecycle.js';
 import { answers, bearer, IdParams } from './common.js';
 
 export const nodeRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -23,14 +24,14 @@ export const nodeRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/v1/nodes', {
     schema: {
       tags: ['nodes'],
-      summary: 'All nodes',
+      summary: 'Nodes in service or on their way out (all=true: decommissioned ones too)',
       security: bearer,
-      querystring: Type.Object({ site: Type.Optional(Type.String({ pattern: LOGIN_BASE_PATTERN })) }, { additionalProperties: false }),
+      querystring: NodeListQuery,
       response: answers({ 200: Type.Object({ nodes: Type.Array(Node) }) }),
     },
   }, async (req) => {
     requireUser(req);
-    return { nodes: await listNodes(ctx.db, req.query.site ?? null) };
+    return { nodes: await listNodes(ctx.db, req.query.site ?? null, req.query.all ?? false) };
   });
 
   app.get('/v1/nodes/:id', {
@@ -41,4 +42,29 @@ export const nodeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (!node) throw new AppError('not_found', `node ${req.params.id} not found`);
     return node;
   });
+
+  app.post('/v1/nodes/:id/actions', {
+    schema: {
+      tags: ['nodes'],
+      summary: "drain (no new slivers; existing ones keep running), undrain, or decommission (slivers torn down, then its key revoked; " +
+        "the record stays) a node (its site's tech or pi, admin). Answers the node: 200, or 202 for decommission, which completes when the node confirms its slivers gone.",
+      security: bearer,
+      params: IdParams,
+      body: NodeAction,
+      response: answers({ 200: Node, 202: Node }),
+    },
+  }, async (req, reply) => {
+    const node = await actOnNode(ctx, requireUser(req), req.params.id, req.body.action);
+    return reply.code(req.body.action === 'decommission' ? 202 : 200).send(node);
+  });
+
+  app.delete('/v1/nodes/:id/key', {
+    schema: {
+      tags: ['nodes'],
+      summary: "Revoke the node's key at once, on every replica (its site's tech or pi, admin); the node must enroll again",
+      security: bearer,
+      params: IdParams,
+      response: answers({ 200: Node }),
+    },
+  }, async (req) => revokeNodeKey(ctx, requireUser(req), req.params.id));
 };

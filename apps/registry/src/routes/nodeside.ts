@@ -11,6 +11,7 @@ import {
   ObservedState,
   SLIVER_CONSOLE_MAX_BYTES,
   SliverConsoleReceipt,
+  NodeKey,
 } from '@planetlite/api';
 import { requireNode } from '../plugins/auth.js';
 import { nodeChannel, withChanges } from '../services/changes.js';
@@ -18,6 +19,8 @@ import { desiredStateOf, etagOf } from '../services/desired-state.js';
 import { applyReport, markSeen } from '../services/node-reports.js';
 import { sliceOfSliverOn } from '../repositories/slivers.js';
 import { storeConsole } from '../repositories/console.js';
+import { keyRevoked } from '../repositories/nodes.js';
+import { rotateNodeKey } from '../services/node-lifecycle.js';
 import { answers, bearer, IdParams } from './common.js';
 
 const ConsoleParams = Type.Object({ id: Type.String({ format: 'uuid' }), sliver_id: Type.String({ format: 'uuid' }) });
@@ -56,6 +59,8 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         etag = etagOf(doc);
         if (etag === known) {
           await changed;
+          // A key revoked while this poll waited answers as it would on a new request.
+          if (await keyRevoked(ctx.db, req.params.id)) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
           doc = await desiredStateOf(ctx, req.params.id);
           etag = etagOf(doc);
         }
@@ -85,6 +90,17 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const out = await withChanges(ctx, (q, changes) => applyReport(q, changes, nodeId, body, ctx.config.usageSampleSeconds));
     return { ok: true as const, ...out };
   });
+
+  app.post('/v1/nodes/:id/key', {
+    schema: {
+      tags: ['node agents'],
+      summary: 'A new key for this node (node key). The old key keeps working until the new one is first used, and ' +
+        'a short grace after that, so a running agent never loses contact (planetlite-agent rotate-key).',
+      security: bearer,
+      params: IdParams,
+      response: answers({ 201: NodeKey }),
+    },
+  }, async (req, reply) => reply.code(201).send(await rotateNodeKey(ctx, requireNode(req, req.params.id).id)));
 
   app.put('/v1/nodes/:id/slivers/:sliver_id/console', {
     bodyLimit: SLIVER_CONSOLE_MAX_BYTES,

@@ -2,11 +2,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { EnrollmentToken, EnrollmentTokenCreate, Site, SiteCreate, SitePatch, LOGIN_BASE_PATTERN } from '@planetlite/api';
+import { EnrollmentToken, EnrollmentTokenCreate, EnrollmentTokenInfo, Site, SiteCreate, SitePatch, LOGIN_BASE_PATTERN } from '@planetlite/api';
 import { requireAdmin, requireUser } from '../plugins/auth.js';
 import { insertSite, findSite, listSites, patchSite } from '../repositories/sites.js';
-import { issueEnrollmentToken } from '../services/enrollment.js';
-import { answers, bearer } from './common.js';
+import { issueEnrollmentToken, requireSiteTech } from '../services/enrollment.js';
+import { deleteUnusedEnrollmentToken, unusedEnrollmentTokens } from '../repositories/enrollment.js';
+import { answers, bearer, NoContent } from './common.js';
 
 export const SiteParams = Type.Object({ login_base: Type.String({ pattern: LOGIN_BASE_PATTERN }) });
 
@@ -59,5 +60,34 @@ export const siteRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (req, reply) => {
     const answer = await issueEnrollmentToken(ctx.db, requireUser(req), req.params.login_base, req.body?.ttl_seconds ?? 86400);
     return reply.code(201).send(answer);
+  });
+
+  app.get('/v1/sites/:login_base/enrollment-tokens', {
+    schema: {
+      tags: ['nodes'],
+      summary: "The site's enrollment tokens that can still enroll a node (tech, pi, admin); the secrets themselves are never shown again",
+      security: bearer,
+      params: SiteParams,
+      response: answers({ 200: Type.Object({ tokens: Type.Array(EnrollmentTokenInfo) }) }),
+    },
+  }, async (req) => {
+    requireSiteTech(requireUser(req), req.params.login_base, 'see its enrollment tokens');
+    return { tokens: await unusedEnrollmentTokens(ctx.db, req.params.login_base) };
+  });
+
+  app.delete('/v1/sites/:login_base/enrollment-tokens/:id', {
+    schema: {
+      tags: ['nodes'],
+      summary: 'Revoke an enrollment token before it is used (tech, pi, admin)',
+      security: bearer,
+      params: Type.Object({ login_base: Type.String({ pattern: LOGIN_BASE_PATTERN }), id: Type.String({ format: 'uuid' }) }),
+      response: answers({ 204: NoContent }),
+    },
+  }, async (req, reply) => {
+    requireSiteTech(requireUser(req), req.params.login_base, 'revoke its enrollment tokens');
+    if (!(await deleteUnusedEnrollmentToken(ctx.db, req.params.login_base, req.params.id))) {
+      throw new AppError('not_found', `site ${req.params.login_base} has no unused enrollment token ${req.params.id}`);
+    }
+    return reply.code(204).send(null);
   });
 };

@@ -9,6 +9,7 @@ import { requireUser } from '../plugins/auth.js';
 import { requireSliceRole, type UserPrincipal } from '../services/authz.js';
 import { withChanges } from '../services/changes.js';
 import { allocatePorts, loadSlice, loadSliver, requireImageServes } from '../services/slices.js';
+import { requireNodeTakesSlivers } from '../services/node-lifecycle.js';
 import * as slivers from '../repositories/slivers.js';
 import { findNode } from '../repositories/nodes.js';
 import { lockSite } from '../repositories/sites.js';
@@ -67,6 +68,7 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (slice.state !== 'active') throw new AppError('slice_deleting', `slice ${req.params.name} is being deleted`);
       const node = await findNode(q, req.body.node_id, true);
       if (!node) throw new AppError('not_found', `node ${req.body.node_id} not found`);
+      requireNodeTakesSlivers(node);
       // The image may have been published after the slice was made: checked again here.
       const image = await requireImageServes(q, slice.image, slice.kind);
       const caps = node.capabilities;

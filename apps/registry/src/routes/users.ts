@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { KeyCreate, LoginRequest, LoginResponse, SshKey, User, UserCreate, LOGIN_BASE_PATTERN } from '@planetlite/api';
+import { KeyCreate, LoginRequest, LoginResponse, SshKey, TokensRevoked, User, UserCreate, LOGIN_BASE_PATTERN } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireUser } from '../plugins/auth.js';
 import { canSeeUser, hasSiteRole } from '../services/authz.js';
@@ -45,6 +45,28 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     await users.insertToken(ctx.db, hashSecret(token), found.user.id, expires);
     await users.pruneExpiredTokens(ctx.db, found.user.id);
     return { token, expires_at: expires.toISOString(), user: found.user };
+  });
+
+  app.post('/v1/auth/logout', {
+    schema: { tags: ['auth'], summary: "End the caller's own token, at once on every replica", security: bearer, response: answers({ 204: NoContent }) },
+  }, async (req, reply) => {
+    await users.deleteToken(ctx.db, requireUser(req).tokenHash);
+    return reply.code(204).send(null);
+  });
+
+  app.delete('/v1/users/:id/tokens', {
+    schema: {
+      tags: ['auth'],
+      summary: 'End every token of a user, at once on every replica (admin, or the user themself): they must log in again',
+      security: bearer,
+      params: IdParams,
+      response: answers({ 200: TokensRevoked }),
+    },
+  }, async (req) => {
+    const me = requireUser(req);
+    if (!me.admin && me.id !== req.params.id) throw new AppError('forbidden', "only an admin or the user themself may end the user's tokens");
+    await loadUser(ctx.db, req.params.id);
+    return { revoked: await users.deleteUserTokens(ctx.db, req.params.id) };
   });
 
   app.get('/v1/users/me', {

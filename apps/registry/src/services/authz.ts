@@ -12,6 +12,8 @@ export interface UserPrincipal {
   site: string | null;
   roles: Role[];
   admin: boolean;
+  /** The hash of the token this request came with (logout ends it). */
+  tokenHash: string;
 }
 export interface NodePrincipal {
   kind: 'node';

@@ -26,8 +26,8 @@ export async function issueEnrollmentToken(db: Database, me: UserPrincipal, site
   if (!found.enabled) throw new AppError('forbidden', `site ${site} is disabled`);
   const token = newSecret('enroll');
   const expires = new Date(Date.now() + ttlSeconds * 1000);
-  await insertEnrollmentToken(db, { hash: hashSecret(token), site, createdBy: me.id, expires });
-  return { token, site, expires_at: expires.toISOString() };
+  const id = await insertEnrollmentToken(db, { hash: hashSecret(token), site, createdBy: me.id, expires });
+  return { token, site, expires_at: expires.toISOString(), id };
 }
 
 /** Enrolls a node (or re-enrolls a hostname of the same site, replacing its key). */

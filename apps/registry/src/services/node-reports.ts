@@ -6,6 +6,7 @@ import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } f
 import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { insertUsageSamples } from '../repositories/usage.js';
 import type { Changes } from './changes.js';
+import { finishDecommission } from './node-lifecycle.js';
 
 /** A node that calls in is online; the first call after silence records node.online. */
 export async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise<void> {
@@ -78,5 +79,7 @@ export async function applyReport(
   }
   await refreshSlivers(q, refresh);
   await insertUsageSamples(q, samples, usageSampleSeconds * 0.9);
+  // The last sliver of a decommissioning node confirmed gone: the node's key goes with it.
+  if (removed) await finishDecommission(q, changes, nodeId);
   return { updated, removed };
 }
