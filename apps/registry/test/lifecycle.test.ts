@@ -106,6 +106,26 @@ describe('node lifecycle and revocation', () => {
     expect([node.admin_state, node.key_revoked_at]).toEqual(['active', null]);
   });
 
+  it('force decommissions a node that is gone: its slivers are forgotten without its confirmation', async () => {
+    const w = await makeWorld(t.app);
+    const id = w.ids.node;
+    // The node has called in, so it counts as online: force is refused then.
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${id}/observed-state`, w.node, { slivers: [{ id: w.ids.sliver, state: 'running' }] });
+    const online = await call(t.app, 'POST', `/v1/nodes/${id}/actions`, w.tech, { action: 'decommission', force: true });
+    expect([online.status, online.body.code]).toEqual([409, 'conflict']);
+    expect((await call(t.app, 'POST', `/v1/nodes/${id}/actions`, w.tech, { action: 'drain', force: true })).status).toBe(400);
+    // Plain decommission first: it waits for the node, which never answers again.
+    expect((await ok(t.app, 202, 'POST', `/v1/nodes/${id}/actions`, w.tech, { action: 'decommission' })).admin_state).toBe('decommissioning');
+    await t.db.query("UPDATE nodes SET state = 'offline' WHERE id = $1", [id]);
+    const done = await ok(t.app, 202, 'POST', `/v1/nodes/${id}/actions`, w.tech, { action: 'decommission', force: true });
+    expect(done.admin_state).toBe('decommissioned');
+    expect((await call(t.app, 'GET', `/v1/slivers/${w.ids.sliver}`, w.user)).status).toBe(404);
+    // The slice stays (it was not being deleted), with no slivers left.
+    expect((await ok(t.app, 200, 'GET', `/v1/slices/${w.slice}/slivers`, w.user)).slivers).toEqual([]);
+    const last = (await eventsOf(w, id)).filter((e) => e.type === 'sliver.state').at(-1);
+    expect(last?.data).toMatchObject({ state: 'deleted', reason: 'node decommissioned by force' });
+  });
+
   it('a node without slivers is decommissioned at once', async () => {
     const w = await makeWorld(t.app);
     const n = await enrollAt(w, `empty.${w.site}.test`);

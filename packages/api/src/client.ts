@@ -114,7 +114,9 @@ export class PlanetLiteClient {
   }
   getNode(id: string) { return this.request<S.Node>('GET', `/v1/nodes/${enc(id)}`); }
   /** drain, undrain or decommission a node (its site's tech or pi, admin). */
-  nodeAction(id: string, action: S.NodeAction['action']) { return this.request<S.Node>('POST', `/v1/nodes/${enc(id)}/actions`, { body: { action } }); }
+  nodeAction(id: string, action: S.NodeAction['action'], opts: { force?: boolean } = {}) {
+    return this.request<S.Node>('POST', `/v1/nodes/${enc(id)}/actions`, { body: { action, ...(opts.force ? { force: true } : {}) } });
+  }
   /** Revokes a node's key at once (its site's tech or pi, admin); the node must enroll again. */
   revokeNodeKey(id: string) { return this.request<S.Node>('DELETE', `/v1/nodes/${enc(id)}/key`); }
   /** A new key for this node (node key): the old one works until the new one is first used. */

@@ -178,7 +178,15 @@ export const Node = Type.Object(
   { title: 'Node' },
 );
 export type Node = Static<typeof Node>;
-export const NodeAction = Type.Object({ action: Enum(NODE_ACTIONS) }, Strict);
+export const NodeAction = Type.Object(
+  {
+    action: Enum(NODE_ACTIONS),
+    force: Type.Optional(Type.Boolean({
+      description: 'decommission only, for a node that is offline for good: its slivers are forgotten without its confirmation and it is decommissioned at once',
+    })),
+  },
+  Strict,
+);
 export type NodeAction = Static<typeof NodeAction>;
 export const NodeListQuery = Type.Object(
   {

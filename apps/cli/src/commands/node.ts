@@ -78,12 +78,13 @@ export function registerNode(program: Command, ctx: Context): void {
     .description('take a node out of service for good: its slivers are torn down, then its key is revoked; its record stays (its site\'s tech or pi, admin)')
     .argument('<node>', 'node id or hostname')
     .option('-y, --yes', 'do not ask for confirmation')
-    .action(async (ref: string, opts: { yes?: boolean }) => {
+    .option('--force', 'for an offline node that is gone for good: forget its slivers without its confirmation')
+    .action(async (ref: string, opts: { yes?: boolean; force?: boolean }) => {
       const { node: n, client } = await nodeOf(ctx, ref);
       if (!opts.yes && !(await confirm(ctx, `Decommission node ${n.hostname}? Every sliver on it is torn down and its key revoked.`))) {
         throw new CliError(`not decommissioning ${n.hostname}: it would tear down every sliver on it and revoke its key; run again with --yes to do it`);
       }
-      ctx.emit(await client.nodeAction(n.id, 'decommission'), SAID.decommission);
+      ctx.emit(await client.nodeAction(n.id, 'decommission', { force: opts.force === true }), SAID.decommission);
     });
 
   node

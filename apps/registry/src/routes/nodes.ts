@@ -47,14 +47,15 @@ export const nodeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['nodes'],
       summary: "drain (no new slivers; existing ones keep running), undrain, or decommission (slivers torn down, then its key revoked; " +
-        "the record stays) a node (its site's tech or pi, admin). Answers the node: 200, or 202 for decommission, which completes when the node confirms its slivers gone.",
+        "the record stays) a node (its site's tech or pi, admin). Answers the node: 200, or 202 for decommission, which completes when the node confirms its slivers gone " +
+        '(force: true, for an offline node that will not come back, forgets them at once).',
       security: bearer,
       params: IdParams,
       body: NodeAction,
       response: answers({ 200: Node, 202: Node }),
     },
   }, async (req, reply) => {
-    const node = await actOnNode(ctx, requireUser(req), req.params.id, req.body.action);
+    const node = await actOnNode(ctx, requireUser(req), req.params.id, req.body.action, req.body.force ?? false);
     return reply.code(req.body.action === 'decommission' ? 202 : 200).send(node);
   });
 

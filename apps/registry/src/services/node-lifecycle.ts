@@ -5,7 +5,8 @@ import { AppError } from '@planetlite/core';
 import type { Node, NodeAction, NodeKey } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { findNode, promoteNextKey, revokeKeys, setAdminState, setNextKey } from '../repositories/nodes.js';
-import { countSliversOn, markNodeSliversDeleting } from '../repositories/slivers.js';
+import { countSliversOn, deleteSliver, lockSliversOfNode, markNodeSliversDeleting } from '../repositories/slivers.js';
+import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { hasSiteRole, type UserPrincipal } from './authz.js';
 import { withChanges, type ChangeDeps, type Changes } from './changes.js';
 import { hashSecret, newSecret } from './secrets.js';
@@ -34,12 +35,19 @@ export function requireNodeTakesSlivers(node: Node): void {
   if (node.admin_state !== 'active') throw new AppError('node_decommissioned', `node ${label(node)} is ${node.admin_state}: it gets no new slivers`);
 }
 
-/** drain, undrain or decommission; answers the node as it is now. Repeating an action changes nothing. */
-export async function actOnNode(deps: ChangeDeps, me: UserPrincipal, id: string, action: NodeAction['action']): Promise<Node> {
+/**
+ * drain, undrain or decommission; answers the node as it is now. Repeating an action changes
+ * nothing. force (decommission of an offline node only) forgets its slivers without waiting for it.
+ */
+export async function actOnNode(deps: ChangeDeps, me: UserPrincipal, id: string, action: NodeAction['action'], force = false): Promise<Node> {
   return withChanges(deps, async (q, changes) => {
     const node = await lockNode(q, id);
     requireNodeAdmin(me, node, action);
     const by = me.email;
+    if (force && action !== 'decommission') throw new AppError('invalid_request', 'body.force applies to decommission only');
+    if (force && node.state === 'online') {
+      throw new AppError('conflict', `node ${label(node)} is online: let it tear its slivers down (decommission without force); force is for a node that is gone`);
+    }
     if (node.admin_state === 'decommissioned' || (node.admin_state === 'decommissioning' && action !== 'decommission')) {
       if (action === 'decommission') return node;
       throw new AppError('node_decommissioned', `node ${label(node)} is ${node.admin_state}; enroll it again to bring it back`);
@@ -54,17 +62,29 @@ export async function actOnNode(deps: ChangeDeps, me: UserPrincipal, id: string,
       await changes.record(q, { type: 'node.undrained', node: id, data: { hostname: node.hostname, by } });
       return setAdminState(q, id, 'active');
     }
-    if (node.admin_state === 'decommissioning') return node;
-    await setAdminState(q, id, 'decommissioning');
-    const going = await markNodeSliversDeleting(q, id);
-    for (const s of going) {
-      await changes.record(q, { type: 'sliver.state', slice: s.slice, node: id, sliver: s.id, data: { state: 'deleting', reason: 'node decommissioned', by } });
+    if (node.admin_state === 'decommissioning' && !force) return node;
+    if (node.admin_state !== 'decommissioning') {
+      await setAdminState(q, id, 'decommissioning');
+      const going = await markNodeSliversDeleting(q, id);
+      for (const s of going) {
+        await changes.record(q, { type: 'sliver.state', slice: s.slice, node: id, sliver: s.id, data: { state: 'deleting', reason: 'node decommissioned', by } });
+      }
+      changes.touch(id);
+      await changes.record(q, { type: 'node.decommissioning', node: id, data: { hostname: node.hostname, slivers: going.length, by, force } });
     }
-    changes.touch(id);
-    await changes.record(q, { type: 'node.decommissioning', node: id, data: { hostname: node.hostname, slivers: going.length, by } });
+    if (force) await forgetSlivers(q, changes, id, by);
     await finishDecommission(q, changes, id);
     return (await findNode(q, id))!;
   });
+}
+
+/** The slivers of a node that is gone, dropped without its confirmation (their slices may go with them). */
+async function forgetSlivers(q: Queryable, changes: Changes, id: string, by: string): Promise<void> {
+  for (const s of await lockSliversOfNode(q, id)) {
+    await deleteSliver(q, s.id);
+    await changes.record(q, { type: 'sliver.state', slice: s.slice, node: id, sliver: s.id, data: { state: 'deleted', reason: 'node decommissioned by force', by } });
+    await dropSliceIfEmpty(q, s.slice);
+  }
 }
 
 /**
