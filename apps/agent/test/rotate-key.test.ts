@@ -36,14 +36,19 @@ describe('planetlite-agent rotate-key', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('writes a new key into the enrollment file, and a running sync switches to it without losing contact', async () => {
+  /** A node enrolled at site rot, with its enrollment file in a state dir of its own (as `enroll` writes it). */
+  async function enrolledNode(hostname: string, address: string) {
     const tok = await admin.createEnrollmentToken('rot');
     const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({
-      token: tok.token, hostname: 'rot1.test', address: '192.0.2.40',
-      capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 },
+      token: tok.token, hostname, address, capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 },
     });
-    const state = new StateDir(join(dir, 'agent'));
-    state.writeEnrollment({ registry: registry.url, node_id: enrolled.node_id, node_key: enrolled.node_key, address: '192.0.2.40', hostname: 'rot1.test', site: 'rot', enrolled_at: new Date().toISOString() });
+    const state = new StateDir(join(dir, hostname));
+    state.writeEnrollment({ registry: registry.url, node_id: enrolled.node_id, node_key: enrolled.node_key, address, hostname, site: 'rot', enrolled_at: new Date().toISOString() });
+    return { enrolled, state };
+  }
+
+  it('writes a new key into the enrollment file, and a running sync switches to it without losing contact', async () => {
+    const { enrolled, state } = await enrolledNode('rot1.test', '192.0.2.40');
 
     const client = new PlanetLiteClient({ registry: registry.url, token: enrolled.node_key });
     const docs: DesiredState[] = [];
@@ -80,13 +85,7 @@ describe('planetlite-agent rotate-key', () => {
   });
 
   it('a sync started with a client holding a replaced key uses the enrollment file\'s key', async () => {
-    const tok = await admin.createEnrollmentToken('rot');
-    const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({
-      token: tok.token, hostname: 'rot2.test', address: '192.0.2.41',
-      capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 },
-    });
-    const state = new StateDir(join(dir, 'agent2'));
-    state.writeEnrollment({ registry: registry.url, node_id: enrolled.node_id, node_key: enrolled.node_key, address: '192.0.2.41', hostname: 'rot2.test', site: 'rot', enrolled_at: new Date().toISOString() });
+    const { enrolled, state } = await enrolledNode('rot2.test', '192.0.2.41');
     await run(process.execPath, [AGENT_MAIN, 'rotate-key', '--state-dir', state.dir], { timeout: 60_000 });
     await db.query("UPDATE nodes SET prev_key_until = now() - interval '1 second' WHERE id = $1", [enrolled.node_id]);
     // This client still holds the old, now refused key.
