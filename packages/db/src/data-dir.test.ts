@@ -68,6 +68,14 @@ describe('registry data dir', () => {
     expect(out.code).toBe(0);
   });
 
+  it('starts on a new data dir that holds only the registry\'s own files (images, TLS)', async () => {
+    await mkdir(join(dir, 'images'));
+    await writeFile(join(dir, 'ca.pem'), 'cert');
+    const db = await openDatabase({ dataDir: dir });
+    await db.close();
+    expect((await readdir(dir)).sort()).toEqual(['ca.pem', 'db', 'images']);
+  });
+
   it('refuses a data dir that holds other things and no database, in one line, writing nothing', async () => {
     await writeFile(join(dir, 'notes.txt'), 'mine');
     await expect(openDatabase({ dataDir: dir })).rejects.toThrow(DatabaseOpenError);

@@ -42,6 +42,8 @@ export class DatabaseOpenError extends Error {
 
 /** What else the registry keeps in its data dir: image archives, TLS files. */
 export const DATA_DIR_SIBLINGS: readonly string[] = ['images', 'tls'];
+/** Certificates and keys beside the database (a registry's own CA) are its own files too. */
+const TLS_FILE = /\.(pem|crt|key)$/;
 
 /** Files and folders of a PostgreSQL data directory (what PGlite writes). */
 const PG_ENTRY = /^(PG_VERSION|base|global|pg_[a-z_]+|pg_hba\.conf|pg_ident\.conf|postgresql(\.auto)?\.conf|postmaster\.(pid|opts))$/;
@@ -63,7 +65,7 @@ async function prepareDataDir(dataDir: string, siblings: readonly string[], logg
     logger?.info({ dataDir, dbDir }, 'embedded database moved into its own folder');
     return dbDir;
   }
-  const strangers = entries.filter((e) => e !== 'db' && !e.startsWith('.') && !siblings.includes(e));
+  const strangers = entries.filter((e) => e !== 'db' && !e.startsWith('.') && !siblings.includes(e) && !TLS_FILE.test(e));
   if (strangers.length && !existsSync(join(dbDir, 'PG_VERSION'))) {
     const shown = strangers.slice(0, 3).join(', ') + (strangers.length > 3 ? ', …' : '');
     throw new DatabaseOpenError(
