@@ -59,7 +59,19 @@ describe('node lifecycle and revocation', () => {
       expect(r.body.code).toBe('forbidden');
     }
     expect((await call(t.app, 'POST', `/v1/nodes/${w.ids.node}/actions`, w.node, { action: 'drain' })).status).toBe(403);
-    expect((await call(t.app, 'POST', `/v1/nodes/${w.ids.node}/actions`, w.tech, { action: 'reboot' })).status).toBe(400);
+    // Bad input is 400 naming the field, before anything is looked up.
+    for (const [url, body, field] of [
+      [`/v1/nodes/${w.ids.node}/actions`, { action: 'reboot' }, 'action'],
+      [`/v1/nodes/${w.ids.node}/actions`, { action: 'drain', now: true }, 'now'],
+      [`/v1/nodes/${w.ids.node}/actions`, {}, 'action'],
+      ['/v1/nodes/not-a-uuid/actions', { action: 'drain' }, 'id'],
+    ] as const) {
+      const r = await call(t.app, 'POST', url, w.tech, body);
+      expect([r.status, r.body.code]).toEqual([400, 'invalid_request']);
+      expect(r.body.detail).toContain(field);
+    }
+    const badToken = await call(t.app, 'DELETE', `/v1/sites/${w.site}/enrollment-tokens/nope`, w.tech);
+    expect([badToken.status, badToken.body.code]).toEqual([400, 'invalid_request']);
     expect((await call(t.app, 'POST', '/v1/nodes/00000000-0000-4000-8000-000000000000/actions', w.admin, { action: 'drain' })).status).toBe(404);
     expect((await call(t.app, 'DELETE', `/v1/nodes/${w.ids.node}/key`, w.user)).status).toBe(403);
   });
