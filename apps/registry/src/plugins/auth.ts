@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError, type ErrorCode } from '@planetlite/core';
 import { hashSecret, secretKind } from '../services/secrets.js';
-import type { NodePrincipal, Principal, UserPrincipal } from '../services/authz.js';
+import { userPrincipal, type NodePrincipal, type Principal, type UserPrincipal } from '../services/authz.js';
 import { ownerOfToken } from '../repositories/users.js';
 import { nodeOfKey } from '../repositories/nodes.js';
 import { promoteNodeKey } from '../services/node-lifecycle.js';
@@ -34,7 +34,7 @@ export function registerAuth(app: FastifyInstance): void {
     const hash = hashSecret(secret);
     if (kind === 'user') {
       const u = await ownerOfToken(db, hash);
-      if (u) req.principal = { kind: 'user', id: u.id, email: u.email, name: u.name, site: u.site, roles: u.roles, admin: u.roles.includes('admin'), tokenHash: hash };
+      if (u) req.principal = userPrincipal(u, hash);
       else req.authProblem = { code: 'token_invalid', detail: 'token is unknown, expired or revoked; log in again' };
     } else if (kind === 'node') {
       const n = await nodeOfKey(db, hash);

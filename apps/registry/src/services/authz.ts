@@ -22,6 +22,11 @@ export interface NodePrincipal {
 }
 export type Principal = UserPrincipal | NodePrincipal;
 
+/** The caller a user token stands for: an admin is whoever holds the admin role. */
+export function userPrincipal(u: { id: string; email: string; name: string; site: string | null; roles: Role[] }, tokenHash: string): UserPrincipal {
+  return { kind: 'user', id: u.id, email: u.email, name: u.name, site: u.site, roles: u.roles, admin: u.roles.includes('admin'), tokenHash };
+}
+
 /** Admin, or one of roles at site. */
 export function hasSiteRole(u: UserPrincipal, site: string, ...roles: Role[]): boolean {
   return u.admin || (u.site === site && roles.some((r) => u.roles.includes(r)));
