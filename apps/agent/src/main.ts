@@ -8,6 +8,7 @@ import { importImage } from './import.js';
 import { releaseCommand, removePidFile, writePidFile } from './release-command.js';
 import { forwardDrops } from './firewall.js';
 import { loadSettings } from './settings.js';
+import { rotateKey } from './rotate.js';
 
 const program = new Command('planetlite-agent')
   .description('The PlanetLite node agent: turns a slice\'s share of this node into a sliver.')
@@ -40,6 +41,15 @@ program
     process.stdout.write(`enrolled ${e.hostname} as node ${e.node_id} of site ${e.site ?? '?'}; key and settings are in ${opts.stateDir}\n`);
     if (e.ca_pin) process.stdout.write(`the registry's CA matched ${e.ca_pin}; this node trusts only it (${opts.stateDir}/registry-ca.pem)\n`);
     process.stdout.write(`next: planetlite-agent run --state-dir ${opts.stateDir}\n`);
+  });
+
+program
+  .command('rotate-key')
+  .description('replace this node\'s key with a new one from the registry, without downtime: a running agent switches to it by itself')
+  .addOption(stateDirOption())
+  .action(async (opts: { stateDir: string }) => {
+    const r = await rotateKey(opts);
+    process.stdout.write(`node ${r.node_id} has a new key from ${r.registry}, written to ${opts.stateDir}; a running agent switches to it within a minute (the old key still works for 2 minutes)\n`);
   });
 
 interface PoolFlags {

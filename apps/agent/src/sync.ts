@@ -76,6 +76,7 @@ export class DesiredStateSync {
     const [first, max] = this.#o.backoffMs;
     let backoff = first;
     while (!this.#abort.signal.aborted) {
+      this.#pickUpKey();
       try {
         const res = await this.#o.client.desiredState(this.#o.nodeId, { etag: this.#etag, wait: this.#o.waitSeconds, signal: this.#abort.signal });
         if (!this.#reachable) this.#o.log.info('registry reachable again');
@@ -85,7 +86,11 @@ export class DesiredStateSync {
         if (res.state) await this.#accept(res.state, res.etag);
       } catch (err) {
         if (this.#abort.signal.aborted) break;
-        if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+        // A key rotated meanwhile (planetlite-agent rotate-key) is in the enrollment file: retry with it at once.
+        if (err instanceof ApiError && err.status === 401 && this.#pickUpKey()) continue;
+        if (err instanceof ApiError && err.code === 'node_key_revoked') {
+          this.#o.log.error({ code: err.code, detail: err.message }, 'the registry revoked this node key (decommissioned, or revoked by its site): enroll the node again');
+        } else if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
           this.#o.log.error({ code: err.code, detail: err.message }, 'the registry refuses this node key: enroll the node again');
         } else if (tlsVerifyCodeOf(err)) {
           // Another server at the registry's address: nothing is sent to it, slivers keep running.
@@ -99,6 +104,23 @@ export class DesiredStateSync {
         backoff = Math.min(max, backoff * 2);
       }
     }
+  }
+
+  /**
+   * Uses the key in the enrollment file if it changed (rotation); the client is the agent's one, so
+   * reports and uploads switch too. true when it switched.
+   */
+  #pickUpKey(): boolean {
+    let key: string;
+    try {
+      key = this.#o.state.readEnrollment().node_key;
+    } catch {
+      return false;
+    }
+    if (key === this.#o.client.token) return false;
+    this.#o.client.token = key;
+    this.#o.log.info('switched to the node key in the enrollment file (rotated)');
+    return true;
   }
 
   async #accept(doc: DesiredState, etag: string | null): Promise<void> {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PlanetLiteClient, type EnrollmentToken, type Event, type Image, type Site, type Slice, type Sliver, type SliverConsole, type SshKey, type UsageHistory, type User } from '@planetlite/api';
+import { PlanetLiteClient, type EnrollmentToken, type Event, type Image, type Node, type Site, type Slice, type Sliver, type SliverConsole, type SshKey, type UsageHistory, type User } from '@planetlite/api';
 // Deliberately a static import: if the registry is not built this file fails loudly instead of skipping.
 import { startRegistry } from '@planetlite/registry';
 import { runCli } from './cli.js';
@@ -37,7 +37,7 @@ async function cli(args: string[], opts: { config?: string; env?: Record<string,
     stdout: { write: (s: string) => (stdout += s), isTTY: opts.tty },
     stderr: { write: (s: string) => (stderr += s) },
     env: { HOME: dir, PLANETLITE_CONFIG: opts.config ?? join(dir, 'none.json'), ...opts.env },
-    stdin: opts.stdin === undefined ? undefined : Object.assign(Readable.from([opts.stdin]), { isTTY: opts.stdinTty }),
+    stdin: opts.stdin === undefined ? undefined : Object.assign(Readable.from([opts.stdin]), opts.stdinTty ? { isTTY: true } : {}),
   };
   const code = await runCli(args, io);
   return { code, stdout, stderr };
@@ -404,6 +404,50 @@ describe('planetlite against a live registry', () => {
     expect(pushed).toMatchObject({ name: 'tiny-built', kinds: ['lxc', 'kvm'], size: (await stat(out)).size });
     expect(pushed.sha256).toBe(createHash('sha256').update(await readFile(out)).digest('hex'));
     expectOneLineError(await cli(['image', 'build', 'nosuch'], { config: adminConfig }), "no image recipe 'nosuch': the recipes are debian12, tiny");
+  });
+
+  it('node drain, undrain and decommission (asking first, or --yes), shown in node ls and node show', async () => {
+    const token = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
+    const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({
+      token: token.token, hostname: 'node9.princeton.edu', address: '192.0.2.19',
+      capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 2, memory_mb: 2048, disk_mb: 20000 },
+    });
+    expect(await ok(['node', 'drain', 'node9.princeton.edu'], { config: piConfig })).toContain('node node9.princeton.edu is draining: it gets no new slivers');
+    expect(await ok(['node', 'show', 'node9'], { config: piConfig })).toMatch(/^admin_state:\s+draining$/m);
+    expect(await ok(['node', 'ls'], { config: piConfig })).toMatch(/node9\.princeton\.edu .*draining/);
+    expectOneLineError(await cli(['sliver', 'create', 'princeton_codeen', 'node9.princeton.edu'], { config: piConfig }), /node node9\.princeton\.edu .* is draining.*\(node_draining\)$/m);
+    expect((await okJson<Node>(['node', 'undrain', enrolled.node_id], { config: piConfig })).admin_state).toBe('active');
+
+    // Decommission asks first; without a terminal it wants --yes, and "no" changes nothing.
+    expectOneLineError(await cli(['node', 'decommission', 'node9.princeton.edu'], { config: piConfig }), 'run again with --yes to do it');
+    const declined = await cli(['node', 'decommission', 'node9.princeton.edu'], { config: piConfig, stdin: 'n\n', stdinTty: true });
+    expect(declined.code).toBe(1);
+    expect(declined.stderr).toContain('Decommission node node9.princeton.edu? Every sliver on it is torn down and its key revoked. [y/N] ');
+    expect((await okJson<Node>(['node', 'show', 'node9'], { config: piConfig })).admin_state).toBe('active');
+    const said = await cli(['node', 'decommission', 'node9.princeton.edu'], { config: piConfig, stdin: 'y\n', stdinTty: true });
+    expect(said.code).toBe(0);
+    // No slivers there: decommissioned at once, key revoked, gone from the list but still shown.
+    expect(said.stdout).toContain('node node9.princeton.edu is decommissioned: its key is revoked');
+    expect(await ok(['node', 'ls'], { config: piConfig })).not.toContain('node9.princeton.edu');
+    expect(await ok(['node', 'ls', '--all'], { config: piConfig })).toMatch(/node9\.princeton\.edu .*decommissioned/);
+    const gone = await okJson<Node>(['node', 'decommission', 'node9', '--yes'], { config: piConfig });
+    expect(gone).toMatchObject({ id: enrolled.node_id, admin_state: 'decommissioned', key_revoked_at: expect.any(String) });
+    const nodeClient = new PlanetLiteClient({ registry: registry.url, token: enrolled.node_key });
+    await expect(nodeClient.getNode(enrolled.node_id)).rejects.toMatchObject({ status: 401, code: 'node_key_revoked' });
+    expectOneLineError(await cli(['node', 'drain', 'node9'], { config: piConfig }), /is decommissioned; enroll it again to bring it back \(node_decommissioned\)$/m);
+  });
+
+  it('node revoke-key ends a node key at once', async () => {
+    const token = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
+    const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({
+      token: token.token, hostname: 'node8.princeton.edu', address: '192.0.2.18',
+      capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 2, memory_mb: 2048, disk_mb: 20000 },
+    });
+    const nodeClient = new PlanetLiteClient({ registry: registry.url, token: enrolled.node_key });
+    await nodeClient.getNode(enrolled.node_id);
+    expectOneLineError(await cli(['node', 'revoke-key', 'node8'], { config: piConfig }), 'run again with --yes to do it');
+    expect(await ok(['node', 'revoke-key', 'node8', '--yes'], { config: piConfig })).toContain('the key of node node8.princeton.edu is revoked; it must enroll again with a new token (planetlite site token princeton)');
+    await expect(nodeClient.getNode(enrolled.node_id)).rejects.toMatchObject({ status: 401, code: 'node_key_revoked' });
   });
 
   it('says so when not logged in, after logout, or when the registry is unreachable', async () => {

@@ -168,8 +168,8 @@ function kinds(n: Node): string {
 
 export function nodeTable(nodes: readonly Node[]): string {
   return formatTable(
-    ['ID', 'HOSTNAME', 'SITE', 'ADDRESS', 'STATE', 'KINDS', 'LAST_SEEN'],
-    nodes.map((n) => [n.id, n.hostname, n.site, n.address, n.state, kinds(n), n.last_seen]),
+    ['ID', 'HOSTNAME', 'SITE', 'ADDRESS', 'STATE', 'ADMIN', 'KINDS', 'LAST_SEEN'],
+    nodes.map((n) => [n.id, n.hostname, n.site, n.address, n.state, n.admin_state, kinds(n), n.last_seen]),
   );
 }
 
@@ -180,6 +180,8 @@ export function nodeRecord(n: Node): string {
     ['site', n.site],
     ['address', n.address],
     ['state', n.state],
+    ['admin_state', n.admin_state],
+    ['key_revoked_at', n.key_revoked_at],
     ['kinds', kinds(n)],
     ['arch', n.capabilities.arch ?? null],
     ['resources', `${n.resources.cpus} cpus, memory ${n.resources.memory_mb} MB, disk ${n.resources.disk_mb} MB`],

@@ -16,7 +16,8 @@ export async function resolveUserId(client: PlanetLiteClient, ref: string): Prom
 
 export async function resolveNodeId(client: PlanetLiteClient, ref: string): Promise<string> {
   if (UUID.test(ref)) return ref;
-  const nodes = await client.listNodes();
+  // Decommissioned nodes too: their history (events, node show) is still asked for by hostname.
+  const nodes = await client.listNodes({ all: true });
   const node = nodes.find((n) => n.hostname === ref) ?? nodes.find((n) => n.hostname.split('.')[0] === ref);
   if (!node) throw new CliError(`no node with id or hostname ${ref}`);
   return node.id;

@@ -6,7 +6,7 @@ import { loadConfig, parseListen, type ConfigInput, type RegistryConfig } from '
 export { buildApp, VERSION, type BuildOptions } from './app.js';
 export { loadConfig, parseListen, envHelp, ConfigError, RegistryEnv, type RegistryConfig, type ConfigInput } from './config.js';
 export { sweepExpiredSlices, sweepOfflineNodes, pruneUsageSamples } from './services/sweeps.js';
-export { desiredStateOf, etagOf } from './routes/nodeside.js';
+export { desiredStateOf, etagOf } from './services/desired-state.js';
 
 export interface RunningRegistry {
   url: string;

@@ -72,7 +72,8 @@ program
   });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  const msg = err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err);
+  // Anything thrown, Error or not (PGlite exits with bare objects), ends as one readable line.
+  const msg = err instanceof ConfigError || err instanceof Error ? err.message : err && typeof err === 'object' && 'message' in err ? String(err.message) : JSON.stringify(err);
   process.stderr.write(`planetlite-registry: ${msg}\n`);
   if (/ECONNREFUSED/.test(msg)) process.stderr.write('planetlite-registry: is the database/redis server running and DATABASE_URL/REDIS_URL right?\n');
   process.exit(1);

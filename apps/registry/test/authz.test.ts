@@ -29,6 +29,13 @@ async function freshSliver(): Promise<string> {
   const slice = await freshSlice();
   return (await ok(t.app, 202, 'POST', `/v1/slices/${slice}/slivers`, w.admin, { node_id: w.ids.node })).id as string;
 }
+/** A node of its own at site a, so that draining or revoking it leaves the world's node alone. */
+async function freshNode(): Promise<string> {
+  const tok = await ok(t.app, 201, 'POST', `/v1/sites/${w.site}/enrollment-tokens`, w.admin, {});
+  const host = `fresh${uniq()}.${w.site}.test`;
+  const body = { token: tok.token, hostname: host, address: '192.0.2.50', capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 } };
+  return (await ok(t.app, 201, 'POST', '/v1/nodes/enroll', null, body)).node_id as string;
+}
 
 const cases: Case[] = [
   { route: 'POST /v1/sites', allowed: ['admin'], make: async () => ({ method: 'POST', url: '/v1/sites', body: { login_base: `new${uniq()}`, name: 'New', max_slices: 1, max_slivers: 1 } }) },
@@ -50,6 +57,15 @@ const cases: Case[] = [
     },
   },
   { route: 'POST /v1/sites/:lb/enrollment-tokens', allowed: ['admin', 'pi', 'tech'], make: async (w) => ({ method: 'POST', url: `/v1/sites/${w.site}/enrollment-tokens`, body: {} }) },
+  { route: 'GET /v1/sites/:lb/enrollment-tokens', allowed: ['admin', 'pi', 'tech'], make: async (w) => ({ method: 'GET', url: `/v1/sites/${w.site}/enrollment-tokens` }) },
+  {
+    route: 'DELETE /v1/sites/:lb/enrollment-tokens/:id',
+    allowed: ['admin', 'pi', 'tech'],
+    make: async (w) => ({ method: 'DELETE', url: `/v1/sites/${w.site}/enrollment-tokens/${(await ok(t.app, 201, 'POST', `/v1/sites/${w.site}/enrollment-tokens`, w.admin, {})).id}` }),
+  },
+  { route: 'POST /v1/nodes/:id/actions', allowed: ['admin', 'pi', 'tech'], make: async () => ({ method: 'POST', url: `/v1/nodes/${await freshNode()}/actions`, body: { action: 'drain' } }) },
+  { route: 'DELETE /v1/nodes/:id/key', allowed: ['admin', 'pi', 'tech'], make: async () => ({ method: 'DELETE', url: `/v1/nodes/${await freshNode()}/key` }) },
+  { route: 'POST /v1/nodes/:id/key', allowed: ['node'], make: async (w) => ({ method: 'POST', url: `/v1/nodes/${w.ids.node}/key` }) },
   { route: 'GET /v1/nodes', allowed: USERS, make: async () => ({ method: 'GET', url: '/v1/nodes' }) },
   { route: 'GET /v1/nodes/:id', allowed: [...USERS, 'node'], make: async (w) => ({ method: 'GET', url: `/v1/nodes/${w.ids.node}` }) },
   { route: 'GET /v1/images', allowed: USERS, make: async () => ({ method: 'GET', url: '/v1/images' }) },

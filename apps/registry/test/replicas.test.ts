@@ -2,7 +2,7 @@
 // made through one wakes a node long-polling the other, and event streams span both.
 // (PostgreSQL only: PGlite is one process's embedded database.)
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
-import { PlanetLiteClient, type Event } from '@planetlite/api';
+import { ApiError, PlanetLiteClient, type Event } from '@planetlite/api';
 import { createTestDatabase } from '../../../test/harness/services.ts';
 import { startRegistryProcess, type RegistryProcess } from '../../../test/harness/registry-process.ts';
 import { ADMIN } from './helpers.js';
@@ -63,5 +63,34 @@ describe('across two registry processes (PostgreSQL + Redis)', () => {
     stop.abort();
     await streamB;
     expect(seen.map((e) => e.sliver)).toEqual([sliver.id]);
+  });
+
+  /** The ApiError code of a call that must fail. */
+  const codeOf = (p: Promise<unknown>) => p.then(() => 'ok', (err: unknown) => (err instanceof ApiError ? `${err.status} ${err.code}` : String(err)));
+
+  it('a node key revoked through one replica fails at once on the other, also a long-poll waiting there', async () => {
+    const adminA = new PlanetLiteClient({ registry: a });
+    await adminA.login(ADMIN.email, ADMIN.password);
+    await adminA.createSite({ login_base: 'revo', name: 'Revo', max_slices: 5, max_slivers: 5 });
+    const tok = await adminA.createEnrollmentToken('revo');
+    const enrolled = await new PlanetLiteClient({ registry: b }).enroll({
+      token: tok.token, hostname: 'revo1.test', address: '192.0.2.31',
+      capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 },
+    });
+    const node = new PlanetLiteClient({ registry: b, token: enrolled.node_key });
+    const first = await node.desiredState(enrolled.node_id);
+    const poll = codeOf(node.desiredState(enrolled.node_id, { etag: first.etag, wait: 30 }));
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    await adminA.revokeNodeKey(enrolled.node_id);
+    expect(await poll).toBe('401 node_key_revoked');
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await codeOf(node.putObservedState(enrolled.node_id, { slivers: [] }))).toBe('401 node_key_revoked');
+
+    // A user's token ended through one replica is refused by the other.
+    const adminB = new PlanetLiteClient({ registry: b, token: adminA.token });
+    await adminB.me();
+    await adminA.logout();
+    expect(await codeOf(adminB.me())).toBe('401 token_invalid');
   });
 });

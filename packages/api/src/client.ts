@@ -85,6 +85,10 @@ export class PlanetLiteClient {
     this.token = out.token;
     return out;
   }
+  /** Ends the caller's own token. */
+  logout() { return this.request<void>('POST', '/v1/auth/logout'); }
+  /** Ends every token of a user (admin, or the user themself). */
+  revokeUserTokens(userId: string) { return this.request<S.TokensRevoked>('DELETE', `/v1/users/${enc(userId)}/tokens`); }
   me() { return this.request<S.User>('GET', '/v1/users/me'); }
   listUsers(query: { site?: string } = {}) { return this.request<{ users: S.User[] }>('GET', '/v1/users', { query }).then((r) => r.users); }
   getUser(id: string) { return this.request<S.User>('GET', `/v1/users/${enc(id)}`); }
@@ -104,8 +108,23 @@ export class PlanetLiteClient {
 
   // nodes
   enroll(body: S.EnrollRequest) { return this.request<S.EnrollResponse>('POST', '/v1/nodes/enroll', { body }); }
-  listNodes(query: { site?: string } = {}) { return this.request<{ nodes: S.Node[] }>('GET', '/v1/nodes', { query }).then((r) => r.nodes); }
+  /** all: also decommissioned nodes. */
+  listNodes(query: { site?: string; all?: boolean } = {}) {
+    return this.request<{ nodes: S.Node[] }>('GET', '/v1/nodes', { query: { site: query.site, all: query.all ? 'true' : undefined } }).then((r) => r.nodes);
+  }
   getNode(id: string) { return this.request<S.Node>('GET', `/v1/nodes/${enc(id)}`); }
+  /** drain, undrain or decommission a node (its site's tech or pi, admin). */
+  nodeAction(id: string, action: S.NodeAction['action'], opts: { force?: boolean } = {}) {
+    return this.request<S.Node>('POST', `/v1/nodes/${enc(id)}/actions`, { body: { action, ...(opts.force ? { force: true } : {}) } });
+  }
+  /** Revokes a node's key at once (its site's tech or pi, admin); the node must enroll again. */
+  revokeNodeKey(id: string) { return this.request<S.Node>('DELETE', `/v1/nodes/${enc(id)}/key`); }
+  /** A new key for this node (node key): the old one works until the new one is first used. */
+  rotateNodeKey(id: string) { return this.request<S.NodeKey>('POST', `/v1/nodes/${enc(id)}/key`); }
+  listEnrollmentTokens(loginBase: string) {
+    return this.request<{ tokens: S.EnrollmentTokenInfo[] }>('GET', `/v1/sites/${enc(loginBase)}/enrollment-tokens`).then((r) => r.tokens);
+  }
+  deleteEnrollmentToken(loginBase: string, id: string) { return this.request<void>('DELETE', `/v1/sites/${enc(loginBase)}/enrollment-tokens/${enc(id)}`); }
 
   // images
   listImages() { return this.request<{ images: S.Image[] }>('GET', '/v1/images').then((r) => r.images); }

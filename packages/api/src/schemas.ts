@@ -10,6 +10,8 @@ export const IMAGE_NAME_PATTERN = '^[a-z0-9][a-z0-9._-]{0,63}$';
 export const ROLES = ['admin', 'pi', 'tech', 'user'] as const;
 export const SLIVER_STATES = ['pending', 'provisioning', 'running', 'stopped', 'failed', 'deleting'] as const;
 export const SLIVER_ACTIONS = ['start', 'stop', 'restart', 'reset', 'freeze', 'thaw'] as const;
+export const NODE_ADMIN_STATES = ['active', 'draining', 'decommissioning', 'decommissioned'] as const;
+export const NODE_ACTIONS = ['drain', 'undrain', 'decommission'] as const;
 export const SLICE_KINDS = ['lxc', 'kvm'] as const;
 /** What the node's memory watchdog does to a sliver it resets: start it again as it was, or from a fresh copy of its image. */
 export const MEMORY_RESETS = ['restart', 'restore'] as const;
@@ -166,10 +168,48 @@ export const Node = Type.Object(
     last_seen: Nullable(Timestamp),
     images: Type.Array(NodeImage),
     created_at: Timestamp,
+    admin_state: Enum(
+      NODE_ADMIN_STATES,
+      'what its site wants of it: active; draining (no new slivers, existing ones keep running); decommissioning (slivers being torn down); decommissioned (key revoked, kept for history)',
+    ),
+    /** Set when the node's key was revoked (decommission, or DELETE /v1/nodes/{id}/key); it must enroll again. */
+    key_revoked_at: Nullable(Timestamp),
   },
   { title: 'Node' },
 );
 export type Node = Static<typeof Node>;
+export const NodeAction = Type.Object(
+  {
+    action: Enum(NODE_ACTIONS),
+    force: Type.Optional(Type.Boolean({
+      description: 'decommission only, for a node that is offline for good: its slivers are forgotten without its confirmation and it is decommissioned at once',
+    })),
+  },
+  Strict,
+);
+export type NodeAction = Static<typeof NodeAction>;
+export const NodeListQuery = Type.Object(
+  {
+    site: Type.Optional(Type.String({ pattern: LOGIN_BASE_PATTERN })),
+    all: Type.Optional(Type.Boolean({ description: 'also decommissioned nodes (default false)' })),
+  },
+  { additionalProperties: false },
+);
+export type NodeListQuery = Static<typeof NodeListQuery>;
+/** A new node key from rotation: the old key works until this one is first used, and a short grace after. */
+export const NodeKey = Type.Object({ node_id: Uuid, node_key: Type.String() });
+export type NodeKey = Static<typeof NodeKey>;
+/** An unused enrollment token of a site (the secret itself is never shown again). */
+export const EnrollmentTokenInfo = Type.Object({
+  id: Uuid,
+  site: Type.String(),
+  created_by: Nullable(Uuid),
+  created_at: Timestamp,
+  expires_at: Timestamp,
+});
+export type EnrollmentTokenInfo = Static<typeof EnrollmentTokenInfo>;
+export const TokensRevoked = Type.Object({ revoked: Type.Integer({ description: 'how many tokens were ended' }) });
+export type TokensRevoked = Static<typeof TokensRevoked>;
 export const EnrollmentTokenCreate = Type.Object(
   { ttl_seconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 30 * 86400, description: 'default 86400' })) },
   Strict,
@@ -179,6 +219,7 @@ export const EnrollmentToken = Type.Object({
   token: Type.String(),
   site: Type.String(),
   expires_at: Timestamp,
+  id: Type.Optional(Uuid),
   /** The registry's URL as nodes reach it, and the pin of its CA (null when it serves plain HTTP). */
   registry: Type.Optional(Type.String()),
   ca_pin: Type.Optional(Type.Union([Type.String({ pattern: '^sha256:[0-9a-f]{64}$' }), Type.Null()])),

@@ -21,6 +21,9 @@ export type ErrorCode =
   | 'sliver_deleting'
   | 'renewal_refused'
   | 'token_invalid'
+  | 'node_key_revoked'
+  | 'node_draining'
+  | 'node_decommissioned'
   | 'rate_limited'
   | 'internal_error';
 
@@ -32,6 +35,9 @@ const STATUS: Record<ErrorCode, number> = {
   unauthorized: 401,
   invalid_credentials: 401,
   token_invalid: 401,
+  node_key_revoked: 401,
+  node_draining: 409,
+  node_decommissioned: 409,
   forbidden: 403,
   not_found: 404,
   conflict: 409,

@@ -1,6 +1,8 @@
 // A Database is either a pg Pool on a real server or PGlite in-process; both speak the same SQL.
 import pg from 'pg';
-import { mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rename } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from '@planetlite/core';
 
 export interface Queryable {
@@ -17,8 +19,10 @@ export interface Database extends Queryable {
 export interface OpenDatabaseOptions {
   /** postgres:// URL of a server; absent: embedded PGlite persisted under dataDir. */
   url?: string | undefined;
-  /** Where PGlite keeps its files; absent with no url: in memory (tests). */
+  /** The registry's data dir: PGlite keeps its files in <dataDir>/db. Absent with no url: in memory (tests). */
   dataDir?: string | undefined;
+  /** Entries of the data dir that belong beside the database (default DATA_DIR_SIBLINGS). */
+  siblings?: readonly string[];
   poolSize?: number;
   logger?: Logger;
 }
@@ -28,7 +32,55 @@ pg.types.setTypeParser(20, (v: string) => Number(v));
 
 export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
   if (opts.url) return openPostgres(opts.url, opts.poolSize ?? 20, opts.logger);
-  return openPglite(opts.dataDir);
+  return openPglite(opts.dataDir ? await prepareDataDir(opts.dataDir, opts.siblings ?? DATA_DIR_SIBLINGS, opts.logger) : undefined);
+}
+
+/** Why the database cannot be opened, in one line for the operator. */
+export class DatabaseOpenError extends Error {
+  override name = 'DatabaseOpenError';
+}
+
+/** What else the registry keeps in its data dir: image archives, TLS files. */
+export const DATA_DIR_SIBLINGS: readonly string[] = ['images', 'tls'];
+/** Certificates and keys beside the database (a registry's own CA) are its own files too. */
+const TLS_FILE = /\.(pem|crt|key)$/;
+
+/** Files and folders of a PostgreSQL data directory (what PGlite writes). */
+const PG_ENTRY = /^(PG_VERSION|base|global|pg_[a-z_]+|pg_hba\.conf|pg_ident\.conf|postgresql(\.auto)?\.conf|postmaster\.(pid|opts))$/;
+
+/**
+ * The folder PGlite opens: <dataDir>/db. A data dir from before that folder (the database at its
+ * top level) is moved into it; a data dir holding other things and no database is refused, so a
+ * wrong --data-dir does not get a database written among someone's files.
+ */
+async function prepareDataDir(dataDir: string, siblings: readonly string[], logger?: Logger): Promise<string> {
+  const dbDir = join(dataDir, 'db');
+  await mkdir(dataDir, { recursive: true });
+  const entries = await readdir(dataDir);
+  if (entries.includes('PG_VERSION')) {
+    await mkdir(dbDir, { recursive: true });
+    // PG_VERSION last: a move cut short is found and finished on the next start.
+    const pg = entries.filter((e) => PG_ENTRY.test(e)).sort((a, b) => Number(a === 'PG_VERSION') - Number(b === 'PG_VERSION'));
+    for (const e of pg) await rename(join(dataDir, e), join(dbDir, e));
+    logger?.info({ dataDir, dbDir }, 'embedded database moved into its own folder');
+    return dbDir;
+  }
+  const strangers = entries.filter((e) => e !== 'db' && !e.startsWith('.') && !siblings.includes(e) && !TLS_FILE.test(e));
+  if (strangers.length && !existsSync(join(dbDir, 'PG_VERSION'))) {
+    const shown = strangers.slice(0, 3).join(', ') + (strangers.length > 3 ? ', …' : '');
+    throw new DatabaseOpenError(
+      `data dir ${dataDir} is not empty and holds no PlanetLite database (it has ${shown}); give --data-dir an empty or new directory, or an existing registry's data dir`,
+    );
+  }
+  await mkdir(dbDir, { recursive: true });
+  return dbDir;
+}
+
+/** PGlite fails with Errors or with bare objects (ExitStatus); both become one readable phrase. */
+function describe(err: unknown): string {
+  if (err instanceof Error) return `${err.name}: ${err.message}`;
+  if (err && typeof err === 'object' && 'message' in err) return String((err as { message: unknown }).message);
+  return String(err);
 }
 
 async function openPostgres(url: string, max: number, logger?: Logger): Promise<Database> {
@@ -68,10 +120,16 @@ async function openPostgres(url: string, max: number, logger?: Logger): Promise<
   };
 }
 
-async function openPglite(dataDir?: string): Promise<Database> {
+async function openPglite(dbDir?: string): Promise<Database> {
   const { PGlite } = await import('@electric-sql/pglite');
-  if (dataDir) mkdirSync(dataDir, { recursive: true });
-  const db = dataDir ? await PGlite.create(dataDir) : await PGlite.create();
+  let db: InstanceType<typeof PGlite>;
+  try {
+    db = dbDir ? await PGlite.create(dbDir) : await PGlite.create();
+  } catch (err) {
+    throw new DatabaseOpenError(
+      `the embedded database in ${dbDir ?? 'memory'} cannot be opened (${describe(err)}): it is damaged or not a PGlite database; restore it from a backup, or move it away to start with an empty one`,
+    );
+  }
   const wrap = (q: { query: (sql: string, params?: unknown[]) => Promise<{ rows: unknown[]; affectedRows?: number }> }): Queryable => ({
     async query<R>(sql: string, params?: unknown[]) {
       const res = await q.query(sql, params);

@@ -1,30 +1,19 @@
 // Who is calling: a user (bearer token from login) or a node (node key). Routes call the guards.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { AppError } from '@planetlite/core';
-import type { Role } from '@planetlite/api';
+import { AppError, type ErrorCode } from '@planetlite/core';
 import { hashSecret, secretKind } from '../services/secrets.js';
+import { userPrincipal, type NodePrincipal, type Principal, type UserPrincipal } from '../services/authz.js';
+import { ownerOfToken } from '../repositories/users.js';
+import { nodeOfKey } from '../repositories/nodes.js';
+import { promoteNodeKey } from '../services/node-lifecycle.js';
 
-export interface UserPrincipal {
-  kind: 'user';
-  id: string;
-  email: string;
-  name: string;
-  site: string | null;
-  roles: Role[];
-  admin: boolean;
-}
-export interface NodePrincipal {
-  kind: 'node';
-  id: string;
-  site: string;
-}
-export type Principal = UserPrincipal | NodePrincipal;
+export type { NodePrincipal, Principal, UserPrincipal } from '../services/authz.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
-    /** Set when a bearer was sent but is unknown or expired; guards answer 401 with it. */
-    authProblem: string | null;
+    /** Set when a bearer was sent but is unknown, expired or revoked; guards answer 401 with it. */
+    authProblem: { code: ErrorCode; detail: string } | null;
   }
 }
 
@@ -36,34 +25,36 @@ export function registerAuth(app: FastifyInstance): void {
     if (!header) return;
     const m = /^Bearer\s+(\S+)$/i.exec(header);
     if (!m) {
-      req.authProblem = 'Authorization header must be "Bearer <token>"';
+      req.authProblem = { code: 'token_invalid', detail: 'Authorization header must be "Bearer <token>"' };
       return;
     }
     const secret = m[1] as string;
     const kind = secretKind(secret);
     const { db } = app.ctx;
+    const hash = hashSecret(secret);
     if (kind === 'user') {
-      const { rows } = await db.query<{ id: string; email: string; name: string; site: string | null; roles: Role[] }>(
-        `SELECT u.id, u.email, u.name, u.site, u.roles FROM auth_tokens t JOIN users u ON u.id = t.user_id
-         WHERE t.token_hash = $1 AND t.expires_at > now()`,
-        [hashSecret(secret)],
-      );
-      const u = rows[0];
-      if (u) req.principal = { kind: 'user', id: u.id, email: u.email, name: u.name, site: u.site, roles: u.roles, admin: u.roles.includes('admin') };
-      else req.authProblem = 'token is unknown or expired; log in again';
+      const u = await ownerOfToken(db, hash);
+      if (u) req.principal = userPrincipal(u, hash);
+      else req.authProblem = { code: 'token_invalid', detail: 'token is unknown, expired or revoked; log in again' };
     } else if (kind === 'node') {
-      const { rows } = await db.query<{ id: string; site: string }>('SELECT id, site FROM nodes WHERE key_hash = $1', [hashSecret(secret)]);
-      const n = rows[0];
-      if (n) req.principal = { kind: 'node', id: n.id, site: n.site };
-      else req.authProblem = 'node key is unknown; enroll the node again';
+      const n = await nodeOfKey(db, hash);
+      if (!n) {
+        req.authProblem = { code: 'token_invalid', detail: 'node key is unknown; enroll the node again' };
+      } else if (n.revokedAt) {
+        req.authProblem = { code: 'node_key_revoked', detail: `the key of node ${n.id} was revoked at ${n.revokedAt}; enroll the node again with a new token from its site` };
+      } else {
+        if (n.pending) await promoteNodeKey(app.ctx, n.id, hash);
+        req.principal = { kind: 'node', id: n.id, site: n.site };
+      }
     } else {
-      req.authProblem = 'token is not a PlanetLite token';
+      req.authProblem = { code: 'token_invalid', detail: 'token is not a PlanetLite token' };
     }
   });
 }
 
 function unauthenticated(req: FastifyRequest): AppError {
-  return new AppError(req.authProblem ? 'token_invalid' : 'unauthorized', req.authProblem ?? 'this call needs "Authorization: Bearer <token>"; get one from POST /v1/auth/login');
+  if (req.authProblem) return new AppError(req.authProblem.code, req.authProblem.detail);
+  return new AppError('unauthorized', 'this call needs "Authorization: Bearer <token>"; get one from POST /v1/auth/login');
 }
 
 export function requireUser(req: FastifyRequest): UserPrincipal {
@@ -93,9 +84,4 @@ export function requireNode(req: FastifyRequest, nodeId: string): NodePrincipal 
   if (p.kind !== 'node') throw new AppError('forbidden', 'only the node itself may call this');
   if (p.id !== nodeId) throw new AppError('forbidden', 'a node key only opens its own node\'s paths');
   return p;
-}
-
-/** Admin, or one of roles at site. */
-export function hasSiteRole(u: UserPrincipal, site: string, ...roles: Role[]): boolean {
-  return u.admin || (u.site === site && roles.some((r) => u.roles.includes(r)));
 }

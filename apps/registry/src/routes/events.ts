@@ -3,38 +3,24 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { EventList, EventQuery, type Event } from '@planetlite/api';
 import { requireUser, type UserPrincipal } from '../plugins/auth.js';
-import { toEvent } from '../services/mappers.js';
+import { piSiteOf } from '../services/authz.js';
 import { EVENTS_CHANNEL } from '../services/changes.js';
-import type { RegistryContext } from '../context.js';
+import { listEvents as queryEvents } from '../repositories/events.js';
+import type { Queryable } from '@planetlite/db';
 import { answers, bearer } from './common.js';
 
 const HEARTBEAT_MS = 15_000;
 
-/**
- * Admins see every event; others see node events and the events of slices they are a member
- * of or, as a pi, of their site (by name prefix, so a deleted slice's history stays visible).
- */
-async function listEvents(ctx: RegistryContext, me: UserPrincipal, f: EventQuery & { id?: number }): Promise<Event[]> {
-  const piSite = me.roles.includes('pi') ? me.site : null;
-  const { rows } = await ctx.db.query(
-    `SELECT * FROM events e
-     WHERE ($1::bigint IS NULL OR e.id > $1) AND ($2::text IS NULL OR e.slice = $2)
-       AND ($3::uuid IS NULL OR e.node = $3) AND ($4::text IS NULL OR e.type = $4)
-       AND ($5::bigint IS NULL OR e.id = $5)
-       AND ($6 OR e.slice IS NULL OR split_part(e.slice, '_', 1) = $7
-            OR EXISTS (SELECT 1 FROM slice_members m WHERE m.slice = e.slice AND m.user_id = $8))
-     ORDER BY e.id LIMIT $9`,
-    [f.after ?? null, f.slice ?? null, f.node ?? null, f.type ?? null, f.id ?? null, me.admin, piSite, me.id, f.limit ?? 100],
-  );
-  return rows.map(toEvent);
-}
+/** The events this user may see (rules in repositories/events.ts). */
+const listEvents = (db: Queryable, me: UserPrincipal, f: EventQuery & { id?: number }): Promise<Event[]> =>
+  queryEvents(db, { admin: me.admin, piSite: piSiteOf(me), userId: me.id }, f);
 
 export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
 
   app.get('/v1/events', {
     schema: { tags: ['events'], summary: 'Events the caller may see, oldest first; page with after=<last id>', security: bearer, querystring: EventQuery, response: answers({ 200: EventList }) },
-  }, async (req) => ({ events: await listEvents(ctx, requireUser(req), req.query) }));
+  }, async (req) => ({ events: await listEvents(ctx.db, requireUser(req), req.query) }));
 
   app.get('/v1/events/stream', {
     schema: {
@@ -75,7 +61,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const deliver = async (e: Event) => {
       if (me.admin || !e.slice) return send(e);
       // Visibility needs the membership table; ask with the same query the list uses.
-      const seen = await listEvents(ctx, me, { id: e.id, limit: 1 }).catch(() => []);
+      const seen = await listEvents(ctx.db, me, { id: e.id, limit: 1 }).catch(() => []);
       if (seen[0]) send(seen[0]);
     };
     const unsubscribe = await ctx.fanout.subscribe(EVENTS_CHANNEL, onMessage);
@@ -92,7 +78,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     res.write(': connected\n\n');
     try {
       for (;;) {
-        const page = await listEvents(ctx, me, { ...filter, after: lastSent, limit: 1000 });
+        const page = await listEvents(ctx.db, me, { ...filter, after: lastSent, limit: 1000 });
         page.forEach(send);
         if (page.length < 1000) break;
       }

@@ -7,7 +7,7 @@ import { AppError } from '@planetlite/core';
 import { Image, ImageUploadQuery, IMAGE_NAME_PATTERN } from '@planetlite/api';
 import { requireAdmin, requireUser } from '../plugins/auth.js';
 import { sendProblem } from '../plugins/errors.js';
-import { IMAGE_COLUMNS, toImage, type Row } from '../services/mappers.js';
+import * as images from '../repositories/images.js';
 import { withChanges } from '../services/changes.js';
 import { answers, bearer } from './common.js';
 
@@ -16,7 +16,7 @@ const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
-  const images = ctx.images;
+  const archives = ctx.images;
 
   // The archive is the body: handed to the route as the raw stream, never buffered. Scoped to
   // this plugin, so no other route takes octet-stream.
@@ -56,11 +56,10 @@ export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const expected = req.headers['x-content-sha256']?.toLowerCase();
     const body = req.body;
     if (!(body instanceof Readable)) throw new AppError('invalid_request', 'the body must be the image archive');
-    const { rows: taken } = await ctx.db.query('SELECT 1 FROM images WHERE name = $1', [q.name]);
-    if (taken[0]) throw new AppError('already_exists', `image ${q.name} exists and images are immutable; upload the new version under a new name (say ${q.name}-2)`);
+    if (await images.imageExists(ctx.db, q.name)) throw new AppError('already_exists', `image ${q.name} exists and images are immutable; upload the new version under a new name (say ${q.name}-2)`);
 
     const declared = Number(req.headers['content-length'] ?? NaN);
-    const got = await images.receive(body, q.name, { limit: ctx.config.maxImageBytes, contentLength: Number.isFinite(declared) ? declared : undefined }).catch((err: unknown) => {
+    const got = await archives.receive(body, q.name, { limit: ctx.config.maxImageBytes, contentLength: Number.isFinite(declared) ? declared : undefined }).catch((err: unknown) => {
       // Cut off mid-body (too large while streaming): the connection cannot carry another request.
       reply.header('connection', 'close');
       throw err;
@@ -69,29 +68,28 @@ export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     try {
       if (expected !== undefined && (!SHA256_HEX.test(expected) || expected !== got.sha256)) {
         // Gone before the answer leaves, so a client that sees it finds nothing kept.
-        await images.discard(got);
+        await archives.discard(got);
         return sendProblem(reply, 400, 'checksum_mismatch', `the archive's sha256 is ${got.sha256}, not ${expected} as x-content-sha256 says; nothing was kept`);
       }
-      const magnet = images.magnetOf({ infohash: got.infohash, torrentName: got.torrentName, size: got.size, name: q.name });
-      const row = await withChanges(ctx, async (tx, changes) => {
-        const { rows } = await tx.query<Row>(
-          `INSERT INTO images (name, version, arch, sha256, size, kinds, infohash, magnet, file, torrent_info, created_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ${IMAGE_COLUMNS}`,
-          [q.name, q.version ?? null, q.arch ?? 'x86_64', got.sha256, got.size, kinds, got.infohash, magnet, got.sha256, got.info, admin.id],
-        );
+      const magnet = archives.magnetOf({ infohash: got.infohash, torrentName: got.torrentName, size: got.size, name: q.name });
+      const image = await withChanges(ctx, async (tx, changes) => {
+        const row = await images.insertImage(tx, {
+          name: q.name, version: q.version ?? null, arch: q.arch ?? 'x86_64', sha256: got.sha256, size: got.size, kinds,
+          infohash: got.infohash, magnet, file: got.sha256, torrentInfo: got.info, createdBy: admin.id,
+        }, ctx.config.publicUrl);
         await changes.record(tx, {
           type: 'image.published',
           data: { name: q.name, version: q.version ?? null, arch: q.arch ?? 'x86_64', sha256: got.sha256, size: got.size, kinds, infohash: got.infohash, by: admin.email },
         });
         // Last, so a refused insert leaves the file where the finally below removes it.
-        await images.keep(got);
+        await archives.keep(got);
         kept = true;
-        return rows[0]!;
+        return row;
       });
-      images.published({ name: q.name, file: got.sha256, size: got.size, torrent_info: got.info, infohash: got.infohash });
-      return reply.code(201).send(toImage(row, ctx.config.publicUrl));
+      archives.published({ name: q.name, file: got.sha256, size: got.size, torrent_info: got.info, infohash: got.infohash });
+      return reply.code(201).send(image);
     } finally {
-      if (!kept) await images.discard(got);
+      if (!kept) await archives.discard(got);
     }
   });
 
@@ -99,17 +97,16 @@ export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: { tags: ['images'], summary: 'Published images', security: bearer, response: answers({ 200: Type.Object({ images: Type.Array(Image) }) }) },
   }, async (req) => {
     requireUser(req);
-    const { rows } = await ctx.db.query(`SELECT ${IMAGE_COLUMNS} FROM images ORDER BY name`);
-    return { images: rows.map((r) => toImage(r, ctx.config.publicUrl)) };
+    return { images: await images.listImages(ctx.db, ctx.config.publicUrl) };
   });
 
   app.get('/v1/images/:name', {
     schema: { tags: ['images'], summary: 'One image', security: bearer, params: NameOnly, response: answers({ 200: Image }) },
   }, async (req) => {
     requireUser(req);
-    const { rows } = await ctx.db.query(`SELECT ${IMAGE_COLUMNS} FROM images WHERE name = $1`, [req.params.name]);
-    if (!rows[0]) throw new AppError('not_found', `image ${req.params.name} not found`);
-    return toImage(rows[0], ctx.config.publicUrl);
+    const image = await images.findImage(ctx.db, req.params.name, ctx.config.publicUrl);
+    if (!image) throw new AppError('not_found', `image ${req.params.name} not found`);
+    return image;
   });
 
   // No authentication: nodes and webtorrent's web seed fetch it; the archive is no secret, and
@@ -124,10 +121,9 @@ export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       params: NameOnly,
     },
     handler: async (req, reply) => {
-      const { rows } = await ctx.db.query<{ sha256: string; file: string | null; magnet: string | null }>('SELECT sha256, file, magnet FROM images WHERE name = $1', [req.params.name]);
-      const img = rows[0];
+      const img = await images.imageArchive(ctx.db, req.params.name);
       if (!img) throw new AppError('not_found', `image ${req.params.name} not found`);
-      const here = await images.archivePath(img.file);
+      const here = await archives.archivePath(img.file);
       if (!here) throw new AppError('not_found', `the archive of image ${req.params.name} is not held by this registry`);
       const etag = `"${img.sha256}"`;
       reply.header('accept-ranges', 'bytes').header('etag', etag).header('content-type', 'application/octet-stream');
@@ -145,7 +141,7 @@ export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (range) reply.code(206).header('content-range', `bytes ${start}-${end}/${here.size}`);
       reply.header('content-length', String(Math.max(0, end - start + 1)));
       if (req.method === 'HEAD' || here.size === 0) return reply.send();
-      return reply.send(images.archiveStream(here.path, start, end));
+      return reply.send(archives.archiveStream(here.path, start, end));
     },
   });
 
@@ -154,7 +150,7 @@ export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
   for (const action of ['announce', 'scrape'] as const) {
     app.get(`/${action}`, { schema: { hide: true } }, (req, reply) => {
       reply.hijack();
-      images.tracker(action, req.raw, reply.raw);
+      archives.tracker(action, req.raw, reply.raw);
     });
   }
 };

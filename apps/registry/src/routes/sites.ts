@@ -2,13 +2,14 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { EnrollmentToken, EnrollmentTokenCreate, Site, SiteCreate, SitePatch, LOGIN_BASE_PATTERN } from '@planetlite/api';
-import { hasSiteRole, requireAdmin, requireUser } from '../plugins/auth.js';
-import { toSite } from '../services/mappers.js';
-import { hashSecret, newSecret } from '../services/secrets.js';
-import { answers, bearer } from './common.js';
+import { EnrollmentToken, EnrollmentTokenCreate, EnrollmentTokenInfo, Site, SiteCreate, SitePatch, LOGIN_BASE_PATTERN } from '@planetlite/api';
+import { requireAdmin, requireUser } from '../plugins/auth.js';
+import { insertSite, findSite, listSites, patchSite } from '../repositories/sites.js';
+import { issueEnrollmentToken, requireSiteTech } from '../services/enrollment.js';
+import { deleteUnusedEnrollmentToken, unusedEnrollmentTokens } from '../repositories/enrollment.js';
+import { answers, bearer, NoContent } from './common.js';
 
-const SiteParams = Type.Object({ login_base: Type.String({ pattern: LOGIN_BASE_PATTERN }) });
+export const SiteParams = Type.Object({ login_base: Type.String({ pattern: LOGIN_BASE_PATTERN }) });
 
 export const siteRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
@@ -17,46 +18,34 @@ export const siteRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: { tags: ['sites'], summary: 'Create a site (admin)', security: bearer, body: SiteCreate, response: answers({ 201: Site }) },
   }, async (req, reply) => {
     requireAdmin(req);
-    const b = req.body;
-    const { rows } = await ctx.db.query(
-      `INSERT INTO sites (login_base, name, max_slices, max_slivers) VALUES ($1, $2, $3, $4)
-       ON CONFLICT (login_base) DO NOTHING RETURNING *`,
-      [b.login_base, b.name, b.max_slices, b.max_slivers],
-    );
-    if (!rows[0]) throw new AppError('already_exists', `site ${b.login_base} already exists`);
-    return reply.code(201).send(toSite(rows[0]));
+    const site = await insertSite(ctx.db, req.body);
+    if (!site) throw new AppError('already_exists', `site ${req.body.login_base} already exists`);
+    return reply.code(201).send(site);
   });
 
   app.get('/v1/sites', {
     schema: { tags: ['sites'], summary: 'All sites', security: bearer, response: answers({ 200: Type.Object({ sites: Type.Array(Site) }) }) },
   }, async (req) => {
     requireUser(req);
-    const { rows } = await ctx.db.query('SELECT * FROM sites ORDER BY login_base');
-    return { sites: rows.map(toSite) };
+    return { sites: await listSites(ctx.db) };
   });
 
   app.get('/v1/sites/:login_base', {
     schema: { tags: ['sites'], summary: 'One site', security: bearer, params: SiteParams, response: answers({ 200: Site }) },
   }, async (req) => {
     requireUser(req);
-    const { rows } = await ctx.db.query('SELECT * FROM sites WHERE login_base = $1', [req.params.login_base]);
-    if (!rows[0]) throw new AppError('not_found', `site ${req.params.login_base} not found`);
-    return toSite(rows[0]);
+    const site = await findSite(ctx.db, req.params.login_base);
+    if (!site) throw new AppError('not_found', `site ${req.params.login_base} not found`);
+    return site;
   });
 
   app.patch('/v1/sites/:login_base', {
     schema: { tags: ['sites'], summary: "Change a site's name, quotas or enabled flag (admin)", security: bearer, params: SiteParams, body: SitePatch, response: answers({ 200: Site }) },
   }, async (req) => {
     requireAdmin(req);
-    const b = req.body;
-    const { rows } = await ctx.db.query(
-      `UPDATE sites SET name = COALESCE($2, name), max_slices = COALESCE($3, max_slices),
-         max_slivers = COALESCE($4, max_slivers), enabled = COALESCE($5, enabled), updated_at = now()
-       WHERE login_base = $1 RETURNING *`,
-      [req.params.login_base, b.name ?? null, b.max_slices ?? null, b.max_slivers ?? null, b.enabled ?? null],
-    );
-    if (!rows[0]) throw new AppError('not_found', `site ${req.params.login_base} not found`);
-    return toSite(rows[0]);
+    const site = await patchSite(ctx.db, req.params.login_base, req.body);
+    if (!site) throw new AppError('not_found', `site ${req.params.login_base} not found`);
+    return site;
   });
 
   app.post('/v1/sites/:login_base/enrollment-tokens', {
@@ -69,15 +58,36 @@ export const siteRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: answers({ 201: EnrollmentToken }),
     },
   }, async (req, reply) => {
-    const me = requireUser(req);
-    const site = req.params.login_base;
-    if (!hasSiteRole(me, site, 'tech', 'pi')) throw new AppError('forbidden', `only a tech or pi of site ${site}, or an admin, may enroll its nodes`);
-    const { rows } = await ctx.db.query('SELECT enabled FROM sites WHERE login_base = $1', [site]);
-    if (!rows[0]) throw new AppError('not_found', `site ${site} not found`);
-    if (!rows[0].enabled) throw new AppError('forbidden', `site ${site} is disabled`);
-    const token = newSecret('enroll');
-    const expires = new Date(Date.now() + (req.body?.ttl_seconds ?? 86400) * 1000);
-    await ctx.db.query('INSERT INTO enrollment_tokens (token_hash, site, created_by, expires_at) VALUES ($1, $2, $3, $4)', [hashSecret(token), site, me.id, expires]);
-    return reply.code(201).send({ token, site, expires_at: expires.toISOString(), registry: ctx.config.publicUrl, ca_pin: ctx.trust.caPin });
+    const answer = await issueEnrollmentToken(ctx.db, requireUser(req), req.params.login_base, req.body?.ttl_seconds ?? 86400);
+    return reply.code(201).send({ ...answer, registry: ctx.config.publicUrl, ca_pin: ctx.trust.caPin });
+  });
+
+  app.get('/v1/sites/:login_base/enrollment-tokens', {
+    schema: {
+      tags: ['nodes'],
+      summary: "The site's enrollment tokens that can still enroll a node (tech, pi, admin); the secrets themselves are never shown again",
+      security: bearer,
+      params: SiteParams,
+      response: answers({ 200: Type.Object({ tokens: Type.Array(EnrollmentTokenInfo) }) }),
+    },
+  }, async (req) => {
+    requireSiteTech(requireUser(req), req.params.login_base, 'see its enrollment tokens');
+    return { tokens: await unusedEnrollmentTokens(ctx.db, req.params.login_base) };
+  });
+
+  app.delete('/v1/sites/:login_base/enrollment-tokens/:id', {
+    schema: {
+      tags: ['nodes'],
+      summary: 'Revoke an enrollment token before it is used (tech, pi, admin)',
+      security: bearer,
+      params: Type.Object({ login_base: Type.String({ pattern: LOGIN_BASE_PATTERN }), id: Type.String({ format: 'uuid' }) }),
+      response: answers({ 204: NoContent }),
+    },
+  }, async (req, reply) => {
+    requireSiteTech(requireUser(req), req.params.login_base, 'revoke its enrollment tokens');
+    if (!(await deleteUnusedEnrollmentToken(ctx.db, req.params.login_base, req.params.id))) {
+      throw new AppError('not_found', `site ${req.params.login_base} has no unused enrollment token ${req.params.id}`);
+    }
+    return reply.code(204).send(null);
   });
 };

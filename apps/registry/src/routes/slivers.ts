@@ -5,22 +5,22 @@ import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
 import { Sliver, SliverAction, SliverConsole, SliverCreate, UsageHistory, UsageQuery, type NodeCapabilities, type Slice } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
-import { requireUser, type UserPrincipal } from '../plugins/auth.js';
-import { SLIVER_SELECT, iso, json, toSliver, toUsageSample, type Row } from '../services/mappers.js';
+import { requireUser } from '../plugins/auth.js';
+import { requireSliceRole, type UserPrincipal } from '../services/authz.js';
 import { withChanges } from '../services/changes.js';
-import { allocatePorts, loadSlice, requireImageServes, requireSliceRole } from '../services/slices.js';
+import { allocatePorts, loadSlice, loadSliver, requireImageServes } from '../services/slices.js';
+import { requireNodeTakesSlivers } from '../services/node-lifecycle.js';
+import * as slivers from '../repositories/slivers.js';
+import { findNode } from '../repositories/nodes.js';
+import { lockSite } from '../repositories/sites.js';
+import { usageSamples } from '../repositories/usage.js';
+import { findConsole } from '../repositories/console.js';
 import { answers, bearer, IdParams, NameParams } from './common.js';
 
-async function loadSliver(q: Queryable, id: string, lock = false): Promise<Row> {
-  const { rows } = await q.query(`${SLIVER_SELECT} WHERE s.id = $1${lock ? ' FOR NO KEY UPDATE OF s' : ''}`, [id]);
-  if (!rows[0]) throw new AppError('not_found', `sliver ${id} not found`);
-  return rows[0];
-}
-
 /** The sliver, if the caller is a member of its slice, a pi of its site, or an admin. */
-async function authorisedSliver(q: Queryable, me: UserPrincipal, id: string, what: string, lock = false): Promise<Row> {
+async function authorisedSliver(q: Queryable, me: UserPrincipal, id: string, what: string, lock = false): Promise<Sliver> {
   const sliver = await loadSliver(q, id, lock);
-  const slice = await loadSlice(q, sliver.slice as string);
+  const slice = await loadSlice(q, sliver.slice);
   await requireSliceRole(q, me, slice, ['admin', 'pi', 'member'], what);
   return sliver;
 }
@@ -47,15 +47,6 @@ function incapability(caps: NodeCapabilities, kind: Slice['kind']): string | nul
   return null;
 }
 
-const ACTION_SQL: Record<SliverAction['action'], string> = {
-  start: "desired = 'running'",
-  stop: "desired = 'stopped'",
-  restart: "desired = 'running', restart_seq = restart_seq + 1",
-  reset: "desired = 'running', reset_seq = reset_seq + 1",
-  freeze: "desired = 'frozen'",
-  thaw: "desired = 'running'",
-};
-
 export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
 
@@ -75,32 +66,27 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const slice = await loadSlice(q, req.params.name, true);
       await requireSliceRole(q, me, slice, ['admin', 'pi', 'member'], 'add slivers to');
       if (slice.state !== 'active') throw new AppError('slice_deleting', `slice ${req.params.name} is being deleted`);
-      const { rows: nodes } = await q.query('SELECT * FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [req.body.node_id]);
-      const node = nodes[0];
+      const node = await findNode(q, req.body.node_id, true);
       if (!node) throw new AppError('not_found', `node ${req.body.node_id} not found`);
+      requireNodeTakesSlivers(node);
       // The image may have been published after the slice was made: checked again here.
-      const image = await requireImageServes(q, slice.image as string, slice.kind as Slice['kind']);
-      const caps = json<NodeCapabilities>(node.capabilities);
-      const why = incapability(caps, slice.kind as Slice['kind']) ??
-        (image && caps.arch && caps.arch !== image.arch ? `it is ${caps.arch} and image ${slice.image as string} is ${image.arch}` : null);
+      const image = await requireImageServes(q, slice.image, slice.kind);
+      const caps = node.capabilities;
+      const why = incapability(caps, slice.kind) ??
+        (image && caps.arch && caps.arch !== image.arch ? `it is ${caps.arch} and image ${slice.image} is ${image.arch}` : null);
       if (why) {
-        throw new AppError('node_incapable', `node ${node.hostname as string} (${node.id as string}) cannot run ${slice.kind as string} slivers: ${why}`);
+        throw new AppError('node_incapable', `node ${node.hostname} (${node.id}) cannot run ${slice.kind} slivers: ${why}`);
       }
-      const { rows: sites } = await q.query<{ max_slivers: number }>('SELECT max_slivers FROM sites WHERE login_base = $1 FOR NO KEY UPDATE', [slice.site]);
-      const { rows: dup } = await q.query('SELECT 1 FROM slivers WHERE slice = $1 AND node_id = $2', [req.params.name, req.body.node_id]);
-      if (dup[0]) throw new AppError('already_exists', `slice ${req.params.name} already has a sliver on node ${node.hostname as string}`);
-      const { rows: count } = await q.query<{ n: number }>('SELECT count(*)::int AS n FROM slivers WHERE site = $1', [slice.site]);
-      const max = sites[0]?.max_slivers ?? 0;
-      if ((count[0]?.n ?? 0) >= max) throw new AppError('sliver_quota_exceeded', `site ${slice.site as string} may have at most ${max} slivers`);
-      const ports = await allocatePorts(q, req.body.node_id, { first: node.port_first as number, last: node.port_last as number }, ctx.config.portsPerSliver);
+      const site = await lockSite(q, slice.site);
+      if (await slivers.sliceHasSliverOn(q, req.params.name, req.body.node_id)) throw new AppError('already_exists', `slice ${req.params.name} already has a sliver on node ${node.hostname}`);
+      const max = site?.max_slivers ?? 0;
+      if ((await slivers.countSiteSlivers(q, slice.site)) >= max) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${max} slivers`);
+      const ports = await allocatePorts(q, req.body.node_id, node.port_window, ctx.config.portsPerSliver);
       const id = randomUUID();
-      await q.query(
-        `INSERT INTO slivers (id, slice, site, node_id, kind, port_first, port_last) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-        [id, req.params.name, slice.site, req.body.node_id, slice.kind, ports.first, ports.last],
-      );
+      await slivers.insertSliver(q, { id, slice: req.params.name, site: slice.site, nodeId: req.body.node_id, kind: slice.kind, ports });
       await changes.record(q, { type: 'sliver.state', slice: req.params.name, node: req.body.node_id, sliver: id, data: { state: 'pending', ports, by: me.email } });
       changes.touch(req.body.node_id);
-      return toSliver(await loadSliver(q, id));
+      return loadSliver(q, id);
     });
     return reply.code(202).send(sliver);
   });
@@ -111,13 +97,12 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const me = requireUser(req);
     const slice = await loadSlice(ctx.db, req.params.name);
     await requireSliceRole(ctx.db, me, slice, ['admin', 'pi', 'member'], 'see');
-    const { rows } = await ctx.db.query(`${SLIVER_SELECT} WHERE s.slice = $1 ORDER BY s.created_at, s.id`, [req.params.name]);
-    return { slivers: rows.map(toSliver) };
+    return { slivers: await slivers.sliversOfSlice(ctx.db, req.params.name) };
   });
 
   app.get('/v1/slivers/:id', {
     schema: { tags: ['slivers'], summary: 'One sliver (member, pi, admin)', security: bearer, params: IdParams, response: answers({ 200: Sliver }) },
-  }, async (req) => toSliver(await authorisedSliver(ctx.db, requireUser(req), req.params.id, 'see')));
+  }, async (req) => authorisedSliver(ctx.db, requireUser(req), req.params.id, 'see'));
 
   app.get('/v1/slivers/:id/usage', {
     schema: {
@@ -136,18 +121,14 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       throw new AppError('invalid_request', req.query.until ? 'querystring.since must not be after querystring.until' : 'querystring.since must not be in the future');
     }
     // One row more than an answer holds tells whether the window was cut short.
-    const { rows } = await ctx.db.query(
-      `SELECT at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes FROM sliver_usage
-       WHERE sliver = $1 AND at >= $2 AND at <= $3 ORDER BY at LIMIT $4`,
-      [req.params.id, since, until, MAX_USAGE_SAMPLES + 1],
-    );
+    const samples = await usageSamples(ctx.db, req.params.id, since, until, MAX_USAGE_SAMPLES + 1);
     return {
       sliver: req.params.id,
       interval_seconds: ctx.config.usageSampleSeconds,
       since: since.toISOString(),
       until: until.toISOString(),
-      samples: rows.slice(0, MAX_USAGE_SAMPLES).map(toUsageSample),
-      truncated: rows.length > MAX_USAGE_SAMPLES,
+      samples: samples.slice(0, MAX_USAGE_SAMPLES),
+      truncated: samples.length > MAX_USAGE_SAMPLES,
     };
   });
 
@@ -161,10 +142,9 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (req) => {
     await authorisedSliver(ctx.db, requireUser(req), req.params.id, 'see');
-    const { rows } = await ctx.db.query('SELECT text, updated_at FROM sliver_console WHERE sliver_id = $1', [req.params.id]);
-    const row = rows[0];
-    if (!row) throw new AppError('not_found', `no console log for sliver ${req.params.id} yet: the node uploads it once the sliver has started`);
-    return { sliver_id: req.params.id, text: row.text as string, updated_at: iso(row.updated_at) };
+    const log = await findConsole(ctx.db, req.params.id);
+    if (!log) throw new AppError('not_found', `no console log for sliver ${req.params.id} yet: the node uploads it once the sliver has started`);
+    return { sliver_id: req.params.id, ...log };
   });
 
   app.post('/v1/slivers/:id/actions', {
@@ -181,10 +161,10 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const out = await withChanges(ctx, async (q, changes) => {
       const s = await authorisedSliver(q, me, req.params.id, 'act on slivers of', true);
       if (s.desired === 'deleted') throw new AppError('sliver_deleting', `sliver ${req.params.id} is being deleted`);
-      await q.query(`UPDATE slivers SET ${ACTION_SQL[req.body.action]}, updated_at = now() WHERE id = $1`, [req.params.id]);
-      await changes.record(q, { type: 'sliver.action', slice: s.slice as string, node: s.node_id as string, sliver: req.params.id, data: { action: req.body.action, by: me.email } });
-      changes.touch(s.node_id as string);
-      return toSliver(await loadSliver(q, req.params.id));
+      await slivers.applySliverAction(q, req.params.id, req.body.action);
+      await changes.record(q, { type: 'sliver.action', slice: s.slice, node: s.node_id, sliver: req.params.id, data: { action: req.body.action, by: me.email } });
+      changes.touch(s.node_id);
+      return loadSliver(q, req.params.id);
     });
     return reply.code(202).send(out);
   });
@@ -196,11 +176,11 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const out = await withChanges(ctx, async (q, changes) => {
       const s = await authorisedSliver(q, me, req.params.id, 'delete slivers of', true);
       if (s.desired !== 'deleted') {
-        await q.query("UPDATE slivers SET desired = 'deleted', state = 'deleting', updated_at = now() WHERE id = $1", [req.params.id]);
-        await changes.record(q, { type: 'sliver.state', slice: s.slice as string, node: s.node_id as string, sliver: req.params.id, data: { state: 'deleting', by: me.email } });
-        changes.touch(s.node_id as string);
+        await slivers.markSliverDeleting(q, req.params.id);
+        await changes.record(q, { type: 'sliver.state', slice: s.slice, node: s.node_id, sliver: req.params.id, data: { state: 'deleting', by: me.email } });
+        changes.touch(s.node_id);
       }
-      return toSliver(await loadSliver(q, req.params.id));
+      return loadSliver(q, req.params.id);
     });
     return reply.code(202).send(out);
   });

@@ -3,36 +3,24 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { KeyCreate, LoginRequest, LoginResponse, SshKey, User, UserCreate, LOGIN_BASE_PATTERN } from '@planetlite/api';
-import { hasSiteRole, requireUser, type UserPrincipal } from '../plugins/auth.js';
+import { KeyCreate, LoginRequest, LoginResponse, SshKey, TokensRevoked, User, UserCreate, LOGIN_BASE_PATTERN } from '@planetlite/api';
+import type { Queryable } from '@planetlite/db';
+import { requireUser } from '../plugins/auth.js';
+import { canSeeUser, hasSiteRole } from '../services/authz.js';
 import { hashPassword, hashSecret, newSecret, verifyPassword } from '../services/secrets.js';
 import { parsePublicKey } from '../services/sshkeys.js';
-import { toKey, toUser, type Row } from '../services/mappers.js';
 import { withChanges } from '../services/changes.js';
+import * as users from '../repositories/users.js';
+import { findSite } from '../repositories/sites.js';
 import { answers, bearer, IdParams, NoContent } from './common.js';
-import type { Queryable } from '@planetlite/db';
 
 // A stored hash to compare against when the email is unknown, so both paths cost one scrypt.
 const DUMMY_HASH = hashPassword('not-a-real-password');
 
-async function loadUser(q: Queryable, id: string): Promise<Row> {
-  const { rows } = await q.query('SELECT * FROM users WHERE id = $1', [id]);
-  if (!rows[0]) throw new AppError('not_found', `user ${id} not found`);
-  return rows[0];
-}
-
-/** Admin, the user themself, or a pi/tech of the user's site may see them. */
-function canSeeUser(me: UserPrincipal, user: Row): boolean {
-  return me.id === user.id || (user.site != null && hasSiteRole(me, user.site as string, 'pi', 'tech'));
-}
-
-/** Nodes whose desired state carries this user's keys. */
-async function nodesOfMember(q: Queryable, userId: string): Promise<string[]> {
-  const { rows } = await q.query<{ node_id: string }>(
-    'SELECT DISTINCT s.node_id FROM slivers s JOIN slice_members m ON m.slice = s.slice WHERE m.user_id = $1',
-    [userId],
-  );
-  return rows.map((r) => r.node_id);
+async function loadUser(q: Queryable, id: string): Promise<User> {
+  const user = await users.findUser(q, id);
+  if (!user) throw new AppError('not_found', `user ${id} not found`);
+  return user;
 }
 
 export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -49,20 +37,41 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
   }, async (req) => {
-    const { rows } = await ctx.db.query('SELECT * FROM users WHERE email = $1', [req.body.email.toLowerCase()]);
-    const user = rows[0];
-    const ok = await verifyPassword(req.body.password, (user?.password_hash as string | undefined) ?? (await DUMMY_HASH));
-    if (!user || !ok) throw new AppError('invalid_credentials', 'email or password is wrong');
+    const found = await users.findUserForLogin(ctx.db, req.body.email);
+    const ok = await verifyPassword(req.body.password, found?.passwordHash ?? (await DUMMY_HASH));
+    if (!found || !ok) throw new AppError('invalid_credentials', 'email or password is wrong');
     const token = newSecret('user');
     const expires = new Date(Date.now() + ctx.config.tokenTtlSeconds * 1000);
-    await ctx.db.query('INSERT INTO auth_tokens (token_hash, user_id, expires_at) VALUES ($1, $2, $3)', [hashSecret(token), user.id, expires]);
-    await ctx.db.query('DELETE FROM auth_tokens WHERE user_id = $1 AND expires_at < now()', [user.id]);
-    return { token, expires_at: expires.toISOString(), user: toUser(user) };
+    await users.insertToken(ctx.db, hashSecret(token), found.user.id, expires);
+    await users.pruneExpiredTokens(ctx.db, found.user.id);
+    return { token, expires_at: expires.toISOString(), user: found.user };
+  });
+
+  app.post('/v1/auth/logout', {
+    schema: { tags: ['auth'], summary: "End the caller's own token, at once on every replica", security: bearer, response: answers({ 204: NoContent }) },
+  }, async (req, reply) => {
+    await users.deleteToken(ctx.db, requireUser(req).tokenHash);
+    return reply.code(204).send(null);
+  });
+
+  app.delete('/v1/users/:id/tokens', {
+    schema: {
+      tags: ['auth'],
+      summary: 'End every token of a user, at once on every replica (admin, or the user themself): they must log in again',
+      security: bearer,
+      params: IdParams,
+      response: answers({ 200: TokensRevoked }),
+    },
+  }, async (req) => {
+    const me = requireUser(req);
+    if (!me.admin && me.id !== req.params.id) throw new AppError('forbidden', "only an admin or the user themself may end the user's tokens");
+    await loadUser(ctx.db, req.params.id);
+    return { revoked: await users.deleteUserTokens(ctx.db, req.params.id) };
   });
 
   app.get('/v1/users/me', {
     schema: { tags: ['users'], summary: 'The calling user', security: bearer, response: answers({ 200: User }) },
-  }, async (req) => toUser(await loadUser(ctx.db, requireUser(req).id)));
+  }, async (req) => loadUser(ctx.db, requireUser(req).id));
 
   app.get('/v1/users', {
     schema: {
@@ -74,8 +83,8 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (req) => {
     const me = requireUser(req);
-    const { rows } = await ctx.db.query('SELECT * FROM users WHERE ($1::text IS NULL OR site = $1) ORDER BY email', [req.query.site ?? null]);
-    return { users: rows.filter((u) => me.admin || canSeeUser(me, u)).map(toUser) };
+    const all = await users.listUsers(ctx.db, req.query.site ?? null);
+    return { users: all.filter((u) => canSeeUser(me, u)) };
   });
 
   app.get('/v1/users/:id', {
@@ -83,8 +92,8 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (req) => {
     const me = requireUser(req);
     const user = await loadUser(ctx.db, req.params.id);
-    if (!me.admin && !canSeeUser(me, user)) throw new AppError('forbidden', 'you may not see this user');
-    return toUser(user);
+    if (!canSeeUser(me, user)) throw new AppError('forbidden', 'you may not see this user');
+    return user;
   });
 
   app.post('/v1/users', {
@@ -96,17 +105,11 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (b.roles.includes('admin') && !me.admin) throw new AppError('forbidden', 'only an admin may grant the admin role');
     const hash = await hashPassword(b.password);
     const user = await ctx.db.transaction(async (q) => {
-      const site = await q.query('SELECT 1 FROM sites WHERE login_base = $1', [b.site]);
-      if (!site.rows[0]) throw new AppError('not_found', `site ${b.site} not found`);
-      const dup = await q.query('SELECT 1 FROM users WHERE email = $1', [b.email.toLowerCase()]);
-      if (dup.rows[0]) throw new AppError('already_exists', `a user with email ${b.email} already exists`);
-      const { rows } = await q.query(
-        'INSERT INTO users (id, email, name, password_hash, site, roles) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *',
-        [randomUUID(), b.email.toLowerCase(), b.name, hash, b.site, b.roles],
-      );
-      return rows[0]!;
+      if (!(await findSite(q, b.site))) throw new AppError('not_found', `site ${b.site} not found`);
+      if (await users.emailTaken(q, b.email)) throw new AppError('already_exists', `a user with email ${b.email} already exists`);
+      return users.insertUser(q, { id: randomUUID(), email: b.email, name: b.name, passwordHash: hash, site: b.site, roles: b.roles });
     });
-    return reply.code(201).send(toUser(user));
+    return reply.code(201).send(user);
   });
 
   app.get('/v1/users/:id/keys', {
@@ -114,9 +117,8 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (req) => {
     const me = requireUser(req);
     const user = await loadUser(ctx.db, req.params.id);
-    if (!me.admin && !canSeeUser(me, user)) throw new AppError('forbidden', "you may not see this user's keys");
-    const { rows } = await ctx.db.query('SELECT * FROM ssh_keys WHERE user_id = $1 ORDER BY created_at, id', [req.params.id]);
-    return { keys: rows.map(toKey) };
+    if (!canSeeUser(me, user)) throw new AppError('forbidden', "you may not see this user's keys");
+    return { keys: await users.listKeys(ctx.db, req.params.id) };
   });
 
   app.post('/v1/users/:id/keys', {
@@ -125,18 +127,14 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const me = requireUser(req);
     if (!me.admin && me.id !== req.params.id) throw new AppError('forbidden', 'only the user or an admin may add their keys');
     const key = parsePublicKey(req.body.key);
-    const row = await withChanges(ctx, async (q, changes) => {
+    const added = await withChanges(ctx, async (q, changes) => {
       await loadUser(q, req.params.id);
-      const dup = await q.query('SELECT 1 FROM ssh_keys WHERE user_id = $1 AND fingerprint = $2', [req.params.id, key.fingerprint]);
-      if (dup.rows[0]) throw new AppError('already_exists', `key ${key.fingerprint} is already registered for this user`);
-      const { rows } = await q.query(
-        'INSERT INTO ssh_keys (id, user_id, type, key, fingerprint, comment) VALUES ($1, $2, $3, $4, $5, $6) RETURNING *',
-        [randomUUID(), req.params.id, key.type, key.key, key.fingerprint, key.comment],
-      );
-      changes.touch(...(await nodesOfMember(q, req.params.id)));
-      return rows[0]!;
+      if (await users.keyRegistered(q, req.params.id, key.fingerprint)) throw new AppError('already_exists', `key ${key.fingerprint} is already registered for this user`);
+      const row = await users.insertKey(q, { id: randomUUID(), userId: req.params.id, ...key });
+      changes.touch(...(await users.nodesOfMember(q, req.params.id)));
+      return row;
     });
-    return reply.code(201).send(toKey(row));
+    return reply.code(201).send(added);
   });
 
   app.delete('/v1/users/:id/keys/:key_id', {
@@ -151,9 +149,8 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const me = requireUser(req);
     if (!me.admin && me.id !== req.params.id) throw new AppError('forbidden', 'only the user or an admin may remove their keys');
     await withChanges(ctx, async (q, changes) => {
-      const { rowCount } = await q.query('DELETE FROM ssh_keys WHERE id = $1 AND user_id = $2', [req.params.key_id, req.params.id]);
-      if (!rowCount) throw new AppError('not_found', `key ${req.params.key_id} not found`);
-      changes.touch(...(await nodesOfMember(q, req.params.id)));
+      if (!(await users.deleteKey(q, req.params.id, req.params.key_id))) throw new AppError('not_found', `key ${req.params.key_id} not found`);
+      changes.touch(...(await users.nodesOfMember(q, req.params.id)));
     });
     return reply.code(204).send(null);
   });

@@ -16,7 +16,10 @@ import { Server as Tracker } from 'bittorrent-tracker';
 import WebTorrent, { type ChunkStore } from 'webtorrent';
 import { REGISTRY_PEER_ID_PREFIX, pinnedDispatcher } from '@planetlite/api';
 import { AppError } from '@planetlite/core';
-import type { RegistryContext } from '../context.js';
+import type { Logger } from '@planetlite/core';
+import type { Database } from '@planetlite/db';
+import type { RegistryConfig } from '../config.js';
+import { allInfohashes, infohashKnown, seedableImages, webSeedOf, type SeedableImage } from '../repositories/images.js';
 import { superSeed } from './superseed.js';
 
 /** An upload that has been written to a temporary file and hashed, not yet kept. */
@@ -31,19 +34,22 @@ export interface ReceivedArchive {
   infohash: string;
 }
 
-/** What the seeder needs of an image row. */
-export interface SeedableImage {
-  name: string;
-  file: string;
-  size: number;
-  torrent_info: Uint8Array;
+export type { SeedableImage } from '../repositories/images.js';
+
+/** What the image service uses; config is read when used (the public URL is known only once the registry listens). */
+export interface ImageDeps {
+  db: Database;
+  log: Logger;
+  config: Pick<RegistryConfig, 'imagesDir' | 'dataDir' | 'publicUrl' | 'torrentPort' | 'seedUploadKbps' | 'superSeedMs'>;
+  /** The registry's own CA, when it has one: the seeder announces to its own tracker over HTTPS. */
+  trust: { ca: string | null };
 }
 
 export const UPLOAD_PREFIX = '.upload-';
 
 export class ImageService {
   readonly dir: string;
-  readonly #ctx: RegistryContext;
+  readonly #ctx: ImageDeps;
   readonly #ownsDir: boolean;
   readonly #tracker: Tracker;
   /** Infohashes the tracker admits; misses are looked up, so another replica's uploads count too. */
@@ -51,7 +57,7 @@ export class ImageService {
   #client: WebTorrent | null = null;
   #closed = false;
 
-  private constructor(ctx: RegistryContext, dir: string, ownsDir: boolean) {
+  private constructor(ctx: ImageDeps, dir: string, ownsDir: boolean) {
     this.#ctx = ctx;
     this.dir = dir;
     this.#ownsDir = ownsDir;
@@ -73,7 +79,7 @@ export class ImageService {
     this.#tracker.on('error', (err: Error) => ctx.log.warn({ err: err.message }, 'tracker error'));
   }
 
-  static async open(ctx: RegistryContext): Promise<ImageService> {
+  static async open(ctx: ImageDeps): Promise<ImageService> {
     const { imagesDir, dataDir } = ctx.config;
     let dir = imagesDir ?? (dataDir ? join(dataDir, 'images') : undefined);
     const owns = dir === undefined;
@@ -91,7 +97,7 @@ export class ImageService {
   }
 
   webSeedUrl(name: string): string {
-    return `${this.#ctx.config.publicUrl}/v1/images/${encodeURIComponent(name)}/archive`;
+    return webSeedOf(this.#ctx.config.publicUrl, name);
   }
 
   /** The archive's path, or null when this replica does not hold it. */
@@ -118,15 +124,14 @@ export class ImageService {
   }
 
   async refreshKnown(): Promise<void> {
-    const { rows } = await this.#ctx.db.query<{ infohash: string }>('SELECT infohash FROM images WHERE infohash IS NOT NULL');
-    for (const r of rows) this.#known.add(r.infohash);
+    for (const infohash of await allInfohashes(this.#ctx.db)) this.#known.add(infohash);
   }
 
   async #admits(infoHash: string): Promise<boolean> {
     if (this.#known.has(infoHash)) return true;
-    const { rows } = await this.#ctx.db.query('SELECT 1 FROM images WHERE infohash = $1', [infoHash]);
-    if (rows[0]) this.#known.add(infoHash);
-    return Boolean(rows[0]);
+    const known = await infohashKnown(this.#ctx.db, infoHash);
+    if (known) this.#known.add(infoHash);
+    return known;
   }
 
   /** Hands a GET /announce or /scrape to the tracker, which answers on res itself. */
@@ -196,10 +201,7 @@ export class ImageService {
     client.on('error', (err: Error) => log.error({ err: err.message }, 'image seeder error'));
     client.once('listening', () => log.info({ port: client.address()?.port, announce: this.announceUrl }, 'image seeder listening'));
     this.#client = client;
-    const { rows } = await this.#ctx.db.query<SeedableImage>(
-      'SELECT name, file, size, torrent_info FROM images WHERE file IS NOT NULL AND torrent_info IS NOT NULL ORDER BY name',
-    );
-    for (const r of rows) await this.#seed(r);
+    for (const r of await seedableImages(this.#ctx.db)) await this.#seed(r);
   }
 
   /**

@@ -4,8 +4,8 @@
 // when no way to notify is configured, so an admin can see who was told what.
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { Event } from '@planetlite/api';
-import type { RegistryContext } from '../context.js';
-import { withChanges } from './changes.js';
+import { membersToNotify } from '../repositories/users.js';
+import { withChanges, type ChangeDeps } from './changes.js';
 
 /** Events the members of the slice hear about. */
 export const NOTIFIED_EVENTS = new Set(['watchdog.reset']);
@@ -18,16 +18,19 @@ export interface NotifyConfig {
   mailFrom: string;
 }
 
+/** What the notifier uses: the database and fan-out (to record what it did), and its config. */
+export type NotifierDeps = ChangeDeps & { config: { notify: NotifyConfig } };
+
 type Outcome = 'sent' | 'not configured' | 'no recipients' | `failed: ${string}`;
 
 export class Notifier {
-  readonly #ctx: RegistryContext;
+  readonly #deps: NotifierDeps;
   readonly #mail: Transporter | null;
   readonly #pending = new Set<Promise<void>>();
 
-  constructor(ctx: RegistryContext) {
-    this.#ctx = ctx;
-    const { smtpUrl } = ctx.config.notify;
+  constructor(deps: NotifierDeps) {
+    this.#deps = deps;
+    const { smtpUrl } = deps.config.notify;
     this.#mail = smtpUrl ? nodemailer.createTransport(smtpUrl) : null;
   }
 
@@ -35,7 +38,7 @@ export class Notifier {
   after(events: Event[]): void {
     for (const ev of events) {
       if (!NOTIFIED_EVENTS.has(ev.type) || !ev.slice) continue;
-      const job = this.#notify(ev).catch((err: unknown) => this.#ctx.log.error({ err, event: ev.id }, 'notifying a slice failed'));
+      const job = this.#notify(ev).catch((err: unknown) => this.#deps.log.error({ err, event: ev.id }, 'notifying a slice failed'));
       this.#pending.add(job);
       void job.finally(() => this.#pending.delete(job));
     }
@@ -51,17 +54,13 @@ export class Notifier {
   }
 
   async #notify(ev: Event): Promise<void> {
-    const { db, config } = this.#ctx;
-    const { rows } = await db.query<{ email: string; name: string }>(
-      `SELECT u.email, u.name FROM slice_members m JOIN users u ON u.id = m.user_id WHERE m.slice = $1 ORDER BY u.email`,
-      [ev.slice],
-    );
-    const recipients = rows.map((r) => r.email);
+    const { db, config } = this.#deps;
+    const recipients = (await membersToNotify(db, ev.slice!)).map((r) => r.email);
     const { subject, text } = message(ev);
     const payload = { event: ev, slice: ev.slice, recipients, subject, text };
     const webhook: Outcome = !config.notify.webhookUrl ? 'not configured' : await this.#post(config.notify.webhookUrl, payload);
     const mail: Outcome = !this.#mail ? 'not configured' : !recipients.length ? 'no recipients' : await this.#send(recipients, subject, text);
-    await withChanges(this.#ctx, (q, changes) =>
+    await withChanges(this.#deps, (q, changes) =>
       changes.record(q, { type: 'slice.notified', slice: ev.slice, node: ev.node, sliver: ev.sliver, data: { about: ev.id, about_type: ev.type, recipients, webhook, mail } }),
     );
   }
@@ -77,7 +76,7 @@ export class Notifier {
 
   async #send(to: string[], subject: string, text: string): Promise<Outcome> {
     try {
-      await this.#mail!.sendMail({ from: this.#ctx.config.notify.mailFrom, to, subject, text });
+      await this.#mail!.sendMail({ from: this.#deps.config.notify.mailFrom, to, subject, text });
       return 'sent';
     } catch (err) {
       return `failed: ${err instanceof Error ? err.message : String(err)}`;

@@ -1,61 +1,63 @@
 // Scheduled housekeeping: expire slices past their date, mark silent nodes offline, prune old usage samples.
 import cron from 'node-cron';
-import type { RegistryContext } from '../context.js';
-import { withChanges } from './changes.js';
+import type { RegistryConfig } from '../config.js';
+import { expiredSliceNames, lockIfExpired } from '../repositories/slices.js';
+import { markSilentNodesOffline } from '../repositories/nodes.js';
+import { pruneUsageBefore } from '../repositories/usage.js';
+import { withChanges, type ChangeDeps } from './changes.js';
 import { tearDownSlice } from './slices.js';
 
+/** What the sweeps use. */
+export type SweepDeps = ChangeDeps & { config: Pick<RegistryConfig, 'nodeOfflineAfterSeconds' | 'usageRetentionHours'> };
+
 /** Tears down every active slice whose expiry has passed; returns their names. Safe on many replicas. */
-export async function sweepExpiredSlices(ctx: RegistryContext, now = new Date()): Promise<string[]> {
-  const { rows } = await ctx.db.query<{ name: string }>("SELECT name FROM slices WHERE state = 'active' AND expires_at <= $1 ORDER BY name", [now]);
+export async function sweepExpiredSlices(deps: ChangeDeps, now = new Date()): Promise<string[]> {
   const expired: string[] = [];
-  for (const { name } of rows) {
-    await withChanges(ctx, async (q, changes) => {
+  for (const name of await expiredSliceNames(deps.db, now)) {
+    await withChanges(deps, async (q, changes) => {
       // Re-check under the row lock: another replica may have swept it meanwhile.
-      const { rows: still } = await q.query("SELECT 1 FROM slices WHERE name = $1 AND state = 'active' AND expires_at <= $2 FOR NO KEY UPDATE", [name, now]);
-      if (!still[0]) return;
+      if (!(await lockIfExpired(q, name, now))) return;
       await tearDownSlice(q, changes, name, 'expired');
       expired.push(name);
     });
   }
-  if (expired.length) ctx.log.info({ slices: expired }, 'expired slices torn down');
+  if (expired.length) deps.log.info({ slices: expired }, 'expired slices torn down');
   return expired;
 }
 
 /** Marks nodes that have not called in for nodeOfflineAfterSeconds offline; returns their ids. */
-export async function sweepOfflineNodes(ctx: RegistryContext, now = new Date()): Promise<string[]> {
-  const cutoff = new Date(now.getTime() - ctx.config.nodeOfflineAfterSeconds * 1000);
-  return withChanges(ctx, async (q, changes) => {
-    const { rows } = await q.query<{ id: string; hostname: string }>(
-      "UPDATE nodes SET state = 'offline' WHERE state = 'online' AND (last_seen IS NULL OR last_seen < $1) RETURNING id, hostname",
-      [cutoff],
-    );
-    for (const n of rows) await changes.record(q, { type: 'node.offline', node: n.id, data: { hostname: n.hostname, silent_seconds: ctx.config.nodeOfflineAfterSeconds } });
+export async function sweepOfflineNodes(deps: SweepDeps, now = new Date()): Promise<string[]> {
+  const silent = deps.config.nodeOfflineAfterSeconds;
+  const cutoff = new Date(now.getTime() - silent * 1000);
+  return withChanges(deps, async (q, changes) => {
+    const rows = await markSilentNodesOffline(q, cutoff);
+    for (const n of rows) await changes.record(q, { type: 'node.offline', node: n.id, data: { hostname: n.hostname, silent_seconds: silent } });
     return rows.map((r) => r.id);
   });
 }
 
 /** Deletes usage samples older than usageRetentionHours; returns how many went. Safe on many replicas. */
-export async function pruneUsageSamples(ctx: RegistryContext, now = new Date()): Promise<number> {
-  const cutoff = new Date(now.getTime() - ctx.config.usageRetentionHours * 3600_000);
-  const { rowCount } = await ctx.db.query('DELETE FROM sliver_usage WHERE at < $1', [cutoff]);
-  if (rowCount) ctx.log.debug({ samples: rowCount, before: cutoff.toISOString() }, 'old usage samples pruned');
-  return rowCount;
+export async function pruneUsageSamples(deps: SweepDeps, now = new Date()): Promise<number> {
+  const cutoff = new Date(now.getTime() - deps.config.usageRetentionHours * 3600_000);
+  const pruned = await pruneUsageBefore(deps.db, cutoff);
+  if (pruned) deps.log.debug({ samples: pruned, before: cutoff.toISOString() }, 'old usage samples pruned');
+  return pruned;
 }
 
 /** Starts every sweep; returns the function that stops them. */
-export function startSweeps(ctx: RegistryContext): () => void {
+export function startSweeps(deps: SweepDeps): () => void {
   const guard = (name: string, fn: () => Promise<unknown>) => async () => {
     try {
       await fn();
     } catch (err) {
-      ctx.log.error({ err, sweep: name }, 'sweep failed; it runs again on schedule');
+      deps.log.error({ err, sweep: name }, 'sweep failed; it runs again on schedule');
     }
   };
   const tasks = [
-    cron.schedule('* * * * *', guard('expiry', () => sweepExpiredSlices(ctx)), { noOverlap: true, name: 'slice-expiry' }),
-    cron.schedule('*/15 * * * * *', guard('liveness', () => sweepOfflineNodes(ctx)), { noOverlap: true, name: 'node-liveness' }),
+    cron.schedule('* * * * *', guard('expiry', () => sweepExpiredSlices(deps)), { noOverlap: true, name: 'slice-expiry' }),
+    cron.schedule('*/15 * * * * *', guard('liveness', () => sweepOfflineNodes(deps)), { noOverlap: true, name: 'node-liveness' }),
     // Hourly, off the top of the hour when other jobs tend to run.
-    cron.schedule('17 * * * *', guard('usage-retention', () => pruneUsageSamples(ctx)), { noOverlap: true, name: 'usage-retention' }),
+    cron.schedule('17 * * * *', guard('usage-retention', () => pruneUsageSamples(deps)), { noOverlap: true, name: 'usage-retention' }),
   ];
   return () => {
     for (const t of tasks) void t.stop();

@@ -1,0 +1,57 @@
+// The event log.
+import type { Queryable } from '@planetlite/db';
+import type * as S from '@planetlite/api';
+import { iso, json, type Row } from './columns.js';
+
+export function toEvent(r: Row): S.Event {
+  return {
+    id: Number(r.id),
+    at: iso(r.at),
+    type: r.type as string,
+    slice: (r.slice as string | null) ?? null,
+    node: (r.node as string | null) ?? null,
+    sliver: (r.sliver as string | null) ?? null,
+    data: json(r.data),
+  };
+}
+
+export interface NewEvent {
+  type: string;
+  slice?: string | null;
+  node?: string | null;
+  sliver?: string | null;
+  data?: Record<string, unknown>;
+}
+
+export async function insertEvent(q: Queryable, e: NewEvent): Promise<S.Event> {
+  const { rows } = await q.query(
+    'INSERT INTO events (type, slice, node, sliver, data) VALUES ($1, $2, $3, $4, $5) RETURNING *',
+    [e.type, e.slice ?? null, e.node ?? null, e.sliver ?? null, JSON.stringify(e.data ?? {})],
+  );
+  return toEvent(rows[0]!);
+}
+
+export interface EventViewer {
+  admin: boolean;
+  /** The site whose slices' events the viewer sees as its pi. */
+  piSite: string | null;
+  userId: string;
+}
+
+/**
+ * Admins see every event; others see node events and the events of slices they are a member
+ * of or, as a pi, of their site (by name prefix, so a deleted slice's history stays visible).
+ */
+export async function listEvents(q: Queryable, who: EventViewer, f: S.EventQuery & { id?: number }): Promise<S.Event[]> {
+  const { rows } = await q.query(
+    `SELECT * FROM events e
+     WHERE ($1::bigint IS NULL OR e.id > $1) AND ($2::text IS NULL OR e.slice = $2)
+       AND ($3::uuid IS NULL OR e.node = $3) AND ($4::text IS NULL OR e.type = $4)
+       AND ($5::bigint IS NULL OR e.id = $5)
+       AND ($6 OR e.slice IS NULL OR split_part(e.slice, '_', 1) = $7
+            OR EXISTS (SELECT 1 FROM slice_members m WHERE m.slice = e.slice AND m.user_id = $8))
+     ORDER BY e.id LIMIT $9`,
+    [f.after ?? null, f.slice ?? null, f.node ?? null, f.type ?? null, f.id ?? null, who.admin, who.piSite, who.userId, f.limit ?? 100],
+  );
+  return rows.map(toEvent);
+}

@@ -1,0 +1,155 @@
+// Nodes: enrollment rows, liveness, what their agents report about themselves.
+import type { Queryable } from '@planetlite/db';
+import type * as S from '@planetlite/api';
+import { iso, isoOrNull, json, type Row } from './columns.js';
+
+export function toNode(r: Row): S.Node {
+  return {
+    id: r.id as string,
+    hostname: r.hostname as string,
+    site: r.site as string,
+    address: r.address as string,
+    state: r.state as S.Node['state'],
+    capabilities: json(r.capabilities),
+    resources: json(r.resources),
+    port_window: { first: r.port_first as number, last: r.port_last as number },
+    last_seen: isoOrNull(r.last_seen),
+    images: json(r.images),
+    created_at: iso(r.created_at),
+    admin_state: r.admin_state as S.Node['admin_state'],
+    key_revoked_at: isoOrNull(r.key_revoked_at),
+  };
+}
+
+/** Nodes of a site (or all), without decommissioned ones unless all. */
+export async function listNodes(q: Queryable, site: string | null, all = false): Promise<S.Node[]> {
+  const { rows } = await q.query(
+    "SELECT * FROM nodes WHERE ($1::text IS NULL OR site = $1) AND ($2 OR admin_state <> 'decommissioned') ORDER BY hostname",
+    [site, all],
+  );
+  return rows.map(toNode);
+}
+
+export async function findNode(q: Queryable, id: string, lock = false): Promise<S.Node | null> {
+  const { rows } = await q.query(`SELECT * FROM nodes WHERE id = $1${lock ? ' FOR NO KEY UPDATE' : ''}`, [id]);
+  return rows[0] ? toNode(rows[0]) : null;
+}
+
+export interface KeyHolder {
+  id: string;
+  site: string;
+  revokedAt: string | null;
+  /** The key is the node's pending new one (rotation): its first use makes it the key. */
+  pending: boolean;
+}
+
+/**
+ * The node holding this key: its key, its pending new key, or its old key within the grace after a
+ * rotation. Looked up on every request, so a revoked key fails at once on every replica.
+ */
+export async function nodeOfKey(q: Queryable, hash: string): Promise<KeyHolder | null> {
+  const { rows } = await q.query<{ id: string; site: string; key_revoked_at: Date | string | null; pending: boolean }>(
+    `SELECT id, site, key_revoked_at, next_key_hash IS NOT DISTINCT FROM $1 AS pending FROM nodes
+     WHERE key_hash = $1 OR next_key_hash = $1 OR (prev_key_hash = $1 AND prev_key_until > now())`,
+    [hash],
+  );
+  const n = rows[0];
+  return n ? { id: n.id, site: n.site, revokedAt: isoOrNull(n.key_revoked_at), pending: n.pending } : null;
+}
+
+/** Makes the pending key the node's key; the old one keeps working for graceSeconds. false if another request did it first. */
+export async function promoteNextKey(q: Queryable, id: string, hash: string, graceSeconds: number): Promise<boolean> {
+  const { rowCount } = await q.query(
+    `UPDATE nodes SET prev_key_hash = key_hash, prev_key_until = now() + $3::float8 * interval '1 second', key_hash = next_key_hash, next_key_hash = NULL
+     WHERE id = $1 AND next_key_hash = $2 AND key_revoked_at IS NULL`,
+    [id, hash, graceSeconds],
+  );
+  return rowCount > 0;
+}
+
+/** Stores a new key that becomes the node's key on its first use (a newer one replaces it). */
+export async function setNextKey(q: Queryable, id: string, hash: string): Promise<boolean> {
+  const { rowCount } = await q.query('UPDATE nodes SET next_key_hash = $2 WHERE id = $1 AND key_revoked_at IS NULL', [id, hash]);
+  return rowCount > 0;
+}
+
+/** Revokes every key of the node; null if it was revoked already. */
+export async function revokeKeys(q: Queryable, id: string): Promise<S.Node | null> {
+  const { rows } = await q.query(
+    `UPDATE nodes SET key_revoked_at = now(), next_key_hash = NULL, prev_key_hash = NULL, prev_key_until = NULL
+     WHERE id = $1 AND key_revoked_at IS NULL RETURNING *`,
+    [id],
+  );
+  return rows[0] ? toNode(rows[0]) : null;
+}
+
+export async function keyRevoked(q: Queryable, id: string): Promise<boolean> {
+  const { rows } = await q.query('SELECT 1 FROM nodes WHERE id = $1 AND key_revoked_at IS NOT NULL', [id]);
+  return rows.length > 0;
+}
+
+export async function setAdminState(q: Queryable, id: string, state: S.Node['admin_state']): Promise<S.Node> {
+  const { rows } = await q.query('UPDATE nodes SET admin_state = $2 WHERE id = $1 RETURNING *', [id, state]);
+  return toNode(rows[0]!);
+}
+
+export async function lockNodeByHostname(q: Queryable, hostname: string): Promise<{ id: string; site: string } | null> {
+  const { rows } = await q.query<{ id: string; site: string }>('SELECT id, site FROM nodes WHERE hostname = $1 FOR NO KEY UPDATE', [hostname]);
+  return rows[0] ?? null;
+}
+
+export interface NodeEnrollment {
+  address: string;
+  capabilities: S.NodeCapabilities;
+  resources: S.NodeResources;
+  window: S.PortRange;
+  keyHash: string;
+}
+
+const enrollmentValues = (e: NodeEnrollment) => [e.address, JSON.stringify(e.capabilities), JSON.stringify(e.resources), e.window.first, e.window.last, e.keyHash];
+
+export async function insertNode(q: Queryable, id: string, site: string, hostname: string, e: NodeEnrollment): Promise<void> {
+  await q.query(
+    `INSERT INTO nodes (id, site, hostname, address, capabilities, resources, port_first, port_last, key_hash)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+    [id, site, hostname, ...enrollmentValues(e)],
+  );
+}
+
+/** Re-enrollment: a new key, address and window for the same node, back in service. */
+export async function reenrollNode(q: Queryable, id: string, e: NodeEnrollment): Promise<void> {
+  await q.query(
+    `UPDATE nodes SET address = $2, capabilities = $3, resources = $4, port_first = $5, port_last = $6, key_hash = $7,
+       admin_state = 'active', key_revoked_at = NULL, next_key_hash = NULL, prev_key_hash = NULL, prev_key_until = NULL WHERE id = $1`,
+    [id, ...enrollmentValues(e)],
+  );
+}
+
+/** Records a call from the node; answers the state it had before. */
+export async function markNodeSeen(q: Queryable, id: string): Promise<S.Node['state'] | null> {
+  const { rows } = await q.query<{ state: S.Node['state'] }>('SELECT state FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [id]);
+  await q.query("UPDATE nodes SET last_seen = now(), state = 'online' WHERE id = $1", [id]);
+  return rows[0]?.state ?? null;
+}
+
+export async function nodeCapabilities(q: Queryable, id: string): Promise<S.NodeCapabilities | null> {
+  const { rows } = await q.query('SELECT capabilities FROM nodes WHERE id = $1', [id]);
+  return rows[0] ? json<S.NodeCapabilities>(rows[0].capabilities) : null;
+}
+
+export async function setNodeCapabilities(q: Queryable, id: string, caps: S.NodeCapabilities): Promise<void> {
+  await q.query('UPDATE nodes SET capabilities = $2 WHERE id = $1', [id, JSON.stringify(caps)]);
+}
+
+export async function setNodeImages(q: Queryable, id: string, images: S.NodeImage[]): Promise<void> {
+  await q.query('UPDATE nodes SET images = $2 WHERE id = $1', [id, JSON.stringify(images)]);
+}
+
+/** Marks online nodes silent since cutoff offline; answers them. */
+export async function markSilentNodesOffline(q: Queryable, cutoff: Date): Promise<Array<{ id: string; hostname: string }>> {
+  const { rows } = await q.query<{ id: string; hostname: string }>(
+    "UPDATE nodes SET state = 'offline' WHERE state = 'online' AND (last_seen IS NULL OR last_seen < $1) RETURNING id, hostname",
+    [cutoff],
+  );
+  return rows;
+}

@@ -1,0 +1,148 @@
+// Slices and their members.
+import type { Queryable } from '@planetlite/db';
+import type * as S from '@planetlite/api';
+import { iso, json, type Row } from './columns.js';
+
+/** A slice as stored; the API's Slice adds its members. */
+export type SliceRecord = Omit<S.Slice, 'members'>;
+
+export function toSlice(r: Row): SliceRecord {
+  return {
+    name: r.name as string,
+    site: r.site as string,
+    state: r.state as S.Slice['state'],
+    description: r.description as string,
+    url: r.url as string,
+    kind: r.kind as S.Slice['kind'],
+    image: r.image as string,
+    expires_at: iso(r.expires_at),
+    resources: json(r.resources),
+    memory_reset: (r.memory_reset as S.Slice['memory_reset'] | undefined) ?? 'restart',
+    created_at: iso(r.created_at),
+  };
+}
+
+export async function findSlice(q: Queryable, name: string, lock = false): Promise<SliceRecord | null> {
+  const { rows } = await q.query(`SELECT * FROM slices WHERE name = $1${lock ? ' FOR NO KEY UPDATE' : ''}`, [name]);
+  return rows[0] ? toSlice(rows[0]) : null;
+}
+
+export async function sliceMembers(q: Queryable, name: string): Promise<S.SliceMember[]> {
+  const { rows } = await q.query<S.SliceMember>(
+    'SELECT u.id, u.email, u.name FROM slice_members m JOIN users u ON u.id = m.user_id WHERE m.slice = $1 ORDER BY u.email',
+    [name],
+  );
+  return rows;
+}
+
+/** Members of several slices at once, by slice name. */
+export async function membersOfSlices(q: Queryable, names: string[]): Promise<Map<string, S.SliceMember[]>> {
+  const { rows } = await q.query<{ slice: string; id: string; email: string; name: string }>(
+    'SELECT m.slice, u.id, u.email, u.name FROM slice_members m JOIN users u ON u.id = m.user_id WHERE m.slice = ANY($1) ORDER BY u.email',
+    [names],
+  );
+  const out = new Map<string, S.SliceMember[]>(names.map((n) => [n, []]));
+  for (const { slice, id, email, name } of rows) out.get(slice)?.push({ id, email, name });
+  return out;
+}
+
+export async function isMember(q: Queryable, slice: string, userId: string): Promise<boolean> {
+  const { rows } = await q.query('SELECT 1 FROM slice_members WHERE slice = $1 AND user_id = $2', [slice, userId]);
+  return rows.length > 0;
+}
+
+/** Slices a caller may see: every one for admins, their site's for a pi, their own otherwise. */
+export async function listVisibleSlices(q: Queryable, f: { site: string | null; admin: boolean; piSite: string | null; userId: string }): Promise<SliceRecord[]> {
+  const { rows } = await q.query(
+    `SELECT * FROM slices sl WHERE ($1::text IS NULL OR sl.site = $1)
+       AND ($2 OR sl.site = $3 OR EXISTS (SELECT 1 FROM slice_members m WHERE m.slice = sl.name AND m.user_id = $4))
+     ORDER BY sl.name`,
+    [f.site, f.admin, f.piSite, f.userId],
+  );
+  return rows.map(toSlice);
+}
+
+export interface NewSlice {
+  name: string;
+  site: string;
+  description: string;
+  url: string;
+  kind: S.Slice['kind'];
+  image: string;
+  resources: S.SliceResources;
+  expires: Date;
+  createdBy: string;
+  memoryReset: S.Slice['memory_reset'];
+}
+
+/** The new slice, or null when the name is taken. */
+export async function insertSlice(q: Queryable, s: NewSlice): Promise<SliceRecord | null> {
+  const { rows } = await q.query(
+    `INSERT INTO slices (name, site, description, url, kind, image, resources, expires_at, created_by, memory_reset)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING RETURNING *`,
+    [s.name, s.site, s.description, s.url, s.kind, s.image, JSON.stringify(s.resources), s.expires, s.createdBy, s.memoryReset],
+  );
+  return rows[0] ? toSlice(rows[0]) : null;
+}
+
+export async function countActiveSlices(q: Queryable, site: string): Promise<number> {
+  const { rows } = await q.query<{ n: number }>("SELECT count(*)::int AS n FROM slices WHERE site = $1 AND state = 'active'", [site]);
+  return rows[0]?.n ?? 0;
+}
+
+/** true when the user was not a member yet. */
+export async function addMember(q: Queryable, slice: string, userId: string): Promise<boolean> {
+  const { rowCount } = await q.query('INSERT INTO slice_members (slice, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [slice, userId]);
+  return rowCount > 0;
+}
+
+/** false when the user was no member. */
+export async function removeMember(q: Queryable, slice: string, userId: string): Promise<boolean> {
+  const { rowCount } = await q.query('DELETE FROM slice_members WHERE slice = $1 AND user_id = $2', [slice, userId]);
+  return rowCount > 0;
+}
+
+export async function patchSlice(
+  q: Queryable,
+  name: string,
+  p: { description: string | null; url: string | null; resources: S.SliceResources | null; memoryReset: S.Slice['memory_reset'] | null },
+): Promise<SliceRecord> {
+  const { rows } = await q.query(
+    `UPDATE slices SET description = COALESCE($2, description), url = COALESCE($3, url), resources = COALESCE($4::jsonb, resources),
+       memory_reset = COALESCE($5, memory_reset) WHERE name = $1 RETURNING *`,
+    [name, p.description, p.url, p.resources ? JSON.stringify(p.resources) : null, p.memoryReset],
+  );
+  return toSlice(rows[0]!);
+}
+
+export async function setSliceExpiry(q: Queryable, name: string, until: Date): Promise<SliceRecord> {
+  const { rows } = await q.query('UPDATE slices SET expires_at = $2 WHERE name = $1 RETURNING *', [name, until]);
+  return toSlice(rows[0]!);
+}
+
+export async function markSliceDeleting(q: Queryable, name: string): Promise<void> {
+  await q.query("UPDATE slices SET state = 'deleting' WHERE name = $1", [name]);
+}
+
+/** Removes a deleting slice once no sliver of it is left. */
+export async function dropSliceIfEmpty(q: Queryable, name: string): Promise<void> {
+  // Lock the slice first: two nodes confirming the slice's last two slivers at once would each
+  // still see the other's sliver, and neither would drop the slice. With the lock, the second
+  // waits for the first to commit and then sees both gone.
+  await q.query("SELECT 1 FROM slices WHERE name = $1 AND state = 'deleting' FOR UPDATE", [name]);
+  await q.query(
+    "DELETE FROM slices WHERE name = $1 AND state = 'deleting' AND NOT EXISTS (SELECT 1 FROM slivers WHERE slice = $1)",
+    [name],
+  );
+}
+
+export async function expiredSliceNames(q: Queryable, now: Date): Promise<string[]> {
+  const { rows } = await q.query<{ name: string }>("SELECT name FROM slices WHERE state = 'active' AND expires_at <= $1 ORDER BY name", [now]);
+  return rows.map((r) => r.name);
+}
+
+/** Locks the slice if it is still active and expired (another replica may have swept it meanwhile). */
+export async function lockIfExpired(q: Queryable, name: string, now: Date): Promise<boolean> {
+  const { rows } = await q.query("SELECT 1 FROM slices WHERE name = $1 AND state = 'active' AND expires_at <= $2 FOR NO KEY UPDATE", [name, now]);
+  return rows.length > 0;
+}

@@ -1,0 +1,218 @@
+// Slivers: a slice's share of one node, its ports, its desired and observed state.
+import type { Queryable } from '@planetlite/db';
+import type * as S from '@planetlite/api';
+import { iso, json, type Row } from './columns.js';
+
+const SLIVER_SELECT = 'SELECT s.*, n.address AS node_address FROM slivers s JOIN nodes n ON n.id = s.node_id';
+
+// The database writes now() into the jsonb in its own format; the API speaks toISOString's.
+function toUsage(u: S.SliverUsage): S.SliverUsage {
+  return u.at === undefined ? u : { ...u, at: iso(u.at) };
+}
+
+/** r must carry the node's address as node_address (see SLIVER_SELECT). */
+export function toSliver(r: Row): S.Sliver {
+  const first = r.port_first as number;
+  return {
+    id: r.id as string,
+    slice: r.slice as string,
+    node_id: r.node_id as string,
+    kind: r.kind as S.Sliver['kind'],
+    state: r.state as S.Sliver['state'],
+    desired: r.desired as S.Sliver['desired'],
+    address: (r.address as string | null) ?? null,
+    ports: { first, last: r.port_last as number },
+    ssh: { host: r.node_address as string, port: first, user: r.slice as string },
+    error: (r.error as string | null) ?? null,
+    usage: r.usage == null ? null : toUsage(json<S.SliverUsage>(r.usage)),
+    created_at: iso(r.created_at),
+    updated_at: iso(r.updated_at),
+  };
+}
+
+export async function findSliver(q: Queryable, id: string, lock = false): Promise<S.Sliver | null> {
+  const { rows } = await q.query(`${SLIVER_SELECT} WHERE s.id = $1${lock ? ' FOR NO KEY UPDATE OF s' : ''}`, [id]);
+  return rows[0] ? toSliver(rows[0]) : null;
+}
+
+export async function sliversOfSlice(q: Queryable, slice: string): Promise<S.Sliver[]> {
+  const { rows } = await q.query(`${SLIVER_SELECT} WHERE s.slice = $1 ORDER BY s.created_at, s.id`, [slice]);
+  return rows.map(toSliver);
+}
+
+export async function nodesOfSlice(q: Queryable, slice: string): Promise<string[]> {
+  const { rows } = await q.query<{ node_id: string }>('SELECT node_id FROM slivers WHERE slice = $1', [slice]);
+  return rows.map((r) => r.node_id);
+}
+
+export async function sliceHasSliverOn(q: Queryable, slice: string, nodeId: string): Promise<boolean> {
+  const { rows } = await q.query('SELECT 1 FROM slivers WHERE slice = $1 AND node_id = $2', [slice, nodeId]);
+  return rows.length > 0;
+}
+
+export async function countSiteSlivers(q: Queryable, site: string): Promise<number> {
+  const { rows } = await q.query<{ n: number }>('SELECT count(*)::int AS n FROM slivers WHERE site = $1', [site]);
+  return rows[0]?.n ?? 0;
+}
+
+/** Port ranges taken on a node, lowest first. */
+export async function portRangesOn(q: Queryable, nodeId: string): Promise<S.PortRange[]> {
+  const { rows } = await q.query<{ port_first: number; port_last: number }>(
+    'SELECT port_first, port_last FROM slivers WHERE node_id = $1 ORDER BY port_first',
+    [nodeId],
+  );
+  return rows.map((r) => ({ first: r.port_first, last: r.port_last }));
+}
+
+/** Whether a sliver on the node has ports outside this window (a re-enrollment may not shrink past them). */
+export async function portsOutside(q: Queryable, nodeId: string, window: S.PortRange): Promise<boolean> {
+  const { rows } = await q.query('SELECT 1 FROM slivers WHERE node_id = $1 AND (port_first < $2 OR port_last > $3) LIMIT 1', [nodeId, window.first, window.last]);
+  return rows.length > 0;
+}
+
+export async function insertSliver(q: Queryable, s: { id: string; slice: string; site: string; nodeId: string; kind: S.Slice['kind']; ports: S.PortRange }): Promise<void> {
+  await q.query(
+    `INSERT INTO slivers (id, slice, site, node_id, kind, port_first, port_last) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+    [s.id, s.slice, s.site, s.nodeId, s.kind, s.ports.first, s.ports.last],
+  );
+}
+
+const ACTION_SQL: Record<S.SliverAction['action'], string> = {
+  start: "desired = 'running'",
+  stop: "desired = 'stopped'",
+  restart: "desired = 'running', restart_seq = restart_seq + 1",
+  reset: "desired = 'running', reset_seq = reset_seq + 1",
+  freeze: "desired = 'frozen'",
+  thaw: "desired = 'running'",
+};
+
+export async function applySliverAction(q: Queryable, id: string, action: S.SliverAction['action']): Promise<void> {
+  await q.query(`UPDATE slivers SET ${ACTION_SQL[action]}, updated_at = now() WHERE id = $1`, [id]);
+}
+
+export async function markSliverDeleting(q: Queryable, id: string): Promise<void> {
+  await q.query("UPDATE slivers SET desired = 'deleted', state = 'deleting', updated_at = now() WHERE id = $1", [id]);
+}
+
+/** Marks every sliver of a slice for teardown; answers them. */
+export async function markSliceSliversDeleting(q: Queryable, slice: string): Promise<Array<{ id: string; node_id: string }>> {
+  const { rows } = await q.query<{ id: string; node_id: string }>(
+    "UPDATE slivers SET desired = 'deleted', state = 'deleting', updated_at = now() WHERE slice = $1 RETURNING id, node_id",
+    [slice],
+  );
+  return rows;
+}
+
+/** Marks every sliver on a node for teardown (decommission); answers those not already going. */
+export async function markNodeSliversDeleting(q: Queryable, nodeId: string): Promise<Array<{ id: string; slice: string }>> {
+  const { rows } = await q.query<{ id: string; slice: string }>(
+    "UPDATE slivers SET desired = 'deleted', state = 'deleting', updated_at = now() WHERE node_id = $1 AND desired <> 'deleted' RETURNING id, slice",
+    [nodeId],
+  );
+  return rows;
+}
+
+export async function countSliversOn(q: Queryable, nodeId: string): Promise<number> {
+  const { rows } = await q.query<{ n: number }>('SELECT count(*)::int AS n FROM slivers WHERE node_id = $1', [nodeId]);
+  return rows[0]?.n ?? 0;
+}
+
+export async function deleteSliver(q: Queryable, id: string): Promise<void> {
+  await q.query('DELETE FROM slivers WHERE id = $1', [id]);
+}
+
+/** The slice of a sliver on this node, or null when the sliver is not there. */
+export async function sliceOfSliverOn(q: Queryable, sliverId: string, nodeId: string): Promise<string | null> {
+  const { rows } = await q.query<{ slice: string }>('SELECT slice FROM slivers WHERE id = $1 AND node_id = $2', [sliverId, nodeId]);
+  return rows[0]?.slice ?? null;
+}
+
+// ---- what a node reports ---------------------------------------------------------------------
+
+export interface ReportedSliverRow {
+  id: string;
+  slice: string;
+  state: S.SliverState;
+  desired: S.Sliver['desired'];
+  error: string | null;
+  address: string | null;
+}
+
+/** The node's slivers, locked while its report is applied. */
+export async function lockSliversOfNode(q: Queryable, nodeId: string): Promise<ReportedSliverRow[]> {
+  const { rows } = await q.query<ReportedSliverRow>('SELECT id, slice, state, desired, error, address FROM slivers WHERE node_id = $1 FOR NO KEY UPDATE', [nodeId]);
+  return rows;
+}
+
+export interface SliverRefresh {
+  id: string;
+  state: string;
+  error: string | null;
+  address: string | null;
+  usage: object | null;
+}
+
+/** Every reported sliver's row in one statement, not one per sliver (usage moves on every report). */
+export async function refreshSlivers(q: Queryable, refresh: SliverRefresh[]): Promise<void> {
+  if (!refresh.length) return;
+  await q.query(
+    `UPDATE slivers AS s SET state = o.state, error = o.error, address = o.address, usage = COALESCE(o.usage || jsonb_build_object('at', now()), s.usage),
+       updated_at = CASE WHEN s.state IS DISTINCT FROM o.state OR s.error IS DISTINCT FROM o.error THEN now() ELSE s.updated_at END
+     FROM jsonb_to_recordset($1::jsonb) AS o(id uuid, state text, error text, address text, usage jsonb)
+     WHERE s.id = o.id`,
+    [JSON.stringify(refresh)],
+  );
+}
+
+// ---- a node's desired state ------------------------------------------------------------------
+
+export interface DesiredSliverRow {
+  id: string;
+  slice: string;
+  kind: S.DesiredSliver['kind'];
+  desired: S.DesiredSliver['desired'];
+  restart_seq: number;
+  reset_seq: number;
+  ports: S.PortRange;
+  image: string;
+  resources: S.SliceResources;
+  memory_reset: S.DesiredSliver['memory_reset'];
+  expires_at: string;
+  sha256: string | null;
+  magnet: string | null;
+}
+
+export async function desiredSliversOf(q: Queryable, nodeId: string): Promise<DesiredSliverRow[]> {
+  const { rows } = await q.query(
+    `SELECT s.id, s.slice, s.kind, s.desired, s.restart_seq, s.reset_seq, s.port_first, s.port_last,
+            sl.image, sl.resources, sl.memory_reset, sl.expires_at, i.sha256, i.magnet
+     FROM slivers s JOIN slices sl ON sl.name = s.slice LEFT JOIN images i ON i.name = sl.image
+     WHERE s.node_id = $1 ORDER BY s.id`,
+    [nodeId],
+  );
+  return rows.map((r) => ({
+    id: r.id as string,
+    slice: r.slice as string,
+    kind: r.kind as DesiredSliverRow['kind'],
+    desired: r.desired as DesiredSliverRow['desired'],
+    restart_seq: r.restart_seq as number,
+    reset_seq: r.reset_seq as number,
+    ports: { first: r.port_first as number, last: r.port_last as number },
+    image: r.image as string,
+    resources: json(r.resources),
+    memory_reset: r.memory_reset as DesiredSliverRow['memory_reset'],
+    expires_at: iso(r.expires_at),
+    sha256: (r.sha256 as string | null) ?? null,
+    magnet: (r.magnet as string | null) ?? null,
+  }));
+}
+
+/** The ssh keys of the members of these slices. */
+export async function memberKeysOfSlices(q: Queryable, slices: string[]): Promise<Array<{ slice: string; key: string }>> {
+  const { rows } = await q.query<{ slice: string; key: string }>(
+    `SELECT DISTINCT m.slice, k.key FROM slice_members m JOIN ssh_keys k ON k.user_id = m.user_id
+     WHERE m.slice = ANY($1) ORDER BY m.slice, k.key`,
+    [slices],
+  );
+  return rows;
+}

@@ -1,0 +1,47 @@
+// Accounting history: one usage sample per sliver per interval.
+import type { Queryable } from '@planetlite/db';
+import type * as S from '@planetlite/api';
+import { iso, numberOrNull, type Row } from './columns.js';
+
+export function toUsageSample(r: Row): S.UsageSample {
+  return {
+    at: iso(r.at),
+    cpu_seconds: numberOrNull(r.cpu_seconds),
+    memory_bytes: numberOrNull(r.memory_bytes),
+    disk_bytes: numberOrNull(r.disk_bytes),
+    net_rx_bytes: numberOrNull(r.net_rx_bytes),
+    net_tx_bytes: numberOrNull(r.net_tx_bytes),
+  };
+}
+
+/** Samples in [since, until], oldest first, at most limit. */
+export async function usageSamples(q: Queryable, sliver: string, since: Date, until: Date, limit: number): Promise<S.UsageSample[]> {
+  const { rows } = await q.query(
+    `SELECT at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes FROM sliver_usage
+     WHERE sliver = $1 AND at >= $2 AND at <= $3 ORDER BY at LIMIT $4`,
+    [sliver, since, until, limit],
+  );
+  return rows.map(toUsageSample);
+}
+
+/**
+ * Records a sample for each sliver whose last one is at least minAgeSeconds old. Reports come
+ * every 30 s and after every change, with jitter, so callers pass 90% of the interval: else a
+ * 60 s cadence that arrives a little early would be kept only every other time.
+ */
+export async function insertUsageSamples(q: Queryable, samples: Array<{ id: string } & S.SliverUsage>, minAgeSeconds: number): Promise<void> {
+  if (!samples.length) return;
+  await q.query(
+    `INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
+     SELECT o.id, now(), o.cpu_seconds, o.memory_bytes, o.disk_bytes, o.net_rx_bytes, o.net_tx_bytes
+     FROM jsonb_to_recordset($1::jsonb)
+       AS o(id uuid, cpu_seconds double precision, memory_bytes bigint, disk_bytes bigint, net_rx_bytes bigint, net_tx_bytes bigint)
+     WHERE NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = o.id AND u.at > now() - $2::float8 * interval '1 second')`,
+    [JSON.stringify(samples), minAgeSeconds],
+  );
+}
+
+export async function pruneUsageBefore(q: Queryable, cutoff: Date): Promise<number> {
+  const { rowCount } = await q.query('DELETE FROM sliver_usage WHERE at < $1', [cutoff]);
+  return rowCount;
+}

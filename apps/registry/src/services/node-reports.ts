@@ -1,0 +1,85 @@
+// What a node's agent tells the registry: that it is alive, what it can do, and what its slivers do.
+import type { Queryable } from '@planetlite/db';
+import type { NodeCapabilities, ObservedState, SliverUsage } from '@planetlite/api';
+import { markNodeSeen, nodeCapabilities, setNodeCapabilities, setNodeImages } from '../repositories/nodes.js';
+import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } from '../repositories/slivers.js';
+import { dropSliceIfEmpty } from '../repositories/slices.js';
+import { insertUsageSamples } from '../repositories/usage.js';
+import type { Changes } from './changes.js';
+import { finishDecommission } from './node-lifecycle.js';
+
+/** A node that calls in is online; the first call after silence records node.online. */
+export async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise<void> {
+  if ((await markNodeSeen(q, nodeId)) === 'offline') await changes.record(q, { type: 'node.online', node: nodeId });
+}
+
+/**
+ * Capabilities the agent learnt after enrollment (its qemu probe runs in the background) replace
+ * the enrolled ones. Written and recorded as node.capabilities only when they differ, since every
+ * report carries them.
+ */
+async function updateCapabilities(q: Queryable, changes: Changes, nodeId: string, caps: NodeCapabilities): Promise<void> {
+  const before = await nodeCapabilities(q, nodeId);
+  if (before && before.lxc === caps.lxc && before.kvm === caps.kvm && before.kvm_accel === caps.kvm_accel && before.arch === caps.arch) return;
+  const after: NodeCapabilities = { lxc: caps.lxc, kvm: caps.kvm, kvm_accel: caps.kvm_accel, ...(caps.arch ? { arch: caps.arch } : {}) };
+  await setNodeCapabilities(q, nodeId, after);
+  await changes.record(q, { type: 'node.capabilities', node: nodeId, data: { from: before, to: after } });
+}
+
+/**
+ * Applies one observed-state report. A deleting sliver absent from the report (or reported
+ * deleted) is gone; usageSampleSeconds paces the accounting history.
+ */
+export async function applyReport(
+  q: Queryable,
+  changes: Changes,
+  nodeId: string,
+  body: ObservedState,
+  usageSampleSeconds: number,
+): Promise<{ updated: number; removed: number }> {
+  await markSeen(q, changes, nodeId);
+  if (body.capabilities) await updateCapabilities(q, changes, nodeId, body.capabilities);
+  if (body.images) await setNodeImages(q, nodeId, body.images);
+  const rows = await lockSliversOfNode(q, nodeId);
+  const reported = new Map(body.slivers.map((s) => [s.id, s]));
+  let updated = 0;
+  let removed = 0;
+  const refresh: SliverRefresh[] = [];
+  const samples: Array<{ id: string } & SliverUsage> = [];
+  for (const row of rows) {
+    const { id, slice } = row;
+    const obs = reported.get(id);
+    const deleting = row.desired === 'deleted';
+    if (deleting && (!obs || obs.state === 'deleted')) {
+      await deleteSliver(q, id);
+      await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state: 'deleted' } });
+      await dropSliceIfEmpty(q, slice);
+      removed++;
+      continue;
+    }
+    if (!obs || obs.state === 'deleted') continue;
+    // A sliver being deleted stays 'deleting' until it is gone, unless its teardown failed.
+    const state = deleting && obs.state !== 'failed' ? 'deleting' : obs.state;
+    const error = obs.error ?? null;
+    const address = obs.address === undefined ? row.address : obs.address;
+    const usage = {
+      cpu_seconds: obs.cpu_seconds,
+      memory_bytes: obs.memory_bytes,
+      disk_bytes: obs.disk_bytes,
+      net_rx_bytes: obs.net_rx_bytes,
+      net_tx_bytes: obs.net_tx_bytes,
+    };
+    const hasUsage = Object.values(usage).some((v) => v !== undefined);
+    refresh.push({ id, state, error, address, usage: hasUsage ? usage : null });
+    if (hasUsage) samples.push({ id, ...usage });
+    if (state !== row.state || error !== row.error) {
+      updated++;
+      await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });
+    }
+  }
+  await refreshSlivers(q, refresh);
+  await insertUsageSamples(q, samples, usageSampleSeconds * 0.9);
+  // The last sliver of a decommissioning node confirmed gone: the node's key goes with it.
+  if (removed) await finishDecommission(q, changes, nodeId);
+  return { updated, removed };
+}
