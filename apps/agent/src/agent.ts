@@ -1,7 +1,7 @@
 // The node agent daemon: desired-state sync in, reconcile against the host, observed state out.
 // Each module has start/stop, stopped in reverse order.
 import { machine } from 'node:os';
-import { PlanetLiteClient, consoleTail, trustRegistry, type DesiredState, type ObservedState } from '@planetlite/api';
+import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -71,8 +71,7 @@ export class Agent {
     this.#log = opts.log;
     this.#reportEveryMs = opts.reportEveryMs ?? 30_000;
     // The CA pinned at enrollment is the only one trusted for the registry (API, tracker, web seed).
-    this.#registryCa = this.state.readCa();
-    if (this.#registryCa) trustRegistry(e.registry, this.#registryCa);
+    this.#registryCa = this.state.trustPinnedRegistry(e);
     this.client = new PlanetLiteClient({ registry: e.registry, token: e.node_key });
     this.sync = new DesiredStateSync({
       client: this.client,

@@ -12,6 +12,7 @@ export interface RotatedKey {
 export async function rotateKey(opts: { stateDir: string }): Promise<RotatedKey> {
   const state = new StateDir(opts.stateDir);
   const e = state.readEnrollment();
+  state.trustPinnedRegistry(e);
   const old = new PlanetLiteClient({ registry: e.registry, token: e.node_key });
   const { node_key } = await old.rotateNodeKey(e.node_id);
   // Written before the new key is ever used: if this fails, the old key is still the node's.

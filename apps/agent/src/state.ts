@@ -2,7 +2,7 @@
 // desired state, written atomically so that a crash never leaves half a file.
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { DesiredState } from '@planetlite/api';
+import { trustRegistry, type DesiredState } from '@planetlite/api';
 import lockfile from 'proper-lockfile';
 
 export interface Enrollment {
@@ -65,6 +65,13 @@ export class StateDir {
   /** The pinned registry CA, or null when the node trusts the system's CAs (or talks plain HTTP on loopback). */
   readCa(): string | null {
     return existsSync(this.caFile) ? readFileSync(this.caFile, 'utf8') : null;
+  }
+
+  /** Makes this process trust the CA pinned at enrollment (if any) for the node's registry; returns it. */
+  trustPinnedRegistry(e: Enrollment): string | null {
+    const ca = this.readCa();
+    if (ca) trustRegistry(e.registry, ca);
+    return ca;
   }
 
   writeCa(pem: string | null): void {

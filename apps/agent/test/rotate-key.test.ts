@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { createLogger } from '@planetlite/core';
 import { openDatabase, type Database } from '@planetlite/db';
-import { PlanetLiteClient, type DesiredState } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry, type DesiredState } from '@planetlite/api';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { DesiredStateSync, StateDir } from '../src/index.js';
 
@@ -26,6 +26,7 @@ describe('planetlite-agent rotate-key', () => {
     dir = mkdtempSync(join(tmpdir(), 'pl-rotate-'));
     db = await openDatabase({});
     registry = await startRegistry({ db, adminEmail: ADMIN.email, adminPassword: ADMIN.password, sweeps: false, logLevel: 'silent' });
+    trustRegistry(registry.url, registry.ca!);
     admin = new PlanetLiteClient({ registry: registry.url });
     await admin.login(ADMIN.email, ADMIN.password);
     await admin.createSite({ login_base: 'rot', name: 'Rot', max_slices: 5, max_slivers: 5 });
@@ -43,7 +44,8 @@ describe('planetlite-agent rotate-key', () => {
       token: tok.token, hostname, address, capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 },
     });
     const state = new StateDir(join(dir, hostname));
-    state.writeEnrollment({ registry: registry.url, node_id: enrolled.node_id, node_key: enrolled.node_key, address, hostname, site: 'rot', enrolled_at: new Date().toISOString() });
+    state.writeCa(registry.ca);
+    state.writeEnrollment({ registry: registry.url, node_id: enrolled.node_id, node_key: enrolled.node_key, address, hostname, site: 'rot', enrolled_at: new Date().toISOString(), ca_pin: registry.caPin });
     return { enrolled, state };
   }
 
