@@ -470,6 +470,29 @@ describe('planetlite against a live registry', () => {
     expectOneLineError(await cli(['--token', 'bogus', 'slice', 'ls'], { config: piConfig }), /\(\w+\): run planetlite login again$/m);
   });
 
+  it('lists and revokes unused enrollment tokens, ends all tokens of a user, and logout ends the token on the registry', async () => {
+    const issued = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
+    const listed = await okJson<Array<{ id: string }>>(['site', 'tokens', 'princeton'], { config: piConfig });
+    expect(listed.map((t) => t.id)).toContain(issued.id);
+    expect(await ok(['site', 'token-revoke', 'princeton', issued.id!], { config: piConfig })).toContain(`enrollment token ${issued.id} of site princeton revoked`);
+    const enroll = new PlanetLiteClient({ registry: registry.url }).enroll({ token: issued.token, hostname: 'revoked.test', address: '192.0.2.99', capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 } });
+    await expect(enroll).rejects.toMatchObject({ status: 401 });
+
+    // A second login of the pi, then every token of the pi ended by the admin.
+    const spare = join(dir, 'spare', 'config.json');
+    await ok(['--registry', registry.url, 'login', '--email', 'pi@princeton.edu', '--password', piPassword], { config: spare });
+    const ended = await okJson<{ revoked: number }>(['user', 'revoke-tokens', 'pi@princeton.edu'], { config: adminConfig });
+    expect(ended.revoked).toBeGreaterThanOrEqual(2);
+    expectOneLineError(await cli(['whoami'], { config: spare }), /\(unauthorized\): run planetlite login again$|\(token_invalid\)/m);
+    await ok(['--registry', registry.url, 'login', '--email', 'pi@princeton.edu', '--password', piPassword], { config: piConfig });
+
+    // logout ends the token itself: a copy of it is refused afterwards.
+    await ok(['--registry', registry.url, 'login', '--email', 'pi@princeton.edu', '--password', piPassword], { config: spare });
+    const token = (JSON.parse(await readFile(spare, 'utf8')) as { token: string }).token;
+    expect(await ok(['logout'], { config: spare })).toContain('logged out of');
+    await expect(new PlanetLiteClient({ registry: registry.url, token }).me()).rejects.toMatchObject({ status: 401 });
+  });
+
   it('refuses loudly a registry whose certificate the trusted CA did not sign (changed, or an impostor)', async () => {
     const impostor = await startRegistry({ listen: '127.0.0.1:0', adminEmail: ADMIN_EMAIL, adminPassword: ADMIN_PASSWORD, logLevel: 'warn' });
     try {

@@ -67,13 +67,17 @@ Examples:
 
   program
     .command('logout')
-    .description('forget the saved token (the registry and email are kept for the next login)')
+    .description('end the saved token on the registry and forget it (the registry and email are kept for the next login)')
     .action(async () => {
       const config = await ctx.config();
       if (!config.token) {
         if (!ctx.json) ctx.out('not logged in');
         return;
       }
+      // Ended on the registry first, so a copy of the token is worth nothing; an unreachable
+      // registry or a token already dead still lets the user forget it here.
+      const ended = await ctx.client().then((c) => c.logout()).then(() => true, () => false);
+      if (!ended) ctx.note('note: the registry did not end the token (unreachable, or it had already ended); it is forgotten here');
       await ctx.saveConfig({ registry: config.registry, email: config.email, known_registries: config.known_registries });
       if (!ctx.json) ctx.out(`logged out of ${config.registry ?? 'the registry'}`);
     });

@@ -4,7 +4,7 @@ import type { SitePatch } from '@planetlite/api';
 import type { Context } from '../context.js';
 import { integer } from '../parse.js';
 import { siteRecord, siteTable } from '../render.js';
-import { formatRecord, when } from '../table.js';
+import { formatRecord, formatTable, when } from '../table.js';
 
 export function registerSite(program: Command, ctx: Context): void {
   const site = program
@@ -14,7 +14,9 @@ export function registerSite(program: Command, ctx: Context): void {
 Examples:
   planetlite site ls
   planetlite site create princeton --name "Princeton University" --max-slices 10 --max-slivers 100
-  planetlite site token princeton --ttl 3600`);
+  planetlite site token princeton --ttl 3600
+  planetlite site tokens princeton
+  planetlite site token-revoke princeton TOKEN_ID`);
 
   site
     .command('ls')
@@ -91,5 +93,24 @@ Examples:
           'then start the daemon with: planetlite-agent run --state-dir /var/lib/planetlite-agent',
         ].join('\n'),
       );
+    });
+
+  site
+    .command('tokens')
+    .description("list the site's enrollment tokens that can still enroll a node (tech, pi, admin; the secrets are never shown again)")
+    .argument('<login_base>', 'the site prefix')
+    .action(async (loginBase: string) => {
+      const tokens = await (await ctx.client()).listEnrollmentTokens(loginBase);
+      ctx.emit(tokens, (ts) => (ts.length ? formatTable(['ID', 'CREATED_AT', 'EXPIRES_AT', 'CREATED_BY'], ts.map((t) => [t.id, t.created_at, when(t.expires_at), t.created_by])) : `site ${loginBase} has no unused enrollment token`));
+    });
+
+  site
+    .command('token-revoke')
+    .description('revoke an enrollment token before it is used (tech, pi, admin)')
+    .argument('<login_base>', 'the site prefix')
+    .argument('<id>', 'the token id, from site tokens')
+    .action(async (loginBase: string, id: string) => {
+      await (await ctx.client()).deleteEnrollmentToken(loginBase, id);
+      ctx.emit({ revoked: id }, () => `enrollment token ${id} of site ${loginBase} revoked`);
     });
 }

@@ -42,6 +42,16 @@ Examples:
     });
 
   user
+    .command('revoke-tokens')
+    .description("end every login token of a user at once, on every replica (that user, admin): a lost laptop, a leaked token")
+    .argument('<user>', 'email or id')
+    .action(async (ref: string) => {
+      const client = await ctx.client();
+      const res = await client.revokeUserTokens(await resolveUserId(client, ref));
+      ctx.emit(res, (r) => `${r.revoked} token(s) of ${ref} ended`);
+    });
+
+  user
     .command('me')
     .description('show your own account')
     .action(async () => {
