@@ -22,15 +22,7 @@ afterAll(async () => {
 
 describe('beside a default-drop forward policy', () => {
   it('a sliver answers ssh before the host firewall comes', async () => {
-    await node.admin.createSlice({ name: 'fw_one', description: 'firewall e2e', url: 'https://example.org', image: 'tiny' });
-    sliver = await node.admin.createSliver('fw_one', node.nodeId);
-    await until('the sliver to run', async () => {
-      const s = await node.admin.getSliver(sliver.id);
-      if (s.state === 'failed') throw new Error(`sliver failed: ${s.error}`);
-      return s.state === 'running' ? s : null;
-    }, 120_000);
-    sliver = await node.admin.getSliver(sliver.id);
-    expect(await until('ssh', async () => node.ssh(sliver.ports.first, 'fw_one', 'cat /etc/slicename'), 30_000)).toBe('fw_one');
+    sliver = await node.runningSliver('fw_one');
     expect(await forwardDrops(node.ns)).toEqual([]);
   }, 180_000);
 

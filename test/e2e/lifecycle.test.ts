@@ -12,7 +12,7 @@ let admin: PlanetLiteClient;
 beforeAll(async () => {
   node = await startOneNode({ site: 'lc', octets: [150, 50], sliverSubnet: (o) => `10.${130 + (o % 10)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
   admin = node.admin;
-  for (const name of ['lc_one', 'lc_two']) await admin.createSlice({ name, description: 'lifecycle e2e', url: 'https://example.org', image: 'tiny' });
+  await admin.createSlice({ name: 'lc_two', description: 'lifecycle e2e', url: 'https://example.org', image: 'tiny' });
 }, 180_000);
 
 afterAll(async () => {
@@ -32,7 +32,7 @@ describe('a node through drain, undrain and decommission', () => {
   const ids: string[] = [];
 
   it('drained: no new sliver (409 node_draining naming the node), the running one keeps answering ssh', async () => {
-    one = await running((await admin.createSliver('lc_one', node.nodeId)).id);
+    one = await node.runningSliver('lc_one');
     ids.push(one.id);
     const drained = await admin.nodeAction(node.nodeId, 'drain');
     expect(drained.admin_state).toBe('draining');

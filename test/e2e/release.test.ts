@@ -47,15 +47,7 @@ function held(): string[] {
 
 describe('releasing a node', () => {
   it('builds a sliver whose processes are not children of the agent', async () => {
-    await node.admin.createSlice({ name: 'rel_one', description: 'release e2e', url: 'https://example.org', image: 'tiny' });
-    sliver = await node.admin.createSliver('rel_one', node.nodeId);
-    await until('the sliver to run', async () => {
-      const s = await node.admin.getSliver(sliver.id);
-      if (s.state === 'failed') throw new Error(`sliver failed: ${s.error}`);
-      return s.state === 'running' ? s : null;
-    }, 120_000);
-    sliver = await node.admin.getSliver(sliver.id);
-    expect(await until('ssh', async () => node.ssh(sliver.ports.first, 'rel_one', 'cat /etc/slicename'), 30_000)).toBe('rel_one');
+    sliver = await node.runningSliver('rel_one');
     // lxc-start -d daemonises: its monitor is re-parented (to init or a subreaper), the sliver's
     // init is the monitor's child. So only the agent's cgroup ties them to the agent (KillMode).
     const init = Number(inNs('lxc-info', ['-P', lxcPath(), '-n', `sl-${sliver.id}`, '-pH']).trim());

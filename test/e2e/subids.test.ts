@@ -63,14 +63,7 @@ const lxc = (tool: string, args: string[]) =>
 
 describe('slivers on a node with uidmap', () => {
   it("run unprivileged with host ids from root's subordinate range", async () => {
-    await node.admin.createSlice({ name: 'sub_one', description: 'subids e2e', url: 'https://example.org', image: 'tiny' });
-    sliver = await node.admin.createSliver('sub_one', node.nodeId);
-    await until('the sliver to run', async () => {
-      const s = await node.admin.getSliver(sliver.id);
-      if (s.state === 'failed') throw new Error(`sliver failed: ${s.error}`);
-      return s.state === 'running' ? s : null;
-    }, 120_000);
-    sliver = await node.admin.getSliver(sliver.id);
+    sliver = await node.runningSliver('sub_one');
     expect(await until('ssh', async () => node.ssh(sliver.ports.first, 'root', 'id -u'), 30_000)).toBe('0');
     const init = Number(lxc('lxc-info', ['-pH']).stdout.trim());
     const status = readFileSync(`/proc/${init}/status`, 'utf8');

@@ -7,13 +7,15 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry, type Sliver } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { Agent, enroll, importImage, type SettingsOverrides } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from './node.ts';
 
-export { until } from './testbed.ts';
+import { until } from './testbed.ts';
+
+export { until };
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const log = createLogger({ name: 'e2e', level: process.env.PLANETLITE_E2E_LOG ?? 'silent' });
@@ -52,6 +54,8 @@ export interface OneNode {
    * override the node's agentSettings for this agent. */
   startAgent(settings?: SettingsOverrides): Promise<Agent>;
   stopAgent(): Promise<void>;
+  /** Creates the slice (of the node's image) and a sliver of it here; resolves once it runs and answers ssh. */
+  runningSliver(slice: string): Promise<Sliver>;
   /** Removes everything, also what a failure left: slivers, devices, the table, the pool. */
   close(): Promise<void>;
 }
@@ -88,6 +92,17 @@ export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
     async stopAgent() {
       await node.agent?.stop();
       node.agent = null;
+    },
+    async runningSliver(slice: string) {
+      await node.admin!.createSlice({ name: slice, description: 'e2e', url: 'https://example.org', image: opts.image.name });
+      const created = await node.admin!.createSliver(slice, node.nodeId!);
+      const sliver = await until(`sliver ${created.id} of ${slice} to run`, async () => {
+        const s = await node.admin!.getSliver(created.id);
+        if (s.state === 'failed') throw new Error(`sliver failed: ${s.error}`);
+        return s.state === 'running' ? s : null;
+      }, 120_000);
+      await until(`sliver ${created.id} to answer ssh`, async () => node.ssh!(sliver.ports.first, slice, 'cat /etc/slicename') === slice, 30_000);
+      return sliver;
     },
     async close() {
       await node.agent?.stop();
