@@ -77,5 +77,6 @@ export async function enroll(opts: EnrollOptions): Promise<Enrollment> {
   };
   state.writeCa(ca);
   state.writeEnrollment(enrollment);
+  state.clearRevoked();
   return enrollment;
 }

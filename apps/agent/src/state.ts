@@ -36,6 +36,10 @@ export class StateDir {
   get desiredFile(): string {
     return join(this.dir, 'desired-state.json');
   }
+  /** Present while the registry has revoked this node's key: its slivers get no forwarding. */
+  get revokedFile(): string {
+    return join(this.dir, 'revoked');
+  }
   /** The registry's CA, pinned at enrollment: the only CA this node trusts for its registry. */
   get caFile(): string {
     return join(this.dir, 'registry-ca.pem');
@@ -60,6 +64,19 @@ export class StateDir {
   writeEnrollment(e: Enrollment): void {
     this.ensure();
     atomicWrite(this.enrollmentFile, JSON.stringify(e, null, 2) + '\n', 0o600);
+  }
+
+  /** Since when the registry has revoked this node's key, or null. A new enrollment clears it. */
+  revokedAt(): string | null {
+    return existsSync(this.revokedFile) ? readFileSync(this.revokedFile, 'utf8').trim() || 'unknown' : null;
+  }
+
+  markRevoked(): void {
+    if (!existsSync(this.revokedFile)) atomicWrite(this.revokedFile, `${new Date().toISOString()}\n`, 0o600);
+  }
+
+  clearRevoked(): void {
+    rmSync(this.revokedFile, { force: true });
   }
 
   /** The pinned registry CA, or null when the node trusts the system's CAs (or talks plain HTTP on loopback). */

@@ -19,10 +19,12 @@ export interface SyncOptions {
   fullPullCron?: string;
   /** Backoff after failures, ms: first and maximum (default 500 and 30 000). */
   backoffMs?: [number, number];
+  /** The registry revoked this node's key (decommissioned, or revoked by its site): called once. */
+  onRevoked?: () => void | Promise<void>;
 }
 
 export class DesiredStateSync {
-  readonly #o: Required<Omit<SyncOptions, 'fullPullCron'>> & { fullPullCron: string };
+  readonly #o: Required<Omit<SyncOptions, 'fullPullCron' | 'onRevoked'>> & Pick<SyncOptions, 'onRevoked'> & { fullPullCron: string };
   #etag: string | null = null;
   #abort = new AbortController();
   #loop: Promise<void> | null = null;
@@ -30,6 +32,8 @@ export class DesiredStateSync {
   #reachable = true;
   /** The last failure was a certificate the pinned CA did not sign (logged once until it changes). */
   #refusedTls = false;
+  /** The registry said this node's key is revoked (acted on once). */
+  #revoked = false;
   /** The document the agent works from: the newest one it fetched or found on disk. */
   current: DesiredState | null = null;
 
@@ -89,7 +93,11 @@ export class DesiredStateSync {
         // A key rotated meanwhile (planetlite-agent rotate-key) is in the enrollment file: retry with it at once.
         if (err instanceof ApiError && err.status === 401 && this.#pickUpKey()) continue;
         if (err instanceof ApiError && err.code === 'node_key_revoked') {
-          this.#o.log.error({ code: err.code, detail: err.message }, 'the registry revoked this node key (decommissioned, or revoked by its site): enroll the node again');
+          if (!this.#revoked) {
+            this.#revoked = true;
+            this.#o.log.error({ code: err.code, detail: err.message }, 'the registry revoked this node key (decommissioned, or revoked by its site): enroll the node again');
+            await this.#o.onRevoked?.();
+          }
         } else if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
           this.#o.log.error({ code: err.code, detail: err.message }, 'the registry refuses this node key: enroll the node again');
         } else if (tlsVerifyCodeOf(err)) {
