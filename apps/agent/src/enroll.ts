@@ -1,7 +1,8 @@
 // planetlite-agent enroll: trade a site's one-time token for this node's key, kept in the state dir.
 import { PlanetLiteClient, type NodeCapabilities, type PortRange } from '@planetlite/api';
 import { StateDir, type Enrollment } from './state.js';
-import { defaultHostname, probeCapabilities, probeResources } from './probe.js';
+import { machine } from 'node:os';
+import { defaultHostname, probeResources } from './probe.js';
 
 export interface EnrollOptions {
   registry: string;
@@ -10,6 +11,7 @@ export interface EnrollOptions {
   stateDir: string;
   hostname?: string;
   portWindow?: PortRange;
+  /** Default: none yet — the first report of `run` carries what its drivers' checks found. */
   capabilities?: NodeCapabilities;
 }
 
@@ -22,7 +24,7 @@ export async function enroll(opts: EnrollOptions): Promise<Enrollment> {
     token: opts.token,
     hostname,
     address: opts.address,
-    capabilities: opts.capabilities ?? probeCapabilities(),
+    capabilities: opts.capabilities ?? { lxc: false, kvm: false, kvm_accel: null, arch: machine() },
     resources: probeResources(state.dir),
     ...(opts.portWindow ? { port_window: opts.portWindow } : {}),
   });

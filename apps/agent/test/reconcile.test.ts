@@ -48,7 +48,7 @@ function recordingDrivers(dir: string) {
     usageAll: async () => new Map([...roots].map((id) => [id, { exclusiveBytes: 4096, referencedBytes: 1 << 20 }])),
   } as unknown as StorageDriver;
   const instance = {
-    name: 'fake', capabilities: { unprivileged: true, freeze: true, memoryLimit: true },
+    name: 'fake', capabilities: { unprivileged: true, freeze: true, memoryLimit: true }, status: { state: 'ready' },
     define: async (s: { id: string }) => { note(`define ${s.id}`); if (!states.has(s.id)) states.set(s.id, 'stopped'); },
     state: async (id: string) => { note(`state ${id}`); return states.get(id) ?? 'absent'; },
     states: async () => { note('states'); return new Map(states); },
@@ -71,7 +71,7 @@ function recordingDrivers(dir: string) {
     counters: async () => new Map(),
     address: () => ({ hostAddress: '10.0.0.1', sliverAddress: '10.0.0.2', prefix: 30 }),
   } as unknown as NetworkDriver;
-  return { drivers: { storage, instance, network }, calls, states, gates, maxBusy: () => maxBusy };
+  return { drivers: { storage, instances: { lxc: instance }, network }, calls, states, gates, maxBusy: () => maxBusy };
 }
 
 function sliver(slice: string): DesiredSliver {

@@ -36,9 +36,20 @@ export interface InstanceSpec {
 
 export type InstanceState = 'running' | 'stopped' | 'frozen' | 'absent';
 
+/** Where a driver's check() is: a driver builds slivers only once it is 'ready'. A VM driver's
+ * check boots a probe guest and takes seconds, so the agent runs it in the background. */
+export type InstanceDriverStatus =
+  | { state: 'unchecked' }
+  | { state: 'checking' }
+  /** accel: the accelerator a VM driver's check chose (the node's `kvm_accel`). */
+  | { state: 'ready'; accel?: 'kvm' | 'tcg' }
+  | { state: 'failed'; why: string };
+
 export interface InstanceDriver {
   readonly name: string;
   readonly capabilities: InstanceCapabilities;
+  /** What check() found so far. */
+  readonly status: InstanceDriverStatus;
   /** Checks tools and kernel support once; throws an actionable error naming what is missing. */
   check(): Promise<void>;
   /** Writes or refreshes the sliver's config; idempotent. */
@@ -66,6 +77,19 @@ export interface InstanceDriver {
   cpuSeconds(id: string): Promise<number | null>;
   /** Path of the sliver's console log, when the driver keeps one (`planetlite sliver log`). */
   consoleLog?(id: string): string;
+  /** Why a sliver that was running has stopped by itself, when the driver can tell; else null. */
+  exitReason?(id: string): Promise<string | null>;
+}
+
+/** Runs a driver's check, keeping its status: checking, then ready or failed (and rethrown). */
+export async function trackCheck(set: (s: InstanceDriverStatus) => void, check: () => Promise<Omit<Extract<InstanceDriverStatus, { state: 'ready' }>, 'state'> | void>): Promise<void> {
+  set({ state: 'checking' });
+  try {
+    set({ state: 'ready', ...(await check()) });
+  } catch (err) {
+    set({ state: 'failed', why: err instanceof Error ? err.message : String(err) });
+    throw err;
+  }
 }
 
 /** A spec the driver refuses before touching the host. */

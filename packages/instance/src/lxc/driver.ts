@@ -8,9 +8,11 @@ import { CommandError, Reverter, run, tryRun, type RunOptions, type RunResult } 
 import {
   InvalidSpecError,
   isSliverId,
+  trackCheck,
   validateInstanceSpec,
   type InstanceCapabilities,
   type InstanceDriver,
+  type InstanceDriverStatus,
   type InstanceSpec,
   type InstanceState,
 } from '../driver.js';
@@ -47,6 +49,7 @@ export class LxcDriver implements InstanceDriver {
   #probe: PayloadProbe | null = null;
   #capabilities: InstanceCapabilities = { unprivileged: false, freeze: false, memoryLimit: false };
   #limitations: string[] = [];
+  #status: InstanceDriverStatus = { state: 'unchecked' };
 
   constructor(opts: LxcDriverOptions) {
     for (const [key, dir] of [['lxcPath', opts.lxcPath], ['rootfsDir', opts.rootfsDir]] as const)
@@ -73,7 +76,17 @@ export class LxcDriver implements InstanceDriver {
     return this.#facts;
   }
 
-  async check(): Promise<void> {
+  get status(): InstanceDriverStatus {
+    return this.#status;
+  }
+
+  /** Checks tools, the namespace, cgroups and seccomp, and proves idmapped roots work here with a
+   * short-lived probe container; status says how far it got. */
+  check(): Promise<void> {
+    return trackCheck((s) => (this.#status = s), () => this.#check());
+  }
+
+  async #check(): Promise<void> {
     const missing = await missingTools(this.netns !== undefined);
     if (missing.length) throw new Error(`lxc driver: ${missing.join(', ')} not found (apt-get install lxc${missing.includes('nsenter') ? ' util-linux' : ''})`);
     if (this.netns !== undefined && (await tryRun('nsenter', [`--net=${this.#netnsPath()}`, 'true'])) === null)

@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { Reverter, tryRun, type RunResult } from '@planetlite/host';
-import { isSliverId, validateInstanceSpec, type InstanceCapabilities, type InstanceDriver, type InstanceSpec, type InstanceState } from '../driver.js';
+import { isSliverId, trackCheck, validateInstanceSpec, type InstanceCapabilities, type InstanceDriver, type InstanceDriverStatus, type InstanceSpec, type InstanceState } from '../driver.js';
 import { findStaticBusybox } from '../lxc/probe.js';
 import { controlExec, controlHalt, qmp, qmpStatus } from './channel.js';
 import { renderQemuArgv, validateVmConfig, vmConfigFromSpec, vmPaths, type Accel, type BootAssets, type VmConfig, type VmPaths } from './config.js';
@@ -41,6 +41,7 @@ export class QemuDriver implements InstanceDriver {
   readonly kernelCache: string;
   readonly #accelOption: Accel | 'auto';
   #accel: Accel | null = null;
+  #status: InstanceDriverStatus = { state: 'unchecked' };
   #nodeBoot: BootAssets | null = null;
   #busybox = '';
   /** One lifecycle call at a time per sliver: QMP and the control port each take one client. */
@@ -78,7 +79,20 @@ export class QemuDriver implements InstanceDriver {
     return this.#nodeBoot;
   }
 
-  async check(): Promise<void> {
+  get status(): InstanceDriverStatus {
+    return this.#status;
+  }
+
+  /** Checks tools, the tap device node and the namespace, fetches the node kernel, then boots a
+   * probe guest to choose the accelerator; status says how far it got. */
+  check(): Promise<void> {
+    return trackCheck((s) => (this.#status = s), async () => {
+      await this.#check();
+      return { accel: this.accel };
+    });
+  }
+
+  async #check(): Promise<void> {
     if (process.geteuid?.() !== 0) throw new Error('qemu driver: must run as root (9p passthrough of sliver roots, tap devices)');
     const missing = await missingTools(this.netns !== undefined);
     if (missing.length) throw new Error(`qemu driver: ${missing.join(', ')} not found`);
@@ -324,6 +338,14 @@ export class QemuDriver implements InstanceDriver {
   /** The sliver's serial console (kernel, init and `sshd -e` output), appended across boots. */
   consoleLog(id: string): string {
     return this.#paths(id).console;
+  }
+
+  /** Why the sliver's qemu ended, from the last line qemu wrote to its log. */
+  async exitReason(id: string): Promise<string | null> {
+    if (!isSliverId(id)) return null;
+    const text = await readFile(this.#paths(id).qemuLog, 'utf8').catch(() => '');
+    const last = text.trim().split('\n').at(-1)?.trim();
+    return last ? last.slice(0, 300) : 'qemu exited without a word (killed?)';
   }
 
   /** Host pid of the sliver's qemu, or null when it is not running (accounting and tests). */
