@@ -2,6 +2,7 @@
 // from the network driver (one command for all slivers), exclusive disk bytes from the storage
 // pool's qgroups (which need a commit, so read at most once a minute).
 import type { ObservedSliver } from '@planetlite/api';
+import { errorFields } from '@planetlite/host';
 import type { Logger } from '@planetlite/core';
 import type { InstanceDriver } from '@planetlite/instance';
 import type { NetworkDriver, SliverCounters } from '@planetlite/network';
@@ -26,7 +27,7 @@ export class Accounting {
   /** Node-wide figures of one report: wire counters and disk bytes of every sliver. */
   async read(): Promise<{ net: Map<string, SliverCounters>; disk: Map<string, number> }> {
     const net = await this.#network.counters().catch((err: unknown) => {
-      this.#log.debug({ err: err instanceof Error ? err.message : String(err) }, 'reading network counters failed');
+      this.#log.debug(errorFields(err), 'reading network counters failed');
       return new Map<string, SliverCounters>();
     });
     return { net, disk: await this.#diskUsage() };
@@ -54,7 +55,7 @@ export class Accounting {
         const all = await this.#storage.usageAll();
         this.#disk.bytes = new Map([...all].map(([id, u]) => [id, u.exclusiveBytes]));
       } catch (err) {
-        this.#log.debug({ err: err instanceof Error ? err.message : String(err) }, 'reading disk usage failed');
+        this.#log.debug(errorFields(err), 'reading disk usage failed');
       }
     }
     return this.#disk.bytes;

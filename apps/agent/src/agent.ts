@@ -1,6 +1,7 @@
 // The node agent daemon: desired-state sync in, reconcile against the host, observed state out.
 // Each module has start/stop, stopped in reverse order.
 import { machine } from 'node:os';
+import { errorFields } from '@planetlite/host';
 import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
@@ -177,7 +178,7 @@ export class Agent {
       try {
         return await collector.collect();
       } catch (err) {
-        this.#log.warn({ err: err instanceof Error ? err.message : String(err) }, 'image garbage collection failed; retried later');
+        this.#log.warn(errorFields(err), 'image garbage collection failed; retried later');
         return [];
       }
     });
@@ -202,7 +203,7 @@ export class Agent {
         await this.client.putObservedState(this.nodeId, await this.observed());
         await this.#uploadConsoles();
       } catch (err) {
-        this.#log.debug({ err: err instanceof Error ? err.message : String(err) }, 'observed-state report failed');
+        this.#log.debug(errorFields(err), 'observed-state report failed');
       }
     });
     return this.#reporting;
@@ -234,7 +235,7 @@ export class Agent {
           await fd.close();
         }
       } catch (err) {
-        this.#log.debug({ sliver: id, err: err instanceof Error ? err.message : String(err) }, 'console upload failed; retried with the next report');
+        this.#log.debug({ sliver: id, ...errorFields(err) }, 'console upload failed; retried with the next report');
       }
     }
     for (const id of this.#consoles.keys()) if (!live.has(id)) this.#consoles.delete(id);

@@ -3,6 +3,7 @@
 // the VM driver's check (tools, node kernel, the accelerator probe boot) takes seconds, so it runs
 // in the background: containers do not wait for it, and VM slivers stay provisioning until it is done.
 import type { NodeCapabilities } from '@planetlite/api';
+import { errorFields } from '@planetlite/host';
 import type { Logger } from '@planetlite/core';
 import type { InstanceDriver, InstanceState } from '@planetlite/instance';
 import type { Readiness, SliverKind } from './planner.js';
@@ -60,7 +61,7 @@ export function checkInBackground(drivers: InstanceDrivers, log: Logger, onDone:
         const st = d.status;
         log.info({ kind, ...(st.state === 'ready' && st.accel ? { accel: st.accel } : {}) }, 'slivers of this kind can run here');
       },
-      (err: unknown) => log.warn({ kind, err: err instanceof Error ? err.message : String(err) }, 'slivers of this kind cannot run here'),
+      (err: unknown) => log.warn({ kind, ...errorFields(err) }, 'slivers of this kind cannot run here'),
     ).then(onDone);
   });
   return Promise.all(checks).then(() => undefined);

@@ -4,6 +4,7 @@
 // idempotent, so an agent killed at any instant converges on its next pass. Work on one sliver
 // never waits for another; the shared nftables table is applied under one lock.
 import pLimit, { type LimitFunction } from 'p-limit';
+import { errorFields } from '@planetlite/host';
 import type { DesiredSliver, DesiredState, ObservedSliver } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import type { InstanceDriver, InstanceState } from '@planetlite/instance';
@@ -66,7 +67,7 @@ export class Reconciler {
       this.#tableRebuilt = true;
       work.push(this.#builder.applyTable().catch((err: unknown) => {
         this.#tableRebuilt = false;
-        this.#log.warn({ err: err instanceof Error ? err.message : String(err) }, 'rebuilding the nftables table failed; the next pass retries');
+        this.#log.warn(errorFields(err), 'rebuilding the nftables table failed; the next pass retries');
       }));
     }
     for (const id of plan.teardown) {
@@ -208,7 +209,7 @@ export class Reconciler {
       if (this.#status.get(s.id)?.state !== 'provisioning') this.#done.set(s.id, want);
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
-      this.#log.warn({ sliver: s.id, slice: s.slice, err: error }, 'sliver could not be brought to its desired state');
+      this.#log.warn({ sliver: s.id, slice: s.slice, ...errorFields(err) }, 'sliver could not be brought to its desired state');
       this.#status.set(s.id, { state: 'failed', error });
     }
   }
@@ -226,7 +227,7 @@ export class Reconciler {
       this.#status.delete(id);
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
-      this.#log.warn({ sliver: id, err: error }, 'sliver teardown failed; the next pass retries');
+      this.#log.warn({ sliver: id, ...errorFields(err) }, 'sliver teardown failed; the next pass retries');
       this.#status.set(id, { state: 'failed', error: `teardown: ${error}` });
     }
   }

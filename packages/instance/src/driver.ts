@@ -2,6 +2,7 @@
 // behind one small interface with capability flags (callers test flags, not driver names).
 import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
+import { InstanceError } from './errors.js';
 
 export interface InstanceCapabilities {
   /** Slivers run in a user namespace (root inside is an unprivileged host uid). */
@@ -93,9 +94,9 @@ export async function trackCheck(set: (s: InstanceDriverStatus) => void, check: 
 }
 
 /** A spec the driver refuses before touching the host. */
-export class InvalidSpecError extends Error {
+export class InvalidSpecError extends InstanceError {
   constructor(message: string) {
-    super(message);
+    super('invalid_spec', message);
     this.name = 'InvalidSpecError';
   }
 }

@@ -5,6 +5,7 @@ import { LxcDriver, type LxcDriverOptions } from './lxc/driver.js';
 import { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
 
 export type { InstanceCapabilities, InstanceDriver, InstanceDriverStatus, InstanceSpec, InstanceState } from './driver.js';
+export { InstanceError, isInstanceError, type InstanceErrorCode } from './errors.js';
 export { InvalidSpecError, isSliverId, validateInstanceSpec, trackCheck, IDMAP_SIZE } from './driver.js';
 export { LxcDriver, type LxcDriverOptions } from './lxc/driver.js';
 export { containerName, idFromContainerName, renderConfig, sharesToWeight, DROPPED_CAPABILITIES, type LxcHostFacts, type RenderOptions } from './lxc/config.js';
