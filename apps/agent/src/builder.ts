@@ -110,7 +110,9 @@ export class Builder {
     await Reverter.wrap(async (r) => {
       for (const stage of plan.stages) {
         if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
-        await Promise.all(stage.map((step) => this.#step(b, step, r)));
+        // Every step of a stage settles before a failure undoes anything: no undo is registered late.
+        const failed = (await Promise.allSettled(stage.map((step) => this.#step(b, step, r)))).find((o) => o.status === 'rejected');
+        if (failed) throw failed.reason;
       }
       this.#log.debug({ sliver: s.id, step: 'done' }, 'reconcile step');
     });
