@@ -113,14 +113,21 @@ export class Builder {
         // Every step of a stage settles before a failure undoes anything: no undo is registered late.
         const failed = (await Promise.allSettled(stage.map((step) => this.#step(b, step, r)))).find((o) => o.status === 'rejected');
         if (failed) throw failed.reason;
+        // What follows the config is the sliver's lifecycle (start, stop, freeze, thaw, keys).
+        if (stage.some((st) => st.do === 'define')) this.#note(s.id, 'lifecycle');
       }
-      this.#log.debug({ sliver: s.id, step: 'done' }, 'reconcile step');
+      this.#note(s.id, 'done');
     });
+  }
+
+  /** One debug line before each part of a build (the crash tests kill the agent on these). */
+  #note(id: string, step: string): void {
+    this.#log.debug({ sliver: id, step }, 'reconcile step');
   }
 
   async #step(b: Build, step: Step, r: Reverter): Promise<void> {
     const { s, driver } = b;
-    this.#log.debug({ sliver: s.id, step: step.do }, 'reconcile step');
+    if (step.do !== 'link') this.#note(s.id, step.do);
     switch (step.do) {
       case 'claim':
         b.rec = this.#ledger.claim(s.id, s.slice, this.#maxSlots, b.plan.kind);
@@ -135,18 +142,21 @@ export class Builder {
         b.rootfs = await this.#d.storage.createRoot(s.id, b.plan.sha256, s.resources.disk_mb * MiB);
         if (b.plan.fresh) r.add(() => this.#d.storage.deleteRoot(s.id));
         if (step.provision) {
-          this.#log.debug({ sliver: s.id, step: 'provision' }, 'reconcile step');
+          this.#note(s.id, 'provision');
           await provisionRoot({ rootfs: b.rootfs, slice: s.slice, keys: s.keys });
           this.#ledger.update(s.id, { image_sha256: b.plan.sha256, keys_hash: keysHash(s.keys) });
         }
         return;
       case 'link': {
+        this.#note(s.id, 'network');
         b.net = await this.#d.network.attach(netSpec(b.rec, s));
         if (b.fresh) r.add(() => this.#d.network.detach(s.id));
         // After every attach: a device attach() made anew starts without caps. A cap at or
         // above what tc takes is no cap.
+        this.#note(s.id, 'shaping');
         const kbps = s.resources.net_kbps <= MAX_KBPS ? s.resources.net_kbps : null;
         await this.#d.network.limit(s.id, { inKbps: kbps, outKbps: kbps });
+        this.#note(s.id, 'nftables');
         await this.applyTable();
         return;
       }
