@@ -33,8 +33,9 @@ interface Build {
   rec: SliverRecord;
   rootfs: string | null;
   net: SliverNet | null;
-  /** Made by this build (a new sliver): undone if the build fails. */
-  fresh: boolean;
+  /** A new sliver (its ledger record claimed by this build): its link and instance are undone
+   * if the build fails (its root is whenever the build made it: plan.fresh). */
+  isNew: boolean;
 }
 
 export class Builder {
@@ -106,7 +107,7 @@ export class Builder {
     this.#log.debug({ sliver: s.id, image: s.image.name, plan: describePlan(plan) }, 'ensure');
     // Keep seeding what this node holds to other nodes (also after a restart).
     if (plan.seed) this.#fetcher?.seed({ name: s.image.name, sha256: plan.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
-    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, fresh: plan.stages[0]?.[0]?.do === 'claim' };
+    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim' };
     await Reverter.wrap(async (r) => {
       for (const stage of plan.stages) {
         if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
@@ -150,7 +151,7 @@ export class Builder {
       case 'link': {
         this.#note(s.id, 'network');
         b.net = await this.#d.network.attach(netSpec(b.rec, s));
-        if (b.fresh) r.add(() => this.#d.network.detach(s.id));
+        if (b.isNew) r.add(() => this.#d.network.detach(s.id));
         // After every attach: a device attach() made anew starts without caps. A cap at or
         // above what tc takes is no cap.
         this.#note(s.id, 'shaping');
@@ -162,7 +163,7 @@ export class Builder {
       }
       case 'define': {
         const net = b.net!;
-        if (b.fresh) r.add(() => driver.destroy(s.id));
+        if (b.isNew) r.add(() => driver.destroy(s.id));
         await driver.define({
           id: s.id,
           hostname: s.slice,
