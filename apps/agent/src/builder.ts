@@ -70,11 +70,8 @@ export class Builder {
 
   /** What the host has, for a pass: one probe per driver. */
   async host(): Promise<HostView> {
-    return {
-      instances: await instanceStates(this.#d.instances),
-      roots: await this.#d.storage.listRoots(),
-      links: await this.#d.network.listAttached(),
-    };
+    const [instances, roots, links] = await Promise.all([instanceStates(this.#d.instances), this.#d.storage.listRoots(), this.#d.network.listAttached()]);
+    return { instances, roots, links };
   }
 
   /** What the planner needs to know of one sliver, read now. After a restore the instance is
@@ -82,15 +79,19 @@ export class Builder {
   async facts(s: DesiredSliver, opts: { done: boolean; restore?: boolean }): Promise<SliverFacts> {
     const local = this.#images.byName(s.image.name);
     const driver = this.driverOf(s.id, kindOf(s));
-    let state: InstanceState = 'absent';
-    if (driver && !opts.restore) state = await driver.state(s.id);
+    // Three independent reads, side by side.
+    const [state, stored, roots] = await Promise.all([
+      driver && !opts.restore ? driver.state(s.id) : Promise.resolve<InstanceState>('absent'),
+      local ? this.#d.storage.hasImage(local.sha256) : Promise.resolve(false),
+      this.#d.storage.listRoots(),
+    ]);
     return {
       sliver: s,
       record: this.#ledger.get(s.id),
       readiness: this.readiness(kindOf(s)),
-      localImage: local && { sha256: local.sha256, stored: await this.#d.storage.hasImage(local.sha256) },
+      localImage: local && { sha256: local.sha256, stored },
       canFetch: this.#fetcher !== null,
-      hasRoot: (await this.#d.storage.listRoots()).includes(s.id),
+      hasRoot: roots.includes(s.id),
       state,
       done: opts.done,
       ...(opts.restore ? { restore: true } : {}),
