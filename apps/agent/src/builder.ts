@@ -11,7 +11,7 @@ import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images.js';
 import { instanceStates, readiness } from './instances.js';
 import type { Ledger, SliverRecord } from './ledger.js';
-import { describePlan, keysHash, kindOf, type HostView, type Readiness, type SliverFacts, type SliverKind, type SliverPlan, type Step, type TeardownStep } from './planner.js';
+import { describePlan, keysHash, kindOf, planLifecycle, type HostView, type Readiness, type SliverFacts, type SliverKind, type SliverPlan, type Step, type TeardownStep } from './planner.js';
 import { keysScript, provisionRoot } from './provision.js';
 
 /** What a pass needs of the image fetcher (fetch.ts). */
@@ -36,6 +36,8 @@ interface Build {
   /** A new sliver (its ledger record claimed by this build): its link and instance are undone
    * if the build fails (its root is whenever the build made it: plan.fresh). */
   isNew: boolean;
+  /** What the sliver is when done (the lifecycle says). */
+  ends: 'running' | 'stopped';
 }
 
 export class Builder {
@@ -74,14 +76,13 @@ export class Builder {
     return { instances, roots, links };
   }
 
-  /** What the planner needs to know of one sliver, read now. After a restore the instance is
-   * known to be gone: no probe. */
+  /** What the planner needs to know of one sliver, read now. */
   async facts(s: DesiredSliver, opts: { done: boolean; restore?: boolean }): Promise<SliverFacts> {
     const local = this.#images.byName(s.image.name);
     const driver = this.driverOf(s.id, kindOf(s));
-    // Three independent reads, side by side.
+    // Three independent reads, side by side; the state only when it can spare the whole build.
     const [state, stored, roots] = await Promise.all([
-      driver && !opts.restore ? driver.state(s.id) : Promise.resolve<InstanceState>('absent'),
+      driver && opts.done && !opts.restore ? driver.state(s.id) : Promise.resolve(null),
       local ? this.#d.storage.hasImage(local.sha256) : Promise.resolve(false),
       this.#d.storage.listRoots(),
     ]);
@@ -103,23 +104,23 @@ export class Builder {
     return this.#fetcher?.state(image.name);
   }
 
-  /** Carries out a build plan; onFresh runs before the first step of a sliver with no root yet. */
-  async build(s: DesiredSliver, plan: BuildPlan, onFresh: () => void): Promise<void> {
+  /** Carries out a build plan; onFresh runs before the first step of a sliver with no root yet.
+   * Resolves with what the sliver is when done. */
+  async build(s: DesiredSliver, plan: BuildPlan, onFresh: () => void): Promise<'running' | 'stopped'> {
     this.#log.debug({ sliver: s.id, image: s.image.name, plan: describePlan(plan) }, 'ensure');
     // Keep seeding what this node holds to other nodes (also after a restart).
     if (plan.seed) this.#fetcher?.seed({ name: s.image.name, sha256: plan.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
-    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim' };
+    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped' };
     await Reverter.wrap(async (r) => {
       for (const stage of plan.stages) {
         if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
         // Every step of a stage settles before a failure undoes anything: no undo is registered late.
         const failed = (await Promise.allSettled(stage.map((step) => this.#step(b, step, r)))).find((o) => o.status === 'rejected');
         if (failed) throw failed.reason;
-        // What follows the config is the sliver's lifecycle (start, stop, freeze, thaw, keys).
-        if (stage.some((st) => st.do === 'define')) this.#note(s.id, 'lifecycle');
       }
       this.#note(s.id, 'done');
     });
+    return b.ends;
   }
 
   /** One debug line before each part of a build (the crash tests kill the agent on these). */
@@ -177,6 +178,14 @@ export class Builder {
           // A container gets the veth's peer moved in; a VM opens the tap, the host end itself.
           net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
         });
+        return;
+      }
+      case 'lifecycle': {
+        // One authoritative probe; each step says what it leaves (start -d returns once running).
+        const lc = planLifecycle(s, this.#ledger.get(s.id)!, await driver.state(s.id));
+        this.#log.debug({ sliver: s.id, plan: lc.steps.map((st) => st.do).join(', ') }, 'lifecycle');
+        for (const next of lc.steps) await this.#step(b, next, r);
+        b.ends = lc.ends;
         return;
       }
       case 'stop':

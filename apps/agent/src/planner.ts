@@ -72,8 +72,9 @@ export interface SliverFacts {
   /** An image fetcher runs on this node. */
   canFetch: boolean;
   hasRoot: boolean;
-  /** The instance's state, probed as the sliver's turn came. */
-  state: InstanceState;
+  /** The instance's state, probed as the sliver's turn came — only when its document is
+   * unchanged (done), to tell whether anything is to do; null when not probed. */
+  state: InstanceState | null;
   /** Its part of the document is the one last carried out in full. */
   done: boolean;
   /** The memory watchdog's 'restore': a fresh root from the image, whatever reset_seq says. */
@@ -92,6 +93,8 @@ export type Step =
   | { do: 'link' }
   /** The instance's config (limits, idmap, network). */
   | { do: 'define' }
+  /** The lifecycle steps below, planned by planLifecycle from one state probe right after define. */
+  | { do: 'lifecycle' }
   | { do: 'stop' }
   | { do: 'start' }
   | { do: 'freeze' }
@@ -119,8 +122,6 @@ export type SliverPlan =
       fresh: boolean;
       /** Stages in order; the steps of one stage run side by side. */
       stages: Step[][];
-      /** What the sliver is when the build is done (a frozen one shows as stopped). */
-      ends: 'running' | 'stopped';
     };
 
 export function keysHash(keys: readonly string[]): string {
@@ -131,10 +132,14 @@ export function kindOf(s: Pick<DesiredSliver, 'kind'>): SliverKind {
   return s.kind === 'kvm' ? 'kvm' : 'lxc';
 }
 
-/** The steps that bring one sliver from what it is to what the document asks. */
+/**
+ * The steps that bring one sliver from what it is to what the document asks: its record, a reset,
+ * root and link, config, then its lifecycle (planLifecycle, from a state probe after define, as
+ * the config may have just been made).
+ */
 export function planSliver(f: SliverFacts): SliverPlan {
   const s = f.sliver;
-  if (f.done && !f.restore && settled(s, f.state)) return { action: 'none' };
+  if (f.done && !f.restore && f.state !== null && settled(s, f.state)) return { action: 'none' };
   if (f.readiness.state !== 'ready') return { action: 'wait', state: f.readiness.state === 'checking' ? 'provisioning' : 'failed', error: f.readiness.why };
 
   // The registry's published archive wins over a local one of the same name.
@@ -142,49 +147,17 @@ export function planSliver(f: SliverFacts): SliverPlan {
   if (!local?.stored) return imageMissing(s.image, f.canFetch);
 
   const stages: Step[][] = [];
-  let rec = f.record ?? { image_sha256: null, keys_hash: null, restart_seq: 0, reset_seq: 0 };
+  let rec = f.record ?? { image_sha256: null, reset_seq: 0 };
   if (!f.record) stages.push([{ do: 'claim' }]);
   let hasRoot = f.hasRoot;
-  let state = f.state;
   if (s.reset_seq > rec.reset_seq || f.restore) {
     // A fresh root filesystem from the image, then on as usual.
     stages.push([{ do: 'wipe', resetSeq: s.reset_seq > rec.reset_seq ? s.reset_seq : null }]);
-    rec = { ...rec, image_sha256: null, keys_hash: null };
+    rec = { ...rec, image_sha256: null };
     hasRoot = false;
-    state = 'absent';
   }
-  const provision = !hasRoot || rec.image_sha256 === null;
-  const hash = keysHash(s.keys);
   // The root filesystem and the network do not depend on each other: built side by side.
-  stages.push([{ do: 'root', provision }, { do: 'link' }], [{ do: 'define' }]);
-  if (state === 'absent') state = 'stopped'; // defined now
-
-  const lifecycle: Step[] = [];
-  if (s.desired !== 'stopped' && s.restart_seq > rec.restart_seq && state !== 'stopped') {
-    lifecycle.push({ do: 'stop' });
-    state = 'stopped';
-  }
-  if (s.restart_seq !== rec.restart_seq) lifecycle.push({ do: 'restarted', seq: s.restart_seq });
-  if (s.desired === 'running' || s.desired === 'frozen') {
-    if (state === 'frozen' && s.desired === 'running') {
-      lifecycle.push({ do: 'thaw' });
-      state = 'running';
-    }
-    if (state === 'stopped') {
-      lifecycle.push({ do: 'start' });
-      state = 'running';
-    }
-    if (s.desired === 'frozen' && state === 'running') {
-      lifecycle.push({ do: 'freeze' });
-      state = 'frozen';
-    }
-  } else if (state === 'running' || state === 'frozen') {
-    lifecycle.push({ do: 'stop' });
-    state = 'stopped';
-  }
-  // Provisioning writes the keys into the root; a sliver that has run gets them from inside.
-  if (state === 'running' && (provision ? hash : rec.keys_hash) !== hash) lifecycle.push({ do: 'keys' });
-  stages.push(...lifecycle.map((step) => [step]));
+  stages.push([{ do: 'root', provision: !hasRoot || rec.image_sha256 === null }, { do: 'link' }], [{ do: 'define' }], [{ do: 'lifecycle' }]);
   return {
     action: 'build',
     kind: kindOf(s),
@@ -192,8 +165,42 @@ export function planSliver(f: SliverFacts): SliverPlan {
     seed: f.canFetch && s.image.magnet !== null && s.image.sha256 === local.sha256,
     fresh: !hasRoot,
     stages,
-    ends: state === 'running' ? 'running' : 'stopped',
   };
+}
+
+/**
+ * A defined sliver's lifecycle, from its state right after define and its ledger record (which
+ * provisioning has brought up to date): a restart asked for, thaw, start, freeze or stop, and the
+ * keys written from inside when they changed. Also what the sliver is when done (a frozen one
+ * shows as stopped: the API's states have no 'frozen').
+ */
+export function planLifecycle(s: DesiredSliver, record: Pick<SliverRecord, 'restart_seq' | 'keys_hash'>, state: InstanceState): { steps: Step[]; ends: 'running' | 'stopped' } {
+  const steps: Step[] = [];
+  if (s.desired !== 'stopped' && s.restart_seq > record.restart_seq && state !== 'absent') {
+    steps.push({ do: 'stop' });
+    state = 'stopped';
+  }
+  if (s.restart_seq !== record.restart_seq) steps.push({ do: 'restarted', seq: s.restart_seq });
+  if (s.desired === 'running' || s.desired === 'frozen') {
+    if (state === 'frozen' && s.desired === 'running') {
+      steps.push({ do: 'thaw' });
+      state = 'running';
+    }
+    if (state === 'stopped' || state === 'absent') {
+      steps.push({ do: 'start' });
+      state = 'running';
+    }
+    if (s.desired === 'frozen' && state === 'running') {
+      steps.push({ do: 'freeze' });
+      state = 'frozen';
+    }
+  } else if (state === 'running' || state === 'frozen') {
+    steps.push({ do: 'stop' });
+    state = 'stopped';
+  }
+  // Provisioning wrote the keys into the root; a sliver that has run gets them from inside.
+  if (state === 'running' && record.keys_hash !== keysHash(s.keys)) steps.push({ do: 'keys' });
+  return { steps, ends: state === 'running' ? 'running' : 'stopped' };
 }
 
 function imageMissing(image: DesiredSliver['image'], canFetch: boolean): SliverPlan {

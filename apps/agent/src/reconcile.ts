@@ -200,10 +200,9 @@ export class Reconciler {
           this.#status.set(s.id, fetchStatus(s.image.name, this.#builder.fetch(plan.image)));
           break;
         case 'build':
-          await this.#builder.build(s, plan, () => this.#status.set(s.id, { state: 'provisioning', error: null }));
           // A frozen sliver is not running; the API's states have no 'frozen', so it shows as
           // stopped with desired 'frozen'.
-          this.#status.set(s.id, { state: plan.ends, error: null });
+          this.#status.set(s.id, { state: await this.#builder.build(s, plan, () => this.#status.set(s.id, { state: 'provisioning', error: null })), error: null });
           break;
       }
       if (this.#status.get(s.id)?.state !== 'provisioning') this.#done.set(s.id, want);

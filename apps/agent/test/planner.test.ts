@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { InstanceState } from '@planetlite/instance';
 import type { SliverRecord } from '../src/ledger.js';
-import { describePlan, docKey, fetchStatus, keysHash, planPass, planSliver, planTeardown, type HostView, type SliverFacts, type SliverPlan } from '../src/planner.js';
+import { describePlan, docKey, fetchStatus, keysHash, planLifecycle, planPass, planSliver, planTeardown, type HostView, type SliverFacts, type SliverPlan } from '../src/planner.js';
 
 const SHA = 'a'.repeat(64);
 const OTHER = 'b'.repeat(64);
@@ -26,48 +26,65 @@ function record(patch: Partial<SliverRecord> = {}): SliverRecord {
 
 /** A sliver built and running, as the last pass left it. */
 function built(s: DesiredSliver = sliver(), patch: Partial<SliverFacts> = {}): SliverFacts {
-  return { sliver: s, record: record(), readiness: { state: 'ready' }, localImage: { sha256: SHA, stored: true }, canFetch: true, hasRoot: true, state: 'running', done: false, ...patch };
+  // The state is probed only for an unchanged document (done).
+  return { sliver: s, record: record(), readiness: { state: 'ready' }, localImage: { sha256: SHA, stored: true }, canFetch: true, hasRoot: true, state: patch.done ? 'running' : null, done: false, ...patch };
 }
 
 /** A sliver never seen before on this node. */
 function brandNew(s: DesiredSliver = sliver(), patch: Partial<SliverFacts> = {}): SliverFacts {
-  return built(s, { record: undefined, hasRoot: false, state: 'absent', ...patch });
+  return built(s, { record: undefined, hasRoot: false, ...patch });
 }
 
 const plan = (f: SliverFacts): string => describePlan(planSliver(f));
 
 describe('the planner, one sliver', () => {
-  const refresh = 'root & link, define';
+  const refresh = 'root & link, define, lifecycle';
   const table: Array<[string, SliverFacts, string]> = [
-    ['new sliver: claimed, root provisioned beside its link, defined, started (keys came with provisioning)', brandNew(), `claim, root+provision & link, define, start`],
-    ['new sliver asked to be stopped: built, never started', brandNew(sliver({ desired: 'stopped' })), 'claim, root+provision & link, define'],
-    ['new sliver asked to be frozen: started, then frozen', brandNew(sliver({ desired: 'frozen' })), 'claim, root+provision & link, define, start, freeze'],
+    ['new sliver: claimed, root provisioned beside its link, defined, then its lifecycle', brandNew(), 'claim, root+provision & link, define, lifecycle'],
     ['settled and unchanged since the last full pass: nothing', built(sliver(), { done: true }), 'none'],
-    ['unchanged document but the instance died: started again', built(sliver(), { done: true, state: 'stopped' }), `${refresh}, start`],
-    ['changed resources: root (quota), link (caps) and config refreshed, no restart', built(sliver({ resources: { memory_mb: 128, cpu_shares: 512, disk_mb: 128, net_kbps: 2000 } })), refresh],
-    ['restart: stopped, recorded, started', built(sliver({ restart_seq: 1 })), `${refresh}, stop, restarted 1, start`],
-    ['restart of a stopped sliver: only recorded, then started', built(sliver({ restart_seq: 2 }), { state: 'stopped' }), `${refresh}, restarted 2, start`],
-    ['restart asked while desired stopped: recorded, no start', built(sliver({ desired: 'stopped', restart_seq: 1 })), `${refresh}, restarted 1, stop`],
-    ['reset: wiped and recorded, provisioned afresh, started', built(sliver({ reset_seq: 1 })), `wipe 1, root+provision & link, define, start`],
-    ['watchdog restore: wiped (no reset recorded), provisioned afresh, started', built(sliver(), { restore: true, done: true, state: 'absent' }), `wipe, root+provision & link, define, start`],
-    ['freeze a running sliver', built(sliver({ desired: 'frozen' })), `${refresh}, freeze`],
-    ['thaw a frozen sliver', built(sliver(), { state: 'frozen' }), `${refresh}, thaw`],
-    ['frozen stays frozen when its document changed', built(sliver({ desired: 'frozen', keys: [] }), { state: 'frozen' }), refresh],
-    ['stop a running sliver', built(sliver({ desired: 'stopped' })), `${refresh}, stop`],
-    ['stop a frozen sliver', built(sliver({ desired: 'stopped' }), { state: 'frozen' }), `${refresh}, stop`],
-    ['start a stopped sliver', built(sliver(), { state: 'stopped' }), `${refresh}, start`],
-    ['new keys for a running sliver: written from inside it', built(sliver({ keys: [...KEYS, 'ssh-ed25519 BBBB new@lab'] })), `${refresh}, keys`],
-    ['new keys for a stopped sliver: left for when it runs', built(sliver({ desired: 'stopped', keys: [] }), { state: 'stopped' }), refresh],
-    ['crash leftover: the ledger has the record, the host lost root and instance: provisioned again', built(sliver(), { hasRoot: false, state: 'absent' }), 'root+provision & link, define, start'],
-    ['crash leftover: root made but never provisioned (no image in the record): provisioned', built(sliver(), { record: record({ image_sha256: null, keys_hash: null }), state: 'absent' }), 'root+provision & link, define, start'],
-    ['crash leftover: a root and a container with no ledger record: claimed, provisioned again', brandNew(sliver(), { hasRoot: true, state: 'stopped' }), 'claim, root+provision & link, define, start'],
+    ['unchanged document but the instance died: built again (the lifecycle starts it)', built(sliver(), { done: true, state: 'stopped' }), refresh],
+    ['unchanged, frozen as asked: nothing', built(sliver({ desired: 'frozen' }), { done: true, state: 'frozen' }), 'none'],
+    ['changed document (resources, keys, desired state): root (quota), link (caps), config refreshed, then the lifecycle', built(sliver({ resources: { memory_mb: 128, cpu_shares: 512, disk_mb: 128, net_kbps: 2000 } })), refresh],
+    ['reset: wiped and recorded, provisioned afresh', built(sliver({ reset_seq: 1 })), 'wipe 1, root+provision & link, define, lifecycle'],
+    ['reset of a new sliver: claimed, reset recorded', brandNew(sliver({ reset_seq: 2 })), 'claim, wipe 2, root+provision & link, define, lifecycle'],
+    ['watchdog restore: wiped (no reset recorded), provisioned afresh', built(sliver(), { restore: true, done: true, state: null }), 'wipe, root+provision & link, define, lifecycle'],
+    ['crash leftover: the ledger has the record, the host lost root and instance: provisioned again', built(sliver(), { hasRoot: false }), 'root+provision & link, define, lifecycle'],
+    ['crash leftover: root made but never provisioned (no image in the record): provisioned', built(sliver(), { record: record({ image_sha256: null, keys_hash: null }) }), 'root+provision & link, define, lifecycle'],
+    ['crash leftover: a root and a container with no ledger record: claimed, provisioned again', brandNew(sliver(), { hasRoot: true }), 'claim, root+provision & link, define, lifecycle'],
   ];
   for (const [what, facts, steps] of table) it(what, () => expect(plan(facts)).toBe(steps));
 
-  it('starts a new sliver as provisioning, and says what it ends as', () => {
-    const p = planSliver(brandNew(sliver({ desired: 'frozen' }))) as Extract<SliverPlan, { action: 'build' }>;
-    expect(p).toMatchObject({ action: 'build', kind: 'lxc', sha256: SHA, fresh: true, ends: 'stopped' });
-    expect(planSliver(built())).toMatchObject({ fresh: false, ends: 'running' });
+  // The lifecycle, from the state probed right after define and the ledger record.
+  const rec = { restart_seq: 0, keys_hash: keysHash(KEYS) };
+  const life: Array<[string, DesiredSliver, Pick<SliverRecord, 'restart_seq' | 'keys_hash'>, InstanceState, string, 'running' | 'stopped']> = [
+    ['new (just defined): started; provisioning wrote the keys', sliver(), rec, 'stopped', 'start', 'running'],
+    ['new, asked to be stopped: never started', sliver({ desired: 'stopped' }), rec, 'stopped', '', 'stopped'],
+    ['new, asked to be frozen: started, then frozen', sliver({ desired: 'frozen' }), rec, 'stopped', 'start, freeze', 'stopped'],
+    ['running as asked, changed resources: no restart', sliver(), rec, 'running', '', 'running'],
+    ['restart: stopped, recorded, started', sliver({ restart_seq: 1 }), rec, 'running', 'stop, restarted 1, start', 'running'],
+    ['restart of a stopped sliver: stopped again (a no-op), recorded, started', sliver({ restart_seq: 2 }), rec, 'stopped', 'stop, restarted 2, start', 'running'],
+    ['restart asked while desired stopped: recorded, stopped', sliver({ desired: 'stopped', restart_seq: 1 }), rec, 'running', 'restarted 1, stop', 'stopped'],
+    ['freeze a running sliver', sliver({ desired: 'frozen' }), rec, 'running', 'freeze', 'stopped'],
+    ['thaw a frozen sliver', sliver(), rec, 'frozen', 'thaw', 'running'],
+    ['frozen stays frozen', sliver({ desired: 'frozen' }), rec, 'frozen', '', 'stopped'],
+    ['stop a running sliver', sliver({ desired: 'stopped' }), rec, 'running', 'stop', 'stopped'],
+    ['stop a frozen sliver', sliver({ desired: 'stopped' }), rec, 'frozen', 'stop', 'stopped'],
+    ['start a stopped (or crashed) sliver', sliver(), rec, 'stopped', 'start', 'running'],
+    ['new keys for a running sliver: written from inside it', sliver({ keys: [...KEYS, 'ssh-ed25519 BBBB new@lab'] }), rec, 'running', 'keys', 'running'],
+    ['new keys for a stopped sliver: left for when it runs', sliver({ desired: 'stopped', keys: [] }), rec, 'stopped', '', 'stopped'],
+    ['new keys and a start: started, then the keys', sliver({ keys: [] }), rec, 'stopped', 'start, keys', 'running'],
+  ];
+  for (const [what, s, r, state, steps, ends] of life) {
+    it(`lifecycle: ${what}`, () => {
+      const lc = planLifecycle(s, r, state);
+      expect(lc.steps.map((st) => (st.do === 'restarted' ? `restarted ${st.seq}` : st.do)).join(', ')).toBe(steps);
+      expect(lc.ends).toBe(ends);
+    });
+  }
+
+  it('shows a new sliver as provisioning while it is built, and builds it with the driver of its kind', () => {
+    expect(planSliver(brandNew(sliver({ desired: 'frozen' })))).toMatchObject({ action: 'build', kind: 'lxc', sha256: SHA, fresh: true });
+    expect(planSliver(built())).toMatchObject({ fresh: false });
     expect(planSliver(brandNew(sliver({ kind: 'kvm' })))).toMatchObject({ kind: 'kvm' });
   });
 

@@ -171,7 +171,7 @@ describe('a reconcile pass', () => {
     fake.failStart.add(s.id);
     await r.reconcile(doc([s]));
     const of = fake.calls.filter((c) => c.endsWith(s.id)).map((c) => c.split(' ')[0]);
-    expect(of.slice(0, 7)).toEqual(['state', 'createRoot', 'attach', 'limit', 'define', 'start', 'destroy']);
+    expect(of.slice(0, 7)).toEqual(['createRoot', 'attach', 'limit', 'define', 'state', 'start', 'destroy']);
     expect(of.slice(7).sort()).toEqual(['deleteRoot', 'detach']); // root and link were made side by side
     expect(fake.roots.has(s.id)).toBe(false);
     expect(fake.states.has(s.id)).toBe(false);
