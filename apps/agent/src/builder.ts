@@ -5,7 +5,7 @@
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { Reverter } from '@planetlite/host';
-import type { InstanceDriver, InstanceState } from '@planetlite/instance';
+import type { InstanceDriver } from '@planetlite/instance';
 import { MAX_KBPS, type SliverNet, type SliverNetSpec } from '@planetlite/network';
 import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images.js';
