@@ -122,6 +122,11 @@ AGENT_PID=$!
 
 log "pi: add a sliver of demo_hello on the node and wait for it to run"
 NODE_ID="$(pl node ls --json | node -e 'const n = JSON.parse(require("fs").readFileSync(0,"utf8")).find((n) => n.hostname === "node1.demo.planetlite.test"); console.log(n.id)')"
+# The node can take LXC slivers once its agent's drivers have checked and it has reported so.
+for _ in $(seq 1 300); do
+  pl node show "$NODE_ID" --json | node -e 'process.exit(JSON.parse(require("fs").readFileSync(0,"utf8")).capabilities.lxc ? 0 : 1)' && break
+  sleep 0.2
+done
 [ "$(pl sliver ls demo_hello --json)" != "[]" ] || pl sliver create demo_hello "$NODE_ID" --wait --timeout 120 >/dev/null
 PORT="$(pl sliver ls demo_hello --json | node -e 'console.log(JSON.parse(require("fs").readFileSync(0,"utf8"))[0].ssh.port)')"
 SSH=(ssh -i "$KEY" -p "$PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR)

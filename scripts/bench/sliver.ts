@@ -119,10 +119,10 @@ async function main(): Promise<void> {
       const rootfs = await drivers.storage.createRoot(id, img.sha256, 256 << 20);
       const net = await drivers.network.attach(spec);
       await drivers.network.apply([spec]);
-      await drivers.instance.define({ id, hostname: 'bare', rootfs, memoryMb: 256, cpuShares: 1024, idmapBase: 2_000_000_000 - 65536 * (i + 1), net: { link: net.peerIf!, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway } });
-      await drivers.instance.start(id);
+      await drivers.instances.lxc!.define({ id, hostname: 'bare', rootfs, memoryMb: 256, cpuShares: 1024, idmapBase: 2_000_000_000 - 65536 * (i + 1), net: { link: net.peerIf!, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway } });
+      await drivers.instances.lxc!.start(id);
       bare.push(await banner(spec.ports.first, t0));
-      await drivers.instance.destroy(id);
+      await drivers.instances.lxc!.destroy(id);
       await drivers.network.detach(id);
       await drivers.storage.deleteRoot(id);
     }
@@ -199,7 +199,7 @@ async function main(): Promise<void> {
       excl += (await drivers.storage.usage(id))?.exclusiveBytes ?? 0;
     }
     const mib = (x: number) => (x / slivers.length / 2 ** 20).toFixed(2);
-    const running = [...(await drivers.instance.states()).values()].filter((st) => st === 'running').length;
+    const running = [...(await drivers.instances.lxc!.states()).values()].filter((st) => st === 'running').length;
 
     const b = stats(bare);
     const f = stats(full);

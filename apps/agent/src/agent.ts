@@ -1,6 +1,7 @@
 // The node agent daemon: desired-state sync in, reconcile against the host, observed state out.
 // Each module has start/stop, stopped in reverse order.
 import { machine } from 'node:os';
+import { errorFields } from '@planetlite/host';
 import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
@@ -8,15 +9,15 @@ import { join } from 'node:path';
 import { StateDir, withStateLock } from './state.js';
 import { ImageFetcher } from './fetch.js';
 import { ImageCollector } from './gc.js';
-import { SliverInstances } from './instances.js';
+import { checkInBackground, nodeCapabilities } from './instances.js';
 import { DesiredStateSync } from './sync.js';
-import { Reconciler, type Drivers } from './reconcile.js';
+import { Reconciler } from './reconcile.js';
 import { Ledger } from './ledger.js';
 import { ImageIndex, sha256File } from './images.js';
 import { loadSettings, type SettingsOverrides } from './settings.js';
 import { EventOutbox } from './outbox.js';
 import { Watchdog } from './watchdog.js';
-import { openDrivers } from './drivers.js';
+import { openDrivers, type Drivers } from './drivers.js';
 import { hostSubidFiles, sliverIdRange } from './subids.js';
 import { parseSubnet, slotCount } from '@planetlite/network';
 
@@ -50,7 +51,9 @@ export class Agent {
   #watchdog: Watchdog | null = null;
   #fetcher: ImageFetcher | null = null;
   #collecting: Promise<void> = Promise.resolve();
-  #instances: SliverInstances | null = null;
+  #drivers: Drivers | null = null;
+  /** The background checks of drivers that take long (the VM driver's probe boot). */
+  #checks: Promise<void> = Promise.resolve();
   /** Size and mtime of each console log as last uploaded, so an unchanged one costs a stat. */
   readonly #consoles = new Map<string, string>();
   /** Events for the registry (watchdog), kept in the state dir until sent. */
@@ -100,7 +103,8 @@ export class Agent {
       // On real drivers: slivers' host ids, inside root's /etc/subuid ranges when it has some.
       const ids = this.#opts.drivers ? null : sliverIdRange(hostSubidFiles(), slotCount(parseSubnet(settings.sliver_subnet)), ledger.all());
       if (ids) ledger.useIdRange(ids);
-      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, dir, (id) => (ledger.get(id) ? (ledger.get(id)!.kind ?? 'lxc') : undefined), ids?.probe));
+      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, dir, ids?.probe));
+      this.#drivers = drivers;
       this.#fetcher = new ImageFetcher({
         dir: join(dir, 'images'),
         log: this.#log.child({ component: 'images' }),
@@ -139,23 +143,19 @@ export class Agent {
       // Checked every minute, or more often when the grace period is shorter.
       this.#gcTimer = setInterval(() => void this.collectImages(), Math.max(1000, Math.min(60_000, settings.image_gc_grace_seconds * 500)));
       this.#gcTimer.unref();
-      const instance = drivers.instance;
       this.#watchdog = new Watchdog({
         settings: settings.watchdog,
         slivers: () => reconciler.slivers(),
-        memoryOf: (id) => instance.memoryBytes(id),
+        memoryOf: (id) => reconciler.memoryOf(id),
         reset: async (id) => ({ action: await reconciler.memoryReset(id) }),
         emit: (ev) => this.outbox.push(ev),
         log: this.#log.child({ component: 'watchdog' }),
       });
-      if (instance instanceof SliverInstances) {
-        this.#instances = instance;
-        // When the VM check is over, VM slivers go on (or fail) and the node's capabilities change.
-        instance.checkVm(this.#log.child({ component: 'vm' }), () => {
-          this.#again();
-          void this.report();
-        });
-      }
+      // When the VM driver's check is over, VM slivers go on (or fail) and the node's capabilities change.
+      this.#checks = checkInBackground(drivers.instances, this.#log.child({ component: 'instances' }), () => {
+        this.#again();
+        void this.report();
+      });
     }
     await this.sync.start();
     this.#watchdog?.start();
@@ -168,7 +168,7 @@ export class Agent {
     if (this.#timer) clearInterval(this.#timer);
     if (this.#gcTimer) clearInterval(this.#gcTimer);
     await this.#collecting;
-    await this.#instances?.vmChecked();
+    await this.#checks;
     await this.#watchdog?.stop();
     await this.sync.stop();
     await this.#passes;
@@ -186,7 +186,7 @@ export class Agent {
       try {
         return await collector.collect();
       } catch (err) {
-        this.#log.warn({ err: err instanceof Error ? err.message : String(err) }, 'image garbage collection failed; retried later');
+        this.#log.warn(errorFields(err), 'image garbage collection failed; retried later');
         return [];
       }
     });
@@ -199,7 +199,8 @@ export class Agent {
     return {
       slivers: this.#reconciler ? await this.#reconciler.observed() : [],
       ...(this.#fetcher ? { images: this.#fetcher.report() } : {}),
-      ...(this.#instances ? { capabilities: { lxc: true, ...this.#instances.kvm(), arch: machine() } } : {}),
+      // What the drivers' checks found: nothing is claimed before they pass.
+      ...(this.#drivers ? { capabilities: nodeCapabilities(this.#drivers.instances, machine()) } : {}),
     };
   }
 
@@ -210,7 +211,7 @@ export class Agent {
         await this.client.putObservedState(this.nodeId, await this.observed());
         await this.#uploadConsoles();
       } catch (err) {
-        this.#log.debug({ err: err instanceof Error ? err.message : String(err) }, 'observed-state report failed');
+        this.#log.debug(errorFields(err), 'observed-state report failed');
       }
     });
     return this.#reporting;
@@ -218,12 +219,11 @@ export class Agent {
 
   /** The tail of each VM sliver's serial console, for `planetlite sliver log`, when it changed. */
   async #uploadConsoles(): Promise<void> {
-    const instances = this.#instances;
     const reconciler = this.#reconciler;
-    if (!instances || !reconciler) return;
+    if (!reconciler) return;
     const live = new Set<string>();
     for (const { id } of reconciler.slivers()) {
-      const file = instances.consoleFile(id);
+      const file = reconciler.driverOf(id)?.consoleLog?.(id);
       if (!file) continue;
       live.add(id);
       const st = await stat(file).catch(() => null);
@@ -243,7 +243,7 @@ export class Agent {
           await fd.close();
         }
       } catch (err) {
-        this.#log.debug({ sliver: id, err: err instanceof Error ? err.message : String(err) }, 'console upload failed; retried with the next report');
+        this.#log.debug({ sliver: id, ...errorFields(err) }, 'console upload failed; retried with the next report');
       }
     }
     for (const id of this.#consoles.keys()) if (!live.has(id)) this.#consoles.delete(id);

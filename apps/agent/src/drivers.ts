@@ -1,13 +1,22 @@
-// Builds and checks this node's drivers from its settings: storage, instances, network.
+// Builds and checks this node's drivers from its settings: storage, one instance driver per
+// sliver kind, network.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { instanceDrivers } from '@planetlite/instance';
-import { networkDrivers } from '@planetlite/network';
+import { networkDrivers, type NetworkDriver } from '@planetlite/network';
 import { drivers as storageDrivers, type StorageDriver } from '@planetlite/storage';
-import { SliverInstances } from './instances.js';
-import type { Drivers } from './reconcile.js';
+import type { InstanceDrivers, KindsOff } from './instances.js';
 import type { AgentSettings } from './settings.js';
 import { withStateLock } from './state.js';
+
+export interface Drivers {
+  storage: StorageDriver;
+  /** The instance driver of each sliver kind this node runs. */
+  instances: InstanceDrivers;
+  network: NetworkDriver;
+  /** Why a kind has no driver here. */
+  off?: KindsOff;
+}
 
 /** The node's btrfs pool, opened (created, formatted and mounted on first use) under the state
  * dir's lock, so that two agent processes never do that at once. */
@@ -18,32 +27,30 @@ export async function openStorage(settings: AgentSettings, stateDir: string): Pr
 }
 
 /**
- * The node's drivers. LXC is checked before this returns; the VM driver (unless settings.vm is
- * 'off') is checked in the background by the caller (SliverInstances.checkVm).
+ * The node's drivers. LXC and the network are checked before this returns; the VM driver (unless
+ * settings.vm is 'off') is left unchecked, for the agent to check in the background
+ * (instances.ts: checkInBackground).
  */
-export async function openDrivers(settings: AgentSettings, publicAddress: string, stateDir: string, kindOf: (id: string) => 'lxc' | 'kvm' | undefined = () => undefined, probeIdmapBase?: number): Promise<Drivers & { instance: SliverInstances }> {
+export async function openDrivers(settings: AgentSettings, publicAddress: string, stateDir: string, probeIdmapBase?: number): Promise<Drivers> {
   const storage = await openStorage(settings, stateDir);
   mkdirSync(settings.lxc_path, { recursive: true, mode: 0o711 });
   const where = { lxcPath: settings.lxc_path, rootfsDir: settings.pool_mount, ...(settings.netns ? { netns: settings.netns } : {}) };
-  let vm: ReturnType<NonNullable<typeof instanceDrivers.qemu>> | null = null;
-  let vmOff = 'VM slivers are off on this node (planetlite-agent run --vm off)';
-  try {
-    if (settings.vm !== 'off') vm = instanceDrivers.qemu!({ ...where, vmPath: join(stateDir, 'vm') });
-  } catch (err) {
-    vmOff = err instanceof Error ? err.message : String(err);
+  const instances: InstanceDrivers = { lxc: instanceDrivers.lxc!({ ...where, ...(probeIdmapBase !== undefined ? { probeIdmapBase } : {}) }) };
+  const off: KindsOff = {};
+  if (settings.vm === 'off') off.kvm = 'VM slivers are off on this node (planetlite-agent run --vm off)';
+  else {
+    try {
+      instances.kvm = instanceDrivers.qemu!({ ...where, vmPath: join(stateDir, 'vm') });
+    } catch (err) {
+      off.kvm = err instanceof Error ? err.message : String(err);
+    }
   }
-  const instance = new SliverInstances({
-    lxc: instanceDrivers.lxc!({ ...where, ...(probeIdmapBase !== undefined ? { probeIdmapBase } : {}) }),
-    vm,
-    vmOff,
-    kindOf,
-  });
   const network = networkDrivers.nftables!({
     publicAddress,
     sliverSubnet: settings.sliver_subnet,
     ...(settings.netns ? { netns: settings.netns } : {}),
   });
-  await instance.check();
+  await instances.lxc!.check();
   await network.check();
-  return { storage, instance, network };
+  return { storage, instances, network, off };
 }

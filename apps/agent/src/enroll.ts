@@ -4,7 +4,8 @@
 import { PlanetLiteClient, fetchPinnedCa, normalizePin, tlsVerifyCodeOf, trustRegistry, causeOf, type NodeCapabilities, type PortRange } from '@planetlite/api';
 import { existsSync, rmSync } from 'node:fs';
 import { StateDir, type Enrollment } from './state.js';
-import { defaultHostname, probeCapabilities, probeResources } from './probe.js';
+import { machine } from 'node:os';
+import { defaultHostname, probeResources } from './probe.js';
 
 export interface EnrollOptions {
   registry: string;
@@ -15,6 +16,7 @@ export interface EnrollOptions {
   caPin?: string | undefined;
   hostname?: string;
   portWindow?: PortRange;
+  /** Default: none yet — the first report of `run` carries what its drivers' checks found. */
   capabilities?: NodeCapabilities;
 }
 
@@ -52,7 +54,7 @@ export async function enroll(opts: EnrollOptions): Promise<Enrollment> {
       token: opts.token,
       hostname,
       address: opts.address,
-      capabilities: opts.capabilities ?? probeCapabilities(),
+      capabilities: opts.capabilities ?? { lxc: false, kvm: false, kvm_accel: null, arch: machine() },
       resources: probeResources(opts.stateDir),
       ...(opts.portWindow ? { port_window: opts.portWindow } : {}),
     });

@@ -4,6 +4,7 @@
 // so the level is used memory (swap included) over all memory, or, in budget mode, the slivers'
 // memory over a budget the site admin sets for them.
 import { readFileSync } from 'node:fs';
+import { errorFields } from '@planetlite/host';
 import type { Logger } from '@planetlite/core';
 
 export interface WatchdogSettings {
@@ -275,7 +276,7 @@ export class Watchdog {
     if (this.#stopped) return;
     this.#timer = setTimeout(() => {
       this.#running = this.tick().then(() => undefined, (err: unknown) => {
-        this.#o.log.error({ err: err instanceof Error ? err.message : String(err) }, 'watchdog sample failed');
+        this.#o.log.error(errorFields(err), 'watchdog sample failed');
       }).finally(() => this.#schedule());
     }, this.#o.settings.interval_ms);
   }

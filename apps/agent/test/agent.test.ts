@@ -67,9 +67,9 @@ describe('planetlite-agent enroll', () => {
     expect(e.node_key).toMatch(/^pln_/);
     expect(statSync(join(stateDir, 'node.json')).mode & 0o777).toBe(0o600);
     const node = await admin.getNode(e.node_id);
-    // LXC tools are installed here (scripts/setup.sh); kvm comes with the first report of a
-    // running agent (its qemu check); the architecture is the machine's.
-    expect(node.capabilities).toEqual({ lxc: true, kvm: false, kvm_accel: null, arch: execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim() });
+    // Nothing is claimed at enrollment: lxc and kvm come with the first report of a running
+    // agent (what its drivers' checks found); the architecture is the machine's.
+    expect(node.capabilities).toEqual({ lxc: false, kvm: false, kvm_accel: null, arch: execFileSync('uname', ['-m'], { encoding: 'utf8' }).trim() });
     const again = await promisify(execFile)(process.execPath, args).catch((err: { code: number; stderr: string }) => err);
     expect((again as { code: number }).code).toBe(1);
     expect((again as { stderr: string }).stderr).toMatch(/^planetlite-agent: enrollment token was already used \(token_invalid\)\n$/);

@@ -23,6 +23,7 @@ function recordingDrivers(dir: string) {
   const states = new Map<string, InstanceState>();
   const roots = new Set<string>();
   const gates = new Map<string, Promise<void>>();
+  const failStart = new Set<string>();
   let busy = 0;
   let maxBusy = 0;
   const note = (c: string) => calls.push(c);
@@ -48,11 +49,11 @@ function recordingDrivers(dir: string) {
     usageAll: async () => new Map([...roots].map((id) => [id, { exclusiveBytes: 4096, referencedBytes: 1 << 20 }])),
   } as unknown as StorageDriver;
   const instance = {
-    name: 'fake', capabilities: { unprivileged: true, freeze: true, memoryLimit: true },
+    name: 'fake', capabilities: { unprivileged: true, freeze: true, memoryLimit: true }, status: { state: 'ready' },
     define: async (s: { id: string }) => { note(`define ${s.id}`); if (!states.has(s.id)) states.set(s.id, 'stopped'); },
     state: async (id: string) => { note(`state ${id}`); return states.get(id) ?? 'absent'; },
     states: async () => { note('states'); return new Map(states); },
-    start: async (id: string) => { note(`start ${id}`); states.set(id, 'running'); },
+    start: async (id: string) => { note(`start ${id}`); if (failStart.has(id)) throw new Error('lxc-start failed'); states.set(id, 'running'); },
     stop: async (id: string) => { note(`stop ${id}`); states.set(id, 'stopped'); },
     kill: async (id: string) => { note(`kill ${id}`); states.set(id, 'stopped'); },
     destroy: async (id: string) => { note(`destroy ${id}`); states.delete(id); },
@@ -71,7 +72,7 @@ function recordingDrivers(dir: string) {
     counters: async () => new Map(),
     address: () => ({ hostAddress: '10.0.0.1', sliverAddress: '10.0.0.2', prefix: 30 }),
   } as unknown as NetworkDriver;
-  return { drivers: { storage, instance, network }, calls, states, gates, maxBusy: () => maxBusy };
+  return { drivers: { storage, instances: { lxc: instance }, network }, calls, states, gates, failStart, roots, maxBusy: () => maxBusy };
 }
 
 function sliver(slice: string): DesiredSliver {
@@ -161,5 +162,24 @@ describe('a reconcile pass', () => {
     release();
     await pass;
     expect(fake.states.get(slow.id)).toBe('running');
+  });
+
+  it('undoes a new sliver that fails part-way: nothing stays on the host but its ledger record, and the next pass starts over', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const s = sliver('site_broken');
+    fake.failStart.add(s.id);
+    await r.reconcile(doc([s]));
+    const of = fake.calls.filter((c) => c.endsWith(s.id)).map((c) => c.split(' ')[0]);
+    expect(of.slice(0, 7)).toEqual(['createRoot', 'attach', 'limit', 'define', 'state', 'start', 'destroy']);
+    expect(of.slice(7).sort()).toEqual(['deleteRoot', 'detach']); // root and link were made side by side
+    expect(fake.roots.has(s.id)).toBe(false);
+    expect(fake.states.has(s.id)).toBe(false);
+    expect(new Ledger(dir).get(s.id)).toMatchObject({ slice: 'site_broken' });
+    expect(await r.observed()).toEqual([expect.objectContaining({ id: s.id, state: 'failed', error: 'lxc-start failed' })]);
+    fake.failStart.clear();
+    await r.reconcile(doc([s]));
+    expect(fake.states.get(s.id)).toBe('running');
+    expect(fake.roots.has(s.id)).toBe(true);
   });
 });

@@ -1,6 +1,9 @@
 // The command wrapper and the undo list, against real commands.
 import { describe, expect, it } from 'vitest';
-import { CommandError, Reverter, run, tryRun } from './index.js';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CommandError, errorFields, missingTools, requireTools, Reverter, run, spawnDetached, tryRun } from './index.js';
 
 describe('run', () => {
   it('passes arguments as an array, never through a shell', async () => {
@@ -48,5 +51,47 @@ describe('Reverter', () => {
     });
     expect(kept).toBe(42);
     expect(log).not.toContain('never');
+  });
+});
+
+describe('host tools', () => {
+  it('finds what is on PATH and names each missing tool with its Debian package, in the caller\'s error type', async () => {
+    expect(await missingTools(['sh', 'nft', 'planetlite-no-such-tool'])).toEqual(['planetlite-no-such-tool']);
+    await expect(requireTools(['sh', 'tar'], 'x')).resolves.toBeUndefined();
+    class FamilyError extends Error {}
+    const err = await requireTools(['lxc-start', 'planetlite-no-such-tool', 'sh'], 'the test driver', (m) => new FamilyError(m)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FamilyError);
+    expect((err as Error).message).toBe('the test driver needs host tools that are not on PATH: planetlite-no-such-tool (Debian package unknown); run scripts/setup.sh');
+    const onlyBin = await missingTools(['nft', 'lxc-start'], '/nonexistent');
+    expect(onlyBin).toEqual(['nft', 'lxc-start']);
+  });
+});
+
+describe('errorFields', () => {
+  it("keeps a failed command's command line, exit code and stderr, also behind a driver's error", async () => {
+    const ce = await run('sh', ['-c', 'echo no such device >&2; exit 2']).catch((e: unknown) => e);
+    class DriverError extends Error {
+      readonly code = 'start_failed';
+    }
+    const wrapped = new DriverError('sliver x failed to start', { cause: ce });
+    expect(errorFields(wrapped)).toEqual({ err: 'sliver x failed to start', code: 'start_failed', command: 'sh -c echo no such device >&2; exit 2', exit_code: 2, stderr: 'no such device' });
+    expect(errorFields('plain')).toEqual({ err: 'plain' });
+  });
+});
+
+describe('spawnDetached', () => {
+  it('starts a process in its own session that writes to its log, and reports its exit', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pl-host-'));
+    try {
+      const log = join(dir, 'out.log');
+      const p = spawnDetached(['sh', '-c', 'echo sid=$(ps -o sid= -p $$ | tr -d " ") pid=$$; exit 7'], { log, cwd: dir });
+      expect(await p.exited).toBe(7);
+      const m = /sid=(\d+) pid=(\d+)/.exec(readFileSync(log, 'utf8'));
+      expect(m?.[1]).toBe(m?.[2]); // its own session leader: the agent's end does not end it
+      expect(Number(m?.[2])).toBe(p.pid);
+      expect((await spawnDetached(['planetlite-no-such-tool'], { log }).exited)).toBeNull();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -54,6 +54,30 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
   }
 }
 
+/** The CommandError behind err (err itself or a cause along its chain), if any. */
+export function commandErrorOf(err: unknown): CommandError | null {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) if (e instanceof CommandError) return e;
+  return null;
+}
+
+/**
+ * Fields for a log line about a failure: its message, its stable code when it has one (the driver
+ * families' errors), and the failed command's command line, exit code and stderr when a host
+ * command is behind it — so the log keeps what the one-line message shortens.
+ */
+export function errorFields(err: unknown): { err: string; code?: string; command?: string; exit_code?: number; stderr?: string } {
+  const out: { err: string; code?: string; command?: string; exit_code?: number; stderr?: string } = { err: err instanceof Error ? err.message : String(err) };
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') out.code = code;
+  const ce = commandErrorOf(err);
+  if (ce) {
+    out.command = [ce.command, ...ce.args].join(' ');
+    if (ce.exitCode !== undefined) out.exit_code = ce.exitCode;
+    if (ce.stderr) out.stderr = ce.stderr;
+  }
+  return out;
+}
+
 /** Like run(), but a failure is an answer (null), for probes such as "is this mounted?". */
 export async function tryRun(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult | null> {
   try {

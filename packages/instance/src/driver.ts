@@ -2,6 +2,7 @@
 // behind one small interface with capability flags (callers test flags, not driver names).
 import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
+import { InstanceError } from './errors.js';
 
 export interface InstanceCapabilities {
   /** Slivers run in a user namespace (root inside is an unprivileged host uid). */
@@ -36,9 +37,20 @@ export interface InstanceSpec {
 
 export type InstanceState = 'running' | 'stopped' | 'frozen' | 'absent';
 
+/** Where a driver's check() is: a driver builds slivers only once it is 'ready'. A VM driver's
+ * check boots a probe guest and takes seconds, so the agent runs it in the background. */
+export type InstanceDriverStatus =
+  | { state: 'unchecked' }
+  | { state: 'checking' }
+  /** accel: the accelerator a VM driver's check chose (the node's `kvm_accel`). */
+  | { state: 'ready'; accel?: 'kvm' | 'tcg' }
+  | { state: 'failed'; why: string };
+
 export interface InstanceDriver {
   readonly name: string;
   readonly capabilities: InstanceCapabilities;
+  /** What check() found so far. */
+  readonly status: InstanceDriverStatus;
   /** Checks tools and kernel support once; throws an actionable error naming what is missing. */
   check(): Promise<void>;
   /** Writes or refreshes the sliver's config; idempotent. */
@@ -66,12 +78,25 @@ export interface InstanceDriver {
   cpuSeconds(id: string): Promise<number | null>;
   /** Path of the sliver's console log, when the driver keeps one (`planetlite sliver log`). */
   consoleLog?(id: string): string;
+  /** Why a sliver that was running has stopped by itself, when the driver can tell; else null. */
+  exitReason?(id: string): Promise<string | null>;
+}
+
+/** Runs a driver's check, keeping its status: checking, then ready or failed (and rethrown). */
+export async function trackCheck(set: (s: InstanceDriverStatus) => void, check: () => Promise<Omit<Extract<InstanceDriverStatus, { state: 'ready' }>, 'state'> | void>): Promise<void> {
+  set({ state: 'checking' });
+  try {
+    set({ state: 'ready', ...(await check()) });
+  } catch (err) {
+    set({ state: 'failed', why: err instanceof Error ? err.message : String(err) });
+    throw err;
+  }
 }
 
 /** A spec the driver refuses before touching the host. */
-export class InvalidSpecError extends Error {
+export class InvalidSpecError extends InstanceError {
   constructor(message: string) {
-    super(message);
+    super('invalid_spec', message);
     this.name = 'InvalidSpecError';
   }
 }

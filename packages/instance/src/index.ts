@@ -4,8 +4,9 @@ import type { InstanceDriver } from './driver.js';
 import { LxcDriver, type LxcDriverOptions } from './lxc/driver.js';
 import { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
 
-export type { InstanceCapabilities, InstanceDriver, InstanceSpec, InstanceState } from './driver.js';
-export { InvalidSpecError, isSliverId, validateInstanceSpec, IDMAP_SIZE } from './driver.js';
+export type { InstanceCapabilities, InstanceDriver, InstanceDriverStatus, InstanceSpec, InstanceState } from './driver.js';
+export { InstanceError, isInstanceError, type InstanceErrorCode } from './errors.js';
+export { InvalidSpecError, isSliverId, validateInstanceSpec, trackCheck, IDMAP_SIZE } from './driver.js';
 export { LxcDriver, type LxcDriverOptions } from './lxc/driver.js';
 export { containerName, idFromContainerName, renderConfig, sharesToWeight, DROPPED_CAPABILITIES, type LxcHostFacts, type RenderOptions } from './lxc/config.js';
 export { renderSeccompPolicy, DENIED_BTRFS_IOCTLS, LXC_DEFAULT_SECCOMP_RULES, SECCOMP_POLICY_FILE, type DeniedIoctl } from './lxc/seccomp.js';

@@ -3,6 +3,7 @@ import type { NetworkDriver, NetworkDriverOptions } from './driver.js';
 import { NftablesDriver } from './nftables/driver.js';
 
 export type { NetworkCapabilities, NetworkDriver, NetworkDriverOptions, PortWindow, SliverCounters, SliverNet, SliverNetSpec, SliverRate } from './driver.js';
+export { NetworkError, isNetworkError, type NetworkErrorCode } from './errors.js';
 export { NftablesDriver } from './nftables/driver.js';
 export { renderRuleset, validateSpecs, type RulesetConfig } from './nftables/ruleset.js';
 export { chainNames, deviceNames, ifbName, sliverId } from './nftables/names.js';

@@ -12,7 +12,10 @@ export type StorageErrorCode =
   | 'image_not_found'
   | 'image_in_use'
   | 'archive_unreadable'
-  | 'ambiguous_subvolumes';
+  | 'ambiguous_subvolumes'
+  /** btrfs printed something this driver cannot read (a btrfs-progs it does not know). */
+  | 'unexpected_output'
+  | 'quota_missing';
 
 export class StorageError extends Error {
   readonly code: StorageErrorCode;

@@ -4,19 +4,22 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
-import { CommandError, Reverter, run, tryRun, type RunOptions, type RunResult } from '@planetlite/host';
+import { CommandError, Reverter, requireTools, run, tryRun, type RunOptions, type RunResult } from '@planetlite/host';
+import { InstanceError } from '../errors.js';
 import {
   InvalidSpecError,
   isSliverId,
+  trackCheck,
   validateInstanceSpec,
   type InstanceCapabilities,
   type InstanceDriver,
+  type InstanceDriverStatus,
   type InstanceSpec,
   type InstanceState,
 } from '../driver.js';
 import { cpuSecondsOf, detectCgroupLayout, findPayload, parseMemoryStat, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe } from './cgroup.js';
 import { containerName, idFromContainerName, renderConfig, resourceLimits, type LxcHostFacts } from './config.js';
-import { apparmorEnabled, findStaticBusybox, firstUnsearchable, missingTools, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
+import { apparmorEnabled, findStaticBusybox, firstUnsearchable, LXC_TOOLS, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
 import { installSeccompPolicy } from './seccomp.js';
 
 export interface LxcDriverOptions {
@@ -51,12 +54,13 @@ export class LxcDriver implements InstanceDriver {
   #probe: PayloadProbe | null = null;
   #capabilities: InstanceCapabilities = { unprivileged: false, freeze: false, memoryLimit: false };
   #limitations: string[] = [];
+  #status: InstanceDriverStatus = { state: 'unchecked' };
 
   constructor(opts: LxcDriverOptions) {
     for (const [key, dir] of [['lxcPath', opts.lxcPath], ['rootfsDir', opts.rootfsDir]] as const)
-      if (dir !== undefined && (!isAbsolute(dir) || /[\n\r\0]/.test(dir))) throw new Error(`lxc driver: ${key} must be an absolute path, got ${JSON.stringify(dir)}`);
-    if (opts.lxcPath.replace(/\/+$/, '') === '/var/lib/lxc') throw new Error('lxc driver: use an lxcpath of its own, not the system default /var/lib/lxc');
-    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) throw new Error(`lxc driver: bad netns name ${JSON.stringify(opts.netns)}`);
+      if (dir !== undefined && (!isAbsolute(dir) || /[\n\r\0]/.test(dir))) throw new InstanceError('invalid_options', `lxc driver: ${key} must be an absolute path, got ${JSON.stringify(dir)}`);
+    if (opts.lxcPath.replace(/\/+$/, '') === '/var/lib/lxc') throw new InstanceError('invalid_options', 'lxc driver: use an lxcpath of its own, not the system default /var/lib/lxc');
+    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) throw new InstanceError('invalid_options', `lxc driver: bad netns name ${JSON.stringify(opts.netns)}`);
     this.lxcPath = opts.lxcPath;
     this.netns = opts.netns;
     this.rootfsDir = opts.rootfsDir ?? opts.lxcPath;
@@ -74,15 +78,24 @@ export class LxcDriver implements InstanceDriver {
 
   /** The host facts check() found; they shape every config. */
   get hostFacts(): LxcHostFacts {
-    if (!this.#facts) throw new Error('lxc driver: call check() before using the driver');
+    if (!this.#facts) throw new InstanceError('not_checked', 'lxc driver: call check() before using the driver');
     return this.#facts;
   }
 
-  async check(): Promise<void> {
-    const missing = await missingTools(this.netns !== undefined);
-    if (missing.length) throw new Error(`lxc driver: ${missing.join(', ')} not found (apt-get install lxc${missing.includes('nsenter') ? ' util-linux' : ''})`);
+  get status(): InstanceDriverStatus {
+    return this.#status;
+  }
+
+  /** Checks tools, the namespace, cgroups and seccomp, and proves idmapped roots work here with a
+   * short-lived probe container; status says how far it got. */
+  check(): Promise<void> {
+    return trackCheck((s) => (this.#status = s), () => this.#check());
+  }
+
+  async #check(): Promise<void> {
+    await requireTools([...LXC_TOOLS, ...(this.netns !== undefined ? ['nsenter'] : [])], 'the lxc driver', (m) => new InstanceError('missing_tool', m));
     if (this.netns !== undefined && (await tryRun('nsenter', [`--net=${this.#netnsPath()}`, 'true'])) === null)
-      throw new Error(`lxc driver: network namespace ${this.netns} does not exist (ip netns add ${this.netns})`);
+      throw new InstanceError('missing_kernel_feature', `lxc driver: network namespace ${this.netns} does not exist (ip netns add ${this.netns})`);
     const cgroups = await detectCgroupLayout();
     this.#facts = { cgroups, seccompProfile: await seccompProfile(this.lxcPath), apparmor: await apparmorEnabled() };
     this.#probe = await payloadProbe(cgroups);
@@ -98,7 +111,7 @@ export class LxcDriver implements InstanceDriver {
     if (kernelProblem === null) {
       // Fixable, and a quiet fallback to privileged slivers would be worse: refuse.
       const closed = await firstUnsearchable(this.lxcPath);
-      if (closed) throw new Error(`lxc driver: unprivileged slivers cannot reach lxcpath ${this.lxcPath}: ${closed} is not searchable by others (chmod o+x ${closed})`);
+      if (closed) throw new InstanceError('unsupported', `lxc driver: unprivileged slivers cannot reach lxcpath ${this.lxcPath}: ${closed} is not searchable by others (chmod o+x ${closed})`);
     }
     const usernsProblem = kernelProblem ?? (await this.#probeIdmappedRootfs());
     if (usernsProblem) limitations.push(`unprivileged: ${usernsProblem}`);
@@ -112,9 +125,9 @@ export class LxcDriver implements InstanceDriver {
     if (spec.idmapBase === null && this.#capabilities.unprivileged)
       throw new InvalidSpecError(`instance spec idmapBase is null (privileged) but this host runs slivers unprivileged`);
     if (spec.idmapBase !== null && !this.#capabilities.unprivileged)
-      throw new Error(`lxc driver: this host cannot run unprivileged slivers (${this.#limitations.join('; ')}); define with idmapBase null`);
+      throw new InstanceError('unsupported', `lxc driver: this host cannot run unprivileged slivers (${this.#limitations.join('; ')}); define with idmapBase null`);
     const root = await stat(spec.rootfs).catch(() => null);
-    if (!root?.isDirectory()) throw new Error(`lxc driver: rootfs ${spec.rootfs} of sliver ${spec.id} is not a directory (make the snapshot first)`);
+    if (!root?.isDirectory()) throw new InstanceError('rootfs_missing', `lxc driver: rootfs ${spec.rootfs} of sliver ${spec.id} is not a directory (make the snapshot first)`);
     const config = renderConfig(spec, facts, { lxcPath: this.lxcPath });
     const dir = this.#dir(spec.id);
     const path = join(dir, 'config');
@@ -141,14 +154,14 @@ export class LxcDriver implements InstanceDriver {
 
   async start(id: string): Promise<void> {
     const state = await this.state(id);
-    if (state === 'absent') throw new Error(`lxc driver: sliver ${id} is not defined`);
+    if (state === 'absent') throw new InstanceError('not_defined', `lxc driver: sliver ${id} is not defined`);
     if (state !== 'stopped') return;
     try {
       // -d returns once the container is RUNNING (or has failed).
       await this.#lxc('lxc-start', id, ['-d']);
     } catch (err) {
       const why = await this.#logErrors(id);
-      throw new Error(`lxc driver: sliver ${id} failed to start: ${err instanceof Error ? err.message : String(err)}${why ? `\n${why}` : ''}`, { cause: err });
+      throw new InstanceError('start_failed', `lxc driver: sliver ${id} failed to start: ${err instanceof Error ? err.message : String(err)}${why ? `\n${why}` : ''}`, { cause: err });
     }
   }
 
@@ -170,17 +183,17 @@ export class LxcDriver implements InstanceDriver {
   }
 
   async freeze(id: string): Promise<void> {
-    if (!this.#capabilities.freeze) throw new Error(`lxc driver: cannot freeze here (${this.#limitations.join('; ')})`);
+    if (!this.#capabilities.freeze) throw new InstanceError('unsupported', `lxc driver: cannot freeze here (${this.#limitations.join('; ')})`);
     const state = await this.state(id);
     if (state === 'frozen') return;
-    if (state !== 'running') throw new Error(`lxc driver: sliver ${id} is ${state}, not running`);
+    if (state !== 'running') throw new InstanceError('wrong_state', `lxc driver: sliver ${id} is ${state}, not running`);
     await this.#lxc('lxc-freeze', id, []);
   }
 
   async thaw(id: string): Promise<void> {
     const state = await this.state(id);
     if (state === 'running') return;
-    if (state !== 'frozen') throw new Error(`lxc driver: sliver ${id} is ${state}, not frozen`);
+    if (state !== 'frozen') throw new InstanceError('wrong_state', `lxc driver: sliver ${id} is ${state}, not frozen`);
     await this.#lxc('lxc-unfreeze', id, []);
   }
 
@@ -202,7 +215,7 @@ export class LxcDriver implements InstanceDriver {
   }
 
   async exec(id: string, argv: string[], input?: string): Promise<RunResult> {
-    if (!argv.length) throw new Error('lxc driver: exec needs a command');
+    if (!argv.length) throw new InstanceError('invalid_spec', 'lxc driver: exec needs a command');
     // --clear-env: nothing of the agent's environment leaks into the sliver.
     return this.#lxc('lxc-attach', id, ['--clear-env', '-v', EXEC_PATH, '--', ...argv], input === undefined ? {} : { input });
   }

@@ -8,13 +8,6 @@ import { SECCOMP_POLICY_FILE } from './seccomp.js';
 export const LXC_TOOLS = ['lxc-start', 'lxc-stop', 'lxc-info', 'lxc-attach', 'lxc-freeze', 'lxc-unfreeze', 'lxc-cgroup', 'lxc-wait'] as const;
 export type LxcTool = (typeof LXC_TOOLS)[number];
 
-/** Tools from LXC_TOOLS (and nsenter when a namespace is used) that do not run. */
-export async function missingTools(needNsenter: boolean): Promise<string[]> {
-  const tools: string[] = [...LXC_TOOLS, ...(needNsenter ? ['nsenter'] : [])];
-  const found = await Promise.all(tools.map((t) => tryRun(t, ['--version'])));
-  return tools.filter((_, i) => found[i] === null);
-}
-
 async function exists(path: string): Promise<boolean> {
   return access(path, constants.F_OK).then(
     () => true,

@@ -4,13 +4,14 @@
 import { availableParallelism } from 'node:os';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
-import { Reverter, tryRun, type RunResult } from '@planetlite/host';
-import { isSliverId, validateInstanceSpec, type InstanceCapabilities, type InstanceDriver, type InstanceSpec, type InstanceState } from '../driver.js';
+import { Reverter, requireTools, tryRun, type RunResult } from '@planetlite/host';
+import { InstanceError } from '../errors.js';
+import { isSliverId, trackCheck, validateInstanceSpec, type InstanceCapabilities, type InstanceDriver, type InstanceDriverStatus, type InstanceSpec, type InstanceState } from '../driver.js';
 import { findStaticBusybox } from '../lxc/probe.js';
 import { controlExec, controlHalt, qmp, qmpStatus } from './channel.js';
 import { renderQemuArgv, validateVmConfig, vmConfigFromSpec, vmPaths, type Accel, type BootAssets, type VmConfig, type VmPaths } from './config.js';
 import { DEFAULT_KERNEL_CACHE, imageKernel, nodeKernel } from './kernel.js';
-import { canOpen, missingTools, probeAccel, probeBoot } from './probe.js';
+import { canOpen, probeAccel, probeBoot, VM_TOOLS } from './probe.js';
 import { livePid, processCpuSeconds, processResidentBytes, spawnQemu, waitGone } from './process.js';
 
 export interface QemuDriverOptions {
@@ -41,6 +42,7 @@ export class QemuDriver implements InstanceDriver {
   readonly kernelCache: string;
   readonly #accelOption: Accel | 'auto';
   #accel: Accel | null = null;
+  #status: InstanceDriverStatus = { state: 'unchecked' };
   #nodeBoot: BootAssets | null = null;
   #busybox = '';
   /** One lifecycle call at a time per sliver: QMP and the control port each take one client. */
@@ -48,9 +50,9 @@ export class QemuDriver implements InstanceDriver {
 
   constructor(opts: QemuDriverOptions) {
     for (const [key, dir] of [['vmPath', opts.vmPath], ['kernelCache', opts.kernelCache]] as const)
-      if (dir !== undefined && (!isAbsolute(dir) || /[\n\r\0]/.test(dir))) throw new Error(`qemu driver: ${key} must be an absolute path, got ${JSON.stringify(dir)}`);
-    if (opts.vmPath.length > MAX_VM_PATH) throw new Error(`qemu driver: vmPath ${opts.vmPath} is longer than ${MAX_VM_PATH} bytes, too long for its VMs' unix sockets`);
-    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) throw new Error(`qemu driver: bad netns name ${JSON.stringify(opts.netns)}`);
+      if (dir !== undefined && (!isAbsolute(dir) || /[\n\r\0]/.test(dir))) throw new InstanceError('invalid_options', `qemu driver: ${key} must be an absolute path, got ${JSON.stringify(dir)}`);
+    if (opts.vmPath.length > MAX_VM_PATH) throw new InstanceError('invalid_options', `qemu driver: vmPath ${opts.vmPath} is longer than ${MAX_VM_PATH} bytes, too long for its VMs' unix sockets`);
+    if (opts.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(opts.netns)) throw new InstanceError('invalid_options', `qemu driver: bad netns name ${JSON.stringify(opts.netns)}`);
     this.vmPath = opts.vmPath;
     this.netns = opts.netns;
     this.kernelCache = opts.kernelCache ?? DEFAULT_KERNEL_CACHE;
@@ -68,25 +70,37 @@ export class QemuDriver implements InstanceDriver {
 
   /** The accelerator check() chose, for the agent's `kvm_accel` node capability. */
   get accel(): Accel {
-    if (!this.#accel) throw new Error('qemu driver: call check() before using the driver');
+    if (!this.#accel) throw new InstanceError('not_checked', 'qemu driver: call check() before using the driver');
     return this.#accel;
   }
 
   /** The node kernel check() found or fetched. */
   get nodeBoot(): BootAssets {
-    if (!this.#nodeBoot) throw new Error('qemu driver: call check() before using the driver');
+    if (!this.#nodeBoot) throw new InstanceError('not_checked', 'qemu driver: call check() before using the driver');
     return this.#nodeBoot;
   }
 
-  async check(): Promise<void> {
-    if (process.geteuid?.() !== 0) throw new Error('qemu driver: must run as root (9p passthrough of sliver roots, tap devices)');
-    const missing = await missingTools(this.netns !== undefined);
-    if (missing.length) throw new Error(`qemu driver: ${missing.join(', ')} not found`);
-    if (!(await canOpen('/dev/net/tun'))) throw new Error('qemu driver: /dev/net/tun cannot be opened (modprobe tun)');
+  get status(): InstanceDriverStatus {
+    return this.#status;
+  }
+
+  /** Checks tools, the tap device node and the namespace, fetches the node kernel, then boots a
+   * probe guest to choose the accelerator; status says how far it got. */
+  check(): Promise<void> {
+    return trackCheck((s) => (this.#status = s), async () => {
+      await this.#check();
+      return { accel: this.accel };
+    });
+  }
+
+  async #check(): Promise<void> {
+    if (process.geteuid?.() !== 0) throw new InstanceError('unsupported', 'qemu driver: must run as root (9p passthrough of sliver roots, tap devices)');
+    await requireTools([...VM_TOOLS, ...(this.netns !== undefined ? ['nsenter'] : [])], 'the qemu driver', (m) => new InstanceError('missing_tool', m));
+    if (!(await canOpen('/dev/net/tun'))) throw new InstanceError('missing_kernel_feature', 'qemu driver: /dev/net/tun cannot be opened (modprobe tun)');
     if (this.netns !== undefined && (await tryRun('nsenter', [`--net=${this.#netnsPath()}`, 'true'])) === null)
-      throw new Error(`qemu driver: network namespace ${this.netns} does not exist (ip netns add ${this.netns})`);
+      throw new InstanceError('missing_kernel_feature', `qemu driver: network namespace ${this.netns} does not exist (ip netns add ${this.netns})`);
     const busybox = await findStaticBusybox();
-    if (!busybox) throw new Error('qemu driver: no static busybox for the initramfs (apt-get install busybox-static)');
+    if (!busybox) throw new InstanceError('missing_tool', 'qemu driver: no static busybox for the initramfs (apt-get install busybox-static)');
     this.#busybox = busybox;
     this.#nodeBoot = await nodeKernel(this.kernelCache, busybox);
     this.#accel = await this.#chooseAccel(this.#nodeBoot);
@@ -97,12 +111,12 @@ export class QemuDriver implements InstanceDriver {
     const probe = { kernel: boot.kernel, initrd: boot.initrd };
     if (this.#accelOption === 'tcg') return 'tcg';
     if (this.#accelOption === 'kvm') {
-      if (!(await canOpen('/dev/kvm'))) throw new Error('qemu driver: accel kvm, but /dev/kvm is missing or not read-writable (modprobe kvm_intel or kvm_amd)');
-      if (!(await probeBoot('kvm', probe))) throw new Error('qemu driver: accel kvm, but a probe boot under KVM failed or hung; use accel auto or tcg');
+      if (!(await canOpen('/dev/kvm'))) throw new InstanceError('missing_kernel_feature', 'qemu driver: accel kvm, but /dev/kvm is missing or not read-writable (modprobe kvm_intel or kvm_amd)');
+      if (!(await probeBoot('kvm', probe))) throw new InstanceError('missing_kernel_feature', 'qemu driver: accel kvm, but a probe boot under KVM failed or hung; use accel auto or tcg');
       return 'kvm';
     }
     const accel = await probeAccel(probe);
-    if (!accel) throw new Error(`qemu driver: the node kernel ${boot.kernel} does not boot under TCG either; delete ${this.kernelCache} to fetch it again`);
+    if (!accel) throw new InstanceError('missing_kernel_feature', `qemu driver: the node kernel ${boot.kernel} does not boot under TCG either; delete ${this.kernelCache} to fetch it again`);
     return accel;
   }
 
@@ -110,7 +124,7 @@ export class QemuDriver implements InstanceDriver {
     validateInstanceSpec(spec);
     const nodeBoot = this.nodeBoot;
     const root = await stat(spec.rootfs).catch(() => null);
-    if (!root?.isDirectory()) throw new Error(`qemu driver: rootfs ${spec.rootfs} of sliver ${spec.id} is not a directory (make the snapshot first)`);
+    if (!root?.isDirectory()) throw new InstanceError('rootfs_missing', `qemu driver: rootfs ${spec.rootfs} of sliver ${spec.id} is not a directory (make the snapshot first)`);
     await this.#serial(spec.id, async () => {
       const paths = this.#paths(spec.id);
       const previous = await readFile(paths.config, 'utf8').catch(() => null);
@@ -146,11 +160,11 @@ export class QemuDriver implements InstanceDriver {
   async start(id: string): Promise<void> {
     await this.#serial(id, async () => {
       const state = await this.state(id);
-      if (state === 'absent') throw new Error(`qemu driver: sliver ${id} is not defined`);
+      if (state === 'absent') throw new InstanceError('not_defined', `qemu driver: sliver ${id} is not defined`);
       if (state !== 'stopped') return;
       const paths = this.#paths(id);
       const config = await this.#config(paths);
-      if (!(await stat(config.rootfs).catch(() => null))?.isDirectory()) throw new Error(`qemu driver: rootfs ${config.rootfs} of sliver ${id} is gone`);
+      if (!(await stat(config.rootfs).catch(() => null))?.isDirectory()) throw new InstanceError('rootfs_missing', `qemu driver: rootfs ${config.rootfs} of sliver ${id} is gone`);
       if (config.net) await this.#checkTap(config.net.tap);
       await this.#clearRuntime(paths);
       await this.#rotateConsole(paths);
@@ -162,7 +176,7 @@ export class QemuDriver implements InstanceDriver {
         const pid = await livePid(paths.pidfile);
         if (pid) process.kill(pid, 'SIGKILL');
         const why = (await readFile(paths.qemuLog, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
-        throw new Error(`qemu driver: sliver ${id} failed to start: ${err instanceof Error ? err.message : String(err)}${why ? `\n${why}` : ''}`, { cause: err });
+        throw new InstanceError('start_failed', `qemu driver: sliver ${id} failed to start: ${err instanceof Error ? err.message : String(err)}${why ? `\n${why}` : ''}`, { cause: err });
       }
     });
   }
@@ -194,8 +208,8 @@ export class QemuDriver implements InstanceDriver {
     const args = ['-d', '-o', 'link', 'show', 'dev', tap];
     const shown = this.netns === undefined ? await tryRun('ip', args) : await tryRun('nsenter', [`--net=${this.#netnsPath()}`, '--', 'ip', ...args]);
     const where = this.netns === undefined ? 'on the host' : `in netns ${this.netns}`;
-    if (!shown) throw new Error(`qemu driver: tap ${tap} does not exist ${where} (the network driver makes it: link kind 'tap')`);
-    if (!/\btun type tap\b/.test(shown.stdout)) throw new Error(`qemu driver: ${tap} ${where} is not a tap device`);
+    if (!shown) throw new InstanceError('host_broken', `qemu driver: tap ${tap} does not exist ${where} (the network driver makes it: link kind 'tap')`);
+    if (!/\btun type tap\b/.test(shown.stdout)) throw new InstanceError('host_broken', `qemu driver: ${tap} ${where} is not a tap device`);
   }
 
   async stop(id: string, timeoutS = 10): Promise<void> {
@@ -222,7 +236,7 @@ export class QemuDriver implements InstanceDriver {
 
   async #sigkill(paths: VmPaths, pid: number): Promise<void> {
     process.kill(pid, 'SIGKILL');
-    if (!(await waitGone(paths.pidfile, pid, 10_000))) throw new Error(`qemu driver: qemu pid ${pid} survived SIGKILL for 10 s (stuck in the kernel?)`);
+    if (!(await waitGone(paths.pidfile, pid, 10_000))) throw new InstanceError('host_broken', `qemu driver: qemu pid ${pid} survived SIGKILL for 10 s (stuck in the kernel?)`);
     await this.#clearRuntime(paths);
   }
 
@@ -230,7 +244,7 @@ export class QemuDriver implements InstanceDriver {
     await this.#serial(id, async () => {
       const state = await this.state(id);
       if (state === 'frozen') return;
-      if (state !== 'running') throw new Error(`qemu driver: sliver ${id} is ${state}, not running`);
+      if (state !== 'running') throw new InstanceError('wrong_state', `qemu driver: sliver ${id} is ${state}, not running`);
       const paths = this.#paths(id);
       await qmp(paths.qmp, 'stop', QMP_TIMEOUT_MS);
       await writeFile(paths.frozenMark, '');
@@ -241,7 +255,7 @@ export class QemuDriver implements InstanceDriver {
     await this.#serial(id, async () => {
       const state = await this.state(id);
       if (state === 'running') return;
-      if (state !== 'frozen') throw new Error(`qemu driver: sliver ${id} is ${state}, not frozen`);
+      if (state !== 'frozen') throw new InstanceError('wrong_state', `qemu driver: sliver ${id} is ${state}, not frozen`);
       const paths = this.#paths(id);
       await qmp(paths.qmp, 'cont', QMP_TIMEOUT_MS);
       await rm(paths.frozenMark, { force: true });
@@ -280,10 +294,10 @@ export class QemuDriver implements InstanceDriver {
    * enough to answer (waits for it up to the timeout).
    */
   async exec(id: string, argv: string[], input?: string): Promise<RunResult> {
-    if (!argv.length) throw new Error('qemu driver: exec needs a command');
+    if (!argv.length) throw new InstanceError('invalid_spec', 'qemu driver: exec needs a command');
     return this.#serial(id, async () => {
       const paths = this.#paths(id);
-      if ((await this.state(id)) !== 'running') throw new Error(`qemu driver: sliver ${id} is not running; exec needs a running guest`);
+      if ((await this.state(id)) !== 'running') throw new InstanceError('wrong_state', `qemu driver: sliver ${id} is not running; exec needs a running guest`);
       return controlExec(paths.control, argv, input ?? '', EXEC_TIMEOUT_MS);
     });
   }
@@ -326,6 +340,14 @@ export class QemuDriver implements InstanceDriver {
     return this.#paths(id).console;
   }
 
+  /** Why the sliver's qemu ended, from the last line qemu wrote to its log. */
+  async exitReason(id: string): Promise<string | null> {
+    if (!isSliverId(id)) return null;
+    const text = await readFile(this.#paths(id).qemuLog, 'utf8').catch(() => '');
+    const last = text.trim().split('\n').at(-1)?.trim();
+    return last ? last.slice(0, 300) : 'qemu exited without a word (killed?)';
+  }
+
   /** Host pid of the sliver's qemu, or null when it is not running (accounting and tests). */
   async qemuPid(id: string): Promise<number | null> {
     return livePid(this.#paths(id).pidfile);
@@ -341,7 +363,7 @@ export class QemuDriver implements InstanceDriver {
 
   async #config(paths: VmPaths): Promise<VmConfig> {
     const parsed = parseJson<unknown>(await readFile(paths.config, 'utf8'));
-    if (parsed === null) throw new Error(`qemu driver: ${paths.config} is not JSON; define the sliver again`);
+    if (parsed === null) throw new InstanceError('not_defined', `qemu driver: ${paths.config} is not JSON; define the sliver again`);
     validateVmConfig(parsed);
     return parsed;
   }

@@ -7,6 +7,7 @@ import { constants } from 'node:fs';
 import { lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { run, tryRun } from '@planetlite/host';
+import { InstanceError } from '../errors.js';
 import type { BootAssets } from './config.js';
 import { buildInitramfs, INITRAMFS_MODULES, initramfsVersion } from './initramfs.js';
 
@@ -25,11 +26,11 @@ export async function nodeKernel(cache: string, busybox: string): Promise<BootAs
   const tree = join(cache, basename(deb, '.deb'));
   if (!(await isDir(join(tree, 'boot')))) await unpackKernel(deb, tree);
   const bzImage = await kernelIn(join(tree, 'boot'));
-  if (!bzImage) throw new Error(`qemu driver: no boot/vmlinuz-* in ${deb}; delete ${tree} and the .deb to fetch it again`);
+  if (!bzImage) throw new InstanceError('missing_kernel_feature', `qemu driver: no boot/vmlinuz-* in ${deb}; delete ${tree} and the .deb to fetch it again`);
   const release = bzImage.release;
   const vmlinux = join(tree, 'vmlinux');
   if (!(await isFile(vmlinux)) && !(await extractVmlinux(bzImage.path, vmlinux)))
-    throw new Error(`qemu driver: no compressed ELF kernel found in ${bzImage.path}`);
+    throw new InstanceError('missing_kernel_feature', `qemu driver: no compressed ELF kernel found in ${bzImage.path}`);
   const initrd = join(tree, `initrd-planetlite-${initramfsVersion(await readFile(busybox))}.img`);
   if (!(await isFile(initrd))) {
     await buildInitramfs({ modulesDir: join(tree, 'lib/modules', release), busybox, out: initrd });
@@ -46,13 +47,13 @@ async function kernelPackage(cache: string): Promise<string> {
   const cached = (await readdir(cache)).filter((f) => f.startsWith('linux-image-') && f.endsWith('.deb')).sort();
   const mine = pkg ? cached.find((f) => f.startsWith(`${pkg}_`)) : cached.at(-1);
   if (mine) return join(cache, mine);
-  if (!pkg) throw new Error(`qemu driver: apt-cache knows no ${KERNEL_METAPACKAGE} and ${cache} holds no kernel package (apt-get update, or put a linux-image-*.deb there)`);
+  if (!pkg) throw new InstanceError('missing_kernel_feature', `qemu driver: apt-cache knows no ${KERNEL_METAPACKAGE} and ${cache} holds no kernel package (apt-get update, or put a linux-image-*.deb there)`);
   // Into a fresh directory, then renamed: apt-get download writes the final name directly.
   const tmp = await mkdtemp(join(cache, '.download-'));
   try {
     await run('apt-get', ['download', '-q', pkg], { cwd: tmp, timeoutMs: 600_000 });
     const got = (await readdir(tmp)).find((f) => f.endsWith('.deb'));
-    if (!got) throw new Error(`qemu driver: apt-get download ${pkg} wrote no .deb`);
+    if (!got) throw new InstanceError('missing_kernel_feature', `qemu driver: apt-get download ${pkg} wrote no .deb`);
     await rename(join(tmp, got), join(cache, got));
     return join(cache, got);
   } finally {
@@ -156,7 +157,7 @@ export async function resolveInRoot(root: string, path: string): Promise<string 
 async function readRegular(path: string): Promise<Buffer> {
   const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    if (!(await fh.stat()).isFile()) throw new Error(`qemu driver: ${path} is not a regular file`);
+    if (!(await fh.stat()).isFile()) throw new InstanceError('missing_kernel_feature', `qemu driver: ${path} is not a regular file`);
     return await fh.readFile();
   } finally {
     await fh.close();

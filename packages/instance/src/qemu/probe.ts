@@ -8,21 +8,8 @@ import { tryRun } from '@planetlite/host';
 import { accelArgs, QEMU, QEMU_SANDBOX, type Accel } from './config.js';
 import { PROBE_MARKER } from './initramfs.js';
 
-/** Tools the driver runs, with the package that brings each. */
-const TOOLS: Array<[string, string[], string]> = [
-  [QEMU, ['--version'], 'qemu-system-x86'],
-  ['ip', ['-V'], 'iproute2'],
-  ['timeout', ['--version'], 'coreutils'],
-  ['dpkg-deb', ['--version'], 'dpkg'],
-  ['xz', ['--version'], 'xz-utils'],
-];
-
-/** "tool (apt-get install pkg)" for each tool that does not run. */
-export async function missingTools(needNsenter: boolean): Promise<string[]> {
-  const tools: Array<[string, string[], string]> = needNsenter ? [...TOOLS, ['nsenter', ['--version'], 'util-linux']] : TOOLS;
-  const found = await Promise.all(tools.map(([t, args]) => tryRun(t, args)));
-  return tools.filter((_, i) => found[i] === null).map(([t, , pkg]) => `${t} (apt-get install ${pkg})`);
-}
+/** Tools the driver runs (@planetlite/host's TOOL_PACKAGES names their packages). */
+export const VM_TOOLS = [QEMU, 'ip', 'timeout', 'dpkg-deb', 'xz'] as const;
 
 export async function canOpen(path: string): Promise<boolean> {
   return access(path, constants.R_OK | constants.W_OK).then(

@@ -1,9 +1,7 @@
 // The qemu process of a VM sliver: spawned detached so it outlives the agent (as LXC containers
 // do), and found again from its pidfile and /proc by a restarted agent.
-import { spawn } from 'node:child_process';
-import { openSync, closeSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { spawnDetached } from '@planetlite/host';
 import { QEMU } from './config.js';
 
 /** Linux reports /proc/PID/stat times in USER_HZ, 100 on every architecture the testbed runs on. */
@@ -49,25 +47,12 @@ export async function processResidentBytes(pid: number): Promise<number | null> 
 }
 
 /**
- * Starts qemu as a process of its own (its own session, no pipe to the agent), inside the netns
- * when given, with stdout/stderr appended to log. Not -daemonize: its fork and setsid are what
- * qemu's sandbox forbids. Resolves once spawned; the pidfile says when qemu is up.
+ * Starts qemu as a process of its own (@planetlite/host's spawnDetached: its own session, no pipe
+ * to the agent), inside the netns when given, with stdout/stderr appended to log. Not -daemonize:
+ * its fork and setsid are what qemu's sandbox forbids. The pidfile says when qemu is up.
  */
 export function spawnQemu(args: string[], opts: { netns?: string | undefined; log: string; cwd: string }): { exited: Promise<number | null> } {
-  const argv = opts.netns === undefined ? [QEMU, ...args] : ['nsenter', `--net=${join('/run/netns', opts.netns)}`, '--', QEMU, ...args];
-  const fd = openSync(opts.log, 'a', 0o600);
-  try {
-    const child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', fd, fd], cwd: opts.cwd, env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
-    const exited = new Promise<number | null>((resolve) => {
-      child.once('exit', (code) => resolve(code));
-      child.once('error', () => resolve(null));
-    });
-    // The agent may exit while the VM runs on; libuv still reaps qemu if it ends first.
-    child.unref();
-    return { exited };
-  } finally {
-    closeSync(fd);
-  }
+  return spawnDetached([QEMU, ...args], opts);
 }
 
 /** Waits until the qemu process is gone (or the deadline passes); true when it is gone. Asks

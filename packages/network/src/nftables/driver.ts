@@ -2,7 +2,8 @@
 // `inet` table owned by the agent (MASQUERADE out, DNAT port window in, isolation), always
 // rewritten whole in one `nft -f -` transaction.
 import { existsSync } from 'node:fs';
-import { CommandError, Reverter, run, tryRun, type RunOptions } from '@planetlite/host';
+import { NetworkError } from '../errors.js';
+import { CommandError, Reverter, requireTools, run, tryRun, type RunOptions } from '@planetlite/host';
 import type { NetworkCapabilities, NetworkDriver, NetworkDriverOptions, SliverCounters, SliverNet, SliverNetSpec, SliverRate } from '../driver.js';
 import { parseIpv4, parseSubnet, slotAddress, type Ipv4Subnet } from '../ipv4.js';
 import { ipBatch, readLinks, type Link } from './devices.js';
@@ -38,30 +39,24 @@ export class NftablesDriver implements NetworkDriver {
   async check(): Promise<void> {
     const ns = this.#opts.netns;
     if (ns && !(await tryRun('nsenter', [`--net=/run/netns/${ns}`, 'true']))) {
-      throw new Error(`network namespace ${ns} does not exist or cannot be entered (ip netns list)`);
+      throw new NetworkError('missing_kernel_feature', `network namespace ${ns} does not exist or cannot be entered (ip netns list)`);
     }
-    for (const [tool, args, pkg] of [['nft', ['--version'], 'nftables'], ['ip', ['-V'], 'iproute2'], ['tc', ['-V'], 'iproute2'], ['sysctl', ['-n', 'net.ipv4.ip_forward'], 'procps']] as const) {
-      try {
-        await this.#run(tool, args);
-      } catch (err) {
-        throw new Error(`network driver needs ${tool}: install the Debian package ${pkg} (${errText(err)})`, { cause: err });
-      }
-    }
+    await requireTools(['nft', 'ip', 'tc', 'sysctl'], 'the nftables network driver', (m) => new NetworkError('missing_tool', m));
     // --check sends the whole transaction to the kernel and aborts it: proves nf_tables, nat, ct
     // and fib support without touching the live ruleset.
     try {
       await this.#run('nft', ['-c', '-f', '-'], { input: renderRuleset(this.#config, []) });
     } catch (err) {
-      throw new Error(`the kernel refused the nftables ruleset; it needs nf_tables with nat, conntrack and fib support (modprobe nf_tables nft_nat nft_fib_inet nft_ct): ${errText(err)}`, { cause: err });
+      throw new NetworkError('missing_kernel_feature', `the kernel refused the nftables ruleset; it needs nf_tables with nat, conntrack and fib support (modprobe nf_tables nft_nat nft_fib_inet nft_ct): ${errText(err)}`, { cause: err });
     }
     const links = [...(await this.#links()).values()];
     const where = links.filter((l) => l.ipv4.some((a) => a.startsWith(`${this.#opts.publicAddress}/`))).map((l) => l.name);
     if (!where.length) {
-      throw new Error(`public address ${this.#opts.publicAddress} is not configured on any interface of this node; DNAT matches packets addressed to it`);
+      throw new NetworkError('public_address', `public address ${this.#opts.publicAddress} is not configured on any interface of this node; DNAT matches packets addressed to it`);
     }
     const pubIf = this.#opts.publicInterface;
     if (pubIf && !where.includes(pubIf)) {
-      throw new Error(`public address ${this.#opts.publicAddress} is on ${where.join(', ')}, not on the configured public interface ${pubIf}`);
+      throw new NetworkError('public_address', `public address ${this.#opts.publicAddress} is on ${where.join(', ')}, not on the configured public interface ${pubIf}`);
     }
   }
 
@@ -191,7 +186,7 @@ export class NftablesDriver implements NetworkDriver {
     // No alias: our own half-made device (a crash between `ip link add` and `alias`); the name is
     // this id's hash, so adopt it.
     if (link.alias && link.alias !== ALIAS_PREFIX + id) {
-      throw new Error(`device name ${link.name} for sliver ${id} is taken by ${JSON.stringify(link.alias)} (hash clash or foreign device); not touching it`);
+      throw new NetworkError('device_conflict', `device name ${link.name} for sliver ${id} is taken by ${JSON.stringify(link.alias)} (hash clash or foreign device); not touching it`);
     }
   }
 

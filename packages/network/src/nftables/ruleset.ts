@@ -1,6 +1,7 @@
 // Renders the driver's whole nftables table from the list of slivers: pure text, no host access,
 // so it can be unit-tested and is applied in one `nft -f -` transaction.
 import type { SliverNetSpec } from '../driver.js';
+import { NetworkError } from '../errors.js';
 import { formatIpv4, parseIpv4, slotAddress, subnetContains, type Ipv4Subnet } from '../ipv4.js';
 import { chainNames, deviceNames, HOST_PREFIX, sliverId } from './names.js';
 
@@ -14,24 +15,24 @@ const SSH_PORT = 22;
 
 /** Throws on anything nft would reject later or that would silently mis-route a sliver. */
 export function validateSpecs(config: RulesetConfig, slivers: readonly SliverNetSpec[]): void {
-  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(config.table)) throw new Error(`bad nftables table name: ${JSON.stringify(config.table)}`);
+  if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(config.table)) throw new NetworkError('invalid_spec', `bad nftables table name: ${JSON.stringify(config.table)}`);
   if (subnetContains(config.subnet, parseIpv4(config.publicAddress))) {
-    throw new Error(`public address ${config.publicAddress} lies inside the sliver subnet ${config.subnet.cidr}`);
+    throw new NetworkError('invalid_spec', `public address ${config.publicAddress} lies inside the sliver subnet ${config.subnet.cidr}`);
   }
   const ids = new Map<string, SliverNetSpec>();
   const slots = new Map<number, string>();
   for (const s of slivers) {
     const id = sliverId(s.id);
-    if (ids.has(id)) throw new Error(`sliver ${id} is listed twice`);
+    if (ids.has(id)) throw new NetworkError('invalid_spec', `sliver ${id} is listed twice`);
     ids.set(id, s);
     slotAddress(config.subnet, s.slot);
     const other = slots.get(s.slot);
-    if (other) throw new Error(`slivers ${other} and ${id} share slot ${s.slot}`);
+    if (other) throw new NetworkError('invalid_spec', `slivers ${other} and ${id} share slot ${s.slot}`);
     slots.set(s.slot, id);
-    if (s.kind !== 'veth' && s.kind !== 'tap') throw new Error(`sliver ${id}: unknown link kind ${JSON.stringify(s.kind)}`);
+    if (s.kind !== 'veth' && s.kind !== 'tap') throw new NetworkError('invalid_spec', `sliver ${id}: unknown link kind ${JSON.stringify(s.kind)}`);
     const { first, last } = s.ports;
     if (!Number.isInteger(first) || !Number.isInteger(last) || first < 1 || last > 65535 || first > last) {
-      throw new Error(`sliver ${id}: bad port window ${first}-${last}`);
+      throw new NetworkError('invalid_spec', `sliver ${id}: bad port window ${first}-${last}`);
     }
   }
   const byFirst = [...ids.values()].sort((a, b) => a.ports.first - b.ports.first);
@@ -39,7 +40,7 @@ export function validateSpecs(config: RulesetConfig, slivers: readonly SliverNet
     const prev = byFirst[i - 1]!;
     const cur = byFirst[i]!;
     if (cur.ports.first <= prev.ports.last) {
-      throw new Error(`port windows overlap: sliver ${prev.id} ${prev.ports.first}-${prev.ports.last} and sliver ${cur.id} ${cur.ports.first}-${cur.ports.last}`);
+      throw new NetworkError('invalid_spec', `port windows overlap: sliver ${prev.id} ${prev.ports.first}-${prev.ports.last} and sliver ${cur.id} ${cur.ports.first}-${cur.ports.last}`);
     }
   }
 }

@@ -7,6 +7,7 @@
 //                               still sees them arrive on plh… (matchall is not in every kernel; u32 is).
 // Rendering is pure (unit-tested); applyLimit() reads the state, renders and runs it.
 import type { SliverCounters, SliverRate } from '../driver.js';
+import { NetworkError } from '../errors.js';
 import { ipBatch, readLinkStats, type Exec, type Link, type LinkStats } from './devices.js';
 import { ALIAS_PREFIX, DEVICE_PATTERN, HOST_PREFIX } from './names.js';
 
@@ -41,12 +42,12 @@ const QUEUE_PACKETS = 1000;
 
 /** Returns the rate when both directions are null or an integer in [MIN_KBPS, MAX_KBPS]; throws otherwise. */
 export function validateRate(rate: SliverRate): SliverRate {
-  if (typeof rate !== 'object' || rate === null) throw new Error(`rate must be { inKbps, outKbps }: got ${JSON.stringify(rate)}`);
+  if (typeof rate !== 'object' || rate === null) throw new NetworkError('invalid_spec', `rate must be { inKbps, outKbps }: got ${JSON.stringify(rate)}`);
   for (const key of ['inKbps', 'outKbps'] as const) {
     const v: unknown = rate[key];
     if (v === null) continue;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < MIN_KBPS || v > MAX_KBPS) {
-      throw new Error(`${key} must be an integer number of kbit/s from ${MIN_KBPS} to ${MAX_KBPS}, or null for no cap: got ${JSON.stringify(v) ?? String(v)}`);
+      throw new NetworkError('invalid_spec', `${key} must be an integer number of kbit/s from ${MIN_KBPS} to ${MAX_KBPS}, or null for no cap: got ${JSON.stringify(v) ?? String(v)}`);
     }
   }
   return { inKbps: rate.inKbps, outKbps: rate.outKbps };
@@ -134,7 +135,7 @@ export function renderLimit(names: ShapingNames, state: ShapingState, rate: Sliv
   const { hostIf, ifb, alias } = names;
   const plan: ShapingPlan = { ipBefore: [], tc: [], ipAfter: [] };
   if (!state.host) {
-    if (inKbps !== null || outKbps !== null) throw new Error(`sliver link ${hostIf} does not exist: attach the sliver before limiting it`);
+    if (inKbps !== null || outKbps !== null) throw new NetworkError('not_attached', `sliver link ${hostIf} does not exist: attach the sliver before limiting it`);
     if (state.ifb) plan.ipAfter.push(`link del dev ${ifb}`); // left over from a crash
     return plan;
   }
@@ -170,7 +171,7 @@ export async function applyLimit(exec: Exec, names: ShapingNames, rate: SliverRa
   try {
     await tcBatch(exec, plan.tc);
   } catch (err) {
-    throw new Error(`tc refused the rate caps of ${names.hostIf}; the kernel needs HTB, ingress, u32, mirred and ifb (sch_htb sch_ingress cls_u32 act_mirred ifb): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    throw new NetworkError('missing_kernel_feature', `tc refused the rate caps of ${names.hostIf}; the kernel needs HTB, ingress, u32, mirred and ifb (sch_htb sch_ingress cls_u32 act_mirred ifb): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   await ipBatch(exec, plan.ipAfter);
 }

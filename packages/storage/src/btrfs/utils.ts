@@ -1,55 +1,17 @@
 // Private helpers of the btrfs driver: host probes and thin wrappers over btrfs-progs,
 // util-linux and tar. Every command goes through @planetlite/host's run()/tryRun().
-import { access, constants, lstat, readFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
-import { CommandError, run, tryRun } from '@planetlite/host';
+import { lstat, readFile } from 'node:fs/promises';
+import { CommandError, requireTools as requireHostTools, run, tryRun } from '@planetlite/host';
 import { StorageError } from '../errors.js';
 
 // ---------------------------------------------------------------------------------------------
 // Host probes
 
-/** The Debian package that ships each host tool the driver runs. */
-export const TOOL_PACKAGES: Record<string, string> = {
-  btrfs: 'btrfs-progs',
-  'mkfs.btrfs': 'btrfs-progs',
-  blkid: 'util-linux',
-  findmnt: 'util-linux',
-  mount: 'mount',
-  umount: 'mount',
-  losetup: 'mount',
-  truncate: 'coreutils',
-  tar: 'tar',
-  gzip: 'gzip',
-  xz: 'xz-utils',
-  zstd: 'zstd',
-};
-
-/** The tools of `tools` that are not executable anywhere on PATH. */
-export async function missingTools(tools: readonly string[], path = process.env.PATH ?? ''): Promise<string[]> {
-  const dirs = path.split(delimiter).filter(Boolean);
-  const missing: string[] = [];
-  for (const tool of tools) {
-    let found = false;
-    for (const dir of dirs) {
-      try {
-        await access(join(dir, tool), constants.X_OK);
-        found = true;
-        break;
-      } catch {
-        // not in this directory; try the next one
-      }
-    }
-    if (!found) missing.push(tool);
-  }
-  return missing;
-}
+export { missingTools } from '@planetlite/host';
 
 /** Throws one StorageError naming every missing tool and the package that provides it. */
-export async function requireTools(tools: readonly string[], why: string): Promise<void> {
-  const missing = await missingTools(tools);
-  if (!missing.length) return;
-  const named = missing.map((t) => `${t} (Debian package ${TOOL_PACKAGES[t] ?? 'unknown'})`).join(', ');
-  throw new StorageError('missing_tool', `${why} needs host tools that are not on PATH: ${named}; run scripts/setup.sh`);
+export function requireTools(tools: readonly string[], why: string): Promise<void> {
+  return requireHostTools(tools, why, (m) => new StorageError('missing_tool', m));
 }
 
 async function kernelHasFilesystem(fs: string): Promise<boolean> {
@@ -185,7 +147,7 @@ export async function isReadOnly(path: string): Promise<boolean> {
 export async function subvolumeId(path: string): Promise<number> {
   const out = (await run('btrfs', ['inspect-internal', 'rootid', path])).stdout.trim();
   const id = Number(out);
-  if (!Number.isSafeInteger(id) || id < 5) throw new Error(`btrfs inspect-internal rootid ${path} printed ${JSON.stringify(out)}`);
+  if (!Number.isSafeInteger(id) || id < 5) throw new StorageError('unexpected_output', `btrfs inspect-internal rootid ${path} printed ${JSON.stringify(out)}`);
   return id;
 }
 
@@ -331,7 +293,7 @@ async function showQgroup(path: string, id: number): Promise<{ usage: QgroupUsag
   const referenced = Number(row[1]);
   const exclusive = Number(row[2]);
   if (!Number.isSafeInteger(referenced) || !Number.isSafeInteger(exclusive)) {
-    throw new Error(`btrfs qgroup show printed an unexpected row for 0/${id}: ${row.join(' ')}`);
+    throw new StorageError('unexpected_output', `btrfs qgroup show printed an unexpected row for 0/${id}: ${row.join(' ')}`);
   }
   return { usage: { referenced, exclusive }, inconsistent };
 }

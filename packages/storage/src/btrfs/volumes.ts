@@ -263,7 +263,7 @@ export async function usage(mountpoint: string, sliverId: string): Promise<{ exc
   const root = rootPath(mountpoint, sliverId);
   if (!(await isSubvolume(root))) return null;
   const u = await qgroupUsage(mountpoint, root);
-  if (!u) throw new Error(`btrfs has no qgroup for the root of sliver ${sliverId} (are quotas enabled on ${mountpoint}?)`);
+  if (!u) throw new StorageError('quota_missing', `btrfs has no qgroup for the root of sliver ${sliverId} (are quotas enabled on ${mountpoint}?)`);
   return { exclusiveBytes: u.exclusive, referencedBytes: u.referenced };
 }
 

@@ -1,0 +1,260 @@
+// The builder: carries out the planner's steps for one sliver through the drivers — storage
+// (root filesystem), network (link, caps, nftables), instance (define, lifecycle) — and the
+// ledger. A new sliver that fails part-way is undone (Reverter): it leaves its ledger record and
+// nothing on the host, and the next pass starts it over.
+import type { DesiredSliver, DesiredState } from '@planetlite/api';
+import type { Logger } from '@planetlite/core';
+import { Reverter } from '@planetlite/host';
+import type { InstanceDriver } from '@planetlite/instance';
+import { MAX_KBPS, type SliverNet, type SliverNetSpec } from '@planetlite/network';
+import type { Drivers } from './drivers.js';
+import type { ImageIndex } from './images.js';
+import { instanceStates, readiness } from './instances.js';
+import type { Ledger, SliverRecord } from './ledger.js';
+import { describePlan, keysHash, kindOf, planLifecycle, type HostView, type Readiness, type SliverFacts, type SliverKind, type SliverPlan, type Step, type TeardownStep } from './planner.js';
+import { keysScript, provisionRoot } from './provision.js';
+
+/** What a pass needs of the image fetcher (fetch.ts). */
+export interface Fetcher {
+  want(target: { name: string; sha256: string; magnet: string | null; webSeed: string | null }): void;
+  seed(target: { name: string; sha256: string; magnet: string | null; webSeed: string | null }): void;
+  state(name: string): { state: string; error: string | null; progress: number } | undefined;
+}
+
+const MiB = 1024 * 1024;
+
+type BuildPlan = Extract<SliverPlan, { action: 'build' }>;
+
+/** What the steps of one build hand on to each other. */
+interface Build {
+  s: DesiredSliver;
+  plan: BuildPlan;
+  driver: InstanceDriver;
+  rec: SliverRecord;
+  rootfs: string | null;
+  net: SliverNet | null;
+  /** A new sliver (its ledger record claimed by this build): its link and instance are undone
+   * if the build fails (its root is whenever the build made it: plan.fresh). */
+  isNew: boolean;
+  /** What the sliver is when done (the lifecycle says). */
+  ends: 'running' | 'stopped';
+}
+
+export class Builder {
+  readonly #d: Drivers;
+  readonly #ledger: Ledger;
+  readonly #images: ImageIndex;
+  readonly #fetcher: Fetcher | null;
+  readonly #log: Logger;
+  readonly #maxSlots: number;
+  readonly #desired: () => DesiredState | null;
+  #applying: Promise<void> = Promise.resolve();
+
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; fetcher: Fetcher | null; log: Logger; maxSlots: number; desired: () => DesiredState | null }) {
+    this.#d = opts.drivers;
+    this.#ledger = opts.ledger;
+    this.#images = opts.images;
+    this.#fetcher = opts.fetcher;
+    this.#log = opts.log;
+    this.#maxSlots = opts.maxSlots;
+    this.#desired = opts.desired;
+  }
+
+  readiness(kind: SliverKind): Readiness {
+    return readiness(this.#d.instances, this.#d.off ?? {}, kind);
+  }
+
+  /** The driver of a sliver's kind (the ledger's, else the given one), when it is ready. */
+  driverOf(id: string, kind?: SliverKind): InstanceDriver | null {
+    const k = this.#ledger.get(id)?.kind ?? kind ?? 'lxc';
+    return this.readiness(k).state === 'ready' ? this.#d.instances[k]! : null;
+  }
+
+  /** What the host has, for a pass: one probe per driver. */
+  async host(): Promise<HostView> {
+    const [instances, roots, links] = await Promise.all([instanceStates(this.#d.instances), this.#d.storage.listRoots(), this.#d.network.listAttached()]);
+    return { instances, roots, links };
+  }
+
+  /** What the planner needs to know of one sliver, read now. */
+  async facts(s: DesiredSliver, opts: { done: boolean; restore?: boolean }): Promise<SliverFacts> {
+    const local = this.#images.byName(s.image.name);
+    const driver = this.driverOf(s.id, kindOf(s));
+    // Three independent reads, side by side; the state only when it can spare the whole build.
+    const [state, stored, roots] = await Promise.all([
+      driver && opts.done && !opts.restore ? driver.state(s.id) : Promise.resolve(null),
+      local ? this.#d.storage.hasImage(local.sha256) : Promise.resolve(false),
+      this.#d.storage.listRoots(),
+    ]);
+    return {
+      sliver: s,
+      record: this.#ledger.get(s.id),
+      readiness: this.readiness(kindOf(s)),
+      localImage: local && { sha256: local.sha256, stored },
+      canFetch: this.#fetcher !== null,
+      hasRoot: roots.includes(s.id),
+      state,
+      done: opts.done,
+      ...(opts.restore ? { restore: true } : {}),
+    };
+  }
+
+  fetch(image: { name: string; sha256: string; magnet: string | null; webSeed: string | null }): { state: string; error: string | null; progress: number } | undefined {
+    this.#fetcher?.want(image);
+    return this.#fetcher?.state(image.name);
+  }
+
+  /** Carries out a build plan; onFresh runs before the first step of a sliver with no root yet.
+   * Resolves with what the sliver is when done. */
+  async build(s: DesiredSliver, plan: BuildPlan, onFresh: () => void): Promise<'running' | 'stopped'> {
+    this.#log.debug({ sliver: s.id, image: s.image.name, plan: describePlan(plan) }, 'ensure');
+    // Keep seeding what this node holds to other nodes (also after a restart).
+    if (plan.seed) this.#fetcher?.seed({ name: s.image.name, sha256: plan.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
+    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped' };
+    await Reverter.wrap(async (r) => {
+      for (const stage of plan.stages) {
+        if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
+        // Every step of a stage settles before a failure undoes anything: no undo is registered late.
+        const failed = (await Promise.allSettled(stage.map((step) => this.#step(b, step, r)))).find((o) => o.status === 'rejected');
+        if (failed) throw failed.reason;
+      }
+      this.#note(s.id, 'done');
+    });
+    return b.ends;
+  }
+
+  /** One debug line before each part of a build (the crash tests kill the agent on these). */
+  #note(id: string, step: string): void {
+    this.#log.debug({ sliver: id, step }, 'reconcile step');
+  }
+
+  async #step(b: Build, step: Step, r: Reverter): Promise<void> {
+    const { s, driver } = b;
+    if (step.do !== 'link') this.#note(s.id, step.do);
+    switch (step.do) {
+      case 'claim':
+        b.rec = this.#ledger.claim(s.id, s.slice, this.#maxSlots, b.plan.kind);
+        return;
+      case 'wipe':
+        await driver.destroy(s.id);
+        await this.#d.storage.deleteRoot(s.id);
+        this.#ledger.update(s.id, { ...(step.resetSeq !== null ? { reset_seq: step.resetSeq } : {}), image_sha256: null, keys_hash: null });
+        b.rec = this.#ledger.get(s.id)!;
+        return;
+      case 'root':
+        b.rootfs = await this.#d.storage.createRoot(s.id, b.plan.sha256, s.resources.disk_mb * MiB);
+        if (b.plan.fresh) r.add(() => this.#d.storage.deleteRoot(s.id));
+        if (step.provision) {
+          this.#note(s.id, 'provision');
+          await provisionRoot({ rootfs: b.rootfs, slice: s.slice, keys: s.keys });
+          this.#ledger.update(s.id, { image_sha256: b.plan.sha256, keys_hash: keysHash(s.keys) });
+        }
+        return;
+      case 'link': {
+        this.#note(s.id, 'network');
+        b.net = await this.#d.network.attach(netSpec(b.rec, s));
+        if (b.isNew) r.add(() => this.#d.network.detach(s.id));
+        // After every attach: a device attach() made anew starts without caps. A cap at or
+        // above what tc takes is no cap.
+        this.#note(s.id, 'shaping');
+        const kbps = s.resources.net_kbps <= MAX_KBPS ? s.resources.net_kbps : null;
+        await this.#d.network.limit(s.id, { inKbps: kbps, outKbps: kbps });
+        this.#note(s.id, 'nftables');
+        await this.applyTable();
+        return;
+      }
+      case 'define': {
+        const net = b.net!;
+        if (b.isNew) r.add(() => driver.destroy(s.id));
+        await driver.define({
+          id: s.id,
+          hostname: s.slice,
+          rootfs: b.rootfs!,
+          memoryMb: s.resources.memory_mb,
+          cpuShares: s.resources.cpu_shares,
+          cpuCapPercent: s.resources.cpu_cap_percent ?? null,
+          pids: 4096,
+          idmapBase: driver.capabilities.unprivileged ? b.rec.idmap_base : null,
+          // A container gets the veth's peer moved in; a VM opens the tap, the host end itself.
+          net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
+        });
+        return;
+      }
+      case 'lifecycle': {
+        // One authoritative probe; each step says what it leaves (start -d returns once running).
+        const lc = planLifecycle(s, this.#ledger.get(s.id)!, await driver.state(s.id));
+        this.#log.debug({ sliver: s.id, plan: lc.steps.map((st) => st.do).join(', ') }, 'lifecycle');
+        for (const next of lc.steps) await this.#step(b, next, r);
+        b.ends = lc.ends;
+        return;
+      }
+      case 'stop':
+        return driver.stop(s.id, 10);
+      case 'start':
+        return driver.start(s.id);
+      case 'freeze':
+        return driver.freeze(s.id);
+      case 'thaw':
+        return driver.thaw(s.id);
+      case 'restarted':
+        this.#ledger.update(s.id, { restart_seq: step.seq });
+        return;
+      case 'keys':
+        await driver.exec(s.id, keysScript(s.slice), s.keys.join('\n') + (s.keys.length ? '\n' : ''));
+        this.#ledger.update(s.id, { keys_hash: keysHash(s.keys) });
+        return;
+    }
+  }
+
+  /** Tears a sliver down, step by step (planner.ts: planTeardown). */
+  async teardown(id: string, kind: SliverKind, steps: TeardownStep[]): Promise<void> {
+    for (const step of steps) {
+      this.#log.debug({ sliver: id, step }, 'teardown step');
+      switch (step) {
+        case 'destroy':
+          await this.#d.instances[kind]!.destroy(id);
+          break;
+        case 'table':
+          // The table is rewritten without the sliver before its ledger record goes.
+          await this.applyTable();
+          break;
+        case 'unlink':
+          await this.#d.network.detach(id);
+          break;
+        case 'delete root':
+          await this.#d.storage.deleteRoot(id);
+          break;
+        case 'release':
+          this.#ledger.release(id);
+          break;
+      }
+    }
+  }
+
+  /** Stops a sliver at once (the memory watchdog). */
+  async kill(id: string): Promise<void> {
+    const kind = this.#ledger.get(id)?.kind ?? 'lxc';
+    const ready = this.readiness(kind);
+    if (ready.state !== 'ready') throw new Error(ready.why);
+    await this.#d.instances[kind]!.kill(id);
+  }
+
+  /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time. */
+  applyTable(): Promise<void> {
+    this.#applying = this.#applying.then(async () => {
+      const ports = new Map((this.#desired()?.slivers ?? []).filter((s) => s.desired !== 'deleted').map((s) => [s.id, s.ports]));
+      const specs = this.#ledger
+        .all()
+        .filter((r) => ports.has(r.id))
+        .map((r) => netSpec(r, { ports: ports.get(r.id)! }));
+      await this.#d.network.apply(specs);
+    });
+    const done = this.#applying;
+    this.#applying = done.catch(() => undefined);
+    return done;
+  }
+}
+
+function netSpec(rec: SliverRecord, s: Pick<DesiredSliver, 'ports'>): SliverNetSpec {
+  return { id: rec.id, slot: rec.slot, ports: s.ports, kind: rec.kind === 'kvm' ? 'tap' : 'veth' };
+}
