@@ -1,8 +1,13 @@
 // A node's life as its site admin sees it, end to end on one node over HTTPS: drained, it gets no
 // new sliver while its running one keeps answering ssh; undrained, it gets them again;
-// decommissioned, its slivers are torn down on the node, its key is revoked, and its record stays.
+// decommissioned, its slivers are torn down on the node, its key is revoked, and its record stays;
+// a node whose key is revoked cuts its slivers' forwarding until it is enrolled again.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { ApiError, PlanetLiteClient, type Sliver } from '@planetlite/api';
+import { enroll } from '@planetlite/agent';
 import { sliverLeftovers } from '../harness/node.ts';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
 
@@ -75,4 +80,44 @@ describe('a node through drain, undrain and decommission', () => {
     // A new sliver there is refused.
     await expect(admin.createSliver('lc_one', node.nodeId)).rejects.toMatchObject({ status: 409, code: 'node_decommissioned' });
   }, 120_000);
+});
+
+describe('a node whose key is revoked', () => {
+  let hostname: string;
+  const reachable = (port: number, slice: string) => {
+    try {
+      return node.ssh(port, slice, 'cat /etc/slicename') === slice;
+    } catch {
+      return false;
+    }
+  };
+  const containerState = (id: string) =>
+    execFileSync('nsenter', [`--net=/run/netns/${node.ns}`, 'lxc-info', '-P', join(node.stateDir, 'lxc'), '-n', `sl-${id}`, '-sH'], { encoding: 'utf8' }).trim();
+  const enrollAgain = async () => {
+    await node.stopAgent();
+    const token = (await admin.createEnrollmentToken('lc')).token;
+    const e = await enroll({ registry: node.registry.url, token, caPin: node.registry.caPin!, address: node.publicAddress, hostname, stateDir: node.stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
+    expect(e.node_id).toBe(node.nodeId);
+    await node.startAgent();
+  };
+
+  it("stops its slivers' forwarding at its next contact, keeps them running, and forwards again once enrolled again", async () => {
+    hostname = (await admin.getNode(node.nodeId)).hostname;
+    // The node decommissioned above comes back by enrolling again.
+    await enrollAgain();
+    const s = await node.runningSliver('lc_three');
+    await admin.revokeNodeKey(node.nodeId);
+    await until('the forwarded port to stop answering', async () => !reachable(s.ports.first, 'lc_three'), 30_000);
+    expect(existsSync(join(node.stateDir, 'revoked'))).toBe(true);
+    expect(containerState(s.id)).toBe('RUNNING');
+    // A restart does not bring the forwarding back.
+    await node.stopAgent();
+    await node.startAgent();
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(reachable(s.ports.first, 'lc_three')).toBe(false);
+
+    await enrollAgain();
+    expect(existsSync(join(node.stateDir, 'revoked'))).toBe(false);
+    await until('the forwarded port to answer again', async () => reachable(s.ports.first, 'lc_three'), 60_000);
+  }, 240_000);
 });

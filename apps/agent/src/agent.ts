@@ -82,6 +82,7 @@ export class Agent {
       state: this.state,
       log: opts.log.child({ component: 'sync' }),
       onDesired: (doc) => this.#apply(doc),
+      onRevoked: () => this.#revoked(),
       ...(opts.waitSeconds !== undefined ? { waitSeconds: opts.waitSeconds } : {}),
     });
     this.outbox = new EventOutbox({ stateDir: opts.stateDir, client: this.client, nodeId: e.node_id, log: opts.log.child({ component: 'events' }) });
@@ -129,7 +130,10 @@ export class Agent {
         log: this.#log.child({ component: 'reconcile' }),
         maxSlots: slotCount(parseSubnet(settings.sliver_subnet)),
         fetcher: this.#fetcher,
+        forwarding: () => this.state.revokedAt() === null,
       });
+      const revokedAt = this.state.revokedAt();
+      if (revokedAt) this.#log.error({ revoked_at: revokedAt }, "this node's key was revoked: its slivers get no forwarding until the node is enrolled again");
       const reconciler = this.#reconciler;
       this.#collector = new ImageCollector({
         stateDir: dir,
@@ -250,6 +254,17 @@ export class Agent {
   }
 
   /** Each new document starts a pass; the sync loop does not wait for slow slivers. */
+  /**
+   * The registry revoked this node's key (decommissioned, or cut off by its site): the node stops
+   * forwarding to and from its slivers at once, remembers it across restarts, and leaves the
+   * slivers themselves as they are until it is enrolled again.
+   */
+  async #revoked(): Promise<void> {
+    this.state.markRevoked();
+    this.#log.error("the registry revoked this node's key: stopping every sliver's forwarding until the node is enrolled again");
+    await this.#reconciler?.refreshForwarding().catch((err: unknown) => this.#log.error(errorFields(err), 'stopping the forwarding failed'));
+  }
+
   async #apply(doc: DesiredState): Promise<void> {
     this.#log.info({ slivers: doc.slivers.length }, 'desired state received');
     const pass = (async () => {

@@ -48,9 +48,20 @@ export class Builder {
   readonly #log: Logger;
   readonly #maxSlots: number;
   readonly #desired: () => DesiredState | null;
+  readonly #forwarding: () => boolean;
   #applying: Promise<void> = Promise.resolve();
 
-  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; fetcher: Fetcher | null; log: Logger; maxSlots: number; desired: () => DesiredState | null }) {
+  constructor(opts: {
+    drivers: Drivers;
+    ledger: Ledger;
+    images: ImageIndex;
+    fetcher: Fetcher | null;
+    log: Logger;
+    maxSlots: number;
+    desired: () => DesiredState | null;
+    /** false while the node's key is revoked: the table then forwards nothing to or from any sliver. */
+    forwarding?: () => boolean;
+  }) {
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
     this.#images = opts.images;
@@ -58,6 +69,7 @@ export class Builder {
     this.#log = opts.log;
     this.#maxSlots = opts.maxSlots;
     this.#desired = opts.desired;
+    this.#forwarding = opts.forwarding ?? (() => true);
   }
 
   readiness(kind: SliverKind): Readiness {
@@ -242,6 +254,9 @@ export class Builder {
   /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time. */
   applyTable(): Promise<void> {
     this.#applying = this.#applying.then(async () => {
+      // Without forwarding the table lists no sliver: no port reaches one, and the forward chain
+      // drops whatever a sliver's device sends (the slivers themselves keep running).
+      if (!this.#forwarding()) return this.#d.network.apply([]);
       const ports = new Map((this.#desired()?.slivers ?? []).filter((s) => s.desired !== 'deleted').map((s) => [s.id, s.ports]));
       const specs = this.#ledger
         .all()

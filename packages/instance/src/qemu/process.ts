@@ -60,7 +60,13 @@ export function spawnQemu(args: string[], opts: { netns?: string | undefined; lo
 export async function waitGone(pidfile: string, pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (!(await isQemuOf(pid, pidfile))) return true;
+    // Not isQemuOf: a dying process's cmdline reads empty before it is gone, and it would count as
+    // gone while still tearing down. Gone is no process, a zombie, or another process at that pid.
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (state === '' || state === 'Z' || state === 'X') return true;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline !== '' && !cmdline.split('\0').includes(pidfile)) return true;
     if (Date.now() > deadline) return false;
     await new Promise((r) => setTimeout(r, 50));
   }
