@@ -120,7 +120,7 @@ up() {
     log "node$i: namespace $ns at 198.19.$i.1, state in $dir, log $DATA/agent$i.log"
   done
   for _ in $(seq 1 150); do
-    [ "$(pl node ls --json | json "d.filter((x) => x.state === 'online').length")" = "$n" ] && break
+    [ "$(pl node ls --json | json "d.filter((x) => x.state === 'online' && x.capabilities.lxc).length")" = "$n" ] && break
     sleep 0.2
   done
 

@@ -149,7 +149,8 @@ describe('installing from the release bundle', () => {
     execFileSync('bash', [join(ROOT, 'infra/images/tiny/build.sh'), image], { stdio: ['ignore', 'ignore', 'pipe'], timeout: 120_000 });
     execFileSync(join(nodeRoot, 'opt/planetlite/current/bin/planetlite-agent'), ['image', 'import', 'tiny', image, '--state-dir', stateDir, '--pool-size', '1G'], { stdio: ['ignore', 'ignore', 'pipe'] });
     agent = startAgent();
-    await until('the node to be online', async () => (await admin.getNode(nodeId)).state === 'online', 60_000);
+    // Enrolled, a node claims no sliver kind; its agent's first report says what its drivers run.
+    await until('the node to report that it runs LXC slivers', async () => (await admin.getNode(nodeId)).capabilities.lxc, 60_000);
     await admin.createSlice({ name: 'inst_one', description: 'install e2e', url: 'https://example.org', image: 'tiny' });
     sliverId = (await admin.createSliver('inst_one', nodeId)).id;
     await until('the sliver to run', async () => {

@@ -139,8 +139,9 @@ describe('rate limits and accounting', () => {
 
   /** iperf3 from inside the sliver to a server in the experimenter's namespace (through the
    * node's NAT); kbit/s the receiving side measured. reverse: the server sends (inbound). */
-  function iperf(s: Sliver, reverse: boolean): number {
-    const out = sh(s, `iperf3 -J -c ${node.publicAddress.replace(/\.1$/, '.2')} -p 5201 -t 5 -O 1 ${reverse ? '-R' : ''}`);
+  // Not blocking this process: the agent (in this process) applies a new cap meanwhile.
+  async function iperf(s: Sliver, reverse: boolean): Promise<number> {
+    const out = await node.sshAsync(s.ports.first, 'root', `iperf3 -J -c ${node.publicAddress.replace(/\.1$/, '.2')} -p 5201 -t 5 -O 1 ${reverse ? '-R' : ''}`);
     const j = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };
     return j.end.sum_received.bits_per_second / 1000;
   }
@@ -152,19 +153,19 @@ describe('rate limits and accounting', () => {
     // The agent applies the new cap on its next pass; the sliver keeps running.
     const start = initStart(capped);
     await until('the 8000 kbit/s cap', async () => {
-      const k = iperf(capped, false);
+      const k = await iperf(capped, false);
       return k < 8000 * 1.1 ? k : null;
     }, 60_000);
-    const out = iperf(capped, false);
-    const inb = iperf(capped, true);
+    const out = await iperf(capped, false);
+    const inb = await iperf(capped, true);
     console.log(`rate cap 8000 kbit/s: outbound ${Math.round(out)}, inbound ${Math.round(inb)} kbit/s`);
     expect(Math.abs(out - 8000) / 8000).toBeLessThanOrEqual(0.1);
     expect(Math.abs(inb - 8000) / 8000).toBeLessThanOrEqual(0.1);
 
     await admin.updateSlice('lim_rate', { resources: { net_kbps: 3000 } });
-    await until('the 3000 kbit/s cap', async () => (iperf(capped, true) < 3000 * 1.1 ? true : null), 60_000);
-    const out2 = iperf(capped, false);
-    const in2 = iperf(capped, true);
+    await until('the 3000 kbit/s cap', async () => ((await iperf(capped, true)) < 3000 * 1.1 ? true : null), 60_000);
+    const out2 = await iperf(capped, false);
+    const in2 = await iperf(capped, true);
     console.log(`rate cap 3000 kbit/s: outbound ${Math.round(out2)}, inbound ${Math.round(in2)} kbit/s`);
     expect(Math.abs(out2 - 3000) / 3000).toBeLessThanOrEqual(0.1);
     expect(Math.abs(in2 - 3000) / 3000).toBeLessThanOrEqual(0.1);

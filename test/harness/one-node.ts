@@ -2,7 +2,8 @@
 // agent with a btrfs pool on a loop file, LXC and nftables inside a network namespace that stands
 // for the node, and an experimenter namespace joined to it, from which ssh reaches the slivers.
 // Each file picks its own names, address range and sliver subnets so the files can run side by side.
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +51,8 @@ export interface OneNode {
   agent: Agent | null;
   /** `ssh -p PORT USER@NODE COMMAND` from the experimenter's namespace; the trimmed output. */
   ssh(port: number, user: string, command: string, identity?: string): string;
+  /** The same without blocking this process: the in-process agent keeps working meanwhile. */
+  sshAsync(port: number, user: string, command: string, identity?: string): Promise<string>;
   /** Starts an agent on the node's state dir (the settings are remembered there); `settings`
    * override the node's agentSettings for this agent. */
   startAgent(settings?: SettingsOverrides): Promise<Agent>;
@@ -62,6 +65,11 @@ export interface OneNode {
 
 export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
   const tag = Math.random().toString(36).slice(2, 7);
+  const sshArgs = (port: number, user: string, command: string, identity: string) => [
+    'netns', 'exec', net, 'ssh', '-i', identity, '-p', String(port),
+    '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR',
+    `${user}@${publicAddress}`, command,
+  ];
   const octet = opts.octets[0] + Math.floor(Math.random() * opts.octets[1]);
   const ns = `pl-${opts.site}node-${tag}`;
   const net = `pl-${opts.site}net-${tag}`;
@@ -77,11 +85,10 @@ export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
   const node: Partial<OneNode> & { agent: Agent | null } = {
     tag, dir, stateDir, ns, net, publicAddress, key, agent: null,
     ssh(port, user, command, identity = key) {
-      return execFileSync('ip', [
-        'netns', 'exec', net, 'ssh', '-i', identity, '-p', String(port),
-        '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR',
-        `${user}@${publicAddress}`, command,
-      ], { encoding: 'utf8', timeout: 30_000 }).trim();
+      return execFileSync('ip', sshArgs(port, user, command, identity), { encoding: 'utf8', timeout: 30_000 }).trim();
+    },
+    async sshAsync(port, user, command, identity = key) {
+      return (await promisify(execFile)('ip', sshArgs(port, user, command, identity), { encoding: 'utf8', timeout: 30_000 })).stdout.trim();
     },
     async startAgent(settings) {
       const agent = new Agent({ stateDir, log, settings: { vm: 'off', ...opts.agentSettings, ...settings, netns: ns }, waitSeconds: 30, reportEveryMs: 2000 });
