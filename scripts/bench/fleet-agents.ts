@@ -251,6 +251,11 @@ export class ChangeTracker {
     this.pending.set(`${nodeId}|${slice}`, { t0, slice });
   }
 
+  /** The API refused or dropped the change: nothing to wait for. */
+  forget(nodeId: string, sliverIdOrSlice: string): void {
+    if (this.pending.delete(`${nodeId}|${sliverIdOrSlice}`)) this.made--;
+  }
+
   /** Feed every document an agent receives. */
   seen(agent: SimAgent, doc: DesiredState, at: number): void {
     if (this.pending.size === 0) return;

@@ -56,7 +56,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // Replicas still running when this process ends (an error, ^C) are killed with it.
 const live = new Set<RegistryProcess>();
-process.on('exit', () => { for (const r of live) r.proc.kill('SIGKILL'); });
+const tempDirs = new Set<string>();
+process.on('exit', () => {
+  for (const r of live) r.proc.kill('SIGKILL');
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 
 interface ProcSample { cpuTicks: number; rssKb: number; at: number }
@@ -77,12 +81,14 @@ interface Result {
   replicas: { name: string; cpu: number; rssMb: number }[];
   pgConnections: number;
   dbMsPerStatementTx: number; txPerSec: number;
+  changeErrors: number;
   kill: { agentsMoved: number; convergeMs: number; changes: number; p99: number; max: number; lost: number; stale: number };
 }
 
 async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): Promise<Result> {
   const dbUrl = await pgServer.createDatabase('fleet');
   const tlsDir = mkdtempSync(join(tmpdir(), 'pl-fleet-tls-'));
+  tempDirs.add(tlsDir);
   const env = { DATABASE_URL: dbUrl, REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: ADMIN.email, PLANETLITE_ADMIN_PASSWORD: ADMIN.password };
   const replicas: RegistryProcess[] = [];
   const db = new pg.Client({ connectionString: dbUrl });
@@ -146,13 +152,13 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
         const slice = `${SITE}_chg${Math.floor(i / 5) % CHANGE_SLICES}`;
         if (a.doc?.slivers.some((s) => s.slice === slice)) return;
         tracker.expectSliver(a.nodeId, slice, performance.now());
-        await admin.createSliver(slice, a.nodeId);
+        await admin.createSliver(slice, a.nodeId).catch((e: unknown) => { tracker.forget(a.nodeId, slice); throw e; });
       } else {
         const s = a.doc!.slivers[i % a.doc!.slivers.length]!;
         const want = (desired.get(s.id) ?? s.desired) === 'stopped' ? 'running' : 'stopped';
         desired.set(s.id, want);
         tracker.expectAction(a.nodeId, s.id, want, performance.now());
-        await admin.sliverAction(s.id, want === 'stopped' ? 'stop' : 'start');
+        await admin.sliverAction(s.id, want === 'stopped' ? 'stop' : 'start').catch((e: unknown) => { tracker.forget(a.nodeId, s.id); desired.delete(s.id); throw e; });
       }
     };
     const busy = new Set<string>();
@@ -188,7 +194,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const conns = (await db.query('SELECT count(*)::int AS c FROM pg_stat_activity WHERE datname = current_database()')).rows[0].c as number;
     await tracker.settled(60_000);
     const lat = [...tracker.latenciesMs].sort((x, y) => x - y);
-    if (changeErrors.length) throw new Error(`${changeErrors.length} change(s) failed, e.g. ${String(changeErrors[0])}`);
+    if (changeErrors.length) log(`N=${n}: ${changeErrors.length} change request(s) failed at the API, e.g. ${String(changeErrors[0])}`);
     log(`N=${n}: ${lat.length} changes, p50 ${percentile(lat, 50).toFixed(0)} ms, p99 ${percentile(lat, 99).toFixed(0)} ms; ${reportsPerSec.toFixed(1)} reports/s`);
 
     // Kill B: its agents move to A; changes made for them during the move must all arrive.
@@ -223,6 +229,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       pgConnections: conns,
       dbMsPerStatementTx: (Number(db1.active_time) - Number(db0.active_time)) / Math.max(1, Number(db1.tx) - Number(db0.tx)),
       txPerSec: (Number(db1.tx) - Number(db0.tx)) / SECONDS,
+      changeErrors: changeErrors.length,
       kill: { agentsMoved: moving.length, convergeMs, changes: killLat.length, p99: percentile(killLat, 99), max: killLat.at(-1) ?? NaN, lost: tracker.pending.size, stale },
     };
   } finally {
@@ -300,11 +307,11 @@ async function main(): Promise<void> {
     `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS}\``,
     `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; all simulated agents in one process (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers. Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
-    '| N | changes | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | load avg |',
+    '| N | changes (API errors) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | load avg |',
     '|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|',
     ...results.map((r) => {
       const [a, b] = r.replicas as [Result['replicas'][0], Result['replicas'][0]];
-      return `| ${r.nodes} | ${r.changes} | ${f0(r.p50)} | ${f0(r.p99)} | ${f0(r.max)} | ${f1(r.reportsPerSec)} | ${f0(r.reportP50)} / ${f0(r.reportP99)} | ${(a.cpu * 100).toFixed(0)} %, ${f0(a.rssMb)} | ${(b.cpu * 100).toFixed(0)} %, ${f0(b.rssMb)} | ${((a.cpu + b.cpu) * 100 / (r.nodes / 1000)).toFixed(1)} % | ${f0((a.rssMb + b.rssMb) / (r.nodes / 1000))} | ${r.pgConnections} | ${f0(r.txPerSec)} | ${r.dbMsPerStatementTx.toFixed(2)} | ${r.load} |`;
+      return `| ${r.nodes} | ${r.changes} (${r.changeErrors}) | ${f0(r.p50)} | ${f0(r.p99)} | ${f0(r.max)} | ${f1(r.reportsPerSec)} | ${f0(r.reportP50)} / ${f0(r.reportP99)} | ${(a.cpu * 100).toFixed(0)} %, ${f0(a.rssMb)} | ${(b.cpu * 100).toFixed(0)} %, ${f0(b.rssMb)} | ${((a.cpu + b.cpu) * 100 / (r.nodes / 1000)).toFixed(1)} % | ${f0((a.rssMb + b.rssMb) / (r.nodes / 1000))} | ${r.pgConnections} | ${f0(r.txPerSec)} | ${r.dbMsPerStatementTx.toFixed(2)} | ${r.load} |`;
     }),
     '',
     'Replica B killed (SIGKILL) after the measured window, with changes for its agents made through A for 5 s after:',
