@@ -1,0 +1,281 @@
+// Simulated node agents for the fleet benchmark and its bounded test: real HTTP clients that hold
+// the desired-state long-poll with ETags and send observed-state reports at the agent's cadence,
+// thousands of them in one process over one kept-alive undici Pool per replica.
+//
+// An agent polls the replica it was given; when that replica stops answering (connection refused
+// or reset) it moves to the next live one, as a real agent behind a DNS name or load balancer would.
+import { Pool } from 'undici';
+import type { DesiredState, ObservedState } from '@planetlite/api';
+
+export interface FleetReplica {
+  url: string;
+  /** The registry's CA (PEM) when it serves HTTPS. */
+  ca: string | null;
+}
+
+export interface SimAgent {
+  nodeId: string;
+  key: string;
+  /** Index of the replica this agent polls now. */
+  replica: number;
+  etag: string | null;
+  doc: DesiredState | null;
+  /** Requests this agent completed on its current replica since it last moved. */
+  answered: number;
+}
+
+export interface FleetOptions {
+  /** ?wait= of each long-poll, seconds. */
+  waitSeconds?: number;
+  /** Cadence of observed-state reports, seconds (the agent's is 30); 0: none. */
+  reportSeconds?: number;
+  /** Called with every new document an agent receives (after agent.doc/etag are updated). */
+  onDocument?: (agent: SimAgent, doc: DesiredState, at: number) => void;
+}
+
+export interface FleetStats {
+  polls: number;
+  documents: number;
+  reports: number;
+  reportErrors: number;
+  pollErrors: number;
+  moves: number;
+  /** Latency of each report, ms (reset by takeReportLatencies). */
+  reportMs: number[];
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Connection-level failures that mean "this replica is gone", as opposed to an HTTP answer. */
+function replicaGone(err: unknown): boolean {
+  const code = (err as { code?: string })?.code ?? '';
+  return ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'UND_ERR_CONNECT_TIMEOUT'].includes(code)
+    || /other side closed|socket hang up/i.test(String((err as Error)?.message));
+}
+
+export class Fleet {
+  readonly agents: SimAgent[] = [];
+  readonly stats: FleetStats = { polls: 0, documents: 0, reports: 0, reportErrors: 0, pollErrors: 0, moves: 0, reportMs: [] };
+  readonly #pools: Pool[];
+  readonly #dead = new Set<number>();
+  readonly #opts: Required<Omit<FleetOptions, 'onDocument'>> & Pick<FleetOptions, 'onDocument'>;
+  #running = false;
+  readonly #loops: Promise<void>[] = [];
+  readonly #timers: NodeJS.Timeout[] = [];
+
+  readonly replicas: FleetReplica[];
+
+  constructor(replicas: FleetReplica[], connectionsPerReplica: number, opts: FleetOptions = {}) {
+    this.replicas = replicas;
+    this.#opts = { waitSeconds: opts.waitSeconds ?? 25, reportSeconds: opts.reportSeconds ?? 30, onDocument: opts.onDocument };
+    this.#pools = replicas.map((r) => new Pool(r.url, {
+      connections: connectionsPerReplica,
+      pipelining: 1,
+      keepAliveTimeout: 60_000,
+      // The long-poll holds the answer back for waitSeconds: allow for it plus a slow registry.
+      headersTimeout: (this.#opts.waitSeconds + 60) * 1000,
+      bodyTimeout: 60_000,
+      ...(r.ca ? { connect: { ca: r.ca } } : {}),
+    }));
+  }
+
+  add(nodeId: string, key: string, replica: number): SimAgent {
+    const a: SimAgent = { nodeId, key, replica, etag: null, doc: null, answered: 0 };
+    this.agents.push(a);
+    if (this.#running) this.#launch(a);
+    return a;
+  }
+
+  start(): void {
+    this.#running = true;
+    for (const a of this.agents) this.#launch(a);
+  }
+
+  /** Marks a replica as gone (as its agents would find out), so moves skip it. */
+  markDead(i: number): void {
+    this.#dead.add(i);
+  }
+
+  /** The replica's answer for this agent's document (what the agent should end up holding). */
+  async fetchDocument(a: SimAgent, replica: number): Promise<{ etag: string | null; doc: DesiredState }> {
+    const res = await this.#pools[replica]!.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state`, headers: { authorization: `Bearer ${a.key}` } });
+    if (res.statusCode !== 200) throw new Error(`desired-state of ${a.nodeId}: HTTP ${res.statusCode} ${await res.body.text()}`);
+    return { etag: (res.headers.etag as string | undefined) ?? null, doc: (await res.body.json()) as DesiredState };
+  }
+
+  takeReportLatencies(): number[] {
+    const out = this.stats.reportMs;
+    this.stats.reportMs = [];
+    return out;
+  }
+
+  async stop(): Promise<void> {
+    this.#running = false;
+    for (const t of this.#timers) clearTimeout(t);
+    // Destroying the pools aborts the held long-polls; the loops see #running false and end.
+    await Promise.all(this.#pools.map((p) => p.destroy().catch(() => undefined)));
+    await Promise.all(this.#loops);
+  }
+
+  #launch(a: SimAgent): void {
+    this.#loops.push(this.#pollLoop(a));
+    if (this.#opts.reportSeconds > 0) {
+      const period = this.#opts.reportSeconds * 1000;
+      // Spread the reports evenly over the period, as agents that started at random times are.
+      const tick = () => {
+        if (!this.#running) return;
+        void this.#report(a);
+        this.#timers.push(setTimeout(tick, period).unref());
+      };
+      this.#timers.push(setTimeout(tick, Math.random() * period).unref());
+    }
+  }
+
+  #move(a: SimAgent, from: number): void {
+    if (a.replica !== from) return;
+    this.#dead.add(from);
+    const live = this.replicas.map((_, i) => i).filter((i) => !this.#dead.has(i));
+    if (live.length === 0) return;
+    a.replica = live[Math.floor(Math.random() * live.length)]!;
+    a.answered = 0;
+    this.stats.moves++;
+  }
+
+  async #pollLoop(a: SimAgent): Promise<void> {
+    let backoff = 50;
+    while (this.#running) {
+      const replica = a.replica;
+      try {
+        const headers: Record<string, string> = { authorization: `Bearer ${a.key}` };
+        if (a.etag) headers['if-none-match'] = a.etag;
+        // Long-poll once the document is known on this replica; after a move, first ask without
+        // waiting, so an agent that missed a change while it moved gets it at once.
+        const wait = a.etag && a.answered > 0 ? this.#opts.waitSeconds : 0;
+        const res = await this.#pools[replica]!.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state?wait=${wait}`, headers });
+        this.stats.polls++;
+        if (res.statusCode === 200) {
+          const doc = (await res.body.json()) as DesiredState;
+          a.doc = doc;
+          a.etag = (res.headers.etag as string | undefined) ?? null;
+          a.answered++;
+          this.stats.documents++;
+          this.#opts.onDocument?.(a, doc, performance.now());
+        } else {
+          await res.body.dump();
+          if (res.statusCode === 304) a.answered++;
+          else {
+            this.stats.pollErrors++;
+            await sleep(500);
+          }
+        }
+        backoff = 50;
+      } catch (err) {
+        if (!this.#running) return;
+        this.stats.pollErrors++;
+        if (replicaGone(err)) this.#move(a, replica);
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 2000);
+      }
+    }
+  }
+
+  async #report(a: SimAgent): Promise<void> {
+    const replica = a.replica;
+    const body: ObservedState = {
+      slivers: (a.doc?.slivers ?? []).map((s, i) => ({
+        id: s.id,
+        state: s.desired === 'stopped' ? 'stopped' : 'running',
+        error: null,
+        cpu_seconds: 12.5 + i,
+        memory_bytes: 64 * 1024 * 1024,
+        disk_bytes: 512 * 1024 * 1024,
+        net_rx_bytes: 1_000_000 + i,
+        net_tx_bytes: 2_000_000 + i,
+      })),
+    };
+    const t0 = performance.now();
+    try {
+      const res = await this.#pools[replica]!.request({
+        method: 'PUT', path: `/v1/nodes/${a.nodeId}/observed-state`,
+        headers: { authorization: `Bearer ${a.key}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      await res.body.dump();
+      if (res.statusCode < 300) {
+        this.stats.reports++;
+        this.stats.reportMs.push(performance.now() - t0);
+      } else this.stats.reportErrors++;
+    } catch (err) {
+      if (!this.#running) return;
+      this.stats.reportErrors++;
+      if (replicaGone(err)) this.#move(a, replica);
+    }
+  }
+}
+
+/** Runs fn over items with at most `limit` at a time. */
+export async function inBatches<T, R>(items: T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!, i);
+    }
+  }));
+  return out;
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/**
+ * Changes made through the API, waiting for the owning agent's long-poll to bring them: a sliver
+ * action (its desired value) or a new sliver (its slice appears in the node's document).
+ */
+export class ChangeTracker {
+  readonly latenciesMs: number[] = [];
+  /** key → the change; key is `${nodeId}|${sliverId or slice}`. */
+  readonly pending = new Map<string, { t0: number; slice?: string; sliverId?: string; desired?: string }>();
+  made = 0;
+
+  expectAction(nodeId: string, sliverId: string, desired: string, t0: number): void {
+    this.made++;
+    this.pending.set(`${nodeId}|${sliverId}`, { t0, sliverId, desired });
+  }
+
+  expectSliver(nodeId: string, slice: string, t0: number): void {
+    this.made++;
+    this.pending.set(`${nodeId}|${slice}`, { t0, slice });
+  }
+
+  /** The API refused or dropped the change: nothing to wait for. */
+  forget(nodeId: string, sliverIdOrSlice: string): void {
+    if (this.pending.delete(`${nodeId}|${sliverIdOrSlice}`)) this.made--;
+  }
+
+  /** Feed every document an agent receives. */
+  seen(agent: SimAgent, doc: DesiredState, at: number): void {
+    if (this.pending.size === 0) return;
+    for (const s of doc.slivers) {
+      for (const key of [`${agent.nodeId}|${s.id}`, `${agent.nodeId}|${s.slice}`]) {
+        const p = this.pending.get(key);
+        if (!p) continue;
+        if (p.desired !== undefined && s.desired !== p.desired) continue;
+        this.latenciesMs.push(at - p.t0);
+        this.pending.delete(key);
+      }
+    }
+  }
+
+  /** Resolves when nothing is pending, or rejects after timeoutMs naming what is still missing. */
+  async settled(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.pending.size > 0) {
+      if (Date.now() > deadline) throw new Error(`${this.pending.size} change(s) never reached their node, e.g. ${[...this.pending.keys()].slice(0, 3).join(', ')}`);
+      await sleep(20);
+    }
+  }
+}

@@ -1,0 +1,357 @@
+// The fleet benchmark: two `planetlite-registry serve` replicas (HTTPS, one CA) on one real
+// PostgreSQL and one Redis, and N simulated agents that enroll with real tokens, hold the
+// desired-state long-poll with ETags and report observed state every 30 s (spread out) with K
+// slivers each, half on each replica, all in this one process. Measures change → node latency
+// (a sliver acted on or created through replica A until the owning agent's long-poll on replica B
+// brings the new document), reports/s, each replica's CPU and RSS, PostgreSQL connections and
+// statement time, and a SIGKILL of replica B mid-run (its agents move to A; no change lost).
+//
+//   node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60]
+//        [--changes-per-second 5] [--write docs/benchmarks.md] [--svg docs/bench/fleet.svg]
+//
+// Needs `bash scripts/setup.sh` (the build). The K seed slivers per node are written straight
+// into PostgreSQL (200,000 API calls would take longer than the run); every measured change goes
+// through the API.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import pg from 'pg';
+import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
+import { startPostgres, startRedis, type PostgresServer, type RedisServer } from '../../test/harness/services.ts';
+import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
+import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fleet-agents.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    nodes: { type: 'string', default: '1000' },
+    'slivers-per-node': { type: 'string', default: '20' },
+    seconds: { type: 'string', default: '60' },
+    'changes-per-second': { type: 'string', default: '5' },
+    'report-seconds': { type: 'string', default: '30' },
+    write: { type: 'string' },
+    svg: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+if (args.help) {
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--write FILE.md] [--svg FILE.svg]');
+  process.exit(0);
+}
+const NODES = args.nodes!.split(',').map(Number);
+const K = Number(args['slivers-per-node']);
+const SECONDS = Number(args.seconds);
+const RATE = Number(args['changes-per-second']);
+const REPORT_SECONDS = Number(args['report-seconds']);
+for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE]] as const) {
+  if (!Number.isInteger(v) || v < 1) { console.error(`fleet: ${name} must be a positive integer`); process.exit(2); }
+}
+if (K > 90) { console.error('fleet: --slivers-per-node is at most 90 (the default port window holds 100 seed windows)'); process.exit(2); }
+const ROOT = new URL('../../', import.meta.url).pathname;
+const ADMIN = { email: 'fleet@planetlite.test', password: 'fleet-password' };
+const SITE = 'fleet';
+const log = (m: string) => console.error(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+// Replicas still running when this process ends (an error, ^C) are killed with it.
+const live = new Set<RegistryProcess>();
+const tempDirs = new Set<string>();
+process.on('exit', () => {
+  for (const r of live) r.proc.kill('SIGKILL');
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+
+interface ProcSample { cpuTicks: number; rssKb: number; at: number }
+function sampleProc(pid: number): ProcSample {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const rss = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  return { cpuTicks: Number(f[11]) + Number(f[12]), rssKb: Number(rss), at: performance.now() };
+}
+const cpuShare = (a: ProcSample, b: ProcSample) => ((b.cpuTicks - a.cpuTicks) / 100) / ((b.at - a.at) / 1000);
+
+interface Result {
+  nodes: number;
+  load: string;
+  changes: number;
+  p50: number; p99: number; max: number;
+  reportsPerSec: number; reportP50: number; reportP99: number; reportErrors: number;
+  replicas: { name: string; cpu: number; rssMb: number }[];
+  pgConnections: number;
+  dbMsPerStatementTx: number; txPerSec: number;
+  changeErrors: number;
+  agentsCpu: number; loopDelayP99Ms: number;
+  lateAfterWindow: number;
+  kill: { notMoved: number; agentsMoved: number; convergeMs: number; changes: number; p99: number; max: number; lost: number; stale: number };
+}
+
+async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): Promise<Result> {
+  const dbUrl = await pgServer.createDatabase('fleet');
+  const tlsDir = mkdtempSync(join(tmpdir(), 'pl-fleet-tls-'));
+  tempDirs.add(tlsDir);
+  const env = { DATABASE_URL: dbUrl, REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: ADMIN.email, PLANETLITE_ADMIN_PASSWORD: ADMIN.password };
+  const replicas: RegistryProcess[] = [];
+  const db = new pg.Client({ connectionString: dbUrl });
+  let fleet: Fleet | undefined;
+  try {
+    for (let i = 0; i < 2; i++) {
+      replicas.push(await startRegistryProcess(env, { tlsDataDir: tlsDir, timeoutMs: 60_000 }));
+      live.add(replicas[i]!);
+    }
+    const [A, B] = replicas as [RegistryProcess, RegistryProcess];
+    for (const r of replicas) trustRegistry(r.url, r.ca!);
+    await db.connect();
+    const admin = new PlanetLiteClient({ registry: A.url });
+    await admin.login(ADMIN.email, ADMIN.password);
+    await admin.createSite({ login_base: SITE, name: 'Fleet', max_slices: 100_000, max_slivers: 100_000 });
+    // The API caps a site at 100,000 slivers; N × K seed slivers may be more.
+    await db.query('UPDATE sites SET max_slivers = $2 WHERE login_base = $1', [SITE, 10_000_000]);
+    for (let k = 0; k < K; k++) await admin.createSlice({ name: `${SITE}_seed${k}`, description: 'fleet seed', url: 'https://example.org' });
+    const CHANGE_SLICES = 20;
+    for (let c = 0; c < CHANGE_SLICES; c++) await admin.createSlice({ name: `${SITE}_chg${c}`, description: 'fleet change', url: 'https://example.org' });
+
+    // Enrollment: a real single-use token per node, through the replica the agent will poll.
+    let t = performance.now();
+    const enrolled = await inBatches(Array.from({ length: n }, (_, i) => i), 16, async (i) => {
+      const tok = await admin.createEnrollmentToken(SITE);
+      const r = await new PlanetLiteClient({ registry: replicas[i % 2]!.url }).enroll({
+        token: tok.token, hostname: `node${i}.fleet.test`, address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
+        capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 64, memory_mb: 1 << 20, disk_mb: 1 << 30 },
+      });
+      return { ...r, replica: i % 2 };
+    });
+    log(`N=${n}: enrolled in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+    t = performance.now();
+    await db.query(
+      `INSERT INTO slivers (id, slice, site, node_id, kind, port_first, port_last)
+       SELECT gen_random_uuid(), $1 || '_seed' || k, $1, n.id, 'lxc', n.port_first + k * 100, n.port_first + k * 100 + 99
+       FROM nodes n CROSS JOIN generate_series(0, $2 - 1) k WHERE n.site = $1`,
+      [SITE, K],
+    );
+    log(`N=${n}: ${n * K} seed slivers in ${((performance.now() - t) / 1000).toFixed(1)} s`);
+
+    const tracker = new ChangeTracker();
+    fleet = new Fleet(replicas.map((r) => ({ url: r.url, ca: r.ca })), n + 256, {
+      waitSeconds: 25, reportSeconds: REPORT_SECONDS, onDocument: (a, doc, at) => tracker.seen(a, doc, at),
+    });
+    for (const e of enrolled) fleet.add(e.node_id, e.node_key, e.replica);
+    t = performance.now();
+    fleet.start();
+    while (fleet.agents.some((a) => !a.doc)) {
+      if (performance.now() - t > 300_000) throw new Error('agents did not all get their first document within 300 s');
+      await sleep(200);
+    }
+    log(`N=${n}: every agent holds its document after ${((performance.now() - t) / 1000).toFixed(1)} s`);
+
+    // Changes through A for agents on B: toggle a seed sliver (stop/start), every 5th a new sliver.
+    const desired = new Map<string, string>();
+    let chg = 0;
+    const makeChange = async (a: SimAgent) => {
+      const i = chg++;
+      if (i % 5 === 4) {
+        const slice = `${SITE}_chg${Math.floor(i / 5) % CHANGE_SLICES}`;
+        if (a.doc?.slivers.some((s) => s.slice === slice)) return;
+        tracker.expectSliver(a.nodeId, slice, performance.now());
+        await admin.createSliver(slice, a.nodeId).catch((e: unknown) => { tracker.forget(a.nodeId, slice); throw e; });
+      } else {
+        const s = a.doc!.slivers[i % a.doc!.slivers.length]!;
+        const want = (desired.get(s.id) ?? s.desired) === 'stopped' ? 'running' : 'stopped';
+        desired.set(s.id, want);
+        tracker.expectAction(a.nodeId, s.id, want, performance.now());
+        await admin.sliverAction(s.id, want === 'stopped' ? 'stop' : 'start').catch((e: unknown) => { tracker.forget(a.nodeId, s.id); desired.delete(s.id); throw e; });
+      }
+    };
+    const busy = new Set<string>();
+    const changeErrors: unknown[] = [];
+    const driveChanges = async (ms: number, pick: () => SimAgent | undefined) => {
+      const end = performance.now() + ms;
+      const inflight: Promise<void>[] = [];
+      while (performance.now() < end) {
+        const a = pick();
+        if (a && !busy.has(a.nodeId)) {
+          busy.add(a.nodeId);
+          inflight.push(makeChange(a).catch((e: unknown) => { changeErrors.push(e); }).finally(() => busy.delete(a.nodeId)));
+        }
+        await sleep(1000 / RATE);
+      }
+      await Promise.all(inflight);
+    };
+    const onB = () => fleet!.agents.filter((a) => a.replica === 1);
+    const randomOf = <T>(xs: T[]) => xs[Math.floor(Math.random() * xs.length)];
+
+    // Let the report cadence fill up before measuring.
+    await sleep(Math.min(REPORT_SECONDS, 10) * 1000);
+    fleet.takeReportLatencies();
+    const reports0 = fleet.stats.reports;
+    const p0 = replicas.map((r) => sampleProc(r.proc.pid!));
+    const db0 = (await db.query('SELECT xact_commit + xact_rollback AS tx, active_time FROM pg_stat_database WHERE datname = current_database()')).rows[0];
+    const bAgents = onB();
+    // The agents' own process can be the bottleneck: its event-loop delay is part of every latency.
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    loopDelay.enable();
+    const self0 = sampleProc(process.pid);
+    await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
+    loopDelay.disable();
+    const self1 = sampleProc(process.pid);
+    const p1 = replicas.map((r) => sampleProc(r.proc.pid!));
+    const db1 = (await db.query('SELECT xact_commit + xact_rollback AS tx, active_time FROM pg_stat_database WHERE datname = current_database()')).rows[0];
+    const reportMs = fleet.takeReportLatencies().sort((x, y) => x - y);
+    const reportsPerSec = (fleet.stats.reports - reports0) / SECONDS;
+    const conns = (await db.query('SELECT count(*)::int AS c FROM pg_stat_activity WHERE datname = current_database()')).rows[0].c as number;
+    // Changes still pending after a minute are reported (as not arrived), not thrown away with the run.
+    const lateAfterWindow = await tracker.settled(60_000).then(() => 0, () => tracker.pending.size);
+    const lat = [...tracker.latenciesMs].sort((x, y) => x - y);
+    if (changeErrors.length) log(`N=${n}: ${changeErrors.length} change request(s) failed at the API, e.g. ${String(changeErrors[0])}`);
+    log(`N=${n}: ${lat.length} changes, p50 ${percentile(lat, 50).toFixed(0)} ms, p99 ${percentile(lat, 99).toFixed(0)} ms; ${reportsPerSec.toFixed(1)} reports/s`);
+
+    // Kill B: its agents move to A; changes made for them during the move must all arrive.
+    const before = tracker.latenciesMs.length;
+    const moving = onB();
+    const tKill = performance.now();
+    B.proc.kill('SIGKILL');
+    fleet.markDead(1);
+    await driveChanges(5000, () => randomOf(moving));
+    while (moving.some((a) => a.replica !== 0 || a.answered === 0) && performance.now() - tKill < 300_000) await sleep(50);
+    const notMoved = moving.filter((a) => a.replica !== 0 || a.answered === 0).length;
+    await tracker.settled(120_000).catch(() => undefined);
+    const convergeMs = notMoved === 0 && tracker.pending.size === 0 ? performance.now() - tKill : NaN;
+    const killLat = tracker.latenciesMs.slice(before).sort((x, y) => x - y);
+    // Every agent must hold exactly what A serves now.
+    let stale = 0;
+    await inBatches(fleet.agents, 32, async (a) => {
+      const { etag } = await fleet!.fetchDocument(a, 0);
+      if (etag !== a.etag) stale++;
+    });
+    log(`N=${n}: kill of B: ${moving.length} agents moved, all current after ${(convergeMs / 1000).toFixed(1)} s; ${stale} stale`);
+
+    return {
+      nodes: n,
+      load: loadavg().map((l) => l.toFixed(2)).join(' '),
+      changes: lat.length,
+      p50: percentile(lat, 50), p99: percentile(lat, 99), max: lat.at(-1) ?? NaN,
+      reportsPerSec, reportP50: percentile(reportMs, 50), reportP99: percentile(reportMs, 99), reportErrors: fleet.stats.reportErrors,
+      replicas: replicas.map((r, i) => ({ name: i === 0 ? 'A' : 'B', cpu: cpuShare(p0[i]!, p1[i]!), rssMb: p1[i]!.rssKb / 1024 })),
+      pgConnections: conns,
+      dbMsPerStatementTx: (Number(db1.active_time) - Number(db0.active_time)) / Math.max(1, Number(db1.tx) - Number(db0.tx)),
+      txPerSec: (Number(db1.tx) - Number(db0.tx)) / SECONDS,
+      changeErrors: changeErrors.length,
+      lateAfterWindow,
+      agentsCpu: cpuShare(self0, self1), loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+      kill: { notMoved, agentsMoved: moving.length, convergeMs, changes: killLat.length, p99: percentile(killLat, 99), max: killLat.at(-1) ?? NaN, lost: tracker.pending.size, stale },
+    };
+  } finally {
+    await fleet?.stop();
+    await db.end().catch(() => undefined);
+    for (const r of replicas) { await r.stop().catch(() => undefined); live.delete(r); }
+    rmSync(tlsDir, { recursive: true, force: true });
+  }
+}
+
+function svgPlot(results: Result[]): string {
+  const W = 640, H = 360, L = 60, R = 20, T = 30, Bm = 50;
+  const maxN = Math.max(...results.map((r) => r.nodes)) * 1.05;
+  const maxY = Math.max(1000, ...results.map((r) => r.max)) * 1.1;
+  const x = (v: number) => L + (v / maxN) * (W - L - R);
+  const y = (v: number) => H - Bm - (v / maxY) * (H - T - Bm);
+  const series = [['p50', 'p50', '#1f77b4'], ['p99', 'p99', '#d62728'], ['max', 'max', '#7f7f7f']] as const;
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+    `<text x="${W / 2}" y="18" text-anchor="middle">change → node latency across two replicas (K = ${K} slivers per node)</text>`,
+    `<line x1="${L}" y1="${H - Bm}" x2="${W - R}" y2="${H - Bm}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - Bm}" stroke="black"/>`,
+    `<line x1="${L}" y1="${y(1000)}" x2="${W - R}" y2="${y(1000)}" stroke="#2ca02c" stroke-dasharray="4 3"/><text x="${W - R}" y="${y(1000) - 4}" text-anchor="end" fill="#2ca02c">target p99 1 s</text>`,
+    `<text x="${W / 2}" y="${H - 12}" text-anchor="middle">simulated agents (N)</text>`,
+    `<text x="14" y="${(H - Bm + T) / 2}" transform="rotate(-90 14 ${(H - Bm + T) / 2})" text-anchor="middle">ms</text>`];
+  for (let i = 0; i <= 4; i++) {
+    const v = (maxY / 4) * i;
+    out.push(`<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(0)}</text>`);
+  }
+  for (const r of results) out.push(`<text x="${x(r.nodes)}" y="${H - Bm + 16}" text-anchor="middle">${r.nodes}</text>`);
+  series.forEach(([key, label, color], si) => {
+    const pts = results.map((r) => `${x(r.nodes).toFixed(1)},${y(r[key]).toFixed(1)}`).join(' ');
+    out.push(`<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"/>`);
+    for (const r of results) out.push(`<circle cx="${x(r.nodes).toFixed(1)}" cy="${y(r[key]).toFixed(1)}" r="3" fill="${color}"/>`);
+    out.push(`<text x="${L + 10 + si * 60}" y="${T + 12}" fill="${color}">${label}</text>`);
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+async function main(): Promise<void> {
+  let pgServer: PostgresServer | undefined;
+  let redis: RedisServer | undefined;
+  const results: Result[] = [];
+  const failures: string[] = [];
+  const loadBefore = loadavg().map((l) => l.toFixed(2)).join(' ');
+  try {
+    pgServer = await startPostgres();
+    redis = await startRedis();
+    for (const n of NODES) {
+      // A size the machine cannot carry is a figure too: record why, and go on with the next.
+      try {
+        results.push(await runOne(pgServer, redis, n));
+      } catch (err) {
+        failures.push(`N=${n}: ${err instanceof Error ? err.message : String(err)}`);
+        log(`N=${n} failed: ${failures.at(-1)}`);
+      }
+    }
+  } finally {
+    await redis?.stop();
+    await pgServer?.stop();
+  }
+  const pgVersion = (() => {
+    try {
+      const base = '/usr/lib/postgresql';
+      const v = execFileSync('ls', [base], { encoding: 'utf8' }).split('\n').filter((s) => /^\d+$/.test(s)).sort((a, b) => Number(b) - Number(a))[0];
+      return /\(PostgreSQL\) (\S+)/.exec(execFileSync(`${base}/${v}/bin/postgres`, ['--version'], { encoding: 'utf8' }))?.[1] ?? '?';
+    } catch { return '?'; }
+  })();
+  const f0 = (v: number) => (Number.isFinite(v) ? v.toFixed(0) : '–');
+  const f1 = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : '–');
+  const lines = [
+    `### Fleet: change → node across two replicas — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
+    '',
+    `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
+    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS}\``,
+    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; all simulated agents in one process (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers. Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
+    '',
+    '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',
+    '|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---|',
+    ...results.map((r) => {
+      const [a, b] = r.replicas as [Result['replicas'][0], Result['replicas'][0]];
+      return `| ${r.nodes} | ${r.changes} (${r.changeErrors}, ${r.lateAfterWindow}) | ${f0(r.p50)} | ${f0(r.p99)} | ${f0(r.max)} | ${f1(r.reportsPerSec)} | ${f0(r.reportP50)} / ${f0(r.reportP99)} | ${(a.cpu * 100).toFixed(0)} %, ${f0(a.rssMb)} | ${(b.cpu * 100).toFixed(0)} %, ${f0(b.rssMb)} | ${((a.cpu + b.cpu) * 100 / (r.nodes / 1000)).toFixed(1)} % | ${f0((a.rssMb + b.rssMb) / (r.nodes / 1000))} | ${r.pgConnections} | ${f0(r.txPerSec)} | ${r.dbMsPerStatementTx.toFixed(2)} | ${(r.agentsCpu * 100).toFixed(0)} %, ${f0(r.loopDelayP99Ms)} | ${r.load} |`;
+    }),
+    '',
+    'Replica B killed (SIGKILL) after the measured window, with changes for its agents made through A for 5 s after:',
+    '',
+    '| N | agents moved (not answered by A after 300 s) | all current after s | changes during the move | their p99 / max ms | changes lost | agents stale vs A |',
+    '|---:|---:|---:|---:|---|---:|---:|',
+    ...results.map((r) => `| ${r.nodes} | ${r.kill.agentsMoved} (${r.kill.notMoved}) | ${f1(r.kill.convergeMs / 1000)} | ${r.kill.changes} | ${f0(r.kill.p99)} / ${f0(r.kill.max)} | ${r.kill.lost} | ${r.kill.stale} |`),
+    '',
+    ...failures.map((f) => `Did not complete: ${f}`),
+    ...(failures.length ? [''] : []),
+    'CPU is the share of one core over the measured window. "PG ms per tx" is pg_stat_database active_time over committed+rolled-back transactions in the window (every statement of polls, reports and changes: the harness server has no pg_stat_statements). "PG conns" counts pg_stat_activity rows for the database (both replicas\' pools).',
+    '',
+  ];
+  const text = lines.join('\n');
+  console.log(text);
+  if (args.write) {
+    const file = join(ROOT, args.write);
+    const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n\n';
+    writeFileSync(file, old.trimEnd() + '\n\n' + text);
+    log(`appended to ${args.write}`);
+  }
+  if (args.svg && results.length > 0) {
+    const file = join(ROOT, args.svg);
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, svgPlot(results));
+    log(`wrote ${args.svg}`);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(`fleet: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  process.exit(1);
+});
