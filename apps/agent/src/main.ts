@@ -144,17 +144,22 @@ Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86 and 
     const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), ...imageSettings(opts), watchdog: watchdogSettings(opts) } });
     await agent.start();
     writePidFile(opts.stateDir);
-    log.info({ node: agent.nodeId }, 'agent running');
-    for (const d of await forwardDrops(loadSettings(opts.stateDir).netns))
-      log.warn({ chain: d.chain, fix: d.fix }, "another firewall here drops forwarded traffic: slivers are unreachable and cannot reach out until it lets their links through (run the fix)");
     const stop = async (signal: string) => {
       log.info({ signal }, 'stopping');
       await agent.stop();
       removePidFile(opts.stateDir);
       process.exit(0);
     };
+    // Before anything else that may take a while: a stop asked for from now on is a clean one.
     process.once('SIGINT', () => void stop('SIGINT'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
+    log.info({ node: agent.nodeId }, 'agent running');
+    void forwardDrops(loadSettings(opts.stateDir).netns).then(
+      (drops) => {
+        for (const d of drops) log.warn({ chain: d.chain, fix: d.fix }, "another firewall here drops forwarded traffic: slivers are unreachable and cannot reach out until it lets their links through (run the fix)");
+      },
+      (err: unknown) => log.debug({ err: err instanceof Error ? err.message : String(err) }, 'could not look for other firewalls'),
+    );
   });
 
 const image = program.command('image').description('images on this node');

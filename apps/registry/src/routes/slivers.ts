@@ -41,7 +41,7 @@ function queryTime(value: string, field: string): Date {
  * yet has not finished its qemu probe: a VM placed there now might never start.
  */
 function incapability(caps: NodeCapabilities, kind: Slice['kind']): string | null {
-  if (kind === 'lxc') return caps.lxc ? null : 'its agent reports no LXC support (lxc: false; a node just enrolled reports what it runs with its agent\'s first report, seconds after planetlite-agent run starts)';
+  if (kind === 'lxc') return caps.lxc ? null : "its agent reports no LXC support (lxc: false); a node just enrolled says what it runs in its agent's first report, seconds after planetlite-agent run starts";
   if (!caps.kvm) return 'its agent reports no qemu/KVM support (kvm: false)';
   if (caps.kvm_accel === null) return 'its agent has not reported a VM accelerator yet (kvm: true, kvm_accel: null), so its qemu probe may still be running; try again shortly';
   return null;
