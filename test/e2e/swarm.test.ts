@@ -135,12 +135,12 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pl-swarm-'));
   chmodSync(dir, 0o711); // unprivileged slivers traverse it to their lxcpath
   internet = await makeInternet({ tag, octet });
-  const registryAddress = await joinInternetHere(internet, { host: 1, link: `pl${tag}r` });
-  await capLink(internet, { ns: null, link: `pl${tag}r`, mbit: LINK_MBIT });
-  await joinInternet(internet, { ns: EXP, host: 100, link: `pl${tag}x` });
+  const registryAddress = await joinInternetHere(internet, { host: 1, link: `pt${tag}r` });
+  await capLink(internet, { ns: null, link: `pt${tag}r`, mbit: LINK_MBIT });
+  await joinInternet(internet, { ns: EXP, host: 100, link: `pt${tag}x` });
   for (const n of [1, 2, 3]) {
     const ns = `pl-swnode${n}-${tag}`;
-    const link = `pl${tag}n${n}`;
+    const link = `pt${tag}n${n}`;
     const address = await joinInternet(internet, { ns, host: 10 + n, link });
     await capLink(internet, { ns, link, mbit: LINK_MBIT });
     nodes.push({ n, ns, link, address, stateDir: join(dir, `node${n}`), pool: join(dir, `node${n}-pool.img`), subnet: `10.${subnetBase}.${n}.0/24`, id: '', agent: null });

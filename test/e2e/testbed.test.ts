@@ -204,7 +204,7 @@ beforeAll(async () => {
 
   internet = await makeInternet({ tag, octet });
   expect(internet.ns).toBe(INET);
-  await joinInternet(internet, { ns: EXP, host: 100, link: `pl${tag}x` });
+  await joinInternet(internet, { ns: EXP, host: 100, link: `pt${tag}x` });
   for (const n of [1, 2, 3]) {
     const ns = `pl-node${n}-${tag}`;
     nodes.push({
@@ -216,7 +216,7 @@ beforeAll(async () => {
       subnet: `10.${subnetBase}.${n}.0/24`,
       id: '',
     });
-    node(n).address = await joinInternet(internet, { ns, host: 10 + n, link: `pl${tag}n${n}` });
+    node(n).address = await joinInternet(internet, { ns, host: 10 + n, link: `pt${tag}n${n}` });
   }
 
   databaseUrl = await createTestDatabase(inject('pgUrl'), 'testbed');

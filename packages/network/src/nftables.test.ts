@@ -163,6 +163,15 @@ describe('nftables driver in network namespaces', () => {
     await expect(wrongAddr.check()).rejects.toThrow(/198\.18\.9\.9 is not configured/);
     const noNs = new NftablesDriver({ publicAddress: PUBLIC, sliverSubnet: SUBNET, netns: `plnet-${suffix}-missing` });
     await expect(noNs.check()).rejects.toThrow(/does not exist/);
+    // A public interface named like a sliver's link would have its traffic dropped by the table.
+    await run('ip', ['-n', NODE, 'link', 'add', 'plhpublic0', 'type', 'veth', 'peer', 'name', 'plnpeer0']);
+    try {
+      await run('ip', ['-n', NODE, 'addr', 'add', '198.18.9.20/32', 'dev', 'plhpublic0']);
+      const clash = new NftablesDriver({ publicAddress: '198.18.9.20', sliverSubnet: SUBNET, netns: NODE });
+      await expect(clash.check()).rejects.toThrow(/is on plhpublic0, a name PlanetLite keeps for slivers' links/);
+    } finally {
+      await run('ip', ['-n', NODE, 'link', 'del', 'plhpublic0']);
+    }
   });
 
   it('attaches veth links with deterministic names and addresses, idempotently', async () => {

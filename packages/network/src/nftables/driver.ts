@@ -54,6 +54,12 @@ export class NftablesDriver implements NetworkDriver {
     if (!where.length) {
       throw new NetworkError('public_address', `public address ${this.#opts.publicAddress} is not configured on any interface of this node; DNAT matches packets addressed to it`);
     }
+    // The table treats every plh* device as a sliver's link (and drops what an unknown one sends):
+    // a public interface by such a name would have its own traffic dropped.
+    const clash = where.find((n) => [HOST_PREFIX, PEER_PREFIX, IFB_PREFIX].some((p) => n.startsWith(p)));
+    if (clash) {
+      throw new NetworkError('public_address', `public address ${this.#opts.publicAddress} is on ${clash}, a name PlanetLite keeps for slivers' links (${HOST_PREFIX}*, ${PEER_PREFIX}*, ${IFB_PREFIX}*): rename the interface`);
+    }
     const pubIf = this.#opts.publicInterface;
     if (pubIf && !where.includes(pubIf)) {
       throw new NetworkError('public_address', `public address ${this.#opts.publicAddress} is on ${where.join(', ')}, not on the configured public interface ${pubIf}`);
