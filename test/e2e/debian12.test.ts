@@ -18,7 +18,7 @@ const sshFromNet = (port: number, user: string, command: string) => node.ssh(por
 
 beforeAll(async () => {
   // Other e2e files use 198.18.100-199 and .210-249, and sliver subnets 10.100-139 and 10.200-249.
-  node = await startOneNode({ site: 'deb', octets: [20, 70], sliverSubnet: (o) => `10.${150 + (o % 50)}.0.0/24`, image: { name: 'debian12', file: 'debian12.tar.zst' } });
+  node = await startOneNode({ site: 'deb', octets: [20, 10], sliverSubnet: (o) => `10.${150 + (o % 10)}.0.0/24`, image: { name: 'debian12', file: 'debian12.tar.zst' } });
   ({ admin, ns: NODE, dir, nodeId } = node);
 }, 960_000);
 

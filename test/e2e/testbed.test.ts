@@ -41,7 +41,7 @@ const ADMIN = { email: 'admin@testbed.test', password: 'testbed-admin-password' 
 const tag = Math.random().toString(36).slice(2, 7).padEnd(5, '0');
 // 198.18.10-99.0/24: apart from sliver.test.ts (100-199) and the demo (250), in case one of
 // them puts its end of the link in this machine's own namespace.
-const octet = 10 + Math.floor(Math.random() * 90);
+const octet = 70 + Math.floor(Math.random() * 20);
 const subnetBase = 150 + Math.floor(Math.random() * 50);
 const LOG_LEVEL = process.env.PLANETLITE_E2E_LOG ?? 'silent';
 const log = createLogger({ name: 'testbed', level: LOG_LEVEL });
