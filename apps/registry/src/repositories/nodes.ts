@@ -132,6 +132,15 @@ export async function markNodeSeen(q: Queryable, id: string): Promise<S.Node['st
   return rows[0]?.state ?? null;
 }
 
+/** True when the node is online and called in within the last `seconds`: its poll needs no write. */
+export async function seenWithin(q: Queryable, id: string, seconds: number): Promise<boolean> {
+  const { rows } = await q.query(
+    "SELECT 1 FROM nodes WHERE id = $1 AND state = 'online' AND last_seen > now() - make_interval(secs => $2)",
+    [id, seconds],
+  );
+  return rows.length > 0;
+}
+
 export async function nodeCapabilities(q: Queryable, id: string): Promise<S.NodeCapabilities | null> {
   const { rows } = await q.query('SELECT capabilities FROM nodes WHERE id = $1', [id]);
   return rows[0] ? json<S.NodeCapabilities>(rows[0].capabilities) : null;

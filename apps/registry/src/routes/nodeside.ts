@@ -19,7 +19,7 @@ import { desiredStateOf, etagOf } from '../services/desired-state.js';
 import { applyReport, markSeen } from '../services/node-reports.js';
 import { sliceOfSliverOn } from '../repositories/slivers.js';
 import { storeConsole } from '../repositories/console.js';
-import { keyRevoked } from '../repositories/nodes.js';
+import { keyRevoked, seenWithin } from '../repositories/nodes.js';
 import { rotateNodeKey } from '../services/node-lifecycle.js';
 import { answers, bearer, IdParams } from './common.js';
 
@@ -27,6 +27,7 @@ const ConsoleParams = Type.Object({ id: Type.String({ format: 'uuid' }), sliver_
 
 export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
+  const seenRefreshSeconds = Math.max(1, Math.floor(ctx.config.nodeOfflineAfterSeconds / 15));
 
   app.get('/v1/nodes/:id/desired-state', {
     schema: {
@@ -39,13 +40,18 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (req, reply) => {
     requireNode(req, req.params.id);
-    await withChanges(ctx, (q, changes) => markSeen(q, changes, req.params.id));
+    // A node polls all the time: its row is written only when last_seen has aged (or it was
+    // offline), so an idle fleet's polls are reads. The offline sweep allows far more than this.
+    if (!(await seenWithin(ctx.db, req.params.id, seenRefreshSeconds))) {
+      await withChanges(ctx, (q, changes) => markSeen(q, changes, req.params.id));
+    }
     const known = req.headers['if-none-match'];
-    let doc = await desiredStateOf(ctx, req.params.id);
-    let etag = etagOf(doc);
     const wait = Math.min(req.query.wait ?? 0, ctx.config.longPollMaxSeconds);
-    if (known === etag && wait > 0) {
-      // Subscribe before re-reading, so a change landing in between still wakes us.
+    let doc: DesiredState;
+    let etag: string;
+    if (known && wait > 0) {
+      // Subscribe before reading, so a change landing in between still wakes us; the document is
+      // then built once, and once more only if it changed while we waited.
       let wake!: () => void;
       const changed = new Promise<void>((resolve) => (wake = resolve));
       const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wake());
@@ -69,6 +75,9 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         unsubscribe();
         ctx.closing.removeEventListener('abort', onGone);
       }
+    } else {
+      doc = await desiredStateOf(ctx, req.params.id);
+      etag = etagOf(doc);
     }
     reply.header('etag', etag).header('cache-control', 'no-cache');
     if (known === etag) return reply.code(304).send(null);
