@@ -115,3 +115,31 @@ describe('registry service', () => {
     expect(steal.status).toBe(409);
   });
 });
+
+describe('a registry closing with long-polls waiting', () => {
+  it('answers them 304 at once without touching the database it is about to close', async () => {
+    const db = await freshDatabase();
+    let afterClose = 0;
+    let closing = false;
+    // The same database, counting what is asked of it once close() has begun.
+    const counting = Object.assign(Object.create(db) as typeof db, {
+      query: (...a: Parameters<typeof db.query>) => ((afterClose += closing ? 1 : 0), db.query(...a)),
+      transaction: (...a: Parameters<typeof db.transaction>) => ((afterClose += closing ? 1 : 0), db.transaction(...a)),
+    });
+    const own = await testApp({ db: counting });
+    try {
+      const world = await makeWorld(own.app);
+      const first = await call(own.app, 'GET', `/v1/nodes/${world.ids.node}/desired-state`, world.node);
+      const poll = call(own.app, 'GET', `/v1/nodes/${world.ids.node}/desired-state?wait=30`, world.node, undefined, { 'if-none-match': String(first.headers.etag) });
+      await new Promise((r) => setTimeout(r, 300));
+      closing = true;
+      const closed = own.close();
+      const woke = await poll;
+      await closed;
+      expect([woke.status, woke.headers.etag]).toEqual([304, first.headers.etag]);
+      expect(afterClose).toBe(0);
+    } finally {
+      await db.close();
+    }
+  });
+});

@@ -65,6 +65,9 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         etag = etagOf(doc);
         if (etag === known) {
           await changed;
+          // Woken by shutdown: answer 'unchanged' without the database, which is about to close;
+          // the agent polls again, on another replica.
+          if (ctx.closing.aborted) return reply.header('etag', etag).header('cache-control', 'no-cache').code(304).send(null);
           // A key revoked while this poll waited answers as it would on a new request.
           if (await keyRevoked(ctx.db, req.params.id)) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
           doc = await desiredStateOf(ctx, req.params.id);
