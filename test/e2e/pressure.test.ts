@@ -172,7 +172,8 @@ describe('memory watchdog: freeze on memory pressure', () => {
       // Thawed when the node's pressure fell, and reset when it thrashed again (freeze_strikes 2);
       // or, where other work keeps the node's pressure above the thaw level, reset after the timeout.
       const end = await until('the thaw or the reset', async () => (await eventsOf('sliver.thawed', since, thrasher.id))[0] ?? (await eventsOf('watchdog.reset', since, thrasher.id))[0] ?? null, 300_000);
-      const endAt = Date.parse(end.at);
+      // The agent's own times (the registry's lag behind by the outbox's send).
+      const endAt = Date.parse((end.data as { sampled_at?: string; reset_at?: string })[end.type === 'sliver.thawed' ? 'sampled_at' : 'reset_at'] ?? end.at);
       let thawNote = '';
       if (end.type === 'sliver.thawed') {
         const td = end.data as Record<string, number | null>;
