@@ -2,7 +2,7 @@
 // Each module has start/stop, stopped in reverse order.
 import { machine } from 'node:os';
 import { errorFields } from '@planetlite/host';
-import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState } from '@planetlite/api';
+import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState, type WatchdogHold } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -154,7 +154,20 @@ export class Agent {
         reset: async (id) => ({ action: await reconciler.memoryReset(id) }),
         emit: (ev) => this.outbox.push(ev),
         log: this.#log.child({ component: 'watchdog' }),
+        pressure: {
+          slivers: () => reconciler.pressureCandidates(),
+          // Reported at once: the registry shows the hold while it lasts.
+          freeze: async (id, f) => {
+            await reconciler.watchdogFreeze(id, holdOf(f));
+            void this.report();
+          },
+          thaw: async (id) => {
+            await reconciler.watchdogThaw(id);
+            void this.report();
+          },
+        },
       });
+      reconciler.onHoldReleased = (id, thawed) => this.#watchdog?.pressure?.policy.release(id, thawed);
       // When the VM driver's check is over, VM slivers go on (or fail) and the node's capabilities change.
       this.#checks = checkInBackground(drivers.instances, this.#log.child({ component: 'instances' }), () => {
         this.#again();
@@ -295,4 +308,17 @@ export class Agent {
   async settled(): Promise<void> {
     await this.#passes;
   }
+}
+
+/** What the registry shows of a watchdog freeze, from the sliver.frozen event's figures. */
+function holdOf(f: Record<string, unknown>): WatchdogHold {
+  const n = (k: string) => (typeof f[k] === 'number' ? (f[k] as number) : 0);
+  return {
+    frozen_at: String(f.frozen_at),
+    reason: String(f.reason).slice(0, 1000),
+    node_psi_some_avg10: n('node_psi_some_avg10'),
+    sliver_psi_some_avg10: n('sliver_psi_some_avg10'),
+    thaw_psi_some: n('thaw_psi_some'),
+    freeze_timeout_seconds: n('freeze_timeout_seconds'),
+  };
 }

@@ -5,9 +5,9 @@
 // never waits for another; the shared nftables table is applied under one lock.
 import pLimit, { type LimitFunction } from 'p-limit';
 import { errorFields } from '@planetlite/host';
-import type { DesiredSliver, DesiredState, ObservedSliver } from '@planetlite/api';
+import type { DesiredSliver, DesiredState, ObservedSliver, WatchdogHold } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
-import type { InstanceDriver, InstanceState } from '@planetlite/instance';
+import type { InstanceDriver, InstanceState, Psi } from '@planetlite/instance';
 import { Accounting } from './accounting.js';
 import { Builder, type Fetcher } from './builder.js';
 import type { Drivers } from './drivers.js';
@@ -37,6 +37,11 @@ export class Reconciler {
   readonly #done = new Map<string, string>();
   #tableRebuilt = false;
   #desired: DesiredState | null = null;
+  /** Slivers the memory watchdog froze (pressure.ts): held as long as their document is the one
+   * they were frozen under; passes leave them alone meanwhile. */
+  readonly #held = new Map<string, { key: string; thawSeq: number; hold: WatchdogHold }>();
+  /** Told when a user's action (a changed document) ends a hold; thawed: by a thaw action. */
+  onHoldReleased: (id: string, thawed: boolean) => void = () => undefined;
 
   /** Slivers worked on at once: a burst of a thousand new slivers must not fork a thousand
    * snapshots and lxc-starts at the same instant, and one slow sliver must not hold up the rest. */
@@ -118,7 +123,10 @@ export class Reconciler {
         state = 'failed';
         error = `${rec.kind === 'kvm' ? 'the VM' : 'the container'} stopped by itself${why ? ` (${why})` : ''}; a restart action or the next full pass starts it again`;
       }
-      out.push({ id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress, ...(await this.#accounting.usage(id, driver, usage)) });
+      const held = this.#held.get(id)?.hold ?? null;
+      // Frozen is not running (as for a user's freeze); watchdog_hold says who froze it and why.
+      if (held && state === 'running') state = 'stopped';
+      out.push({ id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress, ...(await this.#accounting.usage(id, driver, usage)), watchdog_hold: held });
     }
     return out;
   }
@@ -167,6 +175,7 @@ export class Reconciler {
   async memoryReset(id: string): Promise<'restart' | 'restore'> {
     const s = this.#desired?.slivers.find((d) => d.id === id);
     const restore = s?.memory_reset === 'restore';
+    this.#held.delete(id);
     // Not settled any more: a report meanwhile must not take the kill for a crash.
     this.#done.delete(id);
     await this.#builder.kill(id);
@@ -177,6 +186,54 @@ export class Reconciler {
       if (now && now.desired !== 'deleted') await this.#ensure(now, restore);
     });
     return restore ? 'restore' : 'restart';
+  }
+
+  /** Running slivers whose slice wants them running and that no one holds frozen, with their own
+   * memory pressure: the ones the watchdog may freeze. */
+  async pressureCandidates(): Promise<Array<{ id: string; slice: string; psi: Psi | null }>> {
+    const states = await instanceStates(this.#d.instances);
+    const out: Array<{ id: string; slice: string; psi: Psi | null }> = [];
+    for (const s of this.#desired?.slivers ?? []) {
+      if (s.desired !== 'running' || this.#held.has(s.id) || states.get(s.id)?.state !== 'running') continue;
+      const psi = (await this.driverOf(s.id)?.memoryPressure?.(s.id).catch(() => null)) ?? null;
+      out.push({ id: s.id, slice: s.slice, psi });
+    }
+    return out;
+  }
+
+  /** The watchdog's freeze: at once (not after its queue), held until thawed by the watchdog or a user acts. */
+  async watchdogFreeze(id: string, hold: WatchdogHold): Promise<void> {
+    const s = this.#desired?.slivers.find((d) => d.id === id);
+    if (!s || s.desired !== 'running') throw new Error(`sliver ${id} is not meant to be running here`);
+    const driver = this.driverOf(id);
+    if (!driver) throw new Error(`no ready driver runs sliver ${id}`);
+    this.#held.set(id, { key: docKey(s), thawSeq: s.thaw_seq ?? 0, hold });
+    try {
+      await driver.freeze(id);
+    } catch (err) {
+      this.#held.delete(id);
+      throw err;
+    }
+  }
+
+  /** The watchdog's thaw of a sliver it holds; one a user has taken back meanwhile is left alone. */
+  async watchdogThaw(id: string): Promise<void> {
+    if (!this.#held.delete(id)) return;
+    const driver = this.driverOf(id);
+    if (driver && (await driver.state(id)) === 'frozen') await driver.thaw(id);
+  }
+
+  /** Whether the watchdog holds the sliver (the document it was frozen under is current). */
+  #stillHeld(s: DesiredSliver): boolean {
+    const h = this.#held.get(s.id);
+    if (!h) return false;
+    if (h.key === docKey(s)) return true;
+    // The users acted (thaw, freeze, stop, restart…) or the slice changed: the document wins.
+    this.#held.delete(s.id);
+    const thawed = (s.thaw_seq ?? 0) > h.thawSeq;
+    this.#log.info({ sliver: s.id, desired: s.desired, thawed }, 'a new desired state ends the memory watchdog\'s freeze');
+    this.onHoldReleased(s.id, thawed);
+    return false;
   }
 
   #enqueue(id: string, fn: () => Promise<void>): Promise<void> {
@@ -193,6 +250,7 @@ export class Reconciler {
   /** One sliver's turn: read what it is, plan, build. */
   async #ensure(s: DesiredSliver, restore = false): Promise<void> {
     const want = docKey(s);
+    if (!restore && this.#stillHeld(s)) return;
     try {
       const plan = planSliver(await this.#builder.facts(s, { done: this.#done.get(s.id) === want, restore }));
       if (plan.action === 'none') return;
@@ -220,6 +278,7 @@ export class Reconciler {
 
   async #teardown(id: string, kind: 'lxc' | 'kvm'): Promise<void> {
     this.#done.delete(id);
+    if (this.#held.delete(id)) this.onHoldReleased(id, false);
     const plan = planTeardown(this.#builder.readiness(kind));
     if (plan.action === 'wait') {
       this.#log.warn({ sliver: id, err: plan.error }, 'sliver teardown failed; the next pass retries');

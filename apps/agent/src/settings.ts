@@ -24,6 +24,12 @@ const WatchdogSchema = Type.Object(
     hysteresis_percent: Type.Number({ minimum: 0, maximum: 50, description: 'a percentage from 0 to 50' }),
     cooldown_seconds: Type.Number({ minimum: 0, maximum: 86_400, description: 'seconds from 0 to 86400' }),
     psi_full_reset: Nullable(Type.Number({ minimum: 0.01, maximum: 100 }), 'a PSI full avg10 percentage from 0.01 to 100, or null for none'),
+    // The freeze on memory pressure (pressure.ts).
+    freeze_psi_some: Nullable(Type.Number({ minimum: 0.01, maximum: 100 }), 'a PSI some avg10 percentage from 0.01 to 100, or null to never freeze'),
+    thaw_psi_some: Type.Number({ minimum: 0, maximum: 100, description: 'a PSI some avg10 percentage from 0 to 100' }),
+    sliver_psi_min: Type.Number({ minimum: 0, maximum: 100, description: 'a PSI some avg10 percentage from 0 to 100' }),
+    freeze_timeout_seconds: Type.Number({ minimum: 1, maximum: 86_400, description: 'seconds from 1 to 86400' }),
+    freeze_strikes: Type.Integer({ minimum: 1, maximum: 100, description: 'a whole number from 1 to 100' }),
   },
   Strict,
 );

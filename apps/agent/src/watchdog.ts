@@ -6,8 +6,11 @@
 import { readFileSync } from 'node:fs';
 import { errorFields } from '@planetlite/host';
 import type { Logger } from '@planetlite/core';
+import { parsePressure } from '@planetlite/instance';
+import { defaultPressureSettings, PressureResponder, validatePressureSettings, type PressureOptions, type PressureSettings } from './pressure.js';
 
-export interface WatchdogSettings {
+/** The memory levels here; the freeze on memory pressure (PressureSettings) in pressure.ts. */
+export interface WatchdogSettings extends PressureSettings {
   enabled: boolean;
   /** Sampling period, ms (pl_mom: 30 000). */
   interval_ms: number;
@@ -37,6 +40,7 @@ export const defaultWatchdogSettings: WatchdogSettings = {
   hysteresis_percent: 5,
   cooldown_seconds: 30,
   psi_full_reset: null,
+  ...defaultPressureSettings,
 };
 
 /** Throws a message naming the first bad watchdog setting. */
@@ -57,6 +61,7 @@ export function validateWatchdogSettings(w: WatchdogSettings): void {
   num('cooldown_seconds', 0, 86_400);
   if (w.psi_full_reset !== null) num('psi_full_reset', 0.01, 100);
   if (w.warn_percent > w.reset_percent) bad('warn_percent', `(${w.warn_percent}) must not be above reset_percent (${w.reset_percent})`);
+  validatePressureSettings(w);
 }
 
 export interface HostMemory {
@@ -79,15 +84,7 @@ export function parseMeminfo(text: string): Map<string, number> {
 }
 
 /** avg10 of the "some" and "full" lines of /proc/pressure/memory. */
-export function parsePsi(text: string): { some: number; full: number } | null {
-  const avg = (kind: string) => {
-    const m = new RegExp(`^${kind} .*avg10=([0-9.]+)`, 'm').exec(text);
-    return m ? Number(m[1]) : null;
-  };
-  const some = avg('some');
-  const full = avg('full');
-  return some === null ? null : { some, full: full ?? 0 };
-}
+export const parsePsi = parsePressure;
 
 export function readHostMemory(): HostMemory {
   const mi = parseMeminfo(readFileSync('/proc/meminfo', 'utf8'));
@@ -225,7 +222,7 @@ export class WatchdogPolicy {
 }
 
 export interface WatchdogEvent {
-  type: 'watchdog.warning' | 'watchdog.reset';
+  type: 'watchdog.warning' | 'watchdog.reset' | 'sliver.frozen' | 'sliver.thawed';
   sliver?: string;
   data: Record<string, unknown>;
 }
@@ -243,12 +240,15 @@ export interface WatchdogOptions {
   log: Logger;
   /** The host's memory (tests may replace it). */
   readHost?: () => HostMemory;
+  /** Freezing on memory pressure (pressure.ts); without it, pressure only counts for psi_full_reset. */
+  pressure?: Pick<PressureOptions, 'slivers' | 'freeze' | 'thaw'>;
 }
 
 /** The sampling loop: one sample per interval, never two at once, stopped cleanly. */
 export class Watchdog {
   readonly #o: WatchdogOptions;
   readonly #policy: WatchdogPolicy;
+  readonly #pressure: PressureResponder | null;
   #timer: NodeJS.Timeout | null = null;
   #running: Promise<void> = Promise.resolve();
   #stopped = true;
@@ -256,6 +256,12 @@ export class Watchdog {
   constructor(opts: WatchdogOptions) {
     this.#o = opts;
     this.#policy = new WatchdogPolicy(opts.settings);
+    this.#pressure = opts.pressure ? new PressureResponder({ ...opts.pressure, settings: opts.settings, reset: opts.reset, emit: opts.emit, log: opts.log }) : null;
+  }
+
+  /** The freeze-on-pressure responder, when the watchdog has one. */
+  get pressure(): PressureResponder | null {
+    return this.#pressure;
   }
 
   start(): void {
@@ -314,6 +320,7 @@ export class Watchdog {
           log.error({ sliver: victim.id, err: error }, 'memory watchdog: reset failed');
         }
         const done = Date.now();
+        this.#pressure?.policy.release(victim.id, false);
         emit({
           type: 'watchdog.reset',
           sliver: victim.id,
@@ -324,6 +331,8 @@ export class Watchdog {
       case 'none':
         break;
     }
+    // After the memory levels (a kill frees memory at once), the freeze on memory pressure.
+    await this.#pressure?.tick(at, host.psi);
     return d;
   }
 }

@@ -56,6 +56,9 @@ function recordingDrivers(dir: string) {
     start: async (id: string) => { note(`start ${id}`); if (failStart.has(id)) throw new Error('lxc-start failed'); states.set(id, 'running'); },
     stop: async (id: string) => { note(`stop ${id}`); states.set(id, 'stopped'); },
     kill: async (id: string) => { note(`kill ${id}`); states.set(id, 'stopped'); },
+    freeze: async (id: string) => { note(`freeze ${id}`); states.set(id, 'frozen'); },
+    thaw: async (id: string) => { note(`thaw ${id}`); states.set(id, 'running'); },
+    memoryPressure: async () => ({ some: 12, full: 6 }),
     destroy: async (id: string) => { note(`destroy ${id}`); states.delete(id); },
     list: async () => [...states.keys()],
     memoryBytes: async () => 1 << 20,
@@ -98,6 +101,38 @@ function reconciler(drivers: ReturnType<typeof recordingDrivers>['drivers'], con
 }
 
 describe('a reconcile pass', () => {
+  it("leaves a sliver the memory watchdog froze alone until the watchdog thaws it or its users act", async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const released: string[] = [];
+    r.onHoldReleased = (id, thawed) => released.push(`${id} ${thawed}`);
+    const a = { ...sliver('site_a'), thaw_seq: 0 };
+    const b = { ...sliver('site_b'), thaw_seq: 0 };
+    await r.reconcile(doc([a, b]));
+    expect((await r.pressureCandidates()).map((c) => c.id).sort()).toEqual([a.id, b.id].sort());
+    const hold = { frozen_at: new Date().toISOString(), reason: 'test', node_psi_some_avg10: 40, sliver_psi_some_avg10: 30, thaw_psi_some: 10, freeze_timeout_seconds: 60 };
+    await r.watchdogFreeze(a.id, hold);
+    await r.watchdogFreeze(b.id, hold);
+    // Passes with the same document leave both frozen, and the registry sees who froze them.
+    await r.reconcile(doc([a, b]));
+    expect(fake.states.get(a.id)).toBe('frozen');
+    expect((await r.pressureCandidates())).toEqual([]);
+    expect((await r.observed()).find((o) => o.id === a.id)).toMatchObject({ state: 'stopped', watchdog_hold: hold });
+    // The watchdog thaws a; b's users thaw it themselves (thaw_seq): b is let go and thawed by the pass.
+    await r.watchdogThaw(a.id);
+    await r.reconcile(doc([a, { ...b, thaw_seq: 1 }]));
+    expect(fake.states.get(a.id)).toBe('running');
+    expect(fake.states.get(b.id)).toBe('running');
+    expect(released).toEqual([`${b.id} true`]);
+    expect((await r.observed()).find((o) => o.id === b.id)).toMatchObject({ state: 'running', watchdog_hold: null });
+    // Frozen by the watchdog, then by its users: the watchdog's thaw leaves it frozen.
+    await r.watchdogFreeze(a.id, hold);
+    await r.reconcile(doc([{ ...a, desired: 'frozen' }, { ...b, thaw_seq: 1 }]));
+    expect(released).toEqual([`${b.id} true`, `${a.id} false`]);
+    await r.watchdogThaw(a.id);
+    expect(fake.states.get(a.id)).toBe('frozen');
+  });
+
   it('builds new slivers, then leaves settled ones alone: one state probe for all of them and nothing else', async () => {
     const fake = recordingDrivers(dir);
     const r = reconciler(fake.drivers);

@@ -90,8 +90,15 @@ export function sliceRecord(s: Slice): string {
 export function sliverTable(slivers: readonly Sliver[]): string {
   return formatTable(
     ['ID', 'NODE_ID', 'KIND', 'STATE', 'ADDRESS', 'SSH'],
-    slivers.map((s) => [s.id, s.node_id, s.kind, s.state, s.address, sshCommand(s)]),
+    slivers.map((s) => [s.id, s.node_id, s.kind, s.watchdog_hold ? 'frozen (watchdog)' : s.state, s.address, sshCommand(s)]),
   );
+}
+
+/** A freeze by the memory watchdog, in one line: since when, why, and what ends it. */
+function holdText(s: Sliver): string | null {
+  const h = s.watchdog_hold;
+  if (!h) return null;
+  return `the memory watchdog since ${h.frozen_at}: ${h.reason}; thawed when the node's memory pressure is below ${h.thaw_psi_some}%, reset after ${h.freeze_timeout_seconds} s (planetlite sliver thaw ${s.id} lets it run now)`;
 }
 
 export function sliverRecord(s: Sliver): string {
@@ -117,6 +124,7 @@ export function sliverRecord(s: Sliver): string {
     ['address', s.address],
     ['ports', `${s.ports.first}-${s.ports.last}`],
     ['error', s.error],
+    ['frozen_by', holdText(s)],
     ['usage', usageText],
     ['updated_at', s.updated_at],
     ['ssh', sshCommand(s)],

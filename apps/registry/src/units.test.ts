@@ -5,6 +5,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { parsePublicKey } from './services/sshkeys.js';
 import { envHelp, loadConfig, parseListen, RegistryEnv } from './config.js';
 import { validationDetail } from './plugins/errors.js';
+import { message } from './services/notify.js';
+import type { Event } from '@planetlite/api';
 
 function keygen(type: string, bits?: number): string {
   const dir = mkdtempSync('/tmp/pl-unit-');
@@ -79,5 +81,25 @@ describe('validationDetail', () => {
     expect(validationDetail('body', [{ instancePath: '', keyword: 'additionalProperties', params: { additionalProperty: 'x' } }])).toBe("body has unknown field 'x'");
     expect(validationDetail('body', [{ instancePath: '/resources/memory_mb', keyword: 'minimum', message: 'must be >= 16' }])).toBe('body.resources.memory_mb must be >= 16');
     expect(validationDetail('body', [{ instancePath: '/kind', keyword: 'enum', params: { allowedValues: ['lxc', 'kvm'] } }])).toBe('body.kind must be one of lxc, kvm');
+  });
+});
+
+describe('notices to slice members', () => {
+  const ev = (type: string, data: Record<string, unknown>) => ({ id: 7, type, at: '2026-12-04T03:00:00.000Z', node: 'n1', slice: 'site_exp', sliver: 's1', data }) as unknown as Event;
+
+  it('say that a sliver was frozen, not killed, with the pressure figures and what ends it', () => {
+    const m = message(ev('sliver.frozen', { reason: 'node memory pressure 40% ≥ 30%, and this sliver stalled on memory the most (its own 35%)', node_psi_some_avg10: 40, sliver_psi_some_avg10: 35, thaw_psi_some: 10, freeze_timeout_seconds: 60 }));
+    expect(m.subject).toContain('frozen');
+    expect(m.text).toContain('paused, not killed');
+    expect(m.text).toContain('below 10%');
+    expect(m.text).toContain('after 60 s');
+    expect(m.text).toContain('node memory pressure 40%');
+  });
+
+  it('say why a sliver was reset on memory pressure', () => {
+    const m = message(ev('watchdog.reset', { level: 'pressure', reason: 'node memory pressure still 20% ≥ 10% after 60 s frozen', action: 'restart', node_psi_some_avg10: 20, sliver_psi_some_avg10: 15 }));
+    expect(m.text).toContain('after 60 s frozen');
+    expect(m.text).toContain('restarted');
+    expect(m.text).not.toContain('MiB');
   });
 });

@@ -102,11 +102,20 @@ describe('slivers', () => {
     await ok(t.app, 202, 'POST', `/v1/slivers/${id}/actions`, w.user, { action: 'reset' });
     expect((await doc()).reset_seq).toBe(1);
 
+    // A sliver the memory watchdog froze: the node reports the hold and the API shows it; a thaw
+    // action, though desired is already 'running', reaches the node as a new thaw_seq.
+    const hold = { frozen_at: new Date().toISOString(), reason: 'node memory pressure 40% ≥ 30%', node_psi_some_avg10: 40, sliver_psi_some_avg10: 35, thaw_psi_some: 10, freeze_timeout_seconds: 60 };
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { slivers: [{ id, state: 'stopped', watchdog_hold: hold }] });
+    expect(await ok(t.app, 200, 'GET', `/v1/slivers/${id}`, w.user)).toMatchObject({ state: 'stopped', desired: 'running', watchdog_hold: hold });
+    const thawSeq = (await doc()).thaw_seq as number;
+    await ok(t.app, 202, 'POST', `/v1/slivers/${id}/actions`, w.user, { action: 'thaw' });
+    expect(await doc()).toMatchObject({ desired: 'running', thaw_seq: thawSeq + 1 });
+
     await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, {
       slivers: [{ id, state: 'running', address: '10.200.0.2', memory_bytes: 4 << 20, cpu_seconds: 1.5 }],
     });
     const running = await ok(t.app, 200, 'GET', `/v1/slivers/${id}`, w.user);
-    expect(running).toMatchObject({ state: 'running', address: '10.200.0.2', usage: { memory_bytes: 4 << 20, cpu_seconds: 1.5 } });
+    expect(running).toMatchObject({ state: 'running', address: '10.200.0.2', usage: { memory_bytes: 4 << 20, cpu_seconds: 1.5 }, watchdog_hold: null });
     const node = await ok(t.app, 200, 'GET', `/v1/nodes/${w.ids.node}`, w.user);
     expect(node.state).toBe('online');
 
@@ -120,7 +129,7 @@ describe('slivers', () => {
     await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { slivers: [] });
     expect((await call(t.app, 'GET', `/v1/slivers/${id}`, w.user)).status).toBe(404);
     const states = await ok(t.app, 200, 'GET', `/v1/events?type=sliver.state&slice=${w.slice}`, w.user);
-    expect(states.events.map((e: { data: { state: string } }) => e.data.state)).toEqual(['pending', 'running', 'deleting', 'deleted']);
+    expect(states.events.map((e: { data: { state: string } }) => e.data.state)).toEqual(['pending', 'stopped', 'running', 'deleting', 'deleted']);
   });
 
   it('deleting a slice tears its slivers down and frees the name once they are gone', async () => {

@@ -333,6 +333,18 @@ export type MemberAdd = Static<typeof MemberAdd>;
 // ---- slivers ---------------------------------------------------------------------------------
 export const SliverState = Enum(SLIVER_STATES);
 export type SliverState = Static<typeof SliverState>;
+export const WatchdogHold = Type.Object(
+  {
+    frozen_at: Timestamp,
+    reason: Type.String({ maxLength: 1000 }),
+    node_psi_some_avg10: Type.Number({ minimum: 0, maximum: 100, description: "the node's memory pressure when it was frozen, percent" }),
+    sliver_psi_some_avg10: Type.Number({ minimum: 0, maximum: 100, description: "the sliver's own memory pressure when it was frozen, percent" }),
+    thaw_psi_some: Type.Number({ minimum: 0, maximum: 100, description: "thawed once the node's memory pressure is below this" }),
+    freeze_timeout_seconds: Type.Number({ minimum: 0, description: 'reset when still frozen after this long' }),
+  },
+  { title: 'WatchdogHold', description: 'the memory watchdog froze the sliver because of memory pressure (not its users: a thaw action lets it run again)', additionalProperties: false },
+);
+export type WatchdogHold = Static<typeof WatchdogHold>;
 export const SliverUsage = Type.Object({
   cpu_seconds: Type.Optional(Type.Number({ description: 'cpu time used since the container started' })),
   memory_bytes: Type.Optional(Type.Integer({ description: 'memory in use now' })),
@@ -355,6 +367,7 @@ export const Sliver = Type.Object(
     ssh: Type.Object({ host: Type.String(), port: Type.Integer(), user: Type.String() }),
     error: Nullable(Type.String()),
     usage: Nullable(SliverUsage),
+    watchdog_hold: Nullable(WatchdogHold),
     created_at: Timestamp,
     updated_at: Timestamp,
   },
@@ -445,6 +458,7 @@ export const DesiredSliver = Type.Object({
   desired: Enum(['running', 'stopped', 'frozen', 'deleted'] as const),
   restart_seq: Type.Integer({ description: 'bumped by each restart action' }),
   reset_seq: Type.Integer({ description: 'bumped by each reset action: rebuild the root filesystem from the image' }),
+  thaw_seq: Type.Optional(Type.Integer({ description: "bumped by each thaw action: also lets go of a sliver the memory watchdog froze" })),
   image: Type.Object({
     name: Type.String(),
     sha256: Nullable(Type.String()),
@@ -479,6 +493,7 @@ export const ObservedSliver = Type.Object(
     disk_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
     net_rx_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
     net_tx_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+    watchdog_hold: Type.Optional(Nullable(WatchdogHold)),
   },
   Strict,
 );

@@ -3,6 +3,7 @@
 import { isIPv4 } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { InstanceError } from './errors.js';
+import type { Psi } from './lxc/cgroup.js';
 
 export interface InstanceCapabilities {
   /** Slivers run in a user namespace (root inside is an unprivileged host uid). */
@@ -76,6 +77,9 @@ export interface InstanceDriver {
   memoryBytes(id: string): Promise<number | null>;
   /** CPU time the sliver has used since it started, seconds (accounting); null when not running. */
   cpuSeconds(id: string): Promise<number | null>;
+  /** The sliver's own memory pressure (its cgroup's memory.pressure avg10), for the watchdog's
+   * freeze; null when not running or the host cannot tell. */
+  memoryPressure?(id: string): Promise<Psi | null>;
   /** Path of the sliver's console log, when the driver keeps one (`planetlite sliver log`). */
   consoleLog?(id: string): string;
   /** Why a sliver that was running has stopped by itself, when the driver can tell; else null. */

@@ -10,7 +10,7 @@ export { InvalidSpecError, isSliverId, validateInstanceSpec, trackCheck, IDMAP_S
 export { LxcDriver, type LxcDriverOptions } from './lxc/driver.js';
 export { containerName, idFromContainerName, renderConfig, sharesToWeight, DROPPED_CAPABILITIES, type LxcHostFacts, type RenderOptions } from './lxc/config.js';
 export { renderSeccompPolicy, DENIED_BTRFS_IOCTLS, LXC_DEFAULT_SECCOMP_RULES, SECCOMP_POLICY_FILE, type DeniedIoctl } from './lxc/seccomp.js';
-export { detectCgroupLayout, parseCgroupLayout, parseMemoryStat, residentBytes, type CgroupLayout, type CgroupVersion } from './lxc/cgroup.js';
+export { detectCgroupLayout, parseCgroupLayout, parseMemoryStat, parsePressure, residentBytes, type CgroupLayout, type CgroupVersion, type Psi } from './lxc/cgroup.js';
 export { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
 export { renderQemuArgv, kernelCommandLine, validateVmConfig, vmConfigFromSpec, vmPaths, vcpusFor, macFor, netmask, qemuOpt, VM_MIN_MEMORY_MB, type Accel, type BootAssets, type VmConfig, type VmNet, type VmPaths } from './qemu/config.js';
 export { probeAccel, probeBoot, type AccelProbeOptions } from './qemu/probe.js';

@@ -25,6 +25,7 @@ export function toSliver(r: Row): S.Sliver {
     ssh: { host: r.node_address as string, port: first, user: r.slice as string },
     error: (r.error as string | null) ?? null,
     usage: r.usage == null ? null : toUsage(json<S.SliverUsage>(r.usage)),
+    watchdog_hold: r.watchdog_hold == null ? null : json<S.WatchdogHold>(r.watchdog_hold),
     created_at: iso(r.created_at),
     updated_at: iso(r.updated_at),
   };
@@ -83,7 +84,7 @@ const ACTION_SQL: Record<S.SliverAction['action'], string> = {
   restart: "desired = 'running', restart_seq = restart_seq + 1",
   reset: "desired = 'running', reset_seq = reset_seq + 1",
   freeze: "desired = 'frozen'",
-  thaw: "desired = 'running'",
+  thaw: "desired = 'running', thaw_seq = thaw_seq + 1",
 };
 
 export async function applySliverAction(q: Queryable, id: string, action: S.SliverAction['action']): Promise<void> {
@@ -150,15 +151,16 @@ export interface SliverRefresh {
   error: string | null;
   address: string | null;
   usage: object | null;
+  watchdog_hold: S.WatchdogHold | null;
 }
 
 /** Every reported sliver's row in one statement, not one per sliver (usage moves on every report). */
 export async function refreshSlivers(q: Queryable, refresh: SliverRefresh[]): Promise<void> {
   if (!refresh.length) return;
   await q.query(
-    `UPDATE slivers AS s SET state = o.state, error = o.error, address = o.address, usage = COALESCE(o.usage || jsonb_build_object('at', now()), s.usage),
-       updated_at = CASE WHEN s.state IS DISTINCT FROM o.state OR s.error IS DISTINCT FROM o.error THEN now() ELSE s.updated_at END
-     FROM jsonb_to_recordset($1::jsonb) AS o(id uuid, state text, error text, address text, usage jsonb)
+    `UPDATE slivers AS s SET state = o.state, error = o.error, address = o.address, usage = COALESCE(o.usage || jsonb_build_object('at', now()), s.usage), watchdog_hold = o.watchdog_hold,
+       updated_at = CASE WHEN s.state IS DISTINCT FROM o.state OR s.error IS DISTINCT FROM o.error OR s.watchdog_hold IS DISTINCT FROM o.watchdog_hold THEN now() ELSE s.updated_at END
+     FROM jsonb_to_recordset($1::jsonb) AS o(id uuid, state text, error text, address text, usage jsonb, watchdog_hold jsonb)
      WHERE s.id = o.id`,
     [JSON.stringify(refresh)],
   );
@@ -173,6 +175,7 @@ export interface DesiredSliverRow {
   desired: S.DesiredSliver['desired'];
   restart_seq: number;
   reset_seq: number;
+  thaw_seq: number;
   ports: S.PortRange;
   image: string;
   resources: S.SliceResources;
@@ -184,7 +187,7 @@ export interface DesiredSliverRow {
 
 export async function desiredSliversOf(q: Queryable, nodeId: string): Promise<DesiredSliverRow[]> {
   const { rows } = await q.query(
-    `SELECT s.id, s.slice, s.kind, s.desired, s.restart_seq, s.reset_seq, s.port_first, s.port_last,
+    `SELECT s.id, s.slice, s.kind, s.desired, s.restart_seq, s.reset_seq, s.thaw_seq, s.port_first, s.port_last,
             sl.image, sl.resources, sl.memory_reset, sl.expires_at, i.sha256, i.magnet
      FROM slivers s JOIN slices sl ON sl.name = s.slice LEFT JOIN images i ON i.name = sl.image
      WHERE s.node_id = $1 ORDER BY s.id`,
@@ -197,6 +200,7 @@ export async function desiredSliversOf(q: Queryable, nodeId: string): Promise<De
     desired: r.desired as DesiredSliverRow['desired'],
     restart_seq: r.restart_seq as number,
     reset_seq: r.reset_seq as number,
+    thaw_seq: r.thaw_seq as number,
     ports: { first: r.port_first as number, last: r.port_last as number },
     image: r.image as string,
     resources: json(r.resources),

@@ -26,6 +26,7 @@ export async function desiredStateOf(deps: DesiredStateDeps, nodeId: string): Pr
     desired: r.desired,
     restart_seq: r.restart_seq,
     reset_seq: r.reset_seq,
+    thaw_seq: r.thaw_seq,
     image: { name: r.image, sha256: r.sha256, magnet: r.magnet, web_seed: r.sha256 ? webSeedOf(config.publicUrl, r.image) : null },
     resources: r.resources,
     memory_reset: r.memory_reset,

@@ -70,7 +70,7 @@ export async function applyReport(
       net_tx_bytes: obs.net_tx_bytes,
     };
     const hasUsage = Object.values(usage).some((v) => v !== undefined);
-    refresh.push({ id, state, error, address, usage: hasUsage ? usage : null });
+    refresh.push({ id, state, error, address, usage: hasUsage ? usage : null, watchdog_hold: obs.watchdog_hold ?? null });
     if (hasUsage) samples.push({ id, ...usage });
     if (state !== row.state || error !== row.error) {
       updated++;

@@ -8,7 +8,7 @@ import { membersToNotify } from '../repositories/users.js';
 import { withChanges, type ChangeDeps } from './changes.js';
 
 /** Events the members of the slice hear about. */
-export const NOTIFIED_EVENTS = new Set(['watchdog.reset']);
+export const NOTIFIED_EVENTS = new Set(['watchdog.reset', 'sliver.frozen']);
 
 export interface NotifyConfig {
   /** POST every notification as JSON here; null: no webhook. */
@@ -89,6 +89,35 @@ const mib = (n: unknown) => (typeof n === 'number' ? `${Math.round(n / 1048576)}
 /** The human-readable notice. */
 export function message(ev: Event): { subject: string; text: string } {
   const d = ev.data as Record<string, unknown>;
+  if (ev.type === 'sliver.frozen') {
+    return {
+      subject: `[PlanetLite] ${ev.slice}: your sliver was frozen by the memory watchdog`,
+      text: [
+        `The memory watchdog of node ${ev.node} froze the sliver ${ev.sliver} of slice ${ev.slice} at ${ev.at}:`,
+        `${String(d.reason ?? 'the node was short of memory')}.`,
+        `Its processes are paused, not killed. It is thawed once the node's memory pressure is below ${String(d.thaw_psi_some)}%,`,
+        `and reset if it is still frozen after ${String(d.freeze_timeout_seconds)} s. A thaw action (planetlite sliver thaw) lets it run at once.`,
+        '',
+        `Figures: node memory pressure ${String(d.node_psi_some_avg10)}% (PSI some avg10), this sliver's own ${String(d.sliver_psi_some_avg10)}%.`,
+        '',
+        'A sliver stalls on memory when it works on more than its memory limit (memory_mb): use less, or ask your site PI for more.',
+        `The event is ${ev.id} in GET /v1/events?slice=${ev.slice}.`,
+      ].join('\n'),
+    };
+  }
+  if (ev.type === 'watchdog.reset' && d.level === 'pressure') {
+    return {
+      subject: `[PlanetLite] ${ev.slice}: your sliver was reset by the memory watchdog`,
+      text: [
+        `The memory watchdog of node ${ev.node} reset the sliver ${ev.sliver} of slice ${ev.slice} at ${ev.at}:`,
+        `${String(d.reason)}.`,
+        `The sliver was killed and ${d.action === 'restore' ? 'restored from a fresh copy of its image' : 'restarted'}.`,
+        '',
+        `Figures: node memory pressure ${String(d.node_psi_some_avg10)}% (PSI some avg10), this sliver's own ${String(d.sliver_psi_some_avg10)}%.`,
+        `The event is ${ev.id} in GET /v1/events?slice=${ev.slice}.`,
+      ].join('\n'),
+    };
+  }
   if (ev.type === 'watchdog.reset') {
     const action = d.action === 'restore' ? 'restored from a fresh copy of its image' : 'restarted';
     return {

@@ -131,6 +131,9 @@ export interface PayloadProbe {
   memory: { version: CgroupVersion; parents: string[] } | null;
   /** v1 cpuacct hierarchy (cpuacct.usage, ns) or the v2 tree (cpu.stat usage_usec). */
   cpu: { version: CgroupVersion; parents: string[] } | null;
+  /** The v2 tree (memory.pressure): PSI is kept there for every cgroup, also on a hybrid host
+   * whose memory controller is on v1. */
+  pressure: { version: 'v2'; parents: string[] } | null;
 }
 
 export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> {
@@ -146,6 +149,7 @@ export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> 
     frozen: layout.mode === 'unified' ? pick('v2', '') : pick(layout.freezer, 'freezer'),
     memory: pick(layout.memory, 'memory'),
     cpu: layout.cpu === 'v2' ? pick('v2', '') : pick(layout.cpu, 'cpuacct'),
+    pressure: v2 ? { version: 'v2', parents: v2 } : null,
   };
 }
 
@@ -166,6 +170,22 @@ export function readCgroupFile(dir: string, file: string): string | null {
   } catch {
     return null;
   }
+}
+
+/** PSI avg10 figures, percent of time some / all non-idle tasks stalled. */
+export interface Psi {
+  some: number;
+  full: number;
+}
+
+/** avg10 of the "some" and "full" lines of a cgroup's memory.pressure or /proc/pressure/memory. */
+export function parsePressure(text: string): Psi | null {
+  const avg = (kind: string) => {
+    const m = new RegExp(`^${kind} .*avg10=([0-9.]+)`, 'm').exec(text);
+    return m ? Number(m[1]) : null;
+  };
+  const some = avg('some');
+  return some === null ? null : { some, full: avg('full') ?? 0 };
 }
 
 /** CPU time a payload cgroup has used, in seconds, from cpuacct.usage (v1) or cpu.stat (v2). */

@@ -17,7 +17,7 @@ import {
   type InstanceSpec,
   type InstanceState,
 } from '../driver.js';
-import { cpuSecondsOf, detectCgroupLayout, findPayload, parseMemoryStat, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe } from './cgroup.js';
+import { cpuSecondsOf, detectCgroupLayout, findPayload, parseMemoryStat, parsePressure, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe, type Psi } from './cgroup.js';
 import { containerName, idFromContainerName, renderConfig, resourceLimits, type LxcHostFacts } from './config.js';
 import { apparmorEnabled, findStaticBusybox, firstUnsearchable, LXC_TOOLS, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
 import { installSeccompPolicy } from './seccomp.js';
@@ -291,6 +291,13 @@ export class LxcDriver implements InstanceDriver {
     const cpu = this.#probe?.cpu;
     const dir = cpu ? findPayload(this.#name(id), cpu.parents) : null;
     return dir && cpu ? cpuSecondsOf(dir, cpu.version) : null;
+  }
+
+  async memoryPressure(id: string): Promise<Psi | null> {
+    const parents = this.#probe?.pressure?.parents;
+    const dir = parents ? findPayload(this.#name(id), parents) : null;
+    const text = dir ? readCgroupFile(dir, 'memory.pressure') : null;
+    return text === null ? null : parsePressure(text);
   }
 
   /** Host pid of the sliver's init, or null when it is not running (for accounting and tests). */
