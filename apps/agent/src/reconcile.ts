@@ -22,6 +22,8 @@ export type { Drivers } from './drivers.js';
 interface Status {
   state: ObservedSliver['state'];
   error: string | null;
+  /** The image this sliver waits for: its progress is read when the sliver is reported. */
+  fetching?: string;
 }
 
 export class Reconciler {
@@ -98,7 +100,7 @@ export class Reconciler {
     for (const id of ids) {
       const rec = this.#ledger.get(id);
       const d = desired.get(id);
-      const st = this.#status.get(id);
+      const st = this.#statusNow(id);
       if (!rec) {
         // Nothing on this node: gone if it was being deleted; otherwise not built yet.
         if (d?.desired === 'deleted') out.push({ id, state: 'deleted' });
@@ -121,6 +123,14 @@ export class Reconciler {
       out.push({ id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress, ...(await this.#accounting.usage(id, driver, usage)) });
     }
     return out;
+  }
+
+  /** A sliver's status as it is now: one waiting for its image shows the fetch's progress as
+   * the node's image report does, not as it was at the last pass. */
+  #statusNow(id: string): Status | undefined {
+    const st = this.#status.get(id);
+    if (!st?.fetching || st.state !== 'provisioning') return st && { state: st.state, error: st.error };
+    return fetchStatus(st.fetching, this.#builder.fetchState(st.fetching));
   }
 
   /** Runs the last document again (an image arrived, a fetch failed). */
@@ -202,7 +212,7 @@ export class Reconciler {
           this.#status.set(s.id, { state: plan.state, error: plan.error });
           break;
         case 'fetch':
-          this.#status.set(s.id, fetchStatus(s.image.name, this.#builder.fetch(plan.image)));
+          this.#status.set(s.id, { ...fetchStatus(s.image.name, this.#builder.fetch(plan.image)), fetching: s.image.name });
           break;
         case 'build':
           // A frozen sliver is not running; the API's states have no 'frozen', so it shows as

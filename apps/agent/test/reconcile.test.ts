@@ -183,3 +183,19 @@ describe('a reconcile pass', () => {
     expect(fake.roots.has(s.id)).toBe(true);
   });
 });
+
+describe('a sliver waiting for its image', () => {
+  it("shows the fetch's progress as it is when reported, not as it was at the last pass", async () => {
+    const fake = recordingDrivers(dir);
+    const fetch = { state: 'fetching', error: null as string | null, progress: 0.1 };
+    const fetcher = { want: () => undefined, seed: () => undefined, state: () => ({ ...fetch }) };
+    const r = new Reconciler({ drivers: fake.drivers, ledger: new Ledger(dir), images: new ImageIndex(dir), log: createLogger({ name: 't', level: 'silent' }), maxSlots: 1000, fetcher });
+    const s = { ...sliver('site_wait'), image: { name: 'big', sha256: 'b'.repeat(64), magnet: 'magnet:?xt=urn:btih:' + 'cd'.repeat(20), web_seed: null } };
+    await r.reconcile(doc([s]));
+    expect(await r.observed()).toEqual([{ id: s.id, state: 'provisioning', error: 'fetching image big (10%)' }]);
+    fetch.progress = 0.75; // no pass since
+    expect(await r.observed()).toEqual([{ id: s.id, state: 'provisioning', error: 'fetching image big (75%)' }]);
+    Object.assign(fetch, { state: 'failed', error: 'no data for image big from peers in 20 s, at 75 %' });
+    expect(await r.observed()).toEqual([{ id: s.id, state: 'failed', error: 'image big: no data for image big from peers in 20 s, at 75 %' }]);
+  });
+});
