@@ -415,14 +415,24 @@ export class ImageFetcher {
     if (!url) return this.#fail(entry, `image ${entry.target.name} has neither a magnet link with peers nor a web seed`);
     mkdirSync(path, { recursive: true });
     const file = join(path, HTTP_FILE);
+    // A web seed that stops sending (or never answers) fails the attempt after giveUpMs.
+    const giveUpMs = this.#o.giveUpMs ?? 20_000;
+    const abort = new AbortController();
+    const idle = setTimeout(() => abort.abort(), giveUpMs);
     try {
-      const res = await fetch(url);
+      const res = await fetch(url, { signal: abort.signal });
       if (!res.ok || !res.body) throw new Error(`GET ${url} answered ${res.status}`);
       const counted = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-      counted.on('data', (c: Buffer) => (entry.httpBytes += c.length));
+      counted.on('data', (c: Buffer) => {
+        entry.httpBytes += c.length;
+        idle.refresh();
+      });
       await pipeline(counted, createWriteStream(file));
     } catch (err) {
-      return this.#fail(entry, `web seed: ${err instanceof Error ? err.message : String(err)}`);
+      const why = abort.signal.aborted ? `no data from ${url} in ${Math.round(giveUpMs / 1000)} s` : err instanceof Error ? err.message : String(err);
+      return this.#fail(entry, `web seed: ${why}`);
+    } finally {
+      clearTimeout(idle);
     }
     await this.#verify(entry, file);
   }

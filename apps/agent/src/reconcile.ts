@@ -15,6 +15,7 @@ import type { ImageIndex } from './images.js';
 import { instanceStates } from './instances.js';
 import type { Ledger } from './ledger.js';
 import { docKey, fetchStatus, planPass, planSliver, planTeardown } from './planner.js';
+import { nodeBounds, screenDesiredState } from './screen.js';
 
 export type { Fetcher } from './builder.js';
 export type { Drivers } from './drivers.js';
@@ -39,6 +40,9 @@ export class Reconciler {
   readonly #done = new Map<string, string>();
   #tableRebuilt = false;
   #desired: DesiredState | null = null;
+  /** Slivers whose document the last pass refused (screen.ts), and why. */
+  #refused = new Map<string, string>();
+  readonly #bounds = nodeBounds();
 
   /** Slivers worked on at once: a burst of a thousand new slivers must not fork a thousand
    * snapshots and lxc-starts at the same instant, and one slow sliver must not hold up the rest. */
@@ -63,10 +67,13 @@ export class Reconciler {
    * for all slivers; a sliver whose part of the document is unchanged since its last full pass,
    * and whose instance is still in the state that pass left, costs nothing more.
    */
-  async reconcile(doc: DesiredState): Promise<void> {
+  async reconcile(received: DesiredState): Promise<void> {
+    const doc = this.#screen(received);
     this.#desired = doc;
     const host = await this.#builder.host();
     const plan = planPass(doc, host, this.#ledger.all(), this.#done);
+    // A sliver whose new document was refused is left as it is, never torn down for it.
+    plan.teardown = plan.teardown.filter((id) => !this.#refused.has(id));
     const work: Promise<void>[] = [];
     // The first pass of this process rebuilds the nftables table from the ledger and the
     // document: what a previous process left half-done there goes.
@@ -93,7 +100,7 @@ export class Reconciler {
    */
   async observed(): Promise<ObservedSliver[]> {
     const desired = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s]));
-    const ids = new Set([...this.#ledger.all().map((r) => r.id), ...desired.keys()]);
+    const ids = new Set([...this.#ledger.all().map((r) => r.id), ...desired.keys(), ...this.#refused.keys()]);
     const states = await instanceStates(this.#d.instances);
     const usage = await this.#accounting.read();
     const out: ObservedSliver[] = [];
@@ -131,6 +138,25 @@ export class Reconciler {
     const st = this.#status.get(id);
     if (!st?.fetching || st.state !== 'provisioning') return st && { state: st.state, error: st.error };
     return fetchStatus(st.fetching, this.#builder.fetchState(st.fetching));
+  }
+
+  /**
+   * The document as this node carries it out: slivers refused at the edge (screen.ts) keep the
+   * last version this node accepted, or stay out; they show their reason as a failed state.
+   * Throws, before any host command, when the document as a whole is unusable.
+   */
+  #screen(received: DesiredState): DesiredState {
+    const { accepted, refused, unnamed } = screenDesiredState(received, this.#bounds);
+    for (const why of unnamed) this.#log.warn({ why }, 'desired state: a sliver without a valid id refused');
+    for (const [id, why] of refused) {
+      this.#log.warn({ sliver: id, why }, 'desired state of a sliver refused');
+      this.#status.set(id, { state: 'failed', error: why });
+    }
+    // A sliver refused before and now accepted or gone: its refusal is over.
+    for (const id of this.#refused.keys()) if (!refused.has(id)) this.#status.delete(id);
+    this.#refused = refused;
+    const kept = (this.#desired?.slivers ?? []).filter((s) => refused.has(s.id));
+    return { ...received, slivers: [...accepted, ...kept] };
   }
 
   /** Runs the last document again (an image arrived, a fetch failed). */
