@@ -4,21 +4,23 @@
 // visible sliver error; the rest of the document goes on.
 import { isIP } from 'node:net';
 import { cpus, totalmem } from 'node:os';
-import { FormatRegistry } from '@sinclair/typebox';
+import { FormatRegistry, TypeRegistry } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { DesiredSliver, IMAGE_NAME_PATTERN, SLICE_NAME_PATTERN, type DesiredState } from '@planetlite/api';
 
 // Value.Check refuses formats it does not know: the two the document uses.
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 if (!FormatRegistry.Has('uuid')) FormatRegistry.Set('uuid', (v) => UUID.test(v));
+// The API's string enums are Type.Unsafe (plain JSON Schema enum): checked by their values.
+if (!TypeRegistry.Has('Unsafe')) TypeRegistry.Set('Unsafe', (schema: { enum?: unknown[] }, value) => !Array.isArray(schema.enum) || schema.enum.includes(value));
 if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', (v) => /^\d{4}-\d{2}-\d{2}T/.test(v) && !Number.isNaN(Date.parse(v)));
 
 /** Bounds of what one node takes from one document. */
 export const LIMITS = {
   slivers: 100_000,
-  keys: 256,
+  keys: 4096,
   keyChars: 16_384,
-  keysChars: 256 * 1024,
+  keysChars: 1024 * 1024,
   urlChars: 4096,
 };
 
@@ -68,6 +70,8 @@ export function screenDesiredState(doc: unknown, bounds: NodeBounds = nodeBounds
     if (ok.desired !== 'deleted') ports.push({ ...ok.ports, id });
     out.accepted.push(ok);
   });
+  // Listed twice: neither copy is taken for the sliver's document.
+  out.accepted = out.accepted.filter((s) => !out.refused.has(s.id));
   return out;
 }
 
