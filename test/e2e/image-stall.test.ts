@@ -24,13 +24,20 @@ let admin: PlanetLiteClient;
 const clients: WebTorrent[] = [];
 const fetchers: ImageFetcher[] = [];
 
+let databaseUrl: string;
+
+/** The registry, on the same address, database, CA and images when it starts again. */
+async function startTheRegistry(listen = '127.0.0.1:0', seedUploadKbps?: number): Promise<RunningRegistry> {
+  return startRegistry({
+    listen, databaseUrl, dataDir: join(dir, 'registry'), adminEmail: ADMIN.email, adminPassword: ADMIN.password, sweeps: false,
+    overrides: { imagesDir: join(dir, 'registry-images'), superSeedMs: 600_000, ...(seedUploadKbps ? { seedUploadKbps } : {}) },
+  });
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'pl-stall-'));
-  const databaseUrl = await createTestDatabase(inject('pgUrl'), 'stall');
-  registry = await startRegistry({
-    listen: '127.0.0.1:0', databaseUrl, adminEmail: ADMIN.email, adminPassword: ADMIN.password, sweeps: false,
-    overrides: { imagesDir: join(dir, 'registry-images'), superSeedMs: 600_000 },
-  });
+  databaseUrl = await createTestDatabase(inject('pgUrl'), 'stall');
+  registry = await startTheRegistry();
   trustRegistry(registry.url, registry.ca!);
   admin = new PlanetLiteClient({ registry: registry.url });
   await admin.login(ADMIN.email, ADMIN.password);
@@ -97,7 +104,7 @@ describe('image fetch against the super-seeding registry', () => {
     expect(await settled(b.f, image.name)).toBe('ready');
     expect(b.imported).toEqual([image.sha256]);
     expect(b.f.report()[0]).toMatchObject({ bytes_from_peers: 0, bytes_from_webseed: 0 });
-  });
+  }, 150_000);
 
   it('finishes from the web seed what the seeder refuses while a peer that sends nothing holds it', async () => {
     const image = await publish('stall-refused');
@@ -108,7 +115,7 @@ describe('image fetch against the super-seeding registry', () => {
     expect(b.imported).toEqual([image.sha256]);
     expect(b.f.report()[0]!.bytes_from_webseed).toBeGreaterThan(0);
     expect(b.f.report()[0]!.bytes_from_peers).toBe(0);
-  });
+  }, 150_000);
 
   it('fails with the reason when no source gives anything, and the retry finishes once one does', async () => {
     const image = await publish('stall-none');
@@ -122,5 +129,23 @@ describe('image fetch against the super-seeding registry', () => {
     expect(await until('the retry to finish', async () => (b.f.state(image.name)?.state === 'ready' ? true : null), 60_000)).toBe(true);
     expect(b.imported).toEqual([image.sha256]);
     expect(b.errors.length).toBeGreaterThanOrEqual(1);
-  });
+  }, 150_000);
+
+  it('finishes after the registry (its seeder, tracker and web seed) restarted mid-fetch', async () => {
+    const listen = new URL(registry!.url).host;
+    // The seeder sends 2 MB/s, so that the restart comes while the node is fetching.
+    await registry!.close();
+    registry = await startTheRegistry(listen, 16_000);
+    const image = await publish('stall-restart');
+    const b = node({ giveUpMs: 3000, retryMs: 1000 });
+    b.f.want({ name: image.name, sha256: image.sha256, magnet: image.magnet, webSeed: image.web_seed });
+    await until('the fetch to be under way', async () => ((b.f.state(image.name)?.progress ?? 0) > 0.1 ? true : null), 30_000);
+    await registry!.close();
+    registry = null;
+    await until('the fetch to fail while the registry is away', async () => (b.errors.length > 0 ? true : null), 30_000);
+    registry = await startTheRegistry(listen);
+    expect(await until('the retry to finish', async () => (b.f.state(image.name)?.state === 'ready' ? true : null), 90_000)).toBe(true);
+    expect(b.imported).toEqual([image.sha256]);
+    expect(b.errors[0]).toMatch(/^no data for image stall-restart from peers, the registry's seeder or its web seed in \d+ s, at \d+ %$|^web seed: /);
+  }, 150_000);
 });
