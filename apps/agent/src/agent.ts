@@ -2,7 +2,7 @@
 // Each module has start/stop, stopped in reverse order.
 import { machine } from 'node:os';
 import { errorFields } from '@planetlite/host';
-import { PlanetLiteClient, consoleTail, type DesiredState, type ObservedState, type WatchdogHold } from '@planetlite/api';
+import { consoleTail, type PlanetLiteClient, type DesiredState, type ObservedState, type WatchdogHold } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import { Watchdog } from './watchdog.js';
 import { openDrivers, type Drivers } from './drivers.js';
 import { hostSubidFiles, sliverIdRange } from './subids.js';
 import { parseSubnet, slotCount } from '@planetlite/network';
+import { registryClient } from './registry-client.js';
 
 /** How much of a VM's serial console the registry keeps (its last bytes). */
 const CONSOLE_TAIL_BYTES = 64 * 1024 - 1024;
@@ -75,7 +76,7 @@ export class Agent {
     this.#reportEveryMs = opts.reportEveryMs ?? 30_000;
     // The CA pinned at enrollment is the only one trusted for the registry (API, tracker, web seed).
     this.#registryCa = this.state.trustPinnedRegistry(e);
-    this.client = new PlanetLiteClient({ registry: e.registry, token: e.node_key });
+    this.client = registryClient(e.registry, e.node_key);
     this.sync = new DesiredStateSync({
       client: this.client,
       nodeId: e.node_id,
@@ -279,7 +280,7 @@ export class Agent {
   }
 
   async #apply(doc: DesiredState): Promise<void> {
-    this.#log.info({ slivers: doc.slivers.length }, 'desired state received');
+    this.#log.info({ slivers: Array.isArray(doc.slivers) ? doc.slivers.length : null }, 'desired state received');
     const pass = (async () => {
       // The report acknowledges the document; the pass does not wait for it.
       const ack = this.report();

@@ -116,6 +116,11 @@ export class Builder {
     return this.#fetcher?.state(image.name);
   }
 
+  /** Where the fetch of an image is, without asking for it. */
+  fetchState(name: string): { state: string; error: string | null; progress: number } | undefined {
+    return this.#fetcher?.state(name);
+  }
+
   /** Carries out a build plan; onFresh runs before the first step of a sliver with no root yet.
    * Resolves with what the sliver is when done. */
   async build(s: DesiredSliver, plan: BuildPlan, onFresh: () => void): Promise<'running' | 'stopped'> {

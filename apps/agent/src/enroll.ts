@@ -1,11 +1,12 @@
 // planetlite-agent enroll: trade a site's one-time token for this node's key, kept in the state dir.
 // Over HTTPS the registry is pinned first (kubeadm-style): its CA must match the pin that came with
 // the token, and from then on this node trusts only that CA for its registry.
-import { PlanetLiteClient, fetchPinnedCa, normalizePin, tlsVerifyCodeOf, trustRegistry, causeOf, type NodeCapabilities, type PortRange } from '@planetlite/api';
+import { fetchPinnedCa, normalizePin, tlsVerifyCodeOf, trustRegistry, causeOf, type NodeCapabilities, type PortRange } from '@planetlite/api';
 import { existsSync, rmSync } from 'node:fs';
 import { StateDir, type Enrollment } from './state.js';
 import { machine } from 'node:os';
 import { defaultHostname, probeResources } from './probe.js';
+import { registryClient } from './registry-client.js';
 
 export interface EnrollOptions {
   registry: string;
@@ -46,7 +47,7 @@ export async function enroll(opts: EnrollOptions): Promise<Enrollment> {
   const state = new StateDir(opts.stateDir);
   const existed = existsSync(state.dir);
   state.ensure();
-  const client = new PlanetLiteClient({ registry: opts.registry });
+  const client = registryClient(opts.registry);
   const hostname = opts.hostname ?? defaultHostname();
   let res;
   try {
@@ -66,7 +67,7 @@ export async function enroll(opts: EnrollOptions): Promise<Enrollment> {
     if (err instanceof TypeError) throw new Error(`cannot reach the registry at ${url.origin}: ${causeOf(err)}`, { cause: err });
     throw err;
   }
-  const node = await new PlanetLiteClient({ registry: opts.registry, token: res.node_key }).getNode(res.node_id);
+  const node = await registryClient(opts.registry, res.node_key).getNode(res.node_id);
   const enrollment: Enrollment = {
     registry: client.registry,
     node_id: res.node_id,

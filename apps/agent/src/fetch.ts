@@ -53,6 +53,9 @@ export interface ImageFetcherOptions {
   metadataTimeoutMs?: number;
   /** No byte from any peer or the registry's seeder for this long: add the web seed (default 5 s). */
   stallMs?: number;
+  /** No byte from any source, the web seed included, for this long: the attempt fails and is
+   * retried (default 20 s). The pieces already on disk are kept for the retry. */
+  giveUpMs?: number;
   /** First retry after a failure; doubles up to 5 min. */
   retryMs?: number;
   /** An attempt fails after this many pieces failed their hash check (default 4). */
@@ -131,7 +134,7 @@ const REFUSED_MS = 3000;
  * that leaves every piece to the registry, as before. Hooks webtorrent 3's private _updateWire:
  * without it, webtorrent's own choice stays.
  */
-function preferPeers(torrent: Torrent, fromRegistry: (wire: WireInternals) => boolean): void {
+function preferPeers(torrent: Torrent, fromRegistry: (wire: WireInternals) => boolean, stalled: () => boolean): void {
   const t = torrent as unknown as TorrentInternals;
   const update = t._updateWire;
   if (typeof update !== 'function') return;
@@ -163,11 +166,15 @@ function preferPeers(torrent: Torrent, fromRegistry: (wire: WireInternals) => bo
         cursor.set(wire, anywhere());
       });
     }
-    const hold = peersHold();
+    // Once the fetch stalled, the peers that say they hold a piece are not sending it: the
+    // registry is asked for anything.
+    const hold = stalled() ? new Uint8Array(t.pieces.length) : peersHold();
     const now = Date.now();
     const pieces = wire.peerPieces;
     const get = pieces.get;
-    const open = (i: number) => !hold[i] && now - refusedAt[i]! >= REFUSED_MS && get.call(pieces, i);
+    // The web seed never refuses: only the seeder's refusals keep a piece from it a while.
+    const refused = registry ? (i: number) => now - refusedAt[i]! < REFUSED_MS : () => false;
+    const open = (i: number) => !hold[i] && !refused(i) && get.call(pieces, i);
     // webtorrent picks among the pieces this wire offers, in order: for this call, hide the ones
     // above (an own property over the bitfield's method, deleted again), and those before the
     // wire's cursor. Nodes start at random pieces, so they ask the registry for different ones;
@@ -340,27 +347,39 @@ export class ImageFetcher {
       movedAt = Date.now();
       startAtRandomPiece(torrent);
       batchUpdates(torrent);
-      preferPeers(torrent, (w) => typeof w.peerId === 'string' && w.peerId.startsWith(REGISTRY_PEER_HEX));
+      preferPeers(torrent, (w) => typeof w.peerId === 'string' && w.peerId.startsWith(REGISTRY_PEER_HEX), () => stalled);
     });
     // Every second while fetching: nodes that start together announce before they know of each
     // other, and the tracker's interval is minutes, so ask it again every few seconds, so they
     // meet; and when nothing came from any peer or the seeder for stallMs (peers gone, the
-    // seeder unreachable or choking this node), add the registry's web seed.
+    // seeder unreachable, choking this node or refusing what it asks), add the registry's web
+    // seed; and when nothing came from any source for giveUpMs, fail: the retry starts anew.
     let ticks = 0;
     let received = 0;
     let movedAt = Date.now();
-    let webSeeded = false;
+    let stalled = false;
     const tick = setInterval(() => {
       if (entry.torrent !== torrent || torrent.done || torrent.destroyed) return void clearInterval(tick);
       if (++ticks % REANNOUNCE_TICKS === 0) (torrent as unknown as { discovery?: { tracker?: { update(): void } | null } }).discovery?.tracker?.update();
-      if (!torrent.ready || webSeeded) return;
+      if (!torrent.ready) return;
+      // webtorrent asks for pieces only on a wire's events (a block, a have, an unchoke): after
+      // the seeder refused every piece a wire asked for, no event came and nothing was asked of
+      // any source again, for good (at ≈ 75 %, issue 18). Asked anew every tick.
+      (torrent as unknown as Partial<TorrentInternals>)._update?.();
       if (torrent.received > received) {
         received = torrent.received;
         movedAt = Date.now();
-      } else if (target.webSeed && Date.now() - movedAt >= (this.#o.stallMs ?? 5000)) {
-        webSeeded = true;
-        this.#o.log.info({ image: target.name, seconds: (Date.now() - movedAt) / 1000 }, 'no pieces from peers or the seeder lately; adding the web seed');
-        torrent.addWebSeed(target.webSeed);
+        return;
+      }
+      const idle = Date.now() - movedAt;
+      if (!stalled && idle >= (this.#o.stallMs ?? 5000)) {
+        stalled = true;
+        this.#o.log.info({ image: target.name, seconds: idle / 1000, web_seed: Boolean(target.webSeed) }, 'no pieces from peers or the seeder lately; asking the registry for any piece, and its web seed');
+        if (target.webSeed) torrent.addWebSeed(target.webSeed);
+        movedAt = Date.now();
+      } else if (idle >= (this.#o.giveUpMs ?? 20_000)) {
+        const sources = target.webSeed ? "peers, the registry's seeder or its web seed" : "peers or the registry's seeder (no web seed)";
+        this.#fail(entry, `no data for image ${target.name} from ${sources} in ${Math.round(idle / 1000)} s, at ${Math.round(torrent.progress * 100)} %`);
       }
     }, TICK_MS);
     tick.unref();
@@ -396,14 +415,24 @@ export class ImageFetcher {
     if (!url) return this.#fail(entry, `image ${entry.target.name} has neither a magnet link with peers nor a web seed`);
     mkdirSync(path, { recursive: true });
     const file = join(path, HTTP_FILE);
+    // A web seed that stops sending (or never answers) fails the attempt after giveUpMs.
+    const giveUpMs = this.#o.giveUpMs ?? 20_000;
+    const abort = new AbortController();
+    const idle = setTimeout(() => abort.abort(), giveUpMs);
     try {
-      const res = await fetch(url);
+      const res = await fetch(url, { signal: abort.signal });
       if (!res.ok || !res.body) throw new Error(`GET ${url} answered ${res.status}`);
       const counted = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream<Uint8Array>);
-      counted.on('data', (c: Buffer) => (entry.httpBytes += c.length));
+      counted.on('data', (c: Buffer) => {
+        entry.httpBytes += c.length;
+        idle.refresh();
+      });
       await pipeline(counted, createWriteStream(file));
     } catch (err) {
-      return this.#fail(entry, `web seed: ${err instanceof Error ? err.message : String(err)}`);
+      const why = abort.signal.aborted ? `no data from ${url} in ${Math.round(giveUpMs / 1000)} s` : err instanceof Error ? err.message : String(err);
+      return this.#fail(entry, `web seed: ${why}`);
+    } finally {
+      clearTimeout(idle);
     }
     await this.#verify(entry, file);
   }

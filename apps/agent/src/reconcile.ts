@@ -15,6 +15,7 @@ import type { ImageIndex } from './images.js';
 import { instanceStates } from './instances.js';
 import type { Ledger } from './ledger.js';
 import { docKey, fetchStatus, planPass, planSliver, planTeardown } from './planner.js';
+import { nodeBounds, screenDesiredState } from './screen.js';
 
 export type { Fetcher } from './builder.js';
 export type { Drivers } from './drivers.js';
@@ -22,6 +23,8 @@ export type { Drivers } from './drivers.js';
 interface Status {
   state: ObservedSliver['state'];
   error: string | null;
+  /** The image this sliver waits for: its progress is read when the sliver is reported. */
+  fetching?: string;
 }
 
 export class Reconciler {
@@ -42,6 +45,9 @@ export class Reconciler {
   readonly #held = new Map<string, { key: string; thawSeq: number; hold: WatchdogHold }>();
   /** Told when a user's action (a changed document) ends a hold; thawed: by a thaw action. */
   onHoldReleased: (id: string, thawed: boolean) => void = () => undefined;
+  /** Slivers whose document the last pass refused (screen.ts), and why. */
+  #refused = new Map<string, string>();
+  readonly #bounds = nodeBounds();
 
   /** Slivers worked on at once: a burst of a thousand new slivers must not fork a thousand
    * snapshots and lxc-starts at the same instant, and one slow sliver must not hold up the rest. */
@@ -66,10 +72,13 @@ export class Reconciler {
    * for all slivers; a sliver whose part of the document is unchanged since its last full pass,
    * and whose instance is still in the state that pass left, costs nothing more.
    */
-  async reconcile(doc: DesiredState): Promise<void> {
+  async reconcile(received: DesiredState): Promise<void> {
+    const doc = this.#screen(received);
     this.#desired = doc;
     const host = await this.#builder.host();
     const plan = planPass(doc, host, this.#ledger.all(), this.#done);
+    // A sliver whose new document was refused is left as it is, never torn down for it.
+    plan.teardown = plan.teardown.filter((id) => !this.#refused.has(id));
     const work: Promise<void>[] = [];
     // The first pass of this process rebuilds the nftables table from the ledger and the
     // document: what a previous process left half-done there goes.
@@ -96,14 +105,14 @@ export class Reconciler {
    */
   async observed(): Promise<ObservedSliver[]> {
     const desired = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s]));
-    const ids = new Set([...this.#ledger.all().map((r) => r.id), ...desired.keys()]);
+    const ids = new Set([...this.#ledger.all().map((r) => r.id), ...desired.keys(), ...this.#refused.keys()]);
     const states = await instanceStates(this.#d.instances);
     const usage = await this.#accounting.read();
     const out: ObservedSliver[] = [];
     for (const id of ids) {
       const rec = this.#ledger.get(id);
       const d = desired.get(id);
-      const st = this.#status.get(id);
+      const st = this.#statusNow(id);
       if (!rec) {
         // Nothing on this node: gone if it was being deleted; otherwise not built yet.
         if (d?.desired === 'deleted') out.push({ id, state: 'deleted' });
@@ -129,6 +138,33 @@ export class Reconciler {
       out.push({ id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress, ...(await this.#accounting.usage(id, driver, usage)), watchdog_hold: held });
     }
     return out;
+  }
+
+  /** A sliver's status as it is now: one waiting for its image shows the fetch's progress as
+   * the node's image report does, not as it was at the last pass. */
+  #statusNow(id: string): Status | undefined {
+    const st = this.#status.get(id);
+    if (!st?.fetching || st.state !== 'provisioning') return st && { state: st.state, error: st.error };
+    return fetchStatus(st.fetching, this.#builder.fetchState(st.fetching));
+  }
+
+  /**
+   * The document as this node carries it out: slivers refused at the edge (screen.ts) keep the
+   * last version this node accepted, or stay out; they show their reason as a failed state.
+   * Throws, before any host command, when the document as a whole is unusable.
+   */
+  #screen(received: DesiredState): DesiredState {
+    const { accepted, refused, unnamed } = screenDesiredState(received, this.#bounds);
+    for (const why of unnamed) this.#log.warn({ why }, 'desired state: a sliver without a valid id refused');
+    for (const [id, why] of refused) {
+      this.#log.warn({ sliver: id, why }, 'desired state of a sliver refused');
+      this.#status.set(id, { state: 'failed', error: why });
+    }
+    // A sliver refused before and now accepted or gone: its refusal is over.
+    for (const id of this.#refused.keys()) if (!refused.has(id)) this.#status.delete(id);
+    this.#refused = refused;
+    const kept = (this.#desired?.slivers ?? []).filter((s) => refused.has(s.id));
+    return { ...received, slivers: [...accepted, ...kept] };
   }
 
   /** Runs the last document again (an image arrived, a fetch failed). */
@@ -260,7 +296,7 @@ export class Reconciler {
           this.#status.set(s.id, { state: plan.state, error: plan.error });
           break;
         case 'fetch':
-          this.#status.set(s.id, fetchStatus(s.image.name, this.#builder.fetch(plan.image)));
+          this.#status.set(s.id, { ...fetchStatus(s.image.name, this.#builder.fetch(plan.image)), fetching: s.image.name });
           break;
         case 'build':
           // A frozen sliver is not running; the API's states have no 'frozen', so it shows as

@@ -78,12 +78,16 @@ function recordingDrivers(dir: string) {
   return { drivers: { storage, instances: { lxc: instance }, network }, calls, states, gates, failStart, roots, maxBusy: () => maxBusy };
 }
 
+/** Each sliver forwards ports of its own, as the registry hands them out. */
+let nextPort = 20000;
 function sliver(slice: string): DesiredSliver {
+  const first = nextPort;
+  nextPort = nextPort + 10 > 29990 ? 20000 : nextPort + 10;
   return {
     id: randomUUID(), slice, kind: 'lxc', desired: 'running', restart_seq: 0, reset_seq: 0,
     image: { name: 'tiny', sha256: SHA, magnet: null, web_seed: null },
     resources: { memory_mb: 64, cpu_shares: 1024, disk_mb: 64, net_kbps: 1000 }, memory_reset: 'restart',
-    ports: { first: 20000, last: 20009 }, expires_at: new Date(Date.now() + 86_400_000).toISOString(), keys: [],
+    ports: { first, last: first + 9 }, expires_at: new Date(Date.now() + 86_400_000).toISOString(), keys: [],
   };
 }
 
@@ -216,5 +220,95 @@ describe('a reconcile pass', () => {
     await r.reconcile(doc([s]));
     expect(fake.states.get(s.id)).toBe('running');
     expect(fake.roots.has(s.id)).toBe(true);
+  });
+});
+
+describe('a sliver waiting for its image', () => {
+  it("shows the fetch's progress as it is when reported, not as it was at the last pass", async () => {
+    const fake = recordingDrivers(dir);
+    const fetch = { state: 'fetching', error: null as string | null, progress: 0.1 };
+    const fetcher = { want: () => undefined, seed: () => undefined, state: () => ({ ...fetch }) };
+    const r = new Reconciler({ drivers: fake.drivers, ledger: new Ledger(dir), images: new ImageIndex(dir), log: createLogger({ name: 't', level: 'silent' }), maxSlots: 1000, fetcher });
+    const s = { ...sliver('site_wait'), image: { name: 'big', sha256: 'b'.repeat(64), magnet: 'magnet:?xt=urn:btih:' + 'cd'.repeat(20), web_seed: null } };
+    await r.reconcile(doc([s]));
+    expect(await r.observed()).toEqual([{ id: s.id, state: 'provisioning', error: 'fetching image big (10%)' }]);
+    fetch.progress = 0.75; // no pass since
+    expect(await r.observed()).toEqual([{ id: s.id, state: 'provisioning', error: 'fetching image big (75%)' }]);
+    Object.assign(fetch, { state: 'failed', error: 'no data for image big from peers in 20 s, at 75 %' });
+    expect(await r.observed()).toEqual([{ id: s.id, state: 'failed', error: 'image big: no data for image big from peers in 20 s, at 75 %' }]);
+  });
+});
+
+describe('a desired-state document with hostile values', () => {
+  const hostile: Array<[string, (s: DesiredSliver) => unknown, RegExp]> = [
+    ['a slice name with path characters', (s) => ({ ...s, slice: '../../etc_x' }), /slice name "..\/..\/etc_x" is not a slice name/],
+    ['a slice name with a newline', (s) => ({ ...s, slice: 'site_a\nroot' }), /is not a slice name/],
+    ['a huge key list', (s) => ({ ...s, keys: Array.from({ length: 5000 }, () => KEY) }), /5000 ssh keys, more than 4096/],
+    ['a key that smuggles authorized_keys options', (s) => ({ ...s, keys: [`command="sh" ${KEY}`] }), /an ssh key is not one OpenSSH public key/],
+    ['a key with a second line', (s) => ({ ...s, keys: [`${KEY}\n${KEY}`] }), /an ssh key is not one OpenSSH public key/],
+    ['ports outside the window', (s) => ({ ...s, ports: { first: 1024, last: 1030 } }), /ports 1024-1030 are not within the node's port window 20000-29999/],
+    ['ports the wrong way round', (s) => ({ ...s, ports: { first: 20020, last: 20010 } }), /are not within/],
+    ['an image name that is a path', (s) => ({ ...s, image: { ...s.image, name: '../../../etc/shadow' } }), /image name "..\/..\/..\/etc\/shadow" is not an image name/],
+    ['a sha256 that is a path', (s) => ({ ...s, image: { ...s.image, sha256: '../x' } }), /image sha256 is not 64 hex digits/],
+    ['a web seed that is a file', (s) => ({ ...s, image: { ...s.image, web_seed: 'file:///etc/shadow' } }), /web_seed is not an http\(s\) URL/],
+    ['absurd memory', (s) => ({ ...s, resources: { ...s.resources, memory_mb: 1 << 20 } }), /memory_mb 1048576 is more than this node has/],
+    ['negative memory', (s) => ({ ...s, resources: { ...s.resources, memory_mb: -1 } }), /\/resources\/memory_mb/],
+    ['an absurd cpu cap', (s) => ({ ...s, resources: { ...s.resources, cpu_cap_percent: 12_800 } }), /cpu_cap_percent 12800 is more than/],
+    ['a kind the node does not know', (s) => ({ ...s, kind: 'docker' }), /\/kind/],
+    ['a string where a number goes', (s) => ({ ...s, restart_seq: '1; reboot' }), /\/restart_seq/],
+  ];
+  const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHhostileinputtestkeyAAAAAAAAAAAAAAAAAAAAA exp@site';
+
+  it.each(hostile)('refuses %s before any host command, as that sliver\'s error, and builds the others', async (_what, spoil, why) => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const good = sliver('site_good');
+    const bad = sliver('site_bad');
+    await r.reconcile(doc([spoil(bad) as DesiredSliver, good]));
+    expect(fake.calls.filter((c) => c.includes(bad.id))).toEqual([]);
+    expect(fake.calls).toContain(`start ${good.id}`);
+    const seen = await r.observed();
+    const mine = seen.find((o) => o.id === bad.id);
+    expect(mine?.state).toBe('failed');
+    expect(mine?.error).toMatch(/^refused by this node: /);
+    expect(mine?.error).toMatch(why);
+    expect(mine?.error).not.toMatch(/\n/);
+    expect(seen.find((o) => o.id === good.id)?.state).toBe('running');
+  });
+
+  it('leaves a running sliver as it is when its next document is hostile, and goes on once it is sound again', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const s = sliver('site_keep');
+    await r.reconcile(doc([s]));
+    fake.calls.length = 0;
+    await r.reconcile(doc([{ ...s, slice: 'site_keep/../../x', restart_seq: 1 }]));
+    expect(fake.calls.filter((c) => c.includes(s.id))).toEqual([]);
+    expect(fake.states.get(s.id)).toBe('running');
+    expect((await r.observed())[0]).toMatchObject({ id: s.id, state: 'failed', error: expect.stringMatching(/^refused by this node: slice name/) });
+    await r.reconcile(doc([{ ...s, restart_seq: 1 }]));
+    expect((await r.observed())[0]).toMatchObject({ id: s.id, state: 'running', error: null });
+  });
+
+  it('refuses two slivers on the same ports, and a sliver listed twice', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const a = sliver('site_a');
+    const b = { ...sliver('site_b'), ports: a.ports };
+    await r.reconcile(doc([a, b, { ...a, slice: 'site_twice' }]));
+    const seen = await r.observed();
+    expect(seen.find((o) => o.id === b.id)?.error).toMatch(/overlap those of sliver/);
+    expect(seen.find((o) => o.id === a.id)?.state).toBe('failed');
+    expect(fake.calls.filter((c) => c.includes(b.id))).toEqual([]);
+  });
+
+  it('refuses a document that is not one before any host command', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    for (const garbage of [null, [], 'text', { slivers: 'x' }, { ...doc([]), port_window: { first: 30000, last: 20000 } }, { ...doc([]), address: '$(reboot)' }]) {
+      await r.reconcile(garbage as DesiredState).catch(() => undefined);
+    }
+    expect(fake.calls.filter((c) => c !== 'listRoots' && c !== 'states')).toEqual([]);
+    await expect(r.reconcile({ slivers: 'x' } as unknown as DesiredState)).rejects.toThrow('desired state refused: slivers is not a list');
   });
 });

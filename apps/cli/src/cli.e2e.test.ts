@@ -319,7 +319,7 @@ describe('planetlite against a live registry', () => {
     for (const since of ['last week', new Date(Date.now() + 3600_000).toISOString()]) {
       const bad = await cli(['sliver', 'stats', sliver.id, '--since', since], { config: piConfig });
       expect(bad.code, since).toBe(2);
-      expect(bad.stderr.split('\n')[0], since).toMatch(/^error: option '--since <when>' argument .* is invalid\. must (be|not be in the future)/);
+      expect(bad.stderr, since).toMatch(/^planetlite: option '--since <when>' argument .* is invalid\. must (be|not be in the future).* \(add --help for usage\)\n$/);
     }
     expectOneLineError(await cli(['sliver', 'stats', '00000000-0000-4000-8000-000000000000'], { config: piConfig }), /\(not_found\)$/m);
   });

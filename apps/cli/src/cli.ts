@@ -39,9 +39,10 @@ export function buildProgram(io: Io): { program: Command; ctx: Context } {
     .configureOutput({
       writeOut: (s) => void io.stdout.write(s),
       writeErr: (s) => void io.stderr.write(s),
+      // A usage error in one line, with where to look (commander's own is two).
+      outputError: (s) => void io.stderr.write(`planetlite: ${s.trim().replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')} (add --help for usage)\n`),
     })
     .configureHelp({ showGlobalOptions: true })
-    .showHelpAfterError('(add --help for usage)')
     .addHelpText(
       'after',
       `

@@ -22,7 +22,14 @@ export interface ClientOptions {
   /** A user token from login, or a node key. */
   token?: string | undefined;
   fetch?: typeof fetch;
+  /** A request fails when its answer, body included, is not in after this long (absent: no
+   * limit; the node agent sets one, so that a registry that hangs cannot stall it). */
+  timeoutMs?: number;
+  /** The largest answer body read (default 64 MiB): a registry that answers without end cannot fill memory. */
+  maxBodyBytes?: number;
 }
+
+const MAX_BODY_BYTES = 64 * 1024 * 1024;
 
 type Query = Record<string, string | number | undefined>;
 interface RequestOptions {
@@ -32,6 +39,8 @@ interface RequestOptions {
   query?: Query;
   headers?: Record<string, string>;
   signal?: AbortSignal;
+  /** Added to the client's timeout (a long-poll's wait). */
+  extraMs?: number;
 }
 
 export interface DesiredStateResult {
@@ -44,17 +53,36 @@ export class PlanetLiteClient {
   readonly registry: string;
   token: string | undefined;
   readonly #fetch: typeof fetch;
+  readonly #timeoutMs: number | undefined;
+  readonly #maxBody: number;
 
   constructor(opts: ClientOptions) {
     this.registry = opts.registry.replace(/\/+$/, '');
     this.token = opts.token;
     this.#fetch = opts.fetch ?? fetch;
+    this.#timeoutMs = opts.timeoutMs;
+    this.#maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
   }
 
   async request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
     const res = await this.raw(method, path, opts);
     if (res.status === 204) return undefined as T;
-    return (await res.json()) as T;
+    return this.#json<T>(res, `${method} ${path}`);
+  }
+
+  /** The answer's body as JSON, read up to maxBodyBytes; one clear line when it is not that. */
+  async #json<T>(res: Response, what: string): Promise<T> {
+    let text: string;
+    try {
+      text = await boundedText(res, this.#maxBody);
+    } catch (err) {
+      throw new Error(`${what}: ${reason(err, this.#timeoutMs)}`);
+    }
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new Error(`${what}: the registry answered ${res.status} with a body that is not JSON (${JSON.stringify(text.slice(0, 80))})`);
+    }
   }
 
   /** Sends a request and throws ApiError for any answer of 400 or more. */
@@ -73,8 +101,16 @@ export class PlanetLiteClient {
     }
     const init: RequestInit = { method, headers };
     if (body !== undefined) init.body = body;
-    if (opts.signal) init.signal = opts.signal;
-    const res = await this.#fetch(url, init);
+    const timeout = this.#timeoutMs === undefined ? undefined : this.#timeoutMs + (opts.extraMs ?? 0);
+    const signals = [opts.signal, timeout === undefined ? undefined : AbortSignal.timeout(timeout)].filter((x): x is AbortSignal => x !== undefined);
+    if (signals.length) init.signal = signals.length === 1 ? signals[0]! : AbortSignal.any(signals);
+    let res: Response;
+    try {
+      res = await this.#fetch(url, init);
+    } catch (err) {
+      if (opts.signal?.aborted || !isTimeout(err)) throw err;
+      throw new Error(`${method} ${path}: ${reason(err, timeout)}`);
+    }
     if (res.status >= 400) throw new ApiError(await problemOf(res));
     return res;
   }
@@ -165,7 +201,7 @@ export class PlanetLiteClient {
     if (opts.signal) init.signal = opts.signal;
     const res = await this.#fetch(url, init);
     if (res.status >= 400) throw new ApiError(await problemOf(res));
-    return (await res.json()) as S.Image;
+    return this.#json<S.Image>(res, `POST /v1/images`);
   }
 
   // slices
@@ -222,10 +258,11 @@ export class PlanetLiteClient {
       headers,
       query: { wait: opts.wait },
       ...(opts.signal ? { signal: opts.signal } : {}),
+      extraMs: (opts.wait ?? 0) * 1000,
     });
     const etag = res.headers.get('etag');
     if (res.status === 304) return { state: null, etag: etag ?? opts.etag ?? null };
-    return { state: (await res.json()) as S.DesiredState, etag };
+    return { state: await this.#json<S.DesiredState>(res, 'GET desired-state'), etag };
   }
   putObservedState(nodeId: string, body: S.ObservedState) { return this.request<{ ok: true }>('PUT', `/v1/nodes/${enc(nodeId)}/observed-state`, { body }); }
   postNodeEvent(nodeId: string, body: S.NodeEventCreate) { return this.request<S.Event>('POST', `/v1/nodes/${enc(nodeId)}/events`, { body }); }
@@ -252,8 +289,41 @@ export function consoleTail(text: string, maxBytes: number = SLIVER_CONSOLE_MAX_
   return new TextDecoder().decode(bytes.subarray(start));
 }
 
+function isTimeout(err: unknown): boolean {
+  return err instanceof Error && (err.name === 'TimeoutError' || (err.name === 'AbortError' && (err.cause as Error | undefined)?.name === 'TimeoutError'));
+}
+
+function reason(err: unknown, timeoutMs: number | undefined): string {
+  if (isTimeout(err)) return `the registry did not answer within ${Math.round((timeoutMs ?? 0) / 1000)} s`;
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** A body as text, refused past max bytes (the rest is not read). */
+async function boundedText(res: Response, max: number): Promise<string> {
+  const declared = Number(res.headers.get('content-length') ?? NaN);
+  if (declared > max) {
+    await res.body?.cancel().catch(() => undefined);
+    throw new Error(`the registry's answer of ${declared} bytes is larger than ${max}`);
+  }
+  if (!res.body) return '';
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = res.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > max) {
+      await reader.cancel().catch(() => undefined);
+      throw new Error(`the registry's answer is larger than ${max} bytes`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 async function problemOf(res: Response): Promise<S.Problem> {
-  const text = await res.text();
+  const text = await boundedText(res, 64 * 1024).catch((err: unknown) => (err instanceof Error ? err.message : String(err)));
   try {
     const p = JSON.parse(text) as Partial<S.Problem>;
     if (typeof p.code === 'string') {

@@ -12,6 +12,8 @@ export type StorageErrorCode =
   | 'image_not_found'
   | 'image_in_use'
   | 'archive_unreadable'
+  /** The archive holds a member that may not be extracted as root (outside the tree, a device, …). */
+  | 'archive_unsafe'
   | 'ambiguous_subvolumes'
   /** btrfs printed something this driver cannot read (a btrfs-progs it does not know). */
   | 'unexpected_output'

@@ -10,6 +10,38 @@ import { BtrfsDriver, drivers, isStorageError } from './index.js';
 
 const sha256Of = async (path: string): Promise<string> => createHash('sha256').update(await readFile(path)).digest('hex');
 
+/** One member of a hand-made tar (ustar): what `tar --create` never writes from a directory. */
+interface TarMember { name: string; type: '0' | '1' | '2' | '3' | '4' | '5'; mode?: number; link?: string; major?: number; minor?: number; body?: string }
+const file = (name: string): TarMember => ({ name, type: '0', body: 'x' });
+
+function tarOf(members: TarMember[]): Buffer {
+  const blocks: Buffer[] = [];
+  for (const m of members) {
+    const body = Buffer.from(m.body ?? '');
+    const h = Buffer.alloc(512);
+    const put = (at: number, len: number, v: string) => h.write(v, at, len, 'utf8');
+    const octal = (at: number, len: number, n: number) => put(at, len, `${n.toString(8).padStart(len - 1, '0')}\0`);
+    put(0, 100, m.name);
+    octal(100, 8, m.mode ?? 0o644);
+    octal(108, 8, 0);
+    octal(116, 8, 0);
+    octal(124, 12, body.length);
+    octal(136, 12, 1_700_000_000);
+    put(148, 8, '        ');
+    put(156, 1, m.type);
+    put(157, 100, m.link ?? '');
+    put(257, 8, 'ustar\x0000');
+    octal(329, 8, m.major ?? 0);
+    octal(337, 8, m.minor ?? 0);
+    let sum = 0;
+    for (const b of h) sum += b;
+    put(148, 8, `${sum.toString(8).padStart(6, '0')}\0 `);
+    blocks.push(h, body, Buffer.alloc((512 - (body.length % 512)) % 512));
+  }
+  blocks.push(Buffer.alloc(1024));
+  return Buffer.concat(blocks);
+}
+
 let pool: TestPool;
 const archives: Record<'tar' | 'gz' | 'xz' | 'zst', { path: string; sha: string }> = {} as never;
 
@@ -142,6 +174,36 @@ describe('btrfs storage pool', () => {
     expect((await readdir(join(pool.mountpoint, 'images'))).filter((n) => n.startsWith(sha))).toEqual([]);
     expect(await subvolumes(pool.mountpoint)).toEqual(before);
     await expect(pool.driver.importImage(sha, join(pool.dir, 'missing.tar'))).rejects.toSatisfy((e) => isStorageError(e, 'archive_unreadable'));
+  });
+
+  it('refuses hostile archives whole, before anything is written, and keeps a setuid file of a plain one', async () => {
+    const before = await subvolumes(pool.mountpoint);
+    const cases: Array<[string, TarMember[], RegExp]> = [
+      ['absolute path', [file('etc/ok'), file('/etc/cron.d/evil')], /outside the image's tree \(tar: Removing leading `\/' from member names\)/],
+      ['dot-dot', [file('./etc/../../../root/.ssh/authorized_keys')], /outside the image's tree/],
+      ['block device', [{ name: 'dev/sda', type: '4', major: 8, minor: 0 }], /"dev\/sda" is a block device/],
+      ['memory device', [{ name: 'dev/mem', type: '3', major: 1, minor: 1 }], /character device 1,1/],
+      ['hard link out', [{ name: 'etc/shadow-copy', type: '1', link: '../../../etc/shadow' }], /outside the image's tree \(tar: Removing leading `..\/..\/..\/' from hard link targets\)/],
+      ['hard link absolute', [{ name: 'etc/shadow-copy', type: '1', link: '/etc/shadow' }], /outside the image's tree/],
+      ['symlink race', [{ name: 'etc/d', type: '2', link: '/etc' }, file('etc/d/cron.d/evil')], /lies under the symlink "etc\/d"/],
+    ];
+    for (const [what, members, why] of cases) {
+      const path = join(pool.dir, `hostile-${what.replace(/ /g, '-')}.tar`);
+      await writeFile(path, tarOf(members));
+      const err = await pool.driver.importImage(await sha256Of(path), path).catch((e: unknown) => e);
+      expect(isStorageError(err, 'archive_unsafe'), what).toBe(true);
+      expect((err as Error).message, what).toMatch(why);
+    }
+    expect(await subvolumes(pool.mountpoint)).toEqual(before);
+    // The harmless devices and a setuid file (su, passwd in a real image) are imported.
+    const plain = join(pool.dir, 'plain.tar');
+    await writeFile(plain, tarOf([{ name: 'dev/null', type: '3', major: 1, minor: 3 }, { name: 'usr/bin/su', type: '0', mode: 0o4755, body: 'su' }]));
+    const sha = await sha256Of(plain);
+    await pool.driver.importImage(sha, plain);
+    const su = await lstat(join(pool.mountpoint, 'images', sha, 'usr/bin/su'));
+    expect(su.mode & 0o7777).toBe(0o4755);
+    expect((await lstat(join(pool.mountpoint, 'images', sha, 'dev/null'))).isCharacterDevice()).toBe(true);
+    await pool.driver.deleteImage(sha);
   });
 
   it('open() after close() finds the same images and removes leftovers of processes that died mid-work', async () => {

@@ -67,6 +67,24 @@ describe('superSeed', () => {
     expect(choked.served).toEqual([[3, 0]]);
   });
 
+  it('serves at once the pieces of a node that left, before the window is over', () => {
+    const s = seeded(15_000);
+    const a = s.wire('aa');
+    const b = s.wire('bb');
+    const c = s.wire('cc');
+    a._onRequest(4, 0, 16384);
+    c._onRequest(5, 0, 16384);
+    b._onRequest(4, 0, 16384);
+    b._onRequest(5, 0, 16384);
+    expect(b.rejected).toEqual([[4, 0], [5, 0]]);
+    // a is gone (its wire closed): nobody else may hold piece 4. c stays, and keeps piece 5.
+    a.emit('close');
+    b._onRequest(4, 0, 16384);
+    b._onRequest(5, 0, 16384);
+    expect(b.served).toEqual([[4, 0]]);
+    expect(b.rejected).toEqual([[4, 0], [5, 0], [5, 0]]);
+  });
+
   it('does nothing with a window of 0', () => {
     const s = seeded(0);
     const a = s.wire('aa');

@@ -4,7 +4,8 @@
 // will get it from that node soon, so the seeder refuses it (a BEP 6 reject) and spends its uplink
 // on a piece the swarm does not have yet. The nodes' fetcher asks the seeder for something else
 // (apps/agent/src/fetch.ts, preferPeers). After the window, a piece is served again to whoever
-// asks: the node that had it may have gone, or be slow to pass it on.
+// asks: the node that had it may be slow to pass it on. When that node leaves (its wire closes),
+// its pieces are served again at once: no one else may have them.
 import type { Torrent, Wire } from 'webtorrent';
 
 interface SeedWire extends Wire {
@@ -24,6 +25,9 @@ export function superSeed(torrent: Torrent, windowMs: number, now: () => number 
     const wire = w as SeedWire;
     const serve = wire._onRequest;
     if (typeof serve !== 'function') return;
+    wire.once('close', () => {
+      for (const [index, last] of to) if (last.peer === wire.peerId) to.delete(index);
+    });
     wire._onRequest = function (this: SeedWire, index: number, offset: number, length: number) {
       // Without the fast extension a request cannot be refused, only left unanswered: served.
       if (!this.hasFast || this.amChoking) return serve.call(this, index, offset, length);

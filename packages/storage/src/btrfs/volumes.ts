@@ -6,6 +6,7 @@ import { open, readdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Reverter, run } from '@planetlite/host';
 import { StorageError } from '../errors.js';
+import { checkArchive } from './archive.js';
 import { isSha256, isSliverId } from '../ids.js';
 import {
   deleteSubvolumeById,
@@ -167,6 +168,7 @@ export async function importImage(mountpoint: string, sha256: string, archive: s
   if (actual !== sha256) {
     throw new StorageError('image_checksum_mismatch', `image archive ${archive} has sha256 ${actual}, not the expected ${sha256}; refusing it`);
   }
+  await checkArchive(archive, compression?.flag ?? null, EXTRACT_TIMEOUT_MS);
   await sweepLeftovers(mountpoint, sha256); // an earlier import that was interrupted
   const partial = partialOf(final);
   await deleteSubvolumeTree(mountpoint, partial); // ours, from a failed undo in this process
