@@ -25,6 +25,9 @@ import { answers, bearer, IdParams } from './common.js';
 
 const ConsoleParams = Type.Object({ id: Type.String({ format: 'uuid' }), sliver_id: Type.String({ format: 'uuid' }) });
 
+/** How often a long-poll looks at the database itself while the fan-out (Redis) is down. */
+const FALLBACK_POLL_MS = 1_000;
+
 export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
 
@@ -50,6 +53,11 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const changed = new Promise<void>((resolve) => (wake = resolve));
       const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wake());
       const timer = setTimeout(() => wake(), wait * 1000);
+      // While Redis is down its messages are lost: look at the desired state every second instead.
+      const fallback = setInterval(() => {
+        if (ctx.fanout.healthy) return;
+        desiredStateOf(ctx, req.params.id).then((d) => etagOf(d) !== known && wake(), () => undefined);
+      }, FALLBACK_POLL_MS);
       const onGone = () => wake();
       reply.raw.on('close', onGone);
       ctx.closing.addEventListener('abort', onGone);
@@ -66,6 +74,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         }
       } finally {
         clearTimeout(timer);
+        clearInterval(fallback);
         unsubscribe();
         ctx.closing.removeEventListener('abort', onGone);
       }
