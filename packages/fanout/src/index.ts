@@ -52,7 +52,18 @@ async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
   // SUBSCRIBEs and resubscribes by itself when Redis is back.
   const pub = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3, enableOfflineQueue: false });
   const sub = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: null });
-  for (const c of [pub, sub]) c.on('error', (err) => logger?.warn({ err }, 'redis connection error'));
+  // One line when a connection is lost and one when it is back, not one per reconnect attempt.
+  for (const [connection, c] of [['publisher', pub], ['subscriber', sub]] as const) {
+    let down = false;
+    c.on('error', (err) => {
+      if (!down) logger?.warn({ err, connection }, 'redis unreachable; reconnecting');
+      down = true;
+    });
+    c.on('ready', () => {
+      if (down) logger?.info({ connection }, 'redis reachable again');
+      down = false;
+    });
+  }
   await Promise.all([pub.connect(), sub.connect()]);
   const local = new EventEmitter();
   local.setMaxListeners(0);
@@ -81,7 +92,15 @@ async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
         pending.catch(() => subscribed.get(channel) === pending && subscribed.delete(channel));
       } else {
         try {
-          await pending;
+          // A SUBSCRIBE in flight when Redis goes away waits for its return: stop waiting then.
+          await new Promise<void>((resolve, reject) => {
+            const lost = () => resolve();
+            sub.once('close', lost);
+            pending.then(
+              () => (sub.off('close', lost), resolve()),
+              (err: unknown) => (sub.off('close', lost), reject(err)),
+            );
+          });
         } catch (err) {
           subscribed.delete(channel);
           local.off(channel, handler);
