@@ -13,7 +13,11 @@ import { parseArgs } from 'node:util';
 import { openDatabase, type Database } from '@planetlite/db';
 import { startPostgres } from '../../test/harness/services.ts';
 
-const { values: args } = parseArgs({ options: { commits: { type: 'string', default: '300' }, rounds: { type: 'string', default: '3' } } });
+const { values: args } = parseArgs({ options: { commits: { type: 'string', default: '300' }, rounds: { type: 'string', default: '3' }, help: { type: 'boolean', default: false } } });
+if (args.help) {
+  console.log('usage: node scripts/bench/pglite-durability.ts [--commits N] [--rounds N]\n\nSequential one-row commits per second: PGlite as it comes, PGlite durable (the registry default),\nPostgreSQL with fsync on; median of the rounds. Needs the build and Debian\'s postgresql.');
+  process.exit(0);
+}
 const COMMITS = Number(args.commits);
 const ROUNDS = Number(args.rounds);
 if (!(COMMITS > 0 && ROUNDS > 0)) {

@@ -387,7 +387,19 @@ export async function redisOutage(o: { pgUrl: string; redis: RedisServer; change
 }
 
 async function main(): Promise<void> {
-  const { values: args } = parseArgs({ options: { kills: { type: 'string', default: '20' }, clients: { type: 'string', default: '4' }, json: { type: 'boolean', default: false } } });
+  const { values: args } = parseArgs({ options: { kills: { type: 'string', default: '20' }, clients: { type: 'string', default: '4' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', default: false } } });
+  if (args.help) {
+    console.log(`usage: node scripts/chaos/registry.ts [--kills N] [--clients N] [--json]
+
+The registry's fault campaign (docs/reliability.md, Registry): N SIGKILLs of a child registry under
+writes from N clients, on PGlite and on a PostgreSQL server with fsync on; a PostgreSQL restart
+under load; Redis stopped and started again. Prints the figures (--json: as JSON). Needs the build
+(npm run build) and Debian's postgresql and redis-server (scripts/setup.sh).
+  --kills N     SIGKILLs per database (default 20)
+  --clients N   concurrent writing clients (default 4)
+  --json        print the figures as JSON only`);
+    return;
+  }
   const kills = Number(args.kills);
   const clients = Number(args.clients);
   if (!Number.isInteger(kills) || kills < 1 || !Number.isInteger(clients) || clients < 1) {
