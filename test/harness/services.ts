@@ -1,9 +1,11 @@
 // Throwaway PostgreSQL and Redis servers for tests, run from Debian's packages
 // (postgresql, redis-server; scripts/setup.sh installs them) on free loopback ports.
 //
-// - startPostgres(): initdb into a fresh temp dir, start it with pg_ctl, trust auth.
+// - startPostgres({ durable? }): initdb into a fresh temp dir, start it with pg_ctl, trust auth;
+//   fsync off unless durable (durability tests). restart() stops and starts it on its port.
 //   As root, initdb/pg_ctl refuse to run, so they run as the `postgres` user via runuser.
-// - startRedis(): a foreground redis-server child, no persistence.
+// - startRedis({ port? }): a foreground redis-server child, no persistence; port brings a
+//   stopped one back where its clients look for it.
 // - createTestDatabase(adminUrl): an isolated database on an already running server;
 //   usable from test files, which only get the URL (`inject('pgUrl')`).
 //
