@@ -1,9 +1,11 @@
 // Throwaway PostgreSQL and Redis servers for tests, run from Debian's packages
 // (postgresql, redis-server; scripts/setup.sh installs them) on free loopback ports.
 //
-// - startPostgres(): initdb into a fresh temp dir, start it with pg_ctl, trust auth.
+// - startPostgres({ durable? }): initdb into a fresh temp dir, start it with pg_ctl, trust auth;
+//   fsync off unless durable (durability tests). restart() stops and starts it on its port.
 //   As root, initdb/pg_ctl refuse to run, so they run as the `postgres` user via runuser.
-// - startRedis(): a foreground redis-server child, no persistence.
+// - startRedis({ port? }): a foreground redis-server child, no persistence; port brings a
+//   stopped one back where its clients look for it.
 // - createTestDatabase(adminUrl): an isolated database on an already running server;
 //   usable from test files, which only get the URL (`inject('pgUrl')`).
 //
@@ -28,7 +30,17 @@ export interface PostgresServer {
   dir: string;
   /** CREATE DATABASE <prefix>_<random>; returns its URL. */
   createDatabase(prefix?: string): Promise<string>;
+  /** Stops the server (fast: clients are cut), waits downMs, and starts it again on the same port. */
+  restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface PostgresOptions {
+  /**
+   * Flush as a production server does (fsync, synchronous_commit and full_page_writes on), for
+   * durability tests. Default false: tests run faster with fsync=off.
+   */
+  durable?: boolean;
 }
 
 export interface RedisServer {
@@ -271,7 +283,7 @@ export async function createTestDatabase(adminUrl: string, prefix = 't'): Promis
 }
 
 /** Start a fresh PostgreSQL server on a free port in a new temp dir. */
-export async function startPostgres(): Promise<PostgresServer> {
+export async function startPostgres(options: PostgresOptions = {}): Promise<PostgresServer> {
   const bin = await findPostgresBin();
   const asRoot = isRoot();
   const pgUser = asRoot ? lookupUser('postgres') : undefined;
@@ -283,6 +295,15 @@ export async function startPostgres(): Promise<PostgresServer> {
   const dataDir = path.join(dir, 'data');
   const logFile = path.join(dir, 'log');
   let started = false;
+
+  const serverOpts = (port: number): string =>
+    [
+      `-p ${port}`,
+      `-k '${dir}'`,
+      '-c listen_addresses=127.0.0.1',
+      ...(options.durable ? [] : ['-c fsync=off', '-c synchronous_commit=off', '-c full_page_writes=off']),
+      '-c max_connections=200',
+    ].join(' ');
 
   let watchdog: ChildProcess | undefined;
   const stopSync = (): void => {
@@ -319,16 +340,7 @@ export async function startPostgres(): Promise<PostgresServer> {
     let lastErr: unknown;
     for (let attempt = 1; attempt <= START_ATTEMPTS && !started; attempt++) {
       port = await freePort();
-      const opts = [
-        `-p ${port}`,
-        `-k '${dir}'`,
-        '-c listen_addresses=127.0.0.1',
-        '-c fsync=off',
-        '-c synchronous_commit=off',
-        '-c full_page_writes=off',
-        '-c max_connections=200',
-      ].join(' ');
-      const [file, args] = asPg(bin.pgCtl, ['start', '-D', dataDir, '-w', '-t', '60', '-l', logFile, '-o', opts]);
+      const [file, args] = asPg(bin.pgCtl, ['start', '-D', dataDir, '-w', '-t', '60', '-l', logFile, '-o', serverOpts(port)]);
       try {
         started = true; // from here on, stop() must try pg_ctl stop
         await run(file, args, { cwd: dir, timeoutMs: 90_000 });
@@ -355,6 +367,13 @@ export async function startPostgres(): Promise<PostgresServer> {
       port,
       dir,
       createDatabase: (prefix?: string) => createTestDatabase(url, prefix),
+      async restart(downMs = 0) {
+        const [sf, sa] = asPg(bin.pgCtl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60']);
+        await run(sf, sa, { cwd: dir, timeoutMs: 90_000 });
+        await sleep(downMs);
+        const [file, args] = asPg(bin.pgCtl, ['start', '-D', dataDir, '-w', '-t', '60', '-l', logFile, '-o', serverOpts(port)]);
+        await run(file, args, { cwd: dir, timeoutMs: 90_000 });
+      },
       stop() {
         stopping ??= (async () => {
           unregister();
@@ -491,9 +510,10 @@ async function startRedisOnce(bin: string, port: number): Promise<RedisServer> {
   };
 }
 
-/** Start a throwaway redis-server (no persistence) on a free port. */
-export async function startRedis(): Promise<RedisServer> {
+/** Start a throwaway redis-server (no persistence) on a free port, or on port (to bring one back). */
+export async function startRedis(opts: { port?: number } = {}): Promise<RedisServer> {
   const bin = findRedisServer();
+  if (opts.port) return startRedisOnce(bin, opts.port);
   let lastErr: unknown;
   for (let attempt = 1; attempt <= START_ATTEMPTS; attempt++) {
     try {

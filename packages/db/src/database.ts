@@ -25,6 +25,11 @@ export interface OpenDatabaseOptions {
   siblings?: readonly string[];
   poolSize?: number;
   logger?: Logger;
+  /**
+   * PGlite only: pass PostgreSQL's flushes to the kernel (default true). False is PGlite's own
+   * behaviour, where a commit can be lost to a power cut; only benchmarks compare against it.
+   */
+  durable?: boolean;
 }
 
 // Keep int8 (bigint, counts) as JS numbers: every int8 here is far below 2^53.
@@ -32,7 +37,7 @@ pg.types.setTypeParser(20, (v: string) => Number(v));
 
 export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
   if (opts.url) return openPostgres(opts.url, opts.poolSize ?? 20, opts.logger);
-  return openPglite(opts.dataDir ? await prepareDataDir(opts.dataDir, opts.siblings ?? DATA_DIR_SIBLINGS, opts.logger) : undefined);
+  return openPglite(opts.dataDir ? await prepareDataDir(opts.dataDir, opts.siblings ?? DATA_DIR_SIBLINGS, opts.logger) : undefined, opts.durable ?? true);
 }
 
 /** Why the database cannot be opened, in one line for the operator. */
@@ -120,11 +125,13 @@ async function openPostgres(url: string, max: number, logger?: Logger): Promise<
   };
 }
 
-async function openPglite(dbDir?: string): Promise<Database> {
+async function openPglite(dbDir: string | undefined, durable: boolean): Promise<Database> {
   const { PGlite } = await import('@electric-sql/pglite');
   let db: InstanceType<typeof PGlite>;
   try {
-    db = dbDir ? await PGlite.create(dbDir) : await PGlite.create();
+    if (!dbDir) db = await PGlite.create();
+    else if (durable) db = await PGlite.create({ fs: new (await import('./durable-fs.js')).DurableNodeFS(dbDir) });
+    else db = await PGlite.create(dbDir);
   } catch (err) {
     throw new DatabaseOpenError(
       `the embedded database in ${dbDir ?? 'memory'} cannot be opened (${describe(err)}): it is damaged or not a PGlite database; restore it from a backup, or move it away to start with an empty one`,

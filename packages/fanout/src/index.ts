@@ -9,6 +9,8 @@ export interface Fanout {
   readonly kind: 'redis' | 'memory';
   /** The command connection, for other users of the same Redis (rate limits); absent in memory. */
   readonly redis?: Redis;
+  /** False while Redis is unreachable: messages may be lost, so waiters must poll meanwhile. */
+  readonly healthy: boolean;
   publish(channel: string, message: string): Promise<void>;
   /** Resolves, once messages on channel are being delivered, to the function that unsubscribes. */
   subscribe(channel: string, handler: FanoutHandler): Promise<() => void>;
@@ -26,6 +28,7 @@ export function memoryFanout(): Fanout {
   bus.setMaxListeners(0);
   return {
     kind: 'memory',
+    healthy: true,
     async publish(channel, message) {
       bus.emit(channel, message);
     },
@@ -44,9 +47,23 @@ export function memoryFanout(): Fanout {
  * EventEmitter so that a thousand long-polls cost one Redis subscription per channel.
  */
 async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
-  const pub = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3 });
-  const sub = new Redis(url, { lazyConnect: true });
-  for (const c of [pub, sub]) c.on('error', (err) => logger?.warn({ err }, 'redis connection error'));
+  // Commands fail at once while Redis is down (no offline queue): a write does not wait on its
+  // publish, and a login's rate limit fails closed without delay. The subscriber queues its
+  // SUBSCRIBEs and resubscribes by itself when Redis is back.
+  const pub = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 3, enableOfflineQueue: false });
+  const sub = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: null });
+  // One line when a connection is lost and one when it is back, not one per reconnect attempt.
+  for (const [connection, c] of [['publisher', pub], ['subscriber', sub]] as const) {
+    let down = false;
+    c.on('error', (err) => {
+      if (!down) logger?.warn({ err, connection }, 'redis unreachable; reconnecting');
+      down = true;
+    });
+    c.on('ready', () => {
+      if (down) logger?.info({ connection }, 'redis reachable again');
+      down = false;
+    });
+  }
   await Promise.all([pub.connect(), sub.connect()]);
   const local = new EventEmitter();
   local.setMaxListeners(0);
@@ -55,6 +72,9 @@ async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
   return {
     kind: 'redis',
     redis: pub,
+    get healthy() {
+      return pub.status === 'ready' && sub.status === 'ready';
+    },
     async publish(channel, message) {
       await pub.publish(PREFIX + channel, message);
     },
@@ -65,12 +85,27 @@ async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
         ready = sub.subscribe(PREFIX + channel).then(() => undefined);
         subscribed.set(channel, ready);
       }
-      try {
-        await ready;
-      } catch (err) {
-        subscribed.delete(channel);
-        local.off(channel, handler);
-        throw err;
+      const pending = ready;
+      if (sub.status !== 'ready') {
+        // Redis down: do not wait for it (the caller polls while healthy is false); the queued
+        // SUBSCRIBE runs when Redis is back.
+        pending.catch(() => subscribed.get(channel) === pending && subscribed.delete(channel));
+      } else {
+        try {
+          // A SUBSCRIBE in flight when Redis goes away waits for its return: stop waiting then.
+          await new Promise<void>((resolve, reject) => {
+            const lost = () => resolve();
+            sub.once('close', lost);
+            pending.then(
+              () => (sub.off('close', lost), resolve()),
+              (err: unknown) => (sub.off('close', lost), reject(err)),
+            );
+          });
+        } catch (err) {
+          subscribed.delete(channel);
+          local.off(channel, handler);
+          throw err;
+        }
       }
       return () => {
         local.off(channel, handler);

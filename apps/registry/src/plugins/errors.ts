@@ -2,6 +2,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
 import { isAppError } from '@planetlite/core';
 import { STATUS_CODES } from 'node:http';
+import { RETRY_AFTER_SECONDS, serviceUnavailable } from './unavailable.js';
 
 export function sendProblem(reply: FastifyReply, status: number, code: string, detail: string): FastifyReply {
   return reply
@@ -53,6 +54,11 @@ export function registerErrorHandling(app: FastifyInstance): void {
       case '22P05':
       case '22021':
         return sendProblem(reply, 400, 'invalid_request', 'text fields must not contain NUL (\\u0000) characters');
+    }
+    const outage = serviceUnavailable(err);
+    if (outage) {
+      req.log.warn({ err: err.message, code: outage.code }, 'service unavailable');
+      return sendProblem(reply.header('retry-after', String(RETRY_AFTER_SECONDS)), 503, outage.code, outage.detail);
     }
     const status = err.statusCode ?? 500;
     if (status === 429) return sendProblem(reply, 429, 'rate_limited', err.message || 'too many requests; try again later');

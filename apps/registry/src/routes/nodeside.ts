@@ -25,6 +25,10 @@ import { answers, bearer, IdParams } from './common.js';
 
 const ConsoleParams = Type.Object({ id: Type.String({ format: 'uuid' }), sliver_id: Type.String({ format: 'uuid' }) });
 
+/** How often a long-poll looks at the database itself while the fan-out (Redis) is down. */
+const FALLBACK_POLL_MS = 1_000;
+const FALLBACK_AFTER_MS = 5_000;
+
 export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
   const seenRefreshSeconds = Math.max(1, Math.floor(ctx.config.nodeOfflineAfterSeconds / 15));
@@ -56,6 +60,14 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const changed = new Promise<void>((resolve) => (wake = resolve));
       const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wake());
       const timer = setTimeout(() => wake(), wait * 1000);
+      // While Redis is down its messages are lost: look at the desired state every second instead,
+      // and for a few seconds after it is back (until the resubscription has surely landed).
+      let downAt = 0;
+      const fallback = setInterval(() => {
+        if (!ctx.fanout.healthy) downAt = Date.now();
+        else if (Date.now() - downAt > FALLBACK_AFTER_MS) return;
+        desiredStateOf(ctx, req.params.id).then((d) => etagOf(d) !== known && wake(), () => undefined);
+      }, FALLBACK_POLL_MS);
       const onGone = () => wake();
       reply.raw.on('close', onGone);
       ctx.closing.addEventListener('abort', onGone);
@@ -75,6 +87,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         }
       } finally {
         clearTimeout(timer);
+        clearInterval(fallback);
         unsubscribe();
         ctx.closing.removeEventListener('abort', onGone);
       }
