@@ -61,10 +61,9 @@ function CreateSlice({ me, onCreated }: { me: User; onCreated: (s: Slice) => voi
       <p><label for="slice-kind">Sliver kind</label>
         <select id="slice-kind" value=${kind} onChange=${(e: Event) => setKind(field(e) as 'lxc' | 'kvm')}><option value="lxc">LXC container</option><option value="kvm">KVM virtual machine</option></select></p>
       <p><label for="slice-image">Image</label>
-        <select id="slice-image" value=${image} onChange=${(e: Event) => setImage(field(e))}>
-          <option value="">the registry's default</option>
-          ${fitting.map((i) => html`<option value=${i.name}>${i.name}${i.version ? ` (${i.version})` : ''}</option>`)}
-        </select></p>
+        <input id="slice-image" list="slice-images" pattern="[a-z0-9][a-z0-9._-]{0,63}" aria-describedby="image-help" value=${image} onInput=${(e: Event) => setImage(field(e))} />
+        <datalist id="slice-images">${fitting.map((i) => html`<option value=${i.name}>${i.version ?? ''}</option>`)}</datalist>
+        <small id="image-help">Empty: the registry's default image. ${fitting.length ? `Published for ${kind}: ${fitting.map((i) => i.name).join(', ')}.` : ''}</small></p>
       <${ErrorNote} error=${action.error} />
       <p><button type="submit" class="primary" disabled=${action.busy || !site}>Create slice</button></p>
     </form></section>`;
