@@ -95,4 +95,6 @@ function App() {
     <main id="main" tabindex="-1">${body}</main>`;
 }
 
-render(html`<${App} />`, document.getElementById('app')!);
+const root = document.getElementById('app')!;
+root.textContent = ''; // the "Loading…" placeholder the page shows before this script runs
+render(html`<${App} />`, root);

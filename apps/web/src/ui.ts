@@ -105,7 +105,7 @@ export interface Column<T> {
 }
 
 /** A table that sorts by any column (click or Enter on its header) and filters by text. */
-export function SortTable<T>({ rows, columns, rowKey, caption, filterLabel, initialSort, extraFilter, empty }: {
+export function SortTable<T>({ rows, columns, rowKey, caption, filterLabel, initialSort, extraFilter, empty, className }: {
   rows: T[];
   columns: Column<T>[];
   rowKey: (row: T) => string;
@@ -114,6 +114,7 @@ export function SortTable<T>({ rows, columns, rowKey, caption, filterLabel, init
   initialSort?: string;
   extraFilter?: (row: T) => boolean;
   empty?: ComponentChildren;
+  className?: string;
 }) {
   const [sort, setSort] = useState<{ key: string; dir: 1 | -1 }>({ key: initialSort ?? columns[0]!.key, dir: 1 });
   const [filter, setFilter] = useState('');
@@ -128,7 +129,7 @@ export function SortTable<T>({ rows, columns, rowKey, caption, filterLabel, init
       return (typeof x === 'number' && typeof y === 'number' ? x - y : String(x).localeCompare(String(y))) * sort.dir;
     });
   const filterId = `filter-${caption.replace(/\W+/g, '-').toLowerCase()}`;
-  return html`<div class="table-wrap">
+  return html`<div class=${`table-wrap ${className ?? ''}`}>
     ${filterLabel ? html`<p class="filter"><label for=${filterId}>${filterLabel}</label> <input id=${filterId} type="search" value=${filter} onInput=${(e: Event) => setFilter((e.target as HTMLInputElement).value)} /></p>` : null}
     <table>
       <caption class="sr-only">${caption}</caption>

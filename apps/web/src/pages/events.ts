@@ -33,9 +33,9 @@ export function EventList({ query, nodes }: { query: Partial<EventQuery>; nodes?
   const all = [...live, ...loaded.data.slice().reverse().filter((e) => !seen.has(e.id))];
   if (all.length === 0) return html`<${Empty}>No event yet. Events appear here as they happen: slivers changing state, renewals, nodes coming and going.<//>`;
   return html`<ol class="events" aria-live="polite" aria-relevant="additions">${all.map((e) => html`<li key=${e.id}>
-    <time datetime=${e.at}>${when(e.at)}</time> <code>${e.type}</code>
-    ${e.slice && !query.slice ? html` <a href=${`#/slices/${encodeURIComponent(e.slice)}`}>${e.slice}</a>` : null}
-    ${e.node ? html` <span class="muted">${nodes?.get(e.node)?.hostname ?? ''}</span>` : null}
-    ${e.sliver ? html` <a href=${`#/slivers/${e.sliver}`}>sliver</a>` : null}
+    <time datetime=${e.at}>${when(e.at)}</time>${' '}<code>${e.type}</code>${' '}
+    ${e.slice && !query.slice ? html`<a href=${`#/slices/${encodeURIComponent(e.slice)}`}>${e.slice}</a>${' '}` : null}
+    ${e.node && nodes?.get(e.node) ? html`<span class="muted">${nodes.get(e.node)!.hostname}</span>${' '}` : null}
+    ${e.sliver ? html`<a href=${`#/slivers/${e.sliver}`}>sliver</a>${' '}` : null}
     <span class="summary">${summary(e)}</span></li>`)}</ol>`;
 }

@@ -76,7 +76,7 @@ function SliverTable({ slivers, nodes }: { slivers: Sliver[]; nodes: Map<string,
     { key: 'updated', label: 'Changed', value: (s) => s.updated_at, render: (s) => ago(s.updated_at) },
   ];
   if (slivers.length === 0) return html`<${Empty}>This slice has no sliver yet. Pick nodes under <a href="#add-slivers">Add slivers</a>.<//>`;
-  return html`<${SortTable} rows=${slivers} columns=${columns} rowKey=${(s: Sliver) => s.id} caption="Slivers of this slice" filterLabel=${slivers.length > 5 ? 'Filter slivers' : undefined} />`;
+  return html`<${SortTable} rows=${slivers} columns=${columns} rowKey=${(s: Sliver) => s.id} caption="Slivers of this slice" className="sliver-table" filterLabel=${slivers.length > 5 ? 'Filter slivers' : undefined} />`;
 }
 
 function Renewal({ slice, onRenewed }: { slice: Slice; onRenewed: (s: Slice) => void }) {
