@@ -243,5 +243,41 @@ describe('the PI journey', () => {
     await row.getByRole('button', { name: 'Drain' }).click();
     await row.getByRole('button', { name: 'Undrain' }).waitFor();
     await checkPage(page, 'site-nodes');
+    // A new member of the site, with a role.
+    await page.getByText('Add a user').click();
+    await page.getByLabel('Name').fill('Terry Tech');
+    await page.getByLabel('Email').fill('tech@web.test');
+    await page.getByLabel('First password (8 or more characters)').fill('tech-password-1');
+    await page.getByLabel('Role').selectOption('tech');
+    await page.getByRole('button', { name: 'Add user' }).click();
+    await page.getByText('tech@web.test').waitFor();
+    await checkPage(page, 'site-users');
   }, 90_000);
+});
+
+describe('the admin pages', () => {
+  it('sites and quotas, all nodes, images, the event log with filters, watchdog resets', async () => {
+    const page = await open();
+    await logIn(page, { email: `admin@web.test`, password: 'web-admin-password' });
+    await page.getByRole('link', { name: 'Admin' }).click();
+    await page.getByRole('heading', { level: 1, name: 'Admin: Sites' }).waitFor();
+    await page.getByLabel('Login base (prefix of its slices)').fill('third');
+    await page.getByLabel('Name', { exact: true }).fill('A third site');
+    await page.getByRole('button', { name: 'Create site' }).click();
+    await page.getByRole('link', { name: 'third' }).waitFor();
+    // A quota changed in the table is what the API then says.
+    await page.getByLabel('Max slices of third').fill('7');
+    await page.getByLabel('Max slices of third').press('Tab');
+    await until('the quota to change', async () => (await node.admin.getSite('third')).max_slices === 7, 30_000);
+    await checkPage(page, 'admin-sites');
+    for (const [tab, heading] of [['All nodes', 'Admin: All nodes'], ['Images', 'Admin: Images'], ['Watchdog resets', 'Admin: Watchdog resets'], ['Event log', 'Admin: Event log']] as const) {
+      await page.getByRole('navigation', { name: 'Admin' }).getByRole('link', { name: tab }).click();
+      await page.getByRole('heading', { level: 1, name: heading }).waitFor();
+      await checkPage(page, `admin-${tab.toLowerCase().replace(/ /g, '-')}`);
+    }
+    await page.getByLabel('Type').fill('node.drained');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    await expect.poll(() => page.locator('ol.events li').count()).toBe(1);
+    expect(await page.locator('ol.events').textContent()).toContain('node.drained');
+  }, 120_000);
 });

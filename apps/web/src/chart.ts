@@ -1,7 +1,6 @@
 // Usage plots with uPlot: a sliver's cpu, memory, network and disk over the last 24 hours.
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
-import 'uplot/dist/uPlot.min.css';
 import type { UsageSample } from '@planetlite/api/browser';
 import { bytes, html } from './ui.js';
 

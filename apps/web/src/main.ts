@@ -1,5 +1,6 @@
 // The dashboard's shell: the session, the hash router and the navigation. Pages live in pages/.
 import './style.css';
+import 'uplot/dist/uPlot.min.css'; // small; the plotting code itself loads on demand (pages/sliver.ts)
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import type { User } from '@planetlite/api/browser';

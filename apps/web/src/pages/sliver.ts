@@ -1,9 +1,8 @@
 // One sliver: its state (live), the ssh command, actions, usage over 24 h and a VM's console.
-import { useEffect, useMemo } from 'preact/hooks';
+import { useEffect, useMemo, useState } from 'preact/hooks';
 import type { Sliver, SliverAction, User } from '@planetlite/api/browser';
 import { api } from '../api.js';
 import { subscribe } from '../live.js';
-import { Chart, usageSeries } from '../chart.js';
 import { ago, bytes, ConfirmButton, CopyButton, Empty, ErrorNote, html, Loading, StateBadge, useAction, useLoad } from '../ui.js';
 import { sshCommand } from './slice.js';
 import { EventList } from './events.js';
@@ -60,7 +59,11 @@ export function SliverPage({ id }: { id: string; me: User }) {
 
 function Usage({ id }: { id: string }) {
   const usage = useLoad(() => api.sliverUsage(id), [id]);
-  const series = useMemo(() => (usage.data ? usageSeries(usage.data.samples) : null), [usage.data]);
+  // uPlot is not part of the first load: it comes when a sliver page is opened.
+  const [charts, setCharts] = useState<typeof import('../chart.js') | null>(null);
+  useEffect(() => void import('../chart.js').then(setCharts), []);
+  const series = useMemo(() => (usage.data && charts ? charts.usageSeries(usage.data.samples) : null), [usage.data, charts]);
+  const Chart = charts?.Chart;
   return html`<section aria-labelledby="usage-h"><h2 id="usage-h">Usage, last 24 hours</h2>
     <${ErrorNote} error=${usage.error} />
     ${!series ? (usage.error ? null : html`<${Loading} />`) : series.t.length < 2
