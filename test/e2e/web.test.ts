@@ -250,7 +250,10 @@ describe('the PI journey', () => {
     await page.getByLabel('First password (8 or more characters)').fill('tech-password-1');
     await page.getByLabel('Role').selectOption('tech');
     await page.getByRole('button', { name: 'Add user' }).click();
-    await page.getByText('tech@web.test').waitFor();
+    const users = page.getByRole('region', { name: 'Users' });
+    await users.getByText('tech@web.test').or(users.getByRole('alert')).first().waitFor();
+    expect(await users.getByRole('alert').count(), await users.textContent() ?? '').toBe(0);
+    expect((await node.admin.listUsers({ site: 'web' })).find((u) => u.email === 'tech@web.test')?.roles.sort()).toEqual(['tech', 'user']);
     await checkPage(page, 'site-users');
   }, 90_000);
 });

@@ -61,8 +61,9 @@ function SiteUsers({ site, manage }: { site: string; manage: boolean }) {
   const action = useAction();
   const add = async (e: Event) => {
     e.preventDefault();
-    const roles: Role[] = form.role === 'user' ? ['user'] : [form.role, 'user'];
-    if (await action.run(() => api.createUser({ ...form, site, roles }))) {
+    const { role, ...who } = form;
+    const roles: Role[] = role === 'user' ? ['user'] : [role, 'user'];
+    if (await action.run(() => api.createUser({ ...who, site, roles }))) {
       setForm({ name: '', email: '', password: '', role: 'user' });
       users.reload();
     }
