@@ -143,6 +143,13 @@ echo; echo "== ssh -p $PORT demo_hello@$NODE_ADDR 'cat /etc/slicename; id; uname
 "${SSH[@]}" "demo_hello@$NODE_ADDR" 'cat /etc/slicename; id; uname -n'
 echo
 echo "Registry: $REGISTRY  (API docs: $REGISTRY/docs; CA $CA_PIN, in $CA)"
+echo
+echo "== the dashboard (with KEEP_RUNNING=1): $REGISTRY/"
+echo "  Your browser asks you to accept the registry's own CA ($CA) or to go on past its warning."
+echo "  Log in as the demo PI: $PI_EMAIL / $PI_PASSWORD. Then click:"
+echo "  - Slices → demo_hello: its sliver is running; Copy puts 'ssh -p $PORT demo_hello@$NODE_ADDR' on the clipboard"
+echo "    (add -i $KEY). Click the node's name for the sliver's actions, usage plots and events."
+echo "  - Add slivers on the same page, SSH keys to add yours, My site for users, enrollment tokens and nodes."
 if [ -n "${KEEP_RUNNING:-}" ]; then
   echo "Registry (pid $REGISTRY_PID), agent (pid $AGENT_PID) and the sliver keep running. Try:"
   echo "  ssh -i $KEY -p $PORT demo_hello@$NODE_ADDR"

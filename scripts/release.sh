@@ -65,6 +65,9 @@ cp packages/db/migrations/*.sql "$STAGE/migrations/"
 # The API docs page (@fastify/swagger-ui) reads its assets from ./static and ../static of its code.
 cp -r node_modules/@fastify/swagger-ui/static "$STAGE/lib/static"
 ln -s lib/static "$STAGE/static"
+# The web dashboard the registry serves at / (plugins/dashboard.ts looks for lib/web beside registry.mjs).
+cp -r apps/web/dist "$STAGE/lib/web"
+rm -f "$STAGE/lib/web/size.json"
 # The CLI reads its version from ../package.json beside lib/.
 printf '{ "name": "planetlite", "version": "%s", "type": "module", "private": true }\n' "${VERSION%%+*}" >"$STAGE/package.json"
 

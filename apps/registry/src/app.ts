@@ -15,6 +15,7 @@ import type { RegistryContext } from './context.js';
 import { registerErrorHandling } from './plugins/errors.js';
 import { registerAuth } from './plugins/auth.js';
 import { registerMetrics } from './plugins/metrics.js';
+import { findDashboardDir, registerDashboard } from './plugins/dashboard.js';
 import { userRoutes } from './routes/users.js';
 import { siteRoutes } from './routes/sites.js';
 import { nodeRoutes } from './routes/nodes.js';
@@ -137,6 +138,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     return reply.type('application/x-pem-file').send(ctx.trust.ca);
   });
 
+  registerDashboard(app, findDashboardDir());
   await app.register(userRoutes);
   await app.register(siteRoutes);
   await app.register(nodeRoutes);

@@ -136,7 +136,7 @@ describe('bad input', () => {
   });
 
   it('unknown routes and methods are problem+json 404s', async () => {
-    for (const [m, u] of [['GET', '/v2/slices'], ['POST', '/v1/nothing'], ['GET', '/']]) {
+    for (const [m, u] of [['GET', '/v2/slices'], ['POST', '/v1/nothing'], ['GET', '/nothing-here'], ['POST', '/']]) {
       const r = await call(t.app, m as string, u as string, w.admin);
       expect(r.status).toBe(404);
       expect(r.headers['content-type']).toMatch(/^application\/problem\+json/);

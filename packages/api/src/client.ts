@@ -1,6 +1,6 @@
 // A typed client for the v1 API, shared by the CLI, the node agent and the tests.
 import type * as S from './schemas.js';
-import { SLIVER_CONSOLE_MAX_BYTES } from './schemas.js';
+import { SLIVER_CONSOLE_MAX_BYTES } from './constants.js';
 
 export class ApiError extends Error {
   readonly status: number;
@@ -27,6 +27,8 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** The largest answer body read (default 64 MiB): a registry that answers without end cannot fill memory. */
   maxBodyBytes?: number;
+  /** Sent with every request: a browser session sends the CSRF header (CSRF_HEADER) here. */
+  headers?: Record<string, string>;
 }
 
 const MAX_BODY_BYTES = 64 * 1024 * 1024;
@@ -55,11 +57,15 @@ export class PlanetLiteClient {
   readonly #fetch: typeof fetch;
   readonly #timeoutMs: number | undefined;
   readonly #maxBody: number;
+  readonly #headers: Record<string, string>;
 
   constructor(opts: ClientOptions) {
     this.registry = opts.registry.replace(/\/+$/, '');
     this.token = opts.token;
-    this.#fetch = opts.fetch ?? fetch;
+    // A browser's fetch must be called unbound from window, never as a method of this client.
+    const f = opts.fetch ?? fetch;
+    this.#fetch = (input, init) => f(input, init);
+    this.#headers = opts.headers ?? {};
     this.#timeoutMs = opts.timeoutMs;
     this.#maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
   }
@@ -89,7 +95,7 @@ export class PlanetLiteClient {
   async raw(method: string, path: string, opts: RequestOptions = {}): Promise<Response> {
     const url = new URL(this.registry + path);
     for (const [k, v] of Object.entries(opts.query ?? {})) if (v !== undefined) url.searchParams.set(k, String(v));
-    const headers: Record<string, string> = { accept: 'application/json', ...opts.headers };
+    const headers: Record<string, string> = { accept: 'application/json', ...this.#headers, ...opts.headers };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     let body: string | undefined;
     if (opts.text !== undefined) {
@@ -120,6 +126,13 @@ export class PlanetLiteClient {
     const out = await this.request<S.LoginResponse>('POST', '/v1/auth/login', { body: { email, password } });
     this.token = out.token;
     return out;
+  }
+  /**
+   * A browser session: the registry sets an httpOnly cookie that this client never sees, and
+   * answers without the token. Build the client with headers {[CSRF_HEADER]: CSRF_HEADER_VALUE}.
+   */
+  loginSession(email: string, password: string): Promise<S.LoginResponse> {
+    return this.request<S.LoginResponse>('POST', '/v1/auth/login', { body: { email, password, cookie: true } });
   }
   /** Ends the caller's own token. */
   logout() { return this.request<void>('POST', '/v1/auth/logout'); }
@@ -178,7 +191,7 @@ export class PlanetLiteClient {
   ): Promise<S.Image> {
     const url = new URL(`${this.registry}/v1/images`);
     for (const [k, v] of Object.entries(manifest)) if (v !== undefined) url.searchParams.set(k, String(v));
-    const headers: Record<string, string> = { accept: 'application/json', 'content-type': 'application/octet-stream' };
+    const headers: Record<string, string> = { accept: 'application/json', 'content-type': 'application/octet-stream', ...this.#headers };
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     if (opts.size !== undefined) headers['content-length'] = String(opts.size);
     if (opts.sha256) headers['x-content-sha256'] = opts.sha256;
@@ -226,10 +239,13 @@ export class PlanetLiteClient {
   getSliverConsole(id: string) { return this.request<S.SliverConsole>('GET', `/v1/slivers/${enc(id)}/console`); }
 
   // events
-  listEvents(query: Partial<S.EventQuery> = {}) { return this.request<S.EventList>('GET', '/v1/events', { query }).then((r) => r.events); }
+  listEvents(query: Partial<S.EventQuery> = {}) {
+    const { newest, ...rest } = query;
+    return this.request<S.EventList>('GET', '/v1/events', { query: { ...rest, newest: newest ? 'true' : undefined } }).then((r) => r.events);
+  }
 
   /** Follows the Server-Sent Events stream, calling onEvent for each event until signal aborts. */
-  async streamEvents(query: { slice?: string; node?: string; type?: string; after?: number }, onEvent: (e: S.Event) => void, signal?: AbortSignal): Promise<void> {
+  async streamEvents(query: { slice?: string | undefined; node?: string | undefined; type?: string | undefined; after?: number | undefined }, onEvent: (e: S.Event) => void, signal?: AbortSignal): Promise<void> {
     const res = await this.raw('GET', '/v1/events/stream', { query, headers: { accept: 'text/event-stream' }, ...(signal ? { signal } : {}) });
     if (!res.body) return;
     const decoder = new TextDecoder();

@@ -1,6 +1,8 @@
 // The v1 REST contract as TypeBox schemas: the registry validates and documents with them,
 // the client and the CLI take their types from them.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { SLIVER_CONSOLE_MAX_BYTES } from './constants.js';
+export * from './constants.js';
 
 const Strict = { additionalProperties: false } as const;
 
@@ -54,11 +56,21 @@ export const User = Type.Object(
 export type User = Static<typeof User>;
 
 export const LoginRequest = Type.Object(
-  { email: Type.String({ minLength: 3, maxLength: 254 }), password: Type.String({ minLength: 1, maxLength: 1024 }) },
+  {
+    email: Type.String({ minLength: 3, maxLength: 254 }),
+    password: Type.String({ minLength: 1, maxLength: 1024 }),
+    cookie: Type.Optional(Type.Boolean({
+      description: 'true: a browser session. The token goes into an httpOnly, Secure, SameSite=Strict cookie (planetlite_session) instead of the answer; calls that change state with it must send "X-Requested-With: planetlite"',
+    })),
+  },
   Strict,
 );
 export type LoginRequest = Static<typeof LoginRequest>;
-export const LoginResponse = Type.Object({ token: Type.String(), expires_at: Timestamp, user: User });
+export const LoginResponse = Type.Object({
+  token: Type.Optional(Type.String({ description: 'the bearer token; absent for a cookie login, whose token only the cookie holds' })),
+  expires_at: Timestamp,
+  user: User,
+});
 export type LoginResponse = Static<typeof LoginResponse>;
 
 export const UserCreate = Type.Object(
@@ -174,6 +186,8 @@ export const Node = Type.Object(
     ),
     /** Set when the node's key was revoked (decommission, or DELETE /v1/nodes/{id}/key); it must enroll again. */
     key_revoked_at: Nullable(Timestamp),
+    slivers: Type.Optional(Type.Integer({ description: 'slivers on the node now, of every slice (in lists and GET of one node)' })),
+    free_ports: Type.Optional(Type.Integer({ description: 'ports of its port_window no sliver holds yet' })),
   },
   { title: 'Node' },
 );
@@ -434,6 +448,7 @@ export const EventQuery = Type.Object(
     type: Type.Optional(Type.String({ maxLength: 60 })),
     after: Type.Optional(Type.Integer({ minimum: 0, description: 'only events with a larger id' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
+    newest: Type.Optional(Type.Boolean({ description: 'the newest `limit` matching events rather than the oldest (still listed oldest first)' })),
   },
   Strict,
 );
@@ -526,7 +541,6 @@ export const ObservedState = Type.Object(
 export type ObservedState = Static<typeof ObservedState>;
 
 /** A sliver's console log (a VM's serial console) is uploaded as its tail: at most this many bytes of UTF-8. */
-export const SLIVER_CONSOLE_MAX_BYTES = 64 * 1024;
 export const SliverConsole = Type.Object(
   {
     sliver_id: Uuid,

@@ -9,6 +9,7 @@ export type ErrorCode =
   | 'unauthorized'
   | 'invalid_credentials'
   | 'forbidden'
+  | 'cross_site_refused'
   | 'not_found'
   | 'conflict'
   | 'already_exists'
@@ -39,6 +40,7 @@ const STATUS: Record<ErrorCode, number> = {
   node_draining: 409,
   node_decommissioned: 409,
   forbidden: 403,
+  cross_site_refused: 403,
   not_found: 404,
   conflict: 409,
   already_exists: 409,

@@ -1,5 +1,7 @@
-// Who is calling: a user (bearer token from login) or a node (node key). Routes call the guards.
+// Who is calling: a user (bearer token from login, or the browser session cookie holding such a
+// token) or a node (node key). Routes call the guards.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { CSRF_HEADER, CSRF_HEADER_VALUE, SESSION_COOKIE } from '@planetlite/api';
 import { AppError, type ErrorCode } from '@planetlite/core';
 import { hashSecret, secretKind } from '../services/secrets.js';
 import { userPrincipal, type NodePrincipal, type Principal, type UserPrincipal } from '../services/authz.js';
@@ -17,12 +19,55 @@ declare module 'fastify' {
   }
 }
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** The value of one cookie in a Cookie header, or undefined. */
+export function cookieValue(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+/**
+ * A state-changing call that rides on the session cookie must show it came from the dashboard:
+ * the custom header, which no other site's page can send without a CORS preflight this registry
+ * never grants, and an Origin, when the browser sends one, equal to this registry's own. The
+ * cookie's SameSite=Strict already keeps it off cross-site requests; these two also cover sibling
+ * origins of the same site and browsers without SameSite.
+ */
+export function checkSameOrigin(req: FastifyRequest): void {
+  if (SAFE_METHODS.has(req.method)) return;
+  if (req.headers[CSRF_HEADER] !== CSRF_HEADER_VALUE) {
+    throw new AppError('cross_site_refused', `a call that changes state with the session cookie must carry the header "X-Requested-With: ${CSRF_HEADER_VALUE}"`);
+  }
+  const origin = req.headers.origin;
+  if (origin === undefined) return;
+  let host: string | null = null;
+  try {
+    host = new URL(origin).host;
+  } catch {
+    // "null" or garbage: refused below
+  }
+  if (host !== req.headers.host) throw new AppError('cross_site_refused', `a call from origin ${origin} may not use this registry's session cookie`);
+}
+
 export function registerAuth(app: FastifyInstance): void {
   app.decorateRequest('principal', null);
   app.decorateRequest('authProblem', null);
   app.addHook('onRequest', async (req) => {
     const header = req.headers.authorization;
-    if (!header) return;
+    if (!header) {
+      const session = cookieValue(req.headers.cookie, SESSION_COOKIE);
+      if (session === undefined || session === '') return;
+      checkSameOrigin(req);
+      // Only user tokens ride on the cookie; a node key in it is just an unknown session.
+      const u = secretKind(session) === 'user' ? await ownerOfToken(app.ctx.db, hashSecret(session)) : null;
+      if (u) req.principal = userPrincipal(u, hashSecret(session));
+      else req.authProblem = { code: 'token_invalid', detail: 'the session has ended or expired; log in again' };
+      return;
+    }
     const m = /^Bearer\s+(\S+)$/i.exec(header);
     if (!m) {
       req.authProblem = { code: 'token_invalid', detail: 'Authorization header must be "Bearer <token>"' };

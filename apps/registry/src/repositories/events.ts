@@ -44,13 +44,13 @@ export interface EventViewer {
  */
 export async function listEvents(q: Queryable, who: EventViewer, f: S.EventQuery & { id?: number }): Promise<S.Event[]> {
   const { rows } = await q.query(
-    `SELECT * FROM events e
+    `SELECT * FROM (SELECT * FROM events e
      WHERE ($1::bigint IS NULL OR e.id > $1) AND ($2::text IS NULL OR e.slice = $2)
        AND ($3::uuid IS NULL OR e.node = $3) AND ($4::text IS NULL OR e.type = $4)
        AND ($5::bigint IS NULL OR e.id = $5)
        AND ($6 OR e.slice IS NULL OR split_part(e.slice, '_', 1) = $7
             OR EXISTS (SELECT 1 FROM slice_members m WHERE m.slice = e.slice AND m.user_id = $8))
-     ORDER BY e.id LIMIT $9`,
+     ORDER BY e.id ${f.newest ? 'DESC' : ''} LIMIT $9) page ORDER BY id`,
     [f.after ?? null, f.slice ?? null, f.node ?? null, f.type ?? null, f.id ?? null, who.admin, who.piSite, who.userId, f.limit ?? 100],
   );
   return rows.map(toEvent);

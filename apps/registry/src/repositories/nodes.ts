@@ -18,20 +18,26 @@ export function toNode(r: Row): S.Node {
     created_at: iso(r.created_at),
     admin_state: r.admin_state as S.Node['admin_state'],
     key_revoked_at: isoOrNull(r.key_revoked_at),
+    ...(r.sliver_count !== undefined ? { slivers: Number(r.sliver_count), free_ports: (r.port_last as number) - (r.port_first as number) + 1 - Number(r.ports_used) } : {}),
   };
 }
+
+/** Its slivers and the ports they hold, for the lists researchers pick nodes from. */
+const WITH_USE = `nodes.*,
+  (SELECT count(*) FROM slivers s WHERE s.node_id = nodes.id) AS sliver_count,
+  (SELECT coalesce(sum(s.port_last - s.port_first + 1), 0) FROM slivers s WHERE s.node_id = nodes.id) AS ports_used`;
 
 /** Nodes of a site (or all), without decommissioned ones unless all. */
 export async function listNodes(q: Queryable, site: string | null, all = false): Promise<S.Node[]> {
   const { rows } = await q.query(
-    "SELECT * FROM nodes WHERE ($1::text IS NULL OR site = $1) AND ($2 OR admin_state <> 'decommissioned') ORDER BY hostname",
+    `SELECT ${WITH_USE} FROM nodes WHERE ($1::text IS NULL OR site = $1) AND ($2 OR admin_state <> 'decommissioned') ORDER BY hostname`,
     [site, all],
   );
   return rows.map(toNode);
 }
 
 export async function findNode(q: Queryable, id: string, lock = false): Promise<S.Node | null> {
-  const { rows } = await q.query(`SELECT * FROM nodes WHERE id = $1${lock ? ' FOR NO KEY UPDATE' : ''}`, [id]);
+  const { rows } = await q.query(`SELECT ${lock ? '*' : WITH_USE} FROM nodes WHERE id = $1${lock ? ' FOR NO KEY UPDATE' : ''}`, [id]);
   return rows[0] ? toNode(rows[0]) : null;
 }
 

@@ -27,7 +27,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['events'],
       summary: 'Server-Sent Events: first the backlog after `after` (or Last-Event-ID), then live events',
       security: bearer,
-      querystring: Type.Omit(EventQuery, ['limit']),
+      querystring: Type.Omit(EventQuery, ['limit', 'newest']),
       produces: ['text/event-stream'],
       response: { '4xx': answers({})['4xx'] },
     },

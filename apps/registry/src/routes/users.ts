@@ -3,9 +3,9 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { KeyCreate, LoginRequest, LoginResponse, SshKey, TokensRevoked, User, UserCreate, LOGIN_BASE_PATTERN } from '@planetlite/api';
+import { KeyCreate, LoginRequest, SESSION_COOKIE, LoginResponse, SshKey, TokensRevoked, User, UserCreate, LOGIN_BASE_PATTERN } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
-import { requireUser } from '../plugins/auth.js';
+import { checkSameOrigin, requireUser } from '../plugins/auth.js';
 import { canSeeUser, hasSiteRole } from '../services/authz.js';
 import { hashPassword, hashSecret, newSecret, verifyPassword } from '../services/secrets.js';
 import { parsePublicKey } from '../services/sshkeys.js';
@@ -17,6 +17,11 @@ import { answers, bearer, IdParams, NoContent } from './common.js';
 // A stored hash to compare against when the email is unknown, so both paths cost one scrypt.
 const DUMMY_HASH = hashPassword('not-a-real-password');
 
+/** The session cookie: unreadable by page scripts, sent only over HTTPS and only by this site's own pages. */
+function sessionCookie(token: string, maxAgeSeconds: number): string {
+  return `${SESSION_COOKIE}=${token}; Path=/; Max-Age=${maxAgeSeconds}; HttpOnly; Secure; SameSite=Strict`;
+}
+
 async function loadUser(q: Queryable, id: string): Promise<User> {
   const user = await users.findUser(q, id);
   if (!user) throw new AppError('not_found', `user ${id} not found`);
@@ -27,7 +32,7 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
 
   app.post('/v1/auth/login', {
-    schema: { tags: ['auth'], summary: 'Log in with email and password; returns a bearer token', body: LoginRequest, response: answers({ 200: LoginResponse }) },
+    schema: { tags: ['auth'], summary: 'Log in with email and password; returns a bearer token, or with cookie: true sets the browser session cookie', body: LoginRequest, response: answers({ 200: LoginResponse }) },
     config: {
       rateLimit: {
         max: ctx.config.loginRateLimitPerMinute,
@@ -36,7 +41,9 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
         keyGenerator: (req) => `login|${req.ip}|${String((req.body as { email?: unknown } | undefined)?.email ?? '').toLowerCase()}`,
       },
     },
-  }, async (req) => {
+  }, async (req, reply) => {
+    // A browser session: a login form on another site must not log the browser in either.
+    if (req.body.cookie) checkSameOrigin(req);
     const found = await users.findUserForLogin(ctx.db, req.body.email);
     const ok = await verifyPassword(req.body.password, found?.passwordHash ?? (await DUMMY_HASH));
     if (!found || !ok) throw new AppError('invalid_credentials', 'email or password is wrong');
@@ -44,13 +51,16 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const expires = new Date(Date.now() + ctx.config.tokenTtlSeconds * 1000);
     await users.insertToken(ctx.db, hashSecret(token), found.user.id, expires);
     await users.pruneExpiredTokens(ctx.db, found.user.id);
-    return { token, expires_at: expires.toISOString(), user: found.user };
+    if (!req.body.cookie) return { token, expires_at: expires.toISOString(), user: found.user };
+    reply.header('set-cookie', sessionCookie(token, ctx.config.tokenTtlSeconds));
+    return { expires_at: expires.toISOString(), user: found.user };
   });
 
   app.post('/v1/auth/logout', {
-    schema: { tags: ['auth'], summary: "End the caller's own token, at once on every replica", security: bearer, response: answers({ 204: NoContent }) },
+    schema: { tags: ['auth'], summary: "End the caller's own token or browser session, at once on every replica", security: bearer, response: answers({ 204: NoContent }) },
   }, async (req, reply) => {
     await users.deleteToken(ctx.db, requireUser(req).tokenHash);
+    if (req.headers.cookie?.includes(SESSION_COOKIE)) reply.header('set-cookie', sessionCookie('', 0));
     return reply.code(204).send(null);
   });
 
