@@ -254,7 +254,8 @@ function enc(v: string): string {
 
 function encodeSegment(r: Prng, v: string): string {
   // Raw hostile percent-encodings go as they are; everything else is encoded as a client would.
-  return HOSTILE_SEGMENTS.includes(v) ? v : r.chance(0.1) ? v : enc(v);
+  // A few go raw when an HTTP client would send them so (printable ASCII without spaces).
+  return HOSTILE_SEGMENTS.includes(v) || (/^[!-~]*$/.test(v) && r.chance(0.1)) ? v : enc(v);
 }
 
 interface Planned {
@@ -280,11 +281,11 @@ function plan(r: Prng, op: Operation, w: FuzzWorld): Planned {
   const destructive = op.method === 'DELETE' || /\/(logout|key|actions)$/.test(op.path);
   let path = op.path.replace(/\{([^}]+)\}/g, (_m, name: string) => {
     const schema = op.params.find((p) => p.in === 'path' && p.name === name)?.schema ?? { type: 'string' };
-    if (mutate(`path.${name}`, 0.25)) {
+    if (mutate(`path.${name}`, 0.3)) {
       const roll = r.next();
-      if (roll < 0.35) return r.pick(HOSTILE_SEGMENTS);
-      if (roll < 0.45) return 'a'.repeat(r.pick([61, 101, 250, 600, 5000, 20_000]));
-      if (roll < 0.6) return enc(r.pick(uuidSpellings(r.pick([w.node, w.sliver, w.user]))));
+      if (roll < 0.3) return r.pick(HOSTILE_SEGMENTS);
+      if (roll < 0.4) return 'a'.repeat(r.pick([61, 101, 250, 600, 5000, 20_000]));
+      if (roll < 0.7) return enc(r.pick(uuidSpellings(validParam(r, op.path, name, schema, w))));
       return encodeSegment(r, String(hostileValue(r, w)).slice(0, 3000));
     }
     const v = destructive ? (schema.format === 'uuid' ? randomUuid(r) : `${w.site}_gone`) : validParam(r, op.path, name, schema, w);
@@ -308,6 +309,8 @@ function plan(r: Prng, op: Operation, w: FuzzWorld): Planned {
   const headers: Record<string, string> = {};
   const token = caller === 'anon' ? null : w.tokens[caller];
   if (token) headers.authorization = `Bearer ${token}`;
+  // Logging out would end the caller's token for the rest of the run: log out a token of nobody's.
+  if (token && op.path.endsWith('/logout')) headers.authorization = `Bearer plu_${randomUuid(r).replace(/-/g, '')}`;
   if (mutate('header.authorization', 0.04)) {
     headers.authorization = r.pick(['Bearer', 'Bearer ', 'Basic YWRtaW46YWRtaW4=', `Bearer ${'x'.repeat(5000)}`, 'Bearer plu_\u00ff', `bearer ${token ?? ''}`, `Bearer ${token ?? ''} extra`, 'Bearer %00']);
   }
@@ -480,6 +483,7 @@ export async function fuzzApi(opts: FuzzOptions): Promise<FuzzReport> {
     const before = write ? known : null;
     let a: Answer;
     const t0 = Date.now();
+    if (process.env.PLANETLITE_FUZZ_TRACE) console.error(label);
     try {
       a = await send(base, p, op.path.endsWith('/stream'));
       const key = `${op.method} ${op.path}`;

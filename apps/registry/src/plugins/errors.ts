@@ -65,7 +65,7 @@ function frameworkErrors(err: FastifyError, req: FastifyRequest, reply: FastifyR
   else void sendProblem(reply, 400, 'invalid_request', err.message);
 }
 
-/** The Fastify constructor options that route errors here; longer than any id or name the API holds. */
+/** The Fastify constructor options that send these errors here too. */
 export const errorServerOptions = { clientErrorHandler, frameworkErrors } satisfies Partial<FastifyServerOptions>;
 
 interface AjvError {

@@ -34,10 +34,17 @@ export function storableText(s: string): string {
   return UNSTORABLE.test(s) ? s.replace(UNSTORABLE_ALL, (m) => (m === '\u0000' ? '' : '\ufffd')) : s;
 }
 
+/** Arrays and plain objects as JSON.parse and the query parser make them; a body stream (an image upload) is not one. */
+function isJsonContainer(v: unknown): v is Record<string, unknown> | unknown[] {
+  if (v === null || typeof v !== 'object') return false;
+  const proto = Object.getPrototypeOf(v);
+  return Array.isArray(v) || proto === Object.prototype || proto === null;
+}
+
 /** Where in a value the first unstorable text is (a field or a key), or null. */
 export function unstorableAt(v: unknown, where: string, depth = 0): string | null {
   if (typeof v === 'string') return UNSTORABLE.test(v) ? where : null;
-  if (v === null || typeof v !== 'object' || depth > MAX_JSON_DEPTH) return null;
+  if (!isJsonContainer(v) || depth > MAX_JSON_DEPTH) return null;
   if (Array.isArray(v)) {
     for (let i = 0; i < v.length; i++) {
       const at = unstorableAt(v[i], `${where}[${i}]`, depth + 1);
@@ -56,7 +63,7 @@ export function unstorableAt(v: unknown, where: string, depth = 0): string | nul
 /** The same value with every string and key made storable. */
 export function storableValue<T>(v: T, depth = 0): T {
   if (typeof v === 'string') return storableText(v) as T;
-  if (v === null || typeof v !== 'object' || depth > MAX_JSON_DEPTH) return v;
+  if (!isJsonContainer(v) || depth > MAX_JSON_DEPTH) return v;
   if (Array.isArray(v)) return v.map((x) => storableValue(x, depth + 1)) as T;
   return Object.fromEntries(Object.entries(v).map(([k, x]) => [storableText(k), storableValue(x, depth + 1)])) as T;
 }
@@ -78,7 +85,7 @@ export function registerInputChecks(app: FastifyInstance): void {
   });
 
   app.addHook('preValidation', async (req: FastifyRequest) => {
-    for (const [part, value] of [['params', req.params], ['query', req.query]] as const) {
+    for (const [part, value] of [['params', req.params], ['querystring', req.query]] as const) {
       const at = unstorableAt(value, part);
       if (at) throw new AppError('invalid_request', `${at} must not contain NUL (\\u0000) or unpaired surrogate characters`);
     }
