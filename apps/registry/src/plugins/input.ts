@@ -86,7 +86,8 @@ export function registerInputChecks(app: FastifyInstance): void {
 
   app.addHook('preValidation', async (req: FastifyRequest) => {
     for (const [part, value] of [['params', req.params], ['querystring', req.query]] as const) {
-      const at = unstorableAt(value, part);
+      // The query parser's objects have a prototype of their own: walk their entries, not them.
+      const at = unstorableAt(Object.fromEntries(Object.entries(value ?? {})), part);
       if (at) throw new AppError('invalid_request', `${at} must not contain NUL (\\u0000) or unpaired surrogate characters`);
     }
     if (req.routeOptions.config.mendText) {
