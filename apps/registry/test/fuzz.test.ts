@@ -8,7 +8,7 @@ import { databaseFingerprint, fuzzApi, summary, type FuzzWorld } from '../../../
 import { call, cleanupKeys, makeWorld, ok, sshPublicKey, testApp, type TestApp } from './helpers.js';
 
 const SEED = Number(process.env.PLANETLITE_FUZZ_SEED ?? 0x5eed) >>> 0;
-const REQUESTS = Number(process.env.PLANETLITE_FUZZ_REQUESTS ?? 1000);
+const REQUESTS = Number(process.env.PLANETLITE_FUZZ_REQUESTS ?? 1500);
 
 let t: TestApp;
 let world: FuzzWorld;
