@@ -51,8 +51,10 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Socket): voi
     : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'the request line and headers are larger than the registry takes (16 KiB); shorten the URL or headers']
     : [400, 'malformed_request', 'the request is not well-formed HTTP/1.1'];
   const body = JSON.stringify(problemOf(status, code, detail));
+  // The answer to a HEAD carries the headers of the body it would have, but not the body.
+  const head = (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
   if (socket.writable) {
-    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? '' : body}`);
   }
   socket.destroy();
 }
