@@ -12,7 +12,8 @@ import { openFanout, type Fanout } from '@planetlite/fanout';
 import { Health, CA_PATH } from '@planetlite/api';
 import type { RegistryConfig } from './config.js';
 import type { RegistryContext } from './context.js';
-import { registerErrorHandling } from './plugins/errors.js';
+import { errorServerOptions, registerErrorHandling } from './plugins/errors.js';
+import { registerInputChecks } from './plugins/input.js';
 import { registerAuth } from './plugins/auth.js';
 import { registerMetrics } from './plugins/metrics.js';
 import { findDashboardDir, registerDashboard } from './plugins/dashboard.js';
@@ -48,9 +49,25 @@ export interface BuildOptions {
  */
 function validators() {
   const common = { allErrors: false, useDefaults: true, removeAdditional: false, strict: false } as const;
-  const body = addFormats(new Ajv({ ...common, coerceTypes: false }));
-  const params = addFormats(new Ajv({ ...common, coerceTypes: 'array' }));
+  const body = databaseFormats(addFormats(new Ajv({ ...common, coerceTypes: false })));
+  const params = databaseFormats(addFormats(new Ajv({ ...common, coerceTypes: 'array' })));
   return ({ schema, httpPart }: { schema: object; httpPart?: string }) => (httpPart === 'body' ? body : params).compile(schema);
+}
+
+/**
+ * Formats as the database columns take them, stricter than ajv-formats: a uuid in its canonical
+ * hyphenated form only (no urn:uuid: prefix, braces or bare hex, and lowercase as the registry
+ * hands ids out, so that ids compare equal as text), and an RFC 3339 date-time in years 1 to
+ * 9999 that JavaScript and timestamptz both hold.
+ */
+function databaseFormats(ajv: Ajv): Ajv {
+  const dateTime = ajv.formats['date-time'] as { validate: (s: string) => boolean } | undefined;
+  ajv.addFormat('uuid', /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+  ajv.addFormat('date-time', {
+    type: 'string',
+    validate: (s: string) => /^\d{4}-/.test(s) && !s.startsWith('0000') && (dateTime?.validate(s) ?? true) && Number.isFinite(Date.parse(s)),
+  });
+  return ajv;
 }
 
 export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
@@ -73,7 +90,9 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     // Per-request lines only when debugging: at info a busy registry would log mostly noise.
     logController: new LogController({ disableRequestLogging: config.logLevel !== 'debug' && config.logLevel !== 'trace' }),
     trustProxy: false,
-    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
+    // Longer than any name or id (the schemas say how long each may be); longer still is a 414.
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true, maxParamLength: 500 },
+    ...errorServerOptions,
     ajv: { customOptions: { removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validators());
@@ -113,6 +132,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   }
 
   registerErrorHandling(app);
+  registerInputChecks(app);
   registerAuth(app);
   registerMetrics(app);
   const redis = fanout.redis;

@@ -1,7 +1,7 @@
 // The authorisation matrix: every route × admin, pi, tech, member, other-site user and pi,
 // the node itself, another node, and anonymous.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, cleanupKeys, makeWorld, ok, sshPublicKey, testApp, type TestApp, type World } from './helpers.js';
+import { ADMIN, call, cleanupKeys, makeWorld, ok, sshPublicKey, testApp, type TestApp, type World } from './helpers.js';
 
 type Who = 'admin' | 'pi' | 'tech' | 'member' | 'outsider' | 'otherPi' | 'node' | 'otherNode' | 'anon';
 const EVERYONE: Who[] = ['admin', 'pi', 'tech', 'member', 'outsider', 'otherPi', 'node', 'otherNode', 'anon'];
@@ -90,7 +90,39 @@ const cases: Case[] = [
   { route: 'GET /v1/nodes/:id/desired-state', allowed: ['node'], make: async (w) => ({ method: 'GET', url: `/v1/nodes/${w.ids.node}/desired-state` }) },
   { route: 'PUT /v1/nodes/:id/observed-state', allowed: ['node'], make: async (w) => ({ method: 'PUT', url: `/v1/nodes/${w.ids.node}/observed-state`, body: { slivers: [] } }) },
   { route: 'POST /v1/nodes/:id/events', allowed: ['node'], make: async (w) => ({ method: 'POST', url: `/v1/nodes/${w.ids.node}/events`, body: { type: 'watchdog.warning', data: { rss_mb: 1 } } }) },
+  { route: 'GET /v1/slivers/:id/usage', allowed: ['admin', 'pi', 'member'], make: async (w) => ({ method: 'GET', url: `/v1/slivers/${w.ids.sliver}/usage` }) },
+  { route: 'GET /healthz', allowed: EVERYONE, make: async () => ({ method: 'GET', url: '/healthz' }) },
+  { route: 'POST /v1/auth/login', allowed: EVERYONE, make: async () => ({ method: 'POST', url: '/v1/auth/login', body: { email: ADMIN.email, password: ADMIN.password } }) },
+  {
+    route: 'POST /v1/nodes/enroll',
+    allowed: EVERYONE, // the one-time token is the credential
+    make: async (w) => {
+      const tok = await ok(t.app, 201, 'POST', `/v1/sites/${w.site}/enrollment-tokens`, w.admin, {});
+      const body = { token: tok.token, hostname: `enr${uniq()}.${w.site}.test`, address: '192.0.2.51', capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 } };
+      return { method: 'POST', url: '/v1/nodes/enroll', body };
+    },
+  },
 ];
+
+/**
+ * Operations of /openapi.json whose rights another suite tests, because a matrix call would
+ * end the callers' own credentials, stream forever, or needs an uploaded image.
+ */
+const TESTED_ELSEWHERE: Record<string, string> = {
+  'POST /v1/auth/logout': 'lifecycle.test.ts: ends the caller\'s own token',
+  'DELETE /v1/users/{}/tokens': 'lifecycle.test.ts: ends a user\'s tokens',
+  'GET /v1/events/stream': 'below, over real HTTP: a stream that does not end',
+  'GET /v1/slivers/{}/console': 'console.test.ts',
+  'PUT /v1/nodes/{}/slivers/{}/console': 'console.test.ts',
+  'POST /v1/images': 'images.test.ts: admin only, an archive upload',
+  'GET /v1/images/{}': 'images.test.ts: needs an uploaded image',
+  'GET /v1/images/{}/archive': 'images.test.ts: the web seed, open to nodes and users',
+  'HEAD /v1/images/{}/archive': 'images.test.ts: the web seed, open to nodes and users',
+  'GET /ca.pem': 'public by design (the CA certificate nodes and users pin); absent on plain HTTP',
+};
+
+/** "GET /v1/slices/:name" and "GET /v1/slices/{name}" both become "GET /v1/slices/{}". */
+const routeKey = (route: string) => route.replace(/:[a-z_]+|\{[a-z_]+\}/g, '{}');
 
 function tokenOf(who: Who): string | null {
   const map: Record<Who, string | null> = {
@@ -109,6 +141,15 @@ afterAll(async () => {
 });
 
 describe('authorisation matrix', () => {
+  it('has a row for every operation of /openapi.json', async () => {
+    const spec = await ok(t.app, 200, 'GET', '/openapi.json');
+    const rows = new Set([...cases.map((c) => routeKey(c.route)), ...Object.keys(TESTED_ELSEWHERE)]);
+    const operations = Object.entries(spec.paths as Record<string, Record<string, unknown>>).flatMap(([path, ops]) => Object.keys(ops).map((m) => routeKey(`${m.toUpperCase()} ${path}`)));
+    expect(operations.filter((op) => !rows.has(op)), 'operations without a row in the authorisation matrix').toEqual([]);
+    // And no row for an operation that is gone.
+    expect([...rows].filter((r) => !operations.includes(r)), 'matrix rows for operations not in /openapi.json').toEqual([]);
+  });
+
   for (const c of cases) {
     it(c.route, async () => {
       const got: Record<string, number> = {};
@@ -125,6 +166,23 @@ describe('authorisation matrix', () => {
       expect(got).toEqual(want);
     });
   }
+
+  it('GET /v1/events/stream', async () => {
+    await t.app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = t.app.server.address() as import('node:net').AddressInfo;
+    const got: Record<string, number> = {};
+    const want: Record<string, number> = {};
+    for (const who of EVERYONE) {
+      const stop = new AbortController();
+      const token = tokenOf(who);
+      const res = await fetch(`http://127.0.0.1:${port}/v1/events/stream`, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: stop.signal });
+      got[who] = res.status;
+      want[who] = USERS.includes(who) ? 200 : who === 'anon' ? 401 : 403;
+      stop.abort();
+      await res.body?.cancel().catch(() => undefined);
+    }
+    expect(got).toEqual(want);
+  });
 
   it('a bad or expired token is 401 with a problem, not anonymous access', async () => {
     const r = await call(t.app, 'GET', '/v1/users/me', 'plu_notarealtoken');

@@ -121,13 +121,13 @@ describe('bad input', () => {
     });
   }
 
-  it('NUL characters in text are a 400, not a server fault', async () => {
+  it('NUL characters in text from users are a 400 naming the field, not a server fault', async () => {
     const before = await snapshot();
     const r = await call(t.app, 'PATCH', `/v1/slices/${w.slice}`, w.pi, { description: 'a\u0000b' });
     expect(r.status).toBe(400);
     expect(r.body.code).toBe('invalid_request');
-    const e = await call(t.app, 'POST', `/v1/nodes/${w.ids.node}/events`, w.node, { type: 'watchdog.warning', data: { note: 'x\u0000' } });
-    expect(e.status).toBe(400);
+    expect(r.body.detail).toMatch(/body\.description/);
+    // A node's events keep their data with the NUL dropped (fuzz.test.ts).
     expect(await snapshot()).toEqual(before);
   });
 

@@ -19,7 +19,7 @@ export const SLICE_KINDS = ['lxc', 'kvm'] as const;
 export const MEMORY_RESETS = ['restart', 'restore'] as const;
 
 const Timestamp = Type.String({ format: 'date-time', description: 'RFC 3339, UTC' });
-const Uuid = Type.String({ format: 'uuid' });
+const Uuid = Type.String({ format: 'uuid', description: 'lowercase, hyphenated' });
 const Nullable = <T extends TSchema>(t: T) => Type.Union([t, Type.Null()]);
 // A string enum as JSON Schema `enum` (not a union of literals): clearer errors and OpenAPI.
 const Enum = <T extends readonly string[]>(values: T, description?: string) =>
@@ -446,7 +446,7 @@ export const EventQuery = Type.Object(
     slice: Type.Optional(Type.String({ maxLength: 60 })),
     node: Type.Optional(Uuid),
     type: Type.Optional(Type.String({ maxLength: 60 })),
-    after: Type.Optional(Type.Integer({ minimum: 0, description: 'only events with a larger id' })),
+    after: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'only events with a larger id' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })),
     newest: Type.Optional(Type.Boolean({ description: 'the newest `limit` matching events rather than the oldest (still listed oldest first)' })),
   },
@@ -500,9 +500,10 @@ export const ObservedSliver = Type.Object(
   {
     id: Uuid,
     state: Enum([...SLIVER_STATES, 'deleted'] as const),
-    error: Type.Optional(Nullable(Type.String({ maxLength: 4000 }))),
+    // Agents send what their tools said; a longer message is cut to SLIVER_ERROR_MAX_CHARS, not refused.
+    error: Type.Optional(Nullable(Type.String({ maxLength: 65536, description: 'kept to its first 4000 characters' }))),
     address: Type.Optional(Nullable(Type.String({ maxLength: 64 }))),
-    cpu_seconds: Type.Optional(Type.Number({ minimum: 0 })),
+    cpu_seconds: Type.Optional(Type.Number({ minimum: 0, maximum: 1e15 })),
     // Byte figures land in bigint columns and JS numbers: cap them where both stay exact.
     memory_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
     disk_bytes: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
@@ -513,6 +514,8 @@ export const ObservedSliver = Type.Object(
   Strict,
 );
 export type ObservedSliver = Static<typeof ObservedSliver>;
+/** A sliver's error as the registry keeps it: the first this many characters of what the agent reported. */
+export const SLIVER_ERROR_MAX_CHARS = 4000;
 export const ObservedState = Type.Object(
   {
     slivers: Type.Array(ObservedSliver, { maxItems: 100000 }),
@@ -523,9 +526,9 @@ export const ObservedState = Type.Object(
             image: Type.String({ maxLength: 200 }),
             state: Type.String({ maxLength: 40 }),
             progress: Type.Optional(Type.Number({ minimum: 0, maximum: 1 })),
-            bytes_from_peers: Type.Integer({ minimum: 0 }),
-            bytes_from_webseed: Type.Integer({ minimum: 0 }),
-            bytes_from_registry: Type.Optional(Type.Integer({ minimum: 0 })),
+            bytes_from_peers: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+            bytes_from_webseed: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }),
+            bytes_from_registry: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
           },
           Strict,
         ),

@@ -1,15 +1,75 @@
-// One error handler: every 4xx/5xx leaves as RFC 9457 problem+json with a stable code.
-import type { FastifyError, FastifyInstance, FastifyReply } from 'fastify';
+// One error handler: every 4xx/5xx leaves as RFC 9457 problem+json with a stable code, also the
+// ones Fastify answers before a route (bad URLs, over-long parameters) and the ones Node's HTTP
+// parser refuses before Fastify (bad request lines, headers too large).
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
+import type { Socket } from 'node:net';
 import { isAppError } from '@planetlite/core';
 import { STATUS_CODES } from 'node:http';
 import { RETRY_AFTER_SECONDS, serviceUnavailable } from './unavailable.js';
 
-export function sendProblem(reply: FastifyReply, status: number, code: string, detail: string): FastifyReply {
-  return reply
-    .code(status)
-    .type('application/problem+json')
-    .send({ type: `urn:planetlite:problem:${code}`, title: STATUS_CODES[status] ?? 'Error', status, detail, code });
+export function problemOf(status: number, code: string, detail: string) {
+  return { type: `urn:planetlite:problem:${code}`, title: STATUS_CODES[status] ?? 'Error', status, detail, code };
 }
+
+export function sendProblem(reply: FastifyReply, status: number, code: string, detail: string): FastifyReply {
+  return reply.code(status).type('application/problem+json').send(problemOf(status, code, detail));
+}
+
+/**
+ * PostgreSQL's refusals of values the schemas let through (SQLSTATE → status, code, detail).
+ * The schemas match the columns, so these are last lines of defence and races, never a 500.
+ */
+const DATABASE_REFUSALS: Record<string, [number, string, string]> = {
+  '22P02': [400, 'invalid_request', 'a value is not in the form its field takes'],
+  '22003': [400, 'invalid_request', 'a number is outside the range its field holds'],
+  '22007': [400, 'invalid_request', 'a date or time is not in RFC 3339 form'],
+  '22008': [400, 'invalid_request', 'a date or time is outside the range the registry holds (years 1 to 9999)'],
+  '22001': [400, 'invalid_request', 'a text value is longer than its field holds'],
+  '22021': [400, 'invalid_request', 'text fields must be valid UTF-8 without NUL (\\u0000) characters'],
+  '22P05': [400, 'invalid_request', 'text fields must not contain NUL (\\u0000) characters or unpaired surrogates'],
+  '2202E': [400, 'invalid_request', 'an array subscript is out of range'],
+  '23514': [400, 'invalid_request', 'a value breaks a rule of its field'],
+  '54001': [400, 'invalid_request', 'the request nests too deeply'],
+  '23505': [409, 'already_exists', 'an object with that name or key already exists (a concurrent request created it)'],
+  '23503': [409, 'conflict', 'an object this request refers to was removed meanwhile; try again'],
+  '40001': [409, 'conflict', 'a concurrent change got in the way; try again'],
+  '40P01': [409, 'conflict', 'a concurrent change got in the way; try again'],
+};
+
+/** The status, code and detail of a PostgreSQL error, or null when it is not one we can pin on the request. */
+export function databaseRefusal(err: unknown): [number, string, string] | null {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? (DATABASE_REFUSALS[code] ?? null) : null;
+}
+
+/** Node's HTTP parser refused the request before Fastify saw it: answer problem+json and hang up. */
+function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  // An answer already went out on this connection (a body after a HEAD, say): only hang up.
+  if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) return void socket.destroy();
+  const [status, code, detail] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'the request did not arrive in time']
+    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'the request line and headers are larger than the registry takes (16 KiB); shorten the URL or headers']
+    : [400, 'malformed_request', 'the request is not well-formed HTTP/1.1'];
+  const body = JSON.stringify(problemOf(status, code, detail));
+  // The answer to a HEAD carries the headers of the body it would have, but not the body.
+  const head = (err as { rawPacket?: Buffer }).rawPacket?.subarray(0, 5).toString('latin1') === 'HEAD ';
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${head ? '' : body}`);
+  }
+  socket.destroy();
+}
+
+/** Errors Fastify's router answers before any route or hook. */
+function frameworkErrors(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  const path = req.url.split('?')[0] ?? '';
+  if (err.code === 'FST_ERR_MAX_PARAM_LENGTH') void sendProblem(reply, 414, 'uri_too_long', `a path parameter of ${path.slice(0, 80)}… is longer than any name or id the registry holds`);
+  else if (err.code === 'FST_ERR_BAD_URL') void sendProblem(reply, 400, 'invalid_request', `the path is not valid percent-encoded UTF-8: ${path.slice(0, 200)}`);
+  else void sendProblem(reply, 400, 'invalid_request', err.message);
+}
+
+/** The Fastify constructor options that send these errors here too. */
+export const errorServerOptions = { clientErrorHandler, frameworkErrors } satisfies Partial<FastifyServerOptions>;
 
 interface AjvError {
   instancePath?: string;
@@ -45,15 +105,10 @@ export function registerErrorHandling(app: FastifyInstance): void {
       case 'FST_ERR_CTP_INVALID_JSON_BODY':
         return sendProblem(reply, 400, 'malformed_json', `the body is not valid JSON: ${err.message}`);
     }
-    // Database refusals that only a racing or odd request can cause are the client's, not ours.
-    switch ((err as { code?: string }).code) {
-      case '23505':
-        return sendProblem(reply, 409, 'already_exists', 'an object with that name or key already exists (a concurrent request created it)');
-      case '23503':
-        return sendProblem(reply, 409, 'conflict', 'an object this request refers to was removed meanwhile; try again');
-      case '22P05':
-      case '22021':
-        return sendProblem(reply, 400, 'invalid_request', 'text fields must not contain NUL (\\u0000) characters');
+    const refused = databaseRefusal(err);
+    if (refused) {
+      req.log.warn({ err, sqlstate: (err as { code?: string }).code }, 'database refused a value the schema let through');
+      return sendProblem(reply, ...refused);
     }
     const outage = serviceUnavailable(err);
     if (outage) {

@@ -8,6 +8,7 @@ import { EVENTS_CHANNEL } from '../services/changes.js';
 import { listEvents as queryEvents } from '../repositories/events.js';
 import type { Queryable } from '@planetlite/db';
 import { answers, bearer } from './common.js';
+import { problemOf } from '../plugins/errors.js';
 
 const HEARTBEAT_MS = 15_000;
 
@@ -29,22 +30,28 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       security: bearer,
       querystring: Type.Omit(EventQuery, ['limit', 'newest']),
       produces: ['text/event-stream'],
-      response: { '4xx': answers({})['4xx'] },
+      response: answers({}),
     },
   }, async (req, reply) => {
     const me = requireUser(req);
     const filter: EventQuery = { ...req.query };
     const lastId = Number(req.headers['last-event-id']);
-    if (filter.after === undefined && Number.isInteger(lastId) && lastId >= 0) filter.after = lastId;
+    if (filter.after === undefined && Number.isSafeInteger(lastId) && lastId >= 0) filter.after = lastId;
+    // The first page of the backlog is read before the 200 goes out, so that a filter the
+    // database refuses is still a problem+json answer and not a stream that ends at once.
+    let page = await listEvents(ctx.db, me, { ...filter, after: filter.after ?? 0, limit: 1000 });
 
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    const write = (text: string) => {
+      if (!res.writableEnded && !res.destroyed) res.write(text);
+    };
     let lastSent = filter.after ?? 0;
     const send = (e: Event) => {
       if (e.id <= lastSent) return;
       lastSent = e.id;
-      res.write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
+      write(`id: ${e.id}\nevent: ${e.type}\ndata: ${JSON.stringify(e)}\n\n`);
     };
     const matches = (e: Event) =>
       (!filter.slice || e.slice === filter.slice) && (!filter.node || e.node === filter.node) && (!filter.type || e.type === filter.type);
@@ -53,7 +60,12 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const queue: Event[] = [];
     let live = false;
     const onMessage = (msg: string) => {
-      const e = JSON.parse(msg) as Event;
+      let e: Event;
+      try {
+        e = JSON.parse(msg) as Event;
+      } catch {
+        return;
+      }
       if (!matches(e)) return;
       if (!live) return void queue.push(e);
       void deliver(e);
@@ -65,7 +77,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (seen[0]) send(seen[0]);
     };
     const unsubscribe = await ctx.fanout.subscribe(EVENTS_CHANNEL, onMessage);
-    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_MS);
+    const heartbeat = setInterval(() => write(': keep-alive\n\n'), HEARTBEAT_MS);
     const close = () => {
       clearInterval(heartbeat);
       unsubscribe();
@@ -75,17 +87,19 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (ctx.closing.aborted) onClosing();
     ctx.closing.addEventListener('abort', onClosing, { once: true });
     res.on('close', () => ctx.closing.removeEventListener('abort', onClosing));
-    res.write(': connected\n\n');
+    write(': connected\n\n');
     try {
       for (;;) {
-        const page = await listEvents(ctx.db, me, { ...filter, after: lastSent, limit: 1000 });
         page.forEach(send);
         if (page.length < 1000) break;
+        page = await listEvents(ctx.db, me, { ...filter, after: lastSent, limit: 1000 });
       }
       live = true;
       for (const e of queue.splice(0)) await deliver(e);
     } catch (err) {
+      // The 200 is out: say why the stream ends in its own terms, then end it cleanly.
       req.log.warn({ err }, 'event stream backlog failed');
+      write(`event: error\ndata: ${JSON.stringify(problemOf(500, 'internal_error', 'the event stream failed; reconnect with Last-Event-ID to resume'))}\n\n`);
       close();
       res.end();
     }

@@ -101,6 +101,8 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
 
   app.put('/v1/nodes/:id/observed-state', {
+    // An agent's report carries its tools' messages as they came: mend them rather than lose the report.
+    config: { mendText: true },
     schema: {
       tags: ['node agents'],
       summary: 'Report sliver states, image fetch progress and usage (node key). A deleting sliver absent from the report is gone.',
@@ -129,6 +131,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.put('/v1/nodes/:id/slivers/:sliver_id/console', {
     bodyLimit: SLIVER_CONSOLE_MAX_BYTES,
+    config: { mendText: true },
     schema: {
       tags: ['node agents'],
       summary: `Upload the tail of a sliver's console log (node key): text/plain in UTF-8, at most ${SLIVER_CONSOLE_MAX_BYTES} bytes (more is 413). ` +
@@ -151,8 +154,8 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (req) => {
     const nodeId = requireNode(req, req.params.id).id;
     const sliverId = req.params.sliver_id;
-    // PostgreSQL text cannot hold NUL, and a serial console may well send some.
-    const text = req.body.replaceAll('\u0000', '');
+    // NULs, which a serial console may well send, were dropped at the edge (mendText).
+    const text = req.body;
     const bytes = Buffer.byteLength(text, 'utf8');
     // One statement: the sliver must be this node's, and it must still exist when the row lands.
     const stored = await storeConsole(ctx.db, sliverId, nodeId, text, bytes);
@@ -161,6 +164,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
 
   app.post('/v1/nodes/:id/events', {
+    config: { mendText: true },
     schema: {
       tags: ['node agents'],
       summary: 'Record an event seen on the node, e.g. watchdog.reset with the figures behind it (node key)',

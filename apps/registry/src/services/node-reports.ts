@@ -1,12 +1,19 @@
 // What a node's agent tells the registry: that it is alive, what it can do, and what its slivers do.
 import type { Queryable } from '@planetlite/db';
-import type { NodeCapabilities, ObservedState, SliverUsage } from '@planetlite/api';
+import { SLIVER_ERROR_MAX_CHARS, type NodeCapabilities, type ObservedState, type SliverUsage } from '@planetlite/api';
 import { markNodeSeen, nodeCapabilities, setNodeCapabilities, setNodeImages } from '../repositories/nodes.js';
 import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } from '../repositories/slivers.js';
 import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { insertUsageSamples } from '../repositories/usage.js';
 import type { Changes } from './changes.js';
 import { finishDecommission } from './node-lifecycle.js';
+
+/** The first max UTF-16 units of s, never ending in half of a surrogate pair. */
+export function cutText(s: string, max: number): string {
+  if (s.length <= max) return s;
+  const code = s.charCodeAt(max - 1);
+  return s.slice(0, code >= 0xd800 && code <= 0xdbff ? max - 1 : max);
+}
 
 /** A node that calls in is online; the first call after silence records node.online. */
 export async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise<void> {
@@ -60,7 +67,7 @@ export async function applyReport(
     if (!obs || obs.state === 'deleted') continue;
     // A sliver being deleted stays 'deleting' until it is gone, unless its teardown failed.
     const state = deleting && obs.state !== 'failed' ? 'deleting' : obs.state;
-    const error = obs.error ?? null;
+    const error = obs.error == null ? null : cutText(obs.error, SLIVER_ERROR_MAX_CHARS);
     const address = obs.address === undefined ? row.address : obs.address;
     const usage = {
       cpu_seconds: obs.cpu_seconds,
