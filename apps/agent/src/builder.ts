@@ -5,7 +5,7 @@
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { Reverter } from '@planetlite/host';
-import type { InstanceDriver } from '@planetlite/instance';
+import { isInstanceError, type InstanceDriver, type InstanceLimits } from '@planetlite/instance';
 import { MAX_KBPS, type SliverNet, type SliverNetSpec } from '@planetlite/network';
 import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images.js';
@@ -38,6 +38,14 @@ interface Build {
   isNew: boolean;
   /** What the sliver is when done (the lifecycle says). */
   ends: 'running' | 'stopped';
+  /** A live limit the kernel refused: the sliver runs on, showing this error, until a pass applies it. */
+  limitsError: string | null;
+}
+
+/** What a build leaves: the sliver's state, and the error it shows (a limit not applied). */
+export interface Built {
+  ends: 'running' | 'stopped';
+  error: string | null;
 }
 
 export class Builder {
@@ -82,10 +90,22 @@ export class Builder {
     return this.readiness(k).state === 'ready' ? this.#d.instances[k]! : null;
   }
 
-  /** What the host has, for a pass: one probe per driver. */
-  async host(): Promise<HostView> {
+  /** What the host has, for a pass: one probe per driver, and the live limits of the wanted
+   * slivers that run (cgroupfs reads, no command). */
+  async host(wanted: readonly DesiredSliver[] = []): Promise<HostView> {
     const [instances, roots, links] = await Promise.all([instanceStates(this.#d.instances), this.#d.storage.listRoots(), this.#d.network.listAttached()]);
-    return { instances, roots, links };
+    const drift = new Set<string>();
+    for (const s of wanted) {
+      const st = instances.get(s.id);
+      if (st && (st.state === 'running' || st.state === 'frozen') && this.#drift(s).length) drift.add(s.id);
+    }
+    return { instances, roots, links, drift };
+  }
+
+  /** The cgroup files of a sliver whose live values differ from its document's. */
+  #drift(s: DesiredSliver): string[] {
+    const driver = this.driverOf(s.id, kindOf(s));
+    return driver?.limitDrift?.(limitsOf(s)).map((d) => d.file) ?? [];
   }
 
   /** What the planner needs to know of one sliver, read now. */
@@ -106,6 +126,7 @@ export class Builder {
       canFetch: this.#fetcher !== null,
       hasRoot: roots.includes(s.id),
       state,
+      ...(state === 'running' || state === 'frozen' ? { drift: this.#drift(s) } : {}),
       done: opts.done,
       ...(opts.restore ? { restore: true } : {}),
     };
@@ -117,12 +138,12 @@ export class Builder {
   }
 
   /** Carries out a build plan; onFresh runs before the first step of a sliver with no root yet.
-   * Resolves with what the sliver is when done. */
-  async build(s: DesiredSliver, plan: BuildPlan, onFresh: () => void): Promise<'running' | 'stopped'> {
+   * Resolves with what the sliver is when done, and the limit error it shows, if any. */
+  async build(s: DesiredSliver, plan: BuildPlan, onFresh: () => void): Promise<Built> {
     this.#log.debug({ sliver: s.id, image: s.image.name, plan: describePlan(plan) }, 'ensure');
     // Keep seeding what this node holds to other nodes (also after a restart).
     if (plan.seed) this.#fetcher?.seed({ name: s.image.name, sha256: plan.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
-    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped' };
+    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped', limitsError: null };
     await Reverter.wrap(async (r) => {
       for (const stage of plan.stages) {
         if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
@@ -132,7 +153,7 @@ export class Builder {
       }
       this.#note(s.id, 'done');
     });
-    return b.ends;
+    return { ends: b.ends, error: b.limitsError };
   }
 
   /** One debug line before each part of a build (the crash tests kill the agent on these). */
@@ -179,13 +200,9 @@ export class Builder {
         const net = b.net!;
         if (b.isNew) r.add(() => driver.destroy(s.id));
         await driver.define({
-          id: s.id,
+          ...limitsOf(s),
           hostname: s.slice,
           rootfs: b.rootfs!,
-          memoryMb: s.resources.memory_mb,
-          cpuShares: s.resources.cpu_shares,
-          cpuCapPercent: s.resources.cpu_cap_percent ?? null,
-          pids: 4096,
           idmapBase: driver.capabilities.unprivileged ? b.rec.idmap_base : null,
           // A container gets the veth's peer moved in; a VM opens the tap, the host end itself.
           net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
@@ -198,6 +215,20 @@ export class Builder {
         this.#log.debug({ sliver: s.id, plan: lc.steps.map((st) => st.do).join(', ') }, 'lifecycle');
         for (const next of lc.steps) await this.#step(b, next, r);
         b.ends = lc.ends;
+        return;
+      }
+      case 'limits': {
+        if (!driver.applyLimits) return;
+        const state = await driver.state(s.id);
+        if (state !== 'running' && state !== 'frozen') return; // its config has them for the next start
+        try {
+          const written = await driver.applyLimits(limitsOf(s));
+          if (written.length) this.#log.info({ sliver: s.id, limits: written }, 'live limits brought to the desired ones');
+        } catch (err) {
+          if (!isInstanceError(err, 'limits_not_applied')) throw err;
+          this.#log.warn({ sliver: s.id, err: err.message }, 'a live limit could not be applied; retried every pass');
+          b.limitsError = err.message;
+        }
         return;
       }
       case 'stop':
@@ -268,6 +299,14 @@ export class Builder {
     this.#applying = done.catch(() => undefined);
     return done;
   }
+}
+
+/** Processes a sliver may have at once. */
+const PIDS_MAX = 4096;
+
+/** A sliver's resource limits as its instance driver takes them. */
+export function limitsOf(s: Pick<DesiredSliver, 'id' | 'resources'>): InstanceLimits {
+  return { id: s.id, memoryMb: s.resources.memory_mb, cpuShares: s.resources.cpu_shares, cpuCapPercent: s.resources.cpu_cap_percent ?? null, pids: PIDS_MAX };
 }
 
 function netSpec(rec: SliverRecord, s: Pick<DesiredSliver, 'ports'>): SliverNetSpec {

@@ -35,6 +35,8 @@ export class Reconciler {
   readonly #status = new Map<string, Status>();
   /** Desired document of each sliver as last carried out in full: an unchanged one costs one state probe. */
   readonly #done = new Map<string, string>();
+  /** Slivers with a live limit the kernel refused: not settled, so every pass tries again. */
+  readonly #unapplied = new Set<string>();
   #tableRebuilt = false;
   #desired: DesiredState | null = null;
 
@@ -63,7 +65,7 @@ export class Reconciler {
    */
   async reconcile(doc: DesiredState): Promise<void> {
     this.#desired = doc;
-    const host = await this.#builder.host();
+    const host = await this.#builder.host(doc.slivers.filter((s) => s.desired !== 'deleted'));
     const plan = planPass(doc, host, this.#ledger.all(), this.#done);
     const work: Promise<void>[] = [];
     // The first pass of this process rebuilds the nftables table from the ledger and the
@@ -121,6 +123,11 @@ export class Reconciler {
       out.push({ id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress, ...(await this.#accounting.usage(id, driver, usage)) });
     }
     return out;
+  }
+
+  /** Slivers showing a live limit not applied yet (the agent runs passes until there are none). */
+  limitsPending(): number {
+    return this.#unapplied.size;
   }
 
   /** Runs the last document again (an image arrived, a fetch failed). */
@@ -204,13 +211,17 @@ export class Reconciler {
         case 'fetch':
           this.#status.set(s.id, fetchStatus(s.image.name, this.#builder.fetch(plan.image)));
           break;
-        case 'build':
-          // A frozen sliver is not running; the API's states have no 'frozen', so it shows as
-          // stopped with desired 'frozen'.
-          this.#status.set(s.id, { state: await this.#builder.build(s, plan, () => this.#status.set(s.id, { state: 'provisioning', error: null })), error: null });
+        // A frozen sliver is not running; the API's states have no 'frozen', so it shows as
+        // stopped with desired 'frozen'.
+        case 'build': {
+          const built = await this.#builder.build(s, plan, () => this.#status.set(s.id, { state: 'provisioning', error: null }));
+          this.#status.set(s.id, { state: built.ends, error: built.error });
+          if (built.error) this.#unapplied.add(s.id);
+          else this.#unapplied.delete(s.id);
           break;
+        }
       }
-      if (this.#status.get(s.id)?.state !== 'provisioning') this.#done.set(s.id, want);
+      if (this.#status.get(s.id)?.state !== 'provisioning' && !this.#unapplied.has(s.id)) this.#done.set(s.id, want);
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       this.#log.warn({ sliver: s.id, slice: s.slice, ...errorFields(err) }, 'sliver could not be brought to its desired state');
@@ -220,7 +231,8 @@ export class Reconciler {
 
   async #teardown(id: string, kind: 'lxc' | 'kvm'): Promise<void> {
     this.#done.delete(id);
-    const plan = planTeardown(this.#builder.readiness(kind));
+    this.#unapplied.delete(id);
+    const plan = planTeardown(this.#builder.readiness(kind), kind);
     if (plan.action === 'wait') {
       this.#log.warn({ sliver: id, err: plan.error }, 'sliver teardown failed; the next pass retries');
       this.#status.set(id, { state: 'failed', error: plan.error });

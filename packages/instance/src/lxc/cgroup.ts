@@ -63,6 +63,15 @@ export function parseCgroupLayout(procMounts: string, unifiedControllers: string
   };
 }
 
+/**
+ * The limits a sliver is promised that this layout cannot enforce, in words (empty: all of them
+ * can). A process that sees no cgroup hierarchy at all (started under `ip netns exec`, which
+ * remounts /sys) gets all three.
+ */
+export function missingLimits(layout: CgroupLayout): string[] {
+  return (['memory', 'cpu', 'pids'] as const).filter((c) => layout[c] === null);
+}
+
 /** Reads this host's layout. */
 export async function detectCgroupLayout(): Promise<CgroupLayout> {
   const procMounts = await readFile('/proc/self/mounts', 'utf8');
@@ -131,6 +140,8 @@ export interface PayloadProbe {
   memory: { version: CgroupVersion; parents: string[] } | null;
   /** v1 cpuacct hierarchy (cpuacct.usage, ns) or the v2 tree (cpu.stat usage_usec). */
   cpu: { version: CgroupVersion; parents: string[] } | null;
+  /** Where each limited controller's files are (memory.limit_in_bytes, cpu.shares, pids.max…). */
+  limits: Record<'memory' | 'cpu' | 'pids', { version: CgroupVersion; parents: string[] } | null>;
 }
 
 export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> {
@@ -146,6 +157,7 @@ export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> 
     frozen: layout.mode === 'unified' ? pick('v2', '') : pick(layout.freezer, 'freezer'),
     memory: pick(layout.memory, 'memory'),
     cpu: layout.cpu === 'v2' ? pick('v2', '') : pick(layout.cpu, 'cpuacct'),
+    limits: { memory: pick(layout.memory, 'memory'), cpu: pick(layout.cpu, 'cpu'), pids: pick(layout.pids, 'pids') },
   };
 }
 
