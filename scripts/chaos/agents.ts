@@ -54,6 +54,7 @@ else {
       `churn: ${Object.entries(f.operations).map(([k, n]) => `${k} ${n}`).join(', ')} in ${f.seconds.churn.toFixed(0)} s; ${f.created} slivers created`,
       `slivers converged: ${f.converged}/${f.slivers} (in ${f.seconds.converge.toFixed(0)} s)`,
       ...f.notConverged.map((l) => `  not converged: ${l}`),
+      `leak check before deleting (it sees what is there): ${Object.entries(f.before).map(([k, n]) => `${k} ${n}`).join(', ')}`,
       `leaks after deleting everything: ${leaks} (total ${f.leakLines.length}, checked after ${f.seconds.cleanup.toFixed(0)} s)`,
       ...f.leakLines.map((l) => `  leak: ${l}`),
     ].join('\n') + '\n',

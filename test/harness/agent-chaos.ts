@@ -47,6 +47,8 @@ export interface AgentChaosFigures {
   notConverged: string[];
   /** Slivers created over the run. */
   created: number;
+  /** What the leak check saw while the slivers were still there, by kind (it must see them). */
+  before: Record<LeakKind, number>;
   /** Leaks once every slice was deleted, by kind, and the lines found. */
   leaks: Record<LeakKind, number>;
   leakLines: string[];
@@ -204,6 +206,10 @@ export async function runAgentChaos(opts: AgentChaosOptions): Promise<AgentChaos
     const convergeSeconds = (Date.now() - t1) / 1000;
     say(`${want.size - pending.size}/${want.size} slivers converged in ${convergeSeconds.toFixed(0)} s`);
 
+    // The leak check sees the slivers that are there (else its 0 at the end would prove nothing).
+    const scopes = nodes.map((c) => ({ stateDir: c.stateDir, ns: c.ns, poolFile: c.pool, ids: created }));
+    const before = countLeaks(await Promise.all(scopes.map(nodeLeaks))).byKind;
+
     // Everything deleted: the registry forgets every sliver, each node keeps nothing.
     const t2 = Date.now();
     for (const name of sliceNames) await admin.deleteSlice(name).catch(() => undefined);
@@ -211,14 +217,13 @@ export async function runAgentChaos(opts: AgentChaosOptions): Promise<AgentChaos
       for (const name of sliceNames) if (await admin.getSlice(name).then(() => true, () => false)) return false;
       return true;
     }, 180_000).catch(() => undefined);
-    const scopes = nodes.map((c) => ({ stateDir: c.stateDir, ns: c.ns, poolFile: c.pool, ids: created }));
     await until('every node to be clean', async () => countLeaks(await Promise.all(scopes.map(nodeLeaks))).total === 0, 60_000).catch(() => undefined);
     const leaks = countLeaks(await Promise.all(scopes.map(nodeLeaks)));
     const cleanupSeconds = (Date.now() - t2) / 1000;
     return {
       seed, kills, groupKills, operations, slivers: want.size, converged: want.size - pending.size,
       notConverged: [...pending].map(([id, why]) => `${id}: ${why}`), created: created.size,
-      leaks: leaks.byKind, leakLines: leaks.lines,
+      before, leaks: leaks.byKind, leakLines: leaks.lines,
       seconds: { churn: churnSeconds, converge: convergeSeconds, cleanup: cleanupSeconds },
     };
   } finally {

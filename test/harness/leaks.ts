@@ -48,7 +48,8 @@ export async function nodeLeaks(scope: LeakScope): Promise<Leaks> {
   for (const q of qdiscs) if (q.kind === 'htb' || q.kind === 'ingress') out['tc/ifb'].push(`qdisc ${q.kind} on ${q.dev} in ${ns}`);
 
   const table = (await tryRun('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'planetlite']))?.stdout ?? '';
-  for (const m of new Set([...table.matchAll(/chain (sliver_\S+)/g)].map((x) => x[1]!))) out['nft chains'].push(`chain ${m} in table inet planetlite of ${ns}`);
+  // A sliver's own chains carry its id (packages/network names.ts: sliver_ID, sliver_ID_dnat).
+  for (const m of new Set([...table.matchAll(new RegExp(`chain (sliver_${UUID.source}\\S*)`, 'g'))].map((x) => x[1]!))) out['nft chains'].push(`chain ${m} in table inet planetlite of ${ns}`);
   for (const dev of new Set([...table.matchAll(/"(pl[hsi][0-9a-f]{12})"/g)].map((x) => x[1]!))) out['nft chains'].push(`device ${dev} named in table inet planetlite of ${ns}`);
 
   const subvolumes = (await tryRun('btrfs', ['subvolume', 'list', pool]))?.stdout ?? '';
