@@ -4,16 +4,18 @@
 // agent finds the config unchanged and still brings the cgroup to the new limit. (2) A memory
 // limit lowered below what the sliver holds is refused by the kernel: the sliver keeps running,
 // shows the refusal as its error in the API, and once it frees memory the limit is applied and the
-// error goes. Addresses 198.18.50-59, sliver subnets 10.180-189.0.0/24 (shared with the agents'
+// error goes. (3) Rate caps and the nftables table removed by hand come back on the next pass.
+// (4) An agent that cannot see the cgroup hierarchy refuses to run slivers and says why. Addresses 198.18.50-59, sliver subnets 10.180-189.0.0/24 (shared with the agents'
 // chaos test: never run both at once).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { PlanetLiteClient, Sliver } from '@planetlite/api';
 import { containerName } from '@planetlite/instance';
+import { deviceNames } from '@planetlite/network';
 import { memoryCgroup } from '../harness/cgroup.ts';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
-import { AgentProcess } from '../harness/testbed.ts';
+import { AgentProcess, exec } from '../harness/testbed.ts';
 
 const MiB = 1024 * 1024;
 let node: OneNode;
@@ -92,6 +94,23 @@ describe('the agent converges on what the host has', () => {
     }, 30_000);
     expect(configMiB(s)).toBe(48);
   }, 180_000);
+
+  it('rate caps and the nftables table changed by hand: the next pass sees it on the host and puts them back', async () => {
+    const { hostIf } = deviceNames(s.id);
+    const qdiscs = () => exec('ip', ['netns', 'exec', node.ns, 'tc', 'qdisc', 'show', 'dev', hostIf]);
+    const table = () => exec('ip', ['netns', 'exec', node.ns, 'nft', 'list', 'table', 'inet', 'planetlite']);
+    expect(await qdiscs()).toMatch(/htb 1: root/);
+    expect(await table()).toContain(`sliver_${s.id}_dnat`);
+    await exec('ip', ['netns', 'exec', node.ns, 'tc', 'qdisc', 'del', 'dev', hostIf, 'root']);
+    await exec('ip', ['netns', 'exec', node.ns, 'nft', 'flush', 'table', 'inet', 'planetlite']);
+    expect(await qdiscs()).not.toMatch(/htb 1: root/);
+    // A pass (the next change, the scheduled pull, or this): nothing in the document changed.
+    await node.agent!.reconciler!.again();
+    await node.agent!.settled();
+    expect(await qdiscs()).toMatch(/htb 1: root/);
+    expect(await table()).toContain(`sliver_${s.id}_dnat`);
+    expect(await node.sshAsync(s.ports.first, 'root', 'cat /etc/slicename')).toBe('cvg_kill');
+  }, 120_000);
 
   it('an agent that cannot see the cgroup hierarchy refuses to run slivers, says why in one line, and reports it', async () => {
     await node.stopAgent();

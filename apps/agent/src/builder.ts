@@ -6,7 +6,7 @@ import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { Reverter } from '@planetlite/host';
 import { isInstanceError, type InstanceDriver, type InstanceLimits } from '@planetlite/instance';
-import { MAX_KBPS, type SliverNet, type SliverNetSpec } from '@planetlite/network';
+import { MAX_KBPS, type SliverNet, type SliverNetSpec, type SliverRate } from '@planetlite/network';
 import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images.js';
 import { instanceStates, readiness } from './instances.js';
@@ -58,6 +58,8 @@ export class Builder {
   readonly #desired: () => DesiredState | null;
   readonly #forwarding: () => boolean;
   #applying: Promise<void> = Promise.resolve();
+  /** The nftables table as the host listed it right after the last apply; null before one. */
+  #tableSeen: string | null = null;
 
   constructor(opts: {
     drivers: Drivers;
@@ -90,16 +92,27 @@ export class Builder {
     return this.readiness(k).state === 'ready' ? this.#d.instances[k]! : null;
   }
 
-  /** What the host has, for a pass: one probe per driver, and the live limits of the wanted
-   * slivers that run (cgroupfs reads, no command). */
+  /** What the host has, for a pass: one probe per driver; the live limits of the wanted slivers
+   * that run (cgroupfs reads, no command), their rate caps (one tc command) and the nftables
+   * table (one nft command) against the last one applied. */
   async host(wanted: readonly DesiredSliver[] = []): Promise<HostView> {
-    const [instances, roots, links] = await Promise.all([instanceStates(this.#d.instances), this.#d.storage.listRoots(), this.#d.network.listAttached()]);
-    const drift = new Set<string>();
+    const net = this.#d.network;
+    const [instances, roots, links, rates, table] = await Promise.all([
+      instanceStates(this.#d.instances),
+      this.#d.storage.listRoots(),
+      net.listAttached(),
+      // Only slivers with a ledger record have been given a link and caps.
+      net.rateDrift?.(new Map(wanted.filter((s) => this.#ledger.get(s.id)).map((s) => [s.id, rateOf(s)]))) ?? Promise.resolve(new Map<string, string>()),
+      // After the applies under way: a listing taken halfway through one is no drift.
+      this.#tableSeen !== null && net.tableState ? this.#applying.then(() => net.tableState!()) : Promise.resolve(null),
+    ]);
+    const drift = new Map(rates);
     for (const s of wanted) {
       const st = instances.get(s.id);
-      if (st && (st.state === 'running' || st.state === 'frozen') && this.#drift(s).length) drift.add(s.id);
+      const files = st && (st.state === 'running' || st.state === 'frozen') ? this.#drift(s) : [];
+      if (files.length) drift.set(s.id, files.join(', '));
     }
-    return { instances, roots, links, drift };
+    return { instances, roots, links, drift, tableDrift: table !== null && table !== this.#tableSeen };
   }
 
   /** The cgroup files of a sliver whose live values differ from its document's. */
@@ -109,7 +122,7 @@ export class Builder {
   }
 
   /** What the planner needs to know of one sliver, read now. */
-  async facts(s: DesiredSliver, opts: { done: boolean; restore?: boolean }): Promise<SliverFacts> {
+  async facts(s: DesiredSliver, opts: { done: boolean; restore?: boolean; hostDrift?: string }): Promise<SliverFacts> {
     const local = this.#images.byName(s.image.name);
     const driver = this.driverOf(s.id, kindOf(s));
     // Three independent reads, side by side; the state only when it can spare the whole build.
@@ -126,7 +139,8 @@ export class Builder {
       canFetch: this.#fetcher !== null,
       hasRoot: roots.includes(s.id),
       state,
-      ...(state === 'running' || state === 'frozen' ? { drift: this.#drift(s) } : {}),
+      // What the pass saw differ (rate caps), and the cgroup limits read again now.
+      drift: [...(opts.hostDrift ? [opts.hostDrift] : []), ...(state === 'running' || state === 'frozen' ? this.#drift(s) : [])],
       done: opts.done,
       ...(opts.restore ? { restore: true } : {}),
     };
@@ -190,8 +204,7 @@ export class Builder {
         // After every attach: a device attach() made anew starts without caps. A cap at or
         // above what tc takes is no cap.
         this.#note(s.id, 'shaping');
-        const kbps = s.resources.net_kbps <= MAX_KBPS ? s.resources.net_kbps : null;
-        await this.#d.network.limit(s.id, { inKbps: kbps, outKbps: kbps });
+        await this.#d.network.limit(s.id, rateOf(s));
         this.#note(s.id, 'nftables');
         await this.applyTable();
         return;
@@ -287,13 +300,18 @@ export class Builder {
     this.#applying = this.#applying.then(async () => {
       // Without forwarding the table lists no sliver: no port reaches one, and the forward chain
       // drops whatever a sliver's device sends (the slivers themselves keep running).
-      if (!this.#forwarding()) return this.#d.network.apply([]);
+      if (!this.#forwarding()) {
+        await this.#d.network.apply([]);
+        this.#tableSeen = (await this.#d.network.tableState?.()) ?? null;
+        return;
+      }
       const ports = new Map((this.#desired()?.slivers ?? []).filter((s) => s.desired !== 'deleted').map((s) => [s.id, s.ports]));
       const specs = this.#ledger
         .all()
         .filter((r) => ports.has(r.id))
         .map((r) => netSpec(r, { ports: ports.get(r.id)! }));
       await this.#d.network.apply(specs);
+      this.#tableSeen = (await this.#d.network.tableState?.()) ?? null;
     });
     const done = this.#applying;
     this.#applying = done.catch(() => undefined);
@@ -307,6 +325,12 @@ const PIDS_MAX = 4096;
 /** A sliver's resource limits as its instance driver takes them. */
 export function limitsOf(s: Pick<DesiredSliver, 'id' | 'resources'>): InstanceLimits {
   return { id: s.id, memoryMb: s.resources.memory_mb, cpuShares: s.resources.cpu_shares, cpuCapPercent: s.resources.cpu_cap_percent ?? null, pids: PIDS_MAX };
+}
+
+/** A sliver's rate caps; a cap at or above what tc takes is no cap. */
+function rateOf(s: Pick<DesiredSliver, 'resources'>): SliverRate {
+  const kbps = s.resources.net_kbps <= MAX_KBPS ? s.resources.net_kbps : null;
+  return { inKbps: kbps, outKbps: kbps };
 }
 
 function netSpec(rec: SliverRecord, s: Pick<DesiredSliver, 'ports'>): SliverNetSpec {

@@ -20,9 +20,12 @@ export interface HostView {
   roots: Iterable<string>;
   /** Slivers with host-side network devices. */
   links: Iterable<string>;
-  /** Wanted slivers, running or frozen, whose live limits differ from the document's (a kill
-   * between their config and their cgroups, a limit the kernel refused, a change by hand). */
-  drift?: ReadonlySet<string>;
+  /** Wanted slivers whose live settings differ from the document's, with what differs: cgroup
+   * limits of a running or frozen one (a kill between its config and its cgroups, a limit the
+   * kernel refused, a change by hand), or its rate caps (tc). */
+  drift?: ReadonlyMap<string, string>;
+  /** The nftables table is not the one the last apply left (flushed or changed by someone else). */
+  tableDrift?: boolean;
 }
 
 export interface PassPlan {
@@ -80,7 +83,8 @@ export interface SliverFacts {
   state: InstanceState | null;
   /** Its part of the document is the one last carried out in full. */
   done: boolean;
-  /** The cgroup files whose live values differ from the document's, probed with state (none: in step). */
+  /** What of its live settings differs from the document's (cgroup files, rate caps), probed
+   * with state (none: in step). */
   drift?: readonly string[];
   /** The memory watchdog's 'restore': a fresh root from the image, whatever reset_seq says. */
   restore?: boolean;

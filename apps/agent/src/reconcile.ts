@@ -70,6 +70,10 @@ export class Reconciler {
     const work: Promise<void>[] = [];
     // The first pass of this process rebuilds the nftables table from the ledger and the
     // document: what a previous process left half-done there goes.
+    if (host.tableDrift && this.#tableRebuilt) {
+      this.#log.info('the nftables table is not the one last applied (changed by hand?); written again');
+      this.#tableRebuilt = false;
+    }
     if (!this.#tableRebuilt) {
       this.#tableRebuilt = true;
       work.push(this.#builder.applyTable().catch((err: unknown) => {
@@ -81,7 +85,11 @@ export class Reconciler {
       const kind = this.#ledger.get(id)?.kind ?? host.instances.get(id)?.kind ?? 'lxc';
       work.push(this.#enqueue(id, () => this.#teardown(id, kind)));
     }
-    for (const s of plan.ensure) work.push(this.#enqueue(s.id, () => this.#ensure(s)));
+    for (const s of plan.ensure) {
+      const drift = host.drift?.get(s.id);
+      if (drift) this.#log.info({ sliver: s.id, drift }, 'live settings differ from the desired ones; brought back');
+      work.push(this.#enqueue(s.id, () => this.#ensure(s, false, drift)));
+    }
     this.#log.debug({ wanted: plan.ensure.length + plan.unchanged, teardown: plan.teardown.length, unchanged: plan.unchanged, work: work.length }, 'reconcile pass');
     await Promise.all(work);
   }
@@ -198,10 +206,10 @@ export class Reconciler {
   }
 
   /** One sliver's turn: read what it is, plan, build. */
-  async #ensure(s: DesiredSliver, restore = false): Promise<void> {
+  async #ensure(s: DesiredSliver, restore = false, hostDrift?: string): Promise<void> {
     const want = docKey(s);
     try {
-      const plan = planSliver(await this.#builder.facts(s, { done: this.#done.get(s.id) === want, restore }));
+      const plan = planSliver(await this.#builder.facts(s, { done: this.#done.get(s.id) === want, restore, ...(hostDrift ? { hostDrift } : {}) }));
       if (plan.action === 'none') return;
       this.#done.delete(s.id);
       switch (plan.action) {

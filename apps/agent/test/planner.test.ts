@@ -54,6 +54,7 @@ describe('the planner, one sliver', () => {
     ['settled and unchanged, but its live memory limit is not the document\'s (killed between config and apply): built again, limits written last', built(sliver(), { done: true, drift: ['memory.limit_in_bytes'] }), refresh],
     ['settled and unchanged, live limits as asked: nothing', built(sliver(), { done: true, drift: [] }), 'none'],
     ['frozen as asked, its cpu cap drifted: built again (no thaw), limits written', built(sliver({ desired: 'frozen' }), { done: true, state: 'frozen', drift: ['cpu.cfs_quota_us'] }), refresh],
+    ['settled, but its inbound rate cap is gone from its link: built again (the link step caps it)', built(sliver(), { done: true, drift: ['no inbound cap on plh0123456789ab'] }), refresh],
     ['crash leftover: a root and a container with no ledger record: claimed, provisioned again', brandNew(sliver(), { hasRoot: true }), 'claim, root+provision & link, define, lifecycle, limits'],
   ];
   for (const [what, facts, steps] of table) it(what, () => expect(plan(facts)).toBe(steps));
@@ -143,7 +144,7 @@ describe('the planner, a pass', () => {
     ['crash leftover: a subvolume no record or document names', doc([]), host([], [B], []), [], new Map(), { teardown: [B], ensure: [], unchanged: 0 }],
     ['crash leftover: a ledger record the host lacks, not wanted', doc([]), host(), [record({ id: A })], new Map(), { teardown: [A], ensure: [], unchanged: 0 }],
     ['crash leftover: a ledger record the host lacks, wanted: rebuilt', doc([a]), host(), [record({ id: A })], new Map([[A, docKey(a)]]), { teardown: [], ensure: [A], unchanged: 0 }],
-    ['unchanged document, running, but its live limits drifted (a refused or never-applied write): worked on', doc([a, b]), { ...host([[A, 'running'], [B, 'stopped']], [A, B], [A, B]), drift: new Set([A]) }, [record({ id: A }), record({ id: B })], new Map([[A, docKey(a)], [B, docKey(b)]]), { teardown: [], ensure: [A], unchanged: 1 }],
+    ['unchanged document, running, but its live limits drifted (a refused or never-applied write): worked on', doc([a, b]), { ...host([[A, 'running'], [B, 'stopped']], [A, B], [A, B]), drift: new Map([[A, 'memory.limit_in_bytes 134217728, not 100663296']]) }, [record({ id: A }), record({ id: B })], new Map([[A, docKey(a)], [B, docKey(b)]]), { teardown: [], ensure: [A], unchanged: 1 }],
   ];
   for (const [what, d, h, ledger, done, want] of table) {
     it(what, () => {
