@@ -231,9 +231,9 @@ export class Builder {
         return;
       }
       case 'limits': {
+        // No state probe: the driver writes only into the cgroups of a running or frozen sliver
+        // (a stopped one takes its config at start).
         if (!driver.applyLimits) return;
-        const state = await driver.state(s.id);
-        if (state !== 'running' && state !== 'frozen') return; // its config has them for the next start
         try {
           const written = await driver.applyLimits(limitsOf(s));
           if (written.length) this.#log.info({ sliver: s.id, limits: written }, 'live limits brought to the desired ones');
