@@ -295,27 +295,25 @@ export class Builder {
     await this.#d.instances[kind]!.kill(id);
   }
 
-  /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time. */
+  /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time.
+   * Resolves once applied; the listing a later pass compares with follows in the same chain. */
   applyTable(): Promise<void> {
-    this.#applying = this.#applying.then(async () => {
+    const applied = this.#applying.then(async () => {
       // Without forwarding the table lists no sliver: no port reaches one, and the forward chain
       // drops whatever a sliver's device sends (the slivers themselves keep running).
-      if (!this.#forwarding()) {
-        await this.#d.network.apply([]);
-        this.#tableSeen = (await this.#d.network.tableState?.()) ?? null;
-        return;
-      }
+      if (!this.#forwarding()) return this.#d.network.apply([]);
       const ports = new Map((this.#desired()?.slivers ?? []).filter((s) => s.desired !== 'deleted').map((s) => [s.id, s.ports]));
       const specs = this.#ledger
         .all()
         .filter((r) => ports.has(r.id))
         .map((r) => netSpec(r, { ports: ports.get(r.id)! }));
       await this.#d.network.apply(specs);
-      this.#tableSeen = (await this.#d.network.tableState?.()) ?? null;
     });
-    const done = this.#applying;
-    this.#applying = done.catch(() => undefined);
-    return done;
+    const seen = async () => {
+      this.#tableSeen = (await this.#d.network.tableState?.().catch(() => null)) ?? null;
+    };
+    this.#applying = applied.then(seen, seen);
+    return applied;
   }
 }
 
