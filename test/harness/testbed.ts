@@ -135,10 +135,12 @@ export class AgentProcess {
 
   /** With netns, the whole agent runs in that namespace (nsenter execs it: the pid stays the
    * agent's), so its own sockets (registry, BitTorrent) are the node's, as on a real machine. */
-  constructor(args: string[], opts: { echo?: boolean; env?: Record<string, string>; holds?: boolean; netns?: string } = {}) {
+  /** With wrap, the agent runs under that command line (e.g. `unshare -m sh -c '…; exec "$@"' sh`). */
+  constructor(args: string[], opts: { echo?: boolean; env?: Record<string, string>; holds?: boolean; netns?: string; wrap?: string[] } = {}) {
     this.holds = opts.holds ?? false;
     const argv = [AGENT_BIN, ...args];
-    const [file, fileArgs] = opts.netns ? ['nsenter', [`--net=/run/netns/${opts.netns}`, '--', process.execPath, ...argv]] : [process.execPath, argv];
+    const [file0, fileArgs0] = opts.netns ? ['nsenter', [`--net=/run/netns/${opts.netns}`, '--', process.execPath, ...argv]] : [process.execPath, argv];
+    const [file, fileArgs] = opts.wrap?.length ? [opts.wrap[0]!, [...opts.wrap.slice(1), file0, ...fileArgs0]] : [file0, fileArgs0];
     this.proc = spawn(file, fileArgs, {
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -37,6 +37,8 @@ export interface AgentOptions {
   waitSeconds?: number;
   /** How often observed state is sent even when nothing changed, ms (default 30 s). */
   reportEveryMs?: number;
+  /** While a sliver shows a live limit not applied, a pass runs this often (default 10 s). */
+  limitsRetryMs?: number;
 }
 
 export class Agent {
@@ -61,6 +63,7 @@ export class Agent {
   readonly outbox: EventOutbox;
   #timer: NodeJS.Timeout | null = null;
   #gcTimer: NodeJS.Timeout | null = null;
+  #limitsTimer: NodeJS.Timeout | null = null;
   #collector: ImageCollector | null = null;
   #reporting: Promise<void> = Promise.resolve();
   readonly #registryCa: string | null;
@@ -105,7 +108,7 @@ export class Agent {
       // On real drivers: slivers' host ids, inside root's /etc/subuid ranges when it has some.
       const ids = this.#opts.drivers ? null : sliverIdRange(hostSubidFiles(), slotCount(parseSubnet(settings.sliver_subnet)), ledger.all());
       if (ids) ledger.useIdRange(ids);
-      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, dir, ids?.probe));
+      const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, dir, ids?.probe, this.#log));
       this.#drivers = drivers;
       this.#fetcher = new ImageFetcher({
         dir: join(dir, 'images'),
@@ -179,12 +182,18 @@ export class Agent {
     this.#watchdog?.start();
     void this.outbox.flush();
     this.#timer = setInterval(() => void this.report(), this.#reportEveryMs);
+    // A limit the kernel refused (memory below what the sliver holds) is tried again until it holds.
+    this.#limitsTimer = setInterval(() => {
+      if (this.#reconciler?.limitsPending()) this.#again();
+    }, this.#opts.limitsRetryMs ?? 10_000);
+    this.#limitsTimer.unref();
     await this.report();
   }
 
   async stop(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     if (this.#gcTimer) clearInterval(this.#gcTimer);
+    if (this.#limitsTimer) clearInterval(this.#limitsTimer);
     await this.#collecting;
     await this.#checks;
     await this.#watchdog?.stop();

@@ -5,8 +5,8 @@
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { Reverter } from '@planetlite/host';
-import type { InstanceDriver } from '@planetlite/instance';
-import { MAX_KBPS, type SliverNet, type SliverNetSpec } from '@planetlite/network';
+import { isInstanceError, type InstanceDriver, type InstanceLimits } from '@planetlite/instance';
+import { MAX_KBPS, type SliverNet, type SliverNetSpec, type SliverRate } from '@planetlite/network';
 import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images.js';
 import { instanceStates, readiness } from './instances.js';
@@ -38,6 +38,14 @@ interface Build {
   isNew: boolean;
   /** What the sliver is when done (the lifecycle says). */
   ends: 'running' | 'stopped';
+  /** A live limit the kernel refused: the sliver runs on, showing this error, until a pass applies it. */
+  limitsError: string | null;
+}
+
+/** What a build leaves: the sliver's state, and the error it shows (a limit not applied). */
+export interface Built {
+  ends: 'running' | 'stopped';
+  error: string | null;
 }
 
 export class Builder {
@@ -50,6 +58,8 @@ export class Builder {
   readonly #desired: () => DesiredState | null;
   readonly #forwarding: () => boolean;
   #applying: Promise<void> = Promise.resolve();
+  /** The nftables table as the host listed it right after the last apply; null before one. */
+  #tableSeen: string | null = null;
 
   constructor(opts: {
     drivers: Drivers;
@@ -82,14 +92,37 @@ export class Builder {
     return this.readiness(k).state === 'ready' ? this.#d.instances[k]! : null;
   }
 
-  /** What the host has, for a pass: one probe per driver. */
-  async host(): Promise<HostView> {
-    const [instances, roots, links] = await Promise.all([instanceStates(this.#d.instances), this.#d.storage.listRoots(), this.#d.network.listAttached()]);
-    return { instances, roots, links };
+  /** What the host has, for a pass: one probe per driver; the live limits of the wanted slivers
+   * that run (cgroupfs reads, no command), their rate caps (one tc command) and the nftables
+   * table (one nft command) against the last one applied. */
+  async host(wanted: readonly DesiredSliver[] = []): Promise<HostView> {
+    const net = this.#d.network;
+    const [instances, roots, links, rates, table] = await Promise.all([
+      instanceStates(this.#d.instances),
+      this.#d.storage.listRoots(),
+      net.listAttached(),
+      // Only slivers with a ledger record have been given a link and caps.
+      net.rateDrift?.(new Map(wanted.filter((s) => this.#ledger.get(s.id)).map((s) => [s.id, rateOf(s)]))) ?? Promise.resolve(new Map<string, string>()),
+      // After the applies under way: a listing taken halfway through one is no drift.
+      this.#tableSeen !== null && net.tableState ? this.#applying.then(() => net.tableState!()) : Promise.resolve(null),
+    ]);
+    const drift = new Map(rates);
+    for (const s of wanted) {
+      const st = instances.get(s.id);
+      const files = st && (st.state === 'running' || st.state === 'frozen') ? this.#drift(s) : [];
+      if (files.length) drift.set(s.id, files.join(', '));
+    }
+    return { instances, roots, links, drift, tableDrift: table !== null && table !== this.#tableSeen };
+  }
+
+  /** The cgroup files of a sliver whose live values differ from its document's. */
+  #drift(s: DesiredSliver): string[] {
+    const driver = this.driverOf(s.id, kindOf(s));
+    return driver?.limitDrift?.(limitsOf(s)).map((d) => d.file) ?? [];
   }
 
   /** What the planner needs to know of one sliver, read now. */
-  async facts(s: DesiredSliver, opts: { done: boolean; restore?: boolean }): Promise<SliverFacts> {
+  async facts(s: DesiredSliver, opts: { done: boolean; restore?: boolean; hostDrift?: string }): Promise<SliverFacts> {
     const local = this.#images.byName(s.image.name);
     const driver = this.driverOf(s.id, kindOf(s));
     // Three independent reads, side by side; the state only when it can spare the whole build.
@@ -106,6 +139,8 @@ export class Builder {
       canFetch: this.#fetcher !== null,
       hasRoot: roots.includes(s.id),
       state,
+      // What the pass saw differ (rate caps), and the cgroup limits read again now.
+      drift: [...(opts.hostDrift ? [opts.hostDrift] : []), ...(state === 'running' || state === 'frozen' ? this.#drift(s) : [])],
       done: opts.done,
       ...(opts.restore ? { restore: true } : {}),
     };
@@ -122,12 +157,12 @@ export class Builder {
   }
 
   /** Carries out a build plan; onFresh runs before the first step of a sliver with no root yet.
-   * Resolves with what the sliver is when done. */
-  async build(s: DesiredSliver, plan: BuildPlan, onFresh: () => void): Promise<'running' | 'stopped'> {
+   * Resolves with what the sliver is when done, and the limit error it shows, if any. */
+  async build(s: DesiredSliver, plan: BuildPlan, onFresh: () => void): Promise<Built> {
     this.#log.debug({ sliver: s.id, image: s.image.name, plan: describePlan(plan) }, 'ensure');
     // Keep seeding what this node holds to other nodes (also after a restart).
     if (plan.seed) this.#fetcher?.seed({ name: s.image.name, sha256: plan.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
-    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped' };
+    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped', limitsError: null };
     await Reverter.wrap(async (r) => {
       for (const stage of plan.stages) {
         if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
@@ -137,7 +172,7 @@ export class Builder {
       }
       this.#note(s.id, 'done');
     });
-    return b.ends;
+    return { ends: b.ends, error: b.limitsError };
   }
 
   /** One debug line before each part of a build (the crash tests kill the agent on these). */
@@ -174,8 +209,7 @@ export class Builder {
         // After every attach: a device attach() made anew starts without caps. A cap at or
         // above what tc takes is no cap.
         this.#note(s.id, 'shaping');
-        const kbps = s.resources.net_kbps <= MAX_KBPS ? s.resources.net_kbps : null;
-        await this.#d.network.limit(s.id, { inKbps: kbps, outKbps: kbps });
+        await this.#d.network.limit(s.id, rateOf(s));
         this.#note(s.id, 'nftables');
         await this.applyTable();
         return;
@@ -184,13 +218,9 @@ export class Builder {
         const net = b.net!;
         if (b.isNew) r.add(() => driver.destroy(s.id));
         await driver.define({
-          id: s.id,
+          ...limitsOf(s),
           hostname: s.slice,
           rootfs: b.rootfs!,
-          memoryMb: s.resources.memory_mb,
-          cpuShares: s.resources.cpu_shares,
-          cpuCapPercent: s.resources.cpu_cap_percent ?? null,
-          pids: 4096,
           idmapBase: driver.capabilities.unprivileged ? b.rec.idmap_base : null,
           // A container gets the veth's peer moved in; a VM opens the tap, the host end itself.
           net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
@@ -203,6 +233,20 @@ export class Builder {
         this.#log.debug({ sliver: s.id, plan: lc.steps.map((st) => st.do).join(', ') }, 'lifecycle');
         for (const next of lc.steps) await this.#step(b, next, r);
         b.ends = lc.ends;
+        return;
+      }
+      case 'limits': {
+        // No state probe: the driver writes only into the cgroups of a running or frozen sliver
+        // (a stopped one takes its config at start).
+        if (!driver.applyLimits) return;
+        try {
+          const written = await driver.applyLimits(limitsOf(s));
+          if (written.length) this.#log.info({ sliver: s.id, limits: written }, 'live limits brought to the desired ones');
+        } catch (err) {
+          if (!isInstanceError(err, 'limits_not_applied')) throw err;
+          this.#log.warn({ sliver: s.id, err: err.message }, 'a live limit could not be applied; retried every pass');
+          b.limitsError = err.message;
+        }
         return;
       }
       case 'stop':
@@ -256,9 +300,10 @@ export class Builder {
     await this.#d.instances[kind]!.kill(id);
   }
 
-  /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time. */
+  /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time.
+   * Resolves once applied; the listing a later pass compares with follows in the same chain. */
   applyTable(): Promise<void> {
-    this.#applying = this.#applying.then(async () => {
+    const applied = this.#applying.then(async () => {
       // Without forwarding the table lists no sliver: no port reaches one, and the forward chain
       // drops whatever a sliver's device sends (the slivers themselves keep running).
       if (!this.#forwarding()) return this.#d.network.apply([]);
@@ -269,10 +314,26 @@ export class Builder {
         .map((r) => netSpec(r, { ports: ports.get(r.id)! }));
       await this.#d.network.apply(specs);
     });
-    const done = this.#applying;
-    this.#applying = done.catch(() => undefined);
-    return done;
+    const seen = async () => {
+      this.#tableSeen = (await this.#d.network.tableState?.().catch(() => null)) ?? null;
+    };
+    this.#applying = applied.then(seen, seen);
+    return applied;
   }
+}
+
+/** Processes a sliver may have at once. */
+const PIDS_MAX = 4096;
+
+/** A sliver's resource limits as its instance driver takes them. */
+export function limitsOf(s: Pick<DesiredSliver, 'id' | 'resources'>): InstanceLimits {
+  return { id: s.id, memoryMb: s.resources.memory_mb, cpuShares: s.resources.cpu_shares, cpuCapPercent: s.resources.cpu_cap_percent ?? null, pids: PIDS_MAX };
+}
+
+/** A sliver's rate caps; a cap at or above what tc takes is no cap. */
+function rateOf(s: Pick<DesiredSliver, 'resources'>): SliverRate {
+  const kbps = s.resources.net_kbps <= MAX_KBPS ? s.resources.net_kbps : null;
+  return { inKbps: kbps, outKbps: kbps };
 }
 
 function netSpec(rec: SliverRecord, s: Pick<DesiredSliver, 'ports'>): SliverNetSpec {

@@ -2,7 +2,8 @@
 // sliver kind, network.
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { instanceDrivers } from '@planetlite/instance';
+import type { Logger } from '@planetlite/core';
+import { instanceDrivers, isInstanceError } from '@planetlite/instance';
 import { networkDrivers, type NetworkDriver } from '@planetlite/network';
 import { drivers as storageDrivers, type StorageDriver } from '@planetlite/storage';
 import type { InstanceDrivers, KindsOff } from './instances.js';
@@ -31,7 +32,7 @@ export async function openStorage(settings: AgentSettings, stateDir: string): Pr
  * settings.vm is 'off') is left unchecked, for the agent to check in the background
  * (instances.ts: checkInBackground).
  */
-export async function openDrivers(settings: AgentSettings, publicAddress: string, stateDir: string, probeIdmapBase?: number): Promise<Drivers> {
+export async function openDrivers(settings: AgentSettings, publicAddress: string, stateDir: string, probeIdmapBase?: number, log?: Logger): Promise<Drivers> {
   const storage = await openStorage(settings, stateDir);
   mkdirSync(settings.lxc_path, { recursive: true, mode: 0o711 });
   const where = { lxcPath: settings.lxc_path, rootfsDir: settings.pool_mount, ...(settings.netns ? { netns: settings.netns } : {}) };
@@ -50,7 +51,14 @@ export async function openDrivers(settings: AgentSettings, publicAddress: string
     sliverSubnet: settings.sliver_subnet,
     ...(settings.netns ? { netns: settings.netns } : {}),
   });
-  await instances.lxc!.check();
+  try {
+    await instances.lxc!.check();
+  } catch (err) {
+    // Slivers without the limits they are promised are worse than none: the driver stays failed,
+    // so every container sliver shows this one line as its error, and the node reports lxc: false.
+    if (!isInstanceError(err, 'missing_limits')) throw err;
+    log?.error({ err: err.message }, 'this node runs no container slivers');
+  }
   await network.check();
   return { storage, instances, network, off };
 }

@@ -20,6 +20,12 @@ export interface HostView {
   roots: Iterable<string>;
   /** Slivers with host-side network devices. */
   links: Iterable<string>;
+  /** Wanted slivers whose live settings differ from the document's, with what differs: cgroup
+   * limits of a running or frozen one (a kill between its config and its cgroups, a limit the
+   * kernel refused, a change by hand), or its rate caps (tc). */
+  drift?: ReadonlyMap<string, string>;
+  /** The nftables table is not the one the last apply left (flushed or changed by someone else). */
+  tableDrift?: boolean;
 }
 
 export interface PassPlan {
@@ -54,7 +60,7 @@ export function planPass(doc: DesiredState, host: HostView, ledger: readonly Sli
   const ensure: DesiredSliver[] = [];
   let unchanged = 0;
   for (const s of wanted.values()) {
-    if (done.get(s.id) === docKey(s) && settled(s, host.instances.get(s.id)?.state)) unchanged++;
+    if (done.get(s.id) === docKey(s) && settled(s, host.instances.get(s.id)?.state) && !host.drift?.has(s.id)) unchanged++;
     else ensure.push(s);
   }
   return { teardown, ensure, unchanged };
@@ -77,6 +83,9 @@ export interface SliverFacts {
   state: InstanceState | null;
   /** Its part of the document is the one last carried out in full. */
   done: boolean;
+  /** What of its live settings differs from the document's (cgroup files, rate caps), probed
+   * with state (none: in step). */
+  drift?: readonly string[];
   /** The memory watchdog's 'restore': a fresh root from the image, whatever reset_seq says. */
   restore?: boolean;
 }
@@ -95,6 +104,9 @@ export type Step =
   | { do: 'define' }
   /** The lifecycle steps below, planned by planLifecycle from one state probe right after define. */
   | { do: 'lifecycle' }
+  /** A running or frozen sliver's live limits brought to the document's: only those that differ
+   * are written; one the kernel refuses stays the sliver's error until a pass applies it. */
+  | { do: 'limits' }
   | { do: 'stop' }
   | { do: 'start' }
   | { do: 'freeze' }
@@ -139,7 +151,9 @@ export function kindOf(s: Pick<DesiredSliver, 'kind'>): SliverKind {
  */
 export function planSliver(f: SliverFacts): SliverPlan {
   const s = f.sliver;
-  if (f.done && !f.restore && f.state !== null && settled(s, f.state)) return { action: 'none' };
+  // Settled is not enough: the live limits must be the document's too, else the build goes again
+  // (config unchanged, nothing restarted) and its last step writes them.
+  if (f.done && !f.restore && f.state !== null && settled(s, f.state) && !f.drift?.length) return { action: 'none' };
   if (f.readiness.state !== 'ready') return { action: 'wait', state: f.readiness.state === 'checking' ? 'provisioning' : 'failed', error: f.readiness.why };
 
   // The registry's published archive wins over a local one of the same name.
@@ -157,7 +171,7 @@ export function planSliver(f: SliverFacts): SliverPlan {
     hasRoot = false;
   }
   // The root filesystem and the network do not depend on each other: built side by side.
-  stages.push([{ do: 'root', provision: !hasRoot || rec.image_sha256 === null }, { do: 'link' }], [{ do: 'define' }], [{ do: 'lifecycle' }]);
+  stages.push([{ do: 'root', provision: !hasRoot || rec.image_sha256 === null }, { do: 'link' }], [{ do: 'define' }], [{ do: 'lifecycle' }], [{ do: 'limits' }]);
   return {
     action: 'build',
     kind: kindOf(s),
@@ -222,10 +236,12 @@ export type TeardownStep = 'destroy' | 'table' | 'unlink' | 'delete root' | 'rel
  * Tearing a sliver down: its instance (unless its kind cannot run here: then there is none), the
  * nftables table rewritten without it, its link, its root, and last its ledger record, so that a
  * crash or a failure part-way leaves the record and a later pass finishes the job. While the
- * driver of its kind is still checking, an instance of an earlier run may be up: it waits.
+ * driver of its kind is still checking, an instance of an earlier run may be up: it waits. So it
+ * does when the container driver failed its check (containers always run here, so one of an
+ * earlier run may be up, unseen): its root is never deleted under it.
  */
-export function planTeardown(readiness: Readiness): { action: 'wait'; error: string } | { action: 'teardown'; steps: TeardownStep[] } {
-  if (readiness.state === 'checking') return { action: 'wait', error: `teardown: ${readiness.why}` };
+export function planTeardown(readiness: Readiness, kind: SliverKind): { action: 'wait'; error: string } | { action: 'teardown'; steps: TeardownStep[] } {
+  if (readiness.state === 'checking' || (readiness.state === 'off' && kind === 'lxc')) return { action: 'wait', error: `teardown: ${readiness.why}` };
   const rest: TeardownStep[] = ['table', 'unlink', 'delete root', 'release'];
   return { action: 'teardown', steps: readiness.state === 'ready' ? ['destroy', ...rest] : rest };
 }

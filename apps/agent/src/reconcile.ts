@@ -38,6 +38,8 @@ export class Reconciler {
   readonly #status = new Map<string, Status>();
   /** Desired document of each sliver as last carried out in full: an unchanged one costs one state probe. */
   readonly #done = new Map<string, string>();
+  /** Slivers with a live limit the kernel refused: not settled, so every pass tries again. */
+  readonly #unapplied = new Set<string>();
   #tableRebuilt = false;
   #desired: DesiredState | null = null;
   /** Slivers the memory watchdog froze (pressure.ts): held as long as their document is the one
@@ -75,13 +77,17 @@ export class Reconciler {
   async reconcile(received: DesiredState): Promise<void> {
     const doc = this.#screen(received);
     this.#desired = doc;
-    const host = await this.#builder.host();
+    const host = await this.#builder.host(doc.slivers.filter((s) => s.desired !== 'deleted'));
     const plan = planPass(doc, host, this.#ledger.all(), this.#done);
     // A sliver whose new document was refused is left as it is, never torn down for it.
     plan.teardown = plan.teardown.filter((id) => !this.#refused.has(id));
     const work: Promise<void>[] = [];
     // The first pass of this process rebuilds the nftables table from the ledger and the
     // document: what a previous process left half-done there goes.
+    if (host.tableDrift && this.#tableRebuilt) {
+      this.#log.info('the nftables table is not the one last applied (changed by hand?); written again');
+      this.#tableRebuilt = false;
+    }
     if (!this.#tableRebuilt) {
       this.#tableRebuilt = true;
       work.push(this.#builder.applyTable().catch((err: unknown) => {
@@ -93,7 +99,11 @@ export class Reconciler {
       const kind = this.#ledger.get(id)?.kind ?? host.instances.get(id)?.kind ?? 'lxc';
       work.push(this.#enqueue(id, () => this.#teardown(id, kind)));
     }
-    for (const s of plan.ensure) work.push(this.#enqueue(s.id, () => this.#ensure(s)));
+    for (const s of plan.ensure) {
+      const drift = host.drift?.get(s.id);
+      if (drift) this.#log.info({ sliver: s.id, drift }, 'live settings differ from the desired ones; brought back');
+      work.push(this.#enqueue(s.id, () => this.#ensure(s, false, drift)));
+    }
     this.#log.debug({ wanted: plan.ensure.length + plan.unchanged, teardown: plan.teardown.length, unchanged: plan.unchanged, work: work.length }, 'reconcile pass');
     await Promise.all(work);
   }
@@ -165,6 +175,11 @@ export class Reconciler {
     this.#refused = refused;
     const kept = (this.#desired?.slivers ?? []).filter((s) => refused.has(s.id));
     return { ...received, slivers: [...accepted, ...kept] };
+  }
+
+  /** Slivers showing a live limit not applied yet (the agent runs passes until there are none). */
+  limitsPending(): number {
+    return this.#unapplied.size;
   }
 
   /** Runs the last document again (an image arrived, a fetch failed). */
@@ -284,11 +299,11 @@ export class Reconciler {
   }
 
   /** One sliver's turn: read what it is, plan, build. */
-  async #ensure(s: DesiredSliver, restore = false): Promise<void> {
+  async #ensure(s: DesiredSliver, restore = false, hostDrift?: string): Promise<void> {
     const want = docKey(s);
     if (!restore && this.#stillHeld(s)) return;
     try {
-      const plan = planSliver(await this.#builder.facts(s, { done: this.#done.get(s.id) === want, restore }));
+      const plan = planSliver(await this.#builder.facts(s, { done: this.#done.get(s.id) === want, restore, ...(hostDrift ? { hostDrift } : {}) }));
       if (plan.action === 'none') return;
       this.#done.delete(s.id);
       switch (plan.action) {
@@ -298,13 +313,17 @@ export class Reconciler {
         case 'fetch':
           this.#status.set(s.id, { ...fetchStatus(s.image.name, this.#builder.fetch(plan.image)), fetching: s.image.name });
           break;
-        case 'build':
-          // A frozen sliver is not running; the API's states have no 'frozen', so it shows as
-          // stopped with desired 'frozen'.
-          this.#status.set(s.id, { state: await this.#builder.build(s, plan, () => this.#status.set(s.id, { state: 'provisioning', error: null })), error: null });
+        // A frozen sliver is not running; the API's states have no 'frozen', so it shows as
+        // stopped with desired 'frozen'.
+        case 'build': {
+          const built = await this.#builder.build(s, plan, () => this.#status.set(s.id, { state: 'provisioning', error: null }));
+          this.#status.set(s.id, { state: built.ends, error: built.error });
+          if (built.error) this.#unapplied.add(s.id);
+          else this.#unapplied.delete(s.id);
           break;
+        }
       }
-      if (this.#status.get(s.id)?.state !== 'provisioning') this.#done.set(s.id, want);
+      if (this.#status.get(s.id)?.state !== 'provisioning' && !this.#unapplied.has(s.id)) this.#done.set(s.id, want);
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       this.#log.warn({ sliver: s.id, slice: s.slice, ...errorFields(err) }, 'sliver could not be brought to its desired state');
@@ -314,8 +333,9 @@ export class Reconciler {
 
   async #teardown(id: string, kind: 'lxc' | 'kvm'): Promise<void> {
     this.#done.delete(id);
+    this.#unapplied.delete(id);
     if (this.#held.delete(id)) this.onHoldReleased(id, false);
-    const plan = planTeardown(this.#builder.readiness(kind));
+    const plan = planTeardown(this.#builder.readiness(kind), kind);
     if (plan.action === 'wait') {
       this.#log.warn({ sliver: id, err: plan.error }, 'sliver teardown failed; the next pass retries');
       this.#status.set(id, { state: 'failed', error: plan.error });

@@ -38,19 +38,24 @@ function brandNew(s: DesiredSliver = sliver(), patch: Partial<SliverFacts> = {})
 const plan = (f: SliverFacts): string => describePlan(planSliver(f));
 
 describe('the planner, one sliver', () => {
-  const refresh = 'root & link, define, lifecycle';
+  const refresh = 'root & link, define, lifecycle, limits';
   const table: Array<[string, SliverFacts, string]> = [
-    ['new sliver: claimed, root provisioned beside its link, defined, then its lifecycle', brandNew(), 'claim, root+provision & link, define, lifecycle'],
+    ['new sliver: claimed, root provisioned beside its link, defined, then its lifecycle', brandNew(), 'claim, root+provision & link, define, lifecycle, limits'],
     ['settled and unchanged since the last full pass: nothing', built(sliver(), { done: true }), 'none'],
     ['unchanged document but the instance died: built again (the lifecycle starts it)', built(sliver(), { done: true, state: 'stopped' }), refresh],
     ['unchanged, frozen as asked: nothing', built(sliver({ desired: 'frozen' }), { done: true, state: 'frozen' }), 'none'],
     ['changed document (resources, keys, desired state): root (quota), link (caps), config refreshed, then the lifecycle', built(sliver({ resources: { memory_mb: 128, cpu_shares: 512, disk_mb: 128, net_kbps: 2000 } })), refresh],
-    ['reset: wiped and recorded, provisioned afresh', built(sliver({ reset_seq: 1 })), 'wipe 1, root+provision & link, define, lifecycle'],
-    ['reset of a new sliver: claimed, reset recorded', brandNew(sliver({ reset_seq: 2 })), 'claim, wipe 2, root+provision & link, define, lifecycle'],
-    ['watchdog restore: wiped (no reset recorded), provisioned afresh', built(sliver(), { restore: true, done: true, state: null }), 'wipe, root+provision & link, define, lifecycle'],
-    ['crash leftover: the ledger has the record, the host lost root and instance: provisioned again', built(sliver(), { hasRoot: false }), 'root+provision & link, define, lifecycle'],
-    ['crash leftover: root made but never provisioned (no image in the record): provisioned', built(sliver(), { record: record({ image_sha256: null, keys_hash: null }) }), 'root+provision & link, define, lifecycle'],
-    ['crash leftover: a root and a container with no ledger record: claimed, provisioned again', brandNew(sliver(), { hasRoot: true }), 'claim, root+provision & link, define, lifecycle'],
+    ['reset: wiped and recorded, provisioned afresh', built(sliver({ reset_seq: 1 })), 'wipe 1, root+provision & link, define, lifecycle, limits'],
+    ['reset of a new sliver: claimed, reset recorded', brandNew(sliver({ reset_seq: 2 })), 'claim, wipe 2, root+provision & link, define, lifecycle, limits'],
+    ['watchdog restore: wiped (no reset recorded), provisioned afresh', built(sliver(), { restore: true, done: true, state: null }), 'wipe, root+provision & link, define, lifecycle, limits'],
+    ['crash leftover: the ledger has the record, the host lost root and instance: provisioned again', built(sliver(), { hasRoot: false }), 'root+provision & link, define, lifecycle, limits'],
+    ['crash leftover: root made but never provisioned (no image in the record): provisioned', built(sliver(), { record: record({ image_sha256: null, keys_hash: null }) }), 'root+provision & link, define, lifecycle, limits'],
+    // The host, not what the agent wrote: live limits that are not the document's undo 'settled'.
+    ['settled and unchanged, but its live memory limit is not the document\'s (killed between config and apply): built again, limits written last', built(sliver(), { done: true, drift: ['memory.limit_in_bytes'] }), refresh],
+    ['settled and unchanged, live limits as asked: nothing', built(sliver(), { done: true, drift: [] }), 'none'],
+    ['frozen as asked, its cpu cap drifted: built again (no thaw), limits written', built(sliver({ desired: 'frozen' }), { done: true, state: 'frozen', drift: ['cpu.cfs_quota_us'] }), refresh],
+    ['settled, but its inbound rate cap is gone from its link: built again (the link step caps it)', built(sliver(), { done: true, drift: ['no inbound cap on plh0123456789ab'] }), refresh],
+    ['crash leftover: a root and a container with no ledger record: claimed, provisioned again', brandNew(sliver(), { hasRoot: true }), 'claim, root+provision & link, define, lifecycle, limits'],
   ];
   for (const [what, facts, steps] of table) it(what, () => expect(plan(facts)).toBe(steps));
 
@@ -139,6 +144,7 @@ describe('the planner, a pass', () => {
     ['crash leftover: a subvolume no record or document names', doc([]), host([], [B], []), [], new Map(), { teardown: [B], ensure: [], unchanged: 0 }],
     ['crash leftover: a ledger record the host lacks, not wanted', doc([]), host(), [record({ id: A })], new Map(), { teardown: [A], ensure: [], unchanged: 0 }],
     ['crash leftover: a ledger record the host lacks, wanted: rebuilt', doc([a]), host(), [record({ id: A })], new Map([[A, docKey(a)]]), { teardown: [], ensure: [A], unchanged: 0 }],
+    ['unchanged document, running, but its live limits drifted (a refused or never-applied write): worked on', doc([a, b]), { ...host([[A, 'running'], [B, 'stopped']], [A, B], [A, B]), drift: new Map([[A, 'memory.limit_in_bytes 134217728, not 100663296']]) }, [record({ id: A }), record({ id: B })], new Map([[A, docKey(a)], [B, docKey(b)]]), { teardown: [], ensure: [A], unchanged: 1 }],
   ];
   for (const [what, d, h, ledger, done, want] of table) {
     it(what, () => {
@@ -150,12 +156,16 @@ describe('the planner, a pass', () => {
 
 describe('the planner, a teardown', () => {
   it('destroys the instance, rewrites the table, then link, root and last the ledger record', () => {
-    expect(planTeardown({ state: 'ready' })).toEqual({ action: 'teardown', steps: ['destroy', 'table', 'unlink', 'delete root', 'release'] });
+    expect(planTeardown({ state: 'ready' }, 'lxc')).toEqual({ action: 'teardown', steps: ['destroy', 'table', 'unlink', 'delete root', 'release'] });
   });
   it('has no instance to destroy when its kind cannot run here', () => {
-    expect(planTeardown({ state: 'off', why: 'VM slivers are off' })).toEqual({ action: 'teardown', steps: ['table', 'unlink', 'delete root', 'release'] });
+    expect(planTeardown({ state: 'off', why: 'VM slivers are off' }, 'kvm')).toEqual({ action: 'teardown', steps: ['table', 'unlink', 'delete root', 'release'] });
+  });
+  it('waits when the container driver failed its check: a container of an earlier run may be up, unseen, on that root', () => {
+    const why = 'this node cannot run lxc slivers: lxc driver: refusing to run slivers without their memory, cpu, pids limits';
+    expect(planTeardown({ state: 'off', why }, 'lxc')).toEqual({ action: 'wait', error: `teardown: ${why}` });
   });
   it('waits while the driver of its kind is still being checked (an instance of an earlier run may be up)', () => {
-    expect(planTeardown({ state: 'checking', why: 'waiting for the node to check that it can run VMs (accelerator probe)' })).toEqual({ action: 'wait', error: 'teardown: waiting for the node to check that it can run VMs (accelerator probe)' });
+    expect(planTeardown({ state: 'checking', why: 'waiting for the node to check that it can run VMs (accelerator probe)' }, 'kvm')).toEqual({ action: 'wait', error: 'teardown: waiting for the node to check that it can run VMs (accelerator probe)' });
   });
 });

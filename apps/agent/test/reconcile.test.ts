@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
-import type { InstanceDriver, InstanceState } from '@planetlite/instance';
+import { InstanceError, type InstanceDriver, type InstanceLimits, type InstanceState } from '@planetlite/instance';
 import type { NetworkDriver } from '@planetlite/network';
 import type { StorageDriver } from '@planetlite/storage';
 import { Reconciler } from '../src/reconcile.js';
@@ -24,6 +24,9 @@ function recordingDrivers(dir: string) {
   const roots = new Set<string>();
   const gates = new Map<string, Promise<void>>();
   const failStart = new Set<string>();
+  /** Live memory limit of each running sliver (MiB), and the least each one can be lowered to. */
+  const live = new Map<string, number>();
+  const holds = new Map<string, number>();
   let busy = 0;
   let maxBusy = 0;
   const note = (c: string) => calls.push(c);
@@ -54,6 +57,14 @@ function recordingDrivers(dir: string) {
     state: async (id: string) => { note(`state ${id}`); return states.get(id) ?? 'absent'; },
     states: async () => { note('states'); return new Map(states); },
     start: async (id: string) => { note(`start ${id}`); if (failStart.has(id)) throw new Error('lxc-start failed'); states.set(id, 'running'); },
+    limitDrift: (l: InstanceLimits) => (live.has(l.id) && live.get(l.id) !== l.memoryMb ? [{ file: 'memory.max', want: String(l.memoryMb), have: String(live.get(l.id)) }] : []),
+    applyLimits: async (l: InstanceLimits) => {
+      note(`applyLimits ${l.id}`);
+      if (!live.has(l.id) || live.get(l.id) === l.memoryMb) return [];
+      if (l.memoryMb < (holds.get(l.id) ?? 0)) throw new InstanceError('limits_not_applied', `memory limit ${l.memoryMb} MiB not applied, the sliver holds ${holds.get(l.id)} MiB`);
+      live.set(l.id, l.memoryMb);
+      return ['memory.max'];
+    },
     stop: async (id: string) => { note(`stop ${id}`); states.set(id, 'stopped'); },
     kill: async (id: string) => { note(`kill ${id}`); states.set(id, 'stopped'); },
     freeze: async (id: string) => { note(`freeze ${id}`); states.set(id, 'frozen'); },
@@ -75,7 +86,7 @@ function recordingDrivers(dir: string) {
     counters: async () => new Map(),
     address: () => ({ hostAddress: '10.0.0.1', sliverAddress: '10.0.0.2', prefix: 30 }),
   } as unknown as NetworkDriver;
-  return { drivers: { storage, instances: { lxc: instance }, network }, calls, states, gates, failStart, roots, maxBusy: () => maxBusy };
+  return { drivers: { storage, instances: { lxc: instance }, network }, calls, states, gates, failStart, roots, live, holds, maxBusy: () => maxBusy };
 }
 
 /** Each sliver forwards ports of its own, as the registry hands them out. */
@@ -162,6 +173,41 @@ describe('a reconcile pass', () => {
     fake.calls.length = 0;
     await r.reconcile(doc([s]));
     expect(fake.calls).toContain(`start ${s.id}`);
+  });
+
+  it('converges on the live limits, not on its own last pass: a drifted limit is written, a refused one stays the sliver\'s error until it holds', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const s = sliver('site_limits');
+    await r.reconcile(doc([s]));
+    // As after a kill between the config and the cgroups: the host holds an old limit.
+    fake.live.set(s.id, 32);
+    fake.calls.length = 0;
+    await r.reconcile(doc([s]));
+    expect(fake.calls).toContain(`applyLimits ${s.id}`);
+    expect(fake.live.get(s.id)).toBe(64);
+    expect((await r.observed())[0]).toMatchObject({ state: 'running', error: null });
+    expect(r.limitsPending()).toBe(0);
+
+    // Lowered below what the sliver holds: it runs on, with the refusal as its error, pass after pass.
+    fake.holds.set(s.id, 48);
+    const lower = { ...s, resources: { ...s.resources, memory_mb: 40 } };
+    for (let pass = 0; pass < 2; pass++) {
+      fake.calls.length = 0;
+      await r.reconcile(doc([lower]));
+      expect(fake.calls).toContain(`applyLimits ${s.id}`);
+      expect((await r.observed())[0]).toMatchObject({ state: 'running', error: expect.stringMatching(/memory limit 40 MiB not applied, the sliver holds 48 MiB/) });
+      expect(r.limitsPending()).toBe(1);
+    }
+    // It frees memory: the next pass applies the limit and the error goes.
+    fake.holds.set(s.id, 16);
+    await r.reconcile(doc([lower]));
+    expect(fake.live.get(s.id)).toBe(40);
+    expect((await r.observed())[0]).toMatchObject({ state: 'running', error: null });
+    expect(r.limitsPending()).toBe(0);
+    fake.calls.length = 0;
+    await r.reconcile(doc([lower]));
+    expect(fake.calls.filter((c) => c.endsWith(s.id))).toEqual([]); // settled again: no work
   });
 
   it("resets for the watchdog: kills, then starts again, from a fresh root only when the slice asked to be restored", async () => {

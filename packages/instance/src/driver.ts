@@ -38,6 +38,17 @@ export interface InstanceSpec {
 
 export type InstanceState = 'running' | 'stopped' | 'frozen' | 'absent';
 
+/** The resource limits of a sliver, as a running one holds them in its cgroups. */
+export type InstanceLimits = Pick<InstanceSpec, 'id' | 'memoryMb' | 'cpuShares' | 'cpuCapPercent' | 'pids'>;
+
+/** One live limit that is not the one asked for: its cgroup file, the value wanted, the value
+ * there (null: unreadable). */
+export interface LimitDrift {
+  file: string;
+  want: string;
+  have: string | null;
+}
+
 /** Where a driver's check() is: a driver builds slivers only once it is 'ready'. A VM driver's
  * check boots a probe guest and takes seconds, so the agent runs it in the background. */
 export type InstanceDriverStatus =
@@ -80,6 +91,13 @@ export interface InstanceDriver {
   /** The sliver's own memory pressure (its cgroup's memory.pressure avg10), for the watchdog's
    * freeze; null when not running or the host cannot tell. */
   memoryPressure?(id: string): Promise<Psi | null>;
+  /** The live limits of a running or frozen sliver that differ from `limits` (none when it is not
+   * running: it takes its config at start). Cheap: a reconcile pass asks it of every sliver. */
+  limitDrift?(limits: InstanceLimits): LimitDrift[];
+  /** Writes each live limit that differs from `limits` into the running sliver's cgroups; resolves
+   * with the files written. Throws an InstanceError 'limits_not_applied' naming every limit the
+   * kernel refused (memory lowered below what the sliver holds), after writing the others. */
+  applyLimits?(limits: InstanceLimits): Promise<string[]>;
   /** Path of the sliver's console log, when the driver keeps one (`planetlite sliver log`). */
   consoleLog?(id: string): string;
   /** Why a sliver that was running has stopped by itself, when the driver can tell; else null. */

@@ -18,6 +18,10 @@ export type InstanceErrorCode =
   | 'unsupported'
   | 'rootfs_missing'
   | 'start_failed'
+  /** A running sliver's cgroups refused a limit (a memory limit below what it holds). */
+  | 'limits_not_applied'
+  /** The host cannot enforce the limits slivers are promised (no memory, cpu or pids cgroup visible). */
+  | 'missing_limits'
   /** A process that would not die, or a device that is not what it should be. */
   | 'host_broken';
 

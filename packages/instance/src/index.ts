@@ -4,13 +4,13 @@ import type { InstanceDriver } from './driver.js';
 import { LxcDriver, type LxcDriverOptions } from './lxc/driver.js';
 import { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
 
-export type { InstanceCapabilities, InstanceDriver, InstanceDriverStatus, InstanceSpec, InstanceState } from './driver.js';
+export type { InstanceCapabilities, InstanceDriver, InstanceDriverStatus, InstanceLimits, InstanceSpec, InstanceState, LimitDrift } from './driver.js';
 export { InstanceError, isInstanceError, type InstanceErrorCode } from './errors.js';
 export { InvalidSpecError, isSliverId, validateInstanceSpec, trackCheck, IDMAP_SIZE } from './driver.js';
 export { LxcDriver, type LxcDriverOptions } from './lxc/driver.js';
-export { containerName, idFromContainerName, renderConfig, sharesToWeight, DROPPED_CAPABILITIES, type LxcHostFacts, type RenderOptions } from './lxc/config.js';
+export { containerName, idFromContainerName, renderConfig, resourceLimits, sharesToWeight, DROPPED_CAPABILITIES, type LxcHostFacts, type RenderOptions } from './lxc/config.js';
 export { renderSeccompPolicy, DENIED_BTRFS_IOCTLS, LXC_DEFAULT_SECCOMP_RULES, SECCOMP_POLICY_FILE, type DeniedIoctl } from './lxc/seccomp.js';
-export { detectCgroupLayout, parseCgroupLayout, parseMemoryStat, parsePressure, residentBytes, type CgroupLayout, type CgroupVersion, type Psi } from './lxc/cgroup.js';
+export { detectCgroupLayout, missingLimits, parseCgroupLayout, parseMemoryStat, parsePressure, residentBytes, type CgroupLayout, type CgroupVersion, type Psi } from './lxc/cgroup.js';
 export { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
 export { renderQemuArgv, kernelCommandLine, validateVmConfig, vmConfigFromSpec, vmPaths, vcpusFor, macFor, netmask, qemuOpt, VM_MIN_MEMORY_MB, type Accel, type BootAssets, type VmConfig, type VmNet, type VmPaths } from './qemu/config.js';
 export { probeAccel, probeBoot, type AccelProbeOptions } from './qemu/probe.js';

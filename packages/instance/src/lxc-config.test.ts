@@ -6,7 +6,9 @@ import {
   LXC_DEFAULT_SECCOMP_RULES,
   containerName,
   idFromContainerName,
+  missingLimits,
   parseCgroupLayout,
+  resourceLimits,
   parseMemoryStat,
   renderConfig,
   renderSeccompPolicy,
@@ -227,6 +229,20 @@ describe('cgroup layout', () => {
 
   it('recognises a unified host, where freezing and device rules are built in', () => {
     expect(parseCgroupLayout('cgroup2 /sys/fs/cgroup cgroup2 rw,nsdelegate 0 0', 'cpuset cpu io memory pids')).toEqual(unified);
+  });
+
+  it('names the limits a layout cannot enforce: all three where no hierarchy is visible (`ip netns exec` remounts /sys)', () => {
+    expect(missingLimits(parseCgroupLayout(hybridMounts, 'hugetlb\n'))).toEqual([]);
+    const hidden = hybridMounts.split('\n').filter((l) => !/cgroup/.test(l)).join('\n');
+    expect(missingLimits(parseCgroupLayout(hidden, null))).toEqual(['memory', 'cpu', 'pids']);
+    expect(missingLimits(parseCgroupLayout(hybridMounts.replace(/.*pids.*\n/, ''), 'hugetlb'))).toEqual(['pids']);
+  });
+
+  it('says which controller holds each limit, so a live value is read where it lives', () => {
+    const limits = resourceLimits({ memoryMb: 64, cpuShares: 512, cpuCapPercent: 50, pids: 128 }, parseCgroupLayout(hybridMounts, 'hugetlb'));
+    expect(limits.map((l) => `${l.controller}:${l.file}=${l.value}`)).toEqual([
+      'memory:memory.limit_in_bytes=67108864', 'cpu:cpu.shares=512', 'cpu:cpu.cfs_period_us=100000', 'cpu:cpu.cfs_quota_us=50000', 'pids:pids.max=128',
+    ]);
   });
 
   it('reads resident memory from memory.stat', () => {

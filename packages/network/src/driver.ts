@@ -81,6 +81,12 @@ export interface NetworkDriver {
    * moment attach() made the device, so they restart at zero when it is made again.
    */
   counters(): Promise<Map<string, SliverCounters>>;
+  /** Slivers (of those given, with the caps they should have) whose caps the host does not hold
+   * now, each with what differs: read in one command for all of them, every pass. */
+  rateDrift?(rates: ReadonlyMap<string, SliverRate>): Promise<Map<string, string>>;
+  /** The driver's table as the host holds it now (a listing to compare between passes: a
+   * table changed or flushed by someone else is written again); '' when there is none. */
+  tableState?(): Promise<string>;
   /** Ids of slivers whose devices exist now (finds leaks after a crash). */
   listAttached(): Promise<string[]>;
   /** Removes the table and every device this driver made (uninstall, tests). */

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { SliverRate } from './driver.js';
 import { parseLinkStats } from './nftables/devices.js';
 import { ALIAS_PREFIX, DEVICE_PATTERN, deviceNames, ifbName } from './nftables/names.js';
-import { htbParams, MAX_KBPS, MIN_KBPS, parseQdiscs, renderLimit, sliverCounters, validateRate, type ShapingNames, type ShapingState } from './nftables/shaping.js';
+import { htbParams, MAX_KBPS, MIN_KBPS, parseQdiscs, renderLimit, shapingDrift, sliverCounters, validateRate, type ShapingNames, type ShapingState } from './nftables/shaping.js';
 
 const ID = '11111111-1111-4111-8111-111111111111';
 const { hostIf, peerIf } = deviceNames(ID);
@@ -121,6 +121,25 @@ describe('renderLimit', () => {
     expect(renderLimit(names, { host: null, ifb: { ...none, alias, up: true } }, rate(null, null))).toEqual({ ipBefore: [], tc: [], ipAfter: [`link del dev ${ifb}`] });
     expect(renderLimit(names, { host: null, ifb: null }, rate(null, null))).toEqual({ ipBefore: [], tc: [], ipAfter: [] });
   });
+});
+
+describe('shapingDrift: the caps the host holds against the ones asked for', () => {
+  const names: ShapingNames = { hostIf, ifb, alias };
+  const capped: ShapingState = { host: { htbRoot: true, ingress: true }, ifb: { htbRoot: true, ingress: false, alias, up: true } };
+  const bare: ShapingState = { host: { htbRoot: false, ingress: false }, ifb: null };
+  const both = { inKbps: 1000, outKbps: 1000 };
+  const table: Array<[string, ShapingState, SliverRate, string | null]> = [
+    ['capped both ways as asked', capped, both, null],
+    ['no caps asked, none there', bare, { inKbps: null, outKbps: null }, null],
+    ['the inbound HTB is gone (deleted by hand, or never made: a kill before limit())', { ...capped, host: { htbRoot: false, ingress: true } }, both, `no inbound cap on ${hostIf}`],
+    ['the ifb is gone', { ...capped, ifb: null }, both, `no outbound cap through ${ifb}`],
+    ['the ifb is down', { ...capped, ifb: { ...capped.ifb!, up: false } }, both, `no outbound cap through ${ifb}`],
+    ['the redirect to the ifb is gone', { ...capped, host: { htbRoot: true, ingress: false } }, both, `no outbound cap through ${ifb}`],
+    ['caps lifted but still there', capped, { inKbps: null, outKbps: null }, `a lifted inbound cap still on ${hostIf}`],
+    ['no link at all for a capped sliver', { host: null, ifb: null }, both, `no link ${hostIf}`],
+    ['no link, a stale ifb', { host: null, ifb: capped.ifb }, { inKbps: null, outKbps: null }, `a stale ${ifb}`],
+  ];
+  for (const [what, state, rate, want] of table) it(what, () => expect(shapingDrift(names, state, rate)).toBe(want));
 });
 
 describe('parsing', () => {

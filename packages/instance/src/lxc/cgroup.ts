@@ -63,6 +63,15 @@ export function parseCgroupLayout(procMounts: string, unifiedControllers: string
   };
 }
 
+/**
+ * The limits a sliver is promised that this layout cannot enforce, in words (empty: all of them
+ * can). A process that sees no cgroup hierarchy at all (started under `ip netns exec`, which
+ * remounts /sys) gets all three.
+ */
+export function missingLimits(layout: CgroupLayout): string[] {
+  return (['memory', 'cpu', 'pids'] as const).filter((c) => layout[c] === null);
+}
+
 /** Reads this host's layout. */
 export async function detectCgroupLayout(): Promise<CgroupLayout> {
   const procMounts = await readFile('/proc/self/mounts', 'utf8');
@@ -134,6 +143,8 @@ export interface PayloadProbe {
   /** The v2 tree (memory.pressure): PSI is kept there for every cgroup, also on a hybrid host
    * whose memory controller is on v1. */
   pressure: { version: 'v2'; parents: string[] } | null;
+  /** Where each limited controller's files are (memory.limit_in_bytes, cpu.shares, pids.max…). */
+  limits: Record<'memory' | 'cpu' | 'pids', { version: CgroupVersion; parents: string[] } | null>;
 }
 
 export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> {
@@ -150,6 +161,7 @@ export async function payloadProbe(layout: CgroupLayout): Promise<PayloadProbe> 
     memory: pick(layout.memory, 'memory'),
     cpu: layout.cpu === 'v2' ? pick('v2', '') : pick(layout.cpu, 'cpuacct'),
     pressure: v2 ? { version: 'v2', parents: v2 } : null,
+    limits: { memory: pick(layout.memory, 'memory'), cpu: pick(layout.cpu, 'cpu'), pids: pick(layout.pids, 'pids') },
   };
 }
 

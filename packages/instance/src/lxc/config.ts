@@ -1,6 +1,6 @@
 // The LXC config of a sliver, rendered as a pure function of its spec and the host's facts.
 import { join } from 'node:path';
-import { IDMAP_SIZE, isSliverId, validateInstanceSpec, type InstanceSpec } from '../driver.js';
+import { IDMAP_SIZE, isSliverId, validateInstanceSpec, type InstanceLimits, type InstanceSpec } from '../driver.js';
 import type { CgroupLayout } from './cgroup.js';
 
 /** What check() learned about the host that changes the config. */
@@ -60,17 +60,25 @@ export function sharesToWeight(shares: number): number {
   return Math.min(10000, Math.max(1, 1 + Math.floor(((shares - 2) * 9999) / 262142)));
 }
 
-/** The limit lines for this host's layout; a controller the host lacks gets a comment instead. */
-/**
- * The sliver's resource limits as [config key, cgroup file, value]: memory, cpu weight, pids, on
- * whichever hierarchy holds each controller. The config applies them at start; a running sliver
- * gets changed ones through lxc-cgroup (liveLimits).
- */
 const CFS_PERIOD_US = 100_000;
 
-export function resourceLimits(spec: InstanceSpec, cg: CgroupLayout): Array<{ key: string; file: string; value: string }> {
-  const at = (version: 'v1' | 'v2', file: string, value: number) => ({ key: version === 'v1' ? `lxc.cgroup.${file}` : `lxc.cgroup2.${file}`, file, value: String(value) });
-  const out: Array<{ key: string; file: string; value: string }> = [];
+/** One resource limit: its LXC config key, its cgroup file, the controller that holds the file
+ * (for finding the sliver's cgroup in that hierarchy), and its value. */
+export interface ResourceLimit {
+  key: string;
+  file: string;
+  controller: 'memory' | 'cpu' | 'pids';
+  value: string;
+}
+
+/**
+ * The sliver's resource limits: memory, cpu weight and cap, pids, on whichever hierarchy holds
+ * each controller. The config applies them at start; a running sliver gets them written into its
+ * cgroups, each pass, whenever a live value differs (LxcDriver.applyLimits).
+ */
+export function resourceLimits(spec: Omit<InstanceLimits, 'id'>, cg: CgroupLayout): ResourceLimit[] {
+  const at = (version: 'v1' | 'v2', file: string, value: number) => ({ key: version === 'v1' ? `lxc.cgroup.${file}` : `lxc.cgroup2.${file}`, file, controller: file.split('.')[0] as ResourceLimit['controller'], value: String(value) });
+  const out: ResourceLimit[] = [];
   const bytes = spec.memoryMb * 1024 * 1024;
   if (cg.memory) out.push(at(cg.memory, cg.memory === 'v1' ? 'memory.limit_in_bytes' : 'memory.max', bytes));
   if (cg.cpu) out.push(cg.cpu === 'v1' ? at('v1', 'cpu.shares', spec.cpuShares) : at('v2', 'cpu.weight', sharesToWeight(spec.cpuShares)));
@@ -80,12 +88,13 @@ export function resourceLimits(spec: InstanceSpec, cg: CgroupLayout): Array<{ ke
     out.push(at('v1', 'cpu.cfs_period_us', CFS_PERIOD_US), at('v1', 'cpu.cfs_quota_us', spec.cpuCapPercent ? spec.cpuCapPercent * (CFS_PERIOD_US / 100) : -1));
   } else if (cg.cpu === 'v2') {
     const quota = spec.cpuCapPercent ? String(spec.cpuCapPercent * (CFS_PERIOD_US / 100)) : 'max';
-    out.push({ key: 'lxc.cgroup2.cpu.max', file: 'cpu.max', value: `${quota} ${CFS_PERIOD_US}` });
+    out.push({ key: 'lxc.cgroup2.cpu.max', file: 'cpu.max', controller: 'cpu', value: `${quota} ${CFS_PERIOD_US}` });
   }
   if (spec.pids !== undefined && cg.pids) out.push(at(cg.pids, 'pids.max', spec.pids));
   return out;
 }
 
+/** The limit lines for this host's layout; a controller the host lacks gets a comment instead. */
 function limitLines(spec: InstanceSpec, cg: CgroupLayout): string[] {
   const lines = resourceLimits(spec, cg).map((l) => `${l.key} = ${l.value}`);
   if (!cg.memory) lines.push('# no memory controller on this host: memory is not limited');

@@ -13,12 +13,14 @@ import {
   validateInstanceSpec,
   type InstanceCapabilities,
   type InstanceDriver,
+  type InstanceLimits,
+  type LimitDrift,
   type InstanceDriverStatus,
   type InstanceSpec,
   type InstanceState,
 } from '../driver.js';
-import { cpuSecondsOf, detectCgroupLayout, findPayload, parseMemoryStat, parsePressure, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe, type Psi } from './cgroup.js';
-import { containerName, idFromContainerName, renderConfig, resourceLimits, type LxcHostFacts } from './config.js';
+import { cpuSecondsOf, detectCgroupLayout, findPayload, missingLimits, type CgroupVersion, parseMemoryStat, parsePressure, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe, type Psi } from './cgroup.js';
+import { containerName, idFromContainerName, renderConfig, resourceLimits, type LxcHostFacts, type ResourceLimit } from './config.js';
 import { apparmorEnabled, findStaticBusybox, firstUnsearchable, LXC_TOOLS, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
 import { installSeccompPolicy } from './seccomp.js';
 
@@ -42,6 +44,7 @@ export interface LxcDriverOptions {
 const PROBE_IDMAP_BASE = 0xfffe0000;
 const PROBE_DIR_PREFIX = '.idmap-probe-';
 /** Inside a sliver, lxc-attach --clear-env leaves no PATH. */
+const MiB = 1024 * 1024;
 const EXEC_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export class LxcDriver implements InstanceDriver {
@@ -97,6 +100,11 @@ export class LxcDriver implements InstanceDriver {
     if (this.netns !== undefined && (await tryRun('nsenter', [`--net=${this.#netnsPath()}`, 'true'])) === null)
       throw new InstanceError('missing_kernel_feature', `lxc driver: network namespace ${this.netns} does not exist (ip netns add ${this.netns})`);
     const cgroups = await detectCgroupLayout();
+    const missing = missingLimits(cgroups);
+    if (missing.length) {
+      const hidden = missing.length === 3 ? ': no cgroup hierarchy is visible to this process (started under `ip netns exec`, which remounts /sys? run the agent with --netns NAME instead)' : ` (no ${missing.join(', ')} controller in /proc/self/mounts or the v2 cgroup.controllers)`;
+      throw new InstanceError('missing_limits', `lxc driver: refusing to run slivers without their ${missing.join(', ')} limits${hidden}`);
+    }
     this.#facts = { cgroups, seccompProfile: await seccompProfile(this.lxcPath), apparmor: await apparmorEnabled() };
     this.#probe = await payloadProbe(cgroups);
     const limitations: string[] = [];
@@ -142,14 +150,50 @@ export class LxcDriver implements InstanceDriver {
       await writeFile(tmp, config, { mode: 0o600 });
       await rename(tmp, path);
     });
-    // A running sliver takes changed limits now, without a restart (the config has them for the next start).
-    if (previous !== null) {
-      const state = await this.state(spec.id);
-      if (state === 'running' || state === 'frozen') {
-        // '--': a value such as -1 (no cpu cap) is not an option.
-        for (const l of resourceLimits(spec, facts.cgroups)) await this.#lxc('lxc-cgroup', spec.id, ['--', l.file, l.value]);
+    // A running sliver's live limits are not touched here: applyLimits() compares them with the
+    // spec on every pass, so a kill right after this write, or a limit the kernel refused, is
+    // caught up with later rather than forgotten behind an unchanged config file.
+  }
+
+  limitDrift(limits: InstanceLimits): LimitDrift[] {
+    return this.#live(limits).filter((l) => l.have !== l.want).map(({ file, want, have }) => ({ file, want, have }));
+  }
+
+  async applyLimits(limits: InstanceLimits): Promise<string[]> {
+    const written: string[] = [];
+    const refused: string[] = [];
+    for (const l of this.#live(limits)) {
+      if (l.have === l.want) continue;
+      try {
+        await writeFile(join(l.dir, l.file), l.want);
+        written.push(l.file);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err));
+        refused.push(l.controller === 'memory' ? `memory limit ${Number(l.want) / MiB} MiB not applied, the sliver holds ${this.#memoryUsageMiB(l.dir, l.version)} MiB (${code})` : `${l.file} ${l.want} not applied (${code})`);
       }
     }
+    if (refused.length) throw new InstanceError('limits_not_applied', `lxc driver: sliver ${limits.id}: ${refused.join('; ')}; it keeps its old value until a pass can apply it`);
+    return written;
+  }
+
+  /** Each limit of the spec with the sliver's cgroup directory that holds it and its live value;
+   * only the limits of a running (or frozen) sliver, whose cgroups exist. */
+  #live(limits: InstanceLimits): Array<ResourceLimit & { dir: string; version: CgroupVersion; want: string; have: string | null }> {
+    const probe = this.#probe;
+    if (!probe) return [];
+    const name = this.#name(limits.id);
+    const out: Array<ResourceLimit & { dir: string; version: CgroupVersion; want: string; have: string | null }> = [];
+    for (const l of resourceLimits(limits, this.hostFacts.cgroups)) {
+      const where = probe.limits[l.controller];
+      const dir = where ? findPayload(name, where.parents) : null;
+      if (!dir || !where) continue;
+      out.push({ ...l, dir, version: where.version, want: l.value, have: readCgroupFile(dir, l.file)?.trim() ?? null });
+    }
+    return out;
+  }
+
+  #memoryUsageMiB(dir: string, version: CgroupVersion): number {
+    return Math.round(Number(readCgroupFile(dir, version === 'v1' ? 'memory.usage_in_bytes' : 'memory.current') ?? 0) / MiB);
   }
 
   async start(id: string): Promise<void> {

@@ -9,7 +9,7 @@ import { parseIpv4, parseSubnet, slotAddress, type Ipv4Subnet } from '../ipv4.js
 import { ipBatch, readLinks, type Link } from './devices.js';
 import { ALIAS_PREFIX, DEVICE_PATTERN, deviceNames, HOST_PREFIX, IFB_PREFIX, ifbName, PEER_PREFIX, sliverId } from './names.js';
 import { renderDeleteTable, renderRuleset, validateSpecs, type RulesetConfig } from './ruleset.js';
-import { applyLimit, readCounters, validateRate } from './shaping.js';
+import { applyLimit, parseQdiscs, readCounters, shapingDrift, validateRate, type DeviceQdiscs } from './shaping.js';
 
 /** ARP retry interval on a sliver's host-side link (the kernel default is 1000 ms). */
 const ARP_RETRANS_MS = 100;
@@ -162,6 +162,30 @@ export class NftablesDriver implements NetworkDriver {
       if (link) this.#assertOurs(link, canonical);
     }
     await applyLimit(this.#exec, { hostIf, ifb, alias: ALIAS_PREFIX + canonical }, rate, links);
+  }
+
+  async rateDrift(rates: ReadonlyMap<string, SliverRate>): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    if (!rates.size) return out;
+    const [links, qdiscs] = await Promise.all([this.#links(), this.#run('tc', ['-j', 'qdisc', 'show']).then((r) => parseQdiscs(r.stdout))]);
+    const none: DeviceQdiscs = { htbRoot: false, ingress: false };
+    for (const [id, rate] of rates) {
+      const canonical = sliverId(id);
+      const { hostIf } = deviceNames(canonical);
+      const ifb = ifbName(canonical);
+      const host = links.get(hostIf);
+      const ifbLink = links.get(ifb);
+      const why = shapingDrift({ hostIf, ifb, alias: ALIAS_PREFIX + canonical }, {
+        host: host ? (qdiscs.get(hostIf) ?? none) : null,
+        ifb: ifbLink ? { ...(qdiscs.get(ifb) ?? none), alias: ifbLink.alias, up: ifbLink.up } : null,
+      }, rate);
+      if (why) out.set(id, why);
+    }
+    return out;
+  }
+
+  async tableState(): Promise<string> {
+    return (await this.#tryRun('nft', ['list', 'table', 'inet', this.#config.table]))?.stdout ?? '';
   }
 
   counters(): Promise<Map<string, SliverCounters>> {

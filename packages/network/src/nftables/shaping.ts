@@ -156,6 +156,22 @@ export function renderLimit(names: ShapingNames, state: ShapingState, rate: Sliv
   return plan;
 }
 
+/**
+ * What of a sliver's caps the host does not hold as `rate` asks, in words; null when it does.
+ * Only the qdiscs and devices are compared (one `tc qdisc show` for every sliver); a class rate
+ * changed by hand is not seen.
+ */
+export function shapingDrift(names: ShapingNames, state: ShapingState, rate: SliverRate): string | null {
+  const { inKbps, outKbps } = rate;
+  const host = state.host;
+  if (!host) return inKbps !== null || outKbps !== null ? `no link ${names.hostIf}` : state.ifb ? `a stale ${names.ifb}` : null;
+  if (inKbps !== null && !host.htbRoot) return `no inbound cap on ${names.hostIf}`;
+  if (inKbps === null && host.htbRoot) return `a lifted inbound cap still on ${names.hostIf}`;
+  if (outKbps !== null && (!state.ifb || !state.ifb.htbRoot || !state.ifb.up || !host.ingress)) return `no outbound cap through ${names.ifb}`;
+  if (outKbps === null && (state.ifb || host.ingress)) return `a lifted outbound cap still through ${names.ifb}`;
+  return null;
+}
+
 /** Reads the devices and qdiscs, renders and runs the plan. The caller has checked the names are this sliver's. */
 export async function applyLimit(exec: Exec, names: ShapingNames, rate: SliverRate, links: Map<string, Link>): Promise<void> {
   validateRate(rate); // before any command
