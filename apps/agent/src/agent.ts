@@ -20,6 +20,7 @@ import { Watchdog } from './watchdog.js';
 import { openDrivers, type Drivers } from './drivers.js';
 import { hostSubidFiles, sliverIdRange } from './subids.js';
 import { parseSubnet, slotCount } from '@planetlite/network';
+import { FrontDoor } from './frontdoor/door.js';
 
 /** How much of a VM's serial console the registry keeps (its last bytes). */
 const CONSOLE_TAIL_BYTES = 64 * 1024 - 1024;
@@ -64,6 +65,8 @@ export class Agent {
   #reporting: Promise<void> = Promise.resolve();
   readonly #registryCa: string | null;
   #passes: Promise<void> = Promise.resolve();
+  #frontDoor: FrontDoor | null = null;
+  #ledger: Ledger | null = null;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
@@ -92,6 +95,11 @@ export class Agent {
     return this.#watchdog;
   }
 
+  /** The ssh front door (null without drivers). */
+  get frontDoor(): FrontDoor | null {
+    return this.#frontDoor;
+  }
+
   get reconciler(): Reconciler | null {
     return this.#reconciler;
   }
@@ -101,6 +109,19 @@ export class Agent {
       const settings = loadSettings(this.state.dir, this.#opts.settings);
       const dir = this.state.dir;
       const ledger = new Ledger(dir);
+      this.#ledger = ledger;
+      const frontDoor = new FrontDoor({
+        stateDir: dir,
+        address: this.#address,
+        port: settings.front_door_port,
+        netns: settings.netns,
+        sliverSubnet: settings.sliver_subnet,
+        log: this.#log.child({ component: 'front-door' }),
+        emit: (ev) => this.outbox.push(ev),
+      });
+      this.#frontDoor = frontDoor;
+      // Before any pass: every sliver's authorized_keys carries the front door's line.
+      await frontDoor.prepare();
       // On real drivers: slivers' host ids, inside root's /etc/subuid ranges when it has some.
       const ids = this.#opts.drivers ? null : sliverIdRange(hostSubidFiles(), slotCount(parseSubnet(settings.sliver_subnet)), ledger.all());
       if (ids) ledger.useIdRange(ids);
@@ -131,6 +152,7 @@ export class Agent {
         maxSlots: slotCount(parseSubnet(settings.sliver_subnet)),
         fetcher: this.#fetcher,
         forwarding: () => this.state.revokedAt() === null,
+        extraKeys: (rec) => frontDoor.authorizedLines(rec),
       });
       const revokedAt = this.state.revokedAt();
       if (revokedAt) this.#log.error({ revoked_at: revokedAt }, "this node's key was revoked: its slivers get no forwarding until the node is enrolled again");
@@ -161,6 +183,7 @@ export class Agent {
         void this.report();
       });
     }
+    await this.#frontDoor?.start();
     await this.sync.start();
     this.#watchdog?.start();
     void this.outbox.flush();
@@ -178,6 +201,7 @@ export class Agent {
     await this.#passes;
     await this.#reporting;
     await this.#fetcher?.close();
+    await this.#frontDoor?.stop();
     await this.outbox.close();
   }
 
@@ -267,6 +291,8 @@ export class Agent {
 
   async #apply(doc: DesiredState): Promise<void> {
     this.#log.info({ slivers: doc.slivers.length }, 'desired state received');
+    // New keys let users in at once; new slivers once the pass has given them a slot.
+    this.#updateFrontDoor();
     const pass = (async () => {
       // The report acknowledges the document; the pass does not wait for it.
       const ack = this.report();
@@ -276,6 +302,7 @@ export class Agent {
         } catch (err) {
           this.#log.error({ err }, 'reconcile pass failed; the next change or scheduled pull retries');
         }
+        this.#updateFrontDoor();
         await this.report();
       }
       await ack;
@@ -287,8 +314,18 @@ export class Agent {
   #again(): void {
     const reconciler = this.#reconciler;
     if (!reconciler) return;
-    const pass = reconciler.again().catch((err: unknown) => this.#log.error({ err }, 'reconcile pass failed')).then(() => this.report());
+    const pass = reconciler
+      .again()
+      .catch((err: unknown) => this.#log.error({ err }, 'reconcile pass failed'))
+      .then(() => {
+        this.#updateFrontDoor();
+        return this.report();
+      });
     this.#passes = Promise.all([this.#passes, pass]).then(() => undefined, () => undefined);
+  }
+
+  #updateFrontDoor(): void {
+    if (this.#ledger) this.#frontDoor?.update(this.sync.current, this.#ledger.all());
   }
 
   /** Resolves when every pass started so far has finished (tests). */

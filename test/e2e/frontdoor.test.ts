@@ -1,0 +1,155 @@
+// End to end: the node's ssh front door. OpenSSH (ssh, scp, sftp) in the experimenter's namespace
+// logs in as `SLICE@NODE` with no port and lands in the slice's sliver on that node, through a
+// real agent, LXC slivers and a real registry (stopped near the end: logins go on).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
+
+let node: OneNode;
+let config: string;
+/** The same options with no identity: for keys given with -i. */
+let bare: string;
+const ONE = 'fdoor_one';
+const TWO = 'fdoor_two';
+
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** An OpenSSH tool run in the experimenter's namespace; never throws on a non-zero exit. */
+function tool(name: 'ssh' | 'scp' | 'sftp', args: string[], input?: string, cfg = config): Promise<Ran> {
+  return new Promise((resolve) => {
+    const child = execFile('ip', ['netns', 'exec', node.net, name, '-F', cfg, ...args], { encoding: 'utf8', timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+    if (input !== undefined) child.stdin!.end(input);
+  });
+}
+
+const ssh = (user: string, ...args: string[]) => tool('ssh', [`${user}@${node.publicAddress}`, ...args]);
+const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+beforeAll(async () => {
+  node = await startOneNode({ site: 'fdoor', octets: [30, 10], sliverSubnet: (o) => `10.${160 + (o % 10)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
+  // -F is handed on to the jump host's ssh (-J), so the identity and options reach it too.
+  config = join(node.dir, 'ssh_config');
+  const options = ['  IdentitiesOnly yes', '  StrictHostKeyChecking no', '  UserKnownHostsFile /dev/null', '  BatchMode yes', '  ConnectTimeout 10', '  LogLevel ERROR', ''];
+  writeFileSync(config, ['Host *', `  IdentityFile ${node.key}`, ...options].join('\n'));
+  bare = join(node.dir, 'ssh_config_bare');
+  writeFileSync(bare, ['Host *', ...options].join('\n'));
+  await node.runningSliver(ONE);
+}, 300_000);
+
+afterAll(async () => {
+  await node?.close();
+}, 120_000);
+
+describe('the front door', () => {
+  it('listens on port 22 of the node, free in its namespace', () => {
+    expect(node.agent!.frontDoor!.port).toBe(22);
+  });
+
+  it('runs a command in the sliver as the slice user and passes its exit status on', async () => {
+    // The front door has the table once the pass that built the sliver has ended.
+    await until('a front-door login', async () => (await ssh(ONE, 'true')).code === 0, 30_000);
+    const r = await ssh(ONE, 'cat /etc/slicename; id -u; echo oops >&2; exit 3');
+    expect(r).toMatchObject({ code: 3, stdout: `${ONE}\n1000\n`, stderr: 'oops\n' });
+  });
+
+  it('lets root+SLICE in as the sliver\'s root', async () => {
+    expect((await ssh(`root+${ONE}`, 'id -u; cat /etc/slicename')).stdout).toBe(`0\n${ONE}\n`);
+  });
+
+  it('gives an interactive shell with a pty', async () => {
+    const r = await tool('ssh', ['-tt', `${ONE}@${node.publicAddress}`], 'tty; echo "sum=$((6*7))"; exit 5\n');
+    expect(r.code).toBe(5);
+    expect(r.stdout).toMatch(/\/dev\/pts\/\d+/);
+    expect(r.stdout).toContain('sum=42');
+  });
+
+  it('copies files both ways with scp and sftp', async () => {
+    const up = join(node.dir, 'up.bin');
+    writeFileSync(up, randomBytes(3 * 1024 * 1024));
+    expect((await tool('scp', [up, `${ONE}@${node.publicAddress}:/tmp/up.bin`])).code).toBe(0);
+    expect((await ssh(ONE, 'sha256sum /tmp/up.bin')).stdout.split(' ')[0]).toBe(sha(up));
+    const down = join(node.dir, 'down.bin');
+    expect((await tool('scp', [`${ONE}@${node.publicAddress}:/tmp/up.bin`, down])).code).toBe(0);
+    expect(sha(down)).toBe(sha(up));
+
+    const back = join(node.dir, 'sftp.bin');
+    const r = await tool('sftp', ['-b', '-', `${ONE}@${node.publicAddress}`], `put ${up} /tmp/sftp.bin\nget /tmp/sftp.bin ${back}\nls -l /tmp/sftp.bin\n`);
+    expect(r.code).toBe(0);
+    expect(sha(back)).toBe(sha(up));
+  });
+
+  describe('forwards ports to services inside the sliver', () => {
+    let forward: ChildProcess | null = null;
+    afterAll(() => {
+      forward?.kill();
+    });
+
+    it('-W and -L reach a server on the sliver\'s own localhost', async () => {
+      await ssh(ONE, 'mkdir -p /tmp/www && echo inside-the-sliver > /tmp/www/index.html && busybox httpd -p 127.0.0.1:8080 -h /tmp/www');
+      const w = await tool('ssh', ['-W', '127.0.0.1:8080', `${ONE}@${node.publicAddress}`], 'GET / HTTP/1.0\r\n\r\n');
+      expect(w.stdout).toContain('inside-the-sliver');
+
+      forward = spawn('ip', ['netns', 'exec', node.net, 'ssh', '-F', config, '-N', '-o', 'ExitOnForwardFailure=yes', '-L', '127.0.0.1:18080:127.0.0.1:8080', `${ONE}@${node.publicAddress}`], { stdio: 'ignore' });
+      const page = await until('the -L forward', async () => {
+        const r = await new Promise<string>((resolve) => execFile('ip', ['netns', 'exec', node.net, 'busybox', 'wget', '-qO-', 'http://127.0.0.1:18080/'], { encoding: 'utf8' }, (_e, out) => resolve(out)));
+        return r.includes('inside-the-sliver') ? r : null;
+      }, 20_000);
+      expect(page).toContain('inside-the-sliver');
+    });
+
+    it('-J uses the front door as a jump host into the sliver\'s own sshd', async () => {
+      const r = await tool('ssh', ['-J', `${ONE}@${node.publicAddress}`, `${ONE}@127.0.0.1`, 'cat /etc/slicename']);
+      expect(r).toMatchObject({ code: 0, stdout: `${ONE}\n` });
+    });
+  });
+
+  it('refuses a key that is no member\'s, an unknown slice and a slice with no sliver here, alike', async () => {
+    const stranger = join(node.dir, 'stranger');
+    await new Promise((r) => execFile('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', stranger], r));
+    const strangerOnly = await tool('ssh', ['-i', stranger, `${ONE}@${node.publicAddress}`, 'true'], undefined, bare);
+    // Beside a member's key, a stranger's does no harm.
+    const both = await tool('ssh', ['-i', stranger, `${ONE}@${node.publicAddress}`, 'true']);
+    const unknown = await ssh('fdoor_nosuch', 'true');
+    await node.admin.createSlice({ name: 'fdoor_empty', description: 'no sliver', url: 'https://example.org', image: 'tiny' });
+    const noSliver = await ssh('fdoor_empty', 'true');
+    const plainRoot = await ssh('root', 'true');
+    // One message for all, save the login name ssh puts before it.
+    expect([strangerOnly, unknown, noSliver, plainRoot].map((r) => [r.code, r.stderr.replace(/^\S+@\S+: /, '').trim()])).toEqual(Array(4).fill([255, 'Permission denied (publickey).']));
+    expect(both.code).toBe(0);
+  });
+
+  it('lands each slice in its own sliver on the same node', async () => {
+    await node.runningSliver(TWO);
+    await until('the second slice through the front door', async () => (await ssh(TWO, 'true')).code === 0, 30_000);
+    expect((await ssh(TWO, 'cat /etc/slicename')).stdout).toBe(`${TWO}\n`);
+    expect((await ssh(ONE, 'cat /etc/slicename')).stdout).toBe(`${ONE}\n`);
+  });
+
+  it('lets a member\'s new key in within seconds of its being added', async () => {
+    const added = join(node.dir, 'added');
+    await new Promise((r) => execFile('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', added], r));
+    const withAdded = () => tool('ssh', ['-i', added, `${ONE}@${node.publicAddress}`, 'cat /etc/slicename'], undefined, bare);
+    expect((await withAdded()).code).toBe(255);
+    await node.admin.addKey((await node.admin.me()).id, readFileSync(`${added}.pub`, 'utf8'));
+    const r = await until('the new key to work', async () => {
+      const x = await withAdded();
+      return x.code === 0 ? x : null;
+    }, 20_000);
+    expect(r.stdout).toBe(`${ONE}\n`);
+  });
+
+  it('keeps letting members in while the registry is down', async () => {
+    await node.registry.close();
+    const r = await ssh(ONE, 'cat /etc/slicename');
+    expect(r).toMatchObject({ code: 0, stdout: `${ONE}\n` });
+  });
+});
