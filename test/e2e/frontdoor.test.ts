@@ -6,6 +6,8 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { runCli } from '@planetlite/cli';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
 
 let node: OneNode;
@@ -145,6 +147,52 @@ describe('the front door', () => {
       return x.code === 0 ? x : null;
     }, 20_000);
     expect(r.stdout).toBe(`${ONE}\n`);
+  });
+
+  describe('published by the registry', () => {
+    /** planetlite in this process, its ssh run in the experimenter's namespace. */
+    async function planetlite(args: string[], ssh: string): Promise<Ran> {
+      let stdout = '';
+      let stderr = '';
+      const env = { HOME: node.dir, PLANETLITE_CONFIG: join(node.dir, 'cli', 'config.json'), PLANETLITE_REGISTRY: node.registry.url, PLANETLITE_TOKEN: node.admin.token!, PLANETLITE_SSH: ssh };
+      const code = await runCli(args, { stdout: { write: (t: string) => (stdout += t) }, stderr: { write: (t: string) => (stderr += t) }, env, stdin: Readable.from([]) });
+      return { code, stdout, stderr };
+    }
+    const viaNet = () => `ip netns exec ${node.net} ssh -i ${node.key} -o IdentitiesOnly=yes -o BatchMode=yes -o LogLevel=ERROR`;
+
+    it("GET /v1/nodes/{id} carries the front door's port and host key fingerprint", async () => {
+      const door = await until('the front door in the node record', async () => (await node.admin.getNode(node.nodeId)).front_door, 20_000);
+      const pub = join(node.stateDir, 'front-door', 'host_ed25519.pub');
+      const printed = await new Promise<string>((resolve) => execFile('ssh-keygen', ['-l', '-f', pub], { encoding: 'utf8' }, (_e, out) => resolve(out)));
+      expect(door).toEqual({ port: 22, host_key: readFileSync(pub, 'utf8').split(' ').slice(0, 2).join(' '), fingerprint: printed.split(' ')[1] });
+    });
+
+    it('planetlite ssh pins the host key and logs in through the front door', async () => {
+      const r = await planetlite(['ssh', ONE, '--', 'cat /etc/slicename; exit 4'], viaNet());
+      expect(r).toMatchObject({ code: 4, stdout: `${ONE}\n`, stderr: '' });
+      // ssh checked the host key strictly against the line written from the registry.
+      const known = readFileSync(join(node.dir, 'cli', 'known_hosts'), 'utf8');
+      expect(known).toBe(`${node.publicAddress} ${(await node.admin.getNode(node.nodeId)).front_door!.host_key}\n`);
+      expect((await planetlite(['ssh', ONE, node.publicAddress, '--root', '--', 'id -u'], viaNet())).stdout).toBe('0\n');
+    });
+
+    it('records every login as a sliver.login event the slice sees', async () => {
+      const sliver = (await node.admin.listSlivers(ONE))[0]!;
+      const fp = (await new Promise<string>((resolve) => execFile('ssh-keygen', ['-l', '-f', `${node.key}.pub`], { encoding: 'utf8' }, (_e, out) => resolve(out)))).split(' ')[1];
+      const root = await until('a root login event', async () => (await node.admin.listEvents({ slice: ONE, type: 'sliver.login' })).find((e) => e.data.user === 'root') ?? null, 20_000);
+      expect(root).toMatchObject({ sliver: sliver.id, data: { slice: ONE, sliver: sliver.id, user: 'root', key_fingerprint: fp, source: node.publicAddress.replace(/\.1$/, '.2'), how: 'front-door' } });
+    });
+
+    it('planetlite ssh --port-forward goes through the forwarded port; a wrong node is one line', async () => {
+      const r = await planetlite(['ssh', ONE, '--port-forward', '--', 'cat /etc/slicename'], `${viaNet()} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null`);
+      expect(r).toMatchObject({ code: 0, stdout: `${ONE}\n` });
+      const plan = JSON.parse((await planetlite(['--json', 'ssh', ONE, '--port-forward', '--print'], 'ssh')).stdout) as { how: string; argv: string[] };
+      const sliver = (await node.admin.listSlivers(ONE))[0]!;
+      expect(plan).toMatchObject({ how: 'port-forward', argv: ['ssh', '-p', String(sliver.ports.first), `${ONE}@${node.publicAddress}`] });
+      const wrong = await planetlite(['ssh', ONE, 'no-such-node'], 'ssh');
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).toMatch(/^planetlite: slice fdoor_one has no sliver on node no-such-node; it has slivers on: \S+\n$/);
+    });
   });
 
   it('keeps letting members in while the registry is down', async () => {

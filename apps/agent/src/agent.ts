@@ -229,6 +229,7 @@ export class Agent {
       ...(this.#fetcher ? { images: this.#fetcher.report() } : {}),
       // What the drivers' checks found: nothing is claimed before they pass.
       ...(this.#drivers ? { capabilities: nodeCapabilities(this.#drivers.instances, machine()) } : {}),
+      ...(this.#frontDoor ? { front_door: this.#frontDoor.published() } : {}),
     };
   }
 

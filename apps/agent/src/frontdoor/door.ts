@@ -54,6 +54,11 @@ export class FrontDoor {
     return this.#keys;
   }
 
+  /** What the registry publishes with the node, so users can pin the host key: null while it does not listen. */
+  published(): { port: number; host_key: string } | null {
+    return this.port !== null && this.#keys ? { port: this.port, host_key: this.#keys.hostPublic } : null;
+  }
+
   /** The line a sliver's authorized_keys holds for the front door. */
   authorizedLines(rec: SliverRecord): string[] {
     if (!this.#keys) return [];
@@ -106,7 +111,10 @@ export class FrontDoor {
       });
       child.on('exit', (code, signal) => {
         resolve();
-        if (this.#child === child) this.#child = null;
+        if (this.#child === child) {
+          this.#child = null;
+          this.port = null;
+        }
         if (this.#stopping) return;
         const wait = this.#listenFailed ? RETRY_LISTEN_MS : RESTART_MS;
         this.#o.log.error({ code, signal, retry_ms: wait }, 'front door process ended; starting it again');
