@@ -149,6 +149,33 @@ describe('the front door', () => {
     expect(r.stdout).toBe(`${ONE}\n`);
   });
 
+  it('takes junk, truncated handshakes, half-open connections and thousands of failed logins without hurting anyone else', async () => {
+    const base = node.publicAddress.replace(/\.1$/, '');
+    // The experimenter gets two more addresses: one for a good user, one for junk.
+    for (const a of [3, 4]) await new Promise((r) => execFile('ip', ['-n', node.net, 'addr', 'add', `${base}.${a}/24`, 'dev', `pv${node.tag}b`], r));
+    const pid = node.agent!.frontDoor!.pid;
+    const stranger = join(node.dir, 'stranger-abuse');
+    await new Promise((r) => execFile('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', stranger], r));
+    // A session that was open before goes on throughout.
+    const before = ssh(ONE, 'sleep 6; echo still-here');
+    const abuse = new Promise<string>((resolve, reject) =>
+      execFile('ip', ['netns', 'exec', node.net, process.execPath, join(import.meta.dirname, 'frontdoor-abuse.mjs'), node.publicAddress, `${base}.4`, stranger, '2000', '32'], { encoding: 'utf8', timeout: 300_000 }, (err, out) => (err ? reject(err) : resolve(out))),
+    );
+    await new Promise((r) => setTimeout(r, 2000));
+    // Mid-abuse, a member from another address logs in as usual.
+    const during = await tool('ssh', ['-b', `${base}.3`, `${ONE}@${node.publicAddress}`, 'cat /etc/slicename']);
+    expect(during).toMatchObject({ code: 0, stdout: `${ONE}\n` });
+    expect(await before).toMatchObject({ code: 0, stdout: 'still-here\n' });
+    const outcome = JSON.parse(await abuse) as { refused: number; dropped: number; other: number };
+    // Every attempt ended: refused (slowed down) or dropped (too many at once from one address).
+    expect(outcome.refused + outcome.dropped).toBe(2000);
+    expect(outcome.other).toBe(0);
+    expect(outcome.refused).toBeGreaterThan(0);
+    expect(outcome.dropped).toBeGreaterThan(0);
+    expect(node.agent!.frontDoor!.pid).toBe(pid);
+    expect((await ssh(ONE, 'cat /etc/slicename')).stdout).toBe(`${ONE}\n`);
+  }, 300_000);
+
   describe('published by the registry', () => {
     /** planetlite in this process, its ssh run in the experimenter's namespace. */
     async function planetlite(args: string[], ssh: string): Promise<Ran> {

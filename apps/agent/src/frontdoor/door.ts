@@ -44,6 +44,11 @@ export class FrontDoor {
     this.#o = opts;
   }
 
+  /** The front door process's id while it runs. */
+  get pid(): number | null {
+    return this.#child?.pid ?? null;
+  }
+
   get keys(): FrontDoorKeys | null {
     return this.#keys;
   }

@@ -2,7 +2,7 @@
 // (`root+SLICE` for the sliver's root); a member's key lets the user in, and every channel is
 // relayed to the sliver's own sshd over its private link, so the user lands in the sliver exactly
 // as through its forwarded port, and 'localhost' means the sliver. It never runs anything here.
-import type { AddressInfo } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import ssh2 from 'ssh2';
 import type { AuthContext, ClientChannel, Connection, ParsedKey, PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
 import { fingerprintOf } from './keys.js';
@@ -53,19 +53,33 @@ interface Entry extends FrontDoorEntry {
   parsed: ParsedKey[];
 }
 
+/** A TCP connection not logged in yet: admitted against the caps, closed when its grace ends. */
+interface Admitted {
+  source: string;
+  socket: Socket;
+  /** Ends its pending state (logged in, or closed); idempotent. */
+  settle(): void;
+}
+
 export class FrontDoorServer {
   readonly #o: FrontDoorServerOptions;
-  readonly #server: ssh2.Server;
+  /** Takes the TCP connections; ssh2 gets those admitted (ssh2 itself sees a connection only
+   * once the client has sent its version line, too late to count half-open ones). */
+  readonly #tcp: Server;
+  readonly #ssh: ssh2.Server;
   #table = new Map<string, Entry>();
   readonly #failures = new FailureCounter();
   readonly #pending = new Map<string, number>();
   #pendingTotal = 0;
-  readonly #open = new Set<Connection>();
+  /** Admitted sockets by `address:port`, until ssh2 reports them as a connection. */
+  readonly #admitted = new Map<string, Admitted>();
+  readonly #sockets = new Set<Socket>();
 
   constructor(opts: FrontDoorServerOptions) {
     this.#o = opts;
-    this.#server = new ssh2.Server({ hostKeys: [opts.hostKey], ident: 'PlanetLite_front_door' }, (conn, info) => this.#connection(conn, info.ip));
-    this.#server.on('error', (err: Error) => opts.log.warn({ err: err.message }, 'front door server error'));
+    this.#ssh = new ssh2.Server({ hostKeys: [opts.hostKey], ident: 'PlanetLite_front_door' }, (conn, info) => this.#connection(conn, info.ip, info.port));
+    this.#ssh.on('error', (err: Error) => opts.log.warn({ err: err.message }, 'front door server error'));
+    this.#tcp = createServer((socket) => this.#admit(socket));
   }
 
   /** The slivers users may enter, from the agent's desired state and ledger. */
@@ -85,48 +99,61 @@ export class FrontDoorServer {
   listen(port: number, host: string): Promise<number> {
     return new Promise((resolve, reject) => {
       const onError = (err: Error) => reject(err);
-      this.#server.once('error', onError);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', onError);
-        resolve((this.#server.address() as AddressInfo).port);
+      this.#tcp.once('error', onError);
+      this.#tcp.listen(port, host, () => {
+        this.#tcp.off('error', onError);
+        this.#tcp.on('error', (err: Error) => this.#o.log.warn({ err: err.message }, 'front door listener error'));
+        resolve((this.#tcp.address() as AddressInfo).port);
       });
     });
   }
 
   async close(): Promise<void> {
-    for (const c of this.#open) c.end();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const s of this.#sockets) s.destroy();
+    await new Promise<void>((resolve) => this.#tcp.close(() => resolve()));
   }
 
-  #connection(conn: Connection, source: string): void {
-    this.#open.add(conn);
+  #admit(socket: Socket): void {
+    const source = socket.remoteAddress ?? '?';
+    socket.on('error', () => {});
     const perSource = this.#pending.get(source) ?? 0;
     // Too many connections not logged in: this one goes at once, before any crypto work.
     if (perSource >= (this.#o.maxPendingPerSource ?? 16) || this.#pendingTotal >= (this.#o.maxPending ?? 256)) {
       this.#o.log.debug({ source }, 'too many connections not logged in: dropped');
-      this.#open.delete(conn);
-      conn.on('error', () => {});
-      conn.end();
+      socket.destroy();
       return;
     }
+    this.#sockets.add(socket);
     this.#pending.set(source, perSource + 1);
     this.#pendingTotal++;
+    const key = `${source}:${socket.remotePort}`;
     let pending = true;
+    const grace = setTimeout(() => socket.destroy(), this.#o.loginGraceMs ?? 30_000);
     const settle = () => {
       if (!pending) return;
       pending = false;
       clearTimeout(grace);
+      this.#admitted.delete(key);
       this.#pendingTotal--;
       const n = (this.#pending.get(source) ?? 1) - 1;
       if (n > 0) this.#pending.set(source, n);
       else this.#pending.delete(source);
     };
-    const grace = setTimeout(() => conn.end(), this.#o.loginGraceMs ?? 30_000);
+    socket.once('close', () => {
+      settle();
+      this.#sockets.delete(socket);
+    });
+    this.#admitted.set(key, { source, socket, settle });
+    this.#ssh.injectSocket(socket);
+  }
+
+  #connection(conn: Connection, source: string, port: number): void {
+    const admitted = this.#admitted.get(`${source}:${port}`);
+    const settle = () => admitted?.settle();
     let upstream: ssh2.Client | null = null;
     conn.on('error', (err: Error) => this.#o.log.debug({ source, err: err.message }, 'front door connection error'));
     conn.on('close', () => {
       settle();
-      this.#open.delete(conn);
       upstream?.end();
     });
     conn.on('authentication', (ctx) => {
