@@ -29,7 +29,14 @@ async function updateCapabilities(q: Queryable, changes: Changes, nodeId: string
 
 /** The front door's host key as users will pin it; node.front_door records a change of key or port. */
 async function updateFrontDoor(q: Queryable, changes: Changes, nodeId: string, door: NonNullable<ObservedState['front_door']> | null): Promise<void> {
-  const parsed = door && parsePublicKey(door.host_key);
+  // A key ssh2 cannot read is published as no front door rather than failing the whole report.
+  const parsed = door && (() => {
+    try {
+      return parsePublicKey(door.host_key);
+    } catch {
+      return null;
+    }
+  })();
   const value = door && parsed ? { port: door.port, host_key: parsed.key, fingerprint: parsed.fingerprint } : null;
   if (await setNodeFrontDoor(q, nodeId, value)) await changes.record(q, { type: 'node.front_door', node: nodeId, data: { port: value?.port ?? null, fingerprint: value?.fingerprint ?? null } });
 }
