@@ -74,6 +74,15 @@ describe('the front door', () => {
     expect(r.stdout).toContain('sum=42');
   });
 
+  it('forwards the user\'s agent when asked (-A), and only then', async () => {
+    const withAgent = (flag: string) =>
+      new Promise<string>((resolve) =>
+        execFile('ip', ['netns', 'exec', node.net, 'ssh-agent', 'sh', '-c', `ssh-add -q ${node.key} && ssh -F ${config} ${flag} ${ONE}@${node.publicAddress} 'test -S "$SSH_AUTH_SOCK" && echo forwarded || echo none'`], { encoding: 'utf8', timeout: 60_000 }, (_e, out) => resolve(out.trim())),
+      );
+    expect(await withAgent('-A')).toBe('forwarded');
+    expect(await withAgent('-a')).toBe('none');
+  });
+
   it('copies files both ways with scp and sftp', async () => {
     const up = join(node.dir, 'up.bin');
     writeFileSync(up, randomBytes(3 * 1024 * 1024));

@@ -3,6 +3,7 @@
 // relayed to the sliver's own sshd over its private link, so the user lands in the sliver exactly
 // as through its forwarded port, and 'localhost' means the sliver. It never runs anything here.
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { AuthContext, ClientChannel, Connection, ParsedKey, PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
 import { fingerprintOf } from './keys.js';
@@ -157,7 +158,7 @@ export class FrontDoorServer {
       upstream?.end();
     });
     conn.on('authentication', (ctx) => {
-      void this.#authenticate(ctx, source).then((login) => {
+      void this.#authenticate(ctx, source, conn).then((login) => {
         if (!login) return;
         upstream = login.upstream;
         settle();
@@ -171,7 +172,7 @@ export class FrontDoorServer {
   }
 
   /** The login and the sliver's sshd connection, or null when refused (already answered). */
-  async #authenticate(ctx: AuthContext, source: string): Promise<{ entry: Entry; upstream: ssh2.Client; event: LoginEvent } | null> {
+  async #authenticate(ctx: AuthContext, source: string, conn: Connection): Promise<{ entry: Entry; upstream: ssh2.Client; event: LoginEvent } | null> {
     const refuse = async () => {
       const delay = this.#failures.fail(source);
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
@@ -198,7 +199,7 @@ export class FrontDoorServer {
     }
     if (key.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return refuse();
     const user = root ? 'root' : slice;
-    const upstream = await this.#connectSliver(entry, user).catch((err: unknown) => {
+    const upstream = await this.#connectSliver(entry, user, conn).catch((err: unknown) => {
       this.#o.log.warn({ slice, sliver: entry.sliver, err: err instanceof Error ? err.message : String(err) }, 'the sliver does not answer ssh');
       return null;
     });
@@ -210,7 +211,7 @@ export class FrontDoorServer {
     return { entry, upstream, event };
   }
 
-  #connectSliver(entry: Entry, user: string): Promise<ssh2.Client> {
+  #connectSliver(entry: Entry, user: string, conn: Connection): Promise<ssh2.Client> {
     return new Promise((resolve, reject) => {
       const c = new ssh2.Client();
       c.once('ready', () => resolve(c));
@@ -221,6 +222,11 @@ export class FrontDoorServer {
         port: 22,
         username: user,
         privateKey: this.#o.clientKey,
+        // Only the node's key logs in; the user's agent (when forwarded) serves the sliver's sshd.
+        authHandler: ['publickey'],
+        // No agentForward here: ssh2 would then ask it for every channel; shell() and exec() ask
+        // for it when the user did (forwardAgent).
+        agent: new UserAgent(conn),
         readyTimeout: 15_000,
         keepaliveInterval: 30_000,
         // The sliver's end of a private link on this node: only that sliver can answer there.
@@ -245,6 +251,11 @@ export class FrontDoorServer {
 
   #session(session: Session, upstream: ssh2.Client): void {
     let pty: PseudoTtyInfo | null = null;
+    let agent = false;
+    session.on('auth-agent', (accept) => {
+      agent = true;
+      accept?.();
+    });
     const env: Record<string, string> = {};
     let up: ClientChannel | null = null;
     session.on('pty', (accept, _reject, info) => {
@@ -280,10 +291,10 @@ export class FrontDoorServer {
       });
     };
     const ptyOpts = () => (pty ? { rows: pty.rows, cols: pty.cols, height: pty.height, width: pty.width, term: pty.term, modes: pty.modes } : undefined);
-    session.on('shell', (accept) => start(accept, (cb) => upstream.shell(ptyOpts() ?? false, { env }, cb)));
+    session.on('shell', (accept) => start(accept, (cb) => upstream.shell(ptyOpts() ?? false, { env, ...forwardAgent(agent) }, cb)));
     session.on('exec', (accept, _reject, info) => {
       const p = ptyOpts();
-      start(accept, (cb) => upstream.exec(info.command, { env, ...(p ? { pty: p } : {}) }, cb));
+      start(accept, (cb) => upstream.exec(info.command, { env, ...forwardAgent(agent), ...(p ? { pty: p } : {}) }, cb));
     });
     session.on('subsystem', (accept, _reject, info) => start(accept, (cb) => upstream.subsys(info.name, cb)));
     session.on('x11', (_accept, reject) => reject?.());
@@ -325,4 +336,38 @@ function splice(down: ServerChannel, up: ClientChannel): void {
   down.on('close', () => up.close());
   down.on('error', () => up.close());
   up.on('error', () => down.close());
+}
+
+/** ssh2 takes agentForward in shell() and exec() options; its types leave it out. */
+const forwardAgent = (on: boolean) => (on ? ({ agentForward: true } as object) : {});
+
+/**
+ * The user's forwarded agent, as the sliver's sshd asks for it: each request opens an
+ * auth-agent@openssh.com channel back to the user. ssh2's server has no public call for that
+ * channel, so this uses the two internals its own forwardOut() uses (checked with ssh2 1.17).
+ */
+class UserAgent extends ssh2.BaseAgent {
+  readonly #conn: Connection;
+
+  constructor(conn: Connection) {
+    super();
+    this.#conn = conn;
+  }
+
+  getIdentities(cb: (err: Error | undefined, keys?: ParsedKey[]) => void): void {
+    cb(new Error('the front door logs in with its own key'));
+  }
+
+  sign(_key: unknown, _data: Buffer, cb: unknown): void {
+    if (typeof cb === 'function') (cb as (err: Error) => void)(new Error('the front door logs in with its own key'));
+  }
+
+  override getStream(cb: (err: Error | undefined, stream?: Duplex) => void): void {
+    const c = this.#conn as unknown as { _chanMgr?: { add(f: unknown): number }; _protocol?: { openssh_authAgent?(id: number, window: number, packet: number): void } };
+    if (!c._chanMgr || !c._protocol?.openssh_authAgent) return cb(new Error('agent forwarding is not available with this ssh2'));
+    const opened = Object.assign((err: Error | undefined, stream: Duplex) => cb(err, stream), { type: 'auth-agent@openssh.com' });
+    const id = c._chanMgr.add(opened);
+    if (id === -1) return cb(new Error('no free channel for the agent'));
+    c._protocol.openssh_authAgent(id, 2 * 1024 * 1024, 32 * 1024);
+  }
 }
