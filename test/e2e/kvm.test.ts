@@ -84,6 +84,11 @@ describe('kvm slivers', () => {
     console.log(`VM sliver: kernel ${kernel} (host ${release()}), accel ${caps.kvm_accel}`);
   }, 420_000);
 
+  it('lets its members in through the node\'s front door (ssh SLICE@NODE), as a container', async () => {
+    const inVm = await until('ssh into the VM through the front door', async () => node.sshAsync(22, 'kvm_vm', 'cat /etc/slicename; cat /sys/class/dmi/id/sys_vendor').catch(() => null), 60_000);
+    expect(inVm).toBe('kvm_vm\nQEMU');
+  }, 120_000);
+
   it('shows its serial console through the registry', async () => {
     const log = await until('the console log to reach the registry', async () => {
       const c = await admin.getSliverConsole(vm.id).catch(() => null);

@@ -21,6 +21,7 @@ import { openDrivers, type Drivers } from './drivers.js';
 import { hostSubidFiles, sliverIdRange } from './subids.js';
 import { parseSubnet, slotCount } from '@planetlite/network';
 import { registryClient } from './registry-client.js';
+import { FrontDoor } from './frontdoor/door.js';
 
 /** How much of a VM's serial console the registry keeps (its last bytes). */
 const CONSOLE_TAIL_BYTES = 64 * 1024 - 1024;
@@ -68,6 +69,8 @@ export class Agent {
   #reporting: Promise<void> = Promise.resolve();
   readonly #registryCa: string | null;
   #passes: Promise<void> = Promise.resolve();
+  #frontDoor: FrontDoor | null = null;
+  #ledger: Ledger | null = null;
 
   constructor(opts: AgentOptions) {
     this.#opts = opts;
@@ -96,6 +99,11 @@ export class Agent {
     return this.#watchdog;
   }
 
+  /** The ssh front door (null without drivers). */
+  get frontDoor(): FrontDoor | null {
+    return this.#frontDoor;
+  }
+
   get reconciler(): Reconciler | null {
     return this.#reconciler;
   }
@@ -105,6 +113,19 @@ export class Agent {
       const settings = loadSettings(this.state.dir, this.#opts.settings);
       const dir = this.state.dir;
       const ledger = new Ledger(dir);
+      this.#ledger = ledger;
+      const frontDoor = new FrontDoor({
+        stateDir: dir,
+        address: this.#address,
+        port: settings.front_door_port,
+        netns: settings.netns,
+        sliverSubnet: settings.sliver_subnet,
+        log: this.#log.child({ component: 'front-door' }),
+        emit: (ev) => this.outbox.push(ev),
+      });
+      this.#frontDoor = frontDoor;
+      // Before any pass: every sliver's authorized_keys carries the front door's line.
+      await frontDoor.prepare();
       // On real drivers: slivers' host ids, inside root's /etc/subuid ranges when it has some.
       const ids = this.#opts.drivers ? null : sliverIdRange(hostSubidFiles(), slotCount(parseSubnet(settings.sliver_subnet)), ledger.all());
       if (ids) ledger.useIdRange(ids);
@@ -135,6 +156,7 @@ export class Agent {
         maxSlots: slotCount(parseSubnet(settings.sliver_subnet)),
         fetcher: this.#fetcher,
         forwarding: () => this.state.revokedAt() === null,
+        extraKeys: (rec) => frontDoor.authorizedLines(rec),
       });
       const revokedAt = this.state.revokedAt();
       if (revokedAt) this.#log.error({ revoked_at: revokedAt }, "this node's key was revoked: its slivers get no forwarding until the node is enrolled again");
@@ -178,6 +200,7 @@ export class Agent {
         void this.report();
       });
     }
+    await this.#frontDoor?.start();
     await this.sync.start();
     this.#watchdog?.start();
     void this.outbox.flush();
@@ -201,6 +224,7 @@ export class Agent {
     await this.#passes;
     await this.#reporting;
     await this.#fetcher?.close();
+    await this.#frontDoor?.stop();
     await this.outbox.close();
   }
 
@@ -228,6 +252,7 @@ export class Agent {
       ...(this.#fetcher ? { images: this.#fetcher.report() } : {}),
       // What the drivers' checks found: nothing is claimed before they pass.
       ...(this.#drivers ? { capabilities: nodeCapabilities(this.#drivers.instances, machine()) } : {}),
+      ...(this.#frontDoor ? { front_door: this.#frontDoor.published() } : {}),
     };
   }
 
@@ -290,6 +315,8 @@ export class Agent {
 
   async #apply(doc: DesiredState): Promise<void> {
     this.#log.info({ slivers: Array.isArray(doc.slivers) ? doc.slivers.length : null }, 'desired state received');
+    // New keys let users in at once; new slivers once the pass has given them a slot.
+    this.#updateFrontDoor();
     const pass = (async () => {
       // The report acknowledges the document; the pass does not wait for it.
       const ack = this.report();
@@ -299,6 +326,7 @@ export class Agent {
         } catch (err) {
           this.#log.error({ err }, 'reconcile pass failed; the next change or scheduled pull retries');
         }
+        this.#updateFrontDoor();
         await this.report();
       }
       await ack;
@@ -310,8 +338,18 @@ export class Agent {
   #again(): void {
     const reconciler = this.#reconciler;
     if (!reconciler) return;
-    const pass = reconciler.again().catch((err: unknown) => this.#log.error({ err }, 'reconcile pass failed')).then(() => this.report());
+    const pass = reconciler
+      .again()
+      .catch((err: unknown) => this.#log.error({ err }, 'reconcile pass failed'))
+      .then(() => {
+        this.#updateFrontDoor();
+        return this.report();
+      });
     this.#passes = Promise.all([this.#passes, pass]).then(() => undefined, () => undefined);
+  }
+
+  #updateFrontDoor(): void {
+    if (this.#ledger) this.#frontDoor?.update(this.sync.current, this.#ledger.all());
   }
 
   /** Resolves when every pass started so far has finished (tests). */

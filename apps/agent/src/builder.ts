@@ -57,6 +57,7 @@ export class Builder {
   readonly #maxSlots: number;
   readonly #desired: () => DesiredState | null;
   readonly #forwarding: () => boolean;
+  readonly #extraKeys: (rec: SliverRecord) => string[];
   #applying: Promise<void> = Promise.resolve();
   /** The nftables table as the host listed it right after the last apply; null before one. */
   #tableSeen: string | null = null;
@@ -71,6 +72,8 @@ export class Builder {
     desired: () => DesiredState | null;
     /** false while the node's key is revoked: the table then forwards nothing to or from any sliver. */
     forwarding?: () => boolean;
+    /** Key lines every sliver's authorized_keys holds beside the members' (the front door's). */
+    extraKeys?: (rec: SliverRecord) => string[];
   }) {
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
@@ -80,6 +83,7 @@ export class Builder {
     this.#maxSlots = opts.maxSlots;
     this.#desired = opts.desired;
     this.#forwarding = opts.forwarding ?? (() => true);
+    this.#extraKeys = opts.extraKeys ?? (() => []);
   }
 
   readiness(kind: SliverKind): Readiness {
@@ -198,8 +202,9 @@ export class Builder {
         if (b.plan.fresh) r.add(() => this.#d.storage.deleteRoot(s.id));
         if (step.provision) {
           this.#note(s.id, 'provision');
-          await provisionRoot({ rootfs: b.rootfs, slice: s.slice, keys: s.keys });
-          this.#ledger.update(s.id, { image_sha256: b.plan.sha256, keys_hash: keysHash(s.keys) });
+          const keys = this.#keysOf(s, b.rec);
+          await provisionRoot({ rootfs: b.rootfs, slice: s.slice, keys });
+          this.#ledger.update(s.id, { image_sha256: b.plan.sha256, keys_hash: keysHash(keys) });
         }
         return;
       case 'link': {
@@ -229,7 +234,8 @@ export class Builder {
       }
       case 'lifecycle': {
         // One authoritative probe; each step says what it leaves (start -d returns once running).
-        const lc = planLifecycle(s, this.#ledger.get(s.id)!, await driver.state(s.id));
+        const rec = this.#ledger.get(s.id)!;
+        const lc = planLifecycle({ ...s, keys: this.#keysOf(s, rec) }, rec, await driver.state(s.id));
         this.#log.debug({ sliver: s.id, plan: lc.steps.map((st) => st.do).join(', ') }, 'lifecycle');
         for (const next of lc.steps) await this.#step(b, next, r);
         b.ends = lc.ends;
@@ -260,11 +266,18 @@ export class Builder {
       case 'restarted':
         this.#ledger.update(s.id, { restart_seq: step.seq });
         return;
-      case 'keys':
-        await driver.exec(s.id, keysScript(s.slice), s.keys.join('\n') + (s.keys.length ? '\n' : ''));
-        this.#ledger.update(s.id, { keys_hash: keysHash(s.keys) });
+      case 'keys': {
+        const keys = this.#keysOf(s, this.#ledger.get(s.id)!);
+        await driver.exec(s.id, keysScript(s.slice), keys.join('\n') + (keys.length ? '\n' : ''));
+        this.#ledger.update(s.id, { keys_hash: keysHash(keys) });
         return;
+      }
     }
+  }
+
+  /** What the sliver's authorized_keys holds: the members' keys and the node's own lines. */
+  #keysOf(s: DesiredSliver, rec: SliverRecord): string[] {
+    return [...s.keys, ...this.#extraKeys(rec)];
   }
 
   /** Tears a sliver down, step by step (planner.ts: planTeardown). */

@@ -91,6 +91,13 @@ interface ImageFlags {
   imageUploadKbps?: number | null;
   imageGcGrace?: number;
   vm?: 'auto' | 'off';
+  frontDoorPort?: 'auto' | 'off' | number;
+}
+
+function frontDoorPort(v: string): 'auto' | 'off' | number {
+  if (v === 'auto' || v === 'off') return v;
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 65_535) throw new InvalidArgumentError("expected 'auto', 'off' or a TCP port from 1 to 65535");
+  return Number(v);
 }
 
 function kbps(v: string): number | null {
@@ -104,7 +111,7 @@ function graceSeconds(v: string): number {
   return Number(v);
 }
 
-const imageSettings = (o: ImageFlags) => ({ image_upload_kbps: o.imageUploadKbps, image_gc_grace_seconds: o.imageGcGrace, vm: o.vm });
+const imageSettings = (o: ImageFlags) => ({ image_upload_kbps: o.imageUploadKbps, image_gc_grace_seconds: o.imageGcGrace, vm: o.vm, front_door_port: o.frontDoorPort });
 
 const watchdogSettings = (o: WatchdogFlags) => ({
   enabled: o.watchdog,
@@ -123,6 +130,7 @@ program
   .option('--sliver-subnet <cidr>', 'private addresses of slivers, one /30 each (default 10.200.0.0/16)')
   .option('--netns <name>', "several nodes on one machine (scripts/testbed.sh): slivers, their links and the nftables table live in this network namespace (ip netns add NAME), which holds the node's address; the agent itself stays in this one")
   .addOption(new Option('--vm <auto|off>', "kvm slivers: 'auto' runs them when qemu boots a probe guest here (KVM, else TCG); 'off' never (default auto)").choices(['auto', 'off']))
+  .option('--front-door-port <auto|off|port>', "the ssh front door (ssh SLICE@NODE) on the node's address: 'auto' takes port 22 when nothing listens there, else 2222; a port takes that one (22 once the node's own sshd has moved); 'off' runs none (default auto)", frontDoorPort)
   .option('--image-upload-kbps <kbps|none>', 'cap on seeding images to other nodes, kbit/s (default 20000)', kbps)
   .option('--image-gc-grace <seconds>', 'an image no sliver uses is removed from the node after this long (default 86400)', graceSeconds)
   .option('--watchdog-budget <MiB|host>', "memory watchdog level: the slivers' memory over this budget, or 'host' (default): the whole host's", budget)

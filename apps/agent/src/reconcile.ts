@@ -13,7 +13,7 @@ import { Builder, type Fetcher } from './builder.js';
 import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images.js';
 import { instanceStates } from './instances.js';
-import type { Ledger } from './ledger.js';
+import type { Ledger, SliverRecord } from './ledger.js';
 import { docKey, fetchStatus, planPass, planSliver, planTeardown } from './planner.js';
 import { nodeBounds, screenDesiredState } from './screen.js';
 
@@ -55,12 +55,12 @@ export class Reconciler {
    * snapshots and lxc-starts at the same instant, and one slow sliver must not hold up the rest. */
   readonly #limit: LimitFunction;
 
-  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean }) {
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[] }) {
     this.#limit = pLimit(opts.concurrency ?? 6);
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
     this.#log = opts.log;
-    this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}) });
+    this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}) });
     this.#accounting = new Accounting({ storage: opts.drivers.storage, network: opts.drivers.network, log: opts.log });
   }
 

@@ -52,6 +52,11 @@ export const AgentSettingsSchema = Type.Object(
     image_gc_grace_seconds: Type.Integer({ minimum: 0, description: 'a whole number of seconds' }),
     /** The memory watchdog (watchdog.ts); fields missing from settings.json take their defaults. */
     watchdog: WatchdogSchema,
+    /** The ssh front door (frontdoor/): 'auto' takes port 22 on the node's address when it is free
+     * there, else 2222; a number takes that port; 'off' runs none. */
+    front_door_port: Type.Union([Type.Literal('auto'), Type.Literal('off'), Type.Integer({ minimum: 1, maximum: 65_535 })], {
+      description: "'auto', 'off' or a TCP port from 1 to 65535",
+    }),
   },
   Strict,
 );
@@ -72,6 +77,7 @@ export function defaultSettings(stateDir: string): AgentSettings {
     image_upload_kbps: 20_000,
     image_gc_grace_seconds: 86_400,
     vm: 'auto',
+    front_door_port: 'auto',
     watchdog: { ...defaultWatchdogSettings },
   };
 }

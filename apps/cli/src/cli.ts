@@ -9,6 +9,7 @@ import { registerNode } from './commands/node.js';
 import { registerSite } from './commands/site.js';
 import { registerSlice } from './commands/slice.js';
 import { registerSliver } from './commands/sliver.js';
+import { registerSsh, SshExit } from './commands/ssh.js';
 import { registerUser } from './commands/user.js';
 import { Context } from './context.js';
 import { formatError } from './errors.js';
@@ -58,6 +59,7 @@ Every command answers --help.`,
   registerKey(program, ctx);
   registerSlice(program, ctx);
   registerSliver(program, ctx);
+  registerSsh(program, ctx);
   registerNode(program, ctx);
   registerImage(program, ctx);
   registerEvents(program, ctx);
@@ -76,6 +78,8 @@ export async function runCli(argv: readonly string[], io: Io = processIo()): Pro
   } catch (err) {
     // Help and --version end through here with exit code 0; everything commander rejects is usage.
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
+    // ssh said what went wrong itself.
+    if (err instanceof SshExit) return err.code;
     io.stderr.write(`planetlite: ${formatError(err)}\n`);
     return 1;
   }

@@ -167,6 +167,16 @@ export type NodeImage = Static<typeof NodeImage>;
 /** The registry's seeder announces with a peer id that starts so (BitTorrent's Azureus-style
  * client prefix), which lets a node tell the registry's bytes from other nodes' bytes. */
 export const REGISTRY_PEER_ID_PREFIX = '-PLREG-';
+/** The node's ssh front door: `ssh -p PORT SLICE@ADDRESS` lands in the slice's sliver there. */
+export const FrontDoor = Type.Object(
+  {
+    port: Type.Integer({ minimum: 1, maximum: 65535 }),
+    host_key: Type.String({ maxLength: 2000, pattern: '^[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,2}$', description: "the front door's OpenSSH host public key, as known_hosts takes it" }),
+    fingerprint: Type.String({ description: "SHA256 fingerprint of host_key, as ssh prints it" }),
+  },
+  { title: 'FrontDoor' },
+);
+export type FrontDoor = Static<typeof FrontDoor>;
 export const Node = Type.Object(
   {
     id: Uuid,
@@ -188,6 +198,8 @@ export const Node = Type.Object(
     key_revoked_at: Nullable(Timestamp),
     slivers: Type.Optional(Type.Integer({ description: 'slivers on the node now, of every slice (in lists and GET of one node)' })),
     free_ports: Type.Optional(Type.Integer({ description: 'ports of its port_window no sliver holds yet' })),
+    /** The ssh front door as the node last reported it; null: none. */
+    front_door: Nullable(FrontDoor),
   },
   { title: 'Node' },
 );
@@ -538,6 +550,10 @@ export const ObservedState = Type.Object(
     // The agent may learn these only after it started (its qemu probe runs in the background), so
     // a report can correct what enrollment said; placement goes by the latest.
     capabilities: Type.Optional(Type.Object(NodeCapabilities.properties, { ...Strict, description: 'what the node can run now; replaces the capabilities given at enrollment when it differs' })),
+    front_door: Type.Optional(
+      // The front door listening now (null: none); the registry computes the fingerprint itself.
+      Nullable(Type.Object({ port: FrontDoor.properties.port, host_key: FrontDoor.properties.host_key }, Strict)),
+    ),
   },
   Strict,
 );

@@ -19,6 +19,7 @@ export function toNode(r: Row): S.Node {
     admin_state: r.admin_state as S.Node['admin_state'],
     key_revoked_at: isoOrNull(r.key_revoked_at),
     ...(r.sliver_count !== undefined ? { slivers: Number(r.sliver_count), free_ports: (r.port_last as number) - (r.port_first as number) + 1 - Number(r.ports_used) } : {}),
+    front_door: r.front_door ? json<S.FrontDoor>(r.front_door) : null,
   };
 }
 
@@ -158,6 +159,12 @@ export async function setNodeCapabilities(q: Queryable, id: string, caps: S.Node
 
 export async function setNodeImages(q: Queryable, id: string, images: S.NodeImage[]): Promise<void> {
   await q.query('UPDATE nodes SET images = $2 WHERE id = $1', [id, JSON.stringify(images)]);
+}
+
+/** Records the node's front door; true when it changed (a new host key, port, or none). */
+export async function setNodeFrontDoor(q: Queryable, id: string, door: S.FrontDoor | null): Promise<boolean> {
+  const { rowCount } = await q.query('UPDATE nodes SET front_door = $2::jsonb WHERE id = $1 AND front_door IS DISTINCT FROM $2::jsonb', [id, door && JSON.stringify(door)]);
+  return (rowCount ?? 0) > 0;
 }
 
 /** Marks online nodes silent since cutoff offline; answers them. */

@@ -1,7 +1,8 @@
 // What a node's agent tells the registry: that it is alive, what it can do, and what its slivers do.
 import type { Queryable } from '@planetlite/db';
 import { SLIVER_ERROR_MAX_CHARS, type NodeCapabilities, type ObservedState, type SliverUsage } from '@planetlite/api';
-import { markNodeSeen, nodeCapabilities, setNodeCapabilities, setNodeImages } from '../repositories/nodes.js';
+import { markNodeSeen, nodeCapabilities, setNodeCapabilities, setNodeFrontDoor, setNodeImages } from '../repositories/nodes.js';
+import { parsePublicKey } from './sshkeys.js';
 import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } from '../repositories/slivers.js';
 import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { insertUsageSamples } from '../repositories/usage.js';
@@ -33,6 +34,20 @@ async function updateCapabilities(q: Queryable, changes: Changes, nodeId: string
   await changes.record(q, { type: 'node.capabilities', node: nodeId, data: { from: before, to: after } });
 }
 
+/** The front door's host key as users will pin it; node.front_door records a change of key or port. */
+async function updateFrontDoor(q: Queryable, changes: Changes, nodeId: string, door: NonNullable<ObservedState['front_door']> | null): Promise<void> {
+  // A key ssh2 cannot read is published as no front door rather than failing the whole report.
+  const parsed = door && (() => {
+    try {
+      return parsePublicKey(door.host_key);
+    } catch {
+      return null;
+    }
+  })();
+  const value = door && parsed ? { port: door.port, host_key: parsed.key, fingerprint: parsed.fingerprint } : null;
+  if (await setNodeFrontDoor(q, nodeId, value)) await changes.record(q, { type: 'node.front_door', node: nodeId, data: { port: value?.port ?? null, fingerprint: value?.fingerprint ?? null } });
+}
+
 /**
  * Applies one observed-state report. A deleting sliver absent from the report (or reported
  * deleted) is gone; usageSampleSeconds paces the accounting history.
@@ -47,6 +62,7 @@ export async function applyReport(
   await markSeen(q, changes, nodeId);
   if (body.capabilities) await updateCapabilities(q, changes, nodeId, body.capabilities);
   if (body.images) await setNodeImages(q, nodeId, body.images);
+  if (body.front_door !== undefined) await updateFrontDoor(q, changes, nodeId, body.front_door);
   const rows = await lockSliversOfNode(q, nodeId);
   const reported = new Map(body.slivers.map((s) => [s.id, s]));
   let updated = 0;
