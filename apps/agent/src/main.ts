@@ -136,7 +136,7 @@ program
 Settings given here are remembered in the state dir (settings.json); later runs and \`image import\`
 use them. The memory watchdog samples every second; its other settings (interval_ms,
 hysteresis_percent, psi_full_reset) are in settings.json under "watchdog".
-Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86 and busybox-static
+Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86, busybox-static and python3
 (scripts/setup.sh installs them all). The first start with --vm auto fetches the node kernel
 (Debian's linux-image-amd64, with apt-get download) into /var/cache/planetlite-kvm.`)
   .action(async (opts: PoolFlags & WatchdogFlags & ImageFlags & { logLevel: string }) => {
