@@ -12,7 +12,7 @@ export { containerName, idFromContainerName, renderConfig, sharesToWeight, DROPP
 export { renderSeccompPolicy, DENIED_BTRFS_IOCTLS, LXC_DEFAULT_SECCOMP_RULES, SECCOMP_POLICY_FILE, type DeniedIoctl } from './lxc/seccomp.js';
 export { detectCgroupLayout, parseCgroupLayout, parseMemoryStat, residentBytes, type CgroupLayout, type CgroupVersion } from './lxc/cgroup.js';
 export { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
-export { renderQemuArgv, kernelCommandLine, validateVmConfig, vmConfigFromSpec, vmPaths, vcpusFor, macFor, netmask, qemuOpt, VM_MIN_MEMORY_MB, type Accel, type BootAssets, type VmConfig, type VmNet, type VmPaths } from './qemu/config.js';
+export { renderQemuArgv, vmJailSpec, QEMU_PATH, kernelCommandLine, validateVmConfig, vmConfigFromSpec, vmPaths, vcpusFor, macFor, netmask, qemuOpt, VM_MIN_MEMORY_MB, type Accel, type BootAssets, type VmConfig, type VmNet, type VmPaths } from './qemu/config.js';
 export { jailArgv, validateJailSpec, JAIL_SCRIPT, JAIL_TAP_FD, JAIL_KEPT_CAPS, type JailSpec } from './qemu/jail.js';
 export { vmLimits, ioWeights, VM_MEMORY_OVERHEAD_MB } from './qemu/cgroup.js';
 export { probeAccel, probeBoot, type AccelProbeOptions } from './qemu/probe.js';

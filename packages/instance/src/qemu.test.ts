@@ -422,10 +422,10 @@ describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and q
       await expect(ssh(keys.disk, 'true')).rejects.toThrow(/Permission denied/);
     });
 
-    it('accounts memory and CPU to the qemu process', async () => {
+    it('accounts memory and CPU from the sliver\'s cgroup', async () => {
       const bytes = await driver.memoryBytes(s.id);
       const cpu = await driver.cpuSeconds(s.id);
-      console.log(`idle VM: memoryBytes ${((bytes ?? 0) / 2 ** 20).toFixed(1)} MiB (RssAnon + RssShmem), cpuSeconds ${cpu}`);
+      console.log(`idle VM: memoryBytes ${((bytes ?? 0) / 2 ** 20).toFixed(1)} MiB (its memory cgroup: anon + mapped), cpuSeconds ${cpu}`);
       expect(bytes).toBeGreaterThan(32 * 2 ** 20);
       expect(bytes).toBeLessThan((s.memoryMb + 256) * 2 ** 20);
       expect(cpu).toBeGreaterThan(0.5); // a TCG boot costs seconds of CPU

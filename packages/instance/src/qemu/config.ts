@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { InvalidSpecError, isSliverId, validateInstanceSpec, type InstanceSpec } from '../driver.js';
-import { JAIL_TAP_FD } from './jail.js';
+import { JAIL_TAP_FD, type JailSpec } from './jail.js';
 
 export const QEMU = 'qemu-system-x86_64';
 /** Where the jail finds it: qemu's mount namespace holds /usr and little else. */
@@ -248,4 +248,16 @@ export function renderQemuArgv(c: VmConfig, paths: VmPaths, accel: Accel): strin
   args.push('-chardev', `socket,id=qmp,path=${qemuOpt(paths.qmp)},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
   args.push('-pidfile', paths.pidfile, '-sandbox', QEMU_SANDBOX);
   return args;
+}
+
+/** Devices qemu opens inside its jail (and /dev/kvm under KVM). */
+export const JAIL_DEVICES = ['null', 'zero', 'full', 'random', 'urandom'] as const;
+
+/** The jail of a VM config: what qemu's mount namespace holds besides the sliver root, and the
+ * rest of the helper's spec (jail.ts). cgroups and extraGid are the caller's (host facts). */
+export function vmJailSpec(c: VmConfig, paths: VmPaths, host: { accel: Accel; ldCache: boolean; cgroups: string[]; extraGid: number | null }): JailSpec {
+  const binds: JailSpec['binds'] = [['/usr', 'ro'], [c.boot.kernel, 'ro'], [c.boot.initrd, 'ro'], [paths.run, 'rw'], [paths.pidfile, 'rw'], [paths.console, 'rw']];
+  if (host.ldCache) binds.push(['/etc/ld.so.cache', 'ro']);
+  for (const dev of [...JAIL_DEVICES, ...(host.accel === 'kvm' ? ['kvm'] : [])]) binds.push([`/dev/${dev}`, 'dev']);
+  return { idmapBase: c.idmapBase, rootfs: c.rootfs, jail: paths.jail, binds, cgroups: host.cgroups, tap: c.net?.tap ?? null, extraGid: host.extraGid, cwd: paths.run };
 }

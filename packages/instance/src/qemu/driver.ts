@@ -10,10 +10,10 @@ import { isSliverId, trackCheck, validateInstanceSpec, type InstanceCapabilities
 import { cpuSecondsOf, detectCgroupLayout, parseMemoryStat, readCgroupFile, removeContainerCgroups, residentBytes, type CgroupLayout } from '../lxc/cgroup.js';
 import { containerName } from '../lxc/config.js';
 import { findStaticBusybox } from '../lxc/probe.js';
-import { applyVmLimits, vmCgroup, vmLimits, type VmCgroup } from './cgroup.js';
+import { applyVmLimits, cgroupDirs, vmCgroup, vmLimits, type VmCgroup } from './cgroup.js';
 import { JAIL_PYTHON, jailArgv, type JailSpec } from './jail.js';
 import { controlExec, controlHalt, qmp, qmpStatus } from './channel.js';
-import { QEMU_PATH, renderQemuArgv, validateVmConfig, vmConfigFromSpec, vmPaths, type Accel, type BootAssets, type VmConfig, type VmPaths } from './config.js';
+import { QEMU_PATH, renderQemuArgv, validateVmConfig, vmJailSpec, vmConfigFromSpec, vmPaths, type Accel, type BootAssets, type VmConfig, type VmPaths } from './config.js';
 import { DEFAULT_KERNEL_CACHE, imageKernel, nodeKernel } from './kernel.js';
 import { canOpen, probeAccel, probeBoot, VM_TOOLS } from './probe.js';
 import { livePid, processCpuSeconds, processResidentBytes, spawnQemu, waitGone } from './process.js';
@@ -218,20 +218,13 @@ export class QemuDriver implements InstanceDriver {
     await writeFile(paths.console, '', { flag: 'a', mode: 0o600 });
     for (const p of [paths.run, paths.pidfile, paths.console]) await chown(p, uid, uid);
     const kvm = this.accel === 'kvm' ? await stat('/dev/kvm') : null;
-    const binds: JailSpec['binds'] = [['/usr', 'ro'], [config.boot.kernel, 'ro'], [config.boot.initrd, 'ro'], [paths.run, 'rw'], [paths.pidfile, 'rw'], [paths.console, 'rw']];
-    if (await stat('/etc/ld.so.cache').catch(() => null)) binds.push(['/etc/ld.so.cache', 'ro']);
-    for (const dev of ['null', 'zero', 'full', 'random', 'urandom', ...(kvm ? ['kvm'] : [])]) binds.push([`/dev/${dev}`, 'dev']);
-    return {
-      idmapBase: uid,
-      rootfs: config.rootfs,
-      jail: paths.jail,
-      binds,
-      cgroups: [...new Set(Object.values((await this.#cgroup(id)).dirs).map((d) => d.dir))],
-      tap: config.net?.tap ?? null,
+    return vmJailSpec(config, paths, {
+      accel: this.accel,
+      ldCache: (await stat('/etc/ld.so.cache').catch(() => null)) !== null,
+      cgroups: cgroupDirs(await this.#cgroup(id)),
       // /dev/kvm is root:kvm 0660 on Debian: qemu keeps the kvm group, nothing else of the host's.
       extraGid: kvm && (kvm.mode & 0o006) !== 0o006 ? kvm.gid : null,
-      cwd: paths.run,
-    };
+    });
   }
 
   /** The host's cgroup layout: check() reads it, and a driver that has not been checked (an
