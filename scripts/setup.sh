@@ -19,10 +19,11 @@ cd "$ROOT"
 # util-linux (losetup, mount), tar and zstd serve the node agent's storage pool; lxc and
 # nftables its slivers and their network; busybox-static, openssh-server and debootstrap build
 # sliver images (the host's sshd service is never started); iperf3 measures sliver rate limits;
-# qemu-system-x86 runs KVM slivers (infra/images/kvm/NOTES.md); chromium is the browser the dashboard's
-# tests drive with playwright-core (test/e2e/web.test.ts), so no browser is downloaded.
+# qemu-system-x86 runs KVM slivers (infra/images/kvm/NOTES.md); python3 (ctypes) jails each
+# VM's qemu under the sliver's own ids (packages/instance/src/qemu/jail.ts). chromium is the browser the
+# dashboard's tests drive with playwright-core (test/e2e/web.test.ts), so no browser is downloaded.
 APT_PACKAGES=(postgresql redis-server openssh-client ca-certificates iproute2 procps btrfs-progs util-linux tar zstd
-  xz-utils lxc nftables busybox-static openssh-server debootstrap debian-archive-keyring iperf3 qemu-system-x86 chromium)
+  xz-utils lxc nftables busybox-static openssh-server debootstrap debian-archive-keyring iperf3 qemu-system-x86 python3 chromium)
 
 # While installing, keep Debian's maintainer scripts from starting the services
 # (policy-rc.d exit 101 = "action forbidden"), unless the machine already has a policy.

@@ -14,11 +14,11 @@
 // removed at the end, also on failure.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { renderQemuArgv, vmConfigFromSpec, vmPaths, type Accel, type InstanceSpec, type VmConfig, type VmPaths } from '@planetlite/instance';
+import { jailArgv, QEMU_PATH, renderQemuArgv, vmConfigFromSpec, vmJailSpec, vmPaths, type Accel, type InstanceSpec, type VmConfig, type VmPaths } from '@planetlite/instance';
 import { provisionRoot } from '../../apps/agent/dist/provision.js';
 import { startOneNode, until, type OneNode } from '../../test/harness/one-node.ts';
 
@@ -32,6 +32,8 @@ const BANNER_TIMEOUT_MS = 180_000;
 /** The bare VM's link: its own namespace, so any addresses do. */
 const BARE_HOST = '10.149.254.1';
 const BARE_GUEST = '10.149.254.2';
+/** The bare VM's host ids: one range far above any node's slots (it runs jailed as a sliver's qemu does). */
+const BARE_IDMAP_BASE = 3_900_000_000;
 
 /**
  * A process inside network namespace `ns` that tries to read an SSH banner from host:port until
@@ -199,19 +201,25 @@ async function bareRun(n: OneNode, i: number | 'w', image: string, boot: VmConfi
   await provisionRoot({ rootfs, slice: 'kvb_bare', keys: [readFileSync(`${n.key}.pub`, 'utf8').trim()] });
   const id = randomUUID();
   const spec: InstanceSpec = {
-    id, hostname: 'kvb_bare', rootfs, memoryMb: MEMORY_MB, cpuShares: 1024, cpuCapPercent: null, pids: 4096, idmapBase: null,
+    id, hostname: 'kvb_bare', rootfs, memoryMb: MEMORY_MB, cpuShares: 1024, cpuCapPercent: null, pids: 4096, idmapBase: BARE_IDMAP_BASE,
     net: { link: tap, address: `${BARE_GUEST}/30`, gateway: BARE_HOST },
   };
   const config = vmConfigFromSpec(spec, boot, availableParallelism());
   const paths = vmPaths(join(n.dir, 'bare'), id);
   mkdirSync(paths.dir, { recursive: true, mode: 0o700 });
+  // The driver's jail, less its cgroups: the files qemu writes belong to the VM's uid.
+  mkdirSync(paths.run, { mode: 0o700 });
+  mkdirSync(paths.jail, { mode: 0o700 });
+  for (const f of [paths.pidfile, paths.console]) writeFileSync(f, '', { mode: 0o600 });
+  for (const p of [paths.run, paths.pidfile, paths.console]) chownSync(p, BARE_IDMAP_BASE, BARE_IDMAP_BASE);
   const argv = renderQemuArgv(config, paths, accel);
+  const jailed = jailArgv(vmJailSpec(config, paths, { accel, ldCache: existsSync('/etc/ld.so.cache'), cgroups: [], extraGid: null }), [QEMU_PATH, ...argv]);
   const probe = startProbe(ns, BARE_GUEST, 22);
   await probe.ready;
-  // As the driver's spawnQemu: detached, in the namespace (nsenter execs qemu: the same pid), output to a log.
+  // As the driver's spawnQemu: detached, in the namespace, jailed (nsenter and the jail helper exec qemu: the same pid), output to a log.
   const fd = openSync(paths.qemuLog, 'a', 0o600);
   const t0 = Date.now();
-  const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', QEMU, ...argv], { detached: true, stdio: ['ignore', fd, fd], cwd: paths.dir, env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
+  const child = spawn('nsenter', [`--net=/run/netns/${ns}`, '--', ...jailed], { detached: true, stdio: ['ignore', fd, fd], cwd: paths.dir, env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' } });
   closeSync(fd);
   const exited = new Promise((r) => { child.once('exit', r); child.once('error', r); });
   bareQemus.set(child.pid!, exited);
@@ -231,7 +239,7 @@ async function bareRun(n: OneNode, i: number | 'w', image: string, boot: VmConfi
   sh('btrfs', ['subvolume', 'delete', rootfs]);
   bareRoots.delete(rootfs);
   rmSync(paths.dir, { recursive: true, force: true });
-  return { run: { total: at - t0 }, config, paths, argv: [QEMU, ...argv] };
+  return { run: { total: at - t0 }, config, paths, argv: [QEMU_PATH, ...argv] };
 }
 
 async function main(): Promise<void> {

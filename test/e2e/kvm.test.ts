@@ -8,11 +8,13 @@
 // Addresses 198.18.240-249.0/24 and sliver subnets 10.140-149.0.0/24, apart from the other files.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import type { PlanetLiteClient, Sliver } from '@planetlite/api';
+import type { Event, PlanetLiteClient, Sliver } from '@planetlite/api';
+import { probeBoot, QemuDriver, VM_MEMORY_OVERHEAD_MB } from '@planetlite/instance';
 import { deviceNames } from '@planetlite/network';
+import { cgroupOf, containment, memoryCgroup, residentOf } from '../harness/cgroup.ts';
 import { sliverLeftovers } from '../harness/node.ts';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
 
@@ -49,6 +51,31 @@ function qemuOf(id: string): string[] {
   } catch {
     return [];
   }
+}
+
+/** The pid of the sliver's qemu, from its pidfile (the jail helper execs qemu in place). */
+function qemuPid(id: string): number {
+  return Number(readFileSync(join(node.stateDir, 'vm', id, 'qemu.pid'), 'utf8').trim());
+}
+
+/** The host id range the node's ledger gave the sliver. */
+function idmapBase(id: string): number {
+  const ledger = JSON.parse(readFileSync(join(node.stateDir, 'slivers.json'), 'utf8')) as Array<{ id: string; idmap_base: number }>;
+  return ledger.find((r) => r.id === id)!.idmap_base;
+}
+
+/** Why this host cannot run KVM guests, or null when it can: /dev/kvm must open read-write and a
+ * probe guest must boot under it (some machines have a /dev/kvm that hangs guests). */
+async function kvmUnusable(): Promise<string | null> {
+  try {
+    closeSync(openSync('/dev/kvm', 'r+'));
+  } catch (err) {
+    return `no usable /dev/kvm on this host (${(err as NodeJS.ErrnoException).code}); the TCG path is what the other tests cover`;
+  }
+  const probe = new QemuDriver({ vmPath: join(node.dir, 'kvm-probe') });
+  await probe.check().catch(() => undefined); // for its node kernel
+  const boot = probe.nodeBoot;
+  return (await probeBoot('kvm', { kernel: boot.kernel, initrd: boot.initrd })) ? null : '/dev/kvm opens, but a probe guest does not boot under KVM here';
 }
 
 describe('kvm slivers', () => {
@@ -89,6 +116,42 @@ describe('kvm slivers', () => {
     expect(inVm).toBe('kvm_vm\nQEMU');
   }, 120_000);
 
+  it('runs its qemu as the sliver\'s own unprivileged uid, sandboxed, in its own mount namespace and cgroups', async () => {
+    const { resources } = await admin.getSlice('kvm_vm');
+    const c = containment(qemuPid(vm.id));
+    expect(c.uid).toBe(idmapBase(vm.id)); // not root: the sliver's id range, as a container's root
+    expect(c.uid).toBeGreaterThanOrEqual(65536);
+    expect(c.gid).toBe(idmapBase(vm.id));
+    expect(c.noNewPrivs).toBe('1');
+    expect(c.seccomp).toBe('2'); // qemu's -sandbox (seccomp filter mode)
+    expect(c.ownMountNs).toBe(true);
+    expect(c.ownUserNs).toBe(true);
+    expect(c.mounts).not.toContain(node.stateDir); // neither the agent's state nor other slivers
+    expect(c.mounts.filter((m) => m.startsWith(join(node.stateDir, 'vm')) && !m.includes(vm.id))).toEqual([]);
+    // Its cgroups are where a container's are, with the slice's limits.
+    const cg = (controller: string, file: string) => readFileSync(`/sys/fs/cgroup/${controller}${cgroupOf(c.cgroups, controller)}/${file}`, 'utf8').trim();
+    for (const controller of ['memory', 'cpu', 'pids']) expect(cgroupOf(c.cgroups, controller)).toBe(`/lxc.payload.sl-${vm.id}`);
+    expect(cg('memory', 'memory.limit_in_bytes')).toBe(String((256 + VM_MEMORY_OVERHEAD_MB) * 2 ** 20));
+    expect(cg('cpu', 'cpu.shares')).toBe(String(resources.cpu_shares));
+    expect(cg('cpu', 'cpu.cfs_quota_us')).toBe(resources.cpu_cap_percent ? String(resources.cpu_cap_percent * 1000) : '-1');
+    expect(cg('pids', 'pids.max')).toBe('4096');
+    expect(memoryCgroup(vm.id)).toMatch(new RegExp(`/lxc.payload.sl-${vm.id}$`)); // where the harness looks for a container's
+    // Only the VM's uid may attach to its tap.
+    expect(execFileSync('ip', ['-n', node.ns, '-d', 'link', 'show', deviceNames(vm.id).hostIf], { encoding: 'utf8' })).toContain(`user ${idmapBase(vm.id)} group ${idmapBase(vm.id)}`);
+  });
+
+  it('boots under KVM where the host has a working /dev/kvm (skipped here, with the reason)', async (ctx) => {
+    const why = await kvmUnusable();
+    if (why) {
+      console.log(`KVM boot test skipped: ${why}`);
+      ctx.skip();
+    }
+    expect((await admin.getNode(node.nodeId)).capabilities.kvm_accel).toBe('kvm');
+    expect(readFileSync(`/proc/${qemuPid(vm.id)}/cmdline`, 'utf8').split('\0').join(' ')).toContain('-accel kvm');
+    const clocks = node.ssh(vm.ports.first, 'kvm_vm', 'cat /sys/devices/system/clocksource/clocksource0/available_clocksource');
+    expect(clocks).toContain('kvm-clock'); // only a guest on KVM has it
+  }, 120_000);
+
   it('shows its serial console through the registry', async () => {
     const log = await until('the console log to reach the registry', async () => {
       const c = await admin.getSliverConsole(vm.id).catch(() => null);
@@ -120,6 +183,41 @@ describe('kvm slivers', () => {
     await until('the sliver to run again', async () => (await admin.getSliver(vm.id)).state === 'running', 180_000);
     expect(await until('ssh after the restart', async () => node.ssh(vm.ports.first, 'kvm_vm', 'cat /etc/slicename'), 120_000)).toBe('kvm_vm');
   }, 240_000);
+
+  it('is adopted by a restarted agent, and reset by the memory watchdog once over its reset level', async () => {
+    const pid = qemuPid(vm.id);
+    const bootBefore = node.ssh(vm.ports.first, 'kvm_vm', 'cat /proc/sys/kernel/random/boot_id');
+    const idle = residentOf(memoryCgroup(vm.id))!;
+    await node.stopAgent();
+    // A budget the VM at rest stays under and crosses once its guest holds 64 MiB more (the
+    // container beside it holds a few MiB).
+    const RESET = 90;
+    const budgetMb = Math.ceil((idle + 64 * 2 ** 20) / 2 ** 20 / (RESET / 100));
+    const since = (await admin.listEvents({})).at(-1)?.id ?? 0;
+    await node.startAgent({ watchdog: { budget_mb: budgetMb, warn_percent: 80, reset_percent: RESET, cooldown_seconds: 600 } });
+    // Adopted, not rebooted: the same qemu and the same boot.
+    await running(vm.id);
+    expect(qemuPid(vm.id)).toBe(pid);
+    expect(node.ssh(vm.ports.first, 'kvm_vm', 'cat /proc/sys/kernel/random/boot_id')).toBe(bootBefore);
+
+    // The hog, as the memory watchdog test's: busybox awk keeps 1 MiB strings, 10 MiB per half second.
+    node.ssh(vm.ports.first, 'kvm_vm', `setsid awk 'BEGIN{s=sprintf("%1048576s",""); while(1){a[i++]=s; if (i%10==0) system("sleep 0.5")}}' </dev/null >/dev/null 2>&1 &`);
+    const reset = await until('the watchdog to reset the VM', async () => {
+      const evs = await admin.listEvents({ type: 'watchdog.reset', after: since });
+      return (evs as Event[]).find((e) => e.sliver === vm.id) ?? null;
+    }, 180_000);
+    console.log(`watchdog reset the VM: ${JSON.stringify(reset.data).slice(0, 200)}`);
+    expect(reset.data).toMatchObject({ mode: 'budget', reset_percent: RESET, action: 'restart', error: null });
+    const bootAfter = await until('ssh after the watchdog\'s reset', async () => {
+      const b = node.ssh(vm.ports.first, 'kvm_vm', 'cat /proc/sys/kernel/random/boot_id');
+      return b !== bootBefore ? b : null;
+    }, 240_000);
+    expect(bootAfter).toMatch(/^[0-9a-f-]{36}$/);
+    expect(qemuPid(vm.id)).not.toBe(pid);
+    expect(containment(qemuPid(vm.id)).uid).toBe(idmapBase(vm.id)); // jailed again
+    await node.stopAgent();
+    await node.startAgent({ watchdog: { budget_mb: null } });
+  }, 600_000);
 
   it('leaves nothing behind when deleted: no qemu, tap, socket or VM dir', async () => {
     expect(qemuOf(vm.id)).toHaveLength(1);

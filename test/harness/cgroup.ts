@@ -1,7 +1,7 @@
 // A sliver's memory as the host's cgroupfs shows it, read by a test or benchmark itself (not
 // through the agent), to watch the memory watchdog from outside.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { containerName, parseMemoryStat, residentBytes } from '@planetlite/instance';
 
 /** The sliver container's memory cgroup directory on the host (cgroup v1, as on these machines). */
@@ -18,4 +18,30 @@ export function residentOf(dir: string): number | null {
   } catch {
     return null;
   }
+}
+
+/** What /proc says of a process's containment (a VM sliver's qemu). */
+export function containment(pid: number) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (k: string) => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '';
+  const ns = (p: number | 'self', kind: string) => readlinkSync(`/proc/${p}/ns/${kind}`);
+  const mountinfo = readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').filter(Boolean);
+  return {
+    uid: Number(field('Uid').split(/\s+/)[1]), // effective
+    gid: Number(field('Gid').split(/\s+/)[1]),
+    noNewPrivs: field('NoNewPrivs'),
+    seccomp: field('Seccomp'),
+    capBnd: BigInt(`0x${field('CapBnd')}`),
+    ownMountNs: ns(pid, 'mnt') !== ns('self', 'mnt'),
+    ownUserNs: ns(pid, 'user') !== ns('self', 'user'),
+    mountinfo,
+    /** Mount points of its mount namespace. */
+    mounts: mountinfo.map((l) => l.split(' ')[4]!),
+    cgroups: readFileSync(`/proc/${pid}/cgroup`, 'utf8'),
+  };
+}
+
+/** The path of a cgroup v1 controller's cgroup in /proc/PID/cgroup text. */
+export function cgroupOf(text: string, controller: string): string | undefined {
+  return text.split('\n').map((l) => l.split(':')).find((f) => f[1]?.split(',').includes(controller))?.[2];
 }

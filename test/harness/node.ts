@@ -46,6 +46,14 @@ export async function removeNode(opts: { stateDir: string; ns: string; peerNs?: 
   }
   // VM slivers: their qemu runs detached, its files under STATE_DIR/vm.
   await tryRun('pkill', ['-KILL', '-f', `qemu-system.*${join(opts.stateDir, 'vm')}/`]);
+  // Their cgroups (lxc.payload.sl-ID, as a container's) go once the killed qemu has gone.
+  const vmIds = (await readdir(join(opts.stateDir, 'vm')).catch(() => [] as string[])).filter((n) => /^[0-9a-f-]{36}$/.test(n));
+  for (let tries = 0; tries < 20 && vmIds.length; tries++) {
+    const dirs = (await readdir('/sys/fs/cgroup').catch(() => [] as string[])).flatMap((h) => vmIds.map((id) => join('/sys/fs/cgroup', h, `lxc.payload.sl-${id}`)));
+    const left = (await Promise.all(dirs.map(async (d) => ((await tryRun('rmdir', [d])) === null && (await stat(d).then(() => true, () => false)) ? d : null)))).filter(Boolean);
+    if (!left.length) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   await tryRun('ip', ['netns', 'exec', opts.ns, 'nft', 'delete', 'table', 'inet', 'planetlite']);
   if (opts.peerNs) await tryRun('ip', ['netns', 'del', opts.peerNs]);
   await tryRun('ip', ['netns', 'del', opts.ns]);

@@ -146,7 +146,7 @@ use them. The memory watchdog samples every second; its other settings (interval
 hysteresis_percent, psi_full_reset, and the freeze on memory pressure: freeze_psi_some,
 thaw_psi_some, sliver_psi_min, freeze_timeout_seconds, freeze_strikes) are in settings.json
 under "watchdog".
-Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86 and busybox-static
+Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86, busybox-static and python3
 (scripts/setup.sh installs them all). The first start with --vm auto fetches the node kernel
 (Debian's linux-image-amd64, with apt-get download) into /var/cache/planetlite-kvm.`)
   .action(async (opts: PoolFlags & WatchdogFlags & ImageFlags & { logLevel: string }) => {

@@ -12,7 +12,9 @@ export { containerName, idFromContainerName, renderConfig, resourceLimits, share
 export { renderSeccompPolicy, DENIED_BTRFS_IOCTLS, LXC_DEFAULT_SECCOMP_RULES, SECCOMP_POLICY_FILE, type DeniedIoctl } from './lxc/seccomp.js';
 export { detectCgroupLayout, missingLimits, parseCgroupLayout, parseMemoryStat, parsePressure, residentBytes, type CgroupLayout, type CgroupVersion, type Psi } from './lxc/cgroup.js';
 export { QemuDriver, type QemuDriverOptions } from './qemu/driver.js';
-export { renderQemuArgv, kernelCommandLine, validateVmConfig, vmConfigFromSpec, vmPaths, vcpusFor, macFor, netmask, qemuOpt, VM_MIN_MEMORY_MB, type Accel, type BootAssets, type VmConfig, type VmNet, type VmPaths } from './qemu/config.js';
+export { renderQemuArgv, vmJailSpec, QEMU_PATH, kernelCommandLine, validateVmConfig, vmConfigFromSpec, vmPaths, vcpusFor, macFor, netmask, qemuOpt, VM_MIN_MEMORY_MB, type Accel, type BootAssets, type VmConfig, type VmNet, type VmPaths } from './qemu/config.js';
+export { jailArgv, validateJailSpec, JAIL_SCRIPT, JAIL_TAP_FD, JAIL_KEPT_CAPS, type JailSpec } from './qemu/jail.js';
+export { vmLimits, ioWeights, VM_MEMORY_OVERHEAD_MB } from './qemu/cgroup.js';
 export { probeAccel, probeBoot, type AccelProbeOptions } from './qemu/probe.js';
 export { nodeKernel, imageKernel, findImageKernel, extractVmlinux, resolveInRoot, DEFAULT_KERNEL_CACHE } from './qemu/kernel.js';
 export { buildInitramfs, newcArchive, INIT_SCRIPT, INITRAMFS_MODULES } from './qemu/initramfs.js';

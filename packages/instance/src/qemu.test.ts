@@ -9,9 +9,18 @@ import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CommandError, run, tryRun } from '@planetlite/host';
+import { cgroupOf, containment } from '../../../test/harness/cgroup.ts';
 import {
   InvalidSpecError,
+  JAIL_TAP_FD,
   QemuDriver,
+  VM_MEMORY_OVERHEAD_MB,
+  JAIL_SCRIPT,
+  ioWeights,
+  jailArgv,
+  validateJailSpec,
+  vmLimits,
+  type JailSpec,
   execRequest,
   kernelCommandLine,
   newcArchive,
@@ -36,9 +45,19 @@ const spec: InstanceSpec = {
   memoryMb: 256,
   cpuShares: 512,
   pids: 200,
-  idmapBase: null,
+  idmapBase: 65536 * 20,
   net: { link: 'pl0b7e6c1et', address: '10.95.0.2/30', gateway: '10.95.0.1' },
 };
+
+/** The sliver's cgroup directories still there, in any hierarchy. */
+async function cgroupLeft(id: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const h of await readdir('/sys/fs/cgroup')) {
+    const dir = join('/sys/fs/cgroup', h, `lxc.payload.sl-${id}`);
+    if (await stat(dir).then(() => true, () => false)) out.push(dir);
+  }
+  return out;
+}
 
 /** The value after each occurrence of an option. */
 function values(argv: string[], option: string): string[] {
@@ -58,18 +77,67 @@ describe('qemu VM config and argv', () => {
     expect(values(argv, '-kernel')).toEqual([boot.kernel]);
     expect(values(argv, '-initrd')).toEqual([boot.initrd]);
     expect(values(argv, '-fsdev')).toEqual(['local,id=rootfs,path=/pool/slivers/0b7e6c1e,security_model=passthrough,multidevs=remap']);
-    expect(values(argv, '-netdev')).toEqual(['tap,id=n0,ifname=pl0b7e6c1et,script=no,downscript=no']);
+    expect(values(argv, '-netdev')).toEqual([`tap,id=n0,fd=${JAIL_TAP_FD}`]); // opened by the jail helper
     expect(values(argv, '-device')).toContain(`virtio-net-pci,netdev=n0,mac=${config.net?.mac},romfile=`);
     expect(values(argv, '-serial')).toEqual(['chardev:console', 'chardev:control']);
     expect(values(argv, '-chardev')).toEqual([
       `file,id=console,path=/var/lib/planetlite/vm/${ID}/console.log,append=on`,
-      `socket,id=control,path=/var/lib/planetlite/vm/${ID}/control.sock,server=on,wait=off`,
-      `socket,id=qmp,path=/var/lib/planetlite/vm/${ID}/qmp.sock,server=on,wait=off`,
+      `socket,id=control,path=/var/lib/planetlite/vm/${ID}/run/control.sock,server=on,wait=off`,
+      `socket,id=qmp,path=/var/lib/planetlite/vm/${ID}/run/qmp.sock,server=on,wait=off`,
     ]);
     expect(values(argv, '-pidfile')).toEqual([`/var/lib/planetlite/vm/${ID}/qemu.pid`]);
     expect(values(argv, '-sandbox')[0]).toMatch(/^on,.*spawn=deny/);
     expect(argv).not.toContain('-daemonize');
     expect(values(renderQemuArgv(config, paths, 'kvm'), '-accel')).toEqual(['kvm']);
+  });
+
+  it('wraps qemu in the jail helper: the sliver\'s ids, its cgroups, the tap as fd 3, only what it needs', () => {
+    const jail: JailSpec = {
+      idmapBase: config.idmapBase,
+      rootfs: config.rootfs,
+      jail: paths.jail,
+      binds: [['/usr', 'ro'], [boot.kernel, 'ro'], [paths.run, 'rw'], ['/dev/null', 'dev']],
+      cgroups: [`/sys/fs/cgroup/memory/lxc.payload.sl-${ID}`],
+      tap: 'pl0b7e6c1et',
+      extraGid: null,
+      cwd: paths.run,
+    };
+    const argv = jailArgv(jail, ['/usr/bin/qemu-system-x86_64', '-name', 'x']);
+    expect(argv.slice(0, 4)).toEqual(['/usr/bin/python3', '-I', '-S', '-c']);
+    expect(argv[4]).toBe(JAIL_SCRIPT);
+    expect(JSON.parse(argv[5]!)).toEqual({ ...jail, keep: [0, 1, 2, 3, 4, 31], tapFd: 3, extraNsGid: 65536 });
+    expect(argv.slice(6)).toEqual(['/usr/bin/qemu-system-x86_64', '-name', 'x']);
+    // What the helper does, in order: cgroups and tap as root, then the namespaces, then no_new_privs and exec.
+    const order = ['cgroup.procs', 'TUNSETOWNER', 'unshare mount namespace', 'unshare user namespace', 'mount_setattr idmap', 'pivot_root', 'setresuid', 'no_new_privs', 'os.execv'];
+    expect(order.map((k) => JAIL_SCRIPT.indexOf(k)).every((at, i, all) => at >= 0 && (i === 0 || at > all[i - 1]! || ['mount_setattr idmap', 'pivot_root'].includes(order[i]!)))).toBe(true);
+    const bad = (patch: Partial<JailSpec>) => () => validateJailSpec({ ...jail, ...patch });
+    expect(bad({ idmapBase: 0 })).toThrow(/idmapBase/);
+    expect(bad({ binds: [['/usr/../etc', 'ro']] })).toThrow(/without '\.\.'/);
+    expect(bad({ binds: [['/', 'ro']] })).toThrow(/absolute/);
+    expect(bad({ binds: [['/usr', 'ro'], ['/usr/lib', 'ro']] })).toThrow(/inside/);
+    expect(bad({ jail: config.rootfs })).toThrow(/overlaps/);
+    expect(bad({ tap: 'a;b' })).toThrow(/tap/);
+  });
+
+  it('limits a VM as a container: memory (plus qemu\'s overhead), cpu weight and cap, pids, I/O weight', () => {
+    const v1 = { mode: 'hybrid', memory: 'v1', cpu: 'v1', pids: 'v1', freezer: 'v1', devices: 'v1' } as const;
+    const limits = vmLimits({ memoryMb: 256, cpuShares: 512, cpuCapPercent: 150, pids: 200 }, v1);
+    expect(limits).toEqual([
+      { file: 'memory.limit_in_bytes', value: String((256 + VM_MEMORY_OVERHEAD_MB) * 2 ** 20) },
+      { file: 'cpu.shares', value: '512' },
+      { file: 'cpu.cfs_period_us', value: '100000' },
+      { file: 'cpu.cfs_quota_us', value: '150000' },
+      { file: 'pids.max', value: '200' },
+      ...ioWeights(512),
+    ]);
+    expect(ioWeights(1024).map((w) => w.value)).toEqual(['100', '500', '100', 'default 100']);
+    expect(ioWeights(2).map((w) => w.value)).toEqual(['1', '10', '1', 'default 1']);
+    const v2 = { mode: 'unified', memory: 'v2', cpu: 'v2', pids: 'v2', freezer: 'v2', devices: 'v2' } as const;
+    expect(vmLimits({ memoryMb: 128, cpuShares: 1024, cpuCapPercent: null }, v2).slice(0, 3)).toEqual([
+      { file: 'memory.max', value: String((128 + VM_MEMORY_OVERHEAD_MB) * 2 ** 20) },
+      { file: 'cpu.weight', value: '39' },
+      { file: 'cpu.max', value: 'max 100000' },
+    ]);
   });
 
   it('puts the address on the kernel command line for the initramfs, and no network without one', () => {
@@ -95,7 +163,8 @@ describe('qemu VM config and argv', () => {
 
   it('refuses specs a VM cannot take, naming the field', () => {
     expect(() => vmConfigFromSpec({ ...spec, memoryMb: 64 }, boot, 2)).toThrow(/memoryMb is 64, but a VM sliver needs at least 128/);
-    expect(() => vmConfigFromSpec({ ...spec, idmapBase: 65536 * 20 }, boot, 2)).toThrow(InvalidSpecError);
+    expect(() => vmConfigFromSpec({ ...spec, idmapBase: null }, boot, 2)).toThrow(/idmapBase must be a host id range/);
+    expect(() => vmConfigFromSpec({ ...spec, idmapBase: 12 }, boot, 2)).toThrow(InvalidSpecError);
     expect(() => vmConfigFromSpec({ ...spec, net: { link: 'tap;rm', address: '10.95.0.2/30', gateway: '10.95.0.1' } }, boot, 2)).toThrow(/net\.link/);
     expect(() => vmConfigFromSpec({ ...spec, imageRoot: 'relative' }, boot, 2)).toThrow(/imageRoot/);
   });
@@ -110,6 +179,8 @@ describe('qemu VM config and argv', () => {
     expect(bad({ net: { ...config.net, address: '10.95.0.300' } })).toThrow(/net\.address/);
     expect(bad({ boot: { ...boot, kernel: 'vmlinux' } })).toThrow(/boot\.kernel must be an absolute path/);
     expect(bad({ boot: { ...boot, release: '6.1 $(x)' } })).toThrow(/boot\.release/);
+    expect(bad({ idmapBase: undefined })).toThrow(/idmapBase .*define the sliver again/); // a config from before the jail
+    expect(bad({ limits: { ...config.limits, pids: 1 } })).toThrow(/limits\.pids/);
     expect(() => validateVmConfig(null)).toThrow(/must be an object/);
     expect(() => vmPaths('/v', '../etc')).toThrow(/uuid/);
   });
@@ -180,7 +251,7 @@ async function until<T>(what: string, fn: () => Promise<T | null | undefined | f
   }
 }
 
-describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and qemu-system-x86)', { timeout: 300_000 }, () => {
+describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and qemu-system-x86)', { timeout: 600_000 }, () => {
   let work = '';
   let image = '';
   let driver: QemuDriver;
@@ -196,7 +267,7 @@ describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and q
   const cleanups: Array<() => Promise<unknown>> = [];
 
   /** The first line sshd sends on the guest's :22, read from the test's namespace, or null. */
-  async function banner(timeoutS = 2): Promise<string | null> {
+  async function banner(timeoutS = 8): Promise<string | null> {
     const script = 'exec 3<>"/dev/tcp/$0/22" && read -r -t "$1" line <&3 && echo "$line"';
     const r = await tryRun(netns[0]!, [...netns.slice(1), 'timeout', String(timeoutS + 1), 'bash', '-c', script, guestIp, String(timeoutS)]);
     return r?.stdout.trim() || null;
@@ -215,7 +286,7 @@ describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and q
     await writeFile(join(rootfs, 'etc/slicename'), `${slice}\n`);
     await writeFile(join(rootfs, 'etc/hostname'), `${slice}\n`);
     await writeFile(join(rootfs, 'root/.ssh/authorized_keys'), await readFile(`${keys.disk}.pub`), { mode: 0o600 });
-    return { id, hostname: slice, rootfs, memoryMb: 256, cpuShares: 1024, idmapBase: null, net: { link: tap, address: `${guestIp}/30`, gateway: hostIp }, ...patch };
+    return { id, hostname: slice, rootfs, memoryMb: 256, cpuShares: 1024, cpuCapPercent: 90, pids: 512, idmapBase: 3_000_000_000 + randomInt(0, 1000) * 65536, net: { link: tap, address: `${guestIp}/30`, gateway: hostIp }, ...patch };
   }
 
   /** Every qemu process whose command line names this test's directory. */
@@ -266,7 +337,7 @@ describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and q
     expect((await readFile(driver.nodeBoot.kernel)).subarray(0, 4)).toEqual(Buffer.from([0x7f, 0x45, 0x4c, 0x46])); // ELF: booted through PVH
     const initrd = gunzipSync(await readFile(driver.nodeBoot.initrd)).toString('latin1');
     expect(initrd).toContain('lib/modules/9p.ko');
-    expect(driver.capabilities).toEqual({ unprivileged: false, freeze: true, memoryLimit: true });
+    expect(driver.capabilities).toEqual({ unprivileged: true, freeze: true, memoryLimit: true });
   });
 
   describe('one VM sliver through its life', () => {
@@ -297,6 +368,43 @@ describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and q
       expect(await readFile(driver.consoleLog(s.id), 'utf8')).toMatch(/Server listening on 0\.0\.0\.0 port 22/); // sshd -e
     });
 
+    it('runs qemu as the sliver\'s own uid, sandboxed, in its own mount namespace and cgroups', async () => {
+      const pid = (await driver.qemuPid(s.id))!;
+      const c = containment(pid);
+      expect(c.uid).toBe(s.idmapBase);
+      expect(c.gid).toBe(s.idmapBase);
+      expect(c.noNewPrivs).toBe('1');
+      expect(c.seccomp).toBe('2');
+      expect(c.capBnd).toBe(0x8000001fn); // CHOWN, DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER, FSETID, SETFCAP
+      expect(c.ownMountNs).toBe(true);
+      expect(c.ownUserNs).toBe(true);
+      // Its mount namespace holds the sliver root, its own files, /usr and little else.
+      const mounts = c.mounts;
+      expect(mounts).toContain(s.rootfs);
+      expect(mounts).toContain('/usr');
+      expect(mounts.filter((m) => m.startsWith(work) && m !== s.rootfs && !m.startsWith(join(driver.vmPath, s.id)))).toEqual([]);
+      // A /proc of its own process only (9p changes modes through /proc/self/fd), no /sys.
+      expect(c.mountinfo.find((l) => l.split(' ')[4] === '/proc')).toMatch(/ - proc proc .*subset=pid.*hidepid=invisible|hidepid=invisible.*subset=pid/);
+      expect(mounts.filter((m) => m.startsWith('/proc/') || m.startsWith('/sys'))).toEqual([]);
+      expect(mounts).not.toContain('/sys/fs/cgroup/memory');
+      // In the sliver's cgroups with its limits: memory is guest RAM plus qemu's overhead.
+      for (const [controller, file, value] of [
+        ['memory', 'memory.limit_in_bytes', String((s.memoryMb + VM_MEMORY_OVERHEAD_MB) * 2 ** 20)],
+        ['cpu', 'cpu.shares', '1024'],
+        ['cpu', 'cpu.cfs_quota_us', '90000'],
+        ['pids', 'pids.max', '512'],
+      ] as const) {
+        const dir = cgroupOf(c.cgroups, controller);
+        expect(dir).toBe(`/lxc.payload.sl-${s.id}`);
+        expect((await readFile(`/sys/fs/cgroup/${controller}${dir}/${file}`, 'utf8')).trim()).toBe(value);
+      }
+      // The tap is the VM's: only its uid may attach to it.
+      expect((await run('ip', ['-n', ns, '-d', 'link', 'show', tap])).stdout).toMatch(new RegExp(`user ${s.idmapBase} group ${s.idmapBase}`));
+      // Guest root owns its files through the idmapped mount; on disk they stay uid 0.
+      expect((await ssh(keys.disk, 'touch /root/made-in-guest; stat -c %u /root/made-in-guest /etc/slicename')).stdout).toBe('0\n0');
+      expect((await stat(join(s.rootfs, 'root/made-in-guest'))).uid).toBe(0);
+    });
+
     it('execs inside the guest as its root, and installs keys the way the agent does', async () => {
       expect((await driver.exec(s.id, ['id', '-u'])).stdout).toBe('0');
       expect((await driver.exec(s.id, ['cat'], 'fed through stdin\n')).stdout).toBe('fed through stdin');
@@ -314,10 +422,10 @@ describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and q
       await expect(ssh(keys.disk, 'true')).rejects.toThrow(/Permission denied/);
     });
 
-    it('accounts memory and CPU to the qemu process', async () => {
+    it('accounts memory and CPU from the sliver\'s cgroup', async () => {
       const bytes = await driver.memoryBytes(s.id);
       const cpu = await driver.cpuSeconds(s.id);
-      console.log(`idle VM: memoryBytes ${((bytes ?? 0) / 2 ** 20).toFixed(1)} MiB (RssAnon + RssShmem), cpuSeconds ${cpu}`);
+      console.log(`idle VM: memoryBytes ${((bytes ?? 0) / 2 ** 20).toFixed(1)} MiB (its memory cgroup: anon + mapped), cpuSeconds ${cpu}`);
       expect(bytes).toBeGreaterThan(32 * 2 ** 20);
       expect(bytes).toBeLessThan((s.memoryMb + 256) * 2 ** 20);
       expect(cpu).toBeGreaterThan(0.5); // a TCG boot costs seconds of CPU
@@ -353,7 +461,8 @@ describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and q
       expect(await alive(pid!)).toBe(false);
       expect(await driver.memoryBytes(s.id)).toBeNull();
       expect(await driver.cpuSeconds(s.id)).toBeNull();
-      expect((await readdir(join(driver.vmPath, s.id))).sort()).toEqual(['config.json', 'console.log', 'qemu.log']);
+      expect((await readdir(join(driver.vmPath, s.id))).sort()).toEqual(['config.json', 'console.log', 'jail', 'qemu.log', 'run']);
+      expect(await cgroupLeft(s.id)).toEqual([]);
       expect(await readFile(driver.consoleLog(s.id), 'utf8')).toMatch(/the image's init exited/);
       await driver.stop(s.id); // no-op
 
@@ -383,6 +492,7 @@ describe.skipIf(!isRoot || !hasQemu)('qemu driver on this host (needs root and q
       await expect(stat(join(driver.vmPath, s.id))).rejects.toThrow(/ENOENT/);
       expect(await alive(pid!)).toBe(false);
       expect(await strayQemus()).toEqual([]);
+      expect(await cgroupLeft(s.id)).toEqual([]);
       await driver.destroy(s.id); // idempotent
       // The tap belongs to the network driver: still there, unowned.
       expect((await run('ip', ['-n', ns, '-o', 'link', 'show', tap])).stdout).toContain(tap);

@@ -26,7 +26,7 @@ export interface CgroupLayout {
   devices: CgroupVersion | null;
 }
 
-interface CgroupMount {
+export interface CgroupMount {
   type: 'cgroup' | 'cgroup2';
   mountPoint: string;
   options: string[];
@@ -108,8 +108,8 @@ export function residentBytes(stat: Map<string, number>, version: CgroupVersion)
 }
 
 /** Per cgroup mount, the directories under which LXC (run as root) makes its cgroups: the
- * hierarchy's root and the cgroup of pid 1 in it. */
-async function lxcCgroupParentsByMount(): Promise<Array<{ mount: CgroupMount; parents: string[] }>> {
+ * hierarchy's root and the cgroup of pid 1 in it (the qemu driver puts its VMs there too). */
+export async function lxcCgroupParentsByMount(): Promise<Array<{ mount: CgroupMount; parents: string[] }>> {
   const mounts = parseCgroupMounts(await readFile('/proc/self/mounts', 'utf8'));
   const init = await readFile('/proc/1/cgroup', 'utf8').catch(() => '');
   return mounts.map((m) => {

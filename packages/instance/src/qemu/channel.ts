@@ -2,6 +2,7 @@
 // port, where the initramfs's PID 1 takes halt and exec. Both speak lines over a unix socket, and
 // both accept one client at a time, so the driver never holds one open between calls.
 import { randomBytes } from 'node:crypto';
+import { lstat } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { CommandError, type RunResult } from '@planetlite/host';
 
@@ -24,7 +25,11 @@ class LineSocket {
     sock.on('close', () => this.#end(new Error('closed by qemu')));
   }
 
-  static open(path: string, timeoutMs: number): Promise<LineSocket> {
+  static async open(path: string, timeoutMs: number): Promise<LineSocket> {
+    // The socket's directory belongs to the VM's uid: a jailed qemu could put a symlink there to
+    // another VM's socket. connect() would follow it; a socket that is not a socket is refused.
+    const st = await lstat(path);
+    if (!st.isSocket()) throw new Error(`${path} is not a socket`);
     return new Promise((resolve, reject) => {
       const sock = connect(path);
       const timer = setTimeout(() => {

@@ -4,8 +4,11 @@ import { createHash } from 'node:crypto';
 import { isIPv4 } from 'node:net';
 import { isAbsolute, join } from 'node:path';
 import { InvalidSpecError, isSliverId, validateInstanceSpec, type InstanceSpec } from '../driver.js';
+import { JAIL_TAP_FD, type JailSpec } from './jail.js';
 
 export const QEMU = 'qemu-system-x86_64';
+/** Where the jail finds it: qemu's mount namespace holds /usr and little else. */
+export const QEMU_PATH = `/usr/bin/${QEMU}`;
 export const CONFIG_VERSION = 1;
 /** The kernel alone takes ≈ 60 MiB of guest RAM once loaded; below this a VM does not reach its init. */
 export const VM_MIN_MEMORY_MB = 128;
@@ -42,6 +45,11 @@ export interface VmConfig {
   rootfs: string;
   memoryMb: number;
   vcpus: number;
+  /** Host uid/gid of the guest's root: qemu runs as it, in a user namespace mapping the guest's
+   * 0..65535 to idmapBase.. (jail.ts), as an LXC sliver's root does. */
+  idmapBase: number;
+  /** The sliver's cgroup limits besides memory (cgroup.ts). */
+  limits: { cpuShares: number; cpuCapPercent: number | null; pids: number | null };
   net: VmNet | null;
   boot: BootAssets;
 }
@@ -59,6 +67,10 @@ export interface VmPaths {
   qemuLog: string;
   /** Present while the driver has the VM paused (states() reads it instead of asking QMP). */
   frozenMark: string;
+  /** Owned by the VM's uid: the only directory qemu may write in (its sockets). */
+  run: string;
+  /** An empty directory the jail's root is mounted on, inside qemu's mount namespace only. */
+  jail: string;
 }
 
 export function vmPaths(vmPath: string, id: string): VmPaths {
@@ -69,11 +81,13 @@ export function vmPaths(vmPath: string, id: string): VmPaths {
     dir,
     config: at('config.json'),
     pidfile: at('qemu.pid'),
-    qmp: at('qmp.sock'),
-    control: at('control.sock'),
+    qmp: join(dir, 'run', 'qmp.sock'),
+    control: join(dir, 'run', 'control.sock'),
     console: at('console.log'),
     qemuLog: at('qemu.log'),
     frozenMark: at('frozen'),
+    run: at('run'),
+    jail: at('jail'),
   };
 }
 
@@ -95,8 +109,8 @@ export function vmConfigFromSpec(spec: InstanceSpec, boot: BootAssets, hostCpus:
   validateInstanceSpec(spec);
   if (spec.memoryMb < VM_MIN_MEMORY_MB)
     throw new InvalidSpecError(`instance spec memoryMb is ${spec.memoryMb}, but a VM sliver needs at least ${VM_MIN_MEMORY_MB} (its kernel alone takes ≈ 60 MiB)`);
-  if (spec.idmapBase !== null)
-    throw new InvalidSpecError('instance spec idmapBase must be null for a VM sliver: qemu serves the 9p root as host root (capabilities.unprivileged is false)');
+  if (spec.idmapBase === null)
+    throw new InvalidSpecError('instance spec idmapBase must be a host id range for a VM sliver: its qemu runs as the sliver\'s own unprivileged ids');
   const config: VmConfig = {
     version: CONFIG_VERSION,
     id: spec.id,
@@ -104,6 +118,8 @@ export function vmConfigFromSpec(spec: InstanceSpec, boot: BootAssets, hostCpus:
     rootfs: spec.rootfs,
     memoryMb: spec.memoryMb,
     vcpus: vcpusFor(spec, hostCpus),
+    idmapBase: spec.idmapBase,
+    limits: { cpuShares: spec.cpuShares, cpuCapPercent: spec.cpuCapPercent ?? null, pids: spec.pids ?? null },
     net: spec.net && {
       tap: spec.net.link,
       address: spec.net.address.split('/')[0] ?? '',
@@ -136,6 +152,12 @@ export function validateVmConfig(c: unknown): asserts c is VmConfig {
   if (!isPath(v.rootfs) || v.rootfs === '/') bad('rootfs', `must be an absolute directory other than /, got ${JSON.stringify(v.rootfs)}`);
   if (!isInt(v.memoryMb, VM_MIN_MEMORY_MB, 1 << 22)) bad('memoryMb', `must be an integer from ${VM_MIN_MEMORY_MB} to ${1 << 22}, got ${JSON.stringify(v.memoryMb)}`);
   if (!isInt(v.vcpus, 1, 255)) bad('vcpus', `must be an integer from 1 to 255, got ${JSON.stringify(v.vcpus)}`);
+  if (!isInt(v.idmapBase, 65536, 2 ** 32 - 1 - 2 * 65536)) bad('idmapBase', `must be a host id from 65536, got ${JSON.stringify(v.idmapBase)} (define the sliver again)`);
+  const l = v.limits as Partial<VmConfig['limits']> | undefined;
+  if (typeof l !== 'object' || l === null) return bad('limits', 'is missing (define the sliver again)');
+  if (!isInt(l.cpuShares, 2, 262144)) bad('limits.cpuShares', `must be an integer from 2 to 262144, got ${JSON.stringify(l.cpuShares)}`);
+  if (l.cpuCapPercent !== null && !isInt(l.cpuCapPercent, 1, 12_800)) bad('limits.cpuCapPercent', `must be an integer from 1 to 12800 or null, got ${JSON.stringify(l.cpuCapPercent)}`);
+  if (l.pids !== null && !isInt(l.pids, 8, 4194304)) bad('limits.pids', `must be an integer from 8 to 4194304 or null, got ${JSON.stringify(l.pids)}`);
   if (v.net !== null) validateNet(v.net, bad);
   const boot = v.boot as Partial<BootAssets> | undefined;
   if (typeof boot !== 'object' || boot === null) return bad('boot', 'is missing');
@@ -209,11 +231,13 @@ export function renderQemuArgv(c: VmConfig, paths: VmPaths, accel: Accel): strin
   args.push('-object', `memory-backend-memfd,id=mem,size=${c.memoryMb}M,share=on`);
   args.push('-nodefaults', '-display', 'none', '-no-reboot');
   args.push('-kernel', c.boot.kernel, '-initrd', c.boot.initrd, '-append', kernelCommandLine(c));
-  // passthrough: the guest sees the snapshot's own owners; mapped-xattr cannot serve a host-unpacked image.
+  // passthrough: the guest sees the snapshot's own owners, through the jail's idmapped mount (jail.ts:
+  // why not mapped-xattr or virtiofsd).
   args.push('-fsdev', `local,id=rootfs,path=${qemuOpt(c.rootfs)},security_model=passthrough,multidevs=remap`);
   args.push('-device', 'virtio-9p-pci,fsdev=rootfs,mount_tag=root');
   if (c.net) {
-    args.push('-netdev', `tap,id=n0,ifname=${c.net.tap},script=no,downscript=no`);
+    // fd: the jail helper opens the tap as root and hands it over (qemu cannot open /dev/net/tun).
+    args.push('-netdev', `tap,id=n0,fd=${JAIL_TAP_FD}`);
     // romfile=: no iPXE option ROM to load, the kernel is given directly.
     args.push('-device', `virtio-net-pci,netdev=n0,mac=${c.net.mac},romfile=`);
   }
@@ -224,4 +248,16 @@ export function renderQemuArgv(c: VmConfig, paths: VmPaths, accel: Accel): strin
   args.push('-chardev', `socket,id=qmp,path=${qemuOpt(paths.qmp)},server=on,wait=off`, '-mon', 'chardev=qmp,mode=control');
   args.push('-pidfile', paths.pidfile, '-sandbox', QEMU_SANDBOX);
   return args;
+}
+
+/** Devices qemu opens inside its jail (and /dev/kvm under KVM). */
+export const JAIL_DEVICES = ['null', 'zero', 'full', 'random', 'urandom'] as const;
+
+/** The jail of a VM config: what qemu's mount namespace holds besides the sliver root, and the
+ * rest of the helper's spec (jail.ts). cgroups and extraGid are the caller's (host facts). */
+export function vmJailSpec(c: VmConfig, paths: VmPaths, host: { accel: Accel; ldCache: boolean; cgroups: string[]; extraGid: number | null }): JailSpec {
+  const binds: JailSpec['binds'] = [['/usr', 'ro'], [c.boot.kernel, 'ro'], [c.boot.initrd, 'ro'], [paths.run, 'rw'], [paths.pidfile, 'rw'], [paths.console, 'rw']];
+  if (host.ldCache) binds.push(['/etc/ld.so.cache', 'ro']);
+  for (const dev of [...JAIL_DEVICES, ...(host.accel === 'kvm' ? ['kvm'] : [])]) binds.push([`/dev/${dev}`, 'dev']);
+  return { idmapBase: c.idmapBase, rootfs: c.rootfs, jail: paths.jail, binds, cgroups: host.cgroups, tap: c.net?.tap ?? null, extraGid: host.extraGid, cwd: paths.run };
 }

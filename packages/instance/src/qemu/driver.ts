@@ -2,21 +2,26 @@
 // virtio-9p, booted with the node-built initramfs, run by a detached qemu (inside the node's
 // network namespace when one is given) and driven through QMP and a control serial port.
 import { availableParallelism } from 'node:os';
-import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import { Reverter, requireTools, tryRun, type RunResult } from '@planetlite/host';
 import { InstanceError } from '../errors.js';
 import { isSliverId, trackCheck, validateInstanceSpec, type InstanceCapabilities, type InstanceDriver, type InstanceDriverStatus, type InstanceSpec, type InstanceState } from '../driver.js';
+import { cpuSecondsOf, detectCgroupLayout, parseMemoryStat, readCgroupFile, removeContainerCgroups, residentBytes, type CgroupLayout } from '../lxc/cgroup.js';
+import { containerName } from '../lxc/config.js';
 import { findStaticBusybox } from '../lxc/probe.js';
+import { applyVmLimits, cgroupDirs, vmCgroup, vmLimits, type VmCgroup } from './cgroup.js';
+import { JAIL_PYTHON, jailArgv, type JailSpec } from './jail.js';
 import { controlExec, controlHalt, qmp, qmpStatus } from './channel.js';
-import { renderQemuArgv, validateVmConfig, vmConfigFromSpec, vmPaths, type Accel, type BootAssets, type VmConfig, type VmPaths } from './config.js';
+import { QEMU_PATH, renderQemuArgv, validateVmConfig, vmJailSpec, vmConfigFromSpec, vmPaths, type Accel, type BootAssets, type VmConfig, type VmPaths } from './config.js';
 import { DEFAULT_KERNEL_CACHE, imageKernel, nodeKernel } from './kernel.js';
 import { canOpen, probeAccel, probeBoot, VM_TOOLS } from './probe.js';
 import { livePid, processCpuSeconds, processResidentBytes, spawnQemu, waitGone } from './process.js';
 
 export interface QemuDriverOptions {
-  /** The driver's own directory: one subdirectory per sliver (config.json, qemu.pid, qmp.sock,
-   * control.sock, console.log, qemu.log, and the image's kernel when it brings one). */
+  /** The driver's own directory: one subdirectory per sliver (config.json, qemu.pid, console.log,
+   * qemu.log, run/ with qmp.sock and control.sock, jail/, and the image's kernel when it brings
+   * one). */
   vmPath: string;
   /** Run qemu inside the network namespace NETNS (`nsenter --net=/run/netns/NETNS`), where the
    * slivers' taps are: a node namespace in multi-node tests, as for the LXC driver. */
@@ -27,8 +32,8 @@ export interface QemuDriverOptions {
   accel?: Accel | 'auto';
 }
 
-/** A unix socket path is at most 107 bytes; the longest one is <vmPath>/<uuid>/control.sock. */
-const MAX_VM_PATH = 107 - '/00000000-0000-0000-0000-000000000000/control.sock'.length;
+/** A unix socket path is at most 107 bytes; the longest one is <vmPath>/<uuid>/run/control.sock. */
+const MAX_VM_PATH = 107 - '/00000000-0000-0000-0000-000000000000/run/control.sock'.length;
 /** Console logs append across boots; past this size a start moves the old one to console.log.1. */
 const CONSOLE_ROTATE_BYTES = 1 << 20;
 const PIDFILE_TIMEOUT_MS = 10_000;
@@ -45,6 +50,7 @@ export class QemuDriver implements InstanceDriver {
   #status: InstanceDriverStatus = { state: 'unchecked' };
   #nodeBoot: BootAssets | null = null;
   #busybox = '';
+  #layout: CgroupLayout | null = null;
   /** One lifecycle call at a time per sliver: QMP and the control port each take one client. */
   readonly #queues = new Map<string, Promise<unknown>>();
 
@@ -60,12 +66,12 @@ export class QemuDriver implements InstanceDriver {
   }
 
   /**
-   * unprivileged is false: qemu runs as root to serve the 9p root with passthrough (the guest's
-   * root owns uid 0 files in its directory, as a privileged container would). Freezing is a QMP
-   * stop; memory is capped by the guest's RAM size (-m).
+   * unprivileged: qemu runs as the sliver's own host ids in a user namespace, jailed (jail.ts).
+   * Freezing is a QMP stop; memory is capped by the guest's RAM size (-m) and by the sliver's
+   * memory cgroup around qemu (cgroup.ts).
    */
   get capabilities(): InstanceCapabilities {
-    return { unprivileged: false, freeze: true, memoryLimit: true };
+    return { unprivileged: true, freeze: true, memoryLimit: true };
   }
 
   /** The accelerator check() chose, for the agent's `kvm_accel` node capability. */
@@ -94,7 +100,13 @@ export class QemuDriver implements InstanceDriver {
   }
 
   async #check(): Promise<void> {
-    if (process.geteuid?.() !== 0) throw new InstanceError('unsupported', 'qemu driver: must run as root (9p passthrough of sliver roots, tap devices)');
+    if (process.geteuid?.() !== 0) throw new InstanceError('unsupported', 'qemu driver: must run as root (it jails each qemu under the sliver\'s own ids, and opens its tap)');
+    if ((await tryRun(JAIL_PYTHON, ['-I', '-S', '-c', 'import ctypes, fcntl, json, struct'])) === null)
+      throw new InstanceError('missing_tool', `qemu driver: ${JAIL_PYTHON} with ctypes is needed to jail qemu (apt-get install python3)`);
+    if (!(await stat(QEMU_PATH).catch(() => null))?.isFile()) throw new InstanceError('missing_tool', `qemu driver: ${QEMU_PATH} is missing (apt-get install qemu-system-x86); the jail holds only /usr`);
+    this.#layout = await detectCgroupLayout();
+    if (!this.#layout.memory || !this.#layout.cpu || !this.#layout.pids)
+      throw new InstanceError('missing_kernel_feature', `qemu driver: the memory, cpu and pids cgroup controllers are needed to limit VMs as containers are (found memory ${this.#layout.memory ?? 'none'}, cpu ${this.#layout.cpu ?? 'none'}, pids ${this.#layout.pids ?? 'none'}; is /sys/fs/cgroup visible here?)`);
     await requireTools([...VM_TOOLS, ...(this.netns !== undefined ? ['nsenter'] : [])], 'the qemu driver', (m) => new InstanceError('missing_tool', m));
     if (!(await canOpen('/dev/net/tun'))) throw new InstanceError('missing_kernel_feature', 'qemu driver: /dev/net/tun cannot be opened (modprobe tun)');
     if (this.netns !== undefined && (await tryRun('nsenter', [`--net=${this.#netnsPath()}`, 'true'])) === null)
@@ -136,6 +148,8 @@ export class QemuDriver implements InstanceDriver {
         config.boot = await this.#bootAssets(spec, paths, previous);
         validateVmConfig(config);
         const text = `${JSON.stringify(config, null, 2)}\n`;
+        // Limits reach a running VM at once, as lxc-cgroup does for a container.
+        if (await livePid(paths.pidfile)) await applyVmLimits(await this.#cgroup(spec.id), vmLimits(spec, await this.#cgroupLayout()));
         if (text === previous) return;
         const tmp = `${paths.config}.tmp-${process.pid}`;
         r.add(() => rm(tmp, { force: true }));
@@ -169,16 +183,59 @@ export class QemuDriver implements InstanceDriver {
       await this.#clearRuntime(paths);
       await this.#rotateConsole(paths);
       await writeFile(paths.qemuLog, '', { mode: 0o600 });
-      const { exited } = spawnQemu(renderQemuArgv(config, paths, this.accel), { netns: this.netns, log: paths.qemuLog, cwd: paths.dir });
+      const jail = await this.#prepareJail(id, paths, config);
+      const { exited } = spawnQemu(jailArgv(jail, [QEMU_PATH, ...renderQemuArgv(config, paths, this.accel)]), { netns: this.netns, log: paths.qemuLog, cwd: paths.dir });
       try {
         await this.#waitStarted(paths, exited);
       } catch (err) {
         const pid = await livePid(paths.pidfile);
         if (pid) process.kill(pid, 'SIGKILL');
+        if (pid) await waitGone(paths.pidfile, pid, 10_000);
+        await removeContainerCgroups(containerName(id)).catch(() => undefined);
         const why = (await readFile(paths.qemuLog, 'utf8').catch(() => '')).trim().split('\n').slice(-5).join('\n');
         throw new InstanceError('start_failed', `qemu driver: sliver ${id} failed to start: ${err instanceof Error ? err.message : String(err)}${why ? `\n${why}` : ''}`, { cause: err });
       }
     });
+  }
+
+  /**
+   * Everything the jail needs, made as root before the spawn: the sliver's cgroups with its limits,
+   * the run directory and the two files qemu writes, owned by the VM's uid; and the jail's spec.
+   * Only these, the kernel, /usr and a few devices are in qemu's mount namespace.
+   */
+  async #prepareJail(id: string, paths: VmPaths, config: VmConfig): Promise<JailSpec> {
+    const uid = config.idmapBase;
+    // A qemu killed by anything but this driver leaves its cgroup behind: start from a clean one.
+    await removeContainerCgroups(containerName(id));
+    await applyVmLimits(await this.#cgroup(id), vmLimits({ memoryMb: config.memoryMb, ...config.limits, pids: config.limits.pids ?? undefined }, await this.#cgroupLayout()));
+    await mkdir(paths.run, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+    await mkdir(paths.jail, { mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+    await writeFile(paths.pidfile, '', { mode: 0o600 });
+    await writeFile(paths.console, '', { flag: 'a', mode: 0o600 });
+    for (const p of [paths.run, paths.pidfile, paths.console]) await chown(p, uid, uid);
+    const kvm = this.accel === 'kvm' ? await stat('/dev/kvm') : null;
+    return vmJailSpec(config, paths, {
+      accel: this.accel,
+      ldCache: (await stat('/etc/ld.so.cache').catch(() => null)) !== null,
+      cgroups: cgroupDirs(await this.#cgroup(id)),
+      // /dev/kvm is root:kvm 0660 on Debian: qemu keeps the kvm group, nothing else of the host's.
+      extraGid: kvm && (kvm.mode & 0o006) !== 0o006 ? kvm.gid : null,
+    });
+  }
+
+  /** The host's cgroup layout: check() reads it, and a driver that has not been checked (an
+   * agent reading a VM's memory before its check is done) reads it here. */
+  async #cgroupLayout(): Promise<CgroupLayout> {
+    this.#layout ??= await detectCgroupLayout();
+    return this.#layout;
+  }
+
+  async #cgroup(id: string): Promise<VmCgroup> {
+    return vmCgroup(containerName(id), await this.#cgroupLayout());
   }
 
   /** Resolves once qemu has written its pidfile and answers on QMP. */
@@ -322,17 +379,23 @@ export class QemuDriver implements InstanceDriver {
     return names.filter(isSliverId).sort();
   }
 
-  /** Private resident memory of the sliver's qemu (RssAnon + RssShmem: guest RAM it touched, the
-   * TCG cache, qemu itself); null when not running. Not a cgroup: each VM is one process. */
+  /** Resident memory of the sliver's cgroup, as for a container (anonymous and mapped: guest RAM
+   * qemu touched, the TCG cache, qemu itself); a VM an older agent started outside a cgroup is
+   * read from its process. Null when not running. */
   async memoryBytes(id: string): Promise<number | null> {
     const pid = await livePid(this.#paths(id).pidfile);
-    return pid === null ? null : processResidentBytes(pid);
+    if (pid === null) return null;
+    const mem = (await this.#cgroup(id)).dirs.memory;
+    const stat = mem ? readCgroupFile(mem.dir, 'memory.stat') : null;
+    return (stat !== null ? residentBytes(parseMemoryStat(stat), mem!.version) : null) ?? processResidentBytes(pid);
   }
 
-  /** CPU time of the sliver's qemu (every vCPU and I/O thread) since it started. */
+  /** CPU time of the sliver's cgroup (every vCPU and I/O thread of its qemu) since it started. */
   async cpuSeconds(id: string): Promise<number | null> {
     const pid = await livePid(this.#paths(id).pidfile);
-    return pid === null ? null : processCpuSeconds(pid);
+    if (pid === null) return null;
+    const cpu = (await this.#cgroup(id)).dirs[(await this.#cgroupLayout()).cpu === 'v2' ? 'cpu' : 'cpuacct'];
+    return (cpu && readCgroupFile(cpu.dir, 'cgroup.procs')?.trim() ? cpuSecondsOf(cpu.dir, cpu.version) : null) ?? processCpuSeconds(pid);
   }
 
   /** The sliver's serial console (kernel, init and `sshd -e` output), appended across boots. */
@@ -372,9 +435,11 @@ export class QemuDriver implements InstanceDriver {
     return (await stat(paths.frozenMark).catch(() => null)) !== null;
   }
 
-  /** What a dead qemu leaves: its pidfile, sockets and the frozen mark. */
+  /** What a dead qemu leaves: its pidfile, sockets, the frozen mark and its cgroups. */
   async #clearRuntime(paths: VmPaths): Promise<void> {
     for (const f of [paths.pidfile, paths.qmp, paths.control, paths.frozenMark]) await rm(f, { force: true });
+    const id = paths.dir.split('/').at(-1)!;
+    if (isSliverId(id)) await removeContainerCgroups(containerName(id));
   }
 
   async #rotateConsole(paths: VmPaths): Promise<void> {

@@ -22,7 +22,9 @@ export interface AccelProbeOptions {
   /** A kernel and the node-built initramfs (its /init answers `planetlite.probe`). */
   kernel: string;
   initrd: string;
-  /** Wall-clock limit of one probe boot; a guest that hangs is killed at it. Default 10 s. */
+  /** Wall-clock limit of one probe boot; a guest that hangs is killed at it. Default 10 s under
+   * KVM (a hung guest must not hold the agent long) and 120 s under TCG (≈ 6 s on an idle core,
+   * 23 s and more on a busy 2-core machine; the check runs in the background). */
   deadlineS?: number;
   /** Skip the TCG boot and answer 'tcg' when KVM is not usable (a TCG probe costs ≈ 2–3 s of CPU). */
   assumeTcg?: boolean;
@@ -37,7 +39,7 @@ export async function probeBoot(accel: Accel, opts: AccelProbeOptions): Promise<
   const dir = await mkdtemp(join(tmpdir(), 'planetlite-accel-probe-'));
   try {
     const log = join(dir, 'console.log');
-    const deadlineS = opts.deadlineS ?? 10;
+    const deadlineS = opts.deadlineS ?? (accel === 'kvm' ? 10 : 120);
     const args = [...accelArgs(accel), '-m', '128', '-smp', '1', '-nodefaults', '-display', 'none', '-no-reboot'];
     args.push('-kernel', opts.kernel, '-initrd', opts.initrd, '-serial', `file:${log}`, '-sandbox', QEMU_SANDBOX);
     args.push('-append', 'console=ttyS0 panic=-1 quiet planetlite.probe');

@@ -2,7 +2,6 @@
 // do), and found again from its pidfile and /proc by a restarted agent.
 import { readFile } from 'node:fs/promises';
 import { spawnDetached } from '@planetlite/host';
-import { QEMU } from './config.js';
 
 /** Linux reports /proc/PID/stat times in USER_HZ, 100 on every architecture the testbed runs on. */
 const USER_HZ = 100;
@@ -47,12 +46,13 @@ export async function processResidentBytes(pid: number): Promise<number | null> 
 }
 
 /**
- * Starts qemu as a process of its own (@planetlite/host's spawnDetached: its own session, no pipe
- * to the agent), inside the netns when given, with stdout/stderr appended to log. Not -daemonize:
- * its fork and setsid are what qemu's sandbox forbids. The pidfile says when qemu is up.
+ * Starts qemu (argv: the jail helper, which execs qemu) as a process of its own (@planetlite/host's
+ * spawnDetached: its own session, no pipe to the agent), inside the netns when given, with
+ * stdout/stderr appended to log. Not -daemonize: its fork and setsid are what qemu's sandbox
+ * forbids. The pidfile says when qemu is up.
  */
-export function spawnQemu(args: string[], opts: { netns?: string | undefined; log: string; cwd: string }): { exited: Promise<number | null> } {
-  return spawnDetached([QEMU, ...args], opts);
+export function spawnQemu(argv: string[], opts: { netns?: string | undefined; log: string; cwd: string }): { exited: Promise<number | null> } {
+  return spawnDetached(argv, opts);
 }
 
 /** Waits until the qemu process is gone (or the deadline passes); true when it is gone. Asks
