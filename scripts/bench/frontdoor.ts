@@ -3,7 +3,10 @@
 // TCP, key exchange, public-key login, a session, exit status), and scp throughput of a large
 // file both ways.
 //
-//   node scripts/bench/frontdoor.ts [--runs 20] [--mib 64] [--write docs/benchmarks.md]
+//   node scripts/bench/frontdoor.ts [--runs 20] [--mib 64] [--net-kbps 1000000] [--write docs/benchmarks.md]
+//
+// --net-kbps raises the slice's rate cap first (the default cap, 10 Mbit/s, would measure the cap,
+// not the relay); the run waits until the sliver's tc class carries it.
 //
 // One node as test/e2e/frontdoor.test.ts makes it (site fdoor, 198.18.30-39.0/24, sliver subnets
 // 10.160-169.0.0/24; the e2e and this benchmark never run at the same time). Needs root and the
@@ -13,16 +16,25 @@ import { appendFileSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { deviceNames } from '@planetlite/network';
 import { startOneNode } from '../../test/harness/one-node.ts';
 
-const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '20' }, mib: { type: 'string', default: '64' }, write: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '20' }, mib: { type: 'string', default: '64' }, 'net-kbps': { type: 'string', default: '1000000' }, write: { type: 'string' } } });
 const RUNS = Number(args.runs);
 const MIB = Number(args.mib);
+const NET_KBPS = Number(args['net-kbps']);
 const SLICE = 'fdoor_bench';
 
 const node = await startOneNode({ site: 'fdoor', octets: [30, 10], sliverSubnet: (o) => `10.${160 + (o % 10)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
 try {
   const sliver = await node.runningSliver(SLICE);
+  await node.admin.updateSlice(SLICE, { resources: { net_kbps: NET_KBPS } });
+  const rateOf = () => new Promise<string>((resolve) => execFile('tc', ['-n', node.ns, 'class', 'show', 'dev', deviceNames(sliver.id).hostIf], (_e, out) => resolve(String(out))));
+  const want = `rate ${NET_KBPS >= 1_000_000 ? `${NET_KBPS / 1_000_000}Gbit` : `${NET_KBPS / 1000}Mbit`}`;
+  for (let i = 0; !(await rateOf()).includes(want); i++) {
+    if (i === 60) throw new Error(`the sliver's tc class never showed '${want}': ${await rateOf()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
   const config = join(node.dir, 'ssh_config');
   writeFileSync(config, ['Host *', `  IdentityFile ${node.key}`, '  IdentitiesOnly yes', '  StrictHostKeyChecking no', '  UserKnownHostsFile /dev/null', '  BatchMode yes', '  LogLevel ERROR', ''].join('\n'));
   const inNet = (tool: string, a: string[]) =>
@@ -61,7 +73,7 @@ try {
   const lines = [
     '',
     `**ssh front door** (\`node scripts/bench/frontdoor.ts --runs ${RUNS} --mib ${MIB}\`, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0]?.model.trim()}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, shared with other work):`,
-    'OpenSSH from the experimenter\'s namespace into one LXC sliver (tiny image), both paths in the same run, interleaved.',
+    `OpenSSH from the experimenter's namespace into one LXC sliver (tiny image, rate cap raised to ${NET_KBPS} kbit/s), both paths in the same run, interleaved.`,
     '',
     '| path | `ssh … true` median ms | p90 ms | scp up MiB/s (best of 2) | scp down MiB/s (best of 2) |',
     '|---|---:|---:|---:|---:|',

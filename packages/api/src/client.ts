@@ -322,7 +322,9 @@ async function boundedText(res: Response, max: number): Promise<string> {
     throw new Error(`the registry's answer of ${declared} bytes is larger than ${max}`);
   }
   if (!res.body) return '';
-  const chunks: Uint8Array[] = [];
+  // TextDecoder, not Buffer: the dashboard runs this client in a browser.
+  const decoder = new TextDecoder();
+  let text = '';
   let size = 0;
   const reader = res.body.getReader();
   for (;;) {
@@ -333,9 +335,9 @@ async function boundedText(res: Response, max: number): Promise<string> {
       await reader.cancel().catch(() => undefined);
       throw new Error(`the registry's answer is larger than ${max} bytes`);
     }
-    chunks.push(value);
+    text += decoder.decode(value, { stream: true });
   }
-  return Buffer.concat(chunks).toString('utf8');
+  return text + decoder.decode();
 }
 
 async function problemOf(res: Response): Promise<S.Problem> {
