@@ -13,7 +13,7 @@
 // build. Everything is removed at the end, also on failure.
 import { execFile } from 'node:child_process';
 import { appendFileSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { deviceNames } from '@planetlite/network';
@@ -72,7 +72,7 @@ try {
   const [door, port] = Object.keys(paths) as [string, string];
   const lines = [
     '',
-    `**ssh front door** (\`node scripts/bench/frontdoor.ts --runs ${RUNS} --mib ${MIB}\`, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0]?.model.trim()}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, shared with other work):`,
+    `**ssh front door** (\`node scripts/bench/frontdoor.ts --runs ${RUNS} --mib ${MIB}\`, ${new Date().toISOString().slice(0, 10)}, ${cpus().length} × ${cpus()[0]?.model.trim()}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end):`,
     `OpenSSH from the experimenter's namespace into one LXC sliver (tiny image, rate cap raised to ${NET_KBPS} kbit/s), both paths in the same run, interleaved.`,
     '',
     '| path | `ssh … true` median ms | p90 ms | scp up MiB/s (best of 2) | scp down MiB/s (best of 2) |',
