@@ -37,11 +37,12 @@ if curl -sk -o /dev/null "$REGISTRY/healthz" 2>/dev/null || curl -s -o /dev/null
 fi
 
 # The node's enrollment belongs to this registry's database: a new database means a new node.
-if [ ! -d "$DATA/registry" ] && [ -d "$AGENT_DIR" ]; then
+forget_node() {
   umount "$AGENT_DIR/pool" 2>/dev/null || true
   for dev in $(losetup -j "$AGENT_DIR/pool.img" 2>/dev/null | cut -d: -f1); do losetup -d "$dev" 2>/dev/null || true; done
   rm -rf "$AGENT_DIR"
-fi
+}
+if [ ! -d "$DATA/registry" ] && [ -d "$AGENT_DIR" ]; then forget_node; fi
 
 log "registry: starting on $LISTEN (HTTPS, its own CA) with its embedded database in $DATA/registry"
 "$ROOT/node_modules/.bin/planetlite-registry" serve --listen "$LISTEN" --data-dir "$DATA/registry" >"$DATA/registry.log" 2>&1 &
@@ -84,6 +85,13 @@ curl -fsS --cacert "$CA" "$REGISTRY/healthz" >/dev/null || die "the registry did
 # registry logs it at start and `planetlite site token` prints it.
 CA_PIN="sha256:$(openssl x509 -in "$CA" -pubkey -noout | openssl pkey -pubin -outform der | sha256sum | cut -d' ' -f1)"
 log "registry: its CA is $CA_PIN"
+# A node enrolled with another registry (the demo of another checkout, say) trusts another CA and
+# is unknown here: it is enrolled again.
+if [ -f "$AGENT_DIR/node.json" ] &&
+  [ "$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).ca_pin ?? "")' "$AGENT_DIR/node.json")" != "$CA_PIN" ]; then
+  log "node: $AGENT_DIR was enrolled with another registry; enrolling it again"
+  forget_node
+fi
 
 log "admin: log in (pinning the registry's CA) and create the site 'demo' and its PI"
 PLANETLITE_PASSWORD="$PLANETLITE_ADMIN_PASSWORD" pl login --email "$PLANETLITE_ADMIN_EMAIL" --ca-pin "$CA_PIN" >/dev/null
@@ -141,6 +149,11 @@ echo; echo "== slice"; pl slice show demo_hello
 echo; echo "== sliver"; pl sliver ls demo_hello
 echo; echo "== ssh -p $PORT demo_hello@$NODE_ADDR 'cat /etc/slicename; id; uname -n'"
 "${SSH[@]}" "demo_hello@$NODE_ADDR" 'cat /etc/slicename; id; uname -n'
+# The same sliver through the node's ssh front door (port 22 of the node): no port to remember.
+FRONT=(ssh -i "$KEY" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o ConnectTimeout=5 -o LogLevel=ERROR)
+for _ in $(seq 1 50); do "${FRONT[@]}" "demo_hello@$NODE_ADDR" true 2>/dev/null && break; sleep 0.2; done
+echo; echo "== ssh demo_hello@$NODE_ADDR 'cat /etc/slicename; id'   (the node's front door: no port)"
+"${FRONT[@]}" "demo_hello@$NODE_ADDR" 'cat /etc/slicename; id'
 echo
 echo "Registry: $REGISTRY  (API docs: $REGISTRY/docs; CA $CA_PIN, in $CA)"
 echo
