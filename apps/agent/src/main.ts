@@ -152,17 +152,23 @@ Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86, bus
   .action(async (opts: PoolFlags & WatchdogFlags & ImageFlags & { logLevel: string }) => {
     const log = createLogger({ name: 'agent', level: opts.logLevel });
     const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), ...imageSettings(opts), watchdog: watchdogSettings(opts) } });
-    await agent.start();
-    writePidFile(opts.stateDir);
+    // A stop asked for while the agent starts (its first pass runs inside start()) is a clean one
+    // once the start is done, not the default handler's kill.
+    let started = false;
+    let asked: string | null = null;
     const stop = async (signal: string) => {
+      if (!started) return void (asked = signal);
       log.info({ signal }, 'stopping');
       await agent.stop();
       removePidFile(opts.stateDir);
       process.exit(0);
     };
-    // Before anything else that may take a while: a stop asked for from now on is a clean one.
     process.once('SIGINT', () => void stop('SIGINT'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
+    await agent.start();
+    writePidFile(opts.stateDir);
+    started = true;
+    if (asked) return void stop(asked);
     log.info({ node: agent.nodeId }, 'agent running');
     void forwardDrops(loadSettings(opts.stateDir).netns).then(
       (drops) => {
