@@ -1,7 +1,7 @@
 // planetlite-agent: enroll this node with a registry, and run the node agent daemon.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError } from '@planetlite/api';
-import { createLogger } from '@planetlite/core';
+import { createLogger, onStopSignal } from '@planetlite/core';
 import { Agent } from './agent.js';
 import { enroll } from './enroll.js';
 import { importImage } from './import.js';
@@ -163,8 +163,7 @@ Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86, bus
       removePidFile(opts.stateDir);
       process.exit(0);
     };
-    process.once('SIGINT', () => void stop('SIGINT'));
-    process.once('SIGTERM', () => void stop('SIGTERM'));
+    onStopSignal((signal) => void stop(signal));
     await agent.start();
     writePidFile(opts.stateDir);
     started = true;

@@ -1,6 +1,6 @@
 // planetlite-registry: serve the v1 API, or apply database migrations.
 import { Command, Option } from 'commander';
-import { createLogger } from '@planetlite/core';
+import { createLogger, onStopSignal } from '@planetlite/core';
 import { migrate, openDatabase } from '@planetlite/db';
 import { buildApp, VERSION } from './app.js';
 import { ConfigError, envHelp, loadConfig } from './config.js';
@@ -51,8 +51,7 @@ ${ENV_HELP}`)
       await app.close();
       process.exit(0);
     };
-    process.once('SIGINT', () => void stop('SIGINT'));
-    process.once('SIGTERM', () => void stop('SIGTERM'));
+    onStopSignal((signal) => void stop(signal));
   });
 
 program
