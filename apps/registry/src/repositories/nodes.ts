@@ -129,8 +129,12 @@ export async function reenrollNode(q: Queryable, id: string, e: NodeEnrollment):
 
 /** Records a call from the node; answers the state it had before. */
 export async function markNodeSeen(q: Queryable, id: string): Promise<S.Node['state'] | null> {
-  const { rows } = await q.query<{ state: S.Node['state'] }>('SELECT state FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [id]);
-  await q.query("UPDATE nodes SET last_seen = now(), state = 'online' WHERE id = $1", [id]);
+  // One statement: the old state is read under the row lock the update takes.
+  const { rows } = await q.query<{ state: S.Node['state'] }>(
+    `WITH before AS (SELECT id, state FROM nodes WHERE id = $1 FOR NO KEY UPDATE)
+     UPDATE nodes n SET last_seen = now(), state = 'online' FROM before WHERE n.id = before.id RETURNING before.state`,
+    [id],
+  );
   return rows[0]?.state ?? null;
 }
 

@@ -7,6 +7,7 @@ import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } f
 import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { insertUsageSamples } from '../repositories/usage.js';
 import { applyRoutineReport, type RoutineSliver } from '../repositories/reports.js';
+import type { NewEvent } from '../repositories/events.js';
 import { withChanges, type ChangeDeps, type Changes } from './changes.js';
 import { finishDecommission } from './node-lifecycle.js';
 
@@ -78,13 +79,15 @@ export async function applyReport(
   let removed = 0;
   const refresh: SliverRefresh[] = [];
   const samples: Array<{ id: string } & SliverUsage> = [];
+  // The slivers' events go in one statement at the end: a first report after a restart moves every sliver.
+  const events: NewEvent[] = [];
   for (const row of rows) {
     const { id, slice } = row;
     const obs = reported.get(id);
     const deleting = row.desired === 'deleted';
     if (deleting && (!obs || obs.state === 'deleted')) {
       await deleteSliver(q, id);
-      await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state: 'deleted' } });
+      events.push({ type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state: 'deleted' } });
       await dropSliceIfEmpty(q, slice);
       removed++;
       continue;
@@ -106,9 +109,10 @@ export async function applyReport(
     if (hasUsage) samples.push({ id, ...usage });
     if (state !== row.state || error !== row.error) {
       updated++;
-      await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });
+      events.push({ type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });
     }
   }
+  await changes.recordMany(q, events);
   await refreshSlivers(q, refresh);
   await insertUsageSamples(q, samples, usageSampleSeconds * 0.9);
   // The last sliver of a decommissioning node confirmed gone: the node's key goes with it.
