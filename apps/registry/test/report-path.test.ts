@@ -51,9 +51,9 @@ async function version(table: 'nodes' | 'slivers', id: string): Promise<string> 
 }
 
 describe('an observed-state report', () => {
-  it('that changes nothing anyone hears about is one statement besides the key lookup, and rewrites no row', async () => {
+  it('is one statement besides the key lookup, and one that changes nothing rewrites no row', async () => {
     const body = { capabilities: caps, slivers: [{ id: w.ids.sliver, state: 'running', error: null, ...usage(1) }] };
-    // The first report is news (pending → running): applied in full, with its event.
+    // The node's first call brings it online (node.online): that report takes the full transaction.
     const first = await report(body);
     expect(first.answer).toMatchObject({ ok: true, updated: 1 });
     const events = await ok(t.app, 200, 'GET', `/v1/events?node=${w.ids.node}&type=sliver.state`, w.admin);
@@ -77,9 +77,12 @@ describe('an observed-state report', () => {
     expect(await version('nodes', w.ids.node)).toBe(node);
   });
 
-  it('that changes a state, the capabilities or the front door is applied in full and recorded', async () => {
+  it('that changes a state, the capabilities or the front door is applied and recorded', async () => {
     const stopped = await report({ slivers: [{ id: w.ids.sliver, state: 'stopped', error: 'exited 1', ...usage(3) }] });
     expect(stopped.answer).toMatchObject({ updated: 1 });
+    expect(stopped.statements).toBe(2);
+    const states = await ok(t.app, 200, 'GET', `/v1/events?node=${w.ids.node}&type=sliver.state`, w.admin);
+    expect(states.events.at(-1)).toMatchObject({ sliver: w.ids.sliver, data: { state: 'stopped', error: 'exited 1', from: 'running' } });
     expect(await ok(t.app, 200, 'GET', `/v1/slivers/${w.ids.sliver}`, w.user)).toMatchObject({ state: 'stopped', error: 'exited 1' });
     await report({ capabilities: { lxc: true, kvm: true, kvm_accel: 'tcg' }, slivers: [{ id: w.ids.sliver, state: 'stopped', error: 'exited 1' }] });
     const ev = await ok(t.app, 200, 'GET', `/v1/events?node=${w.ids.node}&type=node.capabilities`, w.admin);

@@ -6,9 +6,9 @@ import { parsePublicKey } from './sshkeys.js';
 import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } from '../repositories/slivers.js';
 import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { insertUsageSamples } from '../repositories/usage.js';
-import { applyRoutineReport, type RoutineSliver } from '../repositories/reports.js';
+import { applyPlainReport, type ReportedSliver } from '../repositories/reports.js';
 import type { NewEvent } from '../repositories/events.js';
-import { withChanges, type ChangeDeps, type Changes } from './changes.js';
+import { Changes, withChanges, type ChangeDeps } from './changes.js';
 import { finishDecommission } from './node-lifecycle.js';
 
 /** The first max UTF-16 units of s, never ending in half of a surrogate pair. */
@@ -135,13 +135,13 @@ export interface ReportOptions {
 }
 
 /**
- * Applies one observed-state report. Most reports change nothing anyone hears about (same states,
- * same capabilities, node online): those take one statement that writes only what moved. The
- * others are applied in full, in a transaction that records their events.
+ * Applies one observed-state report. Nearly every report (node online, same capabilities and front
+ * door, no sliver gone) takes one statement that writes only what moved, sliver events included;
+ * the others are applied in full, in a transaction.
  */
 export async function acceptReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
   const reported = new Map(body.slivers.map((s) => [s.id, s]));
-  const slivers: RoutineSliver[] = [...reported.values()].map((obs) => {
+  const slivers: ReportedSliver[] = [...reported.values()].map((obs) => {
     const usage = {
       cpu_seconds: obs.cpu_seconds,
       memory_bytes: obs.memory_bytes,
@@ -159,7 +159,7 @@ export async function acceptReport(deps: ChangeDeps, nodeId: string, body: Obser
       watchdog_hold: obs.watchdog_hold ?? null,
     };
   });
-  const routine = await applyRoutineReport(deps.db, nodeId, {
+  const events = await applyPlainReport(deps.db, nodeId, {
     slivers,
     capabilities: body.capabilities ? storedCapabilities(body.capabilities) : null,
     frontDoor: body.front_door === undefined ? undefined : storedFrontDoor(body.front_door),
@@ -167,6 +167,11 @@ export async function acceptReport(deps: ChangeDeps, nodeId: string, body: Obser
     seenRefreshSeconds: opts.seenRefreshSeconds,
     sampleSeconds: opts.usageSampleSeconds * 0.9,
   });
-  if (routine) return { updated: 0, removed: 0 };
+  if (events) {
+    const changes = new Changes();
+    changes.events.push(...events);
+    await changes.publish(deps);
+    return { updated: events.length, removed: 0 };
+  }
   return withChanges(deps, (q, changes) => applyReport(q, changes, nodeId, body, opts.usageSampleSeconds));
 }
