@@ -251,6 +251,16 @@ export class ChangeTracker {
     this.pending.set(`${nodeId}|${slice}`, { t0, slice });
   }
 
+  /**
+   * Whether a change to this node has not reached it yet. Make no second change to such a node: a
+   * stop undone by a start before the node's next poll leaves the document as it was (the same
+   * ETag), so the node rightly never gets a new document and the first change would look lost.
+   */
+  pendingOn(nodeId: string): boolean {
+    for (const key of this.pending.keys()) if (key.startsWith(`${nodeId}|`)) return true;
+    return false;
+  }
+
   /** The API refused or dropped the change: nothing to wait for. */
   forget(nodeId: string, sliverIdOrSlice: string): void {
     if (this.pending.delete(`${nodeId}|${sliverIdOrSlice}`)) this.made--;

@@ -85,6 +85,8 @@ interface Result {
   changeErrors: number;
   agentsCpu: number; loopDelayP99Ms: number;
   lateAfterWindow: number;
+  /** pg_stat_activity of the database sampled every 250 ms in the window: mean backends per wait. */
+  waits: string;
   kill: { notMoved: number; agentsMoved: number; convergeMs: number; changes: number; p99: number; max: number; lost: number; stale: number };
 }
 
@@ -171,7 +173,8 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       const inflight: Promise<void>[] = [];
       while (performance.now() < end) {
         const a = pick();
-        if (a && !busy.has(a.nodeId)) {
+        // One change at a time per node, until it arrived (see ChangeTracker.pendingOn).
+        if (a && !busy.has(a.nodeId) && !tracker.pendingOn(a.nodeId)) {
           busy.add(a.nodeId);
           inflight.push(makeChange(a).catch((e: unknown) => { changeErrors.push(e); }).finally(() => busy.delete(a.nodeId)));
         }
@@ -193,7 +196,9 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const loopDelay = monitorEventLoopDelay({ resolution: 10 });
     loopDelay.enable();
     const self0 = sampleProc(process.pid);
+    const sampler = sampleWaits(db);
     await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
+    const waits = await sampler.stop();
     loopDelay.disable();
     const self1 = sampleProc(process.pid);
     const p1 = replicas.map((r) => sampleProc(r.proc.pid!));
@@ -239,6 +244,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       txPerSec: (Number(db1.tx) - Number(db0.tx)) / SECONDS,
       changeErrors: changeErrors.length,
       lateAfterWindow,
+      waits,
       agentsCpu: cpuShare(self0, self1), loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
       kill: { notMoved, agentsMoved: moving.length, convergeMs, changes: killLat.length, p99: percentile(killLat, 99), max: killLat.at(-1) ?? NaN, lost: tracker.pending.size, stale },
     };
@@ -248,6 +254,35 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     for (const r of replicas) { await r.stop().catch(() => undefined); live.delete(r); }
     rmSync(tlsDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What the database's backends are doing, sampled every 250 ms: the mean number of backends in each
+ * state and wait (ClientRead while idle in a transaction is a pool connection held by a replica
+ * between two statements; Lock/transactionid or Lock/tuple is a row lock someone waits on).
+ */
+function sampleWaits(db: pg.Client): { stop: () => Promise<string> } {
+  const counts = new Map<string, number>();
+  let samples = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const { rows } = await db.query(
+        `SELECT state, coalesce(wait_event_type || '/' || wait_event, 'CPU') AS w, count(*)::int AS n FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle' GROUP BY 1, 2`,
+      );
+      samples++;
+      for (const r of rows) counts.set(`${r.state} ${r.w}`, (counts.get(`${r.state} ${r.w}`) ?? 0) + (r.n as number));
+      await sleep(250);
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return [...counts].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([k, n]) => `${k} ${(n / Math.max(1, samples)).toFixed(1)}`).join('; ') || 'none';
+    },
+  };
 }
 
 function svgPlot(results: Result[]): string {
@@ -323,6 +358,10 @@ async function main(): Promise<void> {
       const [a, b] = r.replicas as [Result['replicas'][0], Result['replicas'][0]];
       return `| ${r.nodes} | ${r.changes} (${r.changeErrors}, ${r.lateAfterWindow}) | ${f0(r.p50)} | ${f0(r.p99)} | ${f0(r.max)} | ${f1(r.reportsPerSec)} | ${f0(r.reportP50)} / ${f0(r.reportP99)} | ${(a.cpu * 100).toFixed(0)} %, ${f0(a.rssMb)} | ${(b.cpu * 100).toFixed(0)} %, ${f0(b.rssMb)} | ${((a.cpu + b.cpu) * 100 / (r.nodes / 1000)).toFixed(1)} % | ${f0((a.rssMb + b.rssMb) / (r.nodes / 1000))} | ${r.pgConnections} | ${f0(r.txPerSec)} | ${r.dbMsPerStatementTx.toFixed(2)} | ${(r.agentsCpu * 100).toFixed(0)} %, ${f0(r.loopDelayP99Ms)} | ${r.load} |`;
     }),
+    '',
+    'PostgreSQL backends of the database in the window (pg_stat_activity every 250 ms, mean count per state and wait event, busiest five; idle ones left out):',
+    '',
+    ...results.map((r) => `- N=${r.nodes}: ${r.waits}`),
     '',
     'Replica B killed (SIGKILL) after the measured window, with changes for its agents made through A for 5 s after:',
     '',

@@ -64,6 +64,8 @@ async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
       down = false;
     });
   }
+  // Every SUBSCRIBE in flight listens for the connection's close (below): thousands at once is normal.
+  sub.setMaxListeners(0);
   await Promise.all([pub.connect(), sub.connect()]);
   const local = new EventEmitter();
   local.setMaxListeners(0);

@@ -31,6 +31,18 @@ export async function insertEvent(q: Queryable, e: NewEvent): Promise<S.Event> {
   return toEvent(rows[0]!);
 }
 
+/** Many events in one statement. */
+export async function insertEvents(q: Queryable, events: NewEvent[]): Promise<S.Event[]> {
+  if (!events.length) return [];
+  const { rows } = await q.query(
+    `INSERT INTO events (type, slice, node, sliver, data)
+     SELECT e.type, e.slice, e.node, e.sliver, e.data FROM jsonb_to_recordset($1::jsonb) AS e(type text, slice text, node uuid, sliver uuid, data jsonb)
+     RETURNING *`,
+    [JSON.stringify(events.map((e) => ({ type: e.type, slice: e.slice ?? null, node: e.node ?? null, sliver: e.sliver ?? null, data: e.data ?? {} })))],
+  );
+  return rows.map(toEvent).sort((a, b) => a.id - b.id);
+}
+
 export interface EventViewer {
   admin: boolean;
   /** The site whose slices' events the viewer sees as its pi. */

@@ -90,11 +90,6 @@ export async function revokeKeys(q: Queryable, id: string): Promise<S.Node | nul
   return rows[0] ? toNode(rows[0]) : null;
 }
 
-export async function keyRevoked(q: Queryable, id: string): Promise<boolean> {
-  const { rows } = await q.query('SELECT 1 FROM nodes WHERE id = $1 AND key_revoked_at IS NOT NULL', [id]);
-  return rows.length > 0;
-}
-
 export async function setAdminState(q: Queryable, id: string, state: S.Node['admin_state']): Promise<S.Node> {
   const { rows } = await q.query('UPDATE nodes SET admin_state = $2 WHERE id = $1 RETURNING *', [id, state]);
   return toNode(rows[0]!);
@@ -134,18 +129,28 @@ export async function reenrollNode(q: Queryable, id: string, e: NodeEnrollment):
 
 /** Records a call from the node; answers the state it had before. */
 export async function markNodeSeen(q: Queryable, id: string): Promise<S.Node['state'] | null> {
-  const { rows } = await q.query<{ state: S.Node['state'] }>('SELECT state FROM nodes WHERE id = $1 FOR NO KEY UPDATE', [id]);
-  await q.query("UPDATE nodes SET last_seen = now(), state = 'online' WHERE id = $1", [id]);
+  // One statement: the old state is read under the row lock the update takes.
+  const { rows } = await q.query<{ state: S.Node['state'] }>(
+    `WITH before AS (SELECT id, state FROM nodes WHERE id = $1 FOR NO KEY UPDATE)
+     UPDATE nodes n SET last_seen = now(), state = 'online' FROM before WHERE n.id = before.id RETURNING before.state`,
+    [id],
+  );
   return rows[0]?.state ?? null;
 }
 
-/** True when the node is online and called in within the last `seconds`: its poll needs no write. */
-export async function seenWithin(q: Queryable, id: string, seconds: number): Promise<boolean> {
-  const { rows } = await q.query(
-    "SELECT 1 FROM nodes WHERE id = $1 AND state = 'online' AND last_seen > now() - make_interval(secs => $2)",
-    [id, seconds],
+/**
+ * A call from an online node: rewrites last_seen only once it is older than refreshSeconds, in one
+ * statement. Answers the state the node had (null: no such node); the caller handles an offline one.
+ */
+export async function touchNodeSeen(q: Queryable, id: string, refreshSeconds: number): Promise<S.Node['state'] | null> {
+  const { rows } = await q.query<{ state: S.Node['state'] }>(
+    `WITH touched AS (
+       UPDATE nodes SET last_seen = now() WHERE id = $1 AND state = 'online' AND (last_seen IS NULL OR last_seen < now() - make_interval(secs => $2))
+     )
+     SELECT state FROM nodes WHERE id = $1`,
+    [id, refreshSeconds],
   );
-  return rows.length > 0;
+  return rows[0]?.state ?? null;
 }
 
 export async function nodeCapabilities(q: Queryable, id: string): Promise<S.NodeCapabilities | null> {
@@ -167,11 +172,17 @@ export async function setNodeFrontDoor(q: Queryable, id: string, door: S.FrontDo
   return (rowCount ?? 0) > 0;
 }
 
-/** Marks online nodes silent since cutoff offline; answers them. */
-export async function markSilentNodesOffline(q: Queryable, cutoff: Date): Promise<Array<{ id: string; hostname: string }>> {
+/**
+ * Marks at most `limit` online nodes silent since cutoff offline; answers them. Rows a poll or
+ * report holds at that moment are skipped (that node is talking), so the sweep never waits on
+ * them and they never wait on the sweep.
+ */
+export async function markSilentNodesOffline(q: Queryable, cutoff: Date, limit: number): Promise<Array<{ id: string; hostname: string }>> {
   const { rows } = await q.query<{ id: string; hostname: string }>(
-    "UPDATE nodes SET state = 'offline' WHERE state = 'online' AND (last_seen IS NULL OR last_seen < $1) RETURNING id, hostname",
-    [cutoff],
+    `UPDATE nodes SET state = 'offline' WHERE id IN (
+       SELECT id FROM nodes WHERE state = 'online' AND (last_seen IS NULL OR last_seen < $1) ORDER BY id LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED)
+     RETURNING id, hostname`,
+    [cutoff, limit],
   );
   return rows;
 }

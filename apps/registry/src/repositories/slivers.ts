@@ -185,38 +185,55 @@ export interface DesiredSliverRow {
   magnet: string | null;
 }
 
-export async function desiredSliversOf(q: Queryable, nodeId: string): Promise<DesiredSliverRow[]> {
-  const { rows } = await q.query(
-    `SELECT s.id, s.slice, s.kind, s.desired, s.restart_seq, s.reset_seq, s.thaw_seq, s.port_first, s.port_last,
-            sl.image, sl.resources, sl.memory_reset, sl.expires_at, i.sha256, i.magnet
-     FROM slivers s JOIN slices sl ON sl.name = s.slice LEFT JOIN images i ON i.name = sl.image
-     WHERE s.node_id = $1 ORDER BY s.id`,
-    [nodeId],
-  );
-  return rows.map((r) => ({
-    id: r.id as string,
-    slice: r.slice as string,
-    kind: r.kind as DesiredSliverRow['kind'],
-    desired: r.desired as DesiredSliverRow['desired'],
-    restart_seq: r.restart_seq as number,
-    reset_seq: r.reset_seq as number,
-    thaw_seq: r.thaw_seq as number,
-    ports: { first: r.port_first as number, last: r.port_last as number },
-    image: r.image as string,
-    resources: json(r.resources),
-    memory_reset: r.memory_reset as DesiredSliverRow['memory_reset'],
-    expires_at: iso(r.expires_at),
-    sha256: (r.sha256 as string | null) ?? null,
-    magnet: (r.magnet as string | null) ?? null,
-  }));
+/** A node's desired state as one statement reads it: its row and its slivers with their slices' keys. */
+export interface DesiredStateRows {
+  address: string;
+  port_window: S.PortRange;
+  /** The node's key was revoked: its agent gets 401 node_key_revoked. */
+  revoked: boolean;
+  slivers: Array<DesiredSliverRow & { keys: string[] }>;
 }
 
-/** The ssh keys of the members of these slices. */
-export async function memberKeysOfSlices(q: Queryable, slices: string[]): Promise<Array<{ slice: string; key: string }>> {
-  const { rows } = await q.query<{ slice: string; key: string }>(
-    `SELECT DISTINCT m.slice, k.key FROM slice_members m JOIN ssh_keys k ON k.user_id = m.user_id
-     WHERE m.slice = ANY($1) ORDER BY m.slice, k.key`,
-    [slices],
+/**
+ * The node's desired state in one statement (one pool connection, one snapshot), or null when
+ * there is no such node. Slivers in id order, each slice's member keys sorted.
+ */
+export async function desiredStateRows(q: Queryable, nodeId: string): Promise<DesiredStateRows | null> {
+  const { rows } = await q.query(
+    `SELECT n.address, n.port_first, n.port_last, n.key_revoked_at IS NOT NULL AS revoked, COALESCE((
+       SELECT jsonb_agg(jsonb_build_object(
+         'id', s.id, 'slice', s.slice, 'kind', s.kind, 'desired', s.desired, 'restart_seq', s.restart_seq, 'reset_seq', s.reset_seq,
+         'thaw_seq', s.thaw_seq, 'port_first', s.port_first, 'port_last', s.port_last, 'image', sl.image, 'resources', sl.resources,
+         'memory_reset', sl.memory_reset, 'expires_at', sl.expires_at, 'sha256', i.sha256, 'magnet', i.magnet,
+         'keys', COALESCE((SELECT jsonb_agg(DISTINCT k.key ORDER BY k.key) FROM slice_members m JOIN ssh_keys k ON k.user_id = m.user_id
+                           WHERE m.slice = s.slice), '[]'::jsonb)) ORDER BY s.id)
+       FROM slivers s JOIN slices sl ON sl.name = s.slice LEFT JOIN images i ON i.name = sl.image
+       WHERE s.node_id = n.id), '[]'::jsonb) AS slivers
+     FROM nodes n WHERE n.id = $1`,
+    [nodeId],
   );
-  return rows;
+  const r = rows[0];
+  if (!r) return null;
+  return {
+    address: r.address as string,
+    port_window: { first: r.port_first as number, last: r.port_last as number },
+    revoked: r.revoked as boolean,
+    slivers: json<Row[]>(r.slivers).map((x) => ({
+      id: x.id as string,
+      slice: x.slice as string,
+      kind: x.kind as DesiredSliverRow['kind'],
+      desired: x.desired as DesiredSliverRow['desired'],
+      restart_seq: x.restart_seq as number,
+      reset_seq: x.reset_seq as number,
+      thaw_seq: x.thaw_seq as number,
+      ports: { first: x.port_first as number, last: x.port_last as number },
+      image: x.image as string,
+      resources: json(x.resources),
+      memory_reset: x.memory_reset as DesiredSliverRow['memory_reset'],
+      expires_at: iso(x.expires_at),
+      sha256: (x.sha256 as string | null) ?? null,
+      magnet: (x.magnet as string | null) ?? null,
+      keys: x.keys as string[],
+    })),
+  };
 }

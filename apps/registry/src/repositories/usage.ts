@@ -41,7 +41,8 @@ export async function insertUsageSamples(q: Queryable, samples: Array<{ id: stri
   );
 }
 
-export async function pruneUsageBefore(q: Queryable, cutoff: Date): Promise<number> {
-  const { rowCount } = await q.query('DELETE FROM sliver_usage WHERE at < $1', [cutoff]);
+/** Deletes at most limit samples older than cutoff (one short statement; the sweep repeats it). */
+export async function pruneUsageBefore(q: Queryable, cutoff: Date, limit: number): Promise<number> {
+  const { rowCount } = await q.query('DELETE FROM sliver_usage WHERE ctid IN (SELECT ctid FROM sliver_usage WHERE at < $1 LIMIT $2)', [cutoff, limit]);
   return rowCount;
 }

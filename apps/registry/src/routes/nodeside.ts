@@ -15,11 +15,11 @@ import {
 } from '@planetlite/api';
 import { requireNode } from '../plugins/auth.js';
 import { nodeChannel, withChanges } from '../services/changes.js';
-import { desiredStateOf, etagOf } from '../services/desired-state.js';
-import { applyReport, markSeen } from '../services/node-reports.js';
+import { desiredStateOf, etagOf, readDesiredState } from '../services/desired-state.js';
+import { acceptReport, markSeen, seenRefreshSecondsOf } from '../services/node-reports.js';
 import { sliceOfSliverOn } from '../repositories/slivers.js';
 import { storeConsole } from '../repositories/console.js';
-import { keyRevoked, seenWithin } from '../repositories/nodes.js';
+import { touchNodeSeen } from '../repositories/nodes.js';
 import { rotateNodeKey } from '../services/node-lifecycle.js';
 import { answers, bearer, IdParams } from './common.js';
 
@@ -31,7 +31,7 @@ const FALLBACK_AFTER_MS = 5_000;
 
 export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
-  const seenRefreshSeconds = Math.max(1, Math.floor(ctx.config.nodeOfflineAfterSeconds / 15));
+  const seenRefreshSeconds = seenRefreshSecondsOf(ctx.config.nodeOfflineAfterSeconds);
 
   app.get('/v1/nodes/:id/desired-state', {
     schema: {
@@ -44,11 +44,10 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (req, reply) => {
     requireNode(req, req.params.id);
-    // A node polls all the time: its row is written only when last_seen has aged (or it was
-    // offline), so an idle fleet's polls are reads. The offline sweep allows far more than this.
-    if (!(await seenWithin(ctx.db, req.params.id, seenRefreshSeconds))) {
-      await withChanges(ctx, (q, changes) => markSeen(q, changes, req.params.id));
-    }
+    // A node polls all the time: one statement rewrites its last_seen once that has aged, and only
+    // a node coming back from offline takes a transaction (its node.online event).
+    const before = await touchNodeSeen(ctx.db, req.params.id, seenRefreshSeconds);
+    if (before && before !== 'online') await withChanges(ctx, (q, changes) => markSeen(q, changes, req.params.id));
     const known = req.headers['if-none-match'];
     const wait = Math.min(req.query.wait ?? 0, ctx.config.longPollMaxSeconds);
     let doc: DesiredState;
@@ -73,6 +72,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       ctx.closing.addEventListener('abort', onGone);
       if (ctx.closing.aborted) wake();
       try {
+        // No pool connection is held while waiting: each read is one statement.
         doc = await desiredStateOf(ctx, req.params.id);
         etag = etagOf(doc);
         if (etag === known) {
@@ -80,9 +80,10 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
           // Woken by shutdown: answer 'unchanged' without the database, which is about to close;
           // the agent polls again, on another replica.
           if (ctx.closing.aborted) return reply.header('etag', etag).header('cache-control', 'no-cache').code(304).send(null);
+          const now = await readDesiredState(ctx, req.params.id);
           // A key revoked while this poll waited answers as it would on a new request.
-          if (await keyRevoked(ctx.db, req.params.id)) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
-          doc = await desiredStateOf(ctx, req.params.id);
+          if (now.revoked) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
+          doc = now.doc;
           etag = etagOf(doc);
         }
       } finally {
@@ -114,7 +115,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (req) => {
     const nodeId = requireNode(req, req.params.id).id;
     const body = req.body;
-    const out = await withChanges(ctx, (q, changes) => applyReport(q, changes, nodeId, body, ctx.config.usageSampleSeconds));
+    const out = await acceptReport(ctx, nodeId, body, { usageSampleSeconds: ctx.config.usageSampleSeconds, seenRefreshSeconds });
     return { ok: true as const, ...out };
   });
 

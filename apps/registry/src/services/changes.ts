@@ -5,7 +5,7 @@ import type { Event } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import type { Database, Queryable } from '@planetlite/db';
 import type { Fanout } from '@planetlite/fanout';
-import { insertEvent, type NewEvent } from '../repositories/events.js';
+import { insertEvent, insertEvents, type NewEvent } from '../repositories/events.js';
 
 export const EVENTS_CHANNEL = 'events';
 export const nodeChannel = (nodeId: string) => `node:${nodeId}`;
@@ -25,6 +25,12 @@ export class Changes {
     const ev = await insertEvent(q, e);
     this.events.push(ev);
     return ev;
+  }
+
+  async recordMany(q: Queryable, es: NewEvent[]): Promise<Event[]> {
+    const evs = await insertEvents(q, es);
+    this.events.push(...evs);
+    return evs;
   }
 
   /** The desired state of these nodes changed: wake their long-polls. */

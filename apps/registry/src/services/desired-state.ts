@@ -3,8 +3,7 @@ import { createHash } from 'node:crypto';
 import { AppError } from '@planetlite/core';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
-import { findNode } from '../repositories/nodes.js';
-import { desiredSliversOf, memberKeysOfSlices } from '../repositories/slivers.js';
+import { desiredStateRows } from '../repositories/slivers.js';
 import { webSeedOf } from '../repositories/images.js';
 
 export interface DesiredStateDeps {
@@ -13,13 +12,12 @@ export interface DesiredStateDeps {
   config: { publicUrl: string };
 }
 
-export async function desiredStateOf(deps: DesiredStateDeps, nodeId: string): Promise<DesiredState> {
+/** The document and whether the node's key is revoked, from one statement. */
+export async function readDesiredState(deps: DesiredStateDeps, nodeId: string): Promise<{ doc: DesiredState; revoked: boolean }> {
   const { db, config } = deps;
-  const node = await findNode(db, nodeId);
-  if (!node) throw new AppError('not_found', `node ${nodeId} not found`);
-  const rows = await desiredSliversOf(db, nodeId);
-  const keys = await memberKeysOfSlices(db, [...new Set(rows.map((r) => r.slice))]);
-  const slivers: DesiredSliver[] = rows.map((r) => ({
+  const rows = await desiredStateRows(db, nodeId);
+  if (!rows) throw new AppError('not_found', `node ${nodeId} not found`);
+  const slivers: DesiredSliver[] = rows.slivers.map((r) => ({
     id: r.id,
     slice: r.slice,
     kind: r.kind,
@@ -32,9 +30,13 @@ export async function desiredStateOf(deps: DesiredStateDeps, nodeId: string): Pr
     memory_reset: r.memory_reset,
     ports: r.ports,
     expires_at: r.expires_at,
-    keys: keys.filter((k) => k.slice === r.slice).map((k) => k.key),
+    keys: r.keys,
   }));
-  return { node_id: nodeId, address: node.address, port_window: node.port_window, slivers };
+  return { doc: { node_id: nodeId, address: rows.address, port_window: rows.port_window, slivers }, revoked: rows.revoked };
+}
+
+export async function desiredStateOf(deps: DesiredStateDeps, nodeId: string): Promise<DesiredState> {
+  return (await readDesiredState(deps, nodeId)).doc;
 }
 
 export const etagOf = (doc: DesiredState): string => `"${createHash('sha256').update(JSON.stringify(doc)).digest('base64url').slice(0, 27)}"`;

@@ -1,12 +1,14 @@
 // What a node's agent tells the registry: that it is alive, what it can do, and what its slivers do.
 import type { Queryable } from '@planetlite/db';
-import { SLIVER_ERROR_MAX_CHARS, type NodeCapabilities, type ObservedState, type SliverUsage } from '@planetlite/api';
+import { SLIVER_ERROR_MAX_CHARS, type FrontDoor, type NodeCapabilities, type ObservedState, type SliverUsage } from '@planetlite/api';
 import { markNodeSeen, nodeCapabilities, setNodeCapabilities, setNodeFrontDoor, setNodeImages } from '../repositories/nodes.js';
 import { parsePublicKey } from './sshkeys.js';
 import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } from '../repositories/slivers.js';
 import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { insertUsageSamples } from '../repositories/usage.js';
-import type { Changes } from './changes.js';
+import { applyPlainReport, type ReportedSliver } from '../repositories/reports.js';
+import type { NewEvent } from '../repositories/events.js';
+import { Changes, withChanges, type ChangeDeps } from './changes.js';
 import { finishDecommission } from './node-lifecycle.js';
 
 /** The first max UTF-16 units of s, never ending in half of a surrogate pair. */
@@ -21,6 +23,22 @@ export async function markSeen(q: Queryable, changes: Changes, nodeId: string): 
   if ((await markNodeSeen(q, nodeId)) === 'offline') await changes.record(q, { type: 'node.online', node: nodeId });
 }
 
+/** Capabilities as the node's row keeps them. */
+const storedCapabilities = (caps: NodeCapabilities): NodeCapabilities =>
+  ({ lxc: caps.lxc, kvm: caps.kvm, kvm_accel: caps.kvm_accel, ...(caps.arch ? { arch: caps.arch } : {}) });
+
+/** The front door as the node's row keeps it. A key ssh2 cannot read is kept as no front door rather than failing the whole report. */
+function storedFrontDoor(door: NonNullable<ObservedState['front_door']> | null): FrontDoor | null {
+  const parsed = door && (() => {
+    try {
+      return parsePublicKey(door.host_key);
+    } catch {
+      return null;
+    }
+  })();
+  return door && parsed ? { port: door.port, host_key: parsed.key, fingerprint: parsed.fingerprint } : null;
+}
+
 /**
  * Capabilities the agent learnt after enrollment (its qemu probe runs in the background) replace
  * the enrolled ones. Written and recorded as node.capabilities only when they differ, since every
@@ -29,22 +47,14 @@ export async function markSeen(q: Queryable, changes: Changes, nodeId: string): 
 async function updateCapabilities(q: Queryable, changes: Changes, nodeId: string, caps: NodeCapabilities): Promise<void> {
   const before = await nodeCapabilities(q, nodeId);
   if (before && before.lxc === caps.lxc && before.kvm === caps.kvm && before.kvm_accel === caps.kvm_accel && before.arch === caps.arch) return;
-  const after: NodeCapabilities = { lxc: caps.lxc, kvm: caps.kvm, kvm_accel: caps.kvm_accel, ...(caps.arch ? { arch: caps.arch } : {}) };
+  const after = storedCapabilities(caps);
   await setNodeCapabilities(q, nodeId, after);
   await changes.record(q, { type: 'node.capabilities', node: nodeId, data: { from: before, to: after } });
 }
 
 /** The front door's host key as users will pin it; node.front_door records a change of key or port. */
 async function updateFrontDoor(q: Queryable, changes: Changes, nodeId: string, door: NonNullable<ObservedState['front_door']> | null): Promise<void> {
-  // A key ssh2 cannot read is published as no front door rather than failing the whole report.
-  const parsed = door && (() => {
-    try {
-      return parsePublicKey(door.host_key);
-    } catch {
-      return null;
-    }
-  })();
-  const value = door && parsed ? { port: door.port, host_key: parsed.key, fingerprint: parsed.fingerprint } : null;
+  const value = storedFrontDoor(door);
   if (await setNodeFrontDoor(q, nodeId, value)) await changes.record(q, { type: 'node.front_door', node: nodeId, data: { port: value?.port ?? null, fingerprint: value?.fingerprint ?? null } });
 }
 
@@ -69,13 +79,15 @@ export async function applyReport(
   let removed = 0;
   const refresh: SliverRefresh[] = [];
   const samples: Array<{ id: string } & SliverUsage> = [];
+  // The slivers' events go in one statement at the end: a first report after a restart moves every sliver.
+  const events: NewEvent[] = [];
   for (const row of rows) {
     const { id, slice } = row;
     const obs = reported.get(id);
     const deleting = row.desired === 'deleted';
     if (deleting && (!obs || obs.state === 'deleted')) {
       await deleteSliver(q, id);
-      await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state: 'deleted' } });
+      events.push({ type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state: 'deleted' } });
       await dropSliceIfEmpty(q, slice);
       removed++;
       continue;
@@ -97,12 +109,69 @@ export async function applyReport(
     if (hasUsage) samples.push({ id, ...usage });
     if (state !== row.state || error !== row.error) {
       updated++;
-      await changes.record(q, { type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });
+      events.push({ type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });
     }
   }
+  await changes.recordMany(q, events);
   await refreshSlivers(q, refresh);
   await insertUsageSamples(q, samples, usageSampleSeconds * 0.9);
   // The last sliver of a decommissioning node confirmed gone: the node's key goes with it.
   if (removed) await finishDecommission(q, changes, nodeId);
   return { updated, removed };
+}
+
+/**
+ * How stale a calling node's last_seen may get before a poll or report rewrites it: a fifth of the
+ * offline threshold (30 s by default), so the row is written at most about once per report period
+ * and the offline sweep still sees a talking node as recent.
+ */
+export const seenRefreshSecondsOf = (nodeOfflineAfterSeconds: number): number => Math.max(1, Math.floor(nodeOfflineAfterSeconds / 5));
+
+/** What a report needs beyond the database and fan-out. */
+export interface ReportOptions {
+  usageSampleSeconds: number;
+  /** A node's last_seen is rewritten only once it is this old. */
+  seenRefreshSeconds: number;
+}
+
+/**
+ * Applies one observed-state report. Nearly every report (node online, same capabilities and front
+ * door, no sliver gone) takes one statement that writes only what moved, sliver events included;
+ * the others are applied in full, in a transaction.
+ */
+export async function acceptReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
+  const reported = new Map(body.slivers.map((s) => [s.id, s]));
+  const slivers: ReportedSliver[] = [...reported.values()].map((obs) => {
+    const usage = {
+      cpu_seconds: obs.cpu_seconds,
+      memory_bytes: obs.memory_bytes,
+      disk_bytes: obs.disk_bytes,
+      net_rx_bytes: obs.net_rx_bytes,
+      net_tx_bytes: obs.net_tx_bytes,
+    };
+    return {
+      id: obs.id,
+      state: obs.state,
+      error: obs.error == null ? null : cutText(obs.error, SLIVER_ERROR_MAX_CHARS),
+      address: obs.address ?? null,
+      keep_address: obs.address === undefined,
+      usage: Object.values(usage).some((v) => v !== undefined) ? usage : null,
+      watchdog_hold: obs.watchdog_hold ?? null,
+    };
+  });
+  const events = await applyPlainReport(deps.db, nodeId, {
+    slivers,
+    capabilities: body.capabilities ? storedCapabilities(body.capabilities) : null,
+    frontDoor: body.front_door === undefined ? undefined : storedFrontDoor(body.front_door),
+    images: body.images ?? null,
+    seenRefreshSeconds: opts.seenRefreshSeconds,
+    sampleSeconds: opts.usageSampleSeconds * 0.9,
+  });
+  if (events) {
+    const changes = new Changes();
+    changes.events.push(...events);
+    await changes.publish(deps);
+    return { updated: events.length, removed: 0 };
+  }
+  return withChanges(deps, (q, changes) => applyReport(q, changes, nodeId, body, opts.usageSampleSeconds));
 }

@@ -25,21 +25,37 @@ export async function sweepExpiredSlices(deps: ChangeDeps, now = new Date()): Pr
   return expired;
 }
 
+/** Nodes marked offline per transaction: row locks are held for one small batch at a time. */
+const OFFLINE_BATCH = 200;
+
 /** Marks nodes that have not called in for nodeOfflineAfterSeconds offline; returns their ids. */
 export async function sweepOfflineNodes(deps: SweepDeps, now = new Date()): Promise<string[]> {
   const silent = deps.config.nodeOfflineAfterSeconds;
   const cutoff = new Date(now.getTime() - silent * 1000);
-  return withChanges(deps, async (q, changes) => {
-    const rows = await markSilentNodesOffline(q, cutoff);
-    for (const n of rows) await changes.record(q, { type: 'node.offline', node: n.id, data: { hostname: n.hostname, silent_seconds: silent } });
-    return rows.map((r) => r.id);
-  });
+  const ids: string[] = [];
+  for (;;) {
+    const batch = await withChanges(deps, async (q, changes) => {
+      const rows = await markSilentNodesOffline(q, cutoff, OFFLINE_BATCH);
+      await changes.recordMany(q, rows.map((n) => ({ type: 'node.offline', node: n.id, data: { hostname: n.hostname, silent_seconds: silent } })));
+      return rows;
+    });
+    ids.push(...batch.map((r) => r.id));
+    if (batch.length < OFFLINE_BATCH) return ids;
+  }
 }
+
+const PRUNE_BATCH = 10_000;
 
 /** Deletes usage samples older than usageRetentionHours; returns how many went. Safe on many replicas. */
 export async function pruneUsageSamples(deps: SweepDeps, now = new Date()): Promise<number> {
   const cutoff = new Date(now.getTime() - deps.config.usageRetentionHours * 3600_000);
-  const pruned = await pruneUsageBefore(deps.db, cutoff);
+  let pruned = 0;
+  // In batches: one DELETE of a day's samples of a large fleet would run for minutes.
+  for (;;) {
+    const n = await pruneUsageBefore(deps.db, cutoff, PRUNE_BATCH);
+    pruned += n;
+    if (n < PRUNE_BATCH) break;
+  }
   if (pruned) deps.log.debug({ samples: pruned, before: cutoff.toISOString() }, 'old usage samples pruned');
   return pruned;
 }
