@@ -13,6 +13,28 @@ export const WIDTH = 360;
 export const HEIGHT = 180;
 export const project = ({ longitude, latitude }: Pick<NodeLocation, 'longitude' | 'latitude'>): [number, number] => [longitude + 180, 90 - latitude];
 
+/**
+ * A ring with its longitudes made continuous (no jump of more than 180° between neighbours), and
+ * copies 360° to either side when it crosses the antimeridian, so that Chukotka or Fiji fill their
+ * own piece of the map instead of a band across it (the SVG clips what falls outside). A ring
+ * around the pole (Antarctica: it ends 360° from where it began) is drawn as it is.
+ */
+function unwrapped(ring: number[][]): number[][][] {
+  const out: number[][] = [];
+  let shift = 0;
+  for (const [lon, lat] of ring) {
+    const prev = out[out.length - 1];
+    if (prev && lon! + shift - prev[0]! > 180) shift -= 360;
+    else if (prev && lon! + shift - prev[0]! < -180) shift += 360;
+    out.push([lon! + shift, lat!]);
+  }
+  if (shift !== 0) return [ring];
+  const lons = out.map((p) => p[0]!);
+  if (Math.min(...lons) >= -180 && Math.max(...lons) <= 180) return [out];
+  const by = (d: number) => out.map(([lon, lat]) => [lon! + d, lat!]);
+  return [out, by(Math.min(...lons) < -180 ? 360 : -360)];
+}
+
 /** The land's rings as one SVG path, computed once per page load. */
 function landPath(): string {
   const topo = land as unknown as Topology<{ land: GeometryObject }>;
@@ -20,7 +42,7 @@ function landPath(): string {
   const polygons = (geo.type === 'FeatureCollection' ? geo.features.map((f) => f.geometry) : [geo.geometry])
     .flatMap((g) => (g.type === 'MultiPolygon' ? g.coordinates : g.type === 'Polygon' ? [g.coordinates] : []));
   const fmt = (n: number) => n.toFixed(2).replace(/\.?0+$/, '');
-  return polygons.flatMap((rings) => rings.map((ring) => `M${ring.map(([lon, lat]) => project({ longitude: lon!, latitude: lat! }).map(fmt).join(',')).join('L')}Z`)).join('');
+  return polygons.flatMap((rings) => rings.flatMap(unwrapped).map((ring) => `M${ring.map(([lon, lat]) => project({ longitude: lon!, latitude: lat! }).map(fmt).join(',')).join('L')}Z`)).join('');
 }
 
 const where = (n: Node) => (n.location ? `${n.location.city} (${n.location.latitude}, ${n.location.longitude})` : 'no location');
@@ -34,8 +56,7 @@ export function NodeMap({ nodes }: { nodes: Node[] }) {
   const shown = placed.find((n) => n.id === picked);
   return html`<section aria-labelledby="map-h" class="node-map">
     <h2 id="map-h">Map</h2>
-    <p class="legend"><span class="dot dot-online"></span> online <span class="dot dot-offline"></span> offline
-      <span class="muted">· ${placed.length} of ${nodes.length} node${nodes.length === 1 ? '' : 's'} placed; Tab to a marker for its details</span></p>
+    <p class="legend"><span class="dot dot-online"></span> online <span class="dot dot-offline"></span> offline${' '}<span class="muted">· ${placed.length} of ${nodes.length} node${nodes.length === 1 ? '' : 's'} placed; Tab to a marker for its details</span></p>
     <svg viewBox=${`0 0 ${WIDTH} ${HEIGHT}`} role="group" aria-label=${`World map of ${placed.length} node${placed.length === 1 ? '' : 's'} with a location`} class="world">
       <rect width=${WIDTH} height=${HEIGHT} class="sea" />
       <path d=${path} class="land" aria-hidden="true" />
