@@ -349,6 +349,7 @@ describe("the admin's map", () => {
     await form.getByLabel('City').fill(PLACE.city);
     await form.getByLabel(/^Latitude/).fill(String(PLACE.latitude));
     await form.getByLabel(/^Longitude/).fill(String(PLACE.longitude));
+    await checkPage(pi, 'site-location');
     await form.getByRole('button', { name: 'Save location' }).click();
     await pi.getByRole('button', { name: `Change location of ${hostname}` }).waitFor();
     expect((await node.admin.getNode(node.nodeId)).location).toEqual(PLACE);

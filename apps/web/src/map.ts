@@ -72,7 +72,6 @@ export function NodeMap({ nodes }: { nodes: Node[] }) {
     <p class="map-pick" aria-live="polite">${shown ? describeNode(shown) : placed.length ? 'Pick a marker (Tab, hover or tap) to see its node here.' : 'No node has a location yet.'}</p>
     ${unplaced.length > 0 ? html`<div class="unplaced"><h3>Nodes without a location</h3>
       <ul class="plain">${unplaced.map((n) => html`<li key=${n.id}>${n.hostname} <span class="muted">(${n.site}, ${n.state})</span></li>`)}</ul>
-      <p class="muted">Its site's PI or tech (or an admin) sets a node's location on the site's page in the Nodes table (Location), or with
-        <code>planetlite node location NODE --city CITY --lat LATITUDE --lon LONGITUDE</code>.</p></div>` : null}
+      <p class="muted">Its site's PI or tech (or an admin) sets a node's location on the site's page in the Nodes table (Location), or with${' '}<code>planetlite node location NODE --city CITY --lat LATITUDE --lon LONGITUDE</code>.</p></div>` : null}
   </section>`;
 }
