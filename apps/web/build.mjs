@@ -44,5 +44,12 @@ const gz = files.reduce((n, f) => n + gzipSync(readFileSync(f), { level: 9 }).le
 const raw = files.reduce((n, f) => n + readFileSync(f).length, 0);
 const later = outputs.filter((f) => !files.includes(f));
 const laterGz = later.reduce((n, f) => n + gzipSync(readFileSync(f), { level: 9 }).length, 0);
-writeFileSync(`${here}dist/size.json`, JSON.stringify({ raw_bytes: raw, gzip_bytes: gz, later_gzip_bytes: laterGz }) + '\n');
-console.log(`web: first load ${(raw / 1024).toFixed(1)} KiB, ${(gz / 1024).toFixed(1)} KiB gzipped; loaded on demand ${(laterGz / 1024).toFixed(1)} KiB gzipped`);
+// The chunks loaded on demand, named by the module that starts them: chart (uPlot), map (world outline).
+const gzOf = (f) => gzipSync(readFileSync(f), { level: 9 }).length;
+const chunks = Object.fromEntries(later.flatMap((f) => {
+  const start = result.metafile.outputs[f].entryPoint;
+  return start ? [[basename(start).replace(/\.ts$/, ''), gzOf(f)]] : [];
+}));
+writeFileSync(`${here}dist/size.json`, JSON.stringify({ raw_bytes: raw, gzip_bytes: gz, later_gzip_bytes: laterGz, later_chunks_gzip_bytes: chunks }) + '\n');
+const kib = (n) => `${(n / 1024).toFixed(1)} KiB`;
+console.log(`web: first load ${kib(raw)}, ${kib(gz)} gzipped; loaded on demand ${kib(laterGz)} gzipped (${Object.entries(chunks).map(([k, v]) => `${k} ${kib(v)}`).join(', ')})`);

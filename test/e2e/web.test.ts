@@ -3,13 +3,16 @@
 // a sliver and watches it go from pending to running without a reload, copies the ssh command and
 // runs it from the experimenter's namespace; a member of another site cannot see the slice; a
 // session that ended on the server or whose cookie expired goes back to login; a PI makes an
-// enrollment token and the node enrolled with it appears live. axe-core finds no serious or
+// enrollment token and the node enrolled with it appears live; the PI sets the node's location and
+// the admin's map draws its marker where the coordinates put it; a session whose lifetime (the
+// registry's token TTL) ran out goes back to login; a usage plot draws its series. axe-core finds no serious or
 // critical violation on any page, at desktop or phone width; screenshots go to test-results/web/.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { PlanetLiteClient } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
+import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
 import { DESKTOP, launchBrowser, newContext, PHONE, screenshots, seriousViolations } from '../harness/browser.ts';
 
@@ -23,6 +26,10 @@ let browser: Browser;
 let url: string;
 let piId: string;
 const contexts: BrowserContext[] = [];
+/** A second registry whose sessions last the shortest lifetime its config allows. */
+let shortLived: RunningRegistry | null = null;
+const SHORT_ADMIN = { email: 'admin@short.test', password: 'short-admin-password' };
+const SHORT_TTL_SECONDS = 60;
 
 beforeAll(async () => {
   node = await startOneNode({ site: 'web', octets: [40, 10], sliverSubnet: (o) => `10.${170 + (o % 10)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
@@ -36,14 +43,15 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of contexts) await c.close().catch(() => undefined);
   await browser?.close();
+  await shortLived?.close();
   await node?.close();
 }, 120_000);
 
-async function open(): Promise<Page> {
-  const ctx = await newContext(browser, url);
+async function open(at = url): Promise<Page> {
+  const ctx = await newContext(browser, at);
   contexts.push(ctx);
   const page = await ctx.newPage();
-  await page.goto(url);
+  await page.goto(at);
   return page;
 }
 
@@ -67,6 +75,28 @@ async function logIn(page: Page, who: { email: string; password: string }): Prom
   await inside.or(refused).first().waitFor();
   if (await refused.isVisible()) throw new Error(`login refused: ${await refused.textContent()}`);
 }
+
+let shortPage: Page;
+let shortExpires: number;
+let shortToken: string;
+describe('a session with a short lifetime (started first, checked at the end)', () => {
+  it('logs in on a registry whose login tokens last 60 s', async () => {
+    shortLived = await startRegistry(
+      { listen: '127.0.0.1:0', adminEmail: SHORT_ADMIN.email, adminPassword: SHORT_ADMIN.password, sweeps: false },
+      { PLANETLITE_TOKEN_TTL_SECONDS: String(SHORT_TTL_SECONDS) },
+    );
+    shortPage = await open(shortLived.url);
+    await logIn(shortPage, SHORT_ADMIN);
+    await shortPage.getByRole('heading', { level: 1, name: 'Slices' }).waitFor();
+    const cookie = (await shortPage.context().cookies()).find((c) => c.name === 'planetlite_session')!;
+    shortExpires = cookie.expires * 1000;
+    shortToken = cookie.value;
+    expect(shortExpires - Date.now()).toBeLessThanOrEqual(SHORT_TTL_SECONDS * 1000);
+    // Works while the session lives.
+    await shortPage.getByRole('link', { name: 'Nodes' }).click();
+    await shortPage.getByRole('heading', { level: 1, name: 'Nodes' }).waitFor();
+  }, 60_000);
+});
 
 describe('the researcher journey', () => {
   let page: Page;
@@ -214,6 +244,26 @@ describe('the researcher journey', () => {
     // Back where the session ended.
     await page.getByRole('heading', { level: 1, name: 'Nodes' }).waitFor();
   }, 60_000);
+
+  it('draws the usage plots of a sliver the node reports on', async () => {
+    const [sliver] = await node.admin.listSlivers(SLICE);
+    // The registry keeps a sample about every minute; a line needs two.
+    await until('two usage samples', async () => (await node.admin.sliverUsage(sliver!.id)).samples.filter((x) => x.memory_bytes !== null).length >= 2, 180_000);
+    await page.goto(`${url}/#/slivers/${sliver!.id}`);
+    const memory = page.locator('figure.chart', { has: page.locator('figcaption', { hasText: 'Memory' }) }).locator('canvas');
+    await memory.waitFor();
+    // Pixels in the series' own colour (the first stroke, #2563eb): the line, not axes or grid.
+    const seriesPixels = () => memory.evaluate((c: HTMLCanvasElement) => {
+      const data = c.getContext('2d')!.getImageData(0, 0, c.width, c.height).data;
+      let n = 0;
+      for (let i = 0; i < data.length; i += 4) {
+        if (data[i + 3]! > 128 && Math.abs(data[i]! - 37) < 50 && Math.abs(data[i + 1]! - 99) < 50 && Math.abs(data[i + 2]! - 235) < 50) n++;
+      }
+      return n;
+    });
+    await expect.poll(seriesPixels).toBeGreaterThan(20);
+    await checkPage(page, 'sliver-usage');
+  }, 240_000);
 });
 
 describe('the PI journey', () => {
@@ -236,10 +286,10 @@ describe('the PI journey', () => {
       token, hostname, address: `198.18.${node.publicAddress.split('.')[2]}.9`,
       capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 1, memory_mb: 512, disk_mb: 1024 },
     });
-    await page.getByRole('cell', { name: hostname }).waitFor({ timeout: 30_000 });
+    await page.getByRole('cell', { name: hostname, exact: true }).waitFor({ timeout: 30_000 });
     expect(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
     // Drain it from the same table.
-    const row = page.locator('tr', { has: page.getByRole('cell', { name: hostname }) });
+    const row = page.locator('tr', { has: page.getByRole('cell', { name: hostname, exact: true }) });
     await row.getByRole('button', { name: 'Drain' }).click();
     await row.getByRole('button', { name: 'Undrain' }).waitFor();
     await checkPage(page, 'site-nodes');
@@ -283,4 +333,69 @@ describe('the admin pages', () => {
     await expect.poll(() => page.locator('ol.events li').count()).toBe(1);
     expect(await page.locator('ol.events').textContent()).toContain('node.drained');
   }, 120_000);
+});
+
+describe("the admin's map", () => {
+  const PLACE = { city: 'Princeton, NJ', latitude: 40.3573, longitude: -74.6672 };
+
+  it('the PI sets the location in the browser; the admin map draws the marker where the coordinates put it', async () => {
+    const hostname = `node.${node.tag}.test`;
+    const pi = await open();
+    await logIn(pi, PI);
+    await pi.getByRole('link', { name: 'My site' }).click();
+    await pi.getByRole('heading', { level: 1, name: 'Site web' }).waitFor();
+    await pi.getByRole('button', { name: `Set location of ${hostname}` }).click();
+    const form = pi.getByRole('form', { name: `Location of ${hostname}` });
+    await form.getByLabel('City').fill(PLACE.city);
+    await form.getByLabel(/^Latitude/).fill(String(PLACE.latitude));
+    await form.getByLabel(/^Longitude/).fill(String(PLACE.longitude));
+    await checkPage(pi, 'site-location');
+    await form.getByRole('button', { name: 'Save location' }).click();
+    await pi.getByRole('button', { name: `Change location of ${hostname}` }).waitFor();
+    expect((await node.admin.getNode(node.nodeId)).location).toEqual(PLACE);
+
+    const page = await open();
+    await logIn(page, { email: 'admin@web.test', password: 'web-admin-password' });
+    await page.goto(`${url}/#/admin/nodes`);
+    await page.getByRole('heading', { level: 1, name: 'Admin: All nodes' }).waitFor();
+    const svg = page.locator('svg.world');
+    const marker = svg.locator(`g.marker[data-node="${hostname}"]`);
+    await marker.waitFor();
+    expect(await marker.getAttribute('class')).toContain('marker-online');
+    expect(await marker.getAttribute('aria-label')).toContain(`${hostname}, online`);
+    // Equirectangular: x from longitude over 360°, y from latitude over 180°, in the SVG's own units…
+    const [x0, y0, w, h] = (await svg.getAttribute('viewBox'))!.split(/\s+/).map(Number) as [number, number, number, number];
+    const fx = (PLACE.longitude + 180) / 360;
+    const fy = (90 - PLACE.latitude) / 180;
+    const circle = marker.locator('circle');
+    expect(Number(await circle.getAttribute('cx'))).toBeCloseTo(x0 + fx * w, 2);
+    expect(Number(await circle.getAttribute('cy'))).toBeCloseTo(y0 + fy * h, 2);
+    // …and where it shows on the screen.
+    const box = (await svg.boundingBox())!;
+    const dot = (await circle.boundingBox())!;
+    expect((dot.x + dot.width / 2 - box.x) / box.width).toBeCloseTo(fx, 2);
+    expect((dot.y + dot.height / 2 - box.y) / box.height).toBeCloseTo(fy, 2);
+    // Keyboard: Tab from the top of the page reaches the marker, which names its node.
+    for (let i = 0; i < 40 && !(await marker.evaluate((el) => el === document.activeElement)); i++) await page.keyboard.press('Tab');
+    expect(await marker.evaluate((el) => el === document.activeElement)).toBe(true);
+    await expect.poll(() => page.locator('.map-pick').textContent()).toContain(`${hostname}, online, site web, Princeton, NJ`);
+    // The node enrolled without an agent has no location: listed under the map, with how to set one.
+    const unplaced = page.locator('.unplaced');
+    expect(await unplaced.textContent()).toContain(`node2.${node.tag}.test`);
+    expect(await unplaced.textContent()).toContain('planetlite node location NODE --city CITY --lat LATITUDE --lon LONGITUDE');
+    await checkPage(page, 'admin-map');
+  }, 120_000);
+});
+
+describe('a session with a short lifetime, at the end', () => {
+  it('is sent back to login on the next action once its lifetime ran out, and back where it was after logging in', async () => {
+    await until('the short session to expire', async () => Date.now() > shortExpires + 1000, (SHORT_TTL_SECONDS + 30) * 1000);
+    // The registry ends it too, not only the browser: the token the cookie held is refused.
+    trustRegistry(shortLived!.url, shortLived!.ca!);
+    await expect(new PlanetLiteClient({ registry: shortLived!.url, token: shortToken }).me()).rejects.toMatchObject({ status: 401 });
+    await shortPage.getByRole('link', { name: 'SSH keys' }).click();
+    await shortPage.getByRole('heading', { name: 'Log in to PlanetLite' }).waitFor();
+    await logIn(shortPage, SHORT_ADMIN);
+    await shortPage.getByRole('heading', { level: 1, name: 'SSH keys' }).waitFor();
+  }, 150_000);
 });

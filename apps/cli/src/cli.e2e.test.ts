@@ -437,6 +437,36 @@ describe('planetlite against a live registry', () => {
     expectOneLineError(await cli(['node', 'drain', 'node9'], { config: piConfig }), /is decommissioned; enroll it again to bring it back \(node_decommissioned\)$/m);
   });
 
+  it('node location sets, shows (also --json) and clears where a node stands; bad values are one line', async () => {
+    const token = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
+    await new PlanetLiteClient({ registry: registry.url }).enroll({
+      token: token.token, hostname: 'node7.princeton.edu', address: '192.0.2.17',
+      capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 2, memory_mb: 2048, disk_mb: 20000 },
+    });
+    expect(await ok(['node', 'location', 'node7', '--city', 'Princeton, NJ', '--lat', '40.3573', '--lon', '-74.6672'], { config: piConfig }))
+      .toBe('node node7.princeton.edu is at Princeton, NJ (40.3573, -74.6672)\n');
+    expect(await ok(['node', 'show', 'node7'], { config: piConfig })).toMatch(/^location:\s+Princeton, NJ \(40\.3573, -74\.6672\)$/m);
+    expect((await okJson<Node>(['node', 'show', 'node7.princeton.edu'], { config: piConfig })).location).toEqual({ city: 'Princeton, NJ', latitude: 40.3573, longitude: -74.6672 });
+    for (const [args, said] of [
+      [['--city', 'X', '--lat', '91', '--lon', '0'], /--lat.*must be between -90 and 90/],
+      [['--city', 'X', '--lat', '0', '--lon', '-180.5'], /--lon.*must be between -180 and 180/],
+      [['--city', 'X', '--lat', 'north', '--lon', '0'], /--lat.*must be a decimal number/],
+      [['--city', 'X', '--lat', '1'], /give --city, --lat and --lon together/],
+      [['--clear', '--city', 'X'], /either --clear or --city/],
+      [['--city', ' ', '--lat', '1', '--lon', '1'], /--city must be 1 to 100 printable characters/],
+      [[], /give --city, --lat and --lon together/],
+    ] as const) {
+      const r = await cli(['node', 'location', 'node7', ...args], { config: piConfig });
+      expect(r.code, args.join(' ')).not.toBe(0);
+      expect(r.stderr.trimEnd().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).toMatch(said);
+    }
+    expect((await okJson<Node>(['node', 'show', 'node7'], { config: piConfig })).location?.city).toBe('Princeton, NJ');
+    expect(await ok(['node', 'location', 'node7', '--clear'], { config: piConfig })).toBe('node node7.princeton.edu has no location now\n');
+    expect((await okJson<Node>(['node', 'location', 'node7', '--clear'], { config: piConfig })).location).toBeNull();
+    expect(await ok(['node', 'show', 'node7'], { config: piConfig })).toMatch(/^location:\s+-$/m);
+  });
+
   it('node revoke-key ends a node key at once', async () => {
     const token = await okJson<EnrollmentToken>(['site', 'token', 'princeton'], { config: piConfig });
     const enrolled = await new PlanetLiteClient({ registry: registry.url }).enroll({

@@ -10,6 +10,16 @@ export function integer(min = 0, max = Number.MAX_SAFE_INTEGER) {
   };
 }
 
+/** A decimal number within [min, max], such as degrees of latitude (-90..90). */
+export function decimal(min: number, max: number) {
+  return (value: string): number => {
+    if (!/^[+-]?(\d+\.?\d*|\.\d+)$/.test(value.trim())) throw new InvalidArgumentError(`must be a decimal number between ${min} and ${max}, e.g. 40.35`);
+    const n = Number(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`must be between ${min} and ${max}`);
+    return n;
+  };
+}
+
 /** Any date Date.parse understands, returned as RFC 3339 UTC. */
 export function timestamp(value: string): string {
   const at = Date.parse(value);

@@ -194,6 +194,7 @@ export function nodeRecord(n: Node): string {
     ['arch', n.capabilities.arch ?? null],
     ['resources', `${n.resources.cpus} cpus, memory ${n.resources.memory_mb} MB, disk ${n.resources.disk_mb} MB`],
     ['port_window', `${n.port_window.first}-${n.port_window.last}`],
+    ['location', n.location ? `${n.location.city} (${n.location.latitude}, ${n.location.longitude})` : null],
     ['front_door', n.front_door ? `port ${n.front_door.port}, host key ${n.front_door.fingerprint}` : null],
     ['last_seen', when(n.last_seen)],
     ['created_at', n.created_at],

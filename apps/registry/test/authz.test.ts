@@ -64,6 +64,11 @@ const cases: Case[] = [
     make: async (w) => ({ method: 'DELETE', url: `/v1/sites/${w.site}/enrollment-tokens/${(await ok(t.app, 201, 'POST', `/v1/sites/${w.site}/enrollment-tokens`, w.admin, {})).id}` }),
   },
   { route: 'POST /v1/nodes/:id/actions', allowed: ['admin', 'pi', 'tech'], make: async () => ({ method: 'POST', url: `/v1/nodes/${await freshNode()}/actions`, body: { action: 'drain' } }) },
+  {
+    route: 'PATCH /v1/nodes/:id',
+    allowed: ['admin', 'pi', 'tech'],
+    make: async () => ({ method: 'PATCH', url: `/v1/nodes/${await freshNode()}`, body: { location: { city: `City ${uniq()}`, latitude: 12.5, longitude: -45.25 } } }),
+  },
   { route: 'DELETE /v1/nodes/:id/key', allowed: ['admin', 'pi', 'tech'], make: async () => ({ method: 'DELETE', url: `/v1/nodes/${await freshNode()}/key` }) },
   { route: 'POST /v1/nodes/:id/key', allowed: ['node'], make: async (w) => ({ method: 'POST', url: `/v1/nodes/${w.ids.node}/key` }) },
   { route: 'GET /v1/nodes', allowed: USERS, make: async () => ({ method: 'GET', url: '/v1/nodes' }) },

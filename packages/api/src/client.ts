@@ -162,6 +162,8 @@ export class PlanetLiteClient {
     return this.request<{ nodes: S.Node[] }>('GET', '/v1/nodes', { query: { site: query.site, all: query.all ? 'true' : undefined } }).then((r) => r.nodes);
   }
   getNode(id: string) { return this.request<S.Node>('GET', `/v1/nodes/${enc(id)}`); }
+  /** Sets where a node stands, or clears it with location: null (its site's tech or pi, admin). */
+  updateNode(id: string, body: S.NodePatch) { return this.request<S.Node>('PATCH', `/v1/nodes/${enc(id)}`, { body }); }
   /** drain, undrain or decommission a node (its site's tech or pi, admin). */
   nodeAction(id: string, action: S.NodeAction['action'], opts: { force?: boolean } = {}) {
     return this.request<S.Node>('POST', `/v1/nodes/${enc(id)}/actions`, { body: { action, ...(opts.force ? { force: true } : {}) } });

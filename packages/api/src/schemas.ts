@@ -177,6 +177,22 @@ export const FrontDoor = Type.Object(
   { title: 'FrontDoor' },
 );
 export type FrontDoor = Static<typeof FrontDoor>;
+/** Where a node stands, as its site says: a city and WGS 84 coordinates (the admin's map draws it). */
+export const NodeLocation = Type.Object(
+  {
+    city: Type.String({ minLength: 1, maxLength: 100, pattern: '^(?!\\s)(?!.*\\s$)[^\\u0000-\\u001f\\u007f-\\u009f]+$', description: 'printable characters: no control characters, no space at either end' }),
+    latitude: Type.Number({ minimum: -90, maximum: 90, description: 'degrees north (south negative)' }),
+    longitude: Type.Number({ minimum: -180, maximum: 180, description: 'degrees east (west negative)' }),
+  },
+  { ...Strict, title: 'NodeLocation' },
+);
+export type NodeLocation = Static<typeof NodeLocation>;
+/** What a node's site (its tech or pi) or an admin may change of a node. */
+export const NodePatch = Type.Object(
+  { location: Type.Optional(Nullable(NodeLocation)) },
+  { ...Strict, minProperties: 1, description: 'location: null clears it' },
+);
+export type NodePatch = Static<typeof NodePatch>;
 export const Node = Type.Object(
   {
     id: Uuid,
@@ -200,6 +216,8 @@ export const Node = Type.Object(
     free_ports: Type.Optional(Type.Integer({ description: 'ports of its port_window no sliver holds yet' })),
     /** The ssh front door as the node last reported it; null: none. */
     front_door: Nullable(FrontDoor),
+    /** Set by its site or an admin (PATCH /v1/nodes/{id}); null: not said. */
+    location: Nullable(NodeLocation),
   },
   { title: 'Node' },
 );

@@ -1,10 +1,11 @@
 // node ls|show: the machines the testbed offers to run slivers on (images: image.ts); and what a
-// site's tech or pi does with them: drain, undrain, decommission, revoke-key.
+// site's tech or pi does with them: location, drain, undrain, decommission, revoke-key.
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import type { Node, NodeAction } from '@planetlite/api';
 import type { Context } from '../context.js';
 import { CliError } from '../errors.js';
+import { decimal } from '../parse.js';
 import { resolveNodeId } from '../resolve.js';
 import { nodeRecord, nodeTable } from '../render.js';
 
@@ -57,6 +58,28 @@ export function registerNode(program: Command, ctx: Context): void {
     .action(async (ref: string) => {
       const client = await ctx.client();
       ctx.emit(await client.getNode(await resolveNodeId(client, ref)), nodeRecord);
+    });
+
+  node
+    .command('location')
+    .description("set where a node stands (the admin's map in the dashboard draws it), or --clear it (its site's tech or pi, admin)")
+    .argument('<node>', 'node id or hostname')
+    .option('--city <name>', 'city or place, as people would name it (1-100 characters)')
+    .option('--lat <degrees>', 'latitude in decimal degrees, north positive (-90 to 90)', decimal(-90, 90))
+    .option('--lon <degrees>', 'longitude in decimal degrees, east positive (-180 to 180)', decimal(-180, 180))
+    .option('--clear', 'remove the location')
+    .addHelpText('after', '\nExamples:\n  planetlite node location node1.princeton.test --city "Princeton, NJ" --lat 40.3573 --lon -74.6672\n  planetlite node location node1.princeton.test --clear')
+    .action(async (ref: string, opts: { city?: string; lat?: number; lon?: number; clear?: boolean }) => {
+      const given = [opts.city, opts.lat, opts.lon].filter((v) => v !== undefined).length;
+      if (opts.clear && given > 0) throw new CliError('give either --clear or --city, --lat and --lon, not both');
+      if (!opts.clear && given < 3) throw new CliError('give --city, --lat and --lon together (e.g. --city "Princeton, NJ" --lat 40.3573 --lon -74.6672), or --clear');
+      const city = opts.city?.trim();
+      if (!opts.clear && (!city || city.length > 100 || /[\u0000-\u001f\u007f-\u009f]/.test(city))) throw new CliError('--city must be 1 to 100 printable characters');
+      const location = opts.clear ? null : { city: city!, latitude: opts.lat!, longitude: opts.lon! };
+      const { node: n, client } = await nodeOf(ctx, ref);
+      ctx.emit(await client.updateNode(n.id, { location }), (r) => r.location
+        ? `node ${r.hostname} is at ${r.location.city} (${r.location.latitude}, ${r.location.longitude})`
+        : `node ${r.hostname} has no location now`);
     });
 
   for (const [action, what] of [

@@ -20,6 +20,7 @@ export function toNode(r: Row): S.Node {
     key_revoked_at: isoOrNull(r.key_revoked_at),
     ...(r.sliver_count !== undefined ? { slivers: Number(r.sliver_count), free_ports: (r.port_last as number) - (r.port_first as number) + 1 - Number(r.ports_used) } : {}),
     front_door: r.front_door ? json<S.FrontDoor>(r.front_door) : null,
+    location: r.location ? json<S.NodeLocation>(r.location) : null,
   };
 }
 
@@ -93,6 +94,11 @@ export async function revokeKeys(q: Queryable, id: string): Promise<S.Node | nul
 export async function setAdminState(q: Queryable, id: string, state: S.Node['admin_state']): Promise<S.Node> {
   const { rows } = await q.query('UPDATE nodes SET admin_state = $2 WHERE id = $1 RETURNING *', [id, state]);
   return toNode(rows[0]!);
+}
+
+/** Sets or clears (null) where the node stands. */
+export async function setNodeLocation(q: Queryable, id: string, location: S.NodeLocation | null): Promise<void> {
+  await q.query('UPDATE nodes SET location = $2::jsonb WHERE id = $1', [id, location && JSON.stringify(location)]);
 }
 
 export async function lockNodeByHostname(q: Queryable, hostname: string): Promise<{ id: string; site: string } | null> {

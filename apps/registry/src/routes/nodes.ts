@@ -2,11 +2,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
 import { AppError } from '@planetlite/core';
-import { EnrollRequest, EnrollResponse, Node, NodeAction, NodeListQuery } from '@planetlite/api';
+import { EnrollRequest, EnrollResponse, Node, NodeAction, NodeListQuery, NodePatch } from '@planetlite/api';
 import { requireUser, requireUserOrNode } from '../plugins/auth.js';
 import { findNode, listNodes } from '../repositories/nodes.js';
 import { enrollNode } from '../services/enrollment.js';
-import { actOnNode, revokeNodeKey } from '../services/node-lifecycle.js';
+import { actOnNode, patchNode, revokeNodeKey } from '../services/node-lifecycle.js';
 import { answers, bearer, IdParams } from './common.js';
 
 export const nodeRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -42,6 +42,17 @@ export const nodeRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (!node) throw new AppError('not_found', `node ${req.params.id} not found`);
     return node;
   });
+
+  app.patch('/v1/nodes/:id', {
+    schema: {
+      tags: ['nodes'],
+      summary: "Set where a node stands, {location: {city, latitude, longitude}}, or clear it with {location: null} (its site's tech or pi, admin); answers the node",
+      security: bearer,
+      params: IdParams,
+      body: NodePatch,
+      response: answers({ 200: Node }),
+    },
+  }, async (req) => patchNode(ctx, requireUser(req), req.params.id, req.body));
 
   app.post('/v1/nodes/:id/actions', {
     schema: {

@@ -2,9 +2,9 @@
 // down through the desired state, then the key revoked; the record stays for history), and its keys:
 // revocation, and rotation without losing contact.
 import { AppError } from '@planetlite/core';
-import type { Node, NodeAction, NodeKey } from '@planetlite/api';
+import type { Node, NodeAction, NodeKey, NodePatch } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
-import { findNode, promoteNextKey, revokeKeys, setAdminState, setNextKey } from '../repositories/nodes.js';
+import { findNode, promoteNextKey, revokeKeys, setAdminState, setNextKey, setNodeLocation } from '../repositories/nodes.js';
 import { countSliversOn, deleteSliver, lockSliversOfNode, markNodeSliversDeleting } from '../repositories/slivers.js';
 import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { hasSiteRole, type UserPrincipal } from './authz.js';
@@ -98,6 +98,21 @@ export async function finishDecommission(q: Queryable, changes: Changes, id: str
   await revokeKeys(q, id);
   changes.touch(id);
   await changes.record(q, { type: 'node.decommissioned', node: id, data: { hostname: node.hostname } });
+}
+
+/**
+ * Changes what a node's site says about it (its location; null clears it): the site's tech or pi,
+ * or an admin. Answers the node as it is now; a change is an event, so that open pages redraw.
+ */
+export async function patchNode(deps: ChangeDeps, me: UserPrincipal, id: string, patch: NodePatch): Promise<Node> {
+  return withChanges(deps, async (q, changes) => {
+    const node = await lockNode(q, id);
+    requireNodeAdmin(me, node, 'set the location of');
+    if (patch.location === undefined || JSON.stringify(node.location) === JSON.stringify(patch.location)) return (await findNode(q, id))!;
+    await setNodeLocation(q, id, patch.location);
+    await changes.record(q, { type: 'node.located', node: id, data: { hostname: node.hostname, location: patch.location, by: me.email } });
+    return (await findNode(q, id))!;
+  });
 }
 
 /** Revokes a node's key at once (tech, pi, admin); the node must enroll again with a new token. */

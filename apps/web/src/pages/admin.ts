@@ -1,6 +1,6 @@
 // The testbed admin's pages: sites and quotas, all nodes, images, the event log with filters, and
 // the watchdog's resets with their figures.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import type { Image, Node, Site, User } from '@planetlite/api/browser';
 import { api } from '../api.js';
 import { bytes, ErrorNote, field, html, Loading, SortTable, useAction, useLoad, when, type Column } from '../ui.js';
@@ -49,7 +49,14 @@ function Sites() {
 
 function AllNodes() {
   const nodes = useLiveNodes();
-  return html`<${ErrorNote} error=${nodes.error} />${nodes.data ? html`<${SortTable} rows=${nodes.data} columns=${nodeColumns()} rowKey=${(n: Node) => n.id} caption="All nodes" filterLabel="Filter nodes" empty="No node is enrolled yet." />` : html`<${Loading} />`}`;
+  // The world outline and its drawing are not part of the first load: they come with this page.
+  const [map, setMap] = useState<typeof import('../map.js') | null>(null);
+  const [mapError, setMapError] = useState<unknown>(null);
+  useEffect(() => void import('../map.js').then(setMap, setMapError), []);
+  const Map = map?.NodeMap;
+  return html`<${ErrorNote} error=${nodes.error ?? mapError} />
+    ${nodes.data && Map ? html`<${Map} nodes=${nodes.data} />` : nodes.error || mapError ? null : html`<${Loading} />`}
+    ${nodes.data ? html`<${SortTable} rows=${nodes.data} columns=${nodeColumns()} rowKey=${(n: Node) => n.id} caption="All nodes" filterLabel="Filter nodes" empty="No node is enrolled yet." />` : html`<${Loading} />`}`;
 }
 
 function Images() {

@@ -43,9 +43,46 @@ function SiteView({ me, site }: { me: User; site: string }) {
     <section aria-labelledby="site-nodes"><h2 id="site-nodes">Nodes</h2>
       <${ErrorNote} error=${nodes.error} />
       ${nodes.data ? html`<${SortTable} rows=${nodes.data} rowKey=${(n: Node) => n.id} caption="Nodes of the site" filterLabel="Filter nodes"
-        columns=${nodeColumns(manage ? [{ key: 'do', label: 'Action', value: () => '', render: (n: Node) => html`<${DrainButton} node=${n} onDone=${nodes.reload} />` } as Column<Node>] : [])}
+        columns=${nodeColumns(manage ? [
+          { key: 'where', label: 'Location', value: (n: Node) => n.location?.city ?? '', render: (n: Node) => html`<${LocationEditor} node=${n} onDone=${nodes.reload} />` } as Column<Node>,
+          { key: 'do', label: 'Action', value: () => '', render: (n: Node) => html`<${DrainButton} node=${n} onDone=${nodes.reload} />` } as Column<Node>,
+        ] : [])}
         empty="No node yet. Make an enrollment token above and run its command on the machine; the node shows up here as soon as it enrolls." />` : html`<${Loading} />`}
     </section>`;
+}
+
+/** Where the node stands (the admin's map draws it): set, change or clear. */
+function LocationEditor({ node, onDone }: { node: Node; onDone: () => void }) {
+  const [open, setOpen] = useState(false);
+  const [form, setForm] = useState({ city: node.location?.city ?? '', lat: String(node.location?.latitude ?? ''), lon: String(node.location?.longitude ?? '') });
+  const action = useAction();
+  const id = `loc-${node.id.slice(0, 8)}`;
+  const save = async (e: Event) => {
+    e.preventDefault();
+    const location = { city: form.city.trim(), latitude: Number(form.lat), longitude: Number(form.lon) };
+    if (await action.run(() => api.updateNode(node.id, { location }))) {
+      setOpen(false);
+      onDone();
+    }
+  };
+  const clear = () => void action.run(() => api.updateNode(node.id, { location: null })).then((done) => {
+    if (done) {
+      setForm({ city: '', lat: '', lon: '' });
+      setOpen(false);
+      onDone();
+    }
+  });
+  const set = (k: keyof typeof form) => (e: Event) => setForm((f) => ({ ...f, [k]: field(e) }));
+  return html`${node.location ? html`<span>${node.location.city}</span> ` : html`<span class="muted">not set</span> `}
+    <button type="button" class="small" aria-expanded=${open} aria-controls=${id} onClick=${() => setOpen(!open)}>${node.location ? 'Change' : 'Set'} location<span class="sr-only"> of ${node.hostname}</span></button>
+    ${open ? html`<form id=${id} class="location-form" onSubmit=${save} aria-label=${`Location of ${node.hostname}`}>
+      <p><label for=${`${id}-city`}>City</label><input id=${`${id}-city`} required maxlength="100" value=${form.city} onInput=${set('city')} /></p>
+      <p><label for=${`${id}-lat`}>Latitude (−90 to 90, north positive)</label><input id=${`${id}-lat`} type="number" step="any" min="-90" max="90" required value=${form.lat} onInput=${set('lat')} /></p>
+      <p><label for=${`${id}-lon`}>Longitude (−180 to 180, east positive)</label><input id=${`${id}-lon`} type="number" step="any" min="-180" max="180" required value=${form.lon} onInput=${set('lon')} /></p>
+      <p><button type="submit" class="primary small" disabled=${action.busy}>Save location</button>
+        ${node.location ? html`<button type="button" class="small" disabled=${action.busy} onClick=${clear}>Clear location</button>` : null}</p>
+    </form>` : null}
+    <${ErrorNote} error=${action.error} />`;
 }
 
 function DrainButton({ node, onDone }: { node: Node; onDone: () => void }) {
