@@ -58,6 +58,7 @@ interface Entry extends FrontDoorEntry {
 interface Admitted {
   source: string;
   socket: Socket;
+  at: number;
   /** Ends its pending state (logged in, or closed); idempotent. */
   settle(): void;
 }
@@ -80,7 +81,9 @@ export class FrontDoorServer {
     this.#o = opts;
     this.#ssh = new ssh2.Server({ hostKeys: [opts.hostKey], ident: 'PlanetLite_front_door' }, (conn, info) => this.#connection(conn, info.ip, info.port));
     this.#ssh.on('error', (err: Error) => opts.log.warn({ err: err.message }, 'front door server error'));
-    this.#tcp = createServer((socket) => this.#admit(socket));
+    // No Nagle: a login is a dozen small request/answer packets, each otherwise held for the
+    // peer's delayed ACK (about 40 ms a round).
+    this.#tcp = createServer({ noDelay: true }, (socket) => this.#admit(socket));
   }
 
   /** The slivers users may enter, from the agent's desired state and ledger. */
@@ -144,12 +147,16 @@ export class FrontDoorServer {
       settle();
       this.#sockets.delete(socket);
     });
-    this.#admitted.set(key, { source, socket, settle });
+    this.#admitted.set(key, { source, socket, settle, at: performance.now() });
     this.#ssh.injectSocket(socket);
   }
 
   #connection(conn: Connection, source: string, port: number): void {
     const admitted = this.#admitted.get(`${source}:${port}`);
+    const t0 = admitted?.at ?? performance.now();
+    const ph: Record<string, number> = {};
+    const mark = (k: string) => (ph[k] ??= Math.round(performance.now() - t0));
+    conn.on('handshake', (neg) => { mark('kex'); ph.cipher = neg.cs.cipher as unknown as number; });
     const settle = () => admitted?.settle();
     let upstream: ssh2.Client | null = null;
     conn.on('error', (err: Error) => this.#o.log.debug({ source, err: err.message }, 'front door connection error'));
@@ -158,21 +165,23 @@ export class FrontDoorServer {
       upstream?.end();
     });
     conn.on('authentication', (ctx) => {
-      void this.#authenticate(ctx, source, conn).then((login) => {
+      mark('auth_start'); mark(`auth_${ctx.method}${ctx.method === 'publickey' ? (ctx.signature ? '_signed' : '_query') : ''}`);
+      void this.#authenticate(ctx, source, conn, mark).then((login) => {
         if (!login) return;
+        mark('sliver_ready');
         upstream = login.upstream;
         settle();
         this.#failures.forget(source);
         this.#o.onLogin(login.event);
         this.#o.log.info({ ...login.event }, 'login');
-        conn.once('ready', () => this.#relay(conn, login.upstream, login.entry));
+        conn.once('ready', () => { mark('ready'); this.#relay(conn, login.upstream, login.entry, () => { mark('channel'); this.#o.log.info({ ph }, 'phases'); }); });
         ctx.accept();
       });
     });
   }
 
   /** The login and the sliver's sshd connection, or null when refused (already answered). */
-  async #authenticate(ctx: AuthContext, source: string, conn: Connection): Promise<{ entry: Entry; upstream: ssh2.Client; event: LoginEvent } | null> {
+  async #authenticate(ctx: AuthContext, source: string, conn: Connection, mark: (k: string) => void): Promise<{ entry: Entry; upstream: ssh2.Client; event: LoginEvent } | null> {
     const refuse = async () => {
       const delay = this.#failures.fail(source);
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
@@ -198,8 +207,9 @@ export class FrontDoorServer {
       return null;
     }
     if (key.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return refuse();
+    mark('auth_ok');
     const user = root ? 'root' : slice;
-    const upstream = await this.#connectSliver(entry, user, conn).catch((err: unknown) => {
+    const upstream = await this.#connectSliver(entry, user, conn, mark).catch((err: unknown) => {
       this.#o.log.warn({ slice, sliver: entry.sliver, err: err instanceof Error ? err.message : String(err) }, 'the sliver does not answer ssh');
       return null;
     });
@@ -211,9 +221,11 @@ export class FrontDoorServer {
     return { entry, upstream, event };
   }
 
-  #connectSliver(entry: Entry, user: string, conn: Connection): Promise<ssh2.Client> {
+  #connectSliver(entry: Entry, user: string, conn: Connection, mark: (k: string) => void): Promise<ssh2.Client> {
     return new Promise((resolve, reject) => {
       const c = new ssh2.Client();
+      c.on('connect', () => { mark('up_tcp'); c.setNoDelay(true); });
+      c.on('handshake', () => mark('up_kexinit'));
       c.once('ready', () => resolve(c));
       c.once('error', reject);
       c.on('error', () => {});
@@ -236,9 +248,9 @@ export class FrontDoorServer {
   }
 
   /** Every channel the user opens goes to the sliver's sshd through one upstream connection. */
-  #relay(conn: Connection, upstream: ssh2.Client, entry: Entry): void {
+  #relay(conn: Connection, upstream: ssh2.Client, entry: Entry, opened: () => void): void {
     upstream.on('close', () => conn.end());
-    conn.on('session', (accept) => this.#session(accept(), upstream));
+    conn.on('session', (accept) => this.#session(accept(), upstream, opened));
     conn.on('tcpip', (accept, reject, info) => {
       upstream.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, up) => {
         if (err) return reject();
@@ -249,7 +261,7 @@ export class FrontDoorServer {
     this.#o.log.debug({ slice: entry.slice }, 'relaying');
   }
 
-  #session(session: Session, upstream: ssh2.Client): void {
+  #session(session: Session, upstream: ssh2.Client, opened: () => void): void {
     let pty: PseudoTtyInfo | null = null;
     let agent = false;
     session.on('auth-agent', (accept) => {
@@ -287,6 +299,7 @@ export class FrontDoorServer {
           return;
         }
         up = ch;
+        opened();
         splice(down, ch);
       });
     };
