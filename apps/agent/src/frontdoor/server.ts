@@ -171,10 +171,15 @@ export class FrontDoorServer {
 
   #connection(conn: Connection, source: string, port: number): void {
     const admitted = this.#admitted.get(`${source}:${port}`);
+    // Milliseconds from the TCP accept to each step of the login (logged at debug): where a
+    // slow login spends its time (docs/benchmarks.md has a breakdown).
     const t0 = admitted?.at ?? performance.now();
-    const ph: Record<string, number> = {};
-    const mark = (k: string) => (ph[k] ??= Math.round(performance.now() - t0));
-    conn.on('handshake', (neg) => { mark('kex'); ph.cipher = neg.cs.cipher as unknown as number; });
+    const phases: Record<string, number | string> = {};
+    const mark = (step: string) => void (phases[step] ??= Math.round(performance.now() - t0));
+    conn.on('handshake', (negotiated) => {
+      mark('kex');
+      phases.cipher = negotiated.cs.cipher;
+    });
     const settle = () => admitted?.settle();
     let upstream: ssh2.Client | null = null;
     conn.on('error', (err: Error) => this.#o.log.debug({ source, err: err.message }, 'front door connection error'));
@@ -185,7 +190,7 @@ export class FrontDoorServer {
       upstream?.end();
     });
     conn.on('authentication', (ctx) => {
-      mark('auth_start'); mark(`auth_${ctx.method}${ctx.method === 'publickey' ? (ctx.signature ? '_signed' : '_query') : ''}`);
+      mark(`auth_${ctx.method}${ctx.method === 'publickey' ? (ctx.signature ? '_signed' : '_query') : ''}`);
       void this.#authenticate(ctx, source, conn, mark).then((login) => {
         if (!login) return;
         mark('sliver_ready');
@@ -196,7 +201,14 @@ export class FrontDoorServer {
         this.#failures.forget(source);
         this.#o.onLogin(login.event);
         this.#o.log.info({ ...login.event }, 'login');
-        conn.once('ready', () => { mark('ready'); this.#relay(conn, login.upstream, login.entry, () => { mark('channel'); this.#o.log.info({ ph }, 'phases'); }); });
+        conn.once('ready', () => {
+          mark('ready');
+          this.#relay(conn, login.upstream, login.entry, () => {
+            if (phases.channel !== undefined) return;
+            mark('channel');
+            this.#o.log.debug({ slice: login.event.slice, ms: phases }, 'login phases');
+          });
+        });
         ctx.accept();
       });
     });
@@ -277,7 +289,8 @@ export class FrontDoorServer {
     });
   }
 
-  /** Every channel the user opens goes to the sliver's sshd through one upstream connection. */
+  /** Every channel the user opens goes to the sliver's sshd through one upstream connection;
+   * opened() is called as each one opens there (the first ends the login's timing). */
   #relay(conn: Connection, upstream: ssh2.Client, entry: Entry, opened: () => void): void {
     upstream.on('close', () => conn.end());
     conn.on('session', (accept) => this.#session(accept(), upstream, opened));
