@@ -83,6 +83,7 @@ try {
 
   const q = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
   const ms = (x: number) => x.toFixed(0);
+  const moreOrLess = (d: number) => (d >= 0 ? `${ms(d)} ms more` : `${ms(-d)} ms less`);
   const mbs = (xs: number[]) => Math.max(...xs).toFixed(1);
   const [door, port] = Object.keys(paths) as [string, string];
   const lines = [
@@ -94,7 +95,7 @@ try {
     '|---|---:|---:|---:|---:|',
     ...Object.keys(paths).map((n) => `| ${n} | ${ms(q(setup[n]!, 0.5))} | ${ms(q(setup[n]!, 0.9))} | ${mbs(scp[n]!.up)} | ${mbs(scp[n]!.down)} |`),
     '',
-    `Set-up: front door ${ms(q(setup[door]!, 0.5) - q(setup[port]!, 0.5))} ms more at the median (target ≤ 50 ms). ` +
+    `Set-up: front door ${moreOrLess(q(setup[door]!, 0.5) - q(setup[port]!, 0.5))} at the median (target ≤ 50 ms more). ` +
       `Throughput: ${((100 * Math.max(...scp[door]!.up)) / Math.max(...scp[port]!.up)).toFixed(0)} % up and ${((100 * Math.max(...scp[door]!.down)) / Math.max(...scp[port]!.down)).toFixed(0)} % down of the forwarded port's (target ≥ 90 %). ` +
       `Front door process CPU: ${(doorCpu.up / (2 * MIB)).toFixed(1)} ms/MiB up, ${(doorCpu.down / (2 * MIB)).toFixed(1)} ms/MiB down. Load average at the start: ${loadAtStart}.`,
     '',
