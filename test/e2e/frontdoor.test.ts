@@ -63,6 +63,16 @@ describe('the front door', () => {
     expect(r).toMatchObject({ code: 3, stdout: `${ONE}\n1000\n`, stderr: 'oops\n' });
   });
 
+  it('speaks AES with OpenSSH, and refuses a client that offers only chacha20-poly1305', async () => {
+    const r = await tool('ssh', ['-v', `${ONE}@${node.publicAddress}`, 'true']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/kex: client->server cipher: aes128-(ctr|gcm@openssh\.com) /);
+    expect((await tool('ssh', ['-c', 'aes128-gcm@openssh.com', `${ONE}@${node.publicAddress}`, 'true'])).code).toBe(0);
+    const chacha = await tool('ssh', ['-o', 'LogLevel=INFO', '-c', 'chacha20-poly1305@openssh.com', `${ONE}@${node.publicAddress}`, 'true']);
+    expect(chacha.code).toBe(255);
+    expect(chacha.stderr).toContain('no matching cipher found');
+  });
+
   it('lets root+SLICE in as the sliver\'s root', async () => {
     expect((await ssh(`root+${ONE}`, 'id -u; cat /etc/slicename')).stdout).toBe(`0\n${ONE}\n`);
   });
