@@ -68,6 +68,7 @@ interface Entry extends FrontDoorEntry {
 interface Admitted {
   source: string;
   socket: Socket;
+  /** When it was accepted (performance.now()): the start of the login's timing. */
   at: number;
   /** Ends its pending state (logged in, or closed); idempotent. */
   settle(): void;
@@ -112,10 +113,6 @@ export class FrontDoorServer {
     this.#spares.retain(entries);
   }
 
-  /** Logins to slivers kept ahead of users (for tests and the log). */
-  get spares(): number {
-    return this.#spares.size;
-  }
 
   listen(port: number, host: string): Promise<number> {
     return new Promise((resolve, reject) => {
