@@ -63,6 +63,16 @@ describe('the front door', () => {
     expect(r).toMatchObject({ code: 3, stdout: `${ONE}\n1000\n`, stderr: 'oops\n' });
   });
 
+  it('speaks AES with OpenSSH, and refuses a client that offers only chacha20-poly1305', async () => {
+    const r = await tool('ssh', ['-v', `${ONE}@${node.publicAddress}`, 'true']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/kex: client->server cipher: aes128-(ctr|gcm@openssh\.com) /);
+    expect((await tool('ssh', ['-c', 'aes128-gcm@openssh.com', `${ONE}@${node.publicAddress}`, 'true'])).code).toBe(0);
+    const chacha = await tool('ssh', ['-o', 'LogLevel=INFO', '-c', 'chacha20-poly1305@openssh.com', `${ONE}@${node.publicAddress}`, 'true']);
+    expect(chacha.code).toBe(255);
+    expect(chacha.stderr).toContain('no matching cipher found');
+  });
+
   it('lets root+SLICE in as the sliver\'s root', async () => {
     expect((await ssh(`root+${ONE}`, 'id -u; cat /etc/slicename')).stdout).toBe(`0\n${ONE}\n`);
   });
@@ -144,6 +154,40 @@ describe('the front door', () => {
     expect((await ssh(TWO, 'cat /etc/slicename')).stdout).toBe(`${TWO}\n`);
     expect((await ssh(ONE, 'cat /etc/slicename')).stdout).toBe(`${ONE}\n`);
   });
+
+  it('gives every login its own node connection to its own sliver, keeps one ahead, and none to a deleted sliver', async () => {
+    // $SSH_CONNECTION in the sliver: the node's end (address, port) and the sliver's address.
+    const where = async (user: string) => {
+      const r = await ssh(user, 'cat /etc/slicename; echo $SSH_CONNECTION');
+      const [slice, conn] = r.stdout.trim().split('\n');
+      const [, port, address] = (conn ?? '').split(' ');
+      return { slice, port, address };
+    };
+    // Logins of two slices (and root) at once, each twice: spares are being taken and made meanwhile.
+    const users = [ONE, TWO, `root+${ONE}`, ONE, TWO, `root+${ONE}`];
+    const seen = await Promise.all(users.map(where));
+    expect(seen.map((s) => s.slice)).toEqual(users.map((u) => u.replace('root+', '')));
+    const addressOf = (slice: string) => new Set(seen.filter((s) => s.slice === slice).map((s) => s.address));
+    const [one, two] = [addressOf(ONE), addressOf(TWO)];
+    expect([one.size, two.size]).toEqual([1, 1]);
+    expect([...one][0]).not.toBe([...two][0]);
+    // No two logins shared the node's connection into a sliver.
+    expect(new Set(seen.map((s) => s.port)).size).toBe(users.length);
+
+    /** The front door's connections to a sliver's sshd, seen from the node. */
+    const kept = (address: string) =>
+      new Promise<number>((resolve) =>
+        execFile('ip', ['netns', 'exec', node.ns, 'ss', '-Htn', 'state', 'established', 'dst', `${address}:22`], { encoding: 'utf8' }, (_e, out) => resolve(out.trim() ? out.trim().split('\n').length : 0)),
+      );
+    // One login into each sliver waits ahead of the next user (all logins above have ended).
+    await until('one spare login per sliver and account', async () => ((await kept([...one][0]!)) === 2 && (await kept([...two][0]!)) === 1) || null, 20_000);
+
+    const sliver = (await node.admin.listSlivers(TWO))[0]!;
+    await node.admin.deleteSliver(sliver.id);
+    await until('the spare into the deleted sliver closed', async () => (await kept([...two][0]!)) === 0 || null, 60_000);
+    await until('the deleted sliver refused', async () => (await ssh(TWO, 'true')).code === 255 || null, 60_000);
+    expect((await where(ONE)).slice).toBe(ONE);
+  }, 180_000);
 
   it('lets a member\'s new key in within seconds of its being added', async () => {
     const added = join(node.dir, 'added');

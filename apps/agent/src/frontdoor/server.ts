@@ -7,6 +7,7 @@ import type { Duplex } from 'node:stream';
 import ssh2 from 'ssh2';
 import type { AuthContext, ClientChannel, Connection, ParsedKey, PseudoTtyInfo, ServerChannel, Session } from 'ssh2';
 import { fingerprintOf } from './keys.js';
+import { Spares, type SliverLogin, type SpareKey } from './spares.js';
 import { FailureCounter } from './throttle.js';
 
 /** One sliver the front door can let users into. */
@@ -47,6 +48,15 @@ export interface FrontDoorServerOptions {
   maxPending?: number;
 }
 
+/**
+ * Ciphers both legs offer: AES (GCM, then CTR), which Node runs with the CPU's AES instructions.
+ * Not chacha20-poly1305, OpenSSH's first choice: without ssh2's optional native module its
+ * Poly1305 runs in WebAssembly and the front door spent twice the CPU per byte (measured:
+ * 1.25 s against 0.58 s for a 64 MiB scp upload). OpenSSH then picks aes128-ctr with
+ * hmac-sha2-256-etm, about as cheap here as aes128-gcm.
+ */
+const CIPHERS = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr'] as ssh2.CipherAlgorithm[];
+
 // A refused user reads ssh's own 'Permission denied (publickey).': the same for an unknown
 // slice, a key that is no member's and a slice with no sliver here, so it tells an attacker nothing.
 
@@ -58,6 +68,8 @@ interface Entry extends FrontDoorEntry {
 interface Admitted {
   source: string;
   socket: Socket;
+  /** When it was accepted (performance.now()): the start of the login's timing. */
+  at: number;
   /** Ends its pending state (logged in, or closed); idempotent. */
   settle(): void;
 }
@@ -75,12 +87,15 @@ export class FrontDoorServer {
   /** Admitted sockets by `address:port`, until ssh2 reports them as a connection. */
   readonly #admitted = new Map<string, Admitted>();
   readonly #sockets = new Set<Socket>();
+  readonly #spares = new Spares((key) => this.#connectSliver(key));
 
   constructor(opts: FrontDoorServerOptions) {
     this.#o = opts;
-    this.#ssh = new ssh2.Server({ hostKeys: [opts.hostKey], ident: 'PlanetLite_front_door' }, (conn, info) => this.#connection(conn, info.ip, info.port));
+    this.#ssh = new ssh2.Server({ hostKeys: [opts.hostKey], ident: 'PlanetLite_front_door', algorithms: { cipher: CIPHERS } }, (conn, info) => this.#connection(conn, info.ip, info.port));
     this.#ssh.on('error', (err: Error) => opts.log.warn({ err: err.message }, 'front door server error'));
-    this.#tcp = createServer((socket) => this.#admit(socket));
+    // No Nagle: a login is a dozen small request/answer packets, each otherwise held for the
+    // peer's delayed ACK (about 40 ms a round).
+    this.#tcp = createServer({ noDelay: true }, (socket) => this.#admit(socket));
   }
 
   /** The slivers users may enter, from the agent's desired state and ledger. */
@@ -95,7 +110,9 @@ export class FrontDoorServer {
       table.set(e.slice, { ...e, parsed });
     }
     this.#table = table;
+    this.#spares.retain(entries);
   }
+
 
   listen(port: number, host: string): Promise<number> {
     return new Promise((resolve, reject) => {
@@ -110,6 +127,7 @@ export class FrontDoorServer {
   }
 
   async close(): Promise<void> {
+    this.#spares.close();
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((resolve) => this.#tcp.close(() => resolve()));
   }
@@ -144,35 +162,57 @@ export class FrontDoorServer {
       settle();
       this.#sockets.delete(socket);
     });
-    this.#admitted.set(key, { source, socket, settle });
+    this.#admitted.set(key, { source, socket, settle, at: performance.now() });
     this.#ssh.injectSocket(socket);
   }
 
   #connection(conn: Connection, source: string, port: number): void {
     const admitted = this.#admitted.get(`${source}:${port}`);
+    // Milliseconds from the TCP accept to each step of the login (logged at debug): where a
+    // slow login spends its time (docs/benchmarks.md has a breakdown).
+    const t0 = admitted?.at ?? performance.now();
+    const phases: Record<string, number | string> = {};
+    const mark = (step: string) => void (phases[step] ??= Math.round(performance.now() - t0));
+    conn.on('handshake', (negotiated) => {
+      mark('kex');
+      phases.cipher = negotiated.cs.cipher;
+    });
     const settle = () => admitted?.settle();
     let upstream: ssh2.Client | null = null;
     conn.on('error', (err: Error) => this.#o.log.debug({ source, err: err.message }, 'front door connection error'));
+    let gone = false;
     conn.on('close', () => {
+      gone = true;
       settle();
       upstream?.end();
     });
     conn.on('authentication', (ctx) => {
-      void this.#authenticate(ctx, source, conn).then((login) => {
+      mark(`auth_${ctx.method}${ctx.method === 'publickey' ? (ctx.signature ? '_signed' : '_query') : ''}`);
+      void this.#authenticate(ctx, source, conn, mark).then((login) => {
         if (!login) return;
+        mark('sliver_ready');
+        // The user left while the sliver's login was being made: it is no one's.
+        if (gone) return void login.upstream.end();
         upstream = login.upstream;
         settle();
         this.#failures.forget(source);
         this.#o.onLogin(login.event);
         this.#o.log.info({ ...login.event }, 'login');
-        conn.once('ready', () => this.#relay(conn, login.upstream, login.entry));
+        conn.once('ready', () => {
+          mark('ready');
+          this.#relay(conn, login.upstream, login.entry, () => {
+            if (phases.channel !== undefined) return;
+            mark('channel');
+            this.#o.log.debug({ slice: login.event.slice, ms: phases }, 'login phases');
+          });
+        });
         ctx.accept();
       });
     });
   }
 
   /** The login and the sliver's sshd connection, or null when refused (already answered). */
-  async #authenticate(ctx: AuthContext, source: string, conn: Connection): Promise<{ entry: Entry; upstream: ssh2.Client; event: LoginEvent } | null> {
+  async #authenticate(ctx: AuthContext, source: string, conn: Connection, mark: (k: string) => void): Promise<{ entry: Entry; upstream: ssh2.Client; event: LoginEvent } | null> {
     const refuse = async () => {
       const delay = this.#failures.fail(source);
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
@@ -190,6 +230,11 @@ export class FrontDoorServer {
     const root = ctx.username.startsWith('root+');
     const slice = root ? ctx.username.slice('root+'.length) : ctx.username;
     const entry = this.#table.get(slice);
+    const user = root ? 'root' : slice;
+    // The node's login to the sliver starts now, beside the user's (it is handed over only once
+    // the user has proved a member's key; at most one is made ahead per sliver and account).
+    const spareKey: SpareKey | null = entry ? { sliver: entry.sliver, address: entry.address, user } : null;
+    if (spareKey) this.#spares.warm(spareKey);
     const key = entry?.parsed.find((k) => k.getPublicSSH().equals(ctx.key.data));
     if (!entry || !key) return refuse();
     // The first ask is whether the key would do; the signed one proves the user holds it.
@@ -198,8 +243,11 @@ export class FrontDoorServer {
       return null;
     }
     if (key.verify(ctx.blob!, ctx.signature, ctx.hashAlgo) !== true) return refuse();
-    const user = root ? 'root' : slice;
-    const upstream = await this.#connectSliver(entry, user, conn).catch((err: unknown) => {
+    mark('auth_ok');
+    const upstream = await this.#spares.take(spareKey!).then((login) => {
+      login.bind(conn);
+      return login.client;
+    }, (err: unknown) => {
       this.#o.log.warn({ slice, sliver: entry.sliver, err: err instanceof Error ? err.message : String(err) }, 'the sliver does not answer ssh');
       return null;
     });
@@ -211,22 +259,25 @@ export class FrontDoorServer {
     return { entry, upstream, event };
   }
 
-  #connectSliver(entry: Entry, user: string, conn: Connection): Promise<ssh2.Client> {
+  #connectSliver(key: SpareKey): Promise<SliverLogin> {
     return new Promise((resolve, reject) => {
       const c = new ssh2.Client();
-      c.once('ready', () => resolve(c));
+      const agent = new UserAgent();
+      c.on('connect', () => c.setNoDelay(true));
+      c.once('ready', () => resolve({ client: c, bind: (owner) => agent.bind(owner as Connection) }));
       c.once('error', reject);
       c.on('error', () => {});
       c.connect({
-        host: entry.address,
+        host: key.address,
         port: 22,
-        username: user,
+        username: key.user,
         privateKey: this.#o.clientKey,
         // Only the node's key logs in; the user's agent (when forwarded) serves the sliver's sshd.
         authHandler: ['publickey'],
+        algorithms: { cipher: CIPHERS },
         // No agentForward here: ssh2 would then ask it for every channel; shell() and exec() ask
         // for it when the user did (forwardAgent).
-        agent: new UserAgent(conn),
+        agent,
         readyTimeout: 15_000,
         keepaliveInterval: 30_000,
         // The sliver's end of a private link on this node: only that sliver can answer there.
@@ -235,10 +286,11 @@ export class FrontDoorServer {
     });
   }
 
-  /** Every channel the user opens goes to the sliver's sshd through one upstream connection. */
-  #relay(conn: Connection, upstream: ssh2.Client, entry: Entry): void {
+  /** Every channel the user opens goes to the sliver's sshd through one upstream connection;
+   * opened() is called as each one opens there (the first ends the login's timing). */
+  #relay(conn: Connection, upstream: ssh2.Client, entry: Entry, opened: () => void): void {
     upstream.on('close', () => conn.end());
-    conn.on('session', (accept) => this.#session(accept(), upstream));
+    conn.on('session', (accept) => this.#session(accept(), upstream, opened));
     conn.on('tcpip', (accept, reject, info) => {
       upstream.forwardOut(info.srcIP, info.srcPort, info.destIP, info.destPort, (err, up) => {
         if (err) return reject();
@@ -249,7 +301,7 @@ export class FrontDoorServer {
     this.#o.log.debug({ slice: entry.slice }, 'relaying');
   }
 
-  #session(session: Session, upstream: ssh2.Client): void {
+  #session(session: Session, upstream: ssh2.Client, opened: () => void): void {
     let pty: PseudoTtyInfo | null = null;
     let agent = false;
     session.on('auth-agent', (accept) => {
@@ -287,6 +339,7 @@ export class FrontDoorServer {
           return;
         }
         up = ch;
+        opened();
         splice(down, ch);
       });
     };
@@ -347,10 +400,10 @@ const forwardAgent = (on: boolean) => (on ? ({ agentForward: true } as object) :
  * channel, so this uses the two internals its own forwardOut() uses (checked with ssh2 1.17).
  */
 class UserAgent extends ssh2.BaseAgent {
-  readonly #conn: Connection;
+  /** The user's connection, once a login takes the sliver connection this agent serves. */
+  #conn: Connection | null = null;
 
-  constructor(conn: Connection) {
-    super();
+  bind(conn: Connection): void {
     this.#conn = conn;
   }
 
@@ -363,6 +416,7 @@ class UserAgent extends ssh2.BaseAgent {
   }
 
   override getStream(cb: (err: Error | undefined, stream?: Duplex) => void): void {
+    if (!this.#conn) return cb(new Error('no user holds this connection yet'));
     const c = this.#conn as unknown as { _chanMgr?: { add(f: unknown): number }; _protocol?: { openssh_authAgent?(id: number, window: number, packet: number): void } };
     if (!c._chanMgr || !c._protocol?.openssh_authAgent) return cb(new Error('agent forwarding is not available with this ssh2'));
     const opened = Object.assign((err: Error | undefined, stream: Duplex) => cb(err, stream), { type: 'auth-agent@openssh.com' });
