@@ -205,9 +205,10 @@ export class Agent {
     this.#watchdog?.start();
     void this.outbox.flush();
     this.#timer = setInterval(() => void this.report(), this.#reportEveryMs);
-    // A limit the kernel refused (memory below what the sliver holds) is tried again until it holds.
+    // A limit the kernel refused (memory below what the sliver holds), or a build that failed for
+    // want of space (the pool or the sliver's disk full), is tried again until it holds.
     this.#limitsTimer = setInterval(() => {
-      if (this.#reconciler?.limitsPending()) this.#again();
+      if (this.#reconciler?.retriesPending()) this.#again();
     }, this.#opts.limitsRetryMs ?? 10_000);
     this.#limitsTimer.unref();
     await this.report();

@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import WebTorrent, { type Torrent, type Wire } from 'webtorrent';
 import { REGISTRY_PEER_ID_PREFIX, trustRegistry, type NodeImage } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
+import { isStorageError } from '@planetlite/storage';
 import { sha256File } from './images.js';
 
 export interface FetchTarget {
@@ -452,7 +453,8 @@ export class ImageFetcher {
     try {
       await this.#o.onReady(target, file);
     } catch (err) {
-      return this.#fail(entry, `import: ${err instanceof Error ? err.message : String(err)}`);
+      // A full pool says so with its code (pool_full); the retry imports again.
+      return this.#fail(entry, `import: ${isStorageError(err) ? `${err.code}: ` : ''}${err instanceof Error ? err.message : String(err)}`);
     }
     entry.state = 'ready';
     entry.error = null;

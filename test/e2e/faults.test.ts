@@ -1,0 +1,207 @@
+// End to end on one node: what the agent does when the node or a sliver runs out of room, injected
+// for real. (1) The node's btrfs pool filled by a file the test preallocates in it (ENOSPC): a new
+// sliver fails with a pool_full error in the API, its neighbour runs on, the ledger and the image
+// index are untouched, and once the file is gone the sliver is built without any new document.
+// (2) An image fetched from the registry, and one imported by hand, into the full pool: both fail
+// with the pool named as full, no partial image is left or used, and both succeed once space is
+// back. (3) A sliver whose own disk is at its quota (EDQUOT) when its slice's keys change: it runs
+// on with its old keys and a sliver_disk_full error, and gets the new keys once it has room.
+// Addresses 198.18.60-69, sliver subnets 10.190-199.0.0/24.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { createReadStream, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { PlanetLiteClient, Sliver } from '@planetlite/api';
+import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
+import { AGENT_BIN } from '../harness/testbed.ts';
+
+let node: OneNode;
+let admin: PlanetLiteClient;
+/** The files that fill the pool, removed again also when a test fails. */
+let fill: string[] = [];
+
+beforeAll(async () => {
+  node = await startOneNode({ site: 'flt', octets: [60, 10], sliverSubnet: (o) => `10.${190 + (o % 10)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
+  ({ admin } = node);
+}, 240_000);
+
+afterAll(async () => {
+  if (node) freePool();
+  await node?.close();
+}, 180_000);
+
+const pool = () => join(node.stateDir, 'pool');
+const seconds = (since: number) => ((Date.now() - since) / 1000).toFixed(1);
+
+/** Preallocates files at the top of the pool until btrfs has no data space left (fallocate
+ * reserves extents without writing them: instant, and the loop file stays sparse). */
+function fillPool(): void {
+  for (const size of ['256M', '32M', '4M', '512K', '64K', '4K']) {
+    for (;;) {
+      const file = join(pool(), `fill-${node.tag}.${fill.length}`);
+      try {
+        execFileSync('fallocate', ['-l', size, file], { stdio: 'ignore' });
+        fill.push(file);
+      } catch {
+        rmSync(file, { force: true });
+        break;
+      }
+    }
+  }
+  execFileSync('btrfs', ['filesystem', 'sync', pool()]);
+}
+
+function freePool(): void {
+  for (const file of fill) rmSync(file, { force: true });
+  fill = [];
+  execFileSync('btrfs', ['filesystem', 'sync', pool()]);
+}
+
+/** Names in a pool folder (images/, slivers/): a *.partial there is an import or root cut short. */
+const poolEntries = (folder: string) => readdirSync(join(pool(), folder)).sort();
+const ledger = () => JSON.parse(readFileSync(join(node.stateDir, 'slivers.json'), 'utf8')) as Array<{ id: string }>;
+const imageIndex = () => readFileSync(join(node.stateDir, 'images.json'), 'utf8');
+
+describe('the node pool full (ENOSPC)', () => {
+  let neighbour: Sliver;
+
+  it('a new sliver fails with pool_full, nothing else is touched, and it is built by itself once space returns', async () => {
+    neighbour = await node.runningSliver('flt_one');
+    const neighbourRecord = ledger().find((r) => r.id === neighbour.id);
+    const images = imageIndex();
+    const imageVolumes = poolEntries('images');
+
+    fillPool();
+    console.log(`pool filled with ${fill.length} preallocated files; df: ${execFileSync('df', ['-h', '--output=size,used,avail', pool()], { encoding: 'utf8' }).split('\n')[1]?.trim()}`);
+    const filledAt = Date.now();
+    await admin.createSlice({ name: 'flt_two', description: 'e2e', url: 'https://example.org', image: 'tiny' });
+    const created = await admin.createSliver('flt_two', node.nodeId);
+    const refused = await until('the sliver to show the full pool', async () => {
+      const s = await admin.getSliver(created.id);
+      return s.error?.startsWith('pool_full') ? s : null;
+    }, 60_000);
+    console.log(`new sliver in a full pool, ${seconds(filledAt)} s: ${refused.state}: ${refused.error}`);
+    expect(refused.state).toBe('failed');
+    expect(refused.error).toMatch(/^pool_full: the storage pool at \S+ is full \(no space left on device\) while writing \/etc\/slicename.*; retried every few seconds$/);
+
+    // Nothing half-made, nothing else touched: the failed build was undone (no root, no
+    // partial), the neighbour's record and the image index are as they were, and it still runs.
+    expect(poolEntries('slivers')).toEqual([neighbour.id]);
+    expect(poolEntries('images')).toEqual(imageVolumes);
+    expect(ledger().find((r) => r.id === neighbour.id)).toEqual(neighbourRecord);
+    expect(imageIndex()).toBe(images);
+    expect(await node.sshAsync(neighbour.ports.first, 'flt_one', 'cat /etc/slicename')).toBe('flt_one');
+    // Inside it, writes fail as on any full disk; the sliver itself is fine.
+    expect(await node.sshAsync(neighbour.ports.first, 'root', 'dd if=/dev/zero of=/root/x bs=64k count=16 2>&1; rm -f /root/x')).toMatch(/No space left on device/);
+
+    // Still refused, pass after pass (retried every 10 s), and never taken for built.
+    await new Promise((r) => setTimeout(r, 12_000));
+    expect((await admin.getSliver(created.id)).error).toMatch(/^pool_full/);
+
+    freePool();
+    const freedAt = Date.now();
+    const built = await until('the sliver to be built with no new document', async () => {
+      const s = await admin.getSliver(created.id);
+      return s.state === 'running' && s.error === null ? s : null;
+    }, 90_000);
+    console.log(`space back → sliver running: ${seconds(freedAt)} s`);
+    expect(await until('ssh into it', async () => node.sshAsync(built.ports.first, 'flt_two', 'cat /etc/slicename'), 30_000)).toBe('flt_two');
+    expect(poolEntries('slivers')).toEqual([neighbour.id, created.id].sort());
+    expect(poolEntries('slivers').concat(poolEntries('images')).filter((e) => e.endsWith('.partial'))).toEqual([]);
+  }, 300_000);
+
+  it('an image fetched into a full pool, or imported by hand, fails with the pool named and succeeds once space is back', async () => {
+    const file = join(node.dir, 'tiny.tar');
+    // The same root filesystem with one more file: another sha256, so a new image to import.
+    const other = join(node.dir, 'tinyfull.tar');
+    execFileSync('cp', [file, other]);
+    writeFileSync(join(node.dir, 'marker'), 'tinyfull\n');
+    execFileSync('tar', ['--append', '-f', other, '-C', node.dir, 'marker']);
+    const size = statSync(other).size;
+    const images = imageIndex();
+    const imageVolumes = poolEntries('images');
+
+    fillPool();
+    // By hand: one line, non-zero exit, the pool named; nothing left in the pool or the index.
+    let cli: { status: number | null; stderr: string } = { status: 0, stderr: '' };
+    try {
+      execFileSync('node', [AGENT_BIN, 'image', 'import', 'tinyhand', other, '--state-dir', node.stateDir], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
+    } catch (err) {
+      cli = err as { status: number | null; stderr: string };
+    }
+    console.log(`image import into a full pool: exit ${cli.status}: ${cli.stderr.trim()}`);
+    expect(cli.status).toBe(1);
+    expect(cli.stderr).toMatch(/^planetlite-agent: the storage pool at \S+ is full \(no space left on device\) while importing image [0-9a-f]{64}; free space in it or grow it \(pool_full\)\n$/);
+    expect(poolEntries('images')).toEqual(imageVolumes);
+    expect(imageIndex()).toBe(images);
+
+    // Fetched: published through the registry, asked for by a new slice's sliver.
+    const image = await admin.uploadImage({ name: 'tinyfull', kinds: 'lxc', version: '1' }, createReadStream(other), { size });
+    await admin.createSlice({ name: 'flt_fetch', description: 'e2e', url: 'https://example.org', image: 'tinyfull' });
+    const created = await admin.createSliver('flt_fetch', node.nodeId);
+    const refused = await until('the fetch to fail on the full pool', async () => {
+      const s = await admin.getSliver(created.id);
+      return s.error?.includes('pool_full') ? s : null;
+    }, 120_000);
+    console.log(`image fetched into a full pool: ${refused.state}: ${refused.error}`);
+    expect(refused.state).toBe('failed');
+    expect(refused.error).toMatch(/^image tinyfull: import: pool_full: the storage pool at \S+ is full \(no space left on device\) while importing image [0-9a-f]{64}/);
+    // A partial image is never an image: no subvolume, no index entry, no sliver root from it.
+    expect(poolEntries('images')).toEqual(imageVolumes);
+    expect(imageIndex()).toBe(images);
+    expect(poolEntries('slivers')).not.toContain(created.id);
+
+    freePool();
+    const freedAt = Date.now();
+    const built = await until('the fetch to be retried and the sliver to run', async () => {
+      const s = await admin.getSliver(created.id);
+      return s.state === 'running' && s.error === null ? s : null;
+    }, 150_000);
+    console.log(`space back → fetched image imported, sliver running: ${seconds(freedAt)} s`);
+    expect(await until('ssh into it', async () => node.sshAsync(built.ports.first, 'flt_fetch', 'cat /marker /etc/slicename'), 30_000)).toBe('tinyfull\nflt_fetch');
+    expect(poolEntries('images')).toEqual([...imageVolumes, image.sha256].sort());
+
+    // And by hand, now that there is room.
+    const out = execFileSync('node', [AGENT_BIN, 'image', 'import', 'tinyhand', other, '--state-dir', node.stateDir], { encoding: 'utf8', timeout: 120_000 });
+    expect(out).toBe(`image tinyhand is sha256:${image.sha256} (${size} bytes) on this node\n`);
+    await admin.deleteSlice('flt_fetch');
+  }, 400_000);
+});
+
+describe("a sliver's own disk at its quota (EDQUOT)", () => {
+  it('new keys: it runs on with the old ones and a sliver_disk_full error, and gets them once it has room', async () => {
+    const s = (await admin.listSlivers('flt_one'))[0]!;
+    await admin.updateSlice('flt_one', { resources: { disk_mb: 32 } });
+    // Filled from inside until btrfs refuses (the new quota is set by the pass the change starts).
+    const full = await until("the sliver's disk to be at its quota", async () => {
+      const out = await node.sshAsync(s.ports.first, 'root', 'dd if=/dev/zero of=/root/fill bs=1M count=64 2>&1; sync; true');
+      return /Disk quota exceeded/.test(out) ? out : null;
+    }, 60_000);
+    expect(full).toMatch(/Disk quota exceeded/);
+
+    const key = join(node.dir, 'second_key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'second', '-f', key]);
+    const me = await admin.me();
+    const added = await admin.addKey(me.id, readFileSync(`${key}.pub`, 'utf8'));
+    const shown = await until('the sliver to show its disk full', async () => {
+      const now = await admin.getSliver(s.id);
+      return now.error?.startsWith('sliver_disk_full') ? now : null;
+    }, 60_000);
+    console.log(`new keys for a sliver whose disk is full: ${shown.state}: ${shown.error}`);
+    expect(shown.state).toBe('running');
+    expect(shown.error).toBe("sliver_disk_full: the sliver's disk (its quota of 32 MiB) is full: its new ssh keys could not be written into it; they are once it has room; retried every few seconds");
+    // Its old keys still work; the new one does not yet.
+    expect(await node.sshAsync(s.ports.first, 'flt_one', 'cat /etc/slicename')).toBe('flt_one');
+    expect(() => node.ssh(s.ports.first, 'flt_one', 'true', key)).toThrow();
+
+    await node.sshAsync(s.ports.first, 'root', 'rm -f /root/fill; sync');
+    const freedAt = Date.now();
+    await until('the new key to be written and the error to go', async () => {
+      const now = await admin.getSliver(s.id);
+      return now.state === 'running' && now.error === null;
+    }, 90_000);
+    console.log(`room back → keys written: ${seconds(freedAt)} s`);
+    expect(node.ssh(s.ports.first, 'flt_one', 'cat /etc/slicename', key)).toBe('flt_one');
+    await admin.deleteKey(me.id, added.id);
+  }, 240_000);
+});
