@@ -170,8 +170,8 @@ describe('the node pool full (ENOSPC)', () => {
 
 describe("a sliver's own disk at its quota (EDQUOT)", () => {
   it('new keys: it runs on with the old ones and a sliver_disk_full error, and gets them once it has room', async () => {
-    const s = (await admin.listSlivers('flt_one'))[0]!;
-    await admin.updateSlice('flt_one', { resources: { disk_mb: 32 } });
+    const s = await node.runningSliver('flt_quota');
+    await admin.updateSlice('flt_quota', { resources: { disk_mb: 32 } });
     // Filled from inside until btrfs refuses (the new quota is set by the pass the change starts).
     const full = await until("the sliver's disk to be at its quota", async () => {
       const out = await node.sshAsync(s.ports.first, 'root', 'dd if=/dev/zero of=/root/fill bs=1M count=64 2>&1; sync; true');
@@ -191,8 +191,8 @@ describe("a sliver's own disk at its quota (EDQUOT)", () => {
     expect(shown.state).toBe('running');
     expect(shown.error).toBe("sliver_disk_full: the sliver's disk (its quota of 32 MiB) is full: its new ssh keys could not be written into it; they are once it has room; retried every few seconds");
     // Its old keys still work; the new one does not yet.
-    expect(await node.sshAsync(s.ports.first, 'flt_one', 'cat /etc/slicename')).toBe('flt_one');
-    expect(() => node.ssh(s.ports.first, 'flt_one', 'true', key)).toThrow();
+    expect(await node.sshAsync(s.ports.first, 'flt_quota', 'cat /etc/slicename')).toBe('flt_quota');
+    expect(() => node.ssh(s.ports.first, 'flt_quota', 'true', key)).toThrow();
 
     await node.sshAsync(s.ports.first, 'root', 'rm -f /root/fill; sync');
     const freedAt = Date.now();
@@ -201,7 +201,7 @@ describe("a sliver's own disk at its quota (EDQUOT)", () => {
       return now.state === 'running' && now.error === null;
     }, 90_000);
     console.log(`room back → keys written: ${seconds(freedAt)} s`);
-    expect(node.ssh(s.ports.first, 'flt_one', 'cat /etc/slicename', key)).toBe('flt_one');
+    expect(node.ssh(s.ports.first, 'flt_quota', 'cat /etc/slicename', key)).toBe('flt_quota');
     await admin.deleteKey(me.id, added.id);
   }, 240_000);
 });
