@@ -6,12 +6,15 @@
 // with the pool named as full, no partial image is left or used, and both succeed once space is
 // back. (3) A sliver whose own disk is at its quota (EDQUOT) when its slice's keys change: it runs
 // on with its old keys and a sliver_disk_full error, and gets the new keys once it has room.
+// (4) A sliver's memory cgroup at its limit: the process the kernel kills there is told as a
+// sliver.oom_killed event; the sliver, its neighbour and the node run on.
 // Addresses 198.18.60-69, sliver subnets 10.190-199.0.0/24.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { createReadStream, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { PlanetLiteClient, Sliver } from '@planetlite/api';
+import type { Event, PlanetLiteClient, Sliver } from '@planetlite/api';
+import { memoryCgroup } from '../harness/cgroup.ts';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
 import { AGENT_BIN } from '../harness/testbed.ts';
 
@@ -21,7 +24,7 @@ let admin: PlanetLiteClient;
 let fill: string[] = [];
 
 beforeAll(async () => {
-  node = await startOneNode({ site: 'flt', octets: [60, 10], sliverSubnet: (o) => `10.${190 + (o % 10)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
+  node = await startOneNode({ site: 'flt', octets: [60, 10], sliverSubnet: (o) => `10.${190 + (o % 10)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' }, maxSlivers: 8 });
   ({ admin } = node);
 }, 240_000);
 
@@ -108,6 +111,7 @@ describe('the node pool full (ENOSPC)', () => {
     expect(await until('ssh into it', async () => node.sshAsync(built.ports.first, 'flt_two', 'cat /etc/slicename'), 30_000)).toBe('flt_two');
     expect(poolEntries('slivers')).toEqual([neighbour.id, created.id].sort());
     expect(poolEntries('slivers').concat(poolEntries('images')).filter((e) => e.endsWith('.partial'))).toEqual([]);
+    await admin.deleteSlice('flt_two');
   }, 300_000);
 
   it('an image fetched into a full pool, or imported by hand, fails with the pool named and succeeds once space is back', async () => {
@@ -203,5 +207,31 @@ describe("a sliver's own disk at its quota (EDQUOT)", () => {
     console.log(`room back → keys written: ${seconds(freedAt)} s`);
     expect(node.ssh(s.ports.first, 'flt_quota', 'cat /etc/slicename', key)).toBe('flt_quota');
     await admin.deleteKey(me.id, added.id);
+    await admin.deleteSlice('flt_quota');
+  }, 240_000);
+});
+
+describe("a sliver's memory cgroup at its limit", () => {
+  it('a process OOM-killed inside it is told as an event; the sliver, its neighbour and the node run on', async () => {
+    const s = await node.runningSliver('flt_oom');
+    await admin.updateSlice('flt_oom', { resources: { memory_mb: 64 } });
+    await until('the 64 MiB limit to be live', async () => readFileSync(join(memoryCgroup(s.id), 'memory.limit_in_bytes'), 'utf8').trim() === String(64 * 2 ** 20), 60_000);
+    const neighbour = (await admin.listSlivers('flt_one'))[0]!;
+    const pid = process.pid;
+
+    // 200 MiB of anonymous memory in a 64 MiB sliver on a node with no swap: the kernel kills it.
+    const startedAt = Date.now();
+    const out = await node.sshAsync(s.ports.first, 'root', `awk 'BEGIN{s=sprintf("%1048576s",""); for(i=0;i<200;i++) a[i]=s" "i}'; echo "exit $?"`);
+    expect(out).toMatch(/exit 137$/);
+    const ev = await until('the sliver.oom_killed event', async () => ((await admin.listEvents({ type: 'sliver.oom_killed' })) as Event[]).find((e) => e.sliver === s.id) ?? null, 30_000);
+    console.log(`OOM kill inside a 64 MiB sliver → event in ${seconds(startedAt)} s: ${JSON.stringify(ev.data)}`);
+    expect(ev.data).toMatchObject({ slice: 'flt_oom', kills: 1, memory_limit_mb: 64, reason: '1 process of this sliver killed by the kernel at its memory limit of 64 MiB; the sliver runs on' });
+    // Only that process: the sliver, its neighbour and the agent (this process) run on.
+    expect(await node.sshAsync(s.ports.first, 'flt_oom', 'cat /etc/slicename')).toBe('flt_oom');
+    expect(await node.sshAsync(neighbour.ports.first, 'flt_one', 'cat /etc/slicename')).toBe('flt_one');
+    expect(process.pid).toBe(pid);
+    const now = await admin.getSliver(s.id);
+    expect([now.state, now.error]).toEqual(['running', null]);
+    expect(((await admin.listEvents({ type: 'sliver.oom_killed' })) as Event[]).filter((e) => e.sliver === neighbour.id)).toEqual([]);
   }, 240_000);
 });
