@@ -7,7 +7,9 @@
 // back. (3) A sliver whose own disk is at its quota (EDQUOT) when its slice's keys change: it runs
 // on with its old keys and a sliver_disk_full error, and gets the new keys once it has room.
 // (4) A sliver's memory cgroup at its limit: the process the kernel kills there is told as a
-// sliver.oom_killed event; the sliver, its neighbour and the node run on.
+// sliver.oom_killed event; the sliver, its neighbour and the node run on. (5) Agents SIGKILLed
+// while an image fetch is in flight, then while the fetched image is being imported: the next
+// agent finishes the fetch, never uses the partial image, and with everything deleted 0 leaks.
 // Addresses 198.18.60-69, sliver subnets 10.190-199.0.0/24.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
@@ -16,12 +18,15 @@ import { join } from 'node:path';
 import type { Event, PlanetLiteClient, Sliver } from '@planetlite/api';
 import { memoryCgroup } from '../harness/cgroup.ts';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
-import { AGENT_BIN } from '../harness/testbed.ts';
+import { nodeLeaks, countLeaks } from '../harness/leaks.ts';
+import { AGENT_BIN, AgentProcess } from '../harness/testbed.ts';
 
 let node: OneNode;
 let admin: PlanetLiteClient;
 /** The files that fill the pool, removed again also when a test fails. */
 let fill: string[] = [];
+/** An agent run as a process of its own (to be SIGKILLed), stopped also when a test fails. */
+let agentProcess: AgentProcess | null = null;
 
 beforeAll(async () => {
   node = await startOneNode({ site: 'flt', octets: [60, 10], sliverSubnet: (o) => `10.${190 + (o % 10)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' }, maxSlivers: 8 });
@@ -29,6 +34,7 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
+  await agentProcess?.stop();
   if (node) freePool();
   await node?.close();
 }, 180_000);
@@ -234,4 +240,63 @@ describe("a sliver's memory cgroup at its limit", () => {
     expect([now.state, now.error]).toEqual(['running', null]);
     expect(((await admin.listEvents({ type: 'sliver.oom_killed' })) as Event[]).filter((e) => e.sliver === neighbour.id)).toEqual([]);
   }, 240_000);
+});
+
+describe('agents killed while an image fetch is in flight', () => {
+  it('killed while fetching, then while importing: the next agent finishes, the partial image is never used, and 0 leaks once all is deleted', async () => {
+    // The tiny image with 48 MiB of random bytes and a marker: a fetch and an import that take a while.
+    const file = join(node.dir, 'tinykill.tar');
+    execFileSync('cp', [join(node.dir, 'tiny.tar'), file]);
+    execFileSync('sh', ['-c', `head -c ${48 * 2 ** 20} /dev/urandom > blob && echo tinykill > marker && tar --append -f "$1" blob marker`, 'sh', file], { cwd: node.dir });
+    const blobSha = execFileSync('sha256sum', [join(node.dir, 'blob')], { encoding: 'utf8' }).split(' ')[0];
+    const image = await admin.uploadImage({ name: 'tinykill', kinds: 'lxc', version: '1' }, createReadStream(file), { size: statSync(file).size });
+    const images = imageIndex();
+
+    await node.stopAgent();
+    const start = () => (agentProcess = new AgentProcess(['run', '--state-dir', node.stateDir, '--log-level', 'debug']));
+    let agent = start();
+    await agent.waitFor('agent running', (r) => r.msg === 'agent running');
+    // 1: SIGKILLed with its commands at the first piece source, the archive half on disk.
+    const fetching = agent.killWhen('the fetch to start', (r) => r.msg === 'bittorrent peer connected' && r.image === 'tinykill', { group: true });
+    await admin.createSlice({ name: 'flt_kill', description: 'e2e', url: 'https://example.org', image: 'tinykill' });
+    const created = await admin.createSliver('flt_kill', node.nodeId);
+    await fetching;
+    await agent.exited;
+    const archive = join(node.stateDir, 'images', image.sha256);
+    const onDisk = Number(execFileSync('du', ['-sb', archive], { encoding: 'utf8' }).split('\t')[0]);
+    console.log(`agent 1 killed while fetching: ${onDisk} of ${statSync(file).size} archive bytes on disk`);
+    expect(poolEntries('images').filter((e) => e.startsWith(image.sha256))).toEqual([]);
+    expect(imageIndex()).toBe(images);
+
+    // 2: the next agent resumes the fetch; SIGKILLed with its tar once the image's partial subvolume is there.
+    agent = start();
+    await agent.waitFor('the import to start', (r) => r.msg === 'importing a fetched image' && r.image === 'tinykill', { ms: 120_000 });
+    const partial = await until('the partial subvolume', async () => poolEntries('images').find((e) => e.startsWith(`${image.sha256}.`) && e.endsWith('.partial')), 30_000);
+    agent.kill('SIGKILL', true);
+    await agent.exited;
+    agentProcess = null;
+    console.log(`agent 2 killed while importing: ${partial} left in the pool`);
+    // Never an image: not under its name, not in the index, no root made from it.
+    expect(poolEntries('images')).not.toContain(image.sha256);
+    expect(imageIndex()).toBe(images);
+    expect(poolEntries('slivers')).not.toContain(created.id);
+
+    const restartedAt = Date.now();
+    await node.startAgent();
+    const s = await until('the sliver to run from the whole image', async () => {
+      const now = await admin.getSliver(created.id);
+      return now.state === 'running' ? now : null;
+    }, 180_000);
+    console.log(`third agent → sliver running: ${seconds(restartedAt)} s`);
+    expect(await until('ssh into it', async () => node.sshAsync(s.ports.first, 'flt_kill', 'cat /marker; sha256sum /blob'), 30_000)).toBe(`tinykill\n${blobSha}  /blob`);
+    expect(poolEntries('images').filter((e) => e.endsWith('.partial'))).toEqual([]);
+    expect(poolEntries('images')).toContain(image.sha256);
+
+    // Everything deleted: nothing of any kind left on the node.
+    for (const slice of ['flt_kill', 'flt_one', 'flt_oom']) await admin.deleteSlice(slice);
+    await until('the ledger to be empty', async () => ledger().length === 0, 120_000);
+    const leaks = countLeaks([await nodeLeaks({ stateDir: node.stateDir, ns: node.ns, poolFile: join(node.dir, 'pool.img') })]);
+    console.log(`leaks after deleting everything: ${JSON.stringify(leaks.byKind)}`);
+    expect(leaks.lines).toEqual([]);
+  }, 480_000);
 });

@@ -450,6 +450,7 @@ export class ImageFetcher {
       return this.#fail(entry, `the archive of ${target.name} has sha256 ${sha256}, not the published ${target.sha256}; refused`);
     }
     entry.state = 'importing';
+    this.#o.log.debug({ image: target.name, sha256: target.sha256 }, 'importing a fetched image');
     try {
       await this.#o.onReady(target, file);
     } catch (err) {
