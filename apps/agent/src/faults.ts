@@ -4,29 +4,17 @@
 // seconds (not only on the next document) until it succeeds.
 import { dirname } from 'node:path';
 import { commandErrorOf } from '@planetlite/host';
-import { isNoSpace, isStorageError, poolFullOr } from '@planetlite/storage';
-
-export type SliverFaultCode = 'sliver_disk_full';
-
-export class SliverFault extends Error {
-  readonly code: SliverFaultCode;
-
-  constructor(code: SliverFaultCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'SliverFault';
-    this.code = code;
-  }
-}
+import { StorageError, isNoSpace, isStorageError, poolFullOr } from '@planetlite/storage';
 
 /** A failure a later pass may get past without any change of the document (space returns). */
 export function isTransient(err: unknown): boolean {
-  return isStorageError(err, 'pool_full') || err instanceof SliverFault;
+  return isStorageError(err, 'pool_full') || isStorageError(err, 'sliver_disk_full');
 }
 
 /** The error a sliver shows: the transient ones start with their code (pool_full: …). */
 export function sliverError(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
-  return isTransient(err) ? `${(err as { code: string }).code}: ${message}; retried every few seconds` : message;
+  return isTransient(err) ? `${(err as StorageError).code}: ${message}; retried every few seconds` : message;
 }
 
 /** A write into a sliver's root from the host (provisioning): no space is the pool's. */
@@ -38,7 +26,7 @@ export function provisionFault(err: unknown, rootfs: string): unknown {
 export function keysFault(err: unknown, diskMb: number, poolOf: string): unknown {
   const text = `${err instanceof Error ? err.message : String(err)}\n${commandErrorOf(err)?.stderr ?? ''}`;
   if (/Disk quota exceeded/i.test(text)) {
-    return new SliverFault('sliver_disk_full', `the sliver's disk (its quota of ${diskMb} MiB) is full: its new ssh keys could not be written into it; they are once it has room`, { cause: err });
+    return new StorageError('sliver_disk_full', `the sliver's disk (its quota of ${diskMb} MiB) is full: its new ssh keys could not be written into it; they are once it has room`, { cause: err });
   }
   if (isNoSpace(err)) return poolFullOr(err, dirname(dirname(poolOf)), "writing the sliver's new ssh keys into it");
   return err;

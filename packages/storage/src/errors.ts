@@ -19,7 +19,9 @@ export type StorageErrorCode =
   | 'unexpected_output'
   | 'quota_missing'
   /** The pool has no space left (ENOSPC): nothing was made; the same call works once space returns. */
-  | 'pool_full';
+  | 'pool_full'
+  /** A sliver's root is at its quota (EDQUOT): a write into it waits until the sliver frees space. */
+  | 'sliver_disk_full';
 
 export class StorageError extends Error {
   readonly code: StorageErrorCode;
