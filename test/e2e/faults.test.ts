@@ -10,6 +10,7 @@
 // sliver.oom_killed event; the sliver, its neighbour and the node run on. (5) Agents SIGKILLed
 // while an image fetch is in flight, then while the fetched image is being imported: the next
 // agent finishes the fetch, never uses the partial image, and with everything deleted 0 leaks.
+// (6) An agent (--vm auto) SIGKILLed while a VM sliver starts: one qemu, the sliver up, 0 leaks.
 // Addresses 198.18.60-69, sliver subnets 10.190-199.0.0/24.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
@@ -301,4 +302,37 @@ describe('agents killed while an image fetch is in flight', () => {
     console.log(`leaks after deleting everything: ${JSON.stringify(leaks.byKind)}`);
     expect(leaks.lines).toEqual([]);
   }, 480_000);
+});
+
+describe('an agent killed while a VM sliver starts', () => {
+  it('the next agent brings the VM up once (one qemu), and deleting it leaves 0 leaks', async () => {
+    await node.stopAgent();
+    const agent = (agentProcess = new AgentProcess(['run', '--state-dir', node.stateDir, '--vm', 'auto', '--log-level', 'debug']));
+    await agent.waitFor('agent running', (r) => r.msg === 'agent running');
+    await until('the node to report that it runs VMs', async () => (await admin.getNode(node.nodeId)).capabilities.kvm, 240_000);
+    await admin.createSlice({ name: 'flt_vm', description: 'e2e', url: 'https://example.org', kind: 'kvm', image: 'tiny', resources: { memory_mb: 128 } });
+    const created = await admin.createSliver('flt_vm', node.nodeId);
+    // SIGKILLed with its commands a moment after the VM's lifecycle step began (qemu starting).
+    await agent.killWhen('the VM start', (r) => r.msg === 'reconcile step' && r.sliver === created.id && r.step === 'lifecycle', { group: true, delayMs: 300, ms: 120_000 });
+    await agent.exited;
+    agentProcess = null;
+    const qemus = async () => (await nodeLeaks({ stateDir: node.stateDir, ns: node.ns, poolFile: join(node.dir, 'pool.img') }))['VM processes'];
+    console.log(`agent killed while the VM started: ${(await qemus()).length} qemu process(es) left running`);
+
+    const restartedAt = Date.now();
+    await node.startAgent({ vm: 'auto' });
+    const s = await until('the VM sliver to run', async () => {
+      const now = await admin.getSliver(created.id);
+      return now.state === 'running' ? now : null;
+    }, 300_000);
+    expect(await until('ssh into the VM', async () => node.sshAsync(s.ports.first, 'flt_vm', 'cat /etc/slicename; cat /sys/class/dmi/id/sys_vendor').catch(() => null), 180_000)).toBe('flt_vm\nQEMU');
+    console.log(`next agent → VM sliver answering ssh: ${seconds(restartedAt)} s`);
+    expect(await qemus()).toHaveLength(1);
+
+    await admin.deleteSlice('flt_vm');
+    await until('the ledger to be empty', async () => ledger().length === 0, 120_000);
+    const leaks = countLeaks([await nodeLeaks({ stateDir: node.stateDir, ns: node.ns, poolFile: join(node.dir, 'pool.img') })]);
+    console.log(`leaks after deleting the VM: ${JSON.stringify(leaks.byKind)}`);
+    expect(leaks.lines).toEqual([]);
+  }, 900_000);
 });
