@@ -7,6 +7,7 @@ import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StateDir, withStateLock } from './state.js';
+import { OomWatch } from './oom.js';
 import { ImageFetcher } from './fetch.js';
 import { ImageCollector } from './gc.js';
 import { checkInBackground, nodeCapabilities } from './instances.js';
@@ -53,6 +54,8 @@ export class Agent {
   readonly #reportEveryMs: number;
   #reconciler: Reconciler | null = null;
   #watchdog: Watchdog | null = null;
+  /** Tells of processes the kernel killed at a sliver's memory limit (checked with each report). */
+  #oom: OomWatch | null = null;
   #fetcher: ImageFetcher | null = null;
   #collecting: Promise<void> = Promise.resolve();
   #drivers: Drivers | null = null;
@@ -193,6 +196,13 @@ export class Agent {
           },
         },
       });
+      this.#oom = new OomWatch({
+        slivers: () => reconciler.slivers(),
+        driverOf: (id) => reconciler.driverOf(id),
+        limitMb: (id) => this.sync.current?.slivers.find((s) => s.id === id)?.resources.memory_mb ?? null,
+        emit: (ev) => this.outbox.push(ev),
+        log: this.#log.child({ component: 'oom' }),
+      });
       reconciler.onHoldReleased = (id, thawed) => this.#watchdog?.pressure?.policy.release(id, thawed);
       // When the VM driver's check is over, VM slivers go on (or fail) and the node's capabilities change.
       this.#checks = checkInBackground(drivers.instances, this.#log.child({ component: 'instances' }), () => {
@@ -205,9 +215,10 @@ export class Agent {
     this.#watchdog?.start();
     void this.outbox.flush();
     this.#timer = setInterval(() => void this.report(), this.#reportEveryMs);
-    // A limit the kernel refused (memory below what the sliver holds) is tried again until it holds.
+    // A limit the kernel refused (memory below what the sliver holds), or a build that failed for
+    // want of space (the pool or the sliver's disk full), is tried again until it holds.
     this.#limitsTimer = setInterval(() => {
-      if (this.#reconciler?.limitsPending()) this.#again();
+      if (this.#reconciler?.retriesPending()) this.#again();
     }, this.#opts.limitsRetryMs ?? 10_000);
     this.#limitsTimer.unref();
     await this.report();
@@ -260,6 +271,7 @@ export class Agent {
   report(): Promise<void> {
     this.#reporting = this.#reporting.then(async () => {
       try {
+        await this.#oom?.check();
         await this.client.putObservedState(this.nodeId, await this.observed());
         await this.#uploadConsoles();
       } catch (err) {

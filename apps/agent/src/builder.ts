@@ -4,7 +4,7 @@
 // nothing on the host, and the next pass starts it over.
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
-import { Reverter } from '@planetlite/host';
+import { Reverter, errorFields } from '@planetlite/host';
 import { isInstanceError, type InstanceDriver, type InstanceLimits } from '@planetlite/instance';
 import { MAX_KBPS, type SliverNet, type SliverNetSpec, type SliverRate } from '@planetlite/network';
 import type { Drivers } from './drivers.js';
@@ -12,6 +12,7 @@ import type { ImageIndex } from './images.js';
 import { instanceStates, readiness } from './instances.js';
 import type { Ledger, SliverRecord } from './ledger.js';
 import { describePlan, keysHash, kindOf, planLifecycle, type HostView, type Readiness, type SliverFacts, type SliverKind, type SliverPlan, type Step, type TeardownStep } from './planner.js';
+import { isTransient, keysFault, provisionFault, sliverError } from './faults.js';
 import { keysScript, provisionRoot } from './provision.js';
 
 /** What a pass needs of the image fetcher (fetch.ts). */
@@ -38,7 +39,8 @@ interface Build {
   isNew: boolean;
   /** What the sliver is when done (the lifecycle says). */
   ends: 'running' | 'stopped';
-  /** A live limit the kernel refused: the sliver runs on, showing this error, until a pass applies it. */
+  /** A live limit the kernel refused, or new keys with no room to be written: the sliver runs
+   * on, showing this error, until a pass applies it. */
   limitsError: string | null;
 }
 
@@ -203,7 +205,10 @@ export class Builder {
         if (step.provision) {
           this.#note(s.id, 'provision');
           const keys = this.#keysOf(s, b.rec);
-          await provisionRoot({ rootfs: b.rootfs, slice: s.slice, keys });
+          // A full pool fails this first (btrfs snapshots take no data space): said as such.
+          await provisionRoot({ rootfs: b.rootfs, slice: s.slice, keys }).catch((err: unknown) => {
+            throw provisionFault(err, b.rootfs!);
+          });
           this.#ledger.update(s.id, { image_sha256: b.plan.sha256, keys_hash: keysHash(keys) });
         }
         return;
@@ -268,7 +273,17 @@ export class Builder {
         return;
       case 'keys': {
         const keys = this.#keysOf(s, this.#ledger.get(s.id)!);
-        await driver.exec(s.id, keysScript(s.slice), keys.join('\n') + (keys.length ? '\n' : ''));
+        try {
+          await driver.exec(s.id, keysScript(s.slice), keys.join('\n') + (keys.length ? '\n' : ''));
+        } catch (err) {
+          // No room for them (its disk or the pool full): it runs on with its old keys, showing
+          // why, and every pass tries again (the ledger still has the old keys' hash).
+          const fault = keysFault(err, s.resources.disk_mb, this.#d.storage.rootPath(s.id));
+          if (!isTransient(fault)) throw fault;
+          this.#log.warn({ sliver: s.id, ...errorFields(fault) }, "the sliver's new keys could not be written; retried every pass");
+          b.limitsError = sliverError(fault);
+          return;
+        }
         this.#ledger.update(s.id, { keys_hash: keysHash(keys) });
         return;
       }

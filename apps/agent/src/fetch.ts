@@ -9,6 +9,7 @@ import { Readable } from 'node:stream';
 import WebTorrent, { type Torrent, type Wire } from 'webtorrent';
 import { REGISTRY_PEER_ID_PREFIX, trustRegistry, type NodeImage } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
+import { isStorageError } from '@planetlite/storage';
 import { sha256File } from './images.js';
 
 export interface FetchTarget {
@@ -449,10 +450,12 @@ export class ImageFetcher {
       return this.#fail(entry, `the archive of ${target.name} has sha256 ${sha256}, not the published ${target.sha256}; refused`);
     }
     entry.state = 'importing';
+    this.#o.log.debug({ image: target.name, sha256: target.sha256 }, 'importing a fetched image');
     try {
       await this.#o.onReady(target, file);
     } catch (err) {
-      return this.#fail(entry, `import: ${err instanceof Error ? err.message : String(err)}`);
+      // A full pool says so with its code (pool_full); the retry imports again.
+      return this.#fail(entry, `import: ${isStorageError(err) ? `${err.code}: ` : ''}${err instanceof Error ? err.message : String(err)}`);
     }
     entry.state = 'ready';
     entry.error = null;

@@ -2,6 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError } from '@planetlite/api';
 import { createLogger, onStopSignal } from '@planetlite/core';
+import { isStorageError } from '@planetlite/storage';
 import { Agent } from './agent.js';
 import { enroll } from './enroll.js';
 import { importImage } from './import.js';
@@ -195,7 +196,7 @@ image
 program.addCommand(releaseCommand(stateDirOption()));
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  const msg = err instanceof ApiError ? `${err.message} (${err.code})` : err instanceof Error ? err.message : String(err);
+  const msg = err instanceof ApiError || isStorageError(err) ? `${err.message} (${err.code})` : err instanceof Error ? err.message : String(err);
   process.stderr.write(`planetlite-agent: ${msg}\n`);
   process.exit(1);
 });

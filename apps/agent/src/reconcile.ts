@@ -10,6 +10,7 @@ import type { Logger } from '@planetlite/core';
 import type { InstanceDriver, InstanceState, Psi } from '@planetlite/instance';
 import { Accounting } from './accounting.js';
 import { Builder, type Fetcher } from './builder.js';
+import { isTransient, sliverError } from './faults.js';
 import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images.js';
 import { instanceStates } from './instances.js';
@@ -40,6 +41,8 @@ export class Reconciler {
   readonly #done = new Map<string, string>();
   /** Slivers with a live limit the kernel refused: not settled, so every pass tries again. */
   readonly #unapplied = new Set<string>();
+  /** Slivers whose last build failed for want of space (faults.ts): retried without a new document. */
+  readonly #short = new Set<string>();
   #tableRebuilt = false;
   #desired: DesiredState | null = null;
   /** Slivers the memory watchdog froze (pressure.ts): held as long as their document is the one
@@ -177,9 +180,10 @@ export class Reconciler {
     return { ...received, slivers: [...accepted, ...kept] };
   }
 
-  /** Slivers showing a live limit not applied yet (the agent runs passes until there are none). */
-  limitsPending(): number {
-    return this.#unapplied.size;
+  /** Slivers showing a live limit not applied yet, or a build that failed for want of space (the
+   * agent runs passes until there are none). */
+  retriesPending(): number {
+    return this.#unapplied.size + this.#short.size;
   }
 
   /** Runs the last document again (an image arrived, a fetch failed). */
@@ -304,6 +308,7 @@ export class Reconciler {
     if (!restore && this.#stillHeld(s)) return;
     try {
       const plan = planSliver(await this.#builder.facts(s, { done: this.#done.get(s.id) === want, restore, ...(hostDrift ? { hostDrift } : {}) }));
+      this.#short.delete(s.id);
       if (plan.action === 'none') return;
       this.#done.delete(s.id);
       switch (plan.action) {
@@ -325,7 +330,8 @@ export class Reconciler {
       }
       if (this.#status.get(s.id)?.state !== 'provisioning' && !this.#unapplied.has(s.id)) this.#done.set(s.id, want);
     } catch (err) {
-      const error = err instanceof Error ? err.message : String(err);
+      const error = sliverError(err);
+      if (isTransient(err)) this.#short.add(s.id);
       this.#log.warn({ sliver: s.id, slice: s.slice, ...errorFields(err) }, 'sliver could not be brought to its desired state');
       this.#status.set(s.id, { state: 'failed', error });
     }
@@ -334,6 +340,7 @@ export class Reconciler {
   async #teardown(id: string, kind: 'lxc' | 'kvm'): Promise<void> {
     this.#done.delete(id);
     this.#unapplied.delete(id);
+    this.#short.delete(id);
     if (this.#held.delete(id)) this.onHoldReleased(id, false);
     const plan = planTeardown(this.#builder.readiness(kind), kind);
     if (plan.action === 'wait') {

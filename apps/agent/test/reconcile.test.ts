@@ -187,7 +187,7 @@ describe('a reconcile pass', () => {
     expect(fake.calls).toContain(`applyLimits ${s.id}`);
     expect(fake.live.get(s.id)).toBe(64);
     expect((await r.observed())[0]).toMatchObject({ state: 'running', error: null });
-    expect(r.limitsPending()).toBe(0);
+    expect(r.retriesPending()).toBe(0);
 
     // Lowered below what the sliver holds: it runs on, with the refusal as its error, pass after pass.
     fake.holds.set(s.id, 48);
@@ -197,14 +197,14 @@ describe('a reconcile pass', () => {
       await r.reconcile(doc([lower]));
       expect(fake.calls).toContain(`applyLimits ${s.id}`);
       expect((await r.observed())[0]).toMatchObject({ state: 'running', error: expect.stringMatching(/memory limit 40 MiB not applied, the sliver holds 48 MiB/) });
-      expect(r.limitsPending()).toBe(1);
+      expect(r.retriesPending()).toBe(1);
     }
     // It frees memory: the next pass applies the limit and the error goes.
     fake.holds.set(s.id, 16);
     await r.reconcile(doc([lower]));
     expect(fake.live.get(s.id)).toBe(40);
     expect((await r.observed())[0]).toMatchObject({ state: 'running', error: null });
-    expect(r.limitsPending()).toBe(0);
+    expect(r.retriesPending()).toBe(0);
     fake.calls.length = 0;
     await r.reconcile(doc([lower]));
     expect(fake.calls.filter((c) => c.endsWith(s.id))).toEqual([]); // settled again: no work

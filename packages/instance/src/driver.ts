@@ -88,6 +88,9 @@ export interface InstanceDriver {
   memoryBytes(id: string): Promise<number | null>;
   /** CPU time the sliver has used since it started, seconds (accounting); null when not running. */
   cpuSeconds(id: string): Promise<number | null>;
+  /** Processes the kernel killed in the sliver's memory cgroup for reaching its limit, counted
+   * since the cgroup was made (the sliver's start); null when not running or the host cannot tell. */
+  oomKills?(id: string): Promise<number | null>;
   /** The sliver's own memory pressure (its cgroup's memory.pressure avg10), for the watchdog's
    * freeze; null when not running or the host cannot tell. */
   memoryPressure?(id: string): Promise<Psi | null>;

@@ -80,6 +80,14 @@ describe('btrfs sliver roots', () => {
     // createRoot on an existing root sets the new limit: now 8 more MiB fit.
     await pool.driver.createRoot(A, sha, 16 * MiB);
     await dd(join(root, 'var/eight'), 8);
+    // A root at its limit (its sliver filled its disk) still takes its limit again, or another:
+    // every pass of the agent sets it, and a refusal there failed the sliver's every change.
+    const full = await dd(join(root, 'var/more'), 16).catch((e: unknown) => e);
+    expect((full as CommandError).stderr).toMatch(/Disk quota exceeded/);
+    await run('btrfs', ['filesystem', 'sync', root]);
+    await pool.driver.createRoot(A, sha, 16 * MiB);
+    await pool.driver.createRoot(A, sha, 20 * MiB);
+    await dd(join(root, 'var/four'), 2);
   });
 
   it('usage() reports exclusive bytes growing after a write, and null for no root', async () => {

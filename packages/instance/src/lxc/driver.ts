@@ -331,6 +331,16 @@ export class LxcDriver implements InstanceDriver {
     return stat === null ? null : residentBytes(parseMemoryStat(stat), version);
   }
 
+  async oomKills(id: string): Promise<number | null> {
+    const version = this.hostFacts.cgroups.memory;
+    const parents = this.#probe?.memory?.parents;
+    const dir = version && parents ? findPayload(this.#name(id), parents) : null;
+    // v1 keeps the count in memory.oom_control, v2 in memory.events (both: "oom_kill N").
+    const text = dir ? readCgroupFile(dir, version === 'v1' ? 'memory.oom_control' : 'memory.events') : null;
+    const n = text === null ? null : /^oom_kill (\d+)$/m.exec(text)?.[1];
+    return n == null ? null : Number(n);
+  }
+
   async cpuSeconds(id: string): Promise<number | null> {
     const cpu = this.#probe?.cpu;
     const dir = cpu ? findPayload(this.#name(id), cpu.parents) : null;

@@ -2,7 +2,7 @@
 // snapshots with exclusive-bytes quotas. Validates names, serialises work per image and per
 // root, and leaves the host work to pool.ts (lifecycle) and volumes.ts (images and roots).
 import type { StorageCapabilities, StorageDriver, StorageOptions } from '../driver.js';
-import { StorageError } from '../errors.js';
+import { StorageError, poolFullOr } from '../errors.js';
 import { sha256Digest, sliverId } from '../ids.js';
 import { BtrfsPool } from './pool.js';
 import { KeyedLock } from './utils.js';
@@ -59,7 +59,10 @@ export class BtrfsDriver implements StorageDriver {
   async importImage(sha256: string, archive: string): Promise<void> {
     const sha = sha256Digest(sha256);
     const mp = this.#mountpoint();
-    return await this.#locks.with(`image:${sha}`, () => volumes.importImage(mp, sha, archive));
+    // A full pool is said as such (the partial subvolume is gone already: the import's undo).
+    return await this.#locks.with(`image:${sha}`, () => volumes.importImage(mp, sha, archive)).catch((err: unknown) => {
+      throw poolFullOr(err, mp, `importing image ${sha}`);
+    });
   }
 
   async listImages(): Promise<string[]> {
@@ -81,7 +84,9 @@ export class BtrfsDriver implements StorageDriver {
     const mp = this.#mountpoint();
     // Root lock, then image lock (never the other way round): the image cannot be deleted
     // between the check that it exists and the snapshot.
-    return await this.#locks.with(`root:${id}`, () => this.#locks.with(`image:${sha}`, () => volumes.createRoot(mp, id, sha, quotaBytes)));
+    return await this.#locks.with(`root:${id}`, () => this.#locks.with(`image:${sha}`, () => volumes.createRoot(mp, id, sha, quotaBytes))).catch((err: unknown) => {
+      throw poolFullOr(err, mp, `making the root of sliver ${id}`);
+    });
   }
 
   rootPath(sliver: string): string {

@@ -248,8 +248,12 @@ export async function enableQuotas(mountpoint: string): Promise<void> {
 }
 
 /** Limits the exclusive bytes of the subvolume at `path` (null lifts the limit). */
-export async function limitExclusive(path: string, bytes: number | null): Promise<void> {
-  await run('btrfs', ['qgroup', 'limit', '-e', bytes === null ? 'none' : String(bytes), path]);
+/** Sets the exclusive limit of the subvolume at path. By its qgroup id through the pool's top:
+ * given the subvolume's own path, the ioctl's transaction is charged to that subvolume, and one
+ * at its limit (a sliver that filled its disk) refused any new limit, even a higher one (EDQUOT). */
+export async function limitExclusive(mountpoint: string, path: string, bytes: number | null): Promise<void> {
+  const id = await subvolumeId(path);
+  await run('btrfs', ['qgroup', 'limit', '-e', bytes === null ? 'none' : String(bytes), `0/${id}`, mountpoint]);
 }
 
 /** Lifts the exclusive limit of qgroup 0/id; best effort (a missing qgroup has no limit to lift). */

@@ -237,7 +237,7 @@ export async function listRoots(mountpoint: string): Promise<string[]> {
 export async function createRoot(mountpoint: string, sliverId: string, sha256: string, quotaBytes: number): Promise<string> {
   const root = rootPath(mountpoint, sliverId);
   if (await isSubvolume(root)) {
-    await limitExclusive(root, quotaBytes);
+    await limitExclusive(mountpoint, root, quotaBytes);
     return root;
   }
   const image = imagePath(mountpoint, sha256);
@@ -249,8 +249,8 @@ export async function createRoot(mountpoint: string, sliverId: string, sha256: s
     await subvolumeSnapshot(image, partial);
     r.add(() => deleteSubvolumeTree(mountpoint, partial));
     // The limit is set before the root gets its name, so no root is ever seen without one.
-    await limitExclusive(partial, quotaBytes);
-    if (!(await publish(mountpoint, partial, root))) await limitExclusive(root, quotaBytes);
+    await limitExclusive(mountpoint, partial, quotaBytes);
+    if (!(await publish(mountpoint, partial, root))) await limitExclusive(mountpoint, root, quotaBytes);
   });
   return root;
 }
