@@ -48,13 +48,17 @@ for f in LICENSE README.md; do [ -f "$NODE_PKG/$f" ] && cp "$NODE_PKG/$f" "$STAG
 [ "$("$STAGE/node/bin/node" --version)" = "v$PLANETLITE_NODE_VERSION" ] || die "the bundled node is not v$PLANETLITE_NODE_VERSION"
 
 # --- the three programs ---------------------------------------------------------------
-# ESM bundles; CommonJS dependencies inside them still call require() and use __dirname.
+# ESM bundles; CommonJS dependencies inside them still call require() and use __dirname. A native
+# add-on (ssh2's crypto binding, when setup.sh built it) is copied beside the bundle it loads from.
 BANNER="import { createRequire as __plRequire } from 'node:module'; import { fileURLToPath as __plPath } from 'node:url'; import { dirname as __plDir } from 'node:path'; const require = __plRequire(import.meta.url); const __filename = __plPath(import.meta.url); const __dirname = __plDir(__filename);"
 for app in agent registry cli; do
   node_modules/.bin/esbuild "apps/$app/dist/main.js" --bundle --platform=node --format=esm --target=node24 \
     --external:@electric-sql/pglite --external:cpu-features --external:utp-native \
-    --banner:js="$BANNER" --log-level=error --outfile="$STAGE/lib/$app.mjs"
+    --loader:.node=copy --banner:js="$BANNER" --log-level=error --outfile="$STAGE/lib/$app.mjs"
 done
+# The agent runs its ssh front door as a child process (apps/agent/src/frontdoor/door.ts finds it here).
+node_modules/.bin/esbuild apps/agent/dist/frontdoor/main.js --bundle --platform=node --format=esm --target=node24 \
+  --external:cpu-features --loader:.node=copy --banner:js="$BANNER" --log-level=error --outfile="$STAGE/lib/front-door.mjs"
 log "release: bundled agent, registry, cli ($(du -sh "$STAGE/lib" | cut -f1))"
 mkdir -p "$STAGE/lib/node_modules/@electric-sql" "$STAGE/lib/node_modules/utp-native"
 cp -r node_modules/@electric-sql/pglite "$STAGE/lib/node_modules/@electric-sql/"

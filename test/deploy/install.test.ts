@@ -159,6 +159,8 @@ describe('installing from the release bundle', () => {
       return s.state === 'running';
     }, 120_000);
     expect(readFileSync(join(stateDir, 'agent.pid'), 'utf8').trim()).toBe(String(agent.pid));
+    // The front door is its own bundled program (lib/front-door.mjs): it listens and is published.
+    await until("the node's front door to be published", async () => (await admin.getNode(nodeId)).front_door !== null, 60_000);
     const refused = spawnSync(join(nodeRoot, 'opt/planetlite/current/bin/planetlite-agent'), ['release', '--state-dir', stateDir], { encoding: 'utf8' });
     expect(refused.status).toBe(1);
     expect(refused.stderr).toBe(`planetlite-agent: the agent is running on ${stateDir} (pid ${agent.pid}); stop it first (systemctl stop planetlite-agent)\n`);

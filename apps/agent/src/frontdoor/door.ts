@@ -160,8 +160,11 @@ export class FrontDoor {
   }
 }
 
-/** main.js beside this file; from the sources (tests of src), the built one. */
+/** The front door's own program: main.js beside this file in the build; from the sources (tests
+ * of src), the built one; in a release, where this code is inside lib/agent.mjs, the bundle
+ * scripts/release.sh makes beside it. */
 function mainScript(): string {
   const here = fileURLToPath(new URL('./main.js', import.meta.url));
-  return existsSync(here) ? here : here.replace('/src/frontdoor/', '/dist/frontdoor/');
+  const candidates = [here, here.replace('/src/frontdoor/', '/dist/frontdoor/'), fileURLToPath(new URL('./front-door.mjs', import.meta.url))];
+  return candidates.find((p) => existsSync(p)) ?? here;
 }
