@@ -100,7 +100,7 @@ describe('the agent converges on what the host has', () => {
     const qdiscs = () => exec('ip', ['netns', 'exec', node.ns, 'tc', 'qdisc', 'show', 'dev', hostIf]);
     const table = () => exec('ip', ['netns', 'exec', node.ns, 'nft', 'list', 'table', 'inet', 'planetlite']);
     expect(await qdiscs()).toMatch(/htb 1: root/);
-    expect(await table()).toContain(`sliver_${s.id}_dnat`);
+    expect(await table()).toContain(`"${hostIf}" . `);
     await exec('ip', ['netns', 'exec', node.ns, 'tc', 'qdisc', 'del', 'dev', hostIf, 'root']);
     await exec('ip', ['netns', 'exec', node.ns, 'nft', 'flush', 'table', 'inet', 'planetlite']);
     expect(await qdiscs()).not.toMatch(/htb 1: root/);
@@ -108,7 +108,7 @@ describe('the agent converges on what the host has', () => {
     await node.agent!.reconciler!.again();
     await node.agent!.settled();
     expect(await qdiscs()).toMatch(/htb 1: root/);
-    expect(await table()).toContain(`sliver_${s.id}_dnat`);
+    expect(await table()).toMatch(/iifname \. ip saddr != @sliver_sources drop/);
     expect(await node.sshAsync(s.ports.first, 'root', 'cat /etc/slicename')).toBe('cvg_kill');
   }, 120_000);
 

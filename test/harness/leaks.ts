@@ -48,9 +48,11 @@ export async function nodeLeaks(scope: LeakScope): Promise<Leaks> {
   for (const q of qdiscs) if (q.kind === 'htb' || q.kind === 'ingress') out['tc/ifb'].push(`qdisc ${q.kind} on ${q.dev} in ${ns}`);
 
   const table = (await tryRun('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'planetlite']))?.stdout ?? '';
-  // A sliver's own chains carry its id (packages/network names.ts: sliver_ID, sliver_ID_dnat).
+  // A sliver is entries in the table's maps; its sliver_sources entry names its device. (Older
+  // tables had chains named sliver_ID: one left over is a leak too.)
   for (const m of new Set([...table.matchAll(new RegExp(`chain (sliver_${UUID.source}\\S*)`, 'g'))].map((x) => x[1]!))) out['nft chains'].push(`chain ${m} in table inet planetlite of ${ns}`);
   for (const dev of new Set([...table.matchAll(/"(pl[hsi][0-9a-f]{12})"/g)].map((x) => x[1]!))) out['nft chains'].push(`device ${dev} named in table inet planetlite of ${ns}`);
+  for (const m of table.matchAll(/(?:map|set) (\w+) \{[^}]*elements = \{/g)) out['nft chains'].push(`entries in ${m[1]} of table inet planetlite of ${ns}`);
 
   const subvolumes = (await tryRun('btrfs', ['subvolume', 'list', pool]))?.stdout ?? '';
   const subvolIds = new Set<number>([5]);

@@ -328,19 +328,20 @@ export class Builder {
     await this.#d.instances[kind]!.kill(id);
   }
 
-  /** Rewrites the whole nftables table from the ledger and the desired ports; one at a time.
-   * Resolves once applied; the listing a later pass compares with follows in the same chain. */
-  applyTable(): Promise<void> {
+  /** Brings the nftables table to the ledger and the desired ports (the changes, or with `whole`
+   * the whole table); one at a time. Resolves once applied; the listing a later pass compares
+   * with follows in the same chain. */
+  applyTable(opts: { whole?: boolean } = {}): Promise<void> {
     const applied = this.#applying.then(async () => {
       // Without forwarding the table lists no sliver: no port reaches one, and the forward chain
       // drops whatever a sliver's device sends (the slivers themselves keep running).
-      if (!this.#forwarding()) return this.#d.network.apply([]);
+      if (!this.#forwarding()) return this.#d.network.apply([], opts);
       const ports = new Map((this.#desired()?.slivers ?? []).filter((s) => s.desired !== 'deleted').map((s) => [s.id, s.ports]));
       const specs = this.#ledger
         .all()
         .filter((r) => ports.has(r.id))
         .map((r) => netSpec(r, { ports: ports.get(r.id)! }));
-      await this.#d.network.apply(specs);
+      await this.#d.network.apply(specs, opts);
     });
     const seen = async () => {
       this.#tableSeen = (await this.#d.network.tableState?.().catch(() => null)) ?? null;

@@ -69,7 +69,7 @@ export class Reconciler {
 
   /** Rewrites the nftables table now (forwarding was cut or restored). */
   refreshForwarding(): Promise<void> {
-    return this.#builder.applyTable();
+    return this.#builder.applyTable({ whole: true });
   }
 
   /**
@@ -93,7 +93,7 @@ export class Reconciler {
     }
     if (!this.#tableRebuilt) {
       this.#tableRebuilt = true;
-      work.push(this.#builder.applyTable().catch((err: unknown) => {
+      work.push(this.#builder.applyTable({ whole: true }).catch((err: unknown) => {
         this.#tableRebuilt = false;
         this.#log.warn(errorFields(err), 'rebuilding the nftables table failed; the next pass retries');
       }));

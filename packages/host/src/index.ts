@@ -1,6 +1,6 @@
 // How the node agent touches the host: one command wrapper, an undo list for multi-step changes,
 // the host-tool check and the one way to start a process that outlives the agent.
-export { run, tryRun, CommandError, commandErrorOf, errorFields, type RunOptions, type RunResult } from './run.js';
+export { run, tryRun, commandCount, CommandError, commandErrorOf, errorFields, type RunOptions, type RunResult } from './run.js';
 export { missingTools, requireTools, TOOL_PACKAGES } from './tools.js';
 export { spawnDetached, type DetachedOptions } from './spawn.js';
 export { Reverter } from './revert.js';

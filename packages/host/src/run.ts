@@ -9,11 +9,16 @@ export interface RunOptions {
   env?: Record<string, string>;
   /** Kill the command after this many ms (default 120 s). */
   timeoutMs?: number;
+  /** Exit codes besides 0 that are an answer, not a failure (e.g. 1 from `ip -force -batch`
+   * when some of its commands failed); the result carries the code. */
+  allowExit?: readonly number[];
 }
 
 export interface RunResult {
   stdout: string;
   stderr: string;
+  /** Set when the command exited with one of allowExit's codes. */
+  exitCode?: number;
 }
 
 export class CommandError extends Error {
@@ -34,7 +39,15 @@ export class CommandError extends Error {
   }
 }
 
+let commandsRun = 0;
+
+/** How many host commands this process has started through run() (benchmarks count a change's cost with it). */
+export function commandCount(): number {
+  return commandsRun;
+}
+
 export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  commandsRun++;
   try {
     const res = await execa(command, args, {
       input: opts.input,
@@ -46,7 +59,10 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
     });
     return { stdout: String(res.stdout), stderr: String(res.stderr) };
   } catch (err) {
-    const e = err as { exitCode?: number; stderr?: unknown; timedOut?: boolean; code?: string; shortMessage?: string };
+    const e = err as { exitCode?: number; stdout?: unknown; stderr?: unknown; timedOut?: boolean; code?: string; shortMessage?: string };
+    if (e.exitCode !== undefined && !e.timedOut && opts.allowExit?.includes(e.exitCode)) {
+      return { stdout: String(e.stdout ?? ''), stderr: String(e.stderr ?? ''), exitCode: e.exitCode };
+    }
     let reason: string | undefined;
     if (e.timedOut) reason = `timed out after ${opts.timeoutMs ?? 120_000} ms`;
     else if (e.code === 'ENOENT') reason = 'is not installed (run scripts/setup.sh)';

@@ -1,7 +1,7 @@
 // Slot → address math and the deterministic names (pure, no host access).
 import { describe, expect, it } from 'vitest';
 import { parseSubnet, slotAddress, slotCount } from './ipv4.js';
-import { chainNames, deviceNames, sliverId } from './nftables/names.js';
+import { deviceNames, sliverId } from './nftables/names.js';
 
 describe('slot addresses', () => {
   const subnet = parseSubnet('10.200.0.0/16');
@@ -50,11 +50,5 @@ describe('names', () => {
     const a = deviceNames('01890a5d-ac96-774b-bcce-b302099a8057').hostIf;
     const b = deviceNames('01890a5d-ac96-774b-8000-000000000001').hostIf;
     expect(a).not.toBe(b);
-  });
-  it('puts the whole id in chain names', () => {
-    expect(chainNames(id)).toEqual({
-      filter: 'sliver_3fa85f64-5717-4562-b3fc-2c963f66afa6',
-      dnat: 'sliver_3fa85f64-5717-4562-b3fc-2c963f66afa6_dnat',
-    });
   });
 });

@@ -61,9 +61,11 @@ export interface NetworkDriver {
   readonly capabilities: NetworkCapabilities;
   /** Tools and kernel support present; throws an error that says what to install or fix. */
   check(): Promise<void>;
-  /** Enables forwarding and rewrites the driver's whole table from this list in one atomic
-   * transaction. Idempotent; call it at start and after every change. */
-  apply(slivers: SliverNetSpec[]): Promise<void>;
+  /** Enables forwarding and brings the driver's table to this list of slivers in one atomic
+   * transaction: only what changed since this object's last apply, or the whole table the first
+   * time and with `whole` (after the table was seen changed by someone else). Idempotent; call it
+   * at start and after every change. */
+  apply(slivers: SliverNetSpec[], opts?: { whole?: boolean }): Promise<void>;
   /** Creates the sliver's host-side device(s) with deterministic names and addresses; idempotent. */
   attach(spec: SliverNetSpec): Promise<SliverNet>;
   /** Removes the sliver's devices (shaping included); idempotent. */

@@ -229,15 +229,15 @@ describe('nftables driver in network namespaces', () => {
     expect(await connect(sliverNs(1), 'udp', NET_ADDR, 9001, { ms: BLOCKED_MS, from: '10.200.9.9' })).toBe(blocked);
     await run('ip', ['-n', sliverNs(1), 'addr', 'del', '10.200.9.9/32', 'dev', 'eth0']);
     expect(seen()).toBe(before);
-  });
+  }, 20_000);
 
   it('re-applying the same list leaves the same table', async () => {
     const before = await listTable();
     await driver.apply([s2, s1]);
     await driver.apply([s1, s2]);
     expect(await listTable()).toBe(before);
-    expect(before).toContain(`chain sliver_${s1.id} {`);
-    expect(before).toContain(`chain sliver_${s2.id}_dnat {`);
+    expect(before).toContain(`"${net1.hostIf}" . 10.200.0.2`);
+    expect(before).toContain(`"${net2.hostIf}" . 10.200.0.6`);
     expect(await connect(NET, 'tcp', PUBLIC, 20000)).toBe(`sliver-1 tcp 22 from ${NET_ADDR}`);
   });
 
@@ -267,7 +267,7 @@ describe('nftables driver in network namespaces', () => {
     expect(link[0]?.linkinfo).toMatchObject({ info_kind: 'tun', info_data: { type: 'tap' } });
     expect(link[0]?.addr_info.filter((a) => a.family === 'inet')).toMatchObject([{ local: '10.200.0.13', prefixlen: 30 }]);
     await driver.apply([s1, s2, s4]);
-    expect(await listTable()).toContain(`"${net4.hostIf}" : goto sliver_${s4.id}`);
+    expect(await listTable()).toContain(`"${net4.hostIf}" . 10.200.0.14`);
     await driver.detach(s4.id);
     await driver.apply([s1, s2]);
     expect(await nodeLinks()).not.toContain(net4.hostIf);
@@ -302,12 +302,32 @@ describe('nftables driver in network namespaces', () => {
     expect((await nodeLinks()).filter((n) => /^pl[hs]/.test(n)).sort()).toEqual([net1.hostIf, net2.hostIf].sort());
   });
 
-  it('detach + apply removes the sliver chain, devices and window; the other sliver keeps working', async () => {
+  it('applies only the changes: a moved window takes, and a table changed by hand is written whole', async () => {
+    const moved = { ...s2, ports: { first: 20100, last: 20109 } };
+    await driver.apply([s1, moved]);
+    expect(await connect(NET, 'tcp', PUBLIC, 20100)).toBe(`sliver-2 tcp 22 from ${NET_ADDR}`);
+    expect(await connect(NET, 'tcp', PUBLIC, 20010)).toBe('ERR ECONNREFUSED');
+    // Someone deletes sliver 2's entries: the next change cannot be applied as a change (the
+    // entries it deletes are gone), so the whole table is written and both windows work again.
+    await run('ip', ['netns', 'exec', NODE, 'nft', 'flush', 'map', 'inet', 'planetlite', 'sliver_ssh']);
+    expect(await connect(NET, 'tcp', PUBLIC, 20000)).toBe('ERR ECONNREFUSED');
+    await driver.apply([s1, s2]);
+    expect(await connect(NET, 'tcp', PUBLIC, 20000)).toBe(`sliver-1 tcp 22 from ${NET_ADDR}`);
+    expect(await connect(NET, 'tcp', PUBLIC, 20010)).toBe(`sliver-2 tcp 22 from ${NET_ADDR}`);
+    // A flushed table is no failed change (nothing to delete): `whole` is how the agent repairs it.
+    await run('ip', ['netns', 'exec', NODE, 'nft', 'flush', 'table', 'inet', 'planetlite']);
+    await driver.apply([s1, s2], { whole: true });
+    expect(await connect(NET, 'tcp', PUBLIC, 20013)).toBe(`sliver-2 tcp 20013 from ${NET_ADDR}`);
+    expect(await connect(sliverNs(1), 'tcp', '10.200.0.6', 22, { ms: BLOCKED_MS })).toBe('ERR timeout');
+  });
+
+  it("detach + apply removes the sliver's entries, devices and window; the other sliver keeps working", async () => {
     await driver.detach(s2.id);
     await driver.apply([s1]);
     const table = await listTable();
-    expect(table).not.toContain(s2.id);
-    expect(table).toContain(`chain sliver_${s1.id} {`);
+    expect(table).not.toContain(net2.hostIf);
+    expect(table).not.toContain('10.200.0.6');
+    expect(table).toContain(`"${net1.hostIf}" . 10.200.0.2`);
     expect(await nodeLinks()).not.toContain(net2.hostIf);
     expect(await driver.listAttached()).toEqual([s1.id]);
     expect(await connect(NET, 'tcp', PUBLIC, 20010)).toBe('ERR ECONNREFUSED');

@@ -1,6 +1,7 @@
-// Private `ip` wrappers for the sliver links: one JSON read of every link, and changes sent as
-// one `ip -batch -` so an attach costs two commands (each pays a process, and nsenter in a namespace).
-import type { RunOptions, RunResult } from '@planetlite/host';
+// Private `ip` wrappers for the sliver links: one JSON read of every link or of a sliver's own,
+// and changes sent as one `ip -batch -`, so an attach costs two commands (each pays a process, and
+// nsenter in a namespace) whatever the number of slivers.
+import { CommandError, type RunOptions, type RunResult } from '@planetlite/host';
 
 /** Runs a host command in the driver's namespace (run() underneath). */
 export type Exec = (command: string, args: readonly string[], opts?: RunOptions) => Promise<RunResult>;
@@ -25,9 +26,13 @@ interface IpAddrJson {
 
 /** Every link of the namespace by name, with alias, kind, admin state and IPv4 addresses. */
 export async function readLinks(exec: Exec): Promise<Map<string, Link>> {
-  const out = await exec('ip', ['-d', '-j', 'addr', 'show']);
+  return parseLinks((await exec('ip', ['-d', '-j', 'addr', 'show'])).stdout);
+}
+
+/** Parses `ip -d -j addr show`. */
+function parseLinks(stdout: string): Map<string, Link> {
   const links = new Map<string, Link>();
-  for (const j of JSON.parse(out.stdout || '[]') as IpAddrJson[]) {
+  for (const j of JSON.parse(stdout || '[]') as IpAddrJson[]) {
     if (!j.ifname) continue;
     links.set(j.ifname, {
       name: j.ifname,
@@ -37,6 +42,21 @@ export async function readLinks(exec: Exec): Promise<Map<string, Link>> {
       ipv4: (j.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`),
     });
   }
+  return links;
+}
+
+/**
+ * The named links that exist, read in one command that costs the same however many links the
+ * namespace has (readLinks lists them all). A name with no link is left out.
+ */
+export async function readLinksOf(exec: Exec, names: readonly string[]): Promise<Map<string, Link>> {
+  const links = new Map<string, Link>();
+  if (!names.length) return links;
+  // -force goes on past a missing device, and then exits 1; each command prints its own array.
+  const out = await exec('ip', ['-force', '-d', '-j', '-batch', '-'], { input: names.map((n) => `addr show dev ${n}`).join('\n') + '\n', allowExit: [1] });
+  const other = out.stderr.split('\n').filter((l) => l && !/^Device ".*" does not exist\.$/.test(l) && !/^Command failed -:\d+$/.test(l));
+  if (other.length) throw new CommandError('ip', ['-force', '-d', '-j', '-batch', '-'], out.exitCode, out.stderr, 'could not read links');
+  for (const line of out.stdout.split('\n')) if (line.startsWith('[')) for (const [name, link] of parseLinks(line)) if (names.includes(name)) links.set(name, link);
   return links;
 }
 

@@ -1,14 +1,15 @@
 // The nftables network driver: a veth pair or tap per sliver with a private /30, and one
-// `inet` table owned by the agent (MASQUERADE out, DNAT port window in, isolation), always
-// rewritten whole in one `nft -f -` transaction.
+// `inet` table owned by the agent (MASQUERADE out, DNAT port window in, isolation). A sliver is
+// entries in the table's maps; an apply sends only the entries that changed since the last one,
+// and the whole table when there was none (a new process) or a change does not take.
 import { existsSync } from 'node:fs';
 import { NetworkError } from '../errors.js';
 import { CommandError, Reverter, requireTools, run, tryRun, type RunOptions } from '@planetlite/host';
 import type { NetworkCapabilities, NetworkDriver, NetworkDriverOptions, SliverCounters, SliverNet, SliverNetSpec, SliverRate } from '../driver.js';
 import { parseIpv4, parseSubnet, slotAddress, type Ipv4Subnet } from '../ipv4.js';
-import { ipBatch, readLinks, type Link } from './devices.js';
+import { ipBatch, readLinks, readLinksOf, type Link } from './devices.js';
 import { ALIAS_PREFIX, DEVICE_PATTERN, deviceNames, HOST_PREFIX, IFB_PREFIX, ifbName, PEER_PREFIX, sliverId } from './names.js';
-import { renderDeleteTable, renderRuleset, validateSpecs, type RulesetConfig } from './ruleset.js';
+import { renderChanges, renderDeleteTable, renderRuleset, validateSpecs, type RulesetConfig } from './ruleset.js';
 import { applyLimit, parseQdiscs, readCounters, shapingDrift, validateRate, type DeviceQdiscs } from './shaping.js';
 
 /** ARP retry interval on a sliver's host-side link (the kernel default is 1000 ms). */
@@ -22,6 +23,8 @@ export class NftablesDriver implements NetworkDriver {
   readonly #subnet: Ipv4Subnet;
   /** ip_forward is set once per driver; the rest of an apply is one nft transaction. */
   #forwarding = false;
+  /** What the last apply left in the table; null before one, and after a failed one. */
+  #applied: SliverNetSpec[] | null = null;
 
   constructor(opts: NetworkDriverOptions) {
     parseIpv4(opts.publicAddress);
@@ -66,13 +69,27 @@ export class NftablesDriver implements NetworkDriver {
     }
   }
 
-  async apply(slivers: SliverNetSpec[]): Promise<void> {
-    const text = renderRuleset(this.#config, slivers); // validates before anything changes
+  async apply(slivers: SliverNetSpec[], opts: { whole?: boolean } = {}): Promise<void> {
+    const list = slivers.map((s) => ({ ...s, ports: { ...s.ports } }));
+    const before = opts.whole ? null : this.#applied;
+    // Both render functions validate the list before anything changes.
+    const changes = before ? renderChanges(this.#config, before, list) : null;
+    const whole = changes === null ? renderRuleset(this.#config, list) : null;
     if (!this.#forwarding) {
       await this.#run('sysctl', ['-q', '-w', 'net.ipv4.ip_forward=1']);
       this.#forwarding = true;
     }
-    await this.#run('nft', ['-f', '-'], { input: text });
+    this.#applied = null;
+    if (changes !== null) {
+      // An entry that is not where the last apply left it (the table changed by someone else)
+      // fails the batch, which then changed nothing: the whole table is written instead.
+      if (changes === '' || (await this.#tryRun('nft', ['-f', '-'], { input: changes }))) {
+        this.#applied = list;
+        return;
+      }
+    }
+    await this.#run('nft', ['-f', '-'], { input: whole ?? renderRuleset(this.#config, list) });
+    this.#applied = list;
   }
 
   async attach(spec: SliverNetSpec): Promise<SliverNet> {
@@ -83,7 +100,7 @@ export class NftablesDriver implements NetworkDriver {
     const alias = ALIAS_PREFIX + id;
     const cidr = `${addr.hostAddress}/${addr.prefix}`;
     const want = spec.kind === 'veth' ? 'veth' : 'tun';
-    const links = await this.#links();
+    const links = await readLinksOf(this.#exec, [hostIf, peerIf]);
     let host = links.get(hostIf);
     const peer = links.get(peerIf);
     if (host) this.#assertOurs(host, id);
@@ -137,7 +154,7 @@ export class NftablesDriver implements NetworkDriver {
     const canonical = sliverId(id);
     const { hostIf, peerIf } = deviceNames(canonical);
     const ifb = ifbName(canonical);
-    const links = await this.#links();
+    const links = await readLinksOf(this.#exec, [hostIf, peerIf, ifb]);
     const host = links.get(hostIf);
     const peer = links.get(peerIf);
     // Never delete a device whose alias names another sliver (a hash clash attach refused).
@@ -156,7 +173,7 @@ export class NftablesDriver implements NetworkDriver {
     const canonical = sliverId(id);
     const { hostIf } = deviceNames(canonical);
     const ifb = ifbName(canonical);
-    const links = await this.#links();
+    const links = await readLinksOf(this.#exec, [hostIf, ifb]);
     for (const name of [hostIf, ifb]) {
       const link = links.get(name);
       if (link) this.#assertOurs(link, canonical);
@@ -185,7 +202,10 @@ export class NftablesDriver implements NetworkDriver {
   }
 
   async tableState(): Promise<string> {
-    return (await this.#tryRun('nft', ['list', 'table', 'inet', this.#config.table]))?.stdout ?? '';
+    // Terse: the rules and the maps' declarations, not their entries, so the listing costs the same
+    // at any size. An entry changed by hand is not seen here (a change that needs it is: its batch
+    // fails and the whole table is written).
+    return (await this.#tryRun('nft', ['-t', 'list', 'table', 'inet', this.#config.table]))?.stdout ?? '';
   }
 
   counters(): Promise<Map<string, SliverCounters>> {
@@ -201,6 +221,7 @@ export class NftablesDriver implements NetworkDriver {
   }
 
   async teardown(): Promise<void> {
+    this.#applied = null;
     await this.#run('nft', ['-f', '-'], { input: renderDeleteTable(this.#config.table) });
     // Every device named like ours; host ends first, each takes its veth peer along; ifbs last
     // (a host end's ingress filter redirects to its ifb).

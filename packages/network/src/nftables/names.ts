@@ -1,4 +1,4 @@
-// Deterministic names derived from a sliver id: devices (IFNAMSIZ-bound) and nft chains.
+// Deterministic names derived from a sliver id: its devices (IFNAMSIZ-bound).
 import { createHash } from 'node:crypto';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -39,10 +39,4 @@ export function ifbName(id: string): string {
 
 function nameHash(id: string): string {
   return createHash('sha256').update(sliverId(id)).digest('hex').slice(0, 12);
-}
-
-/** nft chain names have no 15-character limit, so they carry the whole id: no clash possible. */
-export function chainNames(id: string): { filter: string; dnat: string } {
-  const canonical = sliverId(id);
-  return { filter: `sliver_${canonical}`, dnat: `sliver_${canonical}_dnat` };
 }

@@ -1,9 +1,10 @@
-// Renders the driver's whole nftables table from the list of slivers: pure text, no host access,
-// so it can be unit-tested and is applied in one `nft -f -` transaction.
+// Renders the driver's nftables table from the list of slivers — whole, or as the changes from
+// the last list applied: pure text, no host access, so it can be unit-tested; each is applied in
+// one `nft -f -` transaction.
 import type { SliverNetSpec } from '../driver.js';
 import { NetworkError } from '../errors.js';
 import { formatIpv4, parseIpv4, slotAddress, subnetContains, type Ipv4Subnet } from '../ipv4.js';
-import { chainNames, deviceNames, HOST_PREFIX, sliverId } from './names.js';
+import { deviceNames, HOST_PREFIX, sliverId } from './names.js';
 
 export interface RulesetConfig {
   table: string;
@@ -49,9 +50,32 @@ function range(first: number, last: number): string {
   return first === last ? String(first) : `${first}-${last}`;
 }
 
+/** A sliver's entries in the table's three maps: what it adds, and what removing it deletes. */
+interface Entries {
+  /** sliver_ssh: the lowest port → the sliver's sshd. */
+  ssh: { key: string; value: string };
+  /** sliver_ports: the rest of the window → the same port numbers on the sliver (none for one port). */
+  ports: { key: string; value: string } | null;
+  /** sliver_sources: its host-side device with the one address it may send from. */
+  source: string;
+}
+
+function entries(config: RulesetConfig, s: SliverNetSpec): Entries {
+  const { hostIf } = deviceNames(s.id);
+  const { sliverAddress } = slotAddress(config.subnet, s.slot);
+  const { first, last } = s.ports;
+  return {
+    ssh: { key: String(first), value: `${sliverAddress} . ${SSH_PORT}` },
+    ports: last > first ? { key: range(first + 1, last), value: sliverAddress } : null,
+    source: `"${hostIf}" . ${sliverAddress}`,
+  };
+}
+
 /**
  * The full transaction: create-if-missing, delete, define. nft applies the three as one batch, so
  * packets see either the old table or the new one, and a bad ruleset leaves the old one in place.
+ * Every sliver is three map entries and no rule of its own: the rules are the same for 1 sliver
+ * or 2,000, so adding or removing one (renderChanges) costs the same on any node.
  * Slivers are sorted by slot so the same set renders the same text whatever the input order.
  */
 export function renderRuleset(config: RulesetConfig, slivers: readonly SliverNetSpec[]): string {
@@ -59,53 +83,34 @@ export function renderRuleset(config: RulesetConfig, slivers: readonly SliverNet
   const t = config.table;
   const pub = formatIpv4(parseIpv4(config.publicAddress));
   const devices = `"${HOST_PREFIX}*"`;
-  const sorted = [...slivers].sort((a, b) => a.slot - b.slot);
+  const all = [...slivers].sort((a, b) => a.slot - b.slot).map((s) => entries(config, s));
 
-  const portElements: string[] = [];
-  const deviceElements: string[] = [];
-  const sliverChains: string[] = [];
-  for (const s of sorted) {
-    const { hostIf } = deviceNames(s.id);
-    const chain = chainNames(s.id);
-    const { sliverAddress } = slotAddress(config.subnet, s.slot);
-    const { first, last } = s.ports;
-    portElements.push(`${range(first, last)} : jump ${chain.dnat}`);
-    deviceElements.push(`"${hostIf}" : goto ${chain.filter}`);
-    const dnat = [`meta l4proto { tcp, udp } th dport ${first} dnat ip to ${sliverAddress}:${SSH_PORT}`];
-    if (last > first) dnat.push(`meta l4proto { tcp, udp } th dport ${range(first + 1, last)} dnat ip to ${sliverAddress}`);
-    sliverChains.push(
-      chainBlock(chain.dnat, [`# sliver ${sliverId(s.id)}: port window ${first}-${last}, lowest port to sshd`, ...dnat]),
-      chainBlock(chain.filter, [
-        `# forwarded packets from ${hostIf} (sliver ${sliverId(s.id)})`,
-        `ip saddr != ${sliverAddress} drop`,
-        'ct state established,related accept',
-        `oifname ${devices} ct status dnat ct original ip daddr ${pub} accept`,
-        `oifname ${devices} drop`,
-        'accept',
-      ]),
-    );
-  }
-
-  const map = (name: string, type: string, flags: string | null, elements: string[]): string =>
+  const map = (kind: 'map' | 'set', name: string, type: string, flags: string | null, elements: string[]): string =>
     [
-      `\tmap ${name} {`,
+      `\t${kind} ${name} {`,
       `\t\ttype ${type}`,
       ...(flags ? [`\t\tflags ${flags}`] : []),
       ...(elements.length ? [`\t\telements = {\n${elements.map((e) => `\t\t\t${e}`).join(',\n')}\n\t\t}`] : []),
       '\t}',
     ].join('\n');
+  const dnat = [
+    `ip daddr ${pub} meta l4proto { tcp, udp } dnat ip to th dport map @sliver_ssh`,
+    `ip daddr ${pub} meta l4proto { tcp, udp } dnat ip to th dport map @sliver_ports`,
+  ];
 
   const body = [
-    map('sliver_ports', 'inet_service : verdict', 'interval', portElements),
-    map('sliver_devices', 'ifname : verdict', null, deviceElements),
+    map('map', 'sliver_ssh', 'inet_service : ipv4_addr . inet_service', null, all.map((e) => `${e.ssh.key} : ${e.ssh.value}`)),
+    map('map', 'sliver_ports', 'inet_service : ipv4_addr', 'interval', all.flatMap((e) => (e.ports ? [`${e.ports.key} : ${e.ports.value}`] : []))),
+    map('set', 'sliver_sources', 'ifname . ipv4_addr', null, all.map((e) => e.source)),
     chainBlock('prerouting', [
+      '# a sliver\'s port window: the lowest port to its sshd, the rest to the same port on it',
       'type nat hook prerouting priority dstnat; policy accept;',
-      `ip daddr ${pub} meta l4proto { tcp, udp } th dport vmap @sliver_ports`,
+      ...dnat,
     ]),
     chainBlock('output', [
       '# the node itself (e.g. the agent probing sshd) reaches slivers through the same ports',
       'type nat hook output priority -100; policy accept;',
-      `ip daddr ${pub} meta l4proto { tcp, udp } th dport vmap @sliver_ports`,
+      ...dnat,
     ]),
     chainBlock('postrouting', [
       'type nat hook postrouting priority srcnat; policy accept;',
@@ -117,11 +122,15 @@ export function renderRuleset(config: RulesetConfig, slivers: readonly SliverNet
       `oifname ${devices} jump to_sliver`,
     ]),
     chainBlock('from_sliver', [
-      '# IPv4 only; a sliver device missing from the map (not applied yet, or leaked) gets nothing',
+      '# IPv4 only, from a known sliver device with its own address (a device missing from the',
+      '# set, not applied yet or leaked, gets nothing); to another sliver only through a public port',
       'meta nfproto != ipv4 drop',
       'ct state invalid drop',
-      'iifname vmap @sliver_devices',
-      'drop',
+      'iifname . ip saddr != @sliver_sources drop',
+      'ct state established,related accept',
+      `oifname ${devices} ct status dnat ct original ip daddr ${pub} accept`,
+      `oifname ${devices} drop`,
+      'accept',
     ]),
     chainBlock('to_sliver', [
       '# into a sliver only through a public port (or as a reply)',
@@ -139,10 +148,36 @@ export function renderRuleset(config: RulesetConfig, slivers: readonly SliverNet
       'icmp type echo-request fib daddr . iif type local accept',
       'drop',
     ]),
-    ...sliverChains,
   ].join('\n\n');
 
   return `table inet ${t}\ndelete table inet ${t}\ntable inet ${t} {\n${body}\n}\n`;
+}
+
+/**
+ * The transaction that takes the table from `before` (what the last apply left) to `after`: the
+ * entries of slivers gone or changed are deleted, those of new or changed ones added, in one
+ * batch (nft applies it whole or not at all). Empty when nothing changed. Validates `after` first.
+ */
+export function renderChanges(config: RulesetConfig, before: readonly SliverNetSpec[], after: readonly SliverNetSpec[]): string {
+  validateSpecs(config, after);
+  const key = (s: SliverNetSpec) => `${s.slot}/${s.ports.first}-${s.ports.last}/${s.kind}`;
+  const was = new Map(before.map((s) => [sliverId(s.id), s]));
+  const now = new Map(after.map((s) => [sliverId(s.id), s]));
+  const gone = [...was].filter(([id, s]) => now.get(id) === undefined || key(now.get(id)!) !== key(s)).map(([, s]) => s);
+  const added = [...now].filter(([id, s]) => was.get(id) === undefined || key(was.get(id)!) !== key(s)).map(([, s]) => s);
+  const t = config.table;
+  const lines: string[] = [];
+  for (const e of gone.map((s) => entries(config, s))) {
+    lines.push(`delete element inet ${t} sliver_ssh { ${e.ssh.key} }`);
+    if (e.ports) lines.push(`delete element inet ${t} sliver_ports { ${e.ports.key} }`);
+    lines.push(`delete element inet ${t} sliver_sources { ${e.source} }`);
+  }
+  for (const e of added.map((s) => entries(config, s))) {
+    lines.push(`add element inet ${t} sliver_ssh { ${e.ssh.key} : ${e.ssh.value} }`);
+    if (e.ports) lines.push(`add element inet ${t} sliver_ports { ${e.ports.key} : ${e.ports.value} }`);
+    lines.push(`add element inet ${t} sliver_sources { ${e.source} }`);
+  }
+  return lines.length ? lines.join('\n') + '\n' : '';
 }
 
 /** The transaction that removes the table whether or not it exists. */

@@ -98,8 +98,12 @@ interface TcQdiscJson {
 
 /** Parses `tc -j qdisc show` (every device of the namespace). */
 export function parseQdiscs(stdout: string): Map<string, DeviceQdiscs> {
+  return byDevice(JSON.parse(stdout || '[]') as TcQdiscJson[]);
+}
+
+function byDevice(qdiscs: TcQdiscJson[]): Map<string, DeviceQdiscs> {
   const out = new Map<string, DeviceQdiscs>();
-  for (const q of JSON.parse(stdout || '[]') as TcQdiscJson[]) {
+  for (const q of qdiscs) {
     if (!q.dev) continue;
     const d = out.get(q.dev) ?? { htbRoot: false, ingress: false };
     if (q.root && q.kind === 'htb' && q.handle === '1:') d.htbRoot = true;
@@ -175,10 +179,10 @@ export function shapingDrift(names: ShapingNames, state: ShapingState, rate: Sli
 /** Reads the devices and qdiscs, renders and runs the plan. The caller has checked the names are this sliver's. */
 export async function applyLimit(exec: Exec, names: ShapingNames, rate: SliverRate, links: Map<string, Link>): Promise<void> {
   validateRate(rate); // before any command
-  const qdiscs = parseQdiscs((await exec('tc', ['-j', 'qdisc', 'show'])).stdout);
-  const noQdiscs: DeviceQdiscs = { htbRoot: false, ingress: false };
   const host = links.get(names.hostIf);
   const ifb = links.get(names.ifb);
+  const qdiscs = await readQdiscsOf(exec, [host, ifb].flatMap((l) => (l ? [l.name] : [])));
+  const noQdiscs: DeviceQdiscs = { htbRoot: false, ingress: false };
   const plan = renderLimit(names, {
     host: host ? (qdiscs.get(names.hostIf) ?? noQdiscs) : null,
     ifb: ifb ? { ...(qdiscs.get(names.ifb) ?? noQdiscs), alias: ifb.alias, up: ifb.up } : null,
@@ -190,6 +194,16 @@ export async function applyLimit(exec: Exec, names: ShapingNames, rate: SliverRa
     throw new NetworkError('missing_kernel_feature', `tc refused the rate caps of ${names.hostIf}; the kernel needs HTB, ingress, u32, mirred and ifb (sch_htb sch_ingress cls_u32 act_mirred ifb): ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
   await ipBatch(exec, plan.ipAfter);
+}
+
+/** The qdiscs of these devices (which exist), in one command whatever the number of devices on the node. */
+async function readQdiscsOf(exec: Exec, devices: readonly string[]): Promise<Map<string, DeviceQdiscs>> {
+  if (!devices.length) return new Map();
+  const out = await exec('tc', ['-j', '-batch', '-'], { input: devices.map((d) => `qdisc show dev ${d}`).join('\n') + '\n' });
+  // One array a command, in order; filtered by device, tc leaves the device out of each entry.
+  const lines = out.stdout.split('\n').filter((l) => l.startsWith('['));
+  if (lines.length !== devices.length) throw new Error(`tc printed ${lines.length} qdisc lists for ${devices.length} devices`);
+  return byDevice(lines.flatMap((l, i) => (JSON.parse(l) as TcQdiscJson[]).map((q) => ({ ...q, dev: devices[i] }))));
 }
 
 /** Runs tc commands (one per line, without the leading `tc`) as one batch; stops at the first failure. */
