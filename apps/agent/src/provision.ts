@@ -3,7 +3,7 @@
 // for that user and for root, and host keys of its own.
 import { chmod, chown, mkdir, readFile, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
-import { run } from '@planetlite/host';
+import ssh2 from 'ssh2';
 
 /** Uid and gid of the slice user inside the sliver (the first ordinary user id). */
 export const SLICE_UID = 1000;
@@ -47,7 +47,11 @@ async function ensureHostKey(rootfs: string): Promise<void> {
   const key = join(dir, 'ssh_host_ed25519_key');
   if (await exists(key)) return;
   await mkdir(dir, { recursive: true });
-  await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'sliver host key', '-f', key]);
+  // Made in this process (OpenSSH's own format, as ssh-keygen writes it): no process to start
+  // on a new sliver's way up.
+  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'sliver host key' });
+  await writeFile(key, pair.private, { mode: 0o600 });
+  await writeFile(`${key}.pub`, `${pair.public}\n`, { mode: 0o644 });
 }
 
 /** Replaces the line whose first field is name, or appends it. */

@@ -244,6 +244,10 @@ export class LxcDriver implements InstanceDriver {
   async state(id: string): Promise<InstanceState> {
     const dir = this.#dir(id);
     if (!(await stat(join(dir, 'config')).catch(() => null))) return 'absent';
+    // From cgroupfs, as states() reads every sliver each pass: no lxc-info process (two of them,
+    // the lifecycle's probe and start's, were a tenth of a new sliver's start-up).
+    const probe = this.#probe;
+    if (probe?.populated) return this.#cgroupState(containerName(id), probe);
     const { stdout } = await this.#lxc('lxc-info', id, ['-s', '-H']);
     switch (stdout.trim()) {
       case 'FROZEN':

@@ -25,6 +25,7 @@ export class NftablesDriver implements NetworkDriver {
   #forwarding = false;
   /** What the last apply left in the table; null before one, and after a failed one. */
   #applied: SliverNetSpec[] | null = null;
+  #linksRead: Promise<Map<string, Link>> | null = null;
 
   constructor(opts: NetworkDriverOptions) {
     parseIpv4(opts.publicAddress);
@@ -241,8 +242,13 @@ export class NftablesDriver implements NetworkDriver {
     }
   }
 
+  /** Every link, read once for the callers that ask at the same time (a pass asks twice: for
+   * the attached slivers and for their rate caps). */
   #links(): Promise<Map<string, Link>> {
-    return readLinks(this.#exec);
+    this.#linksRead ??= readLinks(this.#exec).finally(() => {
+      this.#linksRead = null;
+    });
+    return this.#linksRead;
   }
 
   readonly #exec = (command: string, args: readonly string[], opts?: RunOptions) => this.#run(command, args, opts);

@@ -247,13 +247,18 @@ export async function enableQuotas(mountpoint: string): Promise<void> {
   await run('btrfs', ['quota', 'rescan', '-w', mountpoint]);
 }
 
-/** Limits the exclusive bytes of the subvolume at `path` (null lifts the limit). */
 /** Sets the exclusive limit of the subvolume at path. By its qgroup id through the pool's top:
  * given the subvolume's own path, the ioctl's transaction is charged to that subvolume, and one
  * at its limit (a sliver that filled its disk) refused any new limit, even a higher one (EDQUOT). */
 export async function limitExclusive(mountpoint: string, path: string, bytes: number | null): Promise<void> {
   const id = await subvolumeId(path);
   await run('btrfs', ['qgroup', 'limit', '-e', bytes === null ? 'none' : String(bytes), `0/${id}`, mountpoint]);
+}
+
+/** Sets the exclusive limit of a subvolume just made (a snapshot holding nothing of its own yet,
+ * so nothing to refuse): through its own path, one command instead of two. */
+export async function limitFreshExclusive(path: string, bytes: number): Promise<void> {
+  await run('btrfs', ['qgroup', 'limit', '-e', String(bytes), path]);
 }
 
 /** Lifts the exclusive limit of qgroup 0/id; best effort (a missing qgroup has no limit to lift). */

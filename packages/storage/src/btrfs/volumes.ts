@@ -13,6 +13,7 @@ import {
   destroyQgroup,
   isSubvolume,
   limitExclusive,
+  limitFreshExclusive,
   listSubvolumes,
   nestedDeepestFirst,
   qgroupRows,
@@ -249,7 +250,7 @@ export async function createRoot(mountpoint: string, sliverId: string, sha256: s
     await subvolumeSnapshot(image, partial);
     r.add(() => deleteSubvolumeTree(mountpoint, partial));
     // The limit is set before the root gets its name, so no root is ever seen without one.
-    await limitExclusive(mountpoint, partial, quotaBytes);
+    await limitFreshExclusive(partial, quotaBytes);
     if (!(await publish(mountpoint, partial, root))) await limitExclusive(mountpoint, root, quotaBytes);
   });
   return root;
