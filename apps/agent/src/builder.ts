@@ -173,8 +173,7 @@ export class Builder {
       for (const stage of plan.stages) {
         if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
         // Every step of a stage settles before a failure undoes anything: no undo is registered late.
-        const failed = (await Promise.allSettled(stage.map((step) => this.#step(b, step, r)))).find((o) => o.status === 'rejected');
-        if (failed) throw failed.reason;
+        await settleAll(stage.map((step) => this.#step(b, step, r)));
       }
       this.#note(s.id, 'done');
     });
@@ -217,11 +216,11 @@ export class Builder {
         b.net = await this.#d.network.attach(netSpec(b.rec, s));
         if (b.isNew) r.add(() => this.#d.network.detach(s.id));
         // After every attach: a device attach() made anew starts without caps. A cap at or
-        // above what tc takes is no cap.
+        // above what tc takes is no cap. The caps and the table entries are independent of each
+        // other: both at once.
         this.#note(s.id, 'shaping');
-        await this.#d.network.limit(s.id, rateOf(s));
         this.#note(s.id, 'nftables');
-        await this.applyTable();
+        await settleAll([this.#d.network.limit(s.id, rateOf(s)), this.applyTable()]);
         return;
       }
       case 'define': {
@@ -349,6 +348,12 @@ export class Builder {
     this.#applying = applied.then(seen, seen);
     return applied;
   }
+}
+
+/** Waits for every promise, then throws the first failure (nothing is left running behind an undo). */
+async function settleAll(work: Promise<unknown>[]): Promise<void> {
+  const failed = (await Promise.allSettled(work)).find((o) => o.status === 'rejected');
+  if (failed) throw failed.reason;
 }
 
 /** Processes a sliver may have at once. */

@@ -26,6 +26,9 @@ export class NftablesDriver implements NetworkDriver {
   /** What the last apply left in the table; null before one, and after a failed one. */
   #applied: SliverNetSpec[] | null = null;
   #linksRead: Promise<Map<string, Link>> | null = null;
+  /** Slivers whose link attach() has just made, with no cap yet: their first limit() needs no
+   * reading of devices or qdiscs (two commands off a new sliver's way up). */
+  readonly #fresh = new Map<string, Link>();
 
   constructor(opts: NetworkDriverOptions) {
     parseIpv4(opts.publicAddress);
@@ -101,7 +104,7 @@ export class NftablesDriver implements NetworkDriver {
     const alias = ALIAS_PREFIX + id;
     const cidr = `${addr.hostAddress}/${addr.prefix}`;
     const want = spec.kind === 'veth' ? 'veth' : 'tun';
-    const links = await readLinksOf(this.#exec, [hostIf, peerIf]);
+    const links = await readLinksOf(this.#exec, [hostIf, peerIf, ifbName(id)]);
     let host = links.get(hostIf);
     const peer = links.get(peerIf);
     if (host) this.#assertOurs(host, id);
@@ -135,11 +138,14 @@ export class NftablesDriver implements NetworkDriver {
       if (host.ipv4.length !== 1 || host.ipv4[0] !== cidr) cmds.push(`addr flush dev ${hostIf}`, `addr add ${cidr} dev ${hostIf}`);
       if (!host.up) cmds.push(`link set dev ${hostIf} up`);
     }
+    this.#fresh.delete(id);
     await Reverter.wrap(async (r) => {
       // Undo only what this call created: a half-made link is removed, an adopted one is left.
       if (!host) r.add(() => this.#tryRun('ip', ['link', 'del', 'dev', hostIf]));
       await ipBatch(this.#exec, cmds);
     });
+    // A link made now has no caps and no ifb (one left by a crash would have been in `links`).
+    if (!host && !links.has(ifbName(id))) this.#fresh.set(id, { name: hostIf, alias, kind: want, up: true, ipv4: [cidr] });
     return {
       id,
       hostIf,
@@ -155,6 +161,7 @@ export class NftablesDriver implements NetworkDriver {
     const canonical = sliverId(id);
     const { hostIf, peerIf } = deviceNames(canonical);
     const ifb = ifbName(canonical);
+    this.#fresh.delete(canonical);
     const links = await readLinksOf(this.#exec, [hostIf, peerIf, ifb]);
     const host = links.get(hostIf);
     const peer = links.get(peerIf);
@@ -174,12 +181,22 @@ export class NftablesDriver implements NetworkDriver {
     const canonical = sliverId(id);
     const { hostIf } = deviceNames(canonical);
     const ifb = ifbName(canonical);
+    const fresh = this.#fresh.get(canonical);
+    this.#fresh.delete(canonical);
+    const names = { hostIf, ifb, alias: ALIAS_PREFIX + canonical };
+    if (fresh) {
+      try {
+        return await applyLimit(this.#exec, names, rate, new Map([[hostIf, fresh]]), new Map());
+      } catch {
+        // Something changed since attach() (a device by the ifb's name): read the host as it is.
+      }
+    }
     const links = await readLinksOf(this.#exec, [hostIf, ifb]);
     for (const name of [hostIf, ifb]) {
       const link = links.get(name);
       if (link) this.#assertOurs(link, canonical);
     }
-    await applyLimit(this.#exec, { hostIf, ifb, alias: ALIAS_PREFIX + canonical }, rate, links);
+    await applyLimit(this.#exec, names, rate, links);
   }
 
   async rateDrift(rates: ReadonlyMap<string, SliverRate>): Promise<Map<string, string>> {
@@ -223,6 +240,7 @@ export class NftablesDriver implements NetworkDriver {
 
   async teardown(): Promise<void> {
     this.#applied = null;
+    this.#fresh.clear();
     await this.#run('nft', ['-f', '-'], { input: renderDeleteTable(this.#config.table) });
     // Every device named like ours; host ends first, each takes its veth peer along; ifbs last
     // (a host end's ingress filter redirects to its ifb).

@@ -176,12 +176,13 @@ export function shapingDrift(names: ShapingNames, state: ShapingState, rate: Sli
   return null;
 }
 
-/** Reads the devices and qdiscs, renders and runs the plan. The caller has checked the names are this sliver's. */
-export async function applyLimit(exec: Exec, names: ShapingNames, rate: SliverRate, links: Map<string, Link>): Promise<void> {
+/** Reads the qdiscs (unless given: a device just made has none), renders and runs the plan. The
+ * caller has read the links and checked the names are this sliver's. */
+export async function applyLimit(exec: Exec, names: ShapingNames, rate: SliverRate, links: Map<string, Link>, known?: Map<string, DeviceQdiscs>): Promise<void> {
   validateRate(rate); // before any command
   const host = links.get(names.hostIf);
   const ifb = links.get(names.ifb);
-  const qdiscs = await readQdiscsOf(exec, [host, ifb].flatMap((l) => (l ? [l.name] : [])));
+  const qdiscs = known ?? (await readQdiscsOf(exec, [host, ifb].flatMap((l) => (l ? [l.name] : []))));
   const noQdiscs: DeviceQdiscs = { htbRoot: false, ingress: false };
   const plan = renderLimit(names, {
     host: host ? (qdiscs.get(names.hostIf) ?? noQdiscs) : null,
