@@ -13,7 +13,7 @@
 // into PostgreSQL (200,000 API calls would take longer than the run); every measured change goes
 // through the API.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,6 +23,7 @@ import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
 import { startPostgres, startRedis, type PostgresServer, type RedisServer } from '../../test/harness/services.ts';
 import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
 import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fleet-agents.ts';
+import { appendResults } from './results.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -377,9 +378,7 @@ async function main(): Promise<void> {
   const text = lines.join('\n');
   console.log(text);
   if (args.write) {
-    const file = join(ROOT, args.write);
-    const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n\n';
-    writeFileSync(file, old.trimEnd() + '\n\n' + text);
+    appendResults(args.write, text);
     log(`appended to ${args.write}`);
   }
   if (args.svg && results.length > 0) {

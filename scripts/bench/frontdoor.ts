@@ -12,12 +12,13 @@
 // 10.160-169.0.0/24; the e2e and this benchmark never run at the same time). Needs root and the
 // build. Everything is removed at the end, also on failure.
 import { execFile } from 'node:child_process';
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { deviceNames } from '@planetlite/network';
 import { startOneNode } from '../../test/harness/one-node.ts';
+import { appendResults } from './results.ts';
 
 const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '20' }, mib: { type: 'string', default: '64' }, 'net-kbps': { type: 'string', default: '1000000' }, write: { type: 'string' } } });
 const RUNS = Number(args.runs);
@@ -101,7 +102,7 @@ try {
     '',
   ];
   process.stdout.write(lines.join('\n'));
-  if (args.write) appendFileSync(args.write, lines.join('\n'));
+  if (args.write) appendResults(args.write, lines.join('\n'));
 } finally {
   await node.close();
 }

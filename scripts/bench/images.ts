@@ -29,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { startPostgres, type PostgresServer } from '../../test/harness/services.ts';
 import { joinInternet, type Internet } from '../../test/harness/testbed.ts';
+import { appendResults } from './results.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -589,11 +590,8 @@ async function main(): Promise<void> {
     progress(`wrote ${args.svg}`);
   }
   if (args.write) {
-    const file = resolve(ROOT, args.write);
-    const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n\n';
     // The section's heading and what it measures, the first time only; later runs add a dated part.
-    const head = old.includes(SECTION) ? '' : `${SECTION}\n\n${ABOUT}\n\n`;
-    writeFileSync(file, `${old.trimEnd()}\n\n${head}${text}`);
+    appendResults(args.write, text, `${SECTION}\n\n${ABOUT}`);
     progress(`appended to ${args.write}`);
   }
   if (args.json) writeFileSync(args.json, JSON.stringify({ startedAt, size: SIZE, rateMbit: RATE_MBIT, loadAtStart, loadAtEnd, runs }, null, 1));

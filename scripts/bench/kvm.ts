@@ -16,11 +16,12 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { jailArgv, QEMU_PATH, renderQemuArgv, vmConfigFromSpec, vmJailSpec, vmPaths, type Accel, type InstanceSpec, type VmConfig, type VmPaths } from '@planetlite/instance';
 import { provisionRoot } from '../../apps/agent/dist/provision.js';
 import { startOneNode, until, type OneNode } from '../../test/harness/one-node.ts';
+import { appendResults } from './results.ts';
 
 const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '5' }, write: { type: 'string' } } });
 const RUNS = Number(args.runs);
@@ -342,12 +343,7 @@ async function main(): Promise<void> {
     '',
   ].join('\n');
   process.stdout.write(`${text}\n`);
-  if (args.write) {
-    const file = resolve(args.write);
-    // Appended to whatever the file holds now (other sections may have appeared meanwhile).
-    const before = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n';
-    writeFileSync(file, `${before.replace(/\n*$/, '\n\n')}${text}`);
-  }
+  if (args.write) appendResults(args.write, text);
 }
 
 let stopping = false;

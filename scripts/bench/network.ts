@@ -12,17 +12,16 @@
 // the end, also on failure; nothing outside it is touched.
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { commandCount } from '@planetlite/host';
+import { appendResults } from './results.ts';
 import { deviceNames, NftablesDriver, renderChanges, renderRuleset, parseSubnet, type SliverNetSpec } from '@planetlite/network';
 
 const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '2000' }, changes: { type: 'string', default: '20' }, write: { type: 'string' } } });
 const N = Number(args.slivers);
 const CHANGES = Number(args.changes);
-const ROOT = new URL('../../', import.meta.url).pathname;
 const NS = 'pl-bench-netcost';
 const PUBLIC = '198.18.253.1';
 const SUBNET = '10.64.0.0/12';
@@ -129,10 +128,7 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
     console.log(text);
-    if (args.write) {
-      const file = join(ROOT, args.write);
-      writeFileSync(file, (existsSync(file) ? readFileSync(file, 'utf8').trimEnd() + '\n\n' : '# Benchmarks\n\n') + text);
-    }
+    if (args.write) appendResults(args.write, text);
   } finally {
     // Deleting the namespace takes its devices and table with it.
     sh('ip', ['netns', 'del', NS]);

@@ -8,13 +8,14 @@
 // Runs with Node 24's built-in TypeScript support after `bash scripts/setup.sh` (needs the build).
 import { execFileSync } from 'node:child_process';
 import { cpus, totalmem, tmpdir } from 'node:os';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
 import { startPostgres, startRedis } from '../../test/harness/services.ts';
 import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
+import { appendResults } from './results.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -25,7 +26,6 @@ const { values: args } = parseArgs({
 });
 const SECONDS = Number(args.seconds);
 const CONNECTIONS = Number(args.connections);
-const ROOT = new URL('../../', import.meta.url).pathname;
 const ADMIN = { email: 'bench@planetlite.test', password: 'bench-password' };
 
 interface Result { name: string; rps: number; p50: number; p99: number; errors: number; total: number }
@@ -119,9 +119,7 @@ async function main(): Promise<void> {
     const text = lines.join('\n');
     console.log(text);
     if (args.write) {
-      const file = join(ROOT, args.write);
-      const old = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n\n';
-      writeFileSync(file, old.trimEnd() + '\n\n' + text);
+      appendResults(args.write, text);
       console.log(`appended to ${args.write}`);
     }
   } finally {

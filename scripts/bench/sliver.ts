@@ -14,7 +14,7 @@
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
 // dirs it makes, and is removed at the end.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,7 @@ import { openDatabase } from '@planetlite/db';
 import { memoryFanout } from '@planetlite/fanout';
 import { enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
+import { appendResults } from './results.ts';
 
 const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, write: { type: 'string' } } });
 const N = Number(args.slivers);
@@ -259,10 +260,7 @@ async function main(): Promise<void> {
       '',
     ].join('\n');
     console.log(text);
-    if (args.write) {
-      const file = join(ROOT, args.write);
-      writeFileSync(file, (existsSync(file) ? readFileSync(file, 'utf8').trimEnd() + '\n\n' : '# Benchmarks\n\n') + text);
-    }
+    if (args.write) appendResults(args.write, text);
   } finally {
     // Teardown through the agent is not what is measured here: kill the slivers directly.
     if (agent && agent.exitCode === null) {

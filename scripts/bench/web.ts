@@ -7,12 +7,12 @@
 // Needs `bash scripts/setup.sh` (the build and chromium). The registry runs in this process on
 // embedded PGlite; its N nodes are enrolled through the API and report the changes as real
 // agents do (PUT observed-state with their node keys). No agent or sliver runs.
-import { appendFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { parseArgs } from 'node:util';
 import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
 import { startRegistry } from '@planetlite/registry';
 import { launchBrowser, newContext } from '../../test/harness/browser.ts';
+import { appendResults } from './results.ts';
 
 const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '1000' }, changes: { type: 'string', default: '100' }, write: { type: 'string' } } });
 const N = Number(args.slivers);
@@ -103,7 +103,7 @@ try {
     '',
   ].join('\n');
   console.log(text);
-  if (args.write) appendFileSync(args.write, text);
+  if (args.write) appendResults(args.write, text);
 } finally {
   await browser.close();
   await registry.close();
