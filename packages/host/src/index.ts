@@ -4,3 +4,4 @@ export { run, tryRun, commandCount, CommandError, commandErrorOf, errorFields, t
 export { missingTools, requireTools, TOOL_PACKAGES } from './tools.js';
 export { spawnDetached, type DetachedOptions } from './spawn.js';
 export { Reverter } from './revert.js';
+export { DriverError } from './errors.js';

@@ -1,5 +1,6 @@
 // The instance drivers' one error type, with a stable code the agent can act on (as
 // packages/storage's StorageError). A failed host command stays a CommandError, kept as the cause.
+import { DriverError } from '@planetlite/host';
 
 export type InstanceErrorCode =
   /** Bad driver options (paths, names). */
@@ -25,14 +26,8 @@ export type InstanceErrorCode =
   /** A process that would not die, or a device that is not what it should be. */
   | 'host_broken';
 
-export class InstanceError extends Error {
-  readonly code: InstanceErrorCode;
-
-  constructor(code: InstanceErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'InstanceError';
-    this.code = code;
-  }
+export class InstanceError extends DriverError<InstanceErrorCode> {
+  override name = 'InstanceError';
 }
 
 export function isInstanceError(err: unknown, code?: InstanceErrorCode): err is InstanceError {

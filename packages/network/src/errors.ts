@@ -1,5 +1,6 @@
 // The network drivers' one error type, with a stable code the agent can act on (as
 // packages/storage's StorageError). A failed host command stays a CommandError, kept as the cause.
+import { DriverError } from '@planetlite/host';
 
 export type NetworkErrorCode =
   /** Bad options or specs (addresses, subnets, slots, port windows, rates), refused before the host is touched. */
@@ -13,14 +14,8 @@ export type NetworkErrorCode =
   | 'device_conflict'
   | 'not_attached';
 
-export class NetworkError extends Error {
-  readonly code: NetworkErrorCode;
-
-  constructor(code: NetworkErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'NetworkError';
-    this.code = code;
-  }
+export class NetworkError extends DriverError<NetworkErrorCode> {
+  override name = 'NetworkError';
 }
 
 export function isNetworkError(err: unknown, code?: NetworkErrorCode): err is NetworkError {

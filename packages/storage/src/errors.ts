@@ -1,4 +1,5 @@
 // The storage driver's one error type, with a stable code the agent can act on.
+import { DriverError } from '@planetlite/host';
 
 export type StorageErrorCode =
   | 'invalid_id'
@@ -23,14 +24,8 @@ export type StorageErrorCode =
   /** A sliver's root is at its quota (EDQUOT): a write into it waits until the sliver frees space. */
   | 'sliver_disk_full';
 
-export class StorageError extends Error {
-  readonly code: StorageErrorCode;
-
-  constructor(code: StorageErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'StorageError';
-    this.code = code;
-  }
+export class StorageError extends DriverError<StorageErrorCode> {
+  override name = 'StorageError';
 }
 
 export function isStorageError(err: unknown, code?: StorageErrorCode): err is StorageError {
