@@ -109,22 +109,40 @@ function ssh(s: Pick<Sliver, 'ssh'>, command: string): Promise<string> {
 }
 
 async function sliverRunning(id: string, ms = 90_000): Promise<Sliver> {
-  return until(`sliver ${id} to run`, async () => {
+  return explained(until(`sliver ${id} to run`, async () => {
     const s = await admin.getSliver(id);
     if (s.state === 'failed') throw new Error(`sliver ${id} failed: ${s.error}`);
     return s.state === 'running' ? s : null;
-  }, ms);
+  }, ms));
 }
 
 async function sliverGone(id: string, ms = 60_000): Promise<void> {
   let last = '';
-  await until(`the registry to forget sliver ${id} (last seen ${last || 'never'})`, async () =>
+  await explained(until(`the registry to forget sliver ${id}`, async () =>
     admin.getSliver(id).then(
       (x) => ((last = `${x.state}${x.error ? ` (${x.error})` : ''}`), false),
       (err) => err instanceof ApiError && err.status === 404,
     ), ms).catch((err: Error) => {
-    throw new Error(`${err.message}; its last state: ${last}`);
-  });
+    throw new Error(`${err.message}; its last state: ${last || 'never seen'}`);
+  }));
+}
+
+/**
+ * A wait that, when it fails, says what node 3 looked like then: its agent's last log lines, its
+ * containers and its nftables maps (node 3's agent is the process these tests kill and restart).
+ */
+async function explained<T>(wait: Promise<T>): Promise<T> {
+  try {
+    return await wait;
+  } catch (err) {
+    const n = node(3);
+    const [containers, table] = await Promise.all([
+      tryRun('lxc-ls', ['-P', join(n.stateDir, 'lxc'), '-f']).then((r) => r?.stdout ?? '(lxc-ls failed)'),
+      tryRun('ip', ['netns', 'exec', n.ns, 'nft', 'list', 'table', 'inet', 'planetlite']).then((r) => r?.stdout ?? '(no table)'),
+    ]);
+    const agent = agent3 ? `agent 3 (${agent3.running ? 'running' : 'exited'}), its last log lines:\n${agent3.tail(40)}` : 'no agent 3';
+    throw new Error(`${err instanceof Error ? err.message : String(err)}\n--- node 3 then ---\n${agent}\ncontainers:\n${containers}\nnftables:\n${table}`);
+  }
 }
 
 /** Waits for a deleted slice to disappear; on timeout says which of its slivers are left, where, in which state. */
@@ -390,7 +408,7 @@ describe('a testbed of three nodes', () => {
         await startedAgent3();
         const running = await sliverRunning(s.id);
         expect(running.ssh).toEqual({ host: node(3).address, port: running.ports.first, user: 'tb_crash' });
-        expect(await until('ssh into the rebuilt sliver', () => ssh(running, 'cat /etc/slicename; hostname'), 30_000)).toBe('tb_crash\ntb_crash');
+        expect(await explained(until('ssh into the rebuilt sliver', () => ssh(running, 'cat /etc/slicename; hostname'), 30_000))).toBe('tb_crash\ntb_crash');
 
         await admin.deleteSliver(s.id);
         await sliverGone(s.id);
@@ -440,7 +458,7 @@ describe('a testbed of three nodes', () => {
       expect(await sliverLeftovers({ stateDir: node(2).stateDir, ns: node(2).ns, ids: [multi[1]!.id] })).toEqual([]);
       for (const f of fresh) {
         const s = await sliverRunning(f.id, 90_000);
-        expect(await until('ssh into a sliver made after the outage', () => ssh(s, 'cat /etc/slicename'), 30_000)).toBe(f.slice);
+        expect(await explained(until('ssh into a sliver made after the outage', () => ssh(s, 'cat /etc/slicename'), 30_000))).toBe(f.slice);
       }
       // (The agents' scheduled full pull may have brought the change before their long-poll loop
       // came out of its backoff: so the loop may need a moment longer.)

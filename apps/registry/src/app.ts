@@ -29,6 +29,7 @@ import { answers } from './routes/common.js';
 import { ensureAdmin } from './services/bootstrap.js';
 import { startSweeps } from './services/sweeps.js';
 import { Notifier } from './services/notify.js';
+import { PrincipalCache } from './services/principals.js';
 import { ImageService } from './services/images.js';
 import { loadTls } from './tls.js';
 
@@ -78,7 +79,9 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   await migrate(db);
   const tls = config.tls.mode === 'off' ? null : await loadTls(config.tls, log);
   const closing = new AbortController();
-  const ctx = { config, db, fanout, log, closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
+  const principals = new PrincipalCache({ fanout, log, ttlMs: config.authCacheSeconds * 1000 });
+  if (config.authCacheSeconds > 0) await principals.start();
+  const ctx = { config, db, fanout, log, principals, closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
   ctx.notifier = new Notifier(ctx);
   await ensureAdmin(ctx);
   ctx.images = await ImageService.open(ctx);
@@ -121,6 +124,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.server.once('listening', () => setImmediate(() => void ctx.images.startSeeding().catch((err: unknown) => log.error({ err }, 'image seeder did not start'))));
   app.addHook('onClose', async () => {
     await ctx.images.close();
+    principals.stop();
     await ctx.notifier.settled();
     ctx.notifier.close();
     if (!opts.fanout) await fanout.close();

@@ -5,12 +5,15 @@ import type { Fanout } from '@planetlite/fanout';
 import type { RegistryConfig } from './config.js';
 import type { Notifier } from './services/notify.js';
 import type { ImageService } from './services/images.js';
+import type { PrincipalCache } from './services/principals.js';
 
 export interface RegistryContext {
   config: RegistryConfig;
   db: Database;
   fanout: Fanout;
   log: Logger;
+  /** Who bearer secrets stand for, remembered per replica (forgotten on every replica when one ends). */
+  principals: PrincipalCache;
   /** Tells slice members about events that concern them (watchdog resets). */
   notifier: Notifier;
   /** Image archives: their directory, the tracker that admits their torrents, the seeder. */

@@ -11,6 +11,8 @@ export interface Fanout {
   readonly redis?: Redis;
   /** False while Redis is unreachable: messages may be lost, so waiters must poll meanwhile. */
   readonly healthy: boolean;
+  /** Counts the subscriber's connections: when it moves, messages sent in between may be lost. */
+  readonly epoch: number;
   publish(channel: string, message: string): Promise<void>;
   /** Resolves, once messages on channel are being delivered, to the function that unsubscribes. */
   subscribe(channel: string, handler: FanoutHandler): Promise<() => void>;
@@ -29,6 +31,7 @@ export function memoryFanout(): Fanout {
   return {
     kind: 'memory',
     healthy: true,
+    epoch: 1,
     async publish(channel, message) {
       bus.emit(channel, message);
     },
@@ -71,11 +74,16 @@ async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
   local.setMaxListeners(0);
   const subscribed = new Map<string, Promise<void>>();
   sub.on('message', (channel: string, message: string) => local.emit(channel.slice(PREFIX.length), message));
+  let epoch = 1;
+  sub.on('ready', () => epoch++);
   return {
     kind: 'redis',
     redis: pub,
     get healthy() {
       return pub.status === 'ready' && sub.status === 'ready';
+    },
+    get epoch() {
+      return epoch;
     },
     async publish(channel, message) {
       await pub.publish(PREFIX + channel, message);

@@ -56,6 +56,13 @@ export function checkSameOrigin(req: FastifyRequest): void {
 export function registerAuth(app: FastifyInstance): void {
   app.decorateRequest('principal', null);
   app.decorateRequest('authProblem', null);
+  const { db, principals } = app.ctx;
+  /** The user a token's hash stands for (remembered per replica until the token ends). */
+  const userOf = (hash: string) =>
+    principals.lookup(hash, async () => {
+      const u = await ownerOfToken(db, hash);
+      return u && { principal: userPrincipal(u, hash), until: new Date(u.expires_at).getTime() };
+    });
   app.addHook('onRequest', async (req) => {
     const header = req.headers.authorization;
     if (!header) {
@@ -63,8 +70,8 @@ export function registerAuth(app: FastifyInstance): void {
       if (session === undefined || session === '') return;
       checkSameOrigin(req);
       // Only user tokens ride on the cookie; a node key in it is just an unknown session.
-      const u = secretKind(session) === 'user' ? await ownerOfToken(app.ctx.db, hashSecret(session)) : null;
-      if (u) req.principal = userPrincipal(u, hashSecret(session));
+      const u = secretKind(session) === 'user' ? await userOf(hashSecret(session)) : null;
+      if (u) req.principal = u;
       else req.authProblem = { code: 'token_invalid', detail: 'the session has ended or expired; log in again' };
       return;
     }
@@ -75,22 +82,27 @@ export function registerAuth(app: FastifyInstance): void {
     }
     const secret = m[1] as string;
     const kind = secretKind(secret);
-    const { db } = app.ctx;
     const hash = hashSecret(secret);
     if (kind === 'user') {
-      const u = await ownerOfToken(db, hash);
-      if (u) req.principal = userPrincipal(u, hash);
+      const u = await userOf(hash);
+      if (u) req.principal = u;
       else req.authProblem = { code: 'token_invalid', detail: 'token is unknown, expired or revoked; log in again' };
     } else if (kind === 'node') {
-      const n = await nodeOfKey(db, hash);
-      if (!n) {
-        req.authProblem = { code: 'token_invalid', detail: 'node key is unknown; enroll the node again' };
-      } else if (n.revokedAt) {
-        req.authProblem = { code: 'node_key_revoked', detail: `the key of node ${n.id} was revoked at ${n.revokedAt}; enroll the node again with a new token from its site` };
-      } else {
+      // Only a key that opens the node is remembered; an unknown or revoked one is looked up each time.
+      let problem: { code: ErrorCode; detail: string } = { code: 'token_invalid', detail: 'node key is unknown; enroll the node again' };
+      const p = await principals.lookup(hash, async () => {
+        const n = await nodeOfKey(db, hash);
+        if (!n) return null;
+        if (n.revokedAt) {
+          problem = { code: 'node_key_revoked', detail: `the key of node ${n.id} was revoked at ${n.revokedAt}; enroll the node again with a new token from its site` };
+          return null;
+        }
         if (n.pending) await promoteNodeKey(app.ctx, n.id, hash);
-        req.principal = { kind: 'node', id: n.id, site: n.site };
-      }
+        // An old key in its grace after a rotation is looked up each time: it ends within minutes.
+        return { principal: { kind: 'node', id: n.id, site: n.site }, until: n.until, keep: n.until === null };
+      });
+      if (p) req.principal = p;
+      else req.authProblem = problem;
     } else {
       req.authProblem = { code: 'token_invalid', detail: 'token is not a PlanetLite token' };
     }

@@ -49,20 +49,23 @@ export interface KeyHolder {
   revokedAt: string | null;
   /** The key is the node's pending new one (rotation): its first use makes it the key. */
   pending: boolean;
+  /** The node's previous key, good until this moment (ms since the epoch); null: its key. */
+  until: number | null;
 }
 
 /**
  * The node holding this key: its key, its pending new key, or its old key within the grace after a
- * rotation. Looked up on every request, so a revoked key fails at once on every replica.
+ * rotation. Looked up on a request unless its replica remembers it (services/principals.ts).
  */
 export async function nodeOfKey(q: Queryable, hash: string): Promise<KeyHolder | null> {
-  const { rows } = await q.query<{ id: string; site: string; key_revoked_at: Date | string | null; pending: boolean }>(
-    `SELECT id, site, key_revoked_at, next_key_hash IS NOT DISTINCT FROM $1 AS pending FROM nodes
+  const { rows } = await q.query<{ id: string; site: string; key_revoked_at: Date | string | null; pending: boolean; until: Date | null }>(
+    `SELECT id, site, key_revoked_at, next_key_hash IS NOT DISTINCT FROM $1 AS pending,
+       CASE WHEN key_hash = $1 OR next_key_hash = $1 THEN NULL ELSE prev_key_until END AS until FROM nodes
      WHERE key_hash = $1 OR next_key_hash = $1 OR (prev_key_hash = $1 AND prev_key_until > now())`,
     [hash],
   );
   const n = rows[0];
-  return n ? { id: n.id, site: n.site, revokedAt: isoOrNull(n.key_revoked_at), pending: n.pending } : null;
+  return n ? { id: n.id, site: n.site, revokedAt: isoOrNull(n.key_revoked_at), pending: n.pending, until: n.until === null ? null : new Date(n.until).getTime() } : null;
 }
 
 /** Makes the pending key the node's key; the old one keeps working for graceSeconds. false if another request did it first. */

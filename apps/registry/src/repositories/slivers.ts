@@ -36,6 +36,20 @@ export async function findSliver(q: Queryable, id: string, lock = false): Promis
   return rows[0] ? toSliver(rows[0]) : null;
 }
 
+/** A sliver, with what deciding who may touch it takes: its slice's site, and whether the user
+ * is a member of its slice. One statement (the hot GET /v1/slivers/{id}). */
+export async function findSliverFor(q: Queryable, id: string, userId: string, lock = false): Promise<{ sliver: S.Sliver; site: string; member: boolean } | null> {
+  const { rows } = await q.query(
+    `SELECT s.*, n.address AS node_address, sl.site AS slice_site,
+       EXISTS (SELECT 1 FROM slice_members m WHERE m.slice = s.slice AND m.user_id = $2) AS slice_member
+     FROM slivers s JOIN nodes n ON n.id = s.node_id JOIN slices sl ON sl.name = s.slice
+     WHERE s.id = $1${lock ? ' FOR NO KEY UPDATE OF s' : ''}`,
+    [id, userId],
+  );
+  const r = rows[0];
+  return r ? { sliver: toSliver(r), site: r.slice_site as string, member: r.slice_member as boolean } : null;
+}
+
 export async function sliversOfSlice(q: Queryable, slice: string): Promise<S.Sliver[]> {
   const { rows } = await q.query(`${SLIVER_SELECT} WHERE s.slice = $1 ORDER BY s.created_at, s.id`, [slice]);
   return rows.map(toSliver);

@@ -120,12 +120,13 @@ export interface TokenOwner {
   name: string;
   site: string | null;
   roles: S.Role[];
+  expires_at: Date;
 }
 
-/** Whose unexpired token has this hash; looked up on every request, so a revoked token fails at once everywhere. */
+/** Whose unexpired token has this hash, and until when. */
 export async function ownerOfToken(q: Queryable, hash: string): Promise<TokenOwner | null> {
   const { rows } = await q.query<TokenOwner>(
-    `SELECT u.id, u.email, u.name, u.site, u.roles FROM auth_tokens t JOIN users u ON u.id = t.user_id
+    `SELECT u.id, u.email, u.name, u.site, u.roles, t.expires_at FROM auth_tokens t JOIN users u ON u.id = t.user_id
      WHERE t.token_hash = $1 AND t.expires_at > now()`,
     [hash],
   );

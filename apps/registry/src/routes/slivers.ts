@@ -6,7 +6,7 @@ import { AppError } from '@planetlite/core';
 import { Sliver, SliverAction, SliverConsole, SliverCreate, UsageHistory, UsageQuery, type NodeCapabilities, type Slice } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireUser } from '../plugins/auth.js';
-import { requireSliceRole, type UserPrincipal } from '../services/authz.js';
+import { allowedRole, requireSliceRole, roleOf, type UserPrincipal } from '../services/authz.js';
 import { withChanges } from '../services/changes.js';
 import { allocatePorts, loadSlice, loadSliver, requireImageServes } from '../services/slices.js';
 import { requireNodeTakesSlivers } from '../services/node-lifecycle.js';
@@ -19,10 +19,10 @@ import { answers, bearer, IdParams, NameParams } from './common.js';
 
 /** The sliver, if the caller is a member of its slice, a pi of its site, or an admin. */
 async function authorisedSliver(q: Queryable, me: UserPrincipal, id: string, what: string, lock = false): Promise<Sliver> {
-  const sliver = await loadSliver(q, id, lock);
-  const slice = await loadSlice(q, sliver.slice);
-  await requireSliceRole(q, me, slice, ['admin', 'pi', 'member'], what);
-  return sliver;
+  const found = await slivers.findSliverFor(q, id, me.id, lock);
+  if (!found) throw new AppError('not_found', `sliver ${id} not found`);
+  allowedRole(roleOf(me, found.site, found.member), ['admin', 'pi', 'member'], found.sliver.slice, what);
+  return found.sliver;
 }
 
 /** One history answer holds at most this many samples (a week at one a minute). */

@@ -59,7 +59,9 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/v1/auth/logout', {
     schema: { tags: ['auth'], summary: "End the caller's own token or browser session, at once on every replica", security: bearer, response: answers({ 204: NoContent }) },
   }, async (req, reply) => {
-    await users.deleteToken(ctx.db, requireUser(req).tokenHash);
+    const { tokenHash } = requireUser(req);
+    await users.deleteToken(ctx.db, tokenHash);
+    await ctx.principals.forget({ token: tokenHash });
     if (req.headers.cookie?.includes(SESSION_COOKIE)) reply.header('set-cookie', sessionCookie('', 0));
     return reply.code(204).send(null);
   });
@@ -76,7 +78,9 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const me = requireUser(req);
     if (!me.admin && me.id !== req.params.id) throw new AppError('forbidden', "only an admin or the user themself may end the user's tokens");
     await loadUser(ctx.db, req.params.id);
-    return { revoked: await users.deleteUserTokens(ctx.db, req.params.id) };
+    const revoked = await users.deleteUserTokens(ctx.db, req.params.id);
+    await ctx.principals.forget({ user: req.params.id });
+    return { revoked };
   });
 
   app.get('/v1/users/me', {

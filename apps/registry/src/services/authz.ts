@@ -42,12 +42,23 @@ export const piSiteOf = (me: UserPrincipal): string | null => (me.roles.includes
 
 export type SliceRole = 'admin' | 'pi' | 'member' | null;
 
+/** How the caller relates to a slice of site, knowing whether they are one of its members. */
+export function roleOf(me: UserPrincipal, site: string, member: boolean): SliceRole {
+  if (me.admin) return 'admin';
+  if (hasSiteRole(me, site, 'pi')) return 'pi';
+  return member ? 'member' : null;
+}
+
 /** How the caller relates to a slice: admin, pi of its site, member, or nothing. */
 export async function sliceRole(q: Queryable, me: UserPrincipal, slice: Pick<SliceRecord, 'name' | 'site'>): Promise<SliceRole> {
-  if (me.admin) return 'admin';
-  if (hasSiteRole(me, slice.site, 'pi')) return 'pi';
-  if (await isMember(q, slice.name, me.id)) return 'member';
-  return null;
+  if (me.admin || hasSiteRole(me, slice.site, 'pi')) return roleOf(me, slice.site, false);
+  return roleOf(me, slice.site, await isMember(q, slice.name, me.id));
+}
+
+/** The role, when it is one of those allowed; else 403 naming what was refused. */
+export function allowedRole(role: SliceRole, allowed: Array<Exclude<SliceRole, null>>, slice: string, what: string): Exclude<SliceRole, null> {
+  if (!role || !allowed.includes(role)) throw new AppError('forbidden', `you may not ${what} slice ${slice}`);
+  return role;
 }
 
 export async function requireSliceRole(
@@ -57,7 +68,5 @@ export async function requireSliceRole(
   allowed: Array<Exclude<SliceRole, null>>,
   what: string,
 ): Promise<SliceRole> {
-  const role = await sliceRole(q, me, slice);
-  if (!role || !allowed.includes(role)) throw new AppError('forbidden', `you may not ${what} slice ${slice.name}`);
-  return role;
+  return allowedRole(await sliceRole(q, me, slice), allowed, slice.name, what);
 }

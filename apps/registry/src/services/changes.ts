@@ -6,6 +6,7 @@ import type { Logger } from '@planetlite/core';
 import type { Database, Queryable } from '@planetlite/db';
 import type { Fanout } from '@planetlite/fanout';
 import { insertEvent, insertEvents, type NewEvent } from '../repositories/events.js';
+import type { Forget, PrincipalCache } from './principals.js';
 
 export const EVENTS_CHANNEL = 'events';
 export const nodeChannel = (nodeId: string) => `node:${nodeId}`;
@@ -15,11 +16,14 @@ export interface ChangeDeps {
   db: Database;
   fanout: Fanout;
   log: Logger;
+  /** Who secrets stand for, per replica: a write that ends a secret makes every replica forget it. */
+  principals: PrincipalCache;
 }
 
 export class Changes {
   readonly events: Event[] = [];
   readonly nodes = new Set<string>();
+  readonly #forget: Forget[] = [];
 
   async record(q: Queryable, e: NewEvent): Promise<Event> {
     const ev = await insertEvent(q, e);
@@ -38,8 +42,15 @@ export class Changes {
     for (const id of nodeIds) if (id) this.nodes.add(id);
   }
 
-  async publish(deps: Pick<ChangeDeps, 'fanout' | 'log'>): Promise<void> {
-    const sends: Promise<void>[] = [];
+  /** A secret this write ends or changes (a node's key revoked, rotated, replaced): no replica may
+   * keep answering for it from memory once the write commits. */
+  forget(what: Forget): void {
+    this.#forget.push(what);
+  }
+
+  async publish(deps: Pick<ChangeDeps, 'fanout' | 'log' | 'principals'>): Promise<void> {
+    // Before anything else: the replica that wrote must not answer from memory a moment longer.
+    const sends: Promise<void>[] = this.#forget.map((what) => deps.principals.forget(what));
     for (const id of this.nodes) sends.push(deps.fanout.publish(nodeChannel(id), 'changed'));
     for (const ev of this.events) sends.push(deps.fanout.publish(EVENTS_CHANNEL, JSON.stringify(ev)));
     const results = await Promise.allSettled(sends);

@@ -51,6 +51,7 @@ export async function enrollNode(deps: ChangeDeps, b: EnrollRequest, portsPerSli
       nodeId = existing.id;
       if (await portsOutside(q, nodeId, window)) throw new AppError('conflict', 'the new port_window does not hold the ports of slivers already on this node');
       await reenrollNode(q, nodeId, enrollment);
+      changes.forget({ node: nodeId });
       changes.touch(nodeId);
     } else {
       nodeId = randomUUID();

@@ -96,6 +96,7 @@ export async function finishDecommission(q: Queryable, changes: Changes, id: str
   if (node?.admin_state !== 'decommissioning' || (await countSliversOn(q, id)) > 0) return;
   await setAdminState(q, id, 'decommissioned');
   await revokeKeys(q, id);
+  changes.forget({ node: id });
   changes.touch(id);
   await changes.record(q, { type: 'node.decommissioned', node: id, data: { hostname: node.hostname } });
 }
@@ -122,6 +123,7 @@ export async function revokeNodeKey(deps: ChangeDeps, me: UserPrincipal, id: str
     requireNodeAdmin(me, node, 'revoke the key of');
     const revoked = await revokeKeys(q, id);
     if (!revoked) return node;
+    changes.forget({ node: id });
     // Wakes the node's long-poll, which then answers 401 node_key_revoked.
     changes.touch(id);
     await changes.record(q, { type: 'node.key_revoked', node: id, data: { hostname: node.hostname, by: me.email } });
@@ -143,6 +145,8 @@ export async function rotateNodeKey(deps: ChangeDeps, id: string): Promise<NodeK
 export async function promoteNodeKey(deps: ChangeDeps, id: string, hash: string): Promise<void> {
   await withChanges(deps, async (q, changes) => {
     if (await promoteNextKey(q, id, hash, OLD_KEY_GRACE_SECONDS)) {
+      // The old key is good only for the grace period now.
+      changes.forget({ node: id });
       await changes.record(q, { type: 'node.key_rotated', node: id, data: { old_key_valid_seconds: OLD_KEY_GRACE_SECONDS } });
     }
   });

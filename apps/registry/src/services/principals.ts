@@ -1,0 +1,124 @@
+// Who a bearer secret stands for, remembered per replica so that a request costs no lookup in
+// the database. Every write that ends or changes a secret (logout, a user's tokens revoked, a
+// node's key revoked, rotated or replaced by enrollment) tells every replica through the fan-out
+// after its commit, and the replica that made it forgets at once. A replica that cannot hear
+// the others (Redis down) remembers nothing and looks every secret up, as before the cache.
+import type { Logger } from '@planetlite/core';
+import type { Fanout } from '@planetlite/fanout';
+import type { Principal } from './authz.js';
+
+export const AUTH_CHANNEL = 'auth';
+
+/** What a write ended: one token, every token of a user, or every key of a node. */
+export type Forget = { token: string } | { user: string } | { node: string };
+
+interface Entry {
+  principal: Principal;
+  /** ms since the epoch: the secret's own expiry, or the cache's bound, whichever is first. */
+  until: number;
+}
+
+export interface PrincipalCacheOptions {
+  fanout: Fanout;
+  log: Logger;
+  /** The longest an answer is kept (a bound for a message from another replica that was lost). */
+  ttlMs?: number;
+  /** Entries kept at most; the oldest go first. */
+  max?: number;
+}
+
+export class PrincipalCache {
+  readonly #entries = new Map<string, Entry>();
+  readonly #fanout: Fanout;
+  readonly #log: Logger;
+  readonly #ttlMs: number;
+  readonly #max: number;
+  /** Bumped by every forget: a lookup that began before one may have read what it ended. */
+  #generation = 0;
+  /** Listening to the other replicas; nothing is kept before that, or while the fan-out is down. */
+  #listening = false;
+  /** The fan-out's connection the entries were kept under: a reconnect may have lost forgets. */
+  #epoch = 0;
+  #unsubscribe: (() => void) | null = null;
+
+  constructor(opts: PrincipalCacheOptions) {
+    this.#fanout = opts.fanout;
+    this.#log = opts.log;
+    this.#ttlMs = opts.ttlMs ?? 30_000;
+    this.#max = opts.max ?? 50_000;
+  }
+
+  /** Starts hearing the other replicas' forgets. */
+  async start(): Promise<void> {
+    this.#unsubscribe = await this.#fanout.subscribe(AUTH_CHANNEL, (message) => {
+      try {
+        this.#drop(JSON.parse(message) as Forget);
+      } catch {
+        this.#drop(null);
+      }
+    });
+    this.#listening = true;
+  }
+
+  stop(): void {
+    this.#listening = false;
+    this.#unsubscribe?.();
+    this.#entries.clear();
+  }
+
+  /** The principal of a secret's hash: remembered, or load()ed and remembered until `until`
+   * (null: the cache's bound) unless `keep` is false. */
+  async lookup(hash: string, load: () => Promise<{ principal: Principal; until: number | null; keep?: boolean } | null>): Promise<Principal | null> {
+    const usable = this.#listening && this.#fanout.healthy;
+    if (!usable || this.#epoch !== this.#fanout.epoch) {
+      // A message missed while the fan-out was down could have ended any of them.
+      this.#entries.clear();
+      this.#epoch = this.#fanout.epoch;
+    }
+    if (usable) {
+      const hit = this.#entries.get(hash);
+      if (hit && hit.until > Date.now()) return hit.principal;
+      if (hit) this.#entries.delete(hash);
+    }
+    const generation = this.#generation;
+    const found = await load();
+    if (found && found.keep !== false && usable && generation === this.#generation && this.#fanout.healthy && this.#epoch === this.#fanout.epoch) {
+      if (this.#entries.size >= this.#max) this.#entries.delete(this.#entries.keys().next().value!);
+      const bound = Date.now() + this.#ttlMs;
+      this.#entries.set(hash, { principal: found.principal, until: found.until === null ? bound : Math.min(found.until, bound) });
+    }
+    return found?.principal ?? null;
+  }
+
+  /** Forgets here at once and tells the other replicas; call after the write's commit. */
+  async forget(what: Forget): Promise<void> {
+    this.#drop(what);
+    await this.#fanout.publish(AUTH_CHANNEL, JSON.stringify(what)).catch((err: unknown) => {
+      // The others' fan-out is then down too, or soon: they keep nothing while it is.
+      this.#log.warn({ err }, 'telling the other replicas that a secret ended failed');
+    });
+  }
+
+  /** Entries held now (tests, metrics). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  #drop(what: Forget | null): void {
+    this.#generation++;
+    if (what === null) {
+      this.#entries.clear();
+      return;
+    }
+    for (const [hash, e] of this.#entries) {
+      const p = e.principal;
+      if (
+        ('token' in what && hash === what.token) ||
+        ('user' in what && p.kind === 'user' && p.id === what.user) ||
+        ('node' in what && p.kind === 'node' && p.id === what.node)
+      ) {
+        this.#entries.delete(hash);
+      }
+    }
+  }
+}
