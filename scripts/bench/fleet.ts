@@ -24,6 +24,7 @@ import { startPostgres, startRedis, type PostgresServer, type RedisServer } from
 import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
 import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fleet-agents.ts';
 import { appendResults } from './results.ts';
+import { sampleWaits } from './pg-waits.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -255,35 +256,6 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     for (const r of replicas) { await r.stop().catch(() => undefined); live.delete(r); }
     rmSync(tlsDir, { recursive: true, force: true });
   }
-}
-
-/**
- * What the database's backends are doing, sampled every 250 ms: the mean number of backends in each
- * state and wait (ClientRead while idle in a transaction is a pool connection held by a replica
- * between two statements; Lock/transactionid or Lock/tuple is a row lock someone waits on).
- */
-function sampleWaits(db: pg.Client): { stop: () => Promise<string> } {
-  const counts = new Map<string, number>();
-  let samples = 0;
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const { rows } = await db.query(
-        `SELECT state, coalesce(wait_event_type || '/' || wait_event, 'CPU') AS w, count(*)::int AS n FROM pg_stat_activity
-         WHERE datname = current_database() AND pid <> pg_backend_pid() AND state <> 'idle' GROUP BY 1, 2`,
-      );
-      samples++;
-      for (const r of rows) counts.set(`${r.state} ${r.w}`, (counts.get(`${r.state} ${r.w}`) ?? 0) + (r.n as number));
-      await sleep(250);
-    }
-  })();
-  return {
-    async stop() {
-      running = false;
-      await loop;
-      return [...counts].sort((a, b) => b[1] - a[1]).slice(0, 5).map(([k, n]) => `${k} ${(n / Math.max(1, samples)).toFixed(1)}`).join('; ') || 'none';
-    },
-  };
 }
 
 function svgPlot(results: Result[]): string {

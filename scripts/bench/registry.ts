@@ -15,7 +15,9 @@ import autocannon from 'autocannon';
 import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
 import { startPostgres, startRedis } from '../../test/harness/services.ts';
 import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
+import pgLib from 'pg';
 import { appendResults } from './results.ts';
+import { sampleWaits } from './pg-waits.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -28,12 +30,17 @@ const SECONDS = Number(args.seconds);
 const CONNECTIONS = Number(args.connections);
 const ADMIN = { email: 'bench@planetlite.test', password: 'bench-password' };
 
-interface Result { name: string; rps: number; p50: number; p99: number; errors: number; total: number }
+interface Result { name: string; rps: number; p50: number; p99: number; errors: number; total: number; waits?: string }
+
+/** The registry's database, watched while a load runs (what its backends wait on). */
+let watch: pgLib.Client | null = null;
 
 async function cannon(name: string, opts: autocannon.Options): Promise<Result> {
+  const sampler = watch ? sampleWaits(watch, 100) : null;
   const r = await autocannon({ connections: CONNECTIONS, duration: SECONDS, ...opts });
+  const waits = await sampler?.stop();
   const errors = r.non2xx + r.errors + r.timeouts;
-  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors, total: r.requests.total };
+  return { name, rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors, total: r.requests.total, ...(waits ? { waits } : {}) };
 }
 
 function pgbenchInsert(url: string): Result {
@@ -85,6 +92,8 @@ async function main(): Promise<void> {
     await admin.createSlice({ name: 'bench_reader', description: 'd', url: 'u' });
     const sliver = await admin.createSliver('bench_reader', node.node_id);
     const headers = { authorization: `Bearer ${admin.token}`, 'content-type': 'application/json' };
+    watch = new pgLib.Client({ connectionString: dbUrl });
+    await watch.connect();
 
     let n = 0;
     const results: Result[] = [];
@@ -115,6 +124,10 @@ async function main(): Promise<void> {
       '',
       '(pgbench reports the average latency, shown under p50.)',
       '',
+      'What PostgreSQL\'s backends of the registry did meanwhile (pg_stat_activity every 100 ms: mean backends per state and wait; "CPU" is no wait):',
+      '',
+      ...results.filter((r) => r.waits).map((r) => `- ${r.name}: ${r.waits}`),
+      '',
     ];
     const text = lines.join('\n');
     console.log(text);
@@ -123,6 +136,7 @@ async function main(): Promise<void> {
       console.log(`appended to ${args.write}`);
     }
   } finally {
+    await watch?.end().catch(() => undefined);
     await registry?.stop();
     await secure?.stop();
     rmSync(tlsDir, { recursive: true, force: true });

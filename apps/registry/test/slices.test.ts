@@ -42,6 +42,30 @@ describe('slices', () => {
     expect((await call(t.app, 'GET', `/v1/slices/${w.site}_fourth`, w.admin)).status).toBe(404);
   });
 
+  it('hold max_slices exactly under concurrent creations, and count a deleted slice out at once', async () => {
+    const site = `q${w.site.slice(-6)}`;
+    await ok(t.app, 201, 'POST', '/v1/sites', w.admin, { login_base: site, name: 'Quota', max_slices: 5, max_slivers: 5 });
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => call(t.app, 'POST', '/v1/slices', w.admin, { name: `${site}_c${i}`, description: 'd', url: 'u' })));
+    expect(answers.filter((r) => r.status === 201)).toHaveLength(5);
+    expect(new Set(answers.filter((r) => r.status !== 201).map((r) => `${r.status} ${r.body.code}`))).toEqual(new Set(['409 slice_quota_exceeded']));
+    expect(answers.find((r) => r.status === 409)!.body.detail).toBe(`site ${site} may have at most 5 slices`);
+    const made = answers.filter((r) => r.status === 201).map((r) => r.body.name as string);
+    // The refused ones left nothing behind: no slice, no membership, no event.
+    const { rows } = await t.db.query<{ slices: number; members: number; events: number; counted: number }>(
+      `SELECT (SELECT count(*)::int FROM slices WHERE site = $1) AS slices,
+              (SELECT count(*)::int FROM slice_members WHERE slice LIKE $1 || '\\_%') AS members,
+              (SELECT count(*)::int FROM events WHERE type = 'slice.created' AND slice LIKE $1 || '\\_%') AS events,
+              (SELECT active_slices FROM sites WHERE login_base = $1) AS counted`,
+      [site],
+    );
+    expect(rows[0]).toEqual({ slices: 5, members: 5, events: 5, counted: 5 });
+    // A deleted slice (no slivers: gone at once) makes room for one more, and only one.
+    await ok(t.app, 202, 'DELETE', `/v1/slices/${made[0]}`, w.admin);
+    await ok(t.app, 201, 'POST', '/v1/slices', w.admin, { name: `${site}_again`, description: 'd', url: 'u' });
+    expect((await call(t.app, 'POST', '/v1/slices', w.admin, { name: `${site}_over`, description: 'd', url: 'u' })).body.code).toBe('slice_quota_exceeded');
+    expect((await t.db.query<{ n: number }>('SELECT active_slices AS n FROM sites WHERE login_base = $1', [site])).rows[0]!.n).toBe(5);
+  });
+
   it('renew at most 8 weeks ahead unless admin, and only with a description and url', async () => {
     const in7w = new Date(Date.now() + 49 * DAY).toISOString();
     const in9w = new Date(Date.now() + 63 * DAY).toISOString();

@@ -40,11 +40,22 @@ export async function migrate(db: Database, list: Migration[] = migrations()): P
   });
 }
 
-// Migrations are plain DDL without dollar-quoted bodies, so splitting on ';' at line ends is enough
-// (the extended protocol that both drivers use takes one statement per query).
-function splitStatements(sql: string): string[] {
-  return sql
-    .split(/;\s*(?:\n|$)/)
-    .map((s) => s.replace(/^\s*--.*$/gm, '').trim())
-    .filter((s) => s.length > 0);
+// Statements end with ';' at a line's end, except inside a dollar-quoted function body ($$ … $$),
+// whose own statements end that way too (the extended protocol that both drivers use takes one
+// statement per query).
+export function splitStatements(sql: string): string[] {
+  const out: string[] = [];
+  let current: string[] = [];
+  let quoted = false;
+  for (const line of sql.split('\n')) {
+    const text = line.replace(/^\s*--.*$/, '');
+    current.push(text);
+    if ((text.match(/\$\$/g) ?? []).length % 2 === 1) quoted = !quoted;
+    if (!quoted && /;\s*$/.test(text)) {
+      out.push(current.join('\n').replace(/;\s*$/, '').trim());
+      current = [];
+    }
+  }
+  out.push(current.join('\n').trim());
+  return out.filter((s) => s.length > 0);
 }

@@ -1,7 +1,9 @@
 // Slices and their members.
 import type { Queryable } from '@planetlite/db';
 import type * as S from '@planetlite/api';
+import { AppError } from '@planetlite/core';
 import { iso, json, type Row } from './columns.js';
+import { toEvent } from './events.js';
 
 /** A slice as stored; the API's Slice adds its members. */
 export type SliceRecord = Omit<S.Slice, 'members'>;
@@ -75,19 +77,36 @@ export interface NewSlice {
   memoryReset: S.Slice['memory_reset'];
 }
 
-/** The new slice, or null when the name is taken. */
-export async function insertSlice(q: Queryable, s: NewSlice): Promise<SliceRecord | null> {
-  const { rows } = await q.query(
-    `INSERT INTO slices (name, site, description, url, kind, image, resources, expires_at, created_by, memory_reset)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING RETURNING *`,
-    [s.name, s.site, s.description, s.url, s.kind, s.image, JSON.stringify(s.resources), s.expires, s.createdBy, s.memoryReset],
-  );
-  return rows[0] ? toSlice(rows[0]) : null;
-}
+/** SQLSTATE of the count trigger's refusal of a slice over its site's max_slices (migration 010). */
+const SLICE_QUOTA_EXCEEDED = 'PLQ01';
 
-export async function countActiveSlices(q: Queryable, site: string): Promise<number> {
-  const { rows } = await q.query<{ n: number }>("SELECT count(*)::int AS n FROM slices WHERE site = $1 AND state = 'active'", [site]);
-  return rows[0]?.n ?? 0;
+/**
+ * A new slice with its creator as a member and its slice.created event (data), in one statement
+ * and no transaction: the site's row, which the count trigger locks to check max_slices, is held
+ * only while this statement runs. Null when the name is taken.
+ */
+export async function createSlice(q: Queryable, s: NewSlice, data: Record<string, unknown>): Promise<{ slice: SliceRecord; event: S.Event } | null> {
+  let rows: Row[];
+  try {
+    ({ rows } = await q.query(
+      `WITH s AS (
+         INSERT INTO slices (name, site, description, url, kind, image, resources, expires_at, created_by, memory_reset)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING RETURNING *
+       ), m AS (
+         INSERT INTO slice_members (slice, user_id) SELECT name, created_by FROM s
+       ), e AS (
+         INSERT INTO events (type, slice, data) SELECT 'slice.created', name, $11::jsonb FROM s RETURNING *
+       )
+       SELECT s.*, to_jsonb(e) AS created_event FROM s, e`,
+      [s.name, s.site, s.description, s.url, s.kind, s.image, JSON.stringify(s.resources), s.expires, s.createdBy, s.memoryReset, JSON.stringify(data)],
+    ));
+  } catch (err) {
+    const e = err as { code?: unknown; message?: unknown };
+    if (e?.code === SLICE_QUOTA_EXCEEDED) throw new AppError('slice_quota_exceeded', String(e.message));
+    throw err;
+  }
+  const r = rows[0];
+  return r ? { slice: toSlice(r), event: toEvent(json<Row>(r.created_event)) } : null;
 }
 
 /** true when the user was not a member yet. */

@@ -5,11 +5,11 @@ import { AppError } from '@planetlite/core';
 import { MemberAdd, Slice, SliceCreate, SlicePatch, SliceRenew, LOGIN_BASE_PATTERN } from '@planetlite/api';
 import { requireUser } from '../plugins/auth.js';
 import { hasSiteRole, piSiteOf, requireSliceRole } from '../services/authz.js';
-import { withChanges } from '../services/changes.js';
+import { publishEvents, withChanges } from '../services/changes.js';
 import { loadSlice, requireImageServes, siteOfSlice, sliceView, tearDownSlice } from '../services/slices.js';
 import * as slices from '../repositories/slices.js';
 import { nodesOfSlice } from '../repositories/slivers.js';
-import { findSite, lockSite } from '../repositories/sites.js';
+import { findSite } from '../repositories/sites.js';
 import { findUser } from '../repositories/users.js';
 import { answers, bearer, NameParams } from './common.js';
 
@@ -26,36 +26,32 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const b = req.body;
     const site = siteOfSlice(b.name);
     const kind = b.kind ?? 'lxc';
-    const slice = await withChanges(ctx, async (q, changes) => {
-      const s = await findSite(q, site);
-      if (!s) {
-        if (!me.admin) throw new AppError('forbidden', `only a pi of site ${site} may create slices named ${site}_…`);
-        throw new AppError('not_found', `site ${site} not found (a slice name starts with its site's login_base)`);
-      }
-      if (!hasSiteRole(me, site, 'pi')) throw new AppError('forbidden', `only a pi of site ${site}, or an admin, may create its slices`);
-      if (!s.enabled) throw new AppError('forbidden', `site ${site} is disabled`);
-      await requireImageServes(q, b.image ?? ctx.config.defaultImage, kind);
-      const expires = new Date(Date.now() + ctx.config.sliceLifetimeDays * DAY);
-      const resources = { ...DEFAULT_RESOURCES, ...b.resources };
-      const created = await slices.insertSlice(q, {
-        name: b.name, site, description: b.description, url: b.url, kind, image: b.image ?? ctx.config.defaultImage,
-        resources, expires, createdBy: me.id, memoryReset: b.memory_reset ?? 'restart',
-      });
-      if (!created) {
-        const existing = await slices.findSlice(q, b.name);
-        if (existing?.state === 'deleting') throw new AppError('slice_deleting', `slice ${b.name} is still being deleted; try again when its slivers are gone`);
-        throw new AppError('already_exists', `slice ${b.name} already exists`);
-      }
-      await slices.addMember(q, b.name, me.id);
-      await changes.record(q, { type: 'slice.created', slice: b.name, data: { by: me.email, kind, expires_at: expires.toISOString() } });
-      // The quota check comes last: the site lock then serialises only this count and the commit.
-      await lockSite(q, site);
-      if ((await slices.countActiveSlices(q, site)) > s.max_slices) {
-        throw new AppError('slice_quota_exceeded', `site ${site} may have at most ${s.max_slices} slices`);
-      }
-      return { ...created, members: [{ id: me.id, email: me.email, name: me.name }] };
-    });
-    return reply.code(201).send(slice);
+    const image = b.image ?? ctx.config.defaultImage;
+    // The site and the image side by side; the site's refusals come first.
+    const [found, serves] = await Promise.allSettled([findSite(ctx.db, site), requireImageServes(ctx.db, image, kind)]);
+    if (found.status === 'rejected') throw found.reason;
+    const s = found.value;
+    if (!s) {
+      if (!me.admin) throw new AppError('forbidden', `only a pi of site ${site} may create slices named ${site}_…`);
+      throw new AppError('not_found', `site ${site} not found (a slice name starts with its site's login_base)`);
+    }
+    if (!hasSiteRole(me, site, 'pi')) throw new AppError('forbidden', `only a pi of site ${site}, or an admin, may create its slices`);
+    if (!s.enabled) throw new AppError('forbidden', `site ${site} is disabled`);
+    if (serves.status === 'rejected') throw serves.reason;
+    const expires = new Date(Date.now() + ctx.config.sliceLifetimeDays * DAY);
+    // One statement: the slice, its creator as a member, its event, and the site's max_slices
+    // checked by the count trigger under the site's row lock (migration 010).
+    const created = await slices.createSlice(ctx.db, {
+      name: b.name, site, description: b.description, url: b.url, kind, image,
+      resources: { ...DEFAULT_RESOURCES, ...b.resources }, expires, createdBy: me.id, memoryReset: b.memory_reset ?? 'restart',
+    }, { by: me.email, kind, expires_at: expires.toISOString() });
+    if (!created) {
+      const existing = await slices.findSlice(ctx.db, b.name);
+      if (existing?.state === 'deleting') throw new AppError('slice_deleting', `slice ${b.name} is still being deleted; try again when its slivers are gone`);
+      throw new AppError('already_exists', `slice ${b.name} already exists`);
+    }
+    await publishEvents(ctx, [created.event]);
+    return reply.code(201).send({ ...created.slice, members: [{ id: me.id, email: me.email, name: me.name }] });
   });
 
   app.get('/v1/slices', {

@@ -58,6 +58,13 @@ export class Changes {
   }
 }
 
+/** Publishes events a write of one statement (no transaction) recorded, once it is done. */
+export async function publishEvents(deps: Pick<ChangeDeps, 'fanout' | 'log' | 'principals'>, events: Event[]): Promise<void> {
+  const changes = new Changes();
+  changes.events.push(...events);
+  await changes.publish(deps);
+}
+
 /** Runs fn in a transaction with a fresh Changes, then publishes what it recorded. */
 export async function withChanges<T>(deps: ChangeDeps, fn: (q: Queryable, changes: Changes) => Promise<T>): Promise<T> {
   const changes = new Changes();
