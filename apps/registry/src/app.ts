@@ -74,7 +74,7 @@ function databaseFormats(ajv: Ajv): Ajv {
 export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts;
   const log = opts.logger ?? createLogger({ name: 'registry', level: config.logLevel });
-  const db = opts.db ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, logger: log }));
+  const db = opts.db ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, prepare: config.dbPrepare, logger: log }));
   const fanout = opts.fanout ?? (await openFanout({ redisUrl: config.redisUrl, logger: log }));
   await migrate(db);
   const tls = config.tls.mode === 'off' ? null : await loadTls(config.tls, log);

@@ -24,6 +24,9 @@ export interface OpenDatabaseOptions {
   /** Entries of the data dir that belong beside the database (default DATA_DIR_SIBLINGS). */
   siblings?: readonly string[];
   poolSize?: number;
+  /** PostgreSQL only: prepare each statement with parameters once per connection (default true).
+   * Off for a pooler that cannot keep named statements (PgBouncer in transaction mode before 1.21). */
+  prepare?: boolean;
   logger?: Logger;
   /**
    * PGlite only: pass PostgreSQL's flushes to the kernel (default true). False is PGlite's own
@@ -36,7 +39,7 @@ export interface OpenDatabaseOptions {
 pg.types.setTypeParser(20, (v: string) => Number(v));
 
 export async function openDatabase(opts: OpenDatabaseOptions): Promise<Database> {
-  if (opts.url) return openPostgres(opts.url, opts.poolSize ?? 20, opts.logger);
+  if (opts.url) return openPostgres(opts.url, opts.poolSize ?? 20, opts.prepare ?? true, opts.logger);
   return openPglite(opts.dataDir ? await prepareDataDir(opts.dataDir, opts.siblings ?? DATA_DIR_SIBLINGS, opts.logger) : undefined, opts.durable ?? true);
 }
 
@@ -100,11 +103,16 @@ const MAX_PREPARED = 1000;
  */
 export class StatementNames {
   readonly #names = new Map<string, string>();
+  readonly #max: number;
+
+  constructor(max = MAX_PREPARED) {
+    this.#max = max;
+  }
 
   config(text: string, values: unknown[] | undefined): pg.QueryConfig {
     if (!values?.length) return { text };
     let name = this.#names.get(text);
-    if (name === undefined && this.#names.size < MAX_PREPARED) {
+    if (name === undefined && this.#names.size < this.#max) {
       name = `pl_${this.#names.size}`;
       this.#names.set(text, name);
     }
@@ -112,12 +120,12 @@ export class StatementNames {
   }
 }
 
-async function openPostgres(url: string, max: number, logger?: Logger): Promise<Database> {
+async function openPostgres(url: string, max: number, prepare: boolean, logger?: Logger): Promise<Database> {
   const pool = new pg.Pool({ connectionString: url, max });
   // An idle client losing its server must not crash the process; the next query reconnects.
   pool.on('error', (err) => logger?.warn({ err }, 'postgres idle client error'));
   await pool.query('SELECT 1');
-  const names = new StatementNames();
+  const names = new StatementNames(prepare ? MAX_PREPARED : 0);
   return {
     kind: 'postgres',
     async query(sql, params) {

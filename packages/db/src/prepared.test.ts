@@ -46,3 +46,18 @@ describe('prepared statements on PostgreSQL', () => {
     expect(Number((await db.query<{ c: number }>('SELECT count(*) AS c FROM t_script')).rows[0]!.c)).toBe(2);
   });
 });
+
+describe('prepared statements turned off (PLANETLITE_DB_PREPARE=false)', () => {
+  it('runs every statement unnamed', async () => {
+    const db = await openDatabase({ url: await createTestDatabase(inject('pgUrl'), 'noprep'), poolSize: 1, prepare: false });
+    try {
+      const prepared = await db.transaction(async (tx) => {
+        for (const v of [1, 2]) await tx.query('SELECT $1::int AS n', [v]);
+        return (await tx.query('SELECT name FROM pg_prepared_statements')).rows;
+      });
+      expect(prepared).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+});
