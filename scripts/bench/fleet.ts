@@ -15,7 +15,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
@@ -354,7 +354,7 @@ async function main(): Promise<void> {
     log(`appended to ${args.write}`);
   }
   if (args.svg && results.length > 0) {
-    const file = join(ROOT, args.svg);
+    const file = resolve(ROOT, args.svg);
     mkdirSync(dirname(file), { recursive: true });
     writeFileSync(file, svgPlot(results));
     log(`wrote ${args.svg}`);

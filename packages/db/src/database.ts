@@ -5,8 +5,14 @@ import { mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '@planetlite/core';
 
+export interface QueryOptions {
+  /** Plan this statement for each call's values (not prepared): for a statement whose generic
+   * plan costs more than planning it each time. */
+  planEachCall?: boolean;
+}
+
 export interface Queryable {
-  query<R = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<{ rows: R[]; rowCount: number }>;
+  query<R = Record<string, unknown>>(sql: string, params?: unknown[], opts?: QueryOptions): Promise<{ rows: R[]; rowCount: number }>;
 }
 
 export interface Database extends Queryable {
@@ -109,8 +115,9 @@ export class StatementNames {
     this.#max = max;
   }
 
-  config(text: string, values: unknown[] | undefined): pg.QueryConfig {
+  config(text: string, values: unknown[] | undefined, opts?: QueryOptions): pg.QueryConfig {
     if (!values?.length) return { text };
+    if (opts?.planEachCall) return { text, values };
     let name = this.#names.get(text);
     if (name === undefined && this.#names.size < this.#max) {
       name = `pl_${this.#names.size}`;
@@ -128,8 +135,8 @@ async function openPostgres(url: string, max: number, prepare: boolean, logger?:
   const names = new StatementNames(prepare ? MAX_PREPARED : 0);
   return {
     kind: 'postgres',
-    async query(sql, params) {
-      const res = await pool.query(names.config(sql, params));
+    async query(sql, params, opts) {
+      const res = await pool.query(names.config(sql, params, opts));
       return { rows: res.rows, rowCount: res.rowCount ?? 0 };
     },
     async transaction(fn) {
@@ -137,8 +144,8 @@ async function openPostgres(url: string, max: number, prepare: boolean, logger?:
       try {
         await client.query('BEGIN');
         const tx: Queryable = {
-          async query(sql, params) {
-            const res = await client.query(names.config(sql, params));
+          async query(sql, params, opts) {
+            const res = await client.query(names.config(sql, params, opts));
             return { rows: res.rows, rowCount: res.rowCount ?? 0 };
           },
         };

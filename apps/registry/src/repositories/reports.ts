@@ -112,6 +112,9 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
       r.seenRefreshSeconds,
       r.sampleSeconds,
     ],
+    // Its generic plan cost PostgreSQL about 40 % more time at 2,000 agents than planning it for each
+    // report's values (docs/benchmarks.md, 2026-12-04 16:36).
+    { planEachCall: true },
   );
   const row = rows[0];
   return row?.plain ? json<Row[]>(row.events).map(toEvent) : null;
