@@ -225,6 +225,7 @@ export async function desiredStateRows(q: Queryable, nodeId: string): Promise<De
        WHERE s.node_id = n.id), '[]'::jsonb) AS slivers
      FROM nodes n WHERE n.id = $1`,
     [nodeId],
+    { planEachCall: true },
   );
   const r = rows[0];
   if (!r) return null;
