@@ -225,6 +225,8 @@ export async function desiredStateRows(q: Queryable, nodeId: string): Promise<De
        WHERE s.node_id = n.id), '[]'::jsonb) AS slivers
      FROM nodes n WHERE n.id = $1`,
     [nodeId],
+    // Its generic plan made the first documents at 5,000 agents take 55 s, against 34 s planned
+    // for each node (docs/benchmarks.md, 2026-12-04 17:33).
     { planEachCall: true },
   );
   const r = rows[0];
