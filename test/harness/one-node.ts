@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PlanetLiteClient, trustRegistry, type Sliver } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
+import { tryRun } from '@planetlite/host';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { Agent, enroll, importImage, type SettingsOverrides } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from './node.ts';
@@ -108,7 +109,14 @@ export async function startOneNode(opts: OneNodeOptions): Promise<OneNode> {
         if (s.state === 'failed') throw new Error(`sliver failed: ${s.error}`);
         return s.state === 'running' ? s : null;
       }, 120_000);
-      await until(`sliver ${created.id} to answer ssh`, async () => node.ssh!(sliver.ports.first, slice, 'cat /etc/slicename') === slice, 30_000);
+      await until(`sliver ${created.id} to answer ssh`, async () => node.ssh!(sliver.ports.first, slice, 'cat /etc/slicename') === slice, 30_000).catch(async (err: Error) => {
+        // A running sliver whose port is refused: say what the node had (its table's map entries, its containers).
+        const [table, containers] = await Promise.all([
+          tryRun('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'planetlite']).then((r) => r?.stdout ?? '(no table)'),
+          tryRun('lxc-ls', ['-P', join(stateDir, 'lxc'), '-f']).then((r) => r?.stdout ?? '(lxc-ls failed)'),
+        ]);
+        throw new Error(`${err.message}\n--- the node then ---\nnftables:\n${table}\ncontainers:\n${containers}`);
+      });
       return sliver;
     },
     async close() {
