@@ -3,7 +3,7 @@
 // for that user and for root, and host keys of its own.
 import { chmod, chown, mkdir, readFile, writeFile, access } from 'node:fs/promises';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
+import { ed25519HostKey } from './hostkey.js';
 
 /** Uid and gid of the slice user inside the sliver (the first ordinary user id). */
 export const SLICE_UID = 1000;
@@ -47,9 +47,7 @@ async function ensureHostKey(rootfs: string): Promise<void> {
   const key = join(dir, 'ssh_host_ed25519_key');
   if (await exists(key)) return;
   await mkdir(dir, { recursive: true });
-  // Made in this process (OpenSSH's own format, as ssh-keygen writes it): no process to start
-  // on a new sliver's way up.
-  const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'sliver host key' });
+  const pair = ed25519HostKey('sliver host key');
   await writeFile(key, pair.private, { mode: 0o600 });
   await writeFile(`${key}.pub`, `${pair.public}\n`, { mode: 0o644 });
 }
