@@ -30,6 +30,7 @@ import { ensureAdmin } from './services/bootstrap.js';
 import { startSweeps } from './services/sweeps.js';
 import { Notifier } from './services/notify.js';
 import { PrincipalCache } from './services/principals.js';
+import { DocumentCache } from './services/desired-state.js';
 import { ImageService } from './services/images.js';
 import { loadTls } from './tls.js';
 
@@ -81,7 +82,8 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const closing = new AbortController();
   const principals = new PrincipalCache({ fanout, log, ttlMs: config.authCacheSeconds * 1000 });
   if (config.authCacheSeconds > 0) await principals.start();
-  const ctx = { config, db, fanout, log, principals, closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
+  const documents = new DocumentCache({ fanout, ttlMs: config.docCacheSeconds * 1000 });
+  const ctx = { config, db, fanout, log, principals, documents, closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
   ctx.notifier = new Notifier(ctx);
   await ensureAdmin(ctx);
   ctx.images = await ImageService.open(ctx);
@@ -125,6 +127,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   app.addHook('onClose', async () => {
     await ctx.images.close();
     principals.stop();
+    documents.close();
     await ctx.notifier.settled();
     ctx.notifier.close();
     if (!opts.fanout) await fanout.close();

@@ -6,6 +6,7 @@ import type { RegistryConfig } from './config.js';
 import type { Notifier } from './services/notify.js';
 import type { ImageService } from './services/images.js';
 import type { PrincipalCache } from './services/principals.js';
+import type { DocumentCache } from './services/desired-state.js';
 
 export interface RegistryContext {
   config: RegistryConfig;
@@ -14,6 +15,8 @@ export interface RegistryContext {
   log: Logger;
   /** Who bearer secrets stand for, remembered per replica (forgotten on every replica when one ends). */
   principals: PrincipalCache;
+  /** Nodes' desired-state documents, remembered per replica until a change touches the node. */
+  documents: DocumentCache;
   /** Tells slice members about events that concern them (watchdog resets). */
   notifier: Notifier;
   /** Image archives: their directory, the tracker that admits their torrents, the seeder. */

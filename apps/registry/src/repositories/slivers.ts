@@ -60,6 +60,12 @@ export async function nodesOfSlice(q: Queryable, slice: string): Promise<string[
   return rows.map((r) => r.node_id);
 }
 
+/** Nodes with a sliver of a slice that names this image (they learn its hash and magnet once it is published). */
+export async function nodesOfImage(q: Queryable, image: string): Promise<string[]> {
+  const { rows } = await q.query<{ node_id: string }>('SELECT DISTINCT s.node_id FROM slivers s JOIN slices sl ON sl.name = s.slice WHERE sl.image = $1', [image]);
+  return rows.map((r) => r.node_id);
+}
+
 export async function sliceHasSliverOn(q: Queryable, slice: string, nodeId: string): Promise<boolean> {
   const { rows } = await q.query('SELECT 1 FROM slivers WHERE slice = $1 AND node_id = $2', [slice, nodeId]);
   return rows.length > 0;

@@ -8,6 +8,7 @@ import { Image, ImageUploadQuery, IMAGE_NAME_PATTERN } from '@planetlite/api';
 import { requireAdmin, requireUser } from '../plugins/auth.js';
 import { sendProblem } from '../plugins/errors.js';
 import * as images from '../repositories/images.js';
+import { nodesOfImage } from '../repositories/slivers.js';
 import { withChanges } from '../services/changes.js';
 import { answers, bearer } from './common.js';
 
@@ -81,6 +82,8 @@ export const imageRoutes: FastifyPluginAsyncTypebox = async (app) => {
           type: 'image.published',
           data: { name: q.name, version: q.version ?? null, arch: q.arch ?? 'x86_64', sha256: got.sha256, size: got.size, kinds, infohash: got.infohash, by: admin.email },
         });
+        // Slices may name an image before it is published: their nodes' documents now carry its hash and magnet.
+        changes.touchAfterCommit((db) => nodesOfImage(db, q.name));
         // Last, so a refused insert leaves the file where the finally below removes it.
         await archives.keep(got);
         kept = true;

@@ -15,7 +15,7 @@ import {
 } from '@planetlite/api';
 import { requireNode } from '../plugins/auth.js';
 import { nodeChannel, withChanges } from '../services/changes.js';
-import { desiredStateOf, etagOf, readDesiredState } from '../services/desired-state.js';
+import { desiredStateOf, etagOf, type NodeDocument } from '../services/desired-state.js';
 import { acceptReport, markSeen, seenRefreshSecondsOf } from '../services/node-reports.js';
 import { sliceOfSliverOn } from '../repositories/slivers.js';
 import { storeConsole } from '../repositories/console.js';
@@ -50,41 +50,43 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (before && before !== 'online') await withChanges(ctx, (q, changes) => markSeen(q, changes, req.params.id));
     const known = req.headers['if-none-match'];
     const wait = Math.min(req.query.wait ?? 0, ctx.config.longPollMaxSeconds);
-    let doc: DesiredState;
-    let etag: string;
+    let doc: NodeDocument;
     if (known && wait > 0) {
-      // Subscribe before reading, so a change landing in between still wakes us; the document is
-      // then built once, and once more only if it changed while we waited.
+      // Subscribe before reading, so a change landing in between still wakes us. A document
+      // unchanged since the replica last built it comes from memory (DocumentCache); after a
+      // wake by a change it is built anew.
+      let woken: 'change' | 'time' | 'gone' | null = null;
       let wake!: () => void;
       const changed = new Promise<void>((resolve) => (wake = resolve));
-      const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wake());
-      const timer = setTimeout(() => wake(), wait * 1000);
+      const wakeBy = (why: 'change' | 'time' | 'gone') => {
+        woken ??= why;
+        wake();
+      };
+      const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wakeBy('change'));
+      const timer = setTimeout(() => wakeBy('time'), wait * 1000);
       // While Redis is down its messages are lost: look at the desired state every second instead,
       // and for a few seconds after it is back (until the resubscription has surely landed).
       let downAt = 0;
       const fallback = setInterval(() => {
         if (!ctx.fanout.healthy) downAt = Date.now();
         else if (Date.now() - downAt > FALLBACK_AFTER_MS) return;
-        desiredStateOf(ctx, req.params.id).then((d) => etagOf(d) !== known && wake(), () => undefined);
+        desiredStateOf(ctx, req.params.id).then((d) => etagOf(d) !== known && wakeBy('change'), () => undefined);
       }, FALLBACK_POLL_MS);
-      const onGone = () => wake();
+      const onGone = () => wakeBy('gone');
       reply.raw.on('close', onGone);
       ctx.closing.addEventListener('abort', onGone);
-      if (ctx.closing.aborted) wake();
+      if (ctx.closing.aborted) wakeBy('gone');
       try {
         // No pool connection is held while waiting: each read is one statement.
-        doc = await desiredStateOf(ctx, req.params.id);
-        etag = etagOf(doc);
-        if (etag === known) {
+        doc = await ctx.documents.get(ctx, req.params.id);
+        if (doc.etag === known) {
           await changed;
           // Woken by shutdown: answer 'unchanged' without the database, which is about to close;
           // the agent polls again, on another replica.
-          if (ctx.closing.aborted) return reply.header('etag', etag).header('cache-control', 'no-cache').code(304).send(null);
-          const now = await readDesiredState(ctx, req.params.id);
+          if (ctx.closing.aborted) return reply.header('etag', doc.etag).header('cache-control', 'no-cache').code(304).send(null);
+          doc = await ctx.documents.get(ctx, req.params.id, { fresh: woken !== 'time' });
           // A key revoked while this poll waited answers as it would on a new request.
-          if (now.revoked) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
-          doc = now.doc;
-          etag = etagOf(doc);
+          if (doc.revoked) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
         }
       } finally {
         clearTimeout(timer);
@@ -93,12 +95,12 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         ctx.closing.removeEventListener('abort', onGone);
       }
     } else {
-      doc = await desiredStateOf(ctx, req.params.id);
-      etag = etagOf(doc);
+      doc = await ctx.documents.get(ctx, req.params.id);
     }
+    const etag = doc.etag;
     reply.header('etag', etag).header('cache-control', 'no-cache');
     if (known === etag) return reply.code(304).send(null);
-    return doc;
+    return doc.doc;
   });
 
   app.put('/v1/nodes/:id/observed-state', {

@@ -110,7 +110,7 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (!(await findUser(q, req.body.user_id))) throw new AppError('not_found', `user ${req.body.user_id} not found`);
       if (await slices.addMember(q, req.params.name, req.body.user_id)) {
         await changes.record(q, { type: 'slice.member_added', slice: req.params.name, data: { user_id: req.body.user_id, by: me.email } });
-        changes.touch(...(await nodesOfSlice(q, req.params.name)));
+        changes.touchAfterCommit((db) => nodesOfSlice(db, req.params.name));
       }
       return sliceView(q, row);
     });
@@ -131,7 +131,7 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       await requireSliceRole(q, me, row, ['admin', 'pi'], 'remove members from');
       if (!(await slices.removeMember(q, req.params.name, req.params.user_id))) throw new AppError('not_found', `user ${req.params.user_id} is not a member of ${req.params.name}`);
       await changes.record(q, { type: 'slice.member_removed', slice: req.params.name, data: { user_id: req.params.user_id, by: me.email } });
-      changes.touch(...(await nodesOfSlice(q, req.params.name)));
+      changes.touchAfterCommit((db) => nodesOfSlice(db, req.params.name));
       return sliceView(q, row);
     });
   });

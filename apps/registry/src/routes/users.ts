@@ -145,7 +145,7 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
       await loadUser(q, req.params.id);
       if (await users.keyRegistered(q, req.params.id, key.fingerprint)) throw new AppError('already_exists', `key ${key.fingerprint} is already registered for this user`);
       const row = await users.insertKey(q, { id: randomUUID(), userId: req.params.id, ...key });
-      changes.touch(...(await users.nodesOfMember(q, req.params.id)));
+      changes.touchAfterCommit((db) => users.nodesOfMember(db, req.params.id));
       return row;
     });
     return reply.code(201).send(added);
@@ -164,7 +164,7 @@ export const userRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (!me.admin && me.id !== req.params.id) throw new AppError('forbidden', 'only the user or an admin may remove their keys');
     await withChanges(ctx, async (q, changes) => {
       if (!(await users.deleteKey(q, req.params.id, req.params.key_id))) throw new AppError('not_found', `key ${req.params.key_id} not found`);
-      changes.touch(...(await users.nodesOfMember(q, req.params.id)));
+      changes.touchAfterCommit((db) => users.nodesOfMember(db, req.params.id));
     });
     return reply.code(204).send(null);
   });

@@ -24,6 +24,7 @@ export class Changes {
   readonly events: Event[] = [];
   readonly nodes = new Set<string>();
   readonly #forget: Forget[] = [];
+  readonly #nodesAfter: Array<(q: Queryable) => Promise<string[]>> = [];
 
   async record(q: Queryable, e: NewEvent): Promise<Event> {
     const ev = await insertEvent(q, e);
@@ -40,6 +41,24 @@ export class Changes {
   /** The desired state of these nodes changed: wake their long-polls. */
   touch(...nodeIds: Array<string | null | undefined>): void {
     for (const id of nodeIds) if (id) this.nodes.add(id);
+  }
+
+  /** Nodes to wake that are read after the commit: a write in the same rows that commits while
+   * this one runs (a sliver made in a slice whose member's keys change) is then among them, or
+   * it commits after this one and wakes its node with this change visible. */
+  touchAfterCommit(read: (q: Queryable) => Promise<string[]>): void {
+    this.#nodesAfter.push(read);
+  }
+
+  /** Reads the nodes touchAfterCommit() asked for; called once the write has committed. */
+  async settle(deps: Pick<ChangeDeps, 'db' | 'log'>): Promise<void> {
+    for (const read of this.#nodesAfter) {
+      try {
+        this.touch(...(await read(deps.db)));
+      } catch (err) {
+        deps.log.warn({ err }, 'reading the nodes a change concerns failed; they catch up on their next pull');
+      }
+    }
   }
 
   /** A secret this write ends or changes (a node's key revoked, rotated, replaced): no replica may
@@ -69,6 +88,7 @@ export async function publishEvents(deps: Pick<ChangeDeps, 'fanout' | 'log' | 'p
 export async function withChanges<T>(deps: ChangeDeps, fn: (q: Queryable, changes: Changes) => Promise<T>): Promise<T> {
   const changes = new Changes();
   const out = await deps.db.transaction((q) => fn(q, changes));
+  await changes.settle(deps);
   await changes.publish(deps);
   return out;
 }

@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import { AppError } from '@planetlite/core';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
+import type { Fanout } from '@planetlite/fanout';
+import { nodeChannel } from './changes.js';
 import { desiredStateRows } from '../repositories/slivers.js';
 import { webSeedOf } from '../repositories/images.js';
 
@@ -40,3 +42,113 @@ export async function desiredStateOf(deps: DesiredStateDeps, nodeId: string): Pr
 }
 
 export const etagOf = (doc: DesiredState): string => `"${createHash('sha256').update(JSON.stringify(doc)).digest('base64url').slice(0, 27)}"`;
+
+/** A node's document as a poll answers it. */
+export interface NodeDocument {
+  doc: DesiredState;
+  etag: string;
+  revoked: boolean;
+}
+
+interface CachedDocument {
+  value: NodeDocument;
+  /** Ends its hold on the node's fan-out channel. */
+  release: () => void;
+  timer: NodeJS.Timeout;
+}
+
+export interface DocumentCacheOptions {
+  fanout: Fanout;
+  /** The longest a document is answered from memory (a bound for a write that touched no node); 0: never. */
+  ttlMs: number;
+  /** Documents kept at most; the oldest go first. */
+  max?: number;
+}
+
+/**
+ * The desired-state documents of the nodes polling this replica, kept until their node's fan-out
+ * channel carries a message (every write that changes a document touches its node after the
+ * commit), the fan-out is down or reconnects (messages may have been lost), or ttlMs passes.
+ * An idle poll cycle then costs no statement for its document: before, each built it twice.
+ */
+export class DocumentCache {
+  readonly #entries = new Map<string, CachedDocument>();
+  readonly #fanout: Fanout;
+  readonly #ttlMs: number;
+  readonly #max: number;
+  #epoch = 0;
+  #closed = false;
+
+  constructor(opts: DocumentCacheOptions) {
+    this.#fanout = opts.fanout;
+    this.#ttlMs = opts.ttlMs;
+    this.#max = opts.max ?? 100_000;
+  }
+
+  /** The node's document, remembered or read now; `fresh` reads it whatever is remembered. */
+  async get(deps: DesiredStateDeps, nodeId: string, opts: { fresh?: boolean } = {}): Promise<NodeDocument> {
+    const usable = this.#usable();
+    if (!usable || this.#epoch !== this.#fanout.epoch) {
+      this.clear();
+      this.#epoch = this.#fanout.epoch;
+    }
+    const hit = this.#entries.get(nodeId);
+    if (hit && usable && !opts.fresh) return hit.value;
+    if (hit) this.#drop(nodeId);
+    const read = async () => {
+      const { doc, revoked } = await readDesiredState(deps, nodeId);
+      return { doc, etag: etagOf(doc), revoked };
+    };
+    if (!usable) return read();
+    // Listen first: a change that lands while the document is read leaves it unkept.
+    let changed = false;
+    const release = await this.#fanout.subscribe(nodeChannel(nodeId), () => {
+      changed = true;
+      if (this.#entries.get(nodeId)?.release === release) this.#drop(nodeId);
+      else release();
+    });
+    const epoch = this.#fanout.epoch;
+    let value: NodeDocument;
+    try {
+      value = await read();
+    } catch (err) {
+      release();
+      throw err;
+    }
+    if (changed || !this.#usable() || epoch !== this.#fanout.epoch || epoch !== this.#epoch || this.#entries.has(nodeId)) {
+      if (!changed) release();
+      return value;
+    }
+    if (this.#entries.size >= this.#max) this.#drop(this.#entries.keys().next().value!);
+    const timer = setTimeout(() => this.#entries.get(nodeId)?.release === release && this.#drop(nodeId), this.#ttlMs);
+    timer.unref();
+    this.#entries.set(nodeId, { value, release, timer });
+    return value;
+  }
+
+  /** Documents held now (tests, metrics). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  clear(): void {
+    for (const id of [...this.#entries.keys()]) this.#drop(id);
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.clear();
+  }
+
+  #usable(): boolean {
+    return !this.#closed && this.#ttlMs > 0 && this.#fanout.healthy;
+  }
+
+  #drop(nodeId: string): void {
+    const e = this.#entries.get(nodeId);
+    if (!e) return;
+    this.#entries.delete(nodeId);
+    clearTimeout(e.timer);
+    e.release();
+  }
+}
