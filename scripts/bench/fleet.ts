@@ -4,7 +4,7 @@
 // slivers each, half on each replica, all in this one process. Measures change → node latency
 // (a sliver acted on or created through replica A until the owning agent's long-poll on replica B
 // brings the new document), reports/s, each replica's CPU and RSS, PostgreSQL connections and
-// statement time, and a SIGKILL of replica B mid-run (its agents move to A; no change lost).
+// statement time (pg_stat_statements: which statements took its time), and a SIGKILL of replica B mid-run (its agents move to A; no change lost).
 //
 //   node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60]
 //        [--changes-per-second 5] [--write docs/benchmarks.md] [--svg docs/bench/fleet.svg]
@@ -89,6 +89,8 @@ interface Result {
   lateAfterWindow: number;
   /** pg_stat_activity of the database sampled every 250 ms in the window: mean backends per wait. */
   waits: string;
+  /** pg_stat_statements over the window: the statements that took most of PostgreSQL's time. */
+  statements: string[];
   kill: { notMoved: number; agentsMoved: number; convergeMs: number; changes: number; p99: number; max: number; lost: number; stale: number };
 }
 
@@ -108,6 +110,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const [A, B] = replicas as [RegistryProcess, RegistryProcess];
     for (const r of replicas) trustRegistry(r.url, r.ca!);
     await db.connect();
+    await db.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
     const admin = new PlanetLiteClient({ registry: A.url });
     await admin.login(ADMIN.email, ADMIN.password);
     await admin.createSite({ login_base: SITE, name: 'Fleet', max_slices: 100_000, max_slivers: 100_000 });
@@ -199,8 +202,10 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     loopDelay.enable();
     const self0 = sampleProc(process.pid);
     const sampler = sampleWaits(db);
+    await db.query('SELECT pg_stat_statements_reset()');
     await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
     const waits = await sampler.stop();
+    const statements = await topStatements(db);
     loopDelay.disable();
     const self1 = sampleProc(process.pid);
     const p1 = replicas.map((r) => sampleProc(r.proc.pid!));
@@ -247,6 +252,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       changeErrors: changeErrors.length,
       lateAfterWindow,
       waits,
+      statements,
       agentsCpu: cpuShare(self0, self1), loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
       kill: { notMoved, agentsMoved: moving.length, convergeMs, changes: killLat.length, p99: percentile(killLat, 99), max: killLat.at(-1) ?? NaN, lost: tracker.pending.size, stale },
     };
@@ -287,6 +293,17 @@ function svgPlot(results: Result[]): string {
   return out.join('\n') + '\n';
 }
 
+/** The five statements that took most of PostgreSQL's execution time since the last reset. */
+async function topStatements(db: pg.Client): Promise<string[]> {
+  const { rows } = await db.query(
+    `SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS q, calls, total_exec_time AS total, mean_exec_time AS mean, rows, shared_blks_dirtied AS dirtied,
+            total_exec_time / NULLIF(sum(total_exec_time) OVER (), 0) AS share
+     FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+     ORDER BY total_exec_time DESC LIMIT 5`,
+  );
+  return rows.map((r) => `${(Number(r.share) * 100).toFixed(0)} %, ${r.calls} calls, ${Number(r.mean).toFixed(2)} ms, ${(Number(r.rows) / Math.max(1, Number(r.calls))).toFixed(1)} rows, ${(Number(r.dirtied) / Math.max(1, Number(r.calls))).toFixed(1)} dirtied: \`${r.q}…\``);
+}
+
 async function main(): Promise<void> {
   let pgServer: PostgresServer | undefined;
   let redis: RedisServer | undefined;
@@ -294,7 +311,7 @@ async function main(): Promise<void> {
   const failures: string[] = [];
   const loadBefore = loadavg().map((l) => l.toFixed(2)).join(' ');
   try {
-    pgServer = await startPostgres();
+    pgServer = await startPostgres({ settings: ['shared_preload_libraries=pg_stat_statements'] });
     redis = await startRedis();
     for (const n of NODES) {
       // A size the machine cannot carry is a figure too: record why, and go on with the next.
@@ -336,6 +353,10 @@ async function main(): Promise<void> {
     '',
     ...results.map((r) => `- N=${r.nodes}: ${r.waits}`),
     '',
+    'Where PostgreSQL\'s time went in the window (pg_stat_statements: the five statements with the most execution time; share of all statements\' time, calls, mean ms, rows per call, blocks dirtied per call):',
+    '',
+    ...results.flatMap((r) => [`- N=${r.nodes}:`, ...r.statements.map((l) => `  - ${l}`)]),
+    '',
     'Replica B killed (SIGKILL) after the measured window, with changes for its agents made through A for 5 s after:',
     '',
     '| N | agents moved (not answered by A after 300 s) | all current after s | changes during the move | their p99 / max ms | changes lost | agents stale vs A |',
@@ -344,7 +365,7 @@ async function main(): Promise<void> {
     '',
     ...failures.map((f) => `Did not complete: ${f}`),
     ...(failures.length ? [''] : []),
-    'CPU is the share of one core over the measured window. "PG ms per tx" is pg_stat_database active_time over committed+rolled-back transactions in the window (every statement of polls, reports and changes: the harness server has no pg_stat_statements). "PG conns" counts pg_stat_activity rows for the database (both replicas\' pools).',
+    'CPU is the share of one core over the measured window. "PG ms per tx" is pg_stat_database active_time over committed+rolled-back transactions in the window (every statement of polls, reports and changes; the statements one by one are in the list above). "PG conns" counts pg_stat_activity rows for the database (both replicas\' pools).',
     '',
   ];
   const text = lines.join('\n');

@@ -41,6 +41,8 @@ export interface PostgresOptions {
    * durability tests. Default false: tests run faster with fsync=off.
    */
   durable?: boolean;
+  /** More server settings, `name=value` each (benchmarks: `shared_preload_libraries=pg_stat_statements`). */
+  settings?: string[];
 }
 
 export interface RedisServer {
@@ -303,6 +305,7 @@ export async function startPostgres(options: PostgresOptions = {}): Promise<Post
       '-c listen_addresses=127.0.0.1',
       ...(options.durable ? [] : ['-c fsync=off', '-c synchronous_commit=off', '-c full_page_writes=off']),
       '-c max_connections=200',
+      ...(options.settings ?? []).map((kv) => `-c ${kv}`),
     ].join(' ');
 
   let watchdog: ChildProcess | undefined;
