@@ -8,23 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryFanout, type Fanout } from '@planetlite/fanout';
-import type { Database, Queryable } from '@planetlite/db';
-import { call, cleanupKeys, freshDatabase, makeWorld, ok, sshPublicKey, testApp, type TestApp, type World } from './helpers.js';
-
-/** A Database that counts the statements sent through it. */
-function counting(db: Database): Database & { statements: number } {
-  const out = {
-    kind: db.kind,
-    statements: 0,
-    query: ((sql: string, params?: unknown[]) => (out.statements++, db.query(sql, params))) as Queryable['query'],
-    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => {
-      out.statements += 2;
-      return db.transaction((tx) => fn({ query: ((sql: string, params?: unknown[]) => (out.statements++, tx.query(sql, params))) as Queryable['query'] }));
-    },
-    close: () => db.close(),
-  };
-  return out;
-}
+import type { Database } from '@planetlite/db';
+import { call, cleanupKeys, countingDatabase, freshDatabase, makeWorld, ok, sshPublicKey, testApp, type TestApp, type World } from './helpers.js';
 
 /** A poll without waiting, with the ETag the node holds: 304, or 200 with the document. */
 async function poll(t: TestApp, node: string, key: string, etag: string | null): Promise<{ status: number; etag: string; doc: any }> {
@@ -40,7 +25,7 @@ describe('the desired-state document cache', () => {
   let imagesDir: string;
 
   beforeAll(async () => {
-    db = counting(await freshDatabase());
+    db = countingDatabase(await freshDatabase());
     imagesDir = mkdtempSync(join(tmpdir(), 'pl-doc-cache-'));
     t = await testApp({ db, config: { imagesDir } });
     w = await makeWorld(t.app);

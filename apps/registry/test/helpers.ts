@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createTestDatabase } from '../../../test/harness/services.ts';
 import type { FastifyInstance } from 'fastify';
-import { openDatabase, type Database } from '@planetlite/db';
+import { openDatabase, type Database, type Queryable } from '@planetlite/db';
 import { memoryFanout, type Fanout } from '@planetlite/fanout';
 import { buildApp, loadConfig, type RegistryConfig } from '../src/index.js';
 import { ADMIN } from './world.ts';
@@ -17,6 +17,21 @@ export * from './world.ts';
 export const onPglite = process.env.PLANETLITE_TEST_DB === 'pglite';
 
 /** A fresh, empty database: its own PostgreSQL database on the harness server, or in-memory PGlite. */
+/** A Database that counts the statements sent through it (BEGIN and COMMIT too). */
+export function countingDatabase(db: Database): Database & { statements: number } {
+  const out = {
+    kind: db.kind,
+    statements: 0,
+    query: ((sql: string, params?: unknown[]) => (out.statements++, db.query(sql, params))) as Queryable['query'],
+    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => {
+      out.statements += 2;
+      return db.transaction((tx) => fn({ query: ((sql: string, params?: unknown[]) => (out.statements++, tx.query(sql, params))) as Queryable['query'] }));
+    },
+    close: () => db.close(),
+  };
+  return out;
+}
+
 export async function freshDatabase(): Promise<Database> {
   if (onPglite) return openDatabase({});
   return openDatabase({ url: await createTestDatabase(inject('pgUrl'), 'registry') });

@@ -2,31 +2,16 @@
 // (statements counted through the Database the app is given), that a report which changes nothing
 // rewrites no row, and that the offline sweep neither waits on nor blocks a node's own calls.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Database, Queryable } from '@planetlite/db';
-import { call, freshDatabase, makeWorld, ok, onPglite, testApp, type TestApp, type World } from './helpers.js';
+import type { Database } from '@planetlite/db';
+import { call, countingDatabase, freshDatabase, makeWorld, ok, onPglite, testApp, type TestApp, type World } from './helpers.js';
 import { sweepOfflineNodes } from '../src/services/sweeps.js';
-
-/** A Database that counts the statements sent through it (BEGIN and COMMIT too). */
-function counting(db: Database): Database & { statements: number } {
-  const out = {
-    kind: db.kind,
-    statements: 0,
-    query: ((sql: string, params?: unknown[]) => (out.statements++, db.query(sql, params))) as Queryable['query'],
-    transaction: <T>(fn: (tx: Queryable) => Promise<T>) => {
-      out.statements += 2;
-      return db.transaction((tx) => fn({ query: ((sql: string, params?: unknown[]) => (out.statements++, tx.query(sql, params))) as Queryable['query'] }));
-    },
-    close: () => db.close(),
-  };
-  return out;
-}
 
 let db: Database & { statements: number };
 let t: TestApp;
 let w: World;
 
 beforeAll(async () => {
-  db = counting(await freshDatabase());
+  db = countingDatabase(await freshDatabase());
   t = await testApp({ db });
   w = await makeWorld(t.app);
 });
