@@ -7,7 +7,7 @@
 // statement time (pg_stat_statements: which statements took its time), and a SIGKILL of replica B mid-run (its agents move to A; no change lost).
 //
 //   node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60]
-//        [--changes-per-second 5] [--write docs/benchmarks.md] [--svg docs/bench/fleet.svg]
+//        [--changes-per-second 5] [--processes P] [--write docs/benchmarks.md] [--svg docs/bench/fleet.svg]
 //
 // Needs `bash scripts/setup.sh` (the build). The K seed slivers per node are written straight
 // into PostgreSQL (200,000 API calls would take longer than the run); every measured change goes
@@ -19,10 +19,11 @@ import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
-import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
+import { PlanetLiteClient, trustRegistry, type DesiredState } from '@planetlite/api';
 import { startPostgres, startRedis, type PostgresServer, type RedisServer } from '../../test/harness/services.ts';
 import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
 import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fleet-agents.ts';
+import { AGENTS_PER_PROCESS, ForkedFleet } from './fleet-workers.ts';
 import { appendResults } from './results.ts';
 import { sampleWaits } from './pg-waits.ts';
 
@@ -33,13 +34,14 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '60' },
     'changes-per-second': { type: 'string', default: '5' },
     'report-seconds': { type: 'string', default: '30' },
+    processes: { type: 'string' },
     write: { type: 'string' },
     svg: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--write FILE.md] [--svg FILE.svg]');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--processes P] [--write FILE.md] [--svg FILE.svg]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P).');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -47,7 +49,7 @@ const K = Number(args['slivers-per-node']);
 const SECONDS = Number(args.seconds);
 const RATE = Number(args['changes-per-second']);
 const REPORT_SECONDS = Number(args['report-seconds']);
-for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE]] as const) {
+for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE], ['--processes', Number(args.processes ?? 1)]] as const) {
   if (!Number.isInteger(v) || v < 1) { console.error(`fleet: ${name} must be a positive integer`); process.exit(2); }
 }
 if (K > 90) { console.error('fleet: --slivers-per-node is at most 90 (the default port window holds 100 seed windows)'); process.exit(2); }
@@ -101,7 +103,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
   const env = { DATABASE_URL: dbUrl, REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: ADMIN.email, PLANETLITE_ADMIN_PASSWORD: ADMIN.password };
   const replicas: RegistryProcess[] = [];
   const db = new pg.Client({ connectionString: dbUrl });
-  let fleet: Fleet | undefined;
+  let fleet: Fleet | ForkedFleet | undefined;
   try {
     for (let i = 0; i < 2; i++) {
       replicas.push(await startRegistryProcess(env, { tlsDataDir: tlsDir, timeoutMs: 60_000 }));
@@ -141,9 +143,11 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     log(`N=${n}: ${n * K} seed slivers in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
     const tracker = new ChangeTracker();
-    fleet = new Fleet(replicas.map((r) => ({ url: r.url, ca: r.ca })), n + 256, {
-      waitSeconds: 25, reportSeconds: REPORT_SECONDS, onDocument: (a, doc, at) => tracker.seen(a, doc, at),
-    });
+    // Up to AGENTS_PER_PROCESS agents in this process; more are spread over worker processes.
+    const fleetOpts = { waitSeconds: 25, reportSeconds: REPORT_SECONDS, onDocument: (a: SimAgent, doc: DesiredState, at: number) => tracker.seen(a, doc, at) };
+    const fleetReplicas = replicas.map((r) => ({ url: r.url, ca: r.ca }));
+    const processes = args.processes ? Number(args.processes) : Math.ceil(n / AGENTS_PER_PROCESS);
+    fleet = processes <= 1 ? new Fleet(fleetReplicas, n + 256, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts);
     for (const e of enrolled) fleet.add(e.node_id, e.node_key, e.replica);
     t = performance.now();
     fleet.start();
@@ -200,14 +204,15 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     // The agents' own process can be the bottleneck: its event-loop delay is part of every latency.
     const loopDelay = monitorEventLoopDelay({ resolution: 10 });
     loopDelay.enable();
-    const self0 = sampleProc(process.pid);
+    const agentPids = [process.pid, ...(fleet instanceof ForkedFleet ? fleet.workers.map((w) => w.pid!) : [])];
+    const self0 = agentPids.map(sampleProc);
     const sampler = sampleWaits(db);
     await db.query('SELECT pg_stat_statements_reset()');
     await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
     const waits = await sampler.stop();
     const statements = await topStatements(db);
     loopDelay.disable();
-    const self1 = sampleProc(process.pid);
+    const self1 = agentPids.map(sampleProc);
     const p1 = replicas.map((r) => sampleProc(r.proc.pid!));
     const db1 = (await db.query('SELECT xact_commit + xact_rollback AS tx, active_time FROM pg_stat_database WHERE datname = current_database()')).rows[0];
     const reportMs = fleet.takeReportLatencies().sort((x, y) => x - y);
@@ -253,7 +258,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       lateAfterWindow,
       waits,
       statements,
-      agentsCpu: cpuShare(self0, self1), loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
+      agentsCpu: agentPids.reduce((sum, _, i) => sum + cpuShare(self0[i]!, self1[i]!), 0), loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
       kill: { notMoved, agentsMoved: moving.length, convergeMs, changes: killLat.length, p99: percentile(killLat, 99), max: killLat.at(-1) ?? NaN, lost: tracker.pending.size, stale },
     };
   } finally {
@@ -340,7 +345,7 @@ async function main(): Promise<void> {
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
     `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS}\``,
-    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; all simulated agents in one process (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers. Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
+    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in one process up to 8,000 of them, else spread over worker processes (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers. Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',
     '|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---|',
