@@ -78,13 +78,13 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (ctx.closing.aborted) wakeBy('gone');
       try {
         // No pool connection is held while waiting: each read is one statement.
-        doc = await ctx.documents.get(ctx, req.params.id);
+        doc = await ctx.documents.get(ctx, req.params.id, { unless: known });
         if (doc.etag === known) {
           await changed;
           // Woken by shutdown: answer 'unchanged' without the database, which is about to close;
           // the agent polls again, on another replica.
           if (ctx.closing.aborted) return reply.header('etag', doc.etag).header('cache-control', 'no-cache').code(304).send(null);
-          doc = await ctx.documents.get(ctx, req.params.id, { fresh: woken !== 'time' });
+          doc = await ctx.documents.get(ctx, req.params.id, { fresh: woken !== 'time', unless: known });
           // A key revoked while this poll waited answers as it would on a new request.
           if (doc.revoked) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
         }
@@ -95,11 +95,11 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         ctx.closing.removeEventListener('abort', onGone);
       }
     } else {
-      doc = await ctx.documents.get(ctx, req.params.id);
+      doc = await ctx.documents.get(ctx, req.params.id, { unless: known });
     }
     const etag = doc.etag;
     reply.header('etag', etag).header('cache-control', 'no-cache');
-    if (known === etag) return reply.code(304).send(null);
+    if (known === etag || !doc.doc) return reply.code(304).send(null);
     return doc.doc;
   });
 

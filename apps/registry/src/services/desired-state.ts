@@ -45,13 +45,16 @@ export const etagOf = (doc: DesiredState): string => `"${createHash('sha256').up
 
 /** A node's document as a poll answers it. */
 export interface NodeDocument {
-  doc: DesiredState;
+  /** null only when its ETag is the one the caller holds (DocumentCache.get's `unless`). */
+  doc: DesiredState | null;
   etag: string;
   revoked: boolean;
 }
 
 interface CachedDocument {
-  value: NodeDocument;
+  /** What a poll compares; the document itself is not kept (a node holding another ETag gets it read anew). */
+  etag: string;
+  revoked: boolean;
   /** Ends its hold on the node's fan-out channel. */
   release: () => void;
   timer: NodeJS.Timeout;
@@ -69,7 +72,8 @@ export interface DocumentCacheOptions {
  * The desired-state documents of the nodes polling this replica, kept until their node's fan-out
  * channel carries a message (every write that changes a document touches its node after the
  * commit), the fan-out is down or reconnects (messages may have been lost), or ttlMs passes.
- * An idle poll cycle then costs no statement for its document: before, each built it twice.
+ * An idle poll cycle then costs no statement for its document: before, each built it twice. Only
+ * the ETag is kept: a poll that holds it is answered 304, any other has the document read.
  */
 export class DocumentCache {
   readonly #entries = new Map<string, CachedDocument>();
@@ -85,15 +89,16 @@ export class DocumentCache {
     this.#max = opts.max ?? 100_000;
   }
 
-  /** The node's document, remembered or read now; `fresh` reads it whatever is remembered. */
-  async get(deps: DesiredStateDeps, nodeId: string, opts: { fresh?: boolean } = {}): Promise<NodeDocument> {
+  /** The node's document, read now unless its remembered ETag is `unless` (then doc is null);
+   * `fresh` reads it whatever is remembered. */
+  async get(deps: DesiredStateDeps, nodeId: string, opts: { fresh?: boolean; unless?: string | undefined } = {}): Promise<NodeDocument> {
     const usable = this.#usable();
     if (!usable || this.#epoch !== this.#fanout.epoch) {
       this.clear();
       this.#epoch = this.#fanout.epoch;
     }
     const hit = this.#entries.get(nodeId);
-    if (hit && usable && !opts.fresh) return hit.value;
+    if (hit && usable && !opts.fresh && hit.etag === opts.unless) return { doc: null, etag: hit.etag, revoked: hit.revoked };
     if (hit) this.#drop(nodeId);
     const read = async () => {
       const { doc, revoked } = await readDesiredState(deps, nodeId);
@@ -122,7 +127,7 @@ export class DocumentCache {
     if (this.#entries.size >= this.#max) this.#drop(this.#entries.keys().next().value!);
     const timer = setTimeout(() => this.#entries.get(nodeId)?.release === release && this.#drop(nodeId), this.#ttlMs);
     timer.unref();
-    this.#entries.set(nodeId, { value, release, timer });
+    this.#entries.set(nodeId, { etag: value.etag, revoked: value.revoked, release, timer });
     return value;
   }
 
