@@ -221,7 +221,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     // Changes still pending after a minute are reported (as not arrived), not thrown away with the run.
     const lateAfterWindow = await tracker.settled(60_000).then(() => 0, () => tracker.pending.size);
     const lat = [...tracker.latenciesMs].sort((x, y) => x - y);
-    if (changeErrors.length) log(`N=${n}: ${changeErrors.length} change request(s) failed at the API, e.g. ${String(changeErrors[0])}`);
+    if (changeErrors.length) log(`N=${n}: ${changeErrors.length} change request(s) failed at the API, e.g. ${String(changeErrors[0])}${(changeErrors[0] as { cause?: unknown })?.cause ? ` (${String((changeErrors[0] as { cause?: unknown }).cause)})` : ''}`);
     log(`N=${n}: ${lat.length} changes, p50 ${percentile(lat, 50).toFixed(0)} ms, p99 ${percentile(lat, 99).toFixed(0)} ms; ${reportsPerSec.toFixed(1)} reports/s`);
 
     // Kill B: its agents move to A; changes made for them during the move must all arrive.
