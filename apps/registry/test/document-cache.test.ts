@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryFanout, type Fanout } from '@planetlite/fanout';
 import type { Database } from '@planetlite/db';
+import { DocumentCache } from '../src/services/desired-state.js';
 import { call, cleanupKeys, countingDatabase, freshDatabase, makeWorld, ok, sshPublicKey, testApp, type TestApp, type World } from './helpers.js';
 
 /** A poll without waiting, with the ETag the node holds: 304, or 200 with the document. */
@@ -94,6 +95,27 @@ describe('the desired-state document cache', () => {
     } finally {
       await short.close();
     }
+  });
+
+  it('keeps nothing when a change comes while it subscribes (and does not throw)', async () => {
+    // With Redis, a message for a channel the node's poll already holds can arrive before
+    // subscribe() returns: it crashed the registry (stop 22's first CI run).
+    const inner = memoryFanout();
+    const early: Fanout = {
+      kind: 'memory', healthy: true, epoch: 1,
+      publish: (c, m) => inner.publish(c, m),
+      async subscribe(c, h) {
+        const off = await inner.subscribe(c, h);
+        h('changed');
+        return off;
+      },
+      close: () => inner.close(),
+    };
+    const cache = new DocumentCache({ fanout: early, ttlMs: 60_000 });
+    const got = await cache.get({ db: t.db, config: { publicUrl: 'http://127.0.0.1' } }, w.ids.node);
+    expect(got.doc?.node_id).toBe(w.ids.node);
+    expect(cache.size).toBe(0);
+    cache.close();
   });
 
   it('remembers nothing with PLANETLITE_DOC_CACHE_SECONDS=0, or while the fan-out is down or reconnected', async () => {

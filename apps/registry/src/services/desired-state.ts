@@ -105,12 +105,13 @@ export class DocumentCache {
       return { doc, etag: etagOf(doc), revoked };
     };
     if (!usable) return read();
-    // Listen first: a change that lands while the document is read leaves it unkept.
+    // Listen first: a change that lands while the document is read leaves it unkept. A message
+    // can come before subscribe() returns (the channel is already subscribed for the node's poll).
     let changed = false;
-    const release = await this.#fanout.subscribe(nodeChannel(nodeId), () => {
+    let release: (() => void) | null = null;
+    release = await this.#fanout.subscribe(nodeChannel(nodeId), () => {
       changed = true;
-      if (this.#entries.get(nodeId)?.release === release) this.#drop(nodeId);
-      else release();
+      if (release && this.#entries.get(nodeId)?.release === release) this.#drop(nodeId);
     });
     const epoch = this.#fanout.epoch;
     let value: NodeDocument;
@@ -121,7 +122,7 @@ export class DocumentCache {
       throw err;
     }
     if (changed || !this.#usable() || epoch !== this.#fanout.epoch || epoch !== this.#epoch || this.#entries.has(nodeId)) {
-      if (!changed) release();
+      release();
       return value;
     }
     if (this.#entries.size >= this.#max) this.#drop(this.#entries.keys().next().value!);
