@@ -22,6 +22,8 @@ export interface SimAgent {
   doc: DesiredState | null;
   /** Requests this agent completed on its current replica since it last moved. */
   answered: number;
+  /** Reports sent (moves the figures of a report with movingUsage). */
+  sent: number;
 }
 
 export interface FleetOptions {
@@ -29,6 +31,8 @@ export interface FleetOptions {
   waitSeconds?: number;
   /** Cadence of observed-state reports, seconds (the agent's is 30); 0: none. */
   reportSeconds?: number;
+  /** Figures that move from report to report, as a real agent's do (cpu seconds, bytes); else the same every time. */
+  movingUsage?: boolean;
   /** Called with every new document an agent receives (after agent.doc/etag are updated). */
   onDocument?: (agent: SimAgent, doc: DesiredState, at: number) => void;
 }
@@ -67,7 +71,7 @@ export class Fleet {
 
   constructor(replicas: FleetReplica[], connectionsPerReplica: number, opts: FleetOptions = {}) {
     this.replicas = replicas;
-    this.#opts = { waitSeconds: opts.waitSeconds ?? 25, reportSeconds: opts.reportSeconds ?? 30, onDocument: opts.onDocument };
+    this.#opts = { waitSeconds: opts.waitSeconds ?? 25, reportSeconds: opts.reportSeconds ?? 30, movingUsage: opts.movingUsage ?? false, onDocument: opts.onDocument };
     this.#pools = replicas.map((r) => new Pool(r.url, {
       connections: connectionsPerReplica,
       pipelining: 1,
@@ -80,7 +84,7 @@ export class Fleet {
   }
 
   add(nodeId: string, key: string, replica: number): SimAgent {
-    const a: SimAgent = { nodeId, key, replica, etag: null, doc: null, answered: 0 };
+    const a: SimAgent = { nodeId, key, replica, etag: null, doc: null, answered: 0, sent: 0 };
     this.agents.push(a);
     if (this.#running) this.#launch(a);
     return a;
@@ -181,16 +185,17 @@ export class Fleet {
 
   async #report(a: SimAgent): Promise<void> {
     const replica = a.replica;
+    const tick = this.#opts.movingUsage ? ++a.sent : 0;
     const body: ObservedState = {
       slivers: (a.doc?.slivers ?? []).map((s, i) => ({
         id: s.id,
         state: s.desired === 'stopped' ? 'stopped' : 'running',
         error: null,
-        cpu_seconds: 12.5 + i,
-        memory_bytes: 64 * 1024 * 1024,
+        cpu_seconds: 12.5 + i + tick * 0.07,
+        memory_bytes: 64 * 1024 * 1024 + (tick % 7) * 4096,
         disk_bytes: 512 * 1024 * 1024,
-        net_rx_bytes: 1_000_000 + i,
-        net_tx_bytes: 2_000_000 + i,
+        net_rx_bytes: 1_000_000 + i + tick * 1500,
+        net_tx_bytes: 2_000_000 + i + tick * 900,
       })),
     };
     const t0 = performance.now();

@@ -13,7 +13,7 @@ import { Fleet, type FleetOptions, type FleetReplica, type SimAgent } from './fl
 export const AGENTS_PER_PROCESS = 8000;
 
 type ToWorker =
-  | { t: 'init'; replicas: FleetReplica[]; connections: number; waitSeconds: number; reportSeconds: number }
+  | { t: 'init'; replicas: FleetReplica[]; connections: number; waitSeconds: number; reportSeconds: number; movingUsage: boolean }
   | { t: 'add'; nodeId: string; key: string; replica: number }
   | { t: 'start' }
   | { t: 'dead'; replica: number }
@@ -37,7 +37,7 @@ export class ForkedFleet {
   /** For the parent's own fetches of a document (no agents of its own). */
   readonly #local: Fleet;
 
-  constructor(replicas: FleetReplica[], processes: number, opts: Required<Pick<FleetOptions, 'waitSeconds' | 'reportSeconds'>> & Pick<FleetOptions, 'onDocument'>) {
+  constructor(replicas: FleetReplica[], processes: number, opts: Required<Pick<FleetOptions, 'waitSeconds' | 'reportSeconds' | 'movingUsage'>> & Pick<FleetOptions, 'onDocument'>) {
     this.#local = new Fleet(replicas, 64, { reportSeconds: 0 });
     for (let i = 0; i < processes; i++) {
       const w = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, PL_FLEET_WORKER: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -60,7 +60,7 @@ export class ForkedFleet {
           }
         }
       });
-      this.#send(w, { t: 'init', replicas, connections: AGENTS_PER_PROCESS + 256, waitSeconds: opts.waitSeconds, reportSeconds: opts.reportSeconds });
+      this.#send(w, { t: 'init', replicas, connections: AGENTS_PER_PROCESS + 256, waitSeconds: opts.waitSeconds, reportSeconds: opts.reportSeconds, movingUsage: opts.movingUsage });
       this.workers.push(w);
     }
   }
@@ -132,7 +132,7 @@ function worker(): void {
     switch (m.t) {
       case 'init':
         fleet = new Fleet(m.replicas, m.connections, {
-          waitSeconds: m.waitSeconds, reportSeconds: m.reportSeconds,
+          waitSeconds: m.waitSeconds, reportSeconds: m.reportSeconds, movingUsage: m.movingUsage,
           onDocument: (a, doc) => send({ t: 'doc', nodeId: a.nodeId, etag: a.etag, doc, at: wallNow() }),
         });
         return;

@@ -34,6 +34,7 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '60' },
     'changes-per-second': { type: 'string', default: '5' },
     'report-seconds': { type: 'string', default: '30' },
+    'moving-usage': { type: 'boolean', default: false },
     processes: { type: 'string' },
     write: { type: 'string' },
     svg: { type: 'string' },
@@ -41,7 +42,7 @@ const { values: args } = parseArgs({
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--processes P] [--write FILE.md] [--svg FILE.svg]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P).');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time.');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -49,6 +50,7 @@ const K = Number(args['slivers-per-node']);
 const SECONDS = Number(args.seconds);
 const RATE = Number(args['changes-per-second']);
 const REPORT_SECONDS = Number(args['report-seconds']);
+const MOVING_USAGE = args['moving-usage'] === true;
 for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE], ['--processes', Number(args.processes ?? 1)]] as const) {
   if (!Number.isInteger(v) || v < 1) { console.error(`fleet: ${name} must be a positive integer`); process.exit(2); }
 }
@@ -144,7 +146,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
 
     const tracker = new ChangeTracker();
     // Up to AGENTS_PER_PROCESS agents in this process; more are spread over worker processes.
-    const fleetOpts = { waitSeconds: 25, reportSeconds: REPORT_SECONDS, onDocument: (a: SimAgent, doc: DesiredState, at: number) => tracker.seen(a, doc, at) };
+    const fleetOpts = { waitSeconds: 25, reportSeconds: REPORT_SECONDS, movingUsage: MOVING_USAGE, onDocument: (a: SimAgent, doc: DesiredState, at: number) => tracker.seen(a, doc, at) };
     const fleetReplicas = replicas.map((r) => ({ url: r.url, ca: r.ca }));
     const processes = args.processes ? Number(args.processes) : Math.ceil(n / AGENTS_PER_PROCESS);
     fleet = processes <= 1 ? new Fleet(fleetReplicas, n + 256, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts);
@@ -344,8 +346,8 @@ async function main(): Promise<void> {
     `### Fleet: change → node across two replicas — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
-    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS}\``,
-    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in one process up to 8,000 of them, else spread over worker processes (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers. Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
+    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
+    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in one process up to 8,000 of them, else spread over worker processes (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',
     '|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---|',

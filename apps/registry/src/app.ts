@@ -31,6 +31,8 @@ import { startSweeps } from './services/sweeps.js';
 import { Notifier } from './services/notify.js';
 import { PrincipalCache } from './services/principals.js';
 import { DocumentCache } from './services/desired-state.js';
+import { ReportMemo } from './services/report-memo.js';
+import { seenRefreshSecondsOf } from './services/node-reports.js';
 import { ImageService } from './services/images.js';
 import { loadTls } from './tls.js';
 
@@ -83,7 +85,9 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const principals = new PrincipalCache({ fanout, log, ttlMs: config.authCacheSeconds * 1000 });
   if (config.authCacheSeconds > 0) await principals.start();
   const documents = new DocumentCache({ fanout, ttlMs: config.docCacheSeconds * 1000 });
-  const ctx = { config, db, fanout, log, principals, documents, closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
+  const reports = config.docCacheSeconds > 0 ? new ReportMemo({ db, fanout, log, principals, documents, sampleSeconds: config.usageSampleSeconds, seenRefreshSeconds: seenRefreshSecondsOf(config.nodeOfflineAfterSeconds) }) : null;
+  await reports?.start();
+  const ctx = { config, db, fanout, log, principals, documents, reports, closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
   ctx.notifier = new Notifier(ctx);
   await ensureAdmin(ctx);
   ctx.images = await ImageService.open(ctx);
@@ -128,6 +132,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     await ctx.images.close();
     principals.stop();
     documents.close();
+    await reports?.close();
     await ctx.notifier.settled();
     ctx.notifier.close();
     if (!opts.fanout) await fanout.close();

@@ -7,6 +7,7 @@ import type { Notifier } from './services/notify.js';
 import type { ImageService } from './services/images.js';
 import type { PrincipalCache } from './services/principals.js';
 import type { DocumentCache } from './services/desired-state.js';
+import type { ReportMemo } from './services/report-memo.js';
 
 export interface RegistryContext {
   config: RegistryConfig;
@@ -17,6 +18,8 @@ export interface RegistryContext {
   principals: PrincipalCache;
   /** Nodes' desired-state documents, remembered per replica until a change touches the node. */
   documents: DocumentCache;
+  /** What each node's last report said, so a report that says nothing new costs no statement of its own; null when documents are not remembered. */
+  reports: ReportMemo | null;
   /** Tells slice members about events that concern them (watchdog resets). */
   notifier: Notifier;
   /** Image archives: their directory, the tracker that admits their torrents, the seeder. */

@@ -162,6 +162,25 @@ export async function touchNodeSeen(q: Queryable, id: string, refreshSeconds: nu
   return rows[0]?.state ?? null;
 }
 
+/**
+ * Calls from many nodes, gathered by a replica: rewrites last_seen of the online ones in one
+ * statement (rows locked in id order) and answers the ids of those that are not online (the caller
+ * records their return).
+ */
+export async function touchNodesSeen(q: Queryable, ids: string[]): Promise<string[]> {
+  if (!ids.length) return [];
+  const { rows } = await q.query<{ id: string; state: S.Node['state'] }>(
+    `WITH l AS MATERIALIZED (
+       SELECT id, state FROM nodes WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
+     ), touched AS (
+       UPDATE nodes n SET last_seen = now() FROM l WHERE n.id = l.id AND l.state = 'online'
+     )
+     SELECT id, state FROM l`,
+    [ids],
+  );
+  return rows.filter((r) => r.state !== 'online').map((r) => r.id);
+}
+
 export async function nodeCapabilities(q: Queryable, id: string): Promise<S.NodeCapabilities | null> {
   const { rows } = await q.query('SELECT capabilities FROM nodes WHERE id = $1', [id]);
   return rows[0] ? json<S.NodeCapabilities>(rows[0].capabilities) : null;

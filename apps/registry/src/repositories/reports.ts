@@ -119,3 +119,42 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
   const row = rows[0];
   return row?.plain ? json<Row[]>(row.events).map(toEvent) : null;
 }
+
+/** One sliver's figures from a report a replica absorbed, written later with others. */
+export interface QueuedUsage {
+  node: string;
+  id: string;
+  usage: S.SliverUsage;
+}
+
+/**
+ * Writes the figures of many nodes' reports in one statement: each sliver's usage where it moved
+ * or aged past the sample interval, and a usage sample where none is that recent. A sliver no longer
+ * on the reporting node is skipped. Rows are locked in id order, as every report locks them, so it
+ * cannot deadlock with one.
+ */
+export async function writeQueuedUsage(q: Queryable, rows: QueuedUsage[], sampleSeconds: number): Promise<{ written: number; sampled: number }> {
+  if (!rows.length) return { written: 0, sampled: 0 };
+  const { rows: out } = await q.query<{ written: number; sampled: number }>(
+    `WITH o AS (
+       SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(node uuid, id uuid, usage jsonb)
+     ), l AS MATERIALIZED (
+       SELECT s.id, o.usage, s.usage AS had FROM slivers s JOIN o ON o.id = s.id AND s.node_id = o.node
+       ORDER BY s.id FOR NO KEY UPDATE OF s
+     ), written AS (
+       UPDATE slivers s SET usage = l.usage || jsonb_build_object('at', now())
+       FROM l WHERE s.id = l.id AND (l.had IS NULL OR (l.had - 'at') IS DISTINCT FROM l.usage
+         OR (l.had ->> 'at')::timestamptz < now() - $2::float8 * interval '1 second')
+       RETURNING s.id
+     ), sampled AS (
+       INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
+       SELECT l.id, now(), (l.usage ->> 'cpu_seconds')::float8, (l.usage ->> 'memory_bytes')::bigint, (l.usage ->> 'disk_bytes')::bigint,
+              (l.usage ->> 'net_rx_bytes')::bigint, (l.usage ->> 'net_tx_bytes')::bigint
+       FROM l WHERE NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = l.id AND u.at > now() - $2::float8 * interval '1 second')
+       RETURNING sliver
+     )
+     SELECT (SELECT count(*) FROM written)::int AS written, (SELECT count(*) FROM sampled)::int AS sampled`,
+    [JSON.stringify(rows), sampleSeconds],
+  );
+  return out[0] ?? { written: 0, sampled: 0 };
+}

@@ -16,11 +16,11 @@ import {
 import { requireNode } from '../plugins/auth.js';
 import { nodeChannel, withChanges } from '../services/changes.js';
 import { desiredStateOf, etagOf, type NodeDocument } from '../services/desired-state.js';
-import { acceptReport, markSeen, seenRefreshSecondsOf } from '../services/node-reports.js';
+import { acceptReport, seenRefreshSecondsOf } from '../services/node-reports.js';
 import { sliceOfSliverOn } from '../repositories/slivers.js';
 import { storeConsole } from '../repositories/console.js';
 import { touchNodeSeen } from '../repositories/nodes.js';
-import { rotateNodeKey } from '../services/node-lifecycle.js';
+import { markSeen, rotateNodeKey } from '../services/node-lifecycle.js';
 import { answers, bearer, IdParams } from './common.js';
 
 const ConsoleParams = Type.Object({ id: Type.String({ format: 'uuid' }), sliver_id: Type.String({ format: 'uuid' }) });
@@ -44,10 +44,13 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (req, reply) => {
     requireNode(req, req.params.id);
-    // A node polls all the time: one statement rewrites its last_seen once that has aged, and only
-    // a node coming back from offline takes a transaction (its node.online event).
-    const before = await touchNodeSeen(ctx.db, req.params.id, seenRefreshSeconds);
-    if (before && before !== 'online') await withChanges(ctx, (q, changes) => markSeen(q, changes, req.params.id));
+    // A node polls all the time: one statement (or none) rewrites its last_seen once that has aged,
+    // and only a node coming back from offline takes a transaction (its node.online event).
+    // A node whose reports this replica remembers has last_seen written with the others, every second.
+    if (!ctx.reports?.seen(req.params.id)) {
+      const before = await touchNodeSeen(ctx.db, req.params.id, seenRefreshSeconds);
+      if (before && before !== 'online') await withChanges(ctx, (q, changes) => markSeen(q, changes, req.params.id));
+    }
     const known = req.headers['if-none-match'];
     const wait = Math.min(req.query.wait ?? 0, ctx.config.longPollMaxSeconds);
     let doc: NodeDocument;
@@ -117,7 +120,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (req) => {
     const nodeId = requireNode(req, req.params.id).id;
     const body = req.body;
-    const out = await acceptReport(ctx, nodeId, body, { usageSampleSeconds: ctx.config.usageSampleSeconds, seenRefreshSeconds });
+    const out = await acceptReport(ctx, nodeId, body, { usageSampleSeconds: ctx.config.usageSampleSeconds, seenRefreshSeconds, memo: ctx.reports ?? undefined });
     return { ok: true as const, ...out };
   });
 

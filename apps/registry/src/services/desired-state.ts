@@ -132,6 +132,12 @@ export class DocumentCache {
     return value;
   }
 
+  /** The ETag this replica remembers for the node now, while it can be trusted (undefined: none). */
+  remembered(nodeId: string): string | undefined {
+    if (!this.#usable() || this.#epoch !== this.#fanout.epoch) return undefined;
+    return this.#entries.get(nodeId)?.etag;
+  }
+
   /** Documents held now (tests, metrics). */
   get size(): number {
     return this.#entries.size;

@@ -4,12 +4,17 @@
 import { AppError } from '@planetlite/core';
 import type { Node, NodeAction, NodeKey, NodePatch } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
-import { findNode, promoteNextKey, revokeKeys, setAdminState, setNextKey, setNodeLocation } from '../repositories/nodes.js';
+import { findNode, markNodeSeen, promoteNextKey, revokeKeys, setAdminState, setNextKey, setNodeLocation } from '../repositories/nodes.js';
 import { countSliversOn, deleteSliver, lockSliversOfNode, markNodeSliversDeleting } from '../repositories/slivers.js';
 import { dropSliceIfEmpty } from '../repositories/slices.js';
 import { hasSiteRole, type UserPrincipal } from './authz.js';
 import { withChanges, type ChangeDeps, type Changes } from './changes.js';
 import { hashSecret, newSecret } from './secrets.js';
+
+/** A node that calls in is online; the first call after silence records node.online. */
+export async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise<void> {
+  if ((await markNodeSeen(q, nodeId)) === 'offline') await changes.record(q, { type: 'node.online', node: nodeId });
+}
 
 /** How long a node's old key still works after its new one was first used (requests under way). */
 export const OLD_KEY_GRACE_SECONDS = 120;

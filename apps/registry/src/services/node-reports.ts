@@ -1,7 +1,7 @@
 // What a node's agent tells the registry: that it is alive, what it can do, and what its slivers do.
 import type { Queryable } from '@planetlite/db';
 import { SLIVER_ERROR_MAX_CHARS, type FrontDoor, type NodeCapabilities, type ObservedState, type SliverUsage } from '@planetlite/api';
-import { markNodeSeen, nodeCapabilities, setNodeCapabilities, setNodeFrontDoor, setNodeImages } from '../repositories/nodes.js';
+import { nodeCapabilities, setNodeCapabilities, setNodeFrontDoor, setNodeImages } from '../repositories/nodes.js';
 import { parsePublicKey } from './sshkeys.js';
 import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } from '../repositories/slivers.js';
 import { dropSliceIfEmpty } from '../repositories/slices.js';
@@ -9,18 +9,14 @@ import { insertUsageSamples } from '../repositories/usage.js';
 import { applyPlainReport, type ReportedSliver } from '../repositories/reports.js';
 import type { NewEvent } from '../repositories/events.js';
 import { Changes, withChanges, type ChangeDeps } from './changes.js';
-import { finishDecommission } from './node-lifecycle.js';
+import { finishDecommission, markSeen } from './node-lifecycle.js';
+import { reportDigests, type ReportMemo } from './report-memo.js';
 
 /** The first max UTF-16 units of s, never ending in half of a surrogate pair. */
 export function cutText(s: string, max: number): string {
   if (s.length <= max) return s;
   const code = s.charCodeAt(max - 1);
   return s.slice(0, code >= 0xd800 && code <= 0xdbff ? max - 1 : max);
-}
-
-/** A node that calls in is online; the first call after silence records node.online. */
-export async function markSeen(q: Queryable, changes: Changes, nodeId: string): Promise<void> {
-  if ((await markNodeSeen(q, nodeId)) === 'offline') await changes.record(q, { type: 'node.online', node: nodeId });
 }
 
 /** Capabilities as the node's row keeps them. */
@@ -132,6 +128,8 @@ export interface ReportOptions {
   usageSampleSeconds: number;
   /** A node's last_seen is rewritten only once it is this old. */
   seenRefreshSeconds: number;
+  /** Takes reports that say nothing new without a statement of their own; absent: every report is written. */
+  memo?: ReportMemo | undefined;
 }
 
 /**
@@ -140,6 +138,22 @@ export interface ReportOptions {
  * the others are applied in full, in a transaction.
  */
 export async function acceptReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
+  const { memo } = opts;
+  if (!memo) return writeReport(deps, nodeId, body, opts);
+  const digests = reportDigests(body);
+  if (memo.absorb(nodeId, body, digests)) return { updated: 0, removed: 0 };
+  const ticket = memo.begin(nodeId);
+  try {
+    const out = await writeReport(deps, nodeId, body, opts);
+    memo.remember(ticket, body, digests);
+    return out;
+  } catch (err) {
+    memo.abandon(ticket);
+    throw err;
+  }
+}
+
+async function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
   const reported = new Map(body.slivers.map((s) => [s.id, s]));
   const slivers: ReportedSliver[] = [...reported.values()].map((obs) => {
     const usage = {

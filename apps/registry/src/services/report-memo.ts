@@ -1,0 +1,242 @@
+// Reports that say nothing new. An agent reports every 30 s, and nearly every report repeats the
+// last one but for its slivers' figures (cpu seconds, bytes). A replica remembers, per node, what
+// the last report it wrote said and the desired-state ETag it was written against; a report that
+// says the same while that ETag still stands needs no statement of its own. Its figures and the
+// node's last_seen are queued and written for all such nodes at once, every second.
+import { createHash, randomUUID } from 'node:crypto';
+import type { ObservedState, SliverUsage } from '@planetlite/api';
+import type { Database } from '@planetlite/db';
+import type { Fanout } from '@planetlite/fanout';
+import type { Logger } from '@planetlite/core';
+import { writeQueuedUsage, type QueuedUsage } from '../repositories/reports.js';
+import { touchNodesSeen } from '../repositories/nodes.js';
+import type { DocumentCache } from './desired-state.js';
+import { withChanges, type ChangeDeps } from './changes.js';
+import { markSeen } from './node-lifecycle.js';
+
+/** Replicas tell each other which nodes' reports they wrote: another replica's memo of them is stale. */
+export const REPORTS_CHANNEL = 'reports';
+
+const USAGE_FIELDS = ['cpu_seconds', 'memory_bytes', 'disk_bytes', 'net_rx_bytes', 'net_tx_bytes'] as const;
+
+export interface ReportMemoOptions extends ChangeDeps {
+  documents: DocumentCache;
+  /** One usage sample per sliver per this many seconds. */
+  sampleSeconds: number;
+  /** last_seen is rewritten once it is this old. */
+  seenRefreshSeconds: number;
+  /** How often queued figures and last_seen are written. */
+  flushMs?: number;
+  /** Nodes remembered at most. */
+  max?: number;
+}
+
+interface Memo {
+  /** What the report said, figures left out. */
+  says: string;
+  /** The figures it carried. */
+  figures: string;
+  /** The node's desired-state ETag when it was written. */
+  etag: string;
+  epoch: number;
+  seenAt: number;
+  sampledAt: number;
+}
+
+/** A report being written: it is remembered only if nothing about its node moved meanwhile. */
+export interface ReportTicket {
+  nodeId: string;
+  etag: string | undefined;
+  epoch: number;
+  stale: boolean;
+}
+
+/** The report with its figures left out, as a short digest. */
+function digest(value: unknown): string {
+  return createHash('sha1').update(JSON.stringify(value)).digest('base64');
+}
+
+function usageOf(s: ObservedState['slivers'][number]): SliverUsage | null {
+  const u: SliverUsage = {};
+  let any = false;
+  for (const f of USAGE_FIELDS) {
+    if (s[f] !== undefined) {
+      u[f] = s[f];
+      any = true;
+    }
+  }
+  return any ? u : null;
+}
+
+/** What a report says (states, errors, addresses, holds, images, capabilities, front door) and its figures, apart. */
+export function reportDigests(body: ObservedState): { says: string; figures: string } {
+  const slivers = body.slivers.map((s) => {
+    const { cpu_seconds: _c, memory_bytes: _m, disk_bytes: _d, net_rx_bytes: _r, net_tx_bytes: _t, ...rest } = s;
+    return rest;
+  });
+  return {
+    says: digest([slivers, body.images ?? null, body.capabilities ?? null, body.front_door === undefined ? '-' : body.front_door]),
+    figures: digest(body.slivers.map(usageOf)),
+  };
+}
+
+export class ReportMemo {
+  readonly #deps: ReportMemoOptions;
+  readonly #id = randomUUID();
+  readonly #memos = new Map<string, Memo>();
+  readonly #tickets = new Map<string, Set<ReportTicket>>();
+  #seen = new Set<string>();
+  #usage = new Map<string, QueuedUsage>();
+  #timer: NodeJS.Timeout | null = null;
+  #flushing: Promise<void> | null = null;
+  #unsubscribe: (() => void) | null = null;
+  #closed = false;
+  /** Reports answered from memory, and statements written for them (metrics, tests). */
+  readonly stats = { absorbed: 0, flushes: 0, usageWritten: 0, samples: 0, seenWritten: 0 };
+
+  constructor(deps: ReportMemoOptions) {
+    this.#deps = deps;
+  }
+
+  async start(): Promise<void> {
+    this.#unsubscribe = await this.#deps.fanout.subscribe(REPORTS_CHANNEL, (message) => {
+      const [from, nodeId] = message.split(' ');
+      if (from !== this.#id && nodeId) this.forget(nodeId);
+    });
+    this.#timer = setInterval(() => void this.flush(), this.#deps.flushMs ?? 1000);
+    this.#timer.unref();
+  }
+
+  /**
+   * Takes the report without a statement when it says what the last one written here said, and the
+   * node's desired state has not moved since (its ETag in the DocumentCache). Its figures and the
+   * node's last_seen are queued. False: write it (begin() … remember()).
+   */
+  absorb(nodeId: string, body: ObservedState, digests = reportDigests(body)): boolean {
+    const memo = this.#memos.get(nodeId);
+    if (!memo || this.#closed) return false;
+    const etag = this.#deps.documents.remembered(nodeId);
+    if (etag === undefined || etag !== memo.etag || memo.epoch !== this.#deps.fanout.epoch || memo.says !== digests.says) return false;
+    this.seen(nodeId);
+    const now = Date.now();
+    // A sample is due about once per interval; the statement itself skips a sliver sampled too recently.
+    const sampleDue = now - memo.sampledAt >= this.#deps.sampleSeconds * 900;
+    if (sampleDue || digests.figures !== memo.figures) {
+      for (const s of body.slivers) {
+        const usage = s.state === 'deleted' ? null : usageOf(s);
+        if (usage) this.#usage.set(s.id, { node: nodeId, id: s.id, usage });
+      }
+      memo.figures = digests.figures;
+      if (sampleDue) memo.sampledAt = now;
+    }
+    this.stats.absorbed++;
+    return true;
+  }
+
+  /**
+   * A call (a poll) from a node whose last report was written here: its last_seen is queued for
+   * the next flush, which also brings it back should it have been marked offline meanwhile. False:
+   * the node is not known here, and the caller writes last_seen itself.
+   */
+  seen(nodeId: string): boolean {
+    const memo = this.#memos.get(nodeId);
+    if (!memo || this.#closed) return false;
+    const now = Date.now();
+    if (now - memo.seenAt >= this.#deps.seenRefreshSeconds * 1000) {
+      this.#seen.add(nodeId);
+      memo.seenAt = now;
+    }
+    return true;
+  }
+
+  /** Before a report's statement: the ETag it is written against. */
+  begin(nodeId: string): ReportTicket {
+    const ticket: ReportTicket = { nodeId, etag: this.#deps.documents.remembered(nodeId), epoch: this.#deps.fanout.epoch, stale: false };
+    let set = this.#tickets.get(nodeId);
+    if (!set) this.#tickets.set(nodeId, (set = new Set()));
+    set.add(ticket);
+    return ticket;
+  }
+
+  /** After the statement: remembers what it wrote (unless something moved meanwhile), and tells the other replicas. */
+  remember(ticket: ReportTicket, body: ObservedState, digests = reportDigests(body)): void {
+    this.#end(ticket);
+    // Queued figures of this node are older than what the statement just wrote.
+    for (const s of body.slivers) if (this.#usage.get(s.id)?.node === ticket.nodeId) this.#usage.delete(s.id);
+    void this.#deps.fanout.publish(REPORTS_CHANNEL, `${this.#id} ${ticket.nodeId}`).catch(() => undefined);
+    if (this.#closed || ticket.stale || ticket.etag === undefined || ticket.epoch !== this.#deps.fanout.epoch) {
+      this.#memos.delete(ticket.nodeId);
+      return;
+    }
+    if (!this.#memos.has(ticket.nodeId) && this.#memos.size >= (this.#deps.max ?? 100_000)) this.#memos.delete(this.#memos.keys().next().value!);
+    const now = Date.now();
+    this.#memos.set(ticket.nodeId, { ...digests, etag: ticket.etag, epoch: ticket.epoch, seenAt: now, sampledAt: now });
+  }
+
+  /** The statement failed: nothing is remembered. */
+  abandon(ticket: ReportTicket): void {
+    this.#end(ticket);
+    this.#memos.delete(ticket.nodeId);
+  }
+
+  /** Another replica wrote a report of this node: what is remembered here may no longer be in the database. */
+  forget(nodeId: string): void {
+    this.#memos.delete(nodeId);
+    for (const t of this.#tickets.get(nodeId) ?? []) t.stale = true;
+  }
+
+  /** Nodes remembered now (tests, metrics). */
+  get size(): number {
+    return this.#memos.size;
+  }
+
+  /** Writes what is queued: figures in one statement, last_seen in another; a node found not online is brought back with its node.online event. */
+  async flush(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
+    if (!this.#seen.size && !this.#usage.size) return;
+    const seen = [...this.#seen];
+    const usage = [...this.#usage.values()];
+    this.#seen = new Set();
+    this.#usage = new Map();
+    this.#flushing = (async () => {
+      const { db, log } = this.#deps;
+      this.stats.flushes++;
+      try {
+        const out = await writeQueuedUsage(db, usage, this.#deps.sampleSeconds * 0.9);
+        this.stats.usageWritten += out.written;
+        this.stats.samples += out.sampled;
+      } catch (err) {
+        // Figures are totals: the next report's carry what these would have.
+        log.warn({ err, slivers: usage.length }, 'writing queued usage figures failed');
+      }
+      try {
+        const back = await touchNodesSeen(db, seen);
+        this.stats.seenWritten += seen.length - back.length;
+        for (const id of back) await withChanges(this.#deps, (q, changes) => markSeen(q, changes, id));
+      } catch (err) {
+        log.warn({ err, nodes: seen.length }, 'writing last_seen of nodes failed; trying again next time');
+        for (const id of seen) this.#seen.add(id);
+      }
+    })();
+    try {
+      await this.#flushing;
+    } finally {
+      this.#flushing = null;
+    }
+  }
+
+  /** Stops absorbing and writes what is queued (registry shutdown, before the database closes). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#unsubscribe?.();
+    this.#memos.clear();
+    await this.flush();
+  }
+
+  #end(ticket: ReportTicket): void {
+    const set = this.#tickets.get(ticket.nodeId);
+    set?.delete(ticket);
+    if (set && !set.size) this.#tickets.delete(ticket.nodeId);
+  }
+}

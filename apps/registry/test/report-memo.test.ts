@@ -1,0 +1,148 @@
+// A replica takes an observed-state report that says nothing new (ReportMemo) without a statement
+// of its own, queues its figures and the node's last_seen, and writes them for all nodes at once.
+// Everything that could make the remembered report wrong must make the next one written: a change
+// of the node's desired state (a sliver deleted before its agent saw it), a report written by
+// another replica, the fan-out's reconnect. Two replicas here share one database and one fan-out.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { memoryFanout, type Fanout } from '@planetlite/fanout';
+import type { Database } from '@planetlite/db';
+import type { ReportMemo } from '../src/services/report-memo.js';
+import { call, countingDatabase, freshDatabase, makeWorld, ok, testApp, type TestApp, type World } from './helpers.js';
+
+const usage = (cpu: number) => ({ cpu_seconds: cpu, memory_bytes: 64 << 20, disk_bytes: 1 << 20, net_rx_bytes: 10 * cpu, net_tx_bytes: 20 });
+const caps = { lxc: true, kvm: false, kvm_accel: null };
+
+describe('reports that say nothing new', () => {
+  let db: Database & { statements: number };
+  let fanout: Fanout;
+  let a: TestApp;
+  let b: TestApp;
+  let w: World;
+  const memo = (t: TestApp) => t.app.ctx.reports as ReportMemo;
+
+  beforeAll(async () => {
+    db = countingDatabase(await freshDatabase());
+    fanout = memoryFanout();
+    // Offline after 5 s: last_seen is rewritten once it is 1 s old.
+    a = await testApp({ db, fanout, config: { nodeOfflineAfterSeconds: 5 } });
+    b = await testApp({ db, fanout, config: { nodeOfflineAfterSeconds: 5 } });
+    w = await makeWorld(a.app);
+  });
+  afterAll(async () => {
+    await a.close();
+    await b.close();
+    await db.close();
+  });
+
+  /** The node's poll (its document is remembered by that replica from then on). */
+  const poll = (t: TestApp) => call(t.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node);
+  async function report(t: TestApp, slivers: object[]): Promise<number> {
+    const before = db.statements;
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { capabilities: caps, slivers });
+    return db.statements - before;
+  }
+  const sliver = (id: string) => ok(a.app, 200, 'GET', `/v1/slivers/${id}`, w.admin);
+  const running = (cpu: number, id = w.ids.sliver) => ({ id, state: 'running', error: null, ...usage(cpu) });
+
+  it('takes a repeated report without a statement and writes its figures with the next flush', async () => {
+    await poll(a);
+    expect(await report(a, [running(1)])).toBeGreaterThan(0);
+    const absorbed = memo(a).stats.absorbed;
+    expect(await report(a, [running(2)])).toBe(0);
+    expect(memo(a).stats.absorbed).toBe(absorbed + 1);
+    // Not yet written: the figures wait for the flush.
+    expect((await sliver(w.ids.sliver)).usage.cpu_seconds).toBe(1);
+    await memo(a).flush();
+    expect((await sliver(w.ids.sliver)).usage).toMatchObject({ cpu_seconds: 2, net_rx_bytes: 20 });
+    // The node's poll: its document and its last_seen both wait in memory.
+    const etag = (await poll(a)).headers.etag as string;
+    const before = db.statements;
+    expect((await call(a.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node, undefined, { 'if-none-match': etag })).status).toBe(304);
+    expect(db.statements).toBe(before);
+  });
+
+  it('writes a report that says something new, with its event', async () => {
+    expect(await report(a, [{ ...running(3), state: 'stopped' }])).toBeGreaterThan(0);
+    expect((await sliver(w.ids.sliver)).state).toBe('stopped');
+    expect(await report(a, [running(4)])).toBeGreaterThan(0);
+    const events = await ok(a.app, 200, 'GET', `/v1/events?node=${w.ids.node}&type=sliver.state`, w.admin);
+    expect(events.events.at(-1).data).toMatchObject({ state: 'running', from: 'stopped' });
+    expect(await report(a, [running(5)])).toBe(0);
+  });
+
+  it('writes the report again once the desired state moved: a sliver deleted before its agent saw it is gone', async () => {
+    // A second sliver on this node, of another slice of the same site.
+    const other = `${w.site}_memo`;
+    await ok(a.app, 201, 'POST', '/v1/slices', w.pi, { name: other, description: 'memo', url: 'https://example.org', image: 'memo-img' });
+    const ghost = (await ok(a.app, 202, 'POST', `/v1/slices/${other}/slivers`, w.pi, { node_id: w.ids.node })).id;
+    await poll(a);
+    // The agent has not seen it yet: its report is the one before, and is written (the document moved).
+    expect(await report(a, [running(6)])).toBeGreaterThan(0);
+    expect(await report(a, [running(7)])).toBe(0);
+    await ok(a.app, 202, 'DELETE', `/v1/slivers/${ghost}`, w.pi);
+    await poll(a);
+    expect(await report(a, [running(8)])).toBeGreaterThan(0);
+    expect((await call(a.app, 'GET', `/v1/slivers/${ghost}`, w.admin)).status).toBe(404);
+  });
+
+  it('writes the report again after another replica wrote one of this node', async () => {
+    await poll(a);
+    await poll(b);
+    expect(await report(a, [running(9)])).toBeGreaterThan(0);
+    expect(await report(a, [running(10)])).toBe(0);
+    // The agent moves to replica B and its sliver stops there, then comes back to A running again.
+    expect(await report(b, [{ ...running(11), state: 'stopped' }])).toBeGreaterThan(0);
+    expect((await sliver(w.ids.sliver)).state).toBe('stopped');
+    expect(await report(a, [running(12)])).toBeGreaterThan(0);
+    expect((await sliver(w.ids.sliver)).state).toBe('running');
+  });
+
+  it('writes every report while the fan-out cannot be trusted', async () => {
+    await poll(a);
+    await report(a, [running(13)]);
+    expect(await report(a, [running(14)])).toBe(0);
+    // A reconnect of the fan-out: messages sent meanwhile may be lost.
+    (fanout as { epoch: number }).epoch++;
+    expect(await report(a, [running(15)])).toBeGreaterThan(0);
+  });
+
+  it('keeps last_seen fresh through the flush, and brings back a node marked offline with node.online', async () => {
+    await poll(a);
+    await report(a, [running(16)]);
+    // The sweep found it silent (as if its calls had stopped for a while).
+    await db.query(`UPDATE nodes SET state = 'offline', last_seen = now() - interval '1 minute' WHERE id = $1`, [w.ids.node]);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await report(a, [running(17)])).toBe(0);
+    await memo(a).flush();
+    const { rows } = await db.query<{ state: string; age: number }>(`SELECT state, extract(epoch FROM now() - last_seen)::float8 AS age FROM nodes WHERE id = $1`, [w.ids.node]);
+    expect(rows[0]).toMatchObject({ state: 'online' });
+    expect(rows[0]!.age).toBeLessThan(5);
+    const events = await ok(a.app, 200, 'GET', `/v1/events?node=${w.ids.node}&type=node.online`, w.admin);
+    expect(Date.parse(events.events.at(-1).at)).toBeGreaterThan(Date.now() - 5000);
+  });
+
+  it('keeps one usage sample per interval from reports it took from memory', async () => {
+    const { rows: [before] } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [w.ids.sliver]);
+    for (let cpu = 20; cpu < 25; cpu++) expect(await report(a, [running(cpu)])).toBe(0);
+    await memo(a).flush();
+    const { rows: [after] } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [w.ids.sliver]);
+    // Samples were taken within the interval already: none more, while the sliver's figures are the last ones.
+    expect(after!.n).toBe(before!.n);
+    expect((await sliver(w.ids.sliver)).usage.cpu_seconds).toBe(24);
+  });
+
+  it('is off with the document cache, and every report is written', async () => {
+    const off = await testApp({ db, fanout, config: { docCacheSeconds: 0 } });
+    try {
+      expect(off.app.ctx.reports).toBeNull();
+      await poll(off);
+      const before = db.statements;
+      await ok(off.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { capabilities: caps, slivers: [running(30)] });
+      await ok(off.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { capabilities: caps, slivers: [running(31)] });
+      expect(db.statements - before).toBeGreaterThanOrEqual(2);
+      expect((await sliver(w.ids.sliver)).usage.cpu_seconds).toBe(31);
+    } finally {
+      await off.close();
+    }
+  });
+});
