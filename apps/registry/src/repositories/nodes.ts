@@ -164,21 +164,23 @@ export async function touchNodeSeen(q: Queryable, id: string, refreshSeconds: nu
 
 /**
  * Calls from many nodes, gathered by a replica: rewrites last_seen of the online ones in one
- * statement (rows locked in id order) and answers the ids of those that are not online (the caller
- * records their return).
+ * statement. A node whose row another write holds right now is skipped (SKIP LOCKED: a batch never
+ * waits on, nor makes wait, a node's own calls); answers those, and the ids of the nodes that are
+ * not online (the caller records their return).
  */
-export async function touchNodesSeen(q: Queryable, ids: string[]): Promise<string[]> {
-  if (!ids.length) return [];
+export async function touchNodesSeen(q: Queryable, ids: string[]): Promise<{ notOnline: string[]; skipped: string[] }> {
+  if (!ids.length) return { notOnline: [], skipped: [] };
   const { rows } = await q.query<{ id: string; state: S.Node['state'] }>(
     `WITH l AS MATERIALIZED (
-       SELECT id, state FROM nodes WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE
+       SELECT id, state FROM nodes WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE SKIP LOCKED
      ), touched AS (
        UPDATE nodes n SET last_seen = now() FROM l WHERE n.id = l.id AND l.state = 'online'
      )
      SELECT id, state FROM l`,
     [ids],
   );
-  return rows.filter((r) => r.state !== 'online').map((r) => r.id);
+  const got = new Set(rows.map((r) => r.id));
+  return { notOnline: rows.filter((r) => r.state !== 'online').map((r) => r.id), skipped: ids.filter((id) => !got.has(id)) };
 }
 
 export async function nodeCapabilities(q: Queryable, id: string): Promise<S.NodeCapabilities | null> {

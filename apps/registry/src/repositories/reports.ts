@@ -130,17 +130,17 @@ export interface QueuedUsage {
 /**
  * Writes the figures of many nodes' reports in one statement: each sliver's usage where it moved
  * or aged past the sample interval, and a usage sample where none is that recent. A sliver no longer
- * on the reporting node is skipped. Rows are locked in id order, as every report locks them, so it
- * cannot deadlock with one.
+ * on the reporting node is dropped; one whose row another write holds right now is skipped (SKIP
+ * LOCKED: the batch never waits on a node's own report) and answered, to be tried again.
  */
-export async function writeQueuedUsage(q: Queryable, rows: QueuedUsage[], sampleSeconds: number): Promise<{ written: number; sampled: number }> {
-  if (!rows.length) return { written: 0, sampled: 0 };
-  const { rows: out } = await q.query<{ written: number; sampled: number }>(
+export async function writeQueuedUsage(q: Queryable, rows: QueuedUsage[], sampleSeconds: number): Promise<{ written: number; sampled: number; skipped: string[] }> {
+  if (!rows.length) return { written: 0, sampled: 0, skipped: [] };
+  const { rows: out } = await q.query<{ written: number; sampled: number; skipped: string[] }>(
     `WITH o AS (
        SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(node uuid, id uuid, usage jsonb)
      ), l AS MATERIALIZED (
        SELECT s.id, o.usage, s.usage AS had FROM slivers s JOIN o ON o.id = s.id AND s.node_id = o.node
-       ORDER BY s.id FOR NO KEY UPDATE OF s
+       ORDER BY s.id FOR NO KEY UPDATE OF s SKIP LOCKED
      ), written AS (
        UPDATE slivers s SET usage = l.usage || jsonb_build_object('at', now())
        FROM l WHERE s.id = l.id AND (l.had IS NULL OR (l.had - 'at') IS DISTINCT FROM l.usage
@@ -153,8 +153,11 @@ export async function writeQueuedUsage(q: Queryable, rows: QueuedUsage[], sample
        FROM l WHERE NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = l.id AND u.at > now() - $2::float8 * interval '1 second')
        RETURNING sliver
      )
-     SELECT (SELECT count(*) FROM written)::int AS written, (SELECT count(*) FROM sampled)::int AS sampled`,
+     SELECT (SELECT count(*) FROM written)::int AS written, (SELECT count(*) FROM sampled)::int AS sampled,
+            -- Joins, not NOT EXISTS over the CTE: a batch of thousands stays linear.
+            ARRAY(SELECT o.id::text FROM o JOIN slivers s ON s.id = o.id AND s.node_id = o.node
+                  LEFT JOIN l ON l.id = o.id WHERE l.id IS NULL) AS skipped`,
     [JSON.stringify(rows), sampleSeconds],
   );
-  return out[0] ?? { written: 0, sampled: 0 };
+  return out[0] ?? { written: 0, sampled: 0, skipped: [] };
 }

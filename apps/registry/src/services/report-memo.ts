@@ -17,6 +17,9 @@ import { markSeen } from './node-lifecycle.js';
 /** Replicas tell each other which nodes' reports they wrote: another replica's memo of them is stale. */
 export const REPORTS_CHANNEL = 'reports';
 
+/** Rows (slivers' figures, or nodes) per statement of a flush. */
+const FLUSH_BATCH = 2000;
+
 const USAGE_FIELDS = ['cpu_seconds', 'memory_bytes', 'disk_bytes', 'net_rx_bytes', 'net_tx_bytes'] as const;
 
 export interface ReportMemoOptions extends ChangeDeps {
@@ -122,10 +125,7 @@ export class ReportMemo {
     // A sample is due about once per interval; the statement itself skips a sliver sampled too recently.
     const sampleDue = now - memo.sampledAt >= this.#deps.sampleSeconds * 900;
     if (sampleDue || digests.figures !== memo.figures) {
-      for (const s of body.slivers) {
-        const usage = s.state === 'deleted' ? null : usageOf(s);
-        if (usage) this.#usage.set(s.id, { node: nodeId, id: s.id, usage });
-      }
+      this.queueFigures(nodeId, body);
       memo.figures = digests.figures;
       if (sampleDue) memo.sampledAt = now;
     }
@@ -147,6 +147,14 @@ export class ReportMemo {
       memo.seenAt = now;
     }
     return true;
+  }
+
+  /** Queues the figures of a report's slivers for the next flush (a later report's replace them). */
+  queueFigures(nodeId: string, body: ObservedState): void {
+    for (const s of body.slivers) {
+      const usage = s.state === 'deleted' ? null : usageOf(s);
+      if (usage) this.#usage.set(s.id, { node: nodeId, id: s.id, usage });
+    }
   }
 
   /** Before a report's statement: the ETag it is written against. */
@@ -201,21 +209,32 @@ export class ReportMemo {
     this.#flushing = (async () => {
       const { db, log } = this.#deps;
       this.stats.flushes++;
-      try {
-        const out = await writeQueuedUsage(db, usage, this.#deps.sampleSeconds * 0.9);
-        this.stats.usageWritten += out.written;
-        this.stats.samples += out.sampled;
-      } catch (err) {
-        // Figures are totals: the next report's carry what these would have.
-        log.warn({ err, slivers: usage.length }, 'writing queued usage figures failed');
+      // In batches: a statement holds its rows' locks until it ends, and a node's report waits on them.
+      for (let i = 0; i < usage.length; i += FLUSH_BATCH) {
+        const batch = usage.slice(i, i + FLUSH_BATCH);
+        try {
+          const out = await writeQueuedUsage(db, batch, this.#deps.sampleSeconds * 0.9);
+          this.stats.usageWritten += out.written;
+          this.stats.samples += out.sampled;
+          // Rows a report was writing just then: again next time, unless newer figures came meanwhile.
+          const skipped = new Set(out.skipped);
+          for (const u of batch) if (skipped.has(u.id) && !this.#usage.has(u.id)) this.#usage.set(u.id, u);
+        } catch (err) {
+          // Figures are totals: the next report's carry what these would have.
+          log.warn({ err, slivers: batch.length }, 'writing queued usage figures failed');
+        }
       }
-      try {
-        const back = await touchNodesSeen(db, seen);
-        this.stats.seenWritten += seen.length - back.length;
-        for (const id of back) await withChanges(this.#deps, (q, changes) => markSeen(q, changes, id));
-      } catch (err) {
-        log.warn({ err, nodes: seen.length }, 'writing last_seen of nodes failed; trying again next time');
-        for (const id of seen) this.#seen.add(id);
+      for (let i = 0; i < seen.length; i += FLUSH_BATCH) {
+        const batch = seen.slice(i, i + FLUSH_BATCH);
+        try {
+          const { notOnline, skipped } = await touchNodesSeen(db, batch);
+          this.stats.seenWritten += batch.length - notOnline.length - skipped.length;
+          for (const id of skipped) this.#seen.add(id);
+          for (const id of notOnline) await withChanges(this.#deps, (q, changes) => markSeen(q, changes, id));
+        } catch (err) {
+          log.warn({ err, nodes: batch.length }, 'writing last_seen of nodes failed; trying again next time');
+          for (const id of batch) this.#seen.add(id);
+        }
       }
     })();
     try {
