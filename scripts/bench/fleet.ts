@@ -35,6 +35,7 @@ const { values: args } = parseArgs({
     'changes-per-second': { type: 'string', default: '5' },
     'report-seconds': { type: 'string', default: '30' },
     'moving-usage': { type: 'boolean', default: false },
+    settle: { type: 'string', default: '10' },
     processes: { type: 'string' },
     write: { type: 'string' },
     svg: { type: 'string' },
@@ -42,7 +43,7 @@ const { values: args } = parseArgs({
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time.');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P). --settle: seconds between the last agent\'s first document and the measured window. --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time.');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -51,6 +52,7 @@ const SECONDS = Number(args.seconds);
 const RATE = Number(args['changes-per-second']);
 const REPORT_SECONDS = Number(args['report-seconds']);
 const MOVING_USAGE = args['moving-usage'] === true;
+const SETTLE = Number(args.settle);
 for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE], ['--processes', Number(args.processes ?? 1)]] as const) {
   if (!Number.isInteger(v) || v < 1) { console.error(`fleet: ${name} must be a positive integer`); process.exit(2); }
 }
@@ -197,7 +199,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const randomOf = <T>(xs: T[]) => xs[Math.floor(Math.random() * xs.length)];
 
     // Let the report cadence fill up before measuring.
-    await sleep(Math.min(REPORT_SECONDS, 10) * 1000);
+    await sleep(SETTLE * 1000);
     fleet.takeReportLatencies();
     const reports0 = fleet.stats.reports;
     const p0 = replicas.map((r) => sampleProc(r.proc.pid!));
@@ -346,7 +348,7 @@ async function main(): Promise<void> {
     `### Fleet: change → node across two replicas — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
-    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
+    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
     `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in one process up to 8,000 of them, else spread over worker processes (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',

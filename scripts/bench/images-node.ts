@@ -21,7 +21,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import type { Logger } from '@planetlite/core';
 import WebTorrent from 'webtorrent';
-import { ImageFetcher, type FetchTarget } from '../../apps/agent/dist/fetch.js';
+import { ImageFetcher, type FetchTarget } from '../../apps/agent/dist/images/fetch.js';
 
 const { values: args } = parseArgs({ options: { dir: { type: 'string' }, target: { type: 'string' }, name: { type: 'string', default: 'node' }, strategy: { type: 'string' }, ca: { type: 'string' } } });
 if (!args.dir || !args.target) {

@@ -503,7 +503,7 @@ const median = (xs: number[]) => {
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('run as root: it makes network namespaces and shapes links with tc');
-  if (!existsSync(REGISTRY_MAIN) || !existsSync(join(ROOT, 'apps/agent/dist/fetch.js'))) throw new Error('build first: npx tsc -b apps/agent apps/registry');
+  if (!existsSync(REGISTRY_MAIN) || !existsSync(join(ROOT, 'apps/agent/dist/images/fetch.js'))) throw new Error('build first: npx tsc -b apps/agent apps/registry');
   tmp = mkdtempSync(join(tmpdir(), 'pl-bimg-'));
   const imagesDir = join(tmp, 'images');
   mkdirSync(imagesDir);

@@ -14,7 +14,7 @@ import { createLogger } from '@planetlite/core';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { createTestDatabase } from '../harness/services.ts';
 import { until } from '../harness/testbed.ts';
-import { ImageFetcher } from '../../apps/agent/src/fetch.ts';
+import { ImageFetcher } from '../../apps/agent/src/images/fetch.ts';
 
 const ADMIN = { email: 'admin@stall.test', password: 'stall-admin-password' };
 const SIZE = 6 * 1024 * 1024;

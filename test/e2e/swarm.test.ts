@@ -220,7 +220,7 @@ describe('images on a testbed of three nodes', () => {
     const line = (i: NodeImage) => `${i.bytes_from_peers} from nodes, ${i.bytes_from_registry} from the registry's seeder, ${i.bytes_from_webseed} from the web seed`;
     console.log(`${first.name} (${first.size} bytes):\n${[...sources].map(([n, i]) => `  node ${n}: ${line(i)}`).join('\n')}`);
     expect(Math.max(...[...sources.values()].map((i) => i.bytes_from_peers)), nodes.map(imageLog).join('\n')).toBeGreaterThan(0);
-    // The registry's seeder gives each piece to one node at a time (services/superseed.ts) and
+    // The registry's seeder gives each piece to one node at a time (packages/torrent/src/superseed.ts) and
     // nodes ask it only for what their peers lack: the three took about one copy from the
     // registry together (1.0 in the runs so far), the rest from each other.
     const fromRegistry = [...sources.values()].reduce((sum, i) => sum + (i.bytes_from_registry ?? 0) + i.bytes_from_webseed, 0);

@@ -5,16 +5,13 @@ import { errorFields } from '@planetlite/host';
 import { consoleTail, type PlanetLiteClient, type DesiredState, type ObservedState, type WatchdogHold } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { StateDir, withStateLock } from './state.js';
+import { StateDir } from './state.js';
 import { OomWatch } from './oom.js';
-import { ImageFetcher } from './fetch.js';
-import { ImageCollector } from './gc.js';
+import { NodeImages } from './images/index.js';
 import { checkInBackground, nodeCapabilities } from './instances.js';
 import { DesiredStateSync } from './sync.js';
 import { Reconciler } from './reconcile.js';
 import { Ledger } from './ledger.js';
-import { ImageIndex, sha256File } from './images.js';
 import { loadSettings, type SettingsOverrides } from './settings.js';
 import { EventOutbox } from './outbox.js';
 import { Watchdog } from './watchdog.js';
@@ -56,7 +53,8 @@ export class Agent {
   #watchdog: Watchdog | null = null;
   /** Tells of processes the kernel killed at a sliver's memory limit (checked with each report). */
   #oom: OomWatch | null = null;
-  #fetcher: ImageFetcher | null = null;
+  /** Images: fetch, verify, import, index, seed, collect. */
+  #images: NodeImages | null = null;
   #collecting: Promise<void> = Promise.resolve();
   #drivers: Drivers | null = null;
   /** The background checks of drivers that take long (the VM driver's probe boot). */
@@ -68,7 +66,6 @@ export class Agent {
   #timer: NodeJS.Timeout | null = null;
   #gcTimer: NodeJS.Timeout | null = null;
   #limitsTimer: NodeJS.Timeout | null = null;
-  #collector: ImageCollector | null = null;
   #reporting: Promise<void> = Promise.resolve();
   readonly #registryCa: string | null;
   #passes: Promise<void> = Promise.resolve();
@@ -134,45 +131,34 @@ export class Agent {
       if (ids) ledger.useIdRange(ids);
       const drivers = this.#opts.drivers ?? (await openDrivers(settings, this.#address, dir, ids?.probe, this.#log));
       this.#drivers = drivers;
-      this.#fetcher = new ImageFetcher({
-        dir: join(dir, 'images'),
+      const images = new NodeImages({
+        stateDir: dir,
+        storage: drivers.storage,
         log: this.#log.child({ component: 'images' }),
         uploadKbps: settings.image_upload_kbps,
         registryCa: this.#registryCa,
-        onReady: async (target, file) => {
-          await drivers.storage.importImage(target.sha256, file);
-          await withStateLock(dir, 'image fetch', async () =>
-            new ImageIndex(dir).put({ name: target.name, sha256: target.sha256, size: (await sha256File(file)).size, imported_at: new Date().toISOString() }),
-          );
-        },
-        onChange: (image, state, detail) => {
+        inUse: () => this.#reconciler?.imagesInUse() ?? null,
+        graceMs: settings.image_gc_grace_seconds * 1000,
+        onChange: (_image, state, detail) => {
           if (state === 'ready') this.outbox.push({ type: 'image.fetched', data: detail });
           // Slivers waiting for the image go on (or show the fetch's error).
           this.#again();
         },
       });
+      this.#images = images;
       this.#reconciler = new Reconciler({
         drivers,
         ledger,
-        images: new ImageIndex(dir),
+        images: images.index,
         log: this.#log.child({ component: 'reconcile' }),
         maxSlots: slotCount(parseSubnet(settings.sliver_subnet)),
-        fetcher: this.#fetcher,
+        fetcher: images,
         forwarding: () => this.state.revokedAt() === null,
         extraKeys: (rec) => frontDoor.authorizedLines(rec),
       });
       const revokedAt = this.state.revokedAt();
       if (revokedAt) this.#log.error({ revoked_at: revokedAt }, "this node's key was revoked: its slivers get no forwarding until the node is enrolled again");
       const reconciler = this.#reconciler;
-      this.#collector = new ImageCollector({
-        stateDir: dir,
-        images: new ImageIndex(dir),
-        storage: drivers.storage,
-        archives: this.#fetcher,
-        inUse: () => reconciler.imagesInUse(),
-        graceMs: settings.image_gc_grace_seconds * 1000,
-        log: this.#log.child({ component: 'images' }),
-      });
       // Checked every minute, or more often when the grace period is shorter.
       this.#gcTimer = setInterval(() => void this.collectImages(), Math.max(1000, Math.min(60_000, settings.image_gc_grace_seconds * 500)));
       this.#gcTimer.unref();
@@ -234,19 +220,19 @@ export class Agent {
     await this.sync.stop();
     await this.#passes;
     await this.#reporting;
-    await this.#fetcher?.close();
+    await this.#images?.close();
     await this.#frontDoor?.stop();
     await this.outbox.close();
   }
 
   /** One round of image garbage collection, after the passes under way (they may need an image). */
   collectImages(): Promise<string[]> {
-    const collector = this.#collector;
-    if (!collector) return Promise.resolve([]);
+    const images = this.#images;
+    if (!images) return Promise.resolve([]);
     const round = this.#collecting.then(async () => {
       await this.#passes;
       try {
-        return await collector.collect();
+        return await images.collect();
       } catch (err) {
         this.#log.warn(errorFields(err), 'image garbage collection failed; retried later');
         return [];
@@ -260,7 +246,7 @@ export class Agent {
   async observed(): Promise<ObservedState> {
     return {
       slivers: this.#reconciler ? await this.#reconciler.observed() : [],
-      ...(this.#fetcher ? { images: this.#fetcher.report() } : {}),
+      ...(this.#images ? { images: this.#images.report() } : {}),
       // What the drivers' checks found: nothing is claimed before they pass.
       ...(this.#drivers ? { capabilities: nodeCapabilities(this.#drivers.instances, machine()) } : {}),
       ...(this.#frontDoor ? { front_door: this.#frontDoor.published() } : {}),

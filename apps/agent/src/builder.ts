@@ -8,7 +8,7 @@ import { Reverter, errorFields } from '@planetlite/host';
 import { isInstanceError, type InstanceDriver, type InstanceLimits } from '@planetlite/instance';
 import { MAX_KBPS, type SliverNet, type SliverNetSpec, type SliverRate } from '@planetlite/network';
 import type { Drivers } from './drivers.js';
-import type { ImageIndex } from './images.js';
+import type { ImageIndex } from './images/records.js';
 import { instanceStates, readiness } from './instances.js';
 import type { Ledger, SliverRecord } from './ledger.js';
 import { describePlan, keysHash, kindOf, planLifecycle, type HostView, type Readiness, type SliverFacts, type SliverKind, type SliverPlan, type Step, type TeardownStep } from './planner.js';

@@ -6,7 +6,7 @@ export { StateDir, type Enrollment, type CachedDesiredState } from './state.js';
 export { probeResources } from './probe.js';
 export { Reconciler } from './reconcile.js';
 export { planPass, planSliver, planTeardown, describePlan, type SliverPlan, type SliverFacts, type Step } from './planner.js';
-export { importImage } from './import.js';
+export { importImage } from './images/import.js';
 export { loadSettings, defaultSettings, type AgentSettings, type SettingsOverrides } from './settings.js';
 export { Watchdog, WatchdogPolicy, defaultWatchdogSettings, type WatchdogSettings, type WatchdogEvent, type Figures } from './watchdog.js';
 export { EventOutbox } from './outbox.js';

@@ -5,7 +5,7 @@ import { createLogger, onStopSignal } from '@planetlite/core';
 import { isStorageError } from '@planetlite/storage';
 import { Agent } from './agent.js';
 import { enroll } from './enroll.js';
-import { importImage } from './import.js';
+import { importImage } from './images/import.js';
 import { releaseCommand, removePidFile, writePidFile } from './release-command.js';
 import { forwardDrops } from './firewall.js';
 import { loadSettings } from './settings.js';

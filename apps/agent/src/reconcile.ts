@@ -12,7 +12,7 @@ import { Accounting } from './accounting.js';
 import { Builder, type Fetcher } from './builder.js';
 import { isTransient, sliverError } from './faults.js';
 import type { Drivers } from './drivers.js';
-import type { ImageIndex } from './images.js';
+import type { ImageIndex } from './images/records.js';
 import { instanceStates } from './instances.js';
 import type { Ledger, SliverRecord } from './ledger.js';
 import { docKey, fetchStatus, planPass, planSliver, planTeardown } from './planner.js';

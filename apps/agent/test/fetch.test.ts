@@ -10,9 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebTorrent, { type Torrent } from 'webtorrent';
 // @ts-expect-error bittorrent-tracker ships no types; the test only starts its server.
 import { Server as Tracker } from 'bittorrent-tracker';
-import { REGISTRY_PEER_ID_PREFIX } from '@planetlite/api';
+import { registryPeerId } from '@planetlite/torrent';
 import { createLogger } from '@planetlite/core';
-import { ImageFetcher, type FetchTarget } from '../src/fetch.js';
+import { ImageFetcher, type FetchTarget } from '../src/images/fetch.js';
 
 const log = createLogger({ name: 'fetch-test', level: 'silent' });
 const SIZE = 3 * 1024 * 1024 + 12345;
@@ -48,7 +48,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => web.listen(0, '127.0.0.1', resolve));
   webSeed = `http://127.0.0.1:${(web.address() as AddressInfo).port}/v1/images/tiny/archive`;
   // The registry's seeder, with its peer id, as apps/registry makes it.
-  const peerId = Buffer.concat([Buffer.from(REGISTRY_PEER_ID_PREFIX), randomBytes(20 - REGISTRY_PEER_ID_PREFIX.length)]);
+  const peerId = registryPeerId();
   seeder = new WebTorrent({ dht: false, lsd: false, natUpnp: false, natPmp: false, utp: false, peerId });
   seeded = await new Promise<Torrent>((resolve) => seeder.seed(archive, { announce: [announce], private: true }, resolve));
 });

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '@planetlite/core';
 import { StorageError, type StorageDriver } from '@planetlite/storage';
-import { ImageCollector } from '../src/gc.js';
-import { ImageIndex } from '../src/images.js';
+import { ImageCollector } from '../src/images/gc.js';
+import { ImageIndex } from '../src/images/records.js';
 
 const log = createLogger({ name: 'gc-test', level: 'silent' });
 const sha = (c: string) => c.repeat(64);

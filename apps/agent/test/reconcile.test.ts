@@ -13,7 +13,7 @@ import type { NetworkDriver } from '@planetlite/network';
 import type { StorageDriver } from '@planetlite/storage';
 import { Reconciler } from '../src/reconcile.js';
 import { Ledger } from '../src/ledger.js';
-import { ImageIndex } from '../src/images.js';
+import { ImageIndex } from '../src/images/records.js';
 
 const SHA = 'a'.repeat(64);
 

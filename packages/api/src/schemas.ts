@@ -164,9 +164,6 @@ export const NodeImage = Type.Object({
   bytes_from_registry: Type.Optional(Type.Integer()),
 });
 export type NodeImage = Static<typeof NodeImage>;
-/** The registry's seeder announces with a peer id that starts so (BitTorrent's Azureus-style
- * client prefix), which lets a node tell the registry's bytes from other nodes' bytes. */
-export const REGISTRY_PEER_ID_PREFIX = '-PLREG-';
 /** The node's ssh front door: `ssh -p PORT SLICE@ADDRESS` lands in the slice's sliver there. */
 export const FrontDoor = Type.Object(
   {

@@ -4,23 +4,23 @@
 // Several replicas: an archive lives on the replica that received it. Run them on a shared
 // images directory (NFS or the like) so each can serve and seed every image; nothing here
 // copies archives between replicas.
-import { createHash, randomBytes, randomUUID, type Hash } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Server as Tracker } from 'bittorrent-tracker';
 import WebTorrent, { type ChunkStore } from 'webtorrent';
-import { REGISTRY_PEER_ID_PREFIX, pinnedDispatcher } from '@planetlite/api';
+import { pinnedDispatcher } from '@planetlite/api';
 import { AppError } from '@planetlite/core';
 import type { Logger } from '@planetlite/core';
 import type { Database } from '@planetlite/db';
 import type { RegistryConfig } from '../config.js';
 import { allInfohashes, infohashKnown, seedableImages, webSeedOf, type SeedableImage } from '../repositories/images.js';
-import { superSeed } from './superseed.js';
+import { ArchiveHasher, metainfo, pieceLengthFor, registryPeerId, superSeed, torrentInfo } from '@planetlite/torrent';
 
 /** An upload that has been written to a temporary file and hashed, not yet kept. */
 export interface ReceivedArchive {
@@ -146,7 +146,7 @@ export class ImageService {
    */
   async receive(body: Readable, name: string, opts: { limit: number; contentLength?: number | undefined }): Promise<ReceivedArchive> {
     const tmp = join(this.dir, `${UPLOAD_PREFIX}${randomUUID()}`);
-    const hasher = new ArchiveHasher(pieceLengthFor(opts.contentLength), opts.limit);
+    const hasher = new ArchiveHasher(pieceLengthFor(opts.contentLength), opts.limit, () => new AppError('payload_too_large', `the image archive is larger than ${opts.limit} bytes`));
     try {
       await pipeline(body, hasher, createWriteStream(tmp, { flags: 'wx' }));
     } catch (err) {
@@ -154,8 +154,8 @@ export class ImageService {
       throw err;
     }
     const torrentName = `${name}${hasher.suffix()}`;
-    const info = bencode({ length: hasher.size, name: torrentName, 'piece length': hasher.pieceLength, pieces: hasher.pieces(), private: 1 });
-    return { tmp, sha256: hasher.sha256(), size: hasher.size, torrentName, info, infohash: createHash('sha1').update(info).digest('hex') };
+    const { info, infohash } = torrentInfo({ name: torrentName, length: hasher.size, pieceLength: hasher.pieceLength, pieces: hasher.pieces() });
+    return { tmp, sha256: hasher.sha256(), size: hasher.size, torrentName, info, infohash };
   }
 
   async discard(a: ReceivedArchive): Promise<void> {
@@ -192,7 +192,7 @@ export class ImageService {
       webSeeds: false,
       torrentPort: config.torrentPort,
       // Nodes count what the registry sends apart from what other nodes send (20 bytes in all).
-      peerId: Buffer.concat([Buffer.from(REGISTRY_PEER_ID_PREFIX), randomBytes(20 - REGISTRY_PEER_ID_PREFIX.length)]),
+      peerId: registryPeerId(),
       ...(config.seedUploadKbps ? { uploadLimit: Math.round((config.seedUploadKbps * 1000) / 8) } : {}),
       // It announces to this registry's own tracker over HTTPS: with our CA, not the process's trust.
       ...(this.#ctx.trust.ca ? { tracker: { proxyOpts: { httpsAgent: pinnedDispatcher(this.#ctx.trust.ca) } } } : {}),
@@ -236,9 +236,9 @@ export class ImageService {
     }
     const info = Buffer.from(img.torrent_info);
     // The metainfo names the tracker as it is reachable now, whatever it was at upload.
-    const metainfo = Buffer.concat([Buffer.from(`d8:announce${byteString(this.announceUrl)}4:info`), info, Buffer.from('e')]);
+    const torrentFile = metainfo(this.announceUrl, info);
     try {
-      const torrent = client.add(metainfo, {
+      const torrent = client.add(torrentFile, {
         path: this.dir,
         // The archive is read where it lies (named by its sha256) and never written.
         store: ArchiveStore,
@@ -261,80 +261,6 @@ export class ImageService {
     if (client && !client.destroyed) await new Promise<void>((resolve) => client.destroy(() => resolve()));
     await new Promise<void>((resolve) => this.#tracker.close(() => resolve()));
     if (this.#ownsDir) await rm(this.dir, { recursive: true, force: true });
-  }
-}
-
-/**
- * About 256 pieces of 64 KiB to 16 MiB (1 MiB for a 256 MiB image); 1 MiB when the size is not
- * known up front (chunked uploads). webtorrent scans the pieces for every wire on every block it
- * receives, so its CPU time grows with the piece count; 256 pieces still give a swarm of a hundred
- * nodes plenty to trade, and the web seed gets one range request per piece.
- */
-export function pieceLengthFor(size: number | undefined): number {
-  if (!size || !Number.isFinite(size)) return 1024 * 1024;
-  let len = 64 * 1024;
-  while (len < 16 * 1024 * 1024 && size / len > 256) len *= 2;
-  return len;
-}
-
-/** Passes an upload through while hashing it whole (sha256) and per piece (sha1). */
-class ArchiveHasher extends Transform {
-  size = 0;
-  readonly #sha256 = createHash('sha256');
-  readonly #pieces: Buffer[] = [];
-  #piece: Hash = createHash('sha1');
-  #inPiece = 0;
-  #head = Buffer.alloc(0);
-
-  constructor(
-    readonly pieceLength: number,
-    private readonly limit: number,
-  ) {
-    super();
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    this.size += chunk.length;
-    if (this.size > this.limit) {
-      cb(new AppError('payload_too_large', `the image archive is larger than ${this.limit} bytes`));
-      return;
-    }
-    if (this.#head.length < 8) this.#head = Buffer.concat([this.#head, chunk.subarray(0, 8 - this.#head.length)]);
-    this.#sha256.update(chunk);
-    let at = 0;
-    while (at < chunk.length) {
-      const take = Math.min(this.pieceLength - this.#inPiece, chunk.length - at);
-      this.#piece.update(chunk.subarray(at, at + take));
-      this.#inPiece += take;
-      at += take;
-      if (this.#inPiece === this.pieceLength) {
-        this.#pieces.push(this.#piece.digest());
-        this.#piece = createHash('sha1');
-        this.#inPiece = 0;
-      }
-    }
-    cb(null, chunk);
-  }
-
-  sha256(): string {
-    return this.#sha256.digest('hex');
-  }
-
-  pieces(): Buffer {
-    if (this.#inPiece > 0) {
-      this.#pieces.push(this.#piece.digest());
-      this.#inPiece = 0;
-    }
-    return Buffer.concat(this.#pieces);
-  }
-
-  /** The archive's kind by its magic bytes, so a node keeps a file it can recognise. */
-  suffix(): string {
-    const h = this.#head;
-    if (h[0] === 0x1f && h[1] === 0x8b) return '.tar.gz';
-    if (h.subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) return '.tar.xz';
-    if (h.subarray(0, 4).equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd]))) return '.tar.zst';
-    return '.tar';
   }
 }
 
@@ -393,39 +319,4 @@ class ArchiveStore implements ChunkStore {
   destroy(cb?: (err: Error | null) => void): void {
     this.close(cb);
   }
-}
-
-// ---- bencoding: just what a torrent's info dictionary needs ------------------------------------
-type Bencodable = number | string | Buffer | Bencodable[] | { [key: string]: Bencodable };
-
-function byteString(s: string | Buffer): string | Buffer {
-  if (typeof s === 'string') return `${Buffer.byteLength(s)}:${s}`;
-  return Buffer.concat([Buffer.from(`${s.length}:`), s]);
-}
-
-export function bencode(v: Bencodable): Buffer {
-  const parts: Buffer[] = [];
-  const walk = (x: Bencodable): void => {
-    if (typeof x === 'number') {
-      if (!Number.isSafeInteger(x)) throw new Error(`bencode: ${x} is not an integer`);
-      parts.push(Buffer.from(`i${x}e`));
-    } else if (typeof x === 'string' || Buffer.isBuffer(x)) {
-      const b = byteString(x);
-      parts.push(typeof b === 'string' ? Buffer.from(b) : b);
-    } else if (Array.isArray(x)) {
-      parts.push(Buffer.from('l'));
-      x.forEach(walk);
-      parts.push(Buffer.from('e'));
-    } else {
-      parts.push(Buffer.from('d'));
-      // Keys in raw byte order, as the spec demands (the infohash depends on it).
-      for (const k of Object.keys(x).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))) {
-        walk(k);
-        walk(x[k] as Bencodable);
-      }
-      parts.push(Buffer.from('e'));
-    }
-  };
-  walk(v);
-  return Buffer.concat(parts);
 }

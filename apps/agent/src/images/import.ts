@@ -1,8 +1,8 @@
 // planetlite-agent image import: a local archive becomes a read-only base image in the pool.
-import { ImageIndex, sha256File, type ImageRecord } from './images.js';
-import { loadSettings, type SettingsOverrides } from './settings.js';
-import { StateDir, withStateLock } from './state.js';
-import { openStorage } from './drivers.js';
+import { ImageIndex, sha256File, type ImageRecord } from './records.js';
+import { loadSettings, type SettingsOverrides } from '../settings.js';
+import { StateDir, withStateLock } from '../state.js';
+import { openStorage } from '../drivers.js';
 
 export async function importImage(opts: { stateDir: string; name: string; file: string; settings?: SettingsOverrides }): Promise<ImageRecord> {
   const state = new StateDir(opts.stateDir);

@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { atomicWrite } from './state.js';
+import { atomicWrite } from '../state.js';
 
 export interface ImageRecord {
   name: string;

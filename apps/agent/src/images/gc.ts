@@ -4,8 +4,8 @@
 // storage driver refuses too, while a root made from it exists).
 import type { StorageDriver } from '@planetlite/storage';
 import type { Logger } from '@planetlite/core';
-import type { ImageIndex } from './images.js';
-import { withStateLock } from './state.js';
+import type { ImageIndex } from './records.js';
+import { withStateLock } from '../state.js';
 
 export interface ImageCollectorOptions {
   stateDir: string;

@@ -7,10 +7,11 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import WebTorrent, { type Torrent, type Wire } from 'webtorrent';
-import { REGISTRY_PEER_ID_PREFIX, trustRegistry, type NodeImage } from '@planetlite/api';
+import { trustRegistry, type NodeImage } from '@planetlite/api';
+import { askAgain, batchUpdates, isRegistryPeer, preferPeers, reannounce, skipAddresses, startAtRandomPiece } from '@planetlite/torrent';
 import type { Logger } from '@planetlite/core';
 import { isStorageError } from '@planetlite/storage';
-import { sha256File } from './images.js';
+import { sha256File } from './records.js';
 
 export interface FetchTarget {
   name: string;
@@ -78,124 +79,6 @@ function ownAddresses(): Set<string> {
   }
   return addresses;
 }
-const REGISTRY_PEER_HEX = Buffer.from(REGISTRY_PEER_ID_PREFIX).toString('hex');
-
-/**
- * webtorrent fetches pieces in order from piece 0, so nodes that start together want the same
- * pieces at the same time and have nothing to trade: the registry's link then carries a copy per
- * node (docs/benchmarks.md, image distribution). Each node starts at a random piece instead.
- * Its 'rarest' strategy would do that too, but scans every piece per request (CPU-bound here).
- * The public select() merges adjacent ranges whatever their priority, so this uses the private
- * _select of webtorrent 3 with a stream selection, which stays apart; without it, the order stays.
- */
-function startAtRandomPiece(torrent: Torrent): void {
-  const n = torrent.pieces?.length ?? 0;
-  const select = (torrent as unknown as { _select?: (from: number, to: number, priority: number, notify: undefined, stream: boolean) => void })._select;
-  if (n < 2 || typeof select !== 'function') return;
-  select.call(torrent, Math.floor(Math.random() * n), n - 1, 1, undefined, true);
-}
-
-interface WireInternals {
-  type?: string; peerId?: string; peerChoking: boolean; destroyed: boolean; requests: unknown[];
-  peerPieces: { get(i: number): boolean };
-  on(event: 'reject', fn: (index: number, offset: number, length: number) => void): void;
-}
-interface TorrentInternals { wires: WireInternals[]; pieces: unknown[]; destroyed: boolean; _update(): void; _updateWire(wire: WireInternals): unknown; _updateWireWrapper(): void }
-
-/**
- * webtorrent revisits every wire's requests, scanning the pieces for each, after every 16 KiB
- * block it receives (a queued microtask each): at 8 peers that was most of a node's CPU time
- * (docs/benchmarks.md). Here the blocks that arrive together (one socket read holds several)
- * share one such pass, run once the reads are done. Private to webtorrent 3, like _select.
- */
-function batchUpdates(torrent: Torrent): void {
-  const t = torrent as unknown as TorrentInternals;
-  if (typeof t._updateWireWrapper !== 'function') return;
-  let queued = false;
-  t._update = function (this: TorrentInternals) {
-    if (queued) return;
-    queued = true;
-    setImmediate(() => {
-      queued = false;
-      if (!this.destroyed) this._updateWireWrapper();
-    });
-  };
-}
-
-/** How long a piece the registry's seeder refused (it went to another node just now) is not asked of it again. */
-const REFUSED_MS = 3000;
-
-/**
- * The registry's uplink is one; other nodes' uplinks are many. webtorrent asks any wire for the
- * next piece it lacks, so nodes took from the registry pieces their peers already held, and the
- * registry sent 2–3 copies of an image to 8 nodes (docs/benchmarks.md). Here the registry's wires
- * (its seeder, and the web seed once a stall added it) are asked only for pieces that no peer
- * which is not choking this node holds, nor that the seeder refused a moment ago (it serves each
- * piece to one node at a time: apps/registry/src/services/superseed.ts). With no peer that helps,
- * that leaves every piece to the registry, as before. Hooks webtorrent 3's private _updateWire:
- * without it, webtorrent's own choice stays.
- */
-function preferPeers(torrent: Torrent, fromRegistry: (wire: WireInternals) => boolean, stalled: () => boolean): void {
-  const t = torrent as unknown as TorrentInternals;
-  const update = t._updateWire;
-  if (typeof update !== 'function') return;
-  let heldAt = 0;
-  let held = new Uint8Array(0);
-  const refusedAt = new Float64Array(t.pieces.length);
-  /** Per registry wire, where it takes pieces from: a random piece, anew after each refusal. */
-  const cursor = new WeakMap<WireInternals, number>();
-  const anywhere = () => Math.floor(Math.random() * t.pieces.length);
-  /** Pieces some unchoking peer holds; recomputed at most every 200 ms (called per block). */
-  const peersHold = (): Uint8Array => {
-    const now = Date.now();
-    if (now - heldAt < 200 && held.length === t.pieces.length) return held;
-    heldAt = now;
-    held = new Uint8Array(t.pieces.length);
-    for (const w of t.wires) {
-      if (w.destroyed || w.peerChoking || w.type === 'webSeed' || fromRegistry(w)) continue;
-      for (let i = 0; i < held.length; i++) if (!held[i] && w.peerPieces.get(i)) held[i] = 1;
-    }
-    return held;
-  };
-  t._updateWire = function (this: TorrentInternals, wire: WireInternals) {
-    const registry = fromRegistry(wire);
-    if (!(registry || wire.type === 'webSeed')) return update.call(this, wire);
-    if (!cursor.has(wire)) {
-      cursor.set(wire, anywhere());
-      wire.on('reject', (index: number) => {
-        refusedAt[index] = Date.now();
-        cursor.set(wire, anywhere());
-      });
-    }
-    // Once the fetch stalled, the peers that say they hold a piece are not sending it: the
-    // registry is asked for anything.
-    const hold = stalled() ? new Uint8Array(t.pieces.length) : peersHold();
-    const now = Date.now();
-    const pieces = wire.peerPieces;
-    const get = pieces.get;
-    // The web seed never refuses: only the seeder's refusals keep a piece from it a while.
-    const refused = registry ? (i: number) => now - refusedAt[i]! < REFUSED_MS : () => false;
-    const open = (i: number) => !hold[i] && !refused(i) && get.call(pieces, i);
-    // webtorrent picks among the pieces this wire offers, in order: for this call, hide the ones
-    // above (an own property over the bitfield's method, deleted again), and those before the
-    // wire's cursor. Nodes start at random pieces, so they ask the registry for different ones;
-    // when one is refused (another node is at it), the cursor jumps elsewhere. The cursor stays
-    // put otherwise, so a piece is finished before the next is begun: a new place per request
-    // had every node hold many half pieces from the registry and share none for 20 s.
-    const from = cursor.get(wire)!;
-    const before = wire.requests.length;
-    try {
-      pieces.get = (i: number) => i >= from && open(i);
-      update.call(this, wire);
-      if (wire.requests.length > before || wire.destroyed) return;
-      pieces.get = open;
-      update.call(this, wire);
-    } finally {
-      delete (pieces as { get?: unknown }).get;
-    }
-  };
-}
-
 export class ImageFetcher {
   readonly #o: ImageFetcherOptions;
   readonly #client: WebTorrent;
@@ -320,7 +203,7 @@ export class ImageFetcher {
     torrent.on('wire', (wire: Wire) => {
       if (wire.type === 'webSeed') return;
       if (wire.peerId === this.#client.peerId) return void wire.destroy(); // see #notToSelf
-      const registry = typeof wire.peerId === 'string' && wire.peerId.startsWith(REGISTRY_PEER_HEX);
+      const registry = isRegistryPeer(wire.peerId);
       this.#o.log.debug({ image: target.name, peer: wire.remoteAddress, registry }, 'bittorrent peer connected');
       wire.on('download', (n: number) => (registry ? (entry.registryBytes += n) : (entry.peerBytes += n)));
     });
@@ -348,7 +231,7 @@ export class ImageFetcher {
       movedAt = Date.now();
       startAtRandomPiece(torrent);
       batchUpdates(torrent);
-      preferPeers(torrent, (w) => typeof w.peerId === 'string' && w.peerId.startsWith(REGISTRY_PEER_HEX), () => stalled);
+      preferPeers(torrent, (w) => isRegistryPeer(w.peerId), () => stalled);
     });
     // Every second while fetching: nodes that start together announce before they know of each
     // other, and the tracker's interval is minutes, so ask it again every few seconds, so they
@@ -361,12 +244,12 @@ export class ImageFetcher {
     let stalled = false;
     const tick = setInterval(() => {
       if (entry.torrent !== torrent || torrent.done || torrent.destroyed) return void clearInterval(tick);
-      if (++ticks % REANNOUNCE_TICKS === 0) (torrent as unknown as { discovery?: { tracker?: { update(): void } | null } }).discovery?.tracker?.update();
+      if (++ticks % REANNOUNCE_TICKS === 0) reannounce(torrent);
       if (!torrent.ready) return;
       // webtorrent asks for pieces only on a wire's events (a block, a have, an unchoke): after
       // the seeder refused every piece a wire asked for, no event came and nothing was asked of
       // any source again, for good (at ≈ 75 %, issue 18). Asked anew every tick.
-      (torrent as unknown as Partial<TorrentInternals>)._update?.();
+      askAgain(torrent);
       if (torrent.received > received) {
         received = torrent.received;
         movedAt = Date.now();
@@ -397,17 +280,10 @@ export class ImageFetcher {
    * for WebRTC peers), and webtorrent skips only 127.0.0.1 at its own port: every announce made
    * the node connect to itself, and each such connection cost two 768-bit Diffie-Hellman keys
    * (protocol encryption), a third of a node's CPU time for a 64 MiB fetch (docs/benchmarks.md).
-   * An address of this machine at this client's port is skipped too (webtorrent 3's _validAddr).
+   * An address of this machine at this client's port is skipped too.
    */
   #notToSelf(torrent: Torrent): void {
-    const t = torrent as unknown as { _validAddr?: (addr: string) => boolean };
-    const valid = t._validAddr;
-    if (typeof valid !== 'function') return;
-    t._validAddr = (addr: string) => {
-      if (!valid.call(torrent, addr)) return false;
-      const at = addr.lastIndexOf(':');
-      return !(Number(addr.slice(at + 1)) === this.#client.torrentPort && ownAddresses().has(addr.slice(0, at).replace(/^\[|\]$/g, '')));
-    };
+    skipAddresses(torrent, (host, port) => port === this.#client.torrentPort && ownAddresses().has(host));
   }
 
   /** Plain HTTP from the web seed: when there is no magnet, or no peer answered with metadata. */
