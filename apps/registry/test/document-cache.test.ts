@@ -97,6 +97,23 @@ describe('the desired-state document cache', () => {
     }
   });
 
+  it('reads a document polls still use again at its bound and keeps it when unchanged; one no poll used goes', async () => {
+    const short = await testApp({ db: t.db, config: { docCacheSeconds: 1 } });
+    try {
+      const first = await poll(short, w.ids.node, w.node, null);
+      expect(short.app.ctx.documents.remembered(w.ids.node)).toBe(first.etag);
+      expect((await poll(short, w.ids.node, w.node, first.etag)).status).toBe(304);
+      await new Promise((r) => setTimeout(r, 1300));
+      // Read again at its bound, the same: still known, with no gap.
+      expect(short.app.ctx.documents.remembered(w.ids.node)).toBe(first.etag);
+      // No poll used it during the next bound: forgotten.
+      await new Promise((r) => setTimeout(r, 1300));
+      expect(short.app.ctx.documents.remembered(w.ids.node)).toBeUndefined();
+    } finally {
+      await short.close();
+    }
+  });
+
   it('keeps nothing when a change comes while it subscribes (and does not throw)', async () => {
     // With Redis, a message for a channel the node's poll already holds can arrive before
     // subscribe() returns: it crashed the registry (stop 22's first CI run).

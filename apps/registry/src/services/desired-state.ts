@@ -58,11 +58,15 @@ interface CachedDocument {
   /** Ends its hold on the node's fan-out channel. */
   release: () => void;
   timer: NodeJS.Timeout;
+  /** A poll was answered from it since its last check. */
+  used: boolean;
+  /** Its bound passed and it is being read again: polls read it themselves meanwhile. */
+  checking: boolean;
 }
 
 export interface DocumentCacheOptions {
   fanout: Fanout;
-  /** The longest a document is answered from memory (a bound for a write that touched no node); 0: never. */
+  /** The longest a document is answered from memory unchecked (a bound for a write that touched no node); 0: never. */
   ttlMs: number;
   /** Documents kept at most; the oldest go first. */
   max?: number;
@@ -71,8 +75,8 @@ export interface DocumentCacheOptions {
 /**
  * The desired-state documents of the nodes polling this replica, kept until their node's fan-out
  * channel carries a message (every write that changes a document touches its node after the
- * commit), the fan-out is down or reconnects (messages may have been lost), or ttlMs passes.
- * An idle poll cycle then costs no statement for its document: before, each built it twice. Only
+ * commit), the fan-out is down or reconnects (messages may have been lost), or ttlMs passes
+ * (then it is read again, and kept if it is the same and polls still use it). An idle poll cycle then costs no statement for its document: before, each built it twice. Only
  * the ETag is kept: a poll that holds it is answered 304, any other has the document read.
  */
 export class DocumentCache {
@@ -98,7 +102,10 @@ export class DocumentCache {
       this.#epoch = this.#fanout.epoch;
     }
     const hit = this.#entries.get(nodeId);
-    if (hit && usable && !opts.fresh && hit.etag === opts.unless) return { doc: null, etag: hit.etag, revoked: hit.revoked };
+    if (hit && usable && !opts.fresh && !hit.checking && hit.etag === opts.unless) {
+      hit.used = true;
+      return { doc: null, etag: hit.etag, revoked: hit.revoked };
+    }
     if (hit) this.#drop(nodeId);
     const read = async () => {
       const { doc, revoked } = await readDesiredState(deps, nodeId);
@@ -126,10 +133,34 @@ export class DocumentCache {
       return value;
     }
     if (this.#entries.size >= this.#max) this.#drop(this.#entries.keys().next().value!);
-    const timer = setTimeout(() => this.#entries.get(nodeId)?.release === release && this.#drop(nodeId), this.#ttlMs);
-    timer.unref();
-    this.#entries.set(nodeId, { etag: value.etag, revoked: value.revoked, release, timer });
+    const entry: CachedDocument = { etag: value.etag, revoked: value.revoked, release, timer: setTimeout(() => undefined, 0), used: false, checking: false };
+    this.#arm(deps, nodeId, entry);
+    this.#entries.set(nodeId, entry);
     return value;
+  }
+
+  /**
+   * At its bound, a document polls still use is read again, still subscribed (a change meanwhile
+   * drops it), and kept when it is the same; one no poll used, or that changed, is dropped. So the
+   * ETag of a node that keeps polling stays known without a gap (ReportMemo relies on it).
+   */
+  #arm(deps: DesiredStateDeps, nodeId: string, entry: CachedDocument): void {
+    entry.timer = setTimeout(() => {
+      if (this.#entries.get(nodeId) !== entry) return;
+      if (!entry.used || !this.#usable()) return this.#drop(nodeId);
+      entry.used = false;
+      entry.checking = true;
+      readDesiredState(deps, nodeId).then(
+        ({ doc, revoked }) => {
+          if (this.#entries.get(nodeId) !== entry) return;
+          if (etagOf(doc) !== entry.etag || revoked !== entry.revoked) return this.#drop(nodeId);
+          entry.checking = false;
+          this.#arm(deps, nodeId, entry);
+        },
+        () => this.#entries.get(nodeId) === entry && this.#drop(nodeId),
+      );
+    }, this.#ttlMs);
+    entry.timer.unref();
   }
 
   /** The ETag this replica remembers for the node now, while it can be trusted (undefined: none). */
