@@ -110,7 +110,7 @@ export const RegistryEnv = Type.Object({
   PLANETLITE_TOKEN_TTL_SECONDS: int(86400, 60, 90 * 86400, 'lifetime of a login token'),
   PLANETLITE_DB_PREPARE: Type.Boolean({ default: true, description: 'prepare each SQL statement once per PostgreSQL connection; false behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21)' }),
   PLANETLITE_AUTH_CACHE_SECONDS: int(30, 0, 3600, 'longest a replica answers for a token or node key from memory (ended ones are forgotten on every replica at once; 0: look every one up)'),
-  PLANETLITE_DOC_CACHE_SECONDS: int(120, 0, 3600, "longest a replica answers a node's poll with 'unchanged' from memory (a change to its document, or Redis down, ends that at once; 0: build the document on every poll)"),
+  PLANETLITE_DOC_CACHE_SECONDS: int(120, 0, 3600, "longest a replica answers a node's poll with 'unchanged' from memory unchecked (a change to its document, or Redis down, ends that at once); it also lets a replica take a report that says nothing new without a statement of its own (0: build the document on every poll and write every report)"),
   PLANETLITE_LOGIN_RATE_LIMIT: int(10, 1, 100000, 'logins per minute per address and email'),
   PLANETLITE_LONG_POLL_MAX_SECONDS: int(60, 1, 300, "longest desired-state long-poll"),
   PLANETLITE_NODE_OFFLINE_AFTER_SECONDS: int(150, 10, 86400, 'a silent node is marked offline after this long'),

@@ -143,25 +143,14 @@ export async function acceptReport(deps: ChangeDeps, nodeId: string, body: Obser
   const digests = reportDigests(body);
   if (memo.absorb(nodeId, body, digests)) return { updated: 0, removed: 0 };
   const ticket = memo.begin(nodeId);
-  // A node whose document this replica remembers (its agent long-polls here) has its figures
-  // written with the next flush as well: the report's own statement writes only what changed.
-  const figuresLater = ticket.etag !== undefined;
   try {
-    const out = await writeReport(deps, nodeId, figuresLater ? withoutFigures(body) : body, opts);
+    const out = await writeReport(deps, nodeId, body, opts);
     memo.remember(ticket, body, digests);
-    if (figuresLater) memo.queueFigures(nodeId, body);
     return out;
   } catch (err) {
     memo.abandon(ticket);
     throw err;
   }
-}
-
-function withoutFigures(body: ObservedState): ObservedState {
-  return {
-    ...body,
-    slivers: body.slivers.map(({ cpu_seconds: _c, memory_bytes: _m, disk_bytes: _d, net_rx_bytes: _r, net_tx_bytes: _t, ...rest }) => rest),
-  };
 }
 
 async function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
