@@ -69,6 +69,8 @@ declare module 'webtorrent' {
   }
 
   export default class WebTorrent extends EventEmitter {
+    /** The package's version, e.g. "3.0.21". */
+    static VERSION: string;
     constructor(opts?: ClientOptions);
     /** The TCP port it takes peers on, once listening. */
     torrentPort: number;

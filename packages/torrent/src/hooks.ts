@@ -4,11 +4,10 @@
 // against webtorrent 3.0 and are guarded by its version: under another major version, or when a
 // member they need is missing, each does nothing and webtorrent's own behaviour applies.
 // hooks.test.ts checks that every member is there in the installed version.
-import { createRequire } from 'node:module';
-import type { Torrent, Wire } from 'webtorrent';
+import WebTorrent, { type Torrent, type Wire } from 'webtorrent';
 
-/** The installed webtorrent's version. */
-export const WEBTORRENT_VERSION: string = (createRequire(import.meta.url)('webtorrent/package.json') as { version: string }).version;
+/** The webtorrent this runs with (its own VERSION: a bundled program has no package.json to read). */
+export const WEBTORRENT_VERSION: string = String(WebTorrent.VERSION);
 
 /** Whether the hooks apply: they know webtorrent 3's internals only. */
 export const HOOKS_APPLY = /^3\./.test(WEBTORRENT_VERSION);

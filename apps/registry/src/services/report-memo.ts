@@ -125,7 +125,7 @@ export class ReportMemo {
     // A sample is due about once per interval; the statement itself skips a sliver sampled too recently.
     const sampleDue = now - memo.sampledAt >= this.#deps.sampleSeconds * 900;
     if (sampleDue || digests.figures !== memo.figures) {
-      this.queueFigures(nodeId, body);
+      this.#queueFigures(nodeId, body);
       memo.figures = digests.figures;
       if (sampleDue) memo.sampledAt = now;
     }
@@ -150,7 +150,7 @@ export class ReportMemo {
   }
 
   /** Queues the figures of a report's slivers for the next flush (a later report's replace them). */
-  queueFigures(nodeId: string, body: ObservedState): void {
+  #queueFigures(nodeId: string, body: ObservedState): void {
     for (const s of body.slivers) {
       const usage = s.state === 'deleted' ? null : usageOf(s);
       if (usage) this.#usage.set(s.id, { node: nodeId, id: s.id, usage });
@@ -198,7 +198,7 @@ export class ReportMemo {
     return this.#memos.size;
   }
 
-  /** Writes what is queued: figures in one statement, last_seen in another; a node found not online is brought back with its node.online event. */
+  /** Writes what is queued: figures, then last_seen, FLUSH_BATCH rows per statement; a node found not online is brought back with its node.online event. */
   async flush(): Promise<void> {
     while (this.#flushing) await this.#flushing;
     if (!this.#seen.size && !this.#usage.size) return;
