@@ -6,8 +6,10 @@
 // two replicas of one registry, HTTPS (its own CA, the default) and plain HTTP, in alternating
 // blocks, so that what TLS costs on that path is measured in the same run.
 //
-//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--write docs/benchmarks.md]
+//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--write docs/benchmarks.md]
 //
+// --warm-pool K: then K spares kept by the agent's warm pool (warm-pool.ts), and --slivers more
+// slivers timed one at a time, each handed out from a full pool.
 // --slivers: how many are created one at a time and timed through each replica; --density: how many idle slivers the
 // node holds at the end (the rest are created in a burst through the API), for the memory figures.
 //
@@ -29,9 +31,10 @@ import { enroll, importImage, openDrivers, loadSettings } from '@planetlite/agen
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
 import { appendResults } from './results.ts';
 
-const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, write: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, write: { type: 'string' } } });
 const N = Number(args.slivers);
 const M = Math.max(2 * N, Number(args.density ?? 2 * N));
+const POOL = Number(args['warm-pool'] ?? 0);
 const ROOT = new URL('../../', import.meta.url).pathname;
 const NODE = 'pl-bench-node';
 const PUBLIC = '198.18.251.1';
@@ -156,7 +159,7 @@ async function main(): Promise<void> {
     const memBefore = hostMemory();
     const nodeJson = join(stateDir, 'node.json');
     const caFile = join(stateDir, 'registry-ca.pem');
-    const startAgent = async (via: RunningRegistry) => {
+    const startAgent = async (via: RunningRegistry, flags: string[] = []) => {
       if (agent && agent.exitCode === null) {
         const exited = new Promise((r) => agent!.once('exit', r));
         agent.kill('SIGTERM');
@@ -166,7 +169,7 @@ async function main(): Promise<void> {
       if (via.ca) writeFileSync(caFile, via.ca);
       else rmSync(caFile, { force: true });
       // The agent runs as its own process, as on a node (`planetlite-agent run`, settings from the state dir).
-      agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, '--log-level', process.env.PLANETLITE_BENCH_LOG ?? 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, ...flags, '--log-level', process.env.PLANETLITE_BENCH_LOG ?? 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
       const agentExit = new Promise((r) => agent!.once('exit', r));
       const since = Date.now();
       await Promise.race([
@@ -205,6 +208,29 @@ async function main(): Promise<void> {
     }
     const full = timed.https;
 
+    // 2b. With a warm pool: each sliver handed out from a full pool (the agent refills it between).
+    const pooled: number[] = [];
+    if (POOL > 0) {
+      await startAgent(registry, ['--warm-pool-image', 'tiny', '--warm-pool-size', String(POOL)]);
+      const ledgerFile = join(stateDir, 'slivers.json');
+      const sparesUp = async () => {
+        const spares = (JSON.parse(readFileSync(ledgerFile, 'utf8')) as Array<{ spare?: boolean }>).filter((r) => r.spare).length;
+        const running = [...(await drivers.instances.lxc!.states()).values()].filter((st) => st === 'running').length;
+        return spares === POOL && running === slivers.length + POOL;
+      };
+      const fullPool = async () => {
+        for (const t0 = Date.now(); !(await sparesUp()); await new Promise((r) => setTimeout(r, 100))) {
+          if (Date.now() - t0 > 300_000) throw new Error('the warm pool did not fill within 300 s');
+        }
+        // The agent's next report tells the registry (every 30 s, or at once after a fill).
+        await new Promise((r) => setTimeout(r, 1500));
+      };
+      for (let i = 0; i < N; i++) {
+        await fullPool();
+        pooled.push(await create(`bench_pool${i}`, admin));
+      }
+    }
+
     // 3. Density: the rest in a burst, then what the idle slivers cost.
     const burst = Date.now();
     const ports: number[] = [];
@@ -241,6 +267,7 @@ async function main(): Promise<void> {
     const f = stats(full);
     const h = stats(timed.http);
     const a = stats(afterStart);
+    const p = pooled.length ? stats(pooled) : null;
     const text = [
       `### Sliver start-up and density — ${new Date().toISOString().slice(0, 10)}`,
       '',
@@ -253,7 +280,9 @@ async function main(): Promise<void> {
       `| POST /v1/slices/…/slivers → SSH banner on the forwarded port, HTTPS (default) | ${full.length} | ${f.median} | ${f.p95} | ${f.min} | ${f.max} |`,
       `| the same through the plain-HTTP replica (--plain-http, loopback) | ${timed.http.length} | ${h.median} | ${h.p95} | ${h.min} | ${h.max} |`,
       `| the first sliver after each start of the agent (not in the rows above) | ${afterStart.length} | ${a.median} | ${a.p95} | ${a.min} | ${a.max} |`,
+      ...(p ? [`| POST → banner, HTTPS, handed out from a warm pool of ${POOL} (spares built and running ahead) | ${pooled.length} | ${p.median} | ${p.p95} | ${p.min} | ${p.max} |`] : []),
       '',
+      ...(p ? [`Warm pool against the floor: ${(p.median / fl.median).toFixed(2)}× at the median (target < 1×), ${(p.p95 / fl.p95).toFixed(2)}× at p95.`, ''] : []),
       `POST → banner against the floor: ${(f.median / fl.median).toFixed(2)}× at the median (target ≤ 1.5×), ${(f.p95 / fl.p95).toFixed(2)}× at p95 (target ≤ 2×); the drivers driven directly: ${(b.median / fl.median).toFixed(2)}× at the median. Ratio of medians to the bare chain: ${(f.median / b.median).toFixed(2)}×. HTTPS against plain HTTP: ${(((f.median - h.median) / h.median) * 100).toFixed(1)} % at the median, ${(((f.p95 - h.p95) / h.p95) * 100).toFixed(1)} % at p95 (target ≤ 10 %), in ${BLOCKS} alternating blocks.`,
       '',
       `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,

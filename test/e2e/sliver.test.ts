@@ -24,7 +24,7 @@ let nodeId: string;
 const sshFromNet = (port: number, user: string, command: string, identity?: string) => node.ssh(port, user, command, identity);
 
 beforeAll(async () => {
-  node = await startOneNode({ site: 'e2e', octets: [100, 50], sliverSubnet: (o) => `10.${200 + (o % 50)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
+  node = await startOneNode({ site: 'e2e', octets: [100, 45], sliverSubnet: (o) => `10.${200 + (o % 50)}.0.0/24`, image: { name: 'tiny', file: 'tiny.tar' } });
   ({ admin, publicAddress: PUBLIC, ns: NODE, net: NET, dir, key, nodeId } = node);
 }, 180_000);
 

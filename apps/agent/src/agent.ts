@@ -155,7 +155,9 @@ export class Agent {
         fetcher: images,
         forwarding: () => this.state.revokedAt() === null,
         extraKeys: (rec) => frontDoor.authorizedLines(rec),
+        warmPool: { image: settings.warm_pool_image, size: settings.warm_pool_size },
       });
+      if (this.#reconciler.pool) this.#reconciler.pool.onChange = () => void this.report();
       const revokedAt = this.state.revokedAt();
       if (revokedAt) this.#log.error({ revoked_at: revokedAt }, "this node's key was revoked: its slivers get no forwarding until the node is enrolled again");
       const reconciler = this.#reconciler;
@@ -219,6 +221,8 @@ export class Agent {
     await this.#watchdog?.stop();
     await this.sync.stop();
     await this.#passes;
+    // A spare being built is finished (or undone); no other is started.
+    await this.#reconciler?.pool?.close();
     await this.#reporting;
     await this.#images?.close();
     await this.#frontDoor?.stop();
@@ -250,6 +254,7 @@ export class Agent {
       // What the drivers' checks found: nothing is claimed before they pass.
       ...(this.#drivers ? { capabilities: nodeCapabilities(this.#drivers.instances, machine()) } : {}),
       ...(this.#frontDoor ? { front_door: this.#frontDoor.published() } : {}),
+      ...(this.#reconciler?.pool ? { spares: this.#reconciler.pool.spares() } : {}),
     };
   }
 
@@ -347,7 +352,7 @@ export class Agent {
   }
 
   #updateFrontDoor(): void {
-    if (this.#ledger) this.#frontDoor?.update(this.sync.current, this.#ledger.all());
+    if (this.#ledger) this.#frontDoor?.update(this.sync.current, this.#ledger.slivers());
   }
 
   /** Resolves when every pass started so far has finished (tests). */

@@ -13,7 +13,7 @@ import { instanceStates, readiness } from './instances.js';
 import type { Ledger, SliverRecord } from './ledger.js';
 import { describePlan, keysHash, kindOf, planLifecycle, type HostView, type Readiness, type SliverFacts, type SliverKind, type SliverPlan, type Step, type TeardownStep } from './planner.js';
 import { isTransient, keysFault, provisionFault, sliverError } from './faults.js';
-import { keysScript, provisionRoot } from './provision.js';
+import { keysScript, provisionRoot, provisionSpare } from './provision.js';
 
 /** What a pass needs of the image fetcher (fetch.ts). */
 export interface Fetcher {
@@ -23,6 +23,11 @@ export interface Fetcher {
 }
 
 const MiB = 1024 * 1024;
+
+/** A spare's hostname until it is handed out. */
+const SPARE_HOSTNAME = 'spare';
+/** A spare's port window: attach() checks one but uses none; no table rule names a spare. */
+const NO_PORTS = { first: 1, last: 1 };
 
 type BuildPlan = Extract<SliverPlan, { action: 'build' }>;
 
@@ -192,6 +197,11 @@ export class Builder {
       case 'claim':
         b.rec = this.#ledger.claim(s.id, s.slice, this.#maxSlots, b.plan.kind);
         return;
+      case 'adopt':
+        this.#ledger.adopt(s.id, s.slice);
+        b.rec = this.#ledger.get(s.id)!;
+        await driver.setHostname?.(s.id, s.slice);
+        return;
       case 'wipe':
         await driver.destroy(s.id);
         await this.#d.storage.deleteRoot(s.id);
@@ -294,6 +304,39 @@ export class Builder {
     return [...s.keys, ...this.#extraKeys(rec)];
   }
 
+  /**
+   * A warm-pool spare (warm-pool.ts): a container of the image built and started under an id of
+   * the agent's own, with its own host key and link but no slice, no user, no keys and no port
+   * (it is in no nftables rule). Undone whole if any part fails.
+   */
+  async buildSpare(id: string, sha256: string, resources: DesiredSliver['resources']): Promise<void> {
+    const driver = this.#d.instances.lxc!;
+    await Reverter.wrap(async (r) => {
+      const rec = this.#ledger.claim(id, '', this.#maxSlots, 'lxc', { image_sha256: sha256 });
+      r.add(() => this.#ledger.release(id));
+      r.add(() => this.#d.storage.deleteRoot(id));
+      const [rootfs, net] = await settleAllValues([
+        this.#d.storage.createRoot(id, sha256, resources.disk_mb * MiB).then(async (root) => {
+          await provisionSpare(root);
+          return root;
+        }),
+        (async () => {
+          r.add(() => this.#d.network.detach(id));
+          return this.#d.network.attach(netSpec(rec, { ports: NO_PORTS }));
+        })(),
+      ]);
+      r.add(() => driver.destroy(id));
+      await driver.define({
+        ...limitsOf({ id, resources }),
+        hostname: SPARE_HOSTNAME,
+        rootfs,
+        idmapBase: driver.capabilities.unprivileged ? rec.idmap_base : null,
+        net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
+      });
+      await driver.start(id);
+    });
+  }
+
   /** Tears a sliver down, step by step (planner.ts: planTeardown). */
   async teardown(id: string, kind: SliverKind, steps: TeardownStep[]): Promise<void> {
     for (const step of steps) {
@@ -348,6 +391,14 @@ export class Builder {
     this.#applying = applied.then(seen, seen);
     return applied;
   }
+}
+
+/** settleAll, resolving with the values. */
+async function settleAllValues<T extends readonly unknown[]>(work: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const outcomes = await Promise.allSettled(work);
+  const failed = outcomes.find((o) => o.status === 'rejected');
+  if (failed) throw failed.reason;
+  return outcomes.map((o) => (o as PromiseFulfilledResult<unknown>).value) as unknown as T;
 }
 
 /** Waits for every promise, then throws the first failure (nothing is left running behind an undo). */

@@ -20,6 +20,9 @@ export interface SliverRecord {
   reset_seq: number;
   /** Hash of the member keys last written into the sliver, so unchanged keys cost nothing. */
   keys_hash: string | null;
+  /** A spare of the warm pool (warm-pool.ts): built and started ahead, under an id of the agent's
+   * own, with no slice in it yet. It becomes a sliver when the registry hands its id out. */
+  spare?: true;
 }
 
 export class Ledger {
@@ -44,12 +47,23 @@ export class Ledger {
     return this.#slivers.get(id);
   }
 
+  /** Every record, spares included (they hold slots and uid ranges too). */
   all(): SliverRecord[] {
     return [...this.#slivers.values()];
   }
 
+  /** The slivers: every record but the warm pool's spares. */
+  slivers(): SliverRecord[] {
+    return this.all().filter((r) => !r.spare);
+  }
+
+  /** The warm pool's spares. */
+  spares(): SliverRecord[] {
+    return this.all().filter((r) => r.spare);
+  }
+
   /** The sliver's record, allocating the lowest free slot (and its uid range) if it has none. */
-  claim(id: string, slice: string, maxSlots: number, kind: 'lxc' | 'kvm' = 'lxc'): SliverRecord {
+  claim(id: string, slice: string, maxSlots: number, kind: 'lxc' | 'kvm' = 'lxc', spare?: { image_sha256: string }): SliverRecord {
     const have = this.#slivers.get(id);
     if (have) return have;
     const used = new Set(this.all().map((r) => r.slot));
@@ -58,7 +72,7 @@ export class Ledger {
     if (slot >= maxSlots) throw new Error(`the sliver subnet has no free /30 left (${maxSlots} slots)`);
     if (this.#ids && slot >= this.#ids.slots) throw new Error(`root's subordinate id range holds no more slivers (${this.#ids.slots}; /etc/subuid, /etc/subgid)`);
     const base = this.#ids ? idmapBase(this.#ids, slot) : IDMAP_FIRST + slot * IDMAP_SIZE;
-    const rec: SliverRecord = { id, slice, slot, idmap_base: base, image_sha256: null, restart_seq: 0, reset_seq: 0, keys_hash: null, kind };
+    const rec: SliverRecord = { id, slice, slot, idmap_base: base, image_sha256: spare?.image_sha256 ?? null, restart_seq: 0, reset_seq: 0, keys_hash: null, kind, ...(spare ? { spare: true as const } : {}) };
     this.#slivers.set(id, rec);
     this.#save();
     return rec;
@@ -68,6 +82,15 @@ export class Ledger {
     const r = this.#slivers.get(id);
     if (!r) return;
     this.#slivers.set(id, { ...r, ...patch });
+    this.#save();
+  }
+
+  /** A spare handed out: from now on a sliver of this slice. */
+  adopt(id: string, slice: string): void {
+    const r = this.#slivers.get(id);
+    if (!r?.spare) return;
+    const { spare: _, ...rest } = r;
+    this.#slivers.set(id, { ...rest, slice });
     this.#save();
   }
 

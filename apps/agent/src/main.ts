@@ -89,6 +89,8 @@ function seconds(v: string): number {
 }
 
 interface ImageFlags {
+  warmPoolImage?: string;
+  warmPoolSize?: number;
   imageUploadKbps?: number | null;
   imageGcGrace?: number;
   vm?: 'auto' | 'off';
@@ -112,7 +114,25 @@ function graceSeconds(v: string): number {
   return Number(v);
 }
 
-const imageSettings = (o: ImageFlags) => ({ image_upload_kbps: o.imageUploadKbps, image_gc_grace_seconds: o.imageGcGrace, vm: o.vm, front_door_port: o.frontDoorPort });
+const imageSettings = (o: ImageFlags) => ({
+  image_upload_kbps: o.imageUploadKbps,
+  image_gc_grace_seconds: o.imageGcGrace,
+  vm: o.vm,
+  front_door_port: o.frontDoorPort,
+  // --warm-pool-size 0 turns the pool off; the image is kept for a later size.
+  warm_pool_image: o.warmPoolImage,
+  warm_pool_size: o.warmPoolSize,
+});
+
+function poolSize(v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) > 1000) throw new InvalidArgumentError('expected a whole number of spares from 0 to 1000');
+  return Number(v);
+}
+
+function imageName(v: string): string {
+  if (!/^[a-z0-9][a-z0-9._-]{0,63}$/.test(v)) throw new InvalidArgumentError(`image name '${v}' must match ^[a-z0-9][a-z0-9._-]{0,63}$`);
+  return v;
+}
 
 const watchdogSettings = (o: WatchdogFlags) => ({
   enabled: o.watchdog,
@@ -134,6 +154,8 @@ program
   .option('--front-door-port <auto|off|port>', "the ssh front door (ssh SLICE@NODE) on the node's address: 'auto' takes port 22 when nothing listens there, else 2222; a port takes that one (22 once the node's own sshd has moved); 'off' runs none (default auto)", frontDoorPort)
   .option('--image-upload-kbps <kbps|none>', 'cap on seeding images to other nodes, kbit/s (default 20000)', kbps)
   .option('--image-gc-grace <seconds>', 'an image no sliver uses is removed from the node after this long (default 86400)', graceSeconds)
+  .option('--warm-pool-image <name>', 'keep spare slivers of this image built and running, handed out to new slivers of slices with that image (start-up without a build); the image must be on this node (imported, or fetched for a sliver)', imageName)
+  .option('--warm-pool-size <n>', 'how many spares the warm pool keeps (default 0: none)', poolSize)
   .option('--watchdog-budget <MiB|host>', "memory watchdog level: the slivers' memory over this budget, or 'host' (default): the whole host's", budget)
   .option('--watchdog-warn <percent>', 'level that records a watchdog.warning event (default 85)', percent)
   .option('--watchdog-reset <percent>', 'level at which the sliver using the most memory is reset (default 90)', percent)

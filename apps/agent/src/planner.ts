@@ -94,6 +94,9 @@ export interface SliverFacts {
 export type Step =
   /** The ledger record: the sliver's /30 slot and host uid range (written before the host is touched). */
   | { do: 'claim' }
+  /** A warm-pool spare handed out: the ledger gives it the slice, the running instance its
+   * hostname; the root step then provisions the slice into it (it never ran slice code). */
+  | { do: 'adopt' }
   /** A reset: the instance and the root go, the ledger forgets the image and keys (and records the reset). */
   | { do: 'wipe'; resetSeq: number | null }
   /** The root filesystem (a snapshot of the image with its quota); provision: made a sliver of its slice. */
@@ -163,15 +166,23 @@ export function planSliver(f: SliverFacts): SliverPlan {
   const stages: Step[][] = [];
   let rec = f.record ?? { image_sha256: null, reset_seq: 0 };
   if (!f.record) stages.push([{ do: 'claim' }]);
+  const spare = f.record?.spare === true;
+  if (spare) {
+    // The registry hands out only a spare of the slice's kind; one of another kind is left alone.
+    if ((f.record!.kind ?? 'lxc') !== kindOf(s)) return { action: 'wait', state: 'failed', error: `warm-pool spare ${s.id} is a ${f.record!.kind ?? 'lxc'} sliver, not ${kindOf(s)}; delete this sliver and create it again` };
+    stages.push([{ do: 'adopt' }]);
+  }
   let hasRoot = f.hasRoot;
-  if (s.reset_seq > rec.reset_seq || f.restore) {
+  // A spare made from another image than the slice's (the image was published again since) gets
+  // a fresh root from the right one.
+  if (s.reset_seq > rec.reset_seq || f.restore || (spare && rec.image_sha256 !== local.sha256)) {
     // A fresh root filesystem from the image, then on as usual.
     stages.push([{ do: 'wipe', resetSeq: s.reset_seq > rec.reset_seq ? s.reset_seq : null }]);
     rec = { ...rec, image_sha256: null };
     hasRoot = false;
   }
   // The root filesystem and the network do not depend on each other: built side by side.
-  stages.push([{ do: 'root', provision: !hasRoot || rec.image_sha256 === null }, { do: 'link' }], [{ do: 'define' }], [{ do: 'lifecycle' }], [{ do: 'limits' }]);
+  stages.push([{ do: 'root', provision: !hasRoot || rec.image_sha256 === null || spare }, { do: 'link' }], [{ do: 'define' }], [{ do: 'lifecycle' }], [{ do: 'limits' }]);
   return {
     action: 'build',
     kind: kindOf(s),

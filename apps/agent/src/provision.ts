@@ -29,6 +29,11 @@ export async function provisionRoot(p: ProvisionSpec): Promise<void> {
   await ensureHostKey(p.rootfs);
 }
 
+/** A warm-pool spare's root before any slice has it: its own host key, and nothing else. */
+export async function provisionSpare(rootfs: string): Promise<void> {
+  await ensureHostKey(rootfs);
+}
+
 async function writeKeys(home: string, uid: number, gid: number, text: string): Promise<void> {
   const ssh = join(home, '.ssh');
   await mkdir(ssh, { recursive: true });

@@ -17,6 +17,7 @@ import { instanceStates } from './instances.js';
 import type { Ledger, SliverRecord } from './ledger.js';
 import { docKey, fetchStatus, planPass, planSliver, planTeardown } from './planner.js';
 import { nodeBounds, screenDesiredState } from './screen.js';
+import { WarmPool, type WarmPoolSettings } from './warm-pool.js';
 
 export type { Fetcher } from './builder.js';
 export type { Drivers } from './drivers.js';
@@ -58,14 +59,28 @@ export class Reconciler {
    * snapshots and lxc-starts at the same instant, and one slow sliver must not hold up the rest. */
   readonly #limit: LimitFunction;
 
-  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[] }) {
+  /** Spares built ahead (warm-pool.ts); null when the node keeps none. */
+  readonly #pool: WarmPool | null;
+
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[]; warmPool?: WarmPoolSettings }) {
     this.#limit = pLimit(opts.concurrency ?? 6);
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
     this.#log = opts.log;
     this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}) });
     this.#accounting = new Accounting({ storage: opts.drivers.storage, network: opts.drivers.network, log: opts.log });
+    this.#pool =
+      opts.warmPool?.image && opts.warmPool.size > 0 && opts.drivers.instances.lxc
+        ? new WarmPool({ settings: opts.warmPool, builder: this.#builder, ledger: opts.ledger, images: opts.images, storage: opts.drivers.storage, log: opts.log.child({ component: 'warm-pool' }), enqueue: (id, job) => this.#enqueue(id, job) })
+        : null;
   }
+
+  /** The warm pool, when the node keeps one. */
+  get pool(): WarmPool | null {
+    return this.#pool;
+  }
+
+
 
   /** Rewrites the nftables table now (forwarding was cut or restored). */
   refreshForwarding(): Promise<void> {
@@ -83,7 +98,8 @@ export class Reconciler {
     const host = await this.#builder.host(doc.slivers.filter((s) => s.desired !== 'deleted'));
     const plan = planPass(doc, host, this.#ledger.all(), this.#done);
     // A sliver whose new document was refused is left as it is, never torn down for it.
-    plan.teardown = plan.teardown.filter((id) => !this.#refused.has(id));
+    // Nor is a warm-pool spare: the pool keeps it until the registry hands it out.
+    plan.teardown = plan.teardown.filter((id) => !this.#refused.has(id) && !this.#ledger.get(id)?.spare);
     const work: Promise<void>[] = [];
     // The first pass of this process rebuilds the nftables table from the ledger and the
     // document: what a previous process left half-done there goes.
@@ -109,6 +125,8 @@ export class Reconciler {
     }
     this.#log.debug({ wanted: plan.ensure.length + plan.unchanged, teardown: plan.teardown.length, unchanged: plan.unchanged, work: work.length }, 'reconcile pass');
     await Promise.all(work);
+    // Spares handed out in this pass are made again behind it.
+    if (this.#pool) void this.#pool.fill();
   }
 
   /**
@@ -118,7 +136,7 @@ export class Reconciler {
    */
   async observed(): Promise<ObservedSliver[]> {
     const desired = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s]));
-    const ids = new Set([...this.#ledger.all().map((r) => r.id), ...desired.keys(), ...this.#refused.keys()]);
+    const ids = new Set([...this.#ledger.slivers().map((r) => r.id), ...desired.keys(), ...this.#refused.keys()]);
     const states = await instanceStates(this.#d.instances);
     const usage = await this.#accounting.read();
     const out: ObservedSliver[] = [];
@@ -202,13 +220,15 @@ export class Reconciler {
       names.add(s.image.name);
       if (s.image.sha256) sha256s.add(s.image.sha256);
     }
+    // Spares' images too, and the pool's image, which it is to be refilled from.
     for (const r of this.#ledger.all()) if (r.image_sha256) sha256s.add(r.image_sha256);
+    if (this.#pool?.image) names.add(this.#pool.image);
     return { names, sha256s };
   }
 
   /** Slivers this node holds, for the memory watchdog (which never looks at anything else). */
   slivers(): Array<{ id: string; slice: string }> {
-    return this.#ledger.all().map((r) => ({ id: r.id, slice: r.slice }));
+    return this.#ledger.slivers().map((r) => ({ id: r.id, slice: r.slice }));
   }
 
   /** The instance driver that runs a sliver here, when it is ready (console logs, memory). */

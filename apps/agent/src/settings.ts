@@ -52,6 +52,10 @@ export const AgentSettingsSchema = Type.Object(
     image_gc_grace_seconds: Type.Integer({ minimum: 0, description: 'a whole number of seconds' }),
     /** The memory watchdog (watchdog.ts); fields missing from settings.json take their defaults. */
     watchdog: WatchdogSchema,
+    /** The warm pool (warm-pool.ts): this many spare slivers of this image kept built and running,
+     * handed out to new slivers of slices with that image. */
+    warm_pool_image: Nullable(Type.String({ pattern: '^[a-z0-9][a-z0-9._-]{0,63}$' }), 'an image name, or null for no warm pool'),
+    warm_pool_size: Type.Integer({ minimum: 0, maximum: 1000, description: 'a whole number from 0 to 1000' }),
     /** The ssh front door (frontdoor/): 'auto' takes port 22 on the node's address when it is free
      * there, else 2222; a number takes that port; 'off' runs none. */
     front_door_port: Type.Union([Type.Literal('auto'), Type.Literal('off'), Type.Integer({ minimum: 1, maximum: 65_535 })], {
@@ -78,6 +82,8 @@ export function defaultSettings(stateDir: string): AgentSettings {
     image_gc_grace_seconds: 86_400,
     vm: 'auto',
     front_door_port: 'auto',
+    warm_pool_image: null,
+    warm_pool_size: 0,
     watchdog: { ...defaultWatchdogSettings },
   };
 }

@@ -56,6 +56,12 @@ describe('the planner, one sliver', () => {
     ['frozen as asked, its cpu cap drifted: built again (no thaw), limits written', built(sliver({ desired: 'frozen' }), { done: true, state: 'frozen', drift: ['cpu.cfs_quota_us'] }), refresh],
     ['settled, but its inbound rate cap is gone from its link: built again (the link step caps it)', built(sliver(), { done: true, drift: ['no inbound cap on plh0123456789ab'] }), refresh],
     ['crash leftover: a root and a container with no ledger record: claimed, provisioned again', brandNew(sliver(), { hasRoot: true }), 'claim, root+provision & link, define, lifecycle, limits'],
+    // Warm pool (warm-pool.ts): a spare the registry handed out is adopted, never built anew.
+    ['warm-pool spare handed out: adopted, its root provisioned for the slice, link (caps, ports), config, lifecycle, limits', built(sliver(), { record: record({ slice: '', spare: true, keys_hash: null }) }), 'adopt, root+provision & link, define, lifecycle, limits'],
+    ['spare of an older image than the slice\'s: adopted, then a fresh root from the right image', built(sliver(), { record: record({ slice: '', spare: true, image_sha256: OTHER, keys_hash: null }) }), 'adopt, wipe, root+provision & link, define, lifecycle, limits'],
+    ['spare handed out, then reset at once: adopted and wiped (reset recorded)', built(sliver({ reset_seq: 1 }), { record: record({ slice: '', spare: true, keys_hash: null }) }), 'adopt, wipe 1, root+provision & link, define, lifecycle, limits'],
+    ['spare handed out for a VM sliver: not adopted, shown as failed', built(sliver({ kind: 'kvm' }), { record: record({ slice: '', spare: true }) }), 'wait'],
+    ['spare handed out whose image is not here any more: fetched first', built(sliver(), { record: record({ slice: '', spare: true }), localImage: undefined, sliver: sliver({ image: { name: 'tiny', sha256: SHA, magnet: 'magnet:?xt=urn:btih:' + 'c'.repeat(40), web_seed: null } }) }), 'fetch'],
   ];
   for (const [what, facts, steps] of table) it(what, () => expect(plan(facts)).toBe(steps));
 

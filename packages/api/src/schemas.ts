@@ -15,6 +15,8 @@ export const SLIVER_ACTIONS = ['start', 'stop', 'restart', 'reset', 'freeze', 't
 export const NODE_ADMIN_STATES = ['active', 'draining', 'decommissioning', 'decommissioned'] as const;
 export const NODE_ACTIONS = ['drain', 'undrain', 'decommission'] as const;
 export const SLICE_KINDS = ['lxc', 'kvm'] as const;
+/** A sha256 digest as 64 lower-case hex digits (an image archive's, as published). */
+export const SHA256_HEX_PATTERN = '^[0-9a-f]{64}$';
 /** What the node's memory watchdog does to a sliver it resets: start it again as it was, or from a fresh copy of its image. */
 export const MEMORY_RESETS = ['restart', 'restore'] as const;
 
@@ -541,6 +543,17 @@ export const ObservedSliver = Type.Object(
   Strict,
 );
 export type ObservedSliver = Static<typeof ObservedSliver>;
+/** A spare sliver a node keeps ready: built from the image with this sha256, running, in no slice yet. */
+export const NodeSpare = Type.Object(
+  {
+    id: Uuid,
+    image: Type.String({ pattern: IMAGE_NAME_PATTERN, description: 'the name of the image it was built from, as the node knows it' }),
+    image_sha256: Type.String({ pattern: SHA256_HEX_PATTERN, description: 'sha256 of the image archive it was built from: matched against the published image; an image the registry has not published is matched by name' }),
+    kind: Enum(SLICE_KINDS),
+  },
+  Strict,
+);
+export type NodeSpare = Static<typeof NodeSpare>;
 /** A sliver's error as the registry keeps it: the first this many characters of what the agent reported. */
 export const SLIVER_ERROR_MAX_CHARS = 4000;
 export const ObservedState = Type.Object(
@@ -569,6 +582,11 @@ export const ObservedState = Type.Object(
       // The front door listening now (null: none); the registry computes the fingerprint itself.
       Nullable(Type.Object({ port: FrontDoor.properties.port, host_key: FrontDoor.properties.host_key }, Strict)),
     ),
+    // Absent: the node keeps no pool (stored as none), so every report states the whole pool.
+    spares: Type.Optional(Type.Array(NodeSpare, {
+      maxItems: 1000,
+      description: 'spare slivers this node keeps ready (its warm pool): a new sliver of a slice whose image and kind match one is given its id; absent: none',
+    })),
   },
   Strict,
 );

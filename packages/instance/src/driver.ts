@@ -101,6 +101,9 @@ export interface InstanceDriver {
    * with the files written. Throws an InstanceError 'limits_not_applied' naming every limit the
    * kernel refused (memory lowered below what the sliver holds), after writing the others. */
   applyLimits?(limits: InstanceLimits): Promise<string[]>;
+  /** Sets the hostname of a running sliver (a warm-pool spare handed out to a slice); one that is
+   * not running takes its config's hostname at start. */
+  setHostname?(id: string, hostname: string): Promise<void>;
   /** Path of the sliver's console log, when the driver keeps one (`planetlite sliver log`). */
   consoleLog?(id: string): string;
   /** Why a sliver that was running has stopped by itself, when the driver can tell; else null. */
@@ -135,6 +138,11 @@ export const IDMAP_SIZE = 65536;
 
 export function isSliverId(id: string): boolean {
   return UUID.test(id);
+}
+
+/** A slice name that can be a sliver's hostname. */
+export function isHostname(name: string): boolean {
+  return HOSTNAME.test(name);
 }
 
 /** Throws InvalidSpecError naming the first bad field. Every value that reaches a config file is

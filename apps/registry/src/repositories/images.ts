@@ -40,10 +40,10 @@ export async function imageExists(q: Queryable, name: string): Promise<boolean> 
   return rows.length > 0;
 }
 
-/** The kinds and architecture of a published image, for placement checks. */
-export async function imageTraits(q: Queryable, name: string): Promise<{ kinds: S.Image['kinds']; arch: string } | null> {
-  const { rows } = await q.query<{ kinds: S.Image['kinds']; arch: string | null }>('SELECT kinds, arch FROM images WHERE name = $1', [name]);
-  return rows[0] ? { kinds: rows[0].kinds, arch: rows[0].arch ?? 'x86_64' } : null;
+/** The kinds, architecture and archive sha256 of a published image, for placement checks and spares. */
+export async function imageTraits(q: Queryable, name: string): Promise<{ kinds: S.Image['kinds']; arch: string; sha256: string } | null> {
+  const { rows } = await q.query<{ kinds: S.Image['kinds']; arch: string | null; sha256: string }>('SELECT kinds, arch, sha256 FROM images WHERE name = $1', [name]);
+  return rows[0] ? { kinds: rows[0].kinds, arch: rows[0].arch ?? 'x86_64', sha256: rows[0].sha256 } : null;
 }
 
 /** Where the archive of an image is and how to name it, for the web seed route. */

@@ -202,6 +202,41 @@ export async function setNodeFrontDoor(q: Queryable, id: string, door: S.FrontDo
   return (rowCount ?? 0) > 0;
 }
 
+/** Records the spares the node's report lists (its warm pool), when they differ from those stored. */
+export async function setNodeSpares(q: Queryable, id: string, spares: S.NodeSpare[]): Promise<void> {
+  await q.query('UPDATE nodes SET spares = $2::jsonb WHERE id = $1 AND spares IS DISTINCT FROM $2::jsonb', [id, JSON.stringify(spares)]);
+}
+
+/**
+ * The id of a spare the node keeps ready for a new sliver of this kind and image (the first one
+ * its report listed), taken off the node's spares; null: none. A listed spare whose id is already
+ * a sliver's (a report older than the hand-out, or a node that lies) is never given and is dropped
+ * from the list too. One statement; the caller holds the node's row lock, so two creations on one
+ * node never take the same spare.
+ */
+export async function takeSpare(q: Queryable, nodeId: string, want: { kind: S.Slice['kind']; image: string; sha256: string | null }): Promise<string | null> {
+  const { rows } = await q.query<{ id: string }>(
+    `WITH listed AS MATERIALIZED (
+       SELECT e.spare, e.i, EXISTS (SELECT 1 FROM slivers s WHERE s.id = (e.spare ->> 'id')::uuid) AS used
+       FROM nodes n, jsonb_array_elements(n.spares) WITH ORDINALITY AS e(spare, i)
+       WHERE n.id = $1
+     ), pick AS (
+       SELECT spare ->> 'id' AS id FROM listed
+       WHERE NOT used AND spare ->> 'kind' = $2
+         AND CASE WHEN $3::text IS NULL THEN spare ->> 'image' = $4 ELSE spare ->> 'image_sha256' = $3 END
+       ORDER BY i LIMIT 1
+     ), written AS (
+       UPDATE nodes SET spares = COALESCE(
+         (SELECT jsonb_agg(spare ORDER BY i) FROM listed WHERE NOT used AND spare ->> 'id' IS DISTINCT FROM (SELECT id FROM pick)),
+         '[]'::jsonb)
+       WHERE id = $1 AND (EXISTS (SELECT 1 FROM pick) OR EXISTS (SELECT 1 FROM listed WHERE used))
+     )
+     SELECT id FROM pick`,
+    [nodeId, want.kind, want.sha256, want.image],
+  );
+  return rows[0]?.id ?? null;
+}
+
 /**
  * Marks at most `limit` online nodes silent since cutoff offline; answers them. Rows a poll or
  * report holds at that moment are skipped (that node is talking), so the sweep never waits on

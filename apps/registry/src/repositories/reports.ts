@@ -24,6 +24,8 @@ export interface PlainReport {
   /** The front door as stored (null: none); undefined: not reported. */
   frontDoor: S.FrontDoor | null | undefined;
   images: S.NodeImage[] | null;
+  /** The node's spares (its warm pool) as the report lists them; [] when it lists none. */
+  spares: S.NodeSpare[];
   /** last_seen is rewritten only when older than this. */
   seenRefreshSeconds: number;
   /** At most one usage sample per sliver this often (minus a margin the caller gives). */
@@ -35,7 +37,8 @@ export interface PlainReport {
  * the node is online with the same capabilities and front door, and no deleting sliver is gone.
  * Writes only what moved: a sliver row whose state, error, address, hold or figures changed (or
  * whose figures are older than the sample interval), a sliver.state event per state or error
- * change, the due usage samples, and last_seen once it has aged. Answers null, having written
+ * change, the due usage samples, the node's images and spares when they differ, and last_seen
+ * once it has aged. Answers null, having written
  * nothing, when the report needs the full treatment (node.online, capabilities, front door, a
  * sliver gone): the caller then applies it in a transaction.
  *
@@ -87,10 +90,10 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
        ORDER BY x.id
        RETURNING *
      ), node_written AS (
-       UPDATE nodes SET last_seen = now(), images = COALESCE($6::jsonb, images)
+       UPDATE nodes SET last_seen = now(), images = COALESCE($6::jsonb, images), spares = $9::jsonb
        FROM verdict
        WHERE verdict.plain AND id = $1 AND (last_seen IS NULL OR last_seen < now() - $7::float8 * interval '1 second'
-         OR ($6::jsonb IS NOT NULL AND images IS DISTINCT FROM $6::jsonb))
+         OR ($6::jsonb IS NOT NULL AND images IS DISTINCT FROM $6::jsonb) OR spares IS DISTINCT FROM $9::jsonb)
        RETURNING id
      ), sampled AS (
        INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
@@ -111,6 +114,7 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
       r.images && JSON.stringify(r.images),
       r.seenRefreshSeconds,
       r.sampleSeconds,
+      JSON.stringify(r.spares),
     ],
     // Its generic plan cost PostgreSQL about 40 % more time at 2,000 agents than planning it for each
     // report's values (docs/benchmarks.md, 2026-12-04 16:36).

@@ -11,7 +11,7 @@ import { withChanges } from '../services/changes.js';
 import { allocatePorts, loadSlice, loadSliver, requireImageServes } from '../services/slices.js';
 import { requireNodeTakesSlivers } from '../services/node-lifecycle.js';
 import * as slivers from '../repositories/slivers.js';
-import { findNode } from '../repositories/nodes.js';
+import { findNode, takeSpare } from '../repositories/nodes.js';
 import { lockSite } from '../repositories/sites.js';
 import { usageSamples } from '../repositories/usage.js';
 import { findConsole } from '../repositories/console.js';
@@ -82,7 +82,10 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const max = site?.max_slivers ?? 0;
       if ((await slivers.countSiteSlivers(q, slice.site)) >= max) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${max} slivers`);
       const ports = await allocatePorts(q, req.body.node_id, node.port_window, ctx.config.portsPerSliver);
-      const id = randomUUID();
+      // A spare the node keeps ready for this image and kind (its warm pool) becomes the sliver:
+      // the agent hands it out instead of building one. A published image is matched by its
+      // sha256, one only imported on nodes by its name.
+      const id = (await takeSpare(q, node.id, { kind: slice.kind, image: slice.image, sha256: image?.sha256 ?? null })) ?? randomUUID();
       await slivers.insertSliver(q, { id, slice: req.params.name, site: slice.site, nodeId: req.body.node_id, kind: slice.kind, ports });
       await changes.record(q, { type: 'sliver.state', slice: req.params.name, node: req.body.node_id, sliver: id, data: { state: 'pending', ports, by: me.email } });
       changes.touch(req.body.node_id);

@@ -1,7 +1,7 @@
 // What a node's agent tells the registry: that it is alive, what it can do, and what its slivers do.
 import type { Queryable } from '@planetlite/db';
 import { SLIVER_ERROR_MAX_CHARS, type FrontDoor, type NodeCapabilities, type ObservedState, type SliverUsage } from '@planetlite/api';
-import { nodeCapabilities, setNodeCapabilities, setNodeFrontDoor, setNodeImages } from '../repositories/nodes.js';
+import { nodeCapabilities, setNodeCapabilities, setNodeFrontDoor, setNodeImages, setNodeSpares } from '../repositories/nodes.js';
 import { parsePublicKey } from './sshkeys.js';
 import { deleteSliver, lockSliversOfNode, refreshSlivers, type SliverRefresh } from '../repositories/slivers.js';
 import { dropSliceIfEmpty } from '../repositories/slices.js';
@@ -69,6 +69,7 @@ export async function applyReport(
   if (body.capabilities) await updateCapabilities(q, changes, nodeId, body.capabilities);
   if (body.images) await setNodeImages(q, nodeId, body.images);
   if (body.front_door !== undefined) await updateFrontDoor(q, changes, nodeId, body.front_door);
+  await setNodeSpares(q, nodeId, body.spares ?? []);
   const rows = await lockSliversOfNode(q, nodeId);
   const reported = new Map(body.slivers.map((s) => [s.id, s]));
   let updated = 0;
@@ -178,6 +179,7 @@ async function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState
     capabilities: body.capabilities ? storedCapabilities(body.capabilities) : null,
     frontDoor: body.front_door === undefined ? undefined : storedFrontDoor(body.front_door),
     images: body.images ?? null,
+    spares: body.spares ?? [],
     seenRefreshSeconds: opts.seenRefreshSeconds,
     sampleSeconds: opts.usageSampleSeconds * 0.9,
   });

@@ -71,14 +71,15 @@ function usageOf(s: ObservedState['slivers'][number]): SliverUsage | null {
   return any ? u : null;
 }
 
-/** What a report says (states, errors, addresses, holds, images, capabilities, front door) and its figures, apart. */
+/** What a report says (states, errors, addresses, holds, images, capabilities, front door, spares) and its figures, apart. */
 export function reportDigests(body: ObservedState): { says: string; figures: string } {
   const slivers = body.slivers.map((s) => {
     const { cpu_seconds: _c, memory_bytes: _m, disk_bytes: _d, net_rx_bytes: _r, net_tx_bytes: _t, ...rest } = s;
     return rest;
   });
   return {
-    says: digest([slivers, body.images ?? null, body.capabilities ?? null, body.front_door === undefined ? '-' : body.front_door]),
+    // Spares are stored as listed (absent: none), so a change of the pool alone makes the report written.
+    says: digest([slivers, body.images ?? null, body.capabilities ?? null, body.front_door === undefined ? '-' : body.front_door, body.spares ?? []]),
     figures: digest(body.slivers.map(usageOf)),
   };
 }

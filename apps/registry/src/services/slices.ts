@@ -59,13 +59,13 @@ export async function allocatePorts(q: Queryable, nodeId: string, window: S.Port
 /**
  * Refuses a slice of this kind on a published image that does not serve it (its manifest's
  * kinds). An image the registry has not published may still be on nodes (`planetlite-agent
- * image import`): nothing to check then. Returns the image's architecture, when published.
+ * image import`): nothing to check then. Returns the image's architecture and archive sha256, when published.
  */
-export async function requireImageServes(q: Queryable, image: string, kind: S.Slice['kind']): Promise<{ arch: string } | null> {
+export async function requireImageServes(q: Queryable, image: string, kind: S.Slice['kind']): Promise<{ arch: string; sha256: string } | null> {
   const img = await imageTraits(q, image);
   if (!img) return null;
   if (!img.kinds.includes(kind)) {
     throw new AppError('image_incompatible', `image ${image} serves ${img.kinds.join(' and ')} slivers, not ${kind}; choose an image whose kinds include ${kind} (planetlite image ls)`);
   }
-  return { arch: img.arch };
+  return { arch: img.arch, sha256: img.sha256 };
 }

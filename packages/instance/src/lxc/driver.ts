@@ -8,6 +8,7 @@ import { CommandError, Reverter, requireTools, run, tryRun, type RunOptions, typ
 import { InstanceError } from '../errors.js';
 import {
   InvalidSpecError,
+  isHostname,
   isSliverId,
   trackCheck,
   validateInstanceSpec,
@@ -356,6 +357,15 @@ export class LxcDriver implements InstanceDriver {
     const dir = parents ? findPayload(this.#name(id), parents) : null;
     const text = dir ? readCgroupFile(dir, 'memory.pressure') : null;
     return text === null ? null : parsePressure(text);
+  }
+
+  async setHostname(id: string, hostname: string): Promise<void> {
+    if (!isHostname(hostname)) throw new InvalidSpecError(`hostname must be 1-63 of [A-Za-z0-9_.-], got ${JSON.stringify(hostname)}`);
+    const pid = await this.initPid(id);
+    if (pid === null) return;
+    // Written from the host into the sliver's UTS namespace (the file is per namespace): nothing
+    // of the sliver's runs. Not hostname(1): Debian's refuses the '_' of slice names.
+    await run('nsenter', [`--target=${pid}`, '--uts', '--', 'sh', '-c', 'printf %s "$1" > /proc/sys/kernel/hostname', 'sh', hostname]);
   }
 
   /** Host pid of the sliver's init, or null when it is not running (for accounting and tests). */
