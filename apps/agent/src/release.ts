@@ -83,7 +83,7 @@ export async function releaseNode(opts: ReleaseOptions): Promise<string[]> {
     }
   });
   if (opts.keepData) {
-    done.push(`kept in ${stateDir}: the node's enrollment, settings, images and the ledger of ${new Ledger(stateDir).all().length} sliver(s); \`run\` builds them again`);
+    done.push(`kept in ${stateDir}: the node's enrollment, settings, images and the ledger of ${new Ledger(stateDir).slivers().length} sliver(s); \`run\` builds them again`);
   } else {
     for (const dir of [settings.lxc_path, settings.pool_mount]) rmSync(dir, { recursive: true, force: true });
     rmSync(stateDir, { recursive: true, force: true });
