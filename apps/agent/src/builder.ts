@@ -112,8 +112,9 @@ export class Builder {
       instanceStates(this.#d.instances),
       this.#d.storage.listRoots(),
       net.listAttached(),
-      // Only slivers with a ledger record have been given a link and caps.
-      net.rateDrift?.(new Map(wanted.filter((s) => this.#ledger.get(s.id)).map((s) => [s.id, rateOf(s)]))) ?? Promise.resolve(new Map<string, string>()),
+      // Only slivers with a ledger record have been given a link and caps (a spare about to be
+      // handed out has none yet: its build caps it).
+      net.rateDrift?.(new Map(wanted.filter((s) => { const r = this.#ledger.get(s.id); return r !== undefined && !r.spare; }).map((s) => [s.id, rateOf(s)]))) ?? Promise.resolve(new Map<string, string>()),
       // After the applies under way: a listing taken halfway through one is no drift.
       this.#tableSeen !== null && net.tableState ? this.#applying.then(() => net.tableState!()) : Promise.resolve(null),
     ]);
@@ -200,8 +201,9 @@ export class Builder {
       case 'adopt':
         this.#ledger.adopt(s.id, s.slice);
         b.rec = this.#ledger.get(s.id)!;
-        await driver.setHostname?.(s.id, s.slice);
         return;
+      case 'hostname':
+        return driver.setHostname?.(s.id, s.slice);
       case 'wipe':
         await driver.destroy(s.id);
         await this.#d.storage.deleteRoot(s.id);

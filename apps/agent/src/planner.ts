@@ -94,9 +94,11 @@ export interface SliverFacts {
 export type Step =
   /** The ledger record: the sliver's /30 slot and host uid range (written before the host is touched). */
   | { do: 'claim' }
-  /** A warm-pool spare handed out: the ledger gives it the slice, the running instance its
-   * hostname; the root step then provisions the slice into it (it never ran slice code). */
+  /** A warm-pool spare handed out: the ledger gives it the slice; the root step then provisions
+   * the slice into it (it never ran slice code). */
   | { do: 'adopt' }
+  /** The running instance of an adopted spare takes the slice's name as its hostname. */
+  | { do: 'hostname' }
   /** A reset: the instance and the root go, the ledger forgets the image and keys (and records the reset). */
   | { do: 'wipe'; resetSeq: number | null }
   /** The root filesystem (a snapshot of the image with its quota); provision: made a sliver of its slice. */
@@ -182,7 +184,8 @@ export function planSliver(f: SliverFacts): SliverPlan {
     hasRoot = false;
   }
   // The root filesystem and the network do not depend on each other: built side by side.
-  stages.push([{ do: 'root', provision: !hasRoot || rec.image_sha256 === null || spare }, { do: 'link' }], [{ do: 'define' }], [{ do: 'lifecycle' }], [{ do: 'limits' }]);
+  // A spare's hostname beside them: its port may answer before the build is done.
+  stages.push([{ do: 'root', provision: !hasRoot || rec.image_sha256 === null || spare }, { do: 'link' }, ...(spare ? [{ do: 'hostname' } as const] : [])], [{ do: 'define' }], [{ do: 'lifecycle' }], [{ do: 'limits' }]);
   return {
     action: 'build',
     kind: kindOf(s),

@@ -80,8 +80,6 @@ export class Reconciler {
     return this.#pool;
   }
 
-
-
   /** Rewrites the nftables table now (forwarding was cut or restored). */
   refreshForwarding(): Promise<void> {
     return this.#builder.applyTable({ whole: true });

@@ -3,7 +3,7 @@
 // sliver holds up no other, and no more than the concurrency limit are worked on at once.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
@@ -356,5 +356,38 @@ describe('a desired-state document with hostile values', () => {
     }
     expect(fake.calls.filter((c) => c !== 'listRoots' && c !== 'states')).toEqual([]);
     await expect(r.reconcile({ slivers: 'x' } as unknown as DesiredState)).rejects.toThrow('desired state refused: slivers is not a list');
+  });
+});
+
+describe('a warm pool (warm-pool.ts)', () => {
+  it('keeps spares apart from the slivers, and hands one out without building or starting it', async () => {
+    const fake = recordingDrivers(dir);
+    const r = new Reconciler({ drivers: fake.drivers, ledger: new Ledger(dir), images: new ImageIndex(dir), log: createLogger({ name: 't', level: 'silent' }), maxSlots: 1000, warmPool: { image: 'tiny', size: 2 } });
+    await r.reconcile(doc([]));
+    await r.pool!.fill();
+    const spares = r.pool!.spares();
+    expect(spares).toHaveLength(2);
+    expect(spares.every((s) => s.image === 'tiny' && s.image_sha256 === SHA && s.kind === 'lxc' && fake.states.get(s.id) === 'running')).toBe(true);
+    // Later passes leave them up; they are neither reported nor watched as slivers.
+    await r.reconcile(doc([]));
+    expect(fake.calls.filter((c) => c.startsWith('destroy') || c.startsWith('deleteRoot'))).toEqual([]);
+    expect(await r.observed()).toEqual([]);
+    expect(r.slivers()).toEqual([]);
+    // The registry gives a new sliver a spare's id: adopted as it runs, provisioned for its slice.
+    const s = { ...sliver('site_a'), id: spares[0]!.id };
+    fake.calls.length = 0;
+    await r.reconcile(doc([s]));
+    expect(fake.calls).not.toContain(`start ${s.id}`);
+    expect(fake.calls).toContain(`define ${s.id}`);
+    expect((await r.observed()).map((o) => [o.id, o.state])).toEqual([[s.id, 'running']]);
+    expect(readFileSync(join(dir, 'roots', s.id, 'etc', 'slicename'), 'utf8')).toBe('site_a\n');
+    expect(r.slivers()).toEqual([{ id: s.id, slice: 'site_a' }]);
+    // Refilled behind it with a new spare; the one handed out is never offered again.
+    await r.pool!.fill();
+    const now = r.pool!.spares().map((x) => x.id);
+    expect(now).toHaveLength(2);
+    expect(now).not.toContain(s.id);
+    expect(now).toContain(spares[1]!.id);
+    await r.pool!.close();
   });
 });
