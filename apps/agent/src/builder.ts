@@ -104,24 +104,27 @@ export class Builder {
   }
 
   /** What the host has, for a pass: one probe per driver; the live limits of the wanted slivers
-   * that run (cgroupfs reads, no command), their rate caps (one tc command) and the nftables
-   * table (one nft command) against the last one applied. */
-  async host(wanted: readonly DesiredSliver[] = []): Promise<HostView> {
+   * that run (cgroupfs reads, no command); and with `whole`, the links (one ip command), the
+   * wanted slivers' rate caps (one tc command) and the nftables table (one nft command) against
+   * the last one applied. */
+  async host(wanted: readonly DesiredSliver[] = [], opts: { whole?: boolean } = { whole: true }): Promise<HostView> {
     const net = this.#d.network;
+    const whole = opts.whole === true;
     const [instances, roots, links, rates, table] = await Promise.all([
       instanceStates(this.#d.instances),
       this.#d.storage.listRoots(),
-      net.listAttached(),
+      whole ? net.listAttached() : Promise.resolve([]),
       // Only slivers with a ledger record have been given a link and caps (a spare about to be
       // handed out has none yet: its build caps it).
-      net.rateDrift?.(new Map(wanted.filter((s) => { const r = this.#ledger.get(s.id); return r !== undefined && !r.spare; }).map((s) => [s.id, rateOf(s)]))) ?? Promise.resolve(new Map<string, string>()),
+      (whole ? net.rateDrift?.(new Map(wanted.filter((s) => { const r = this.#ledger.get(s.id); return r !== undefined && !r.spare; }).map((s) => [s.id, rateOf(s)]))) : undefined) ?? Promise.resolve(new Map<string, string>()),
       // After the applies under way: a listing taken halfway through one is no drift.
-      this.#tableSeen !== null && net.tableState ? this.#applying.then(() => net.tableState!()) : Promise.resolve(null),
+      whole && this.#tableSeen !== null && net.tableState ? this.#applying.then(() => net.tableState!()) : Promise.resolve(null),
     ]);
     const drift = new Map(rates);
     for (const s of wanted) {
       const st = instances.get(s.id);
-      const files = st && (st.state === 'running' || st.state === 'frozen') ? this.#drift(s) : [];
+      // A spare being handed out runs with the pool's limits until its build writes the slice's.
+      const files = st && (st.state === 'running' || st.state === 'frozen') && !this.#ledger.get(s.id)?.spare ? this.#drift(s) : [];
       if (files.length) drift.set(s.id, files.join(', '));
     }
     return { instances, roots, links, drift, tableDrift: table !== null && table !== this.#tableSeen };
@@ -225,14 +228,19 @@ export class Builder {
         return;
       case 'link': {
         this.#note(s.id, 'network');
-        b.net = await this.#d.network.attach(netSpec(b.rec, s));
-        if (b.isNew) r.add(() => this.#d.network.detach(s.id));
-        // After every attach: a device attach() made anew starts without caps. A cap at or
-        // above what tc takes is no cap. The caps and the table entries are independent of each
-        // other: both at once.
-        this.#note(s.id, 'shaping');
+        // The table's entries name the device by its name, so they need not wait for it: a spare
+        // handed out (its device long made) answers on its port as soon as they are in.
         this.#note(s.id, 'nftables');
-        await settleAll([this.#d.network.limit(s.id, rateOf(s)), this.applyTable()]);
+        const table = this.applyTable();
+        const link = (async () => {
+          b.net = await this.#d.network.attach(netSpec(b.rec, s));
+          if (b.isNew) r.add(() => this.#d.network.detach(s.id));
+          // After every attach: a device attach() made anew starts without caps. A cap at or
+          // above what tc takes is no cap.
+          this.#note(s.id, 'shaping');
+          await this.#d.network.limit(s.id, rateOf(s));
+        })();
+        await settleAll([table, link]);
         return;
       }
       case 'define': {

@@ -29,6 +29,9 @@ interface Status {
   fetching?: string;
 }
 
+/** A pass probes the whole node at least this often (reconcile()). */
+const WHOLE_PROBE_EVERY_MS = 60_000;
+
 export class Reconciler {
   readonly #d: Drivers;
   readonly #ledger: Ledger;
@@ -45,6 +48,8 @@ export class Reconciler {
   /** Slivers whose last build failed for want of space (faults.ts): retried without a new document. */
   readonly #short = new Set<string>();
   #tableRebuilt = false;
+  /** When a pass last probed the whole node (links, rate caps, the nftables table). */
+  #wholeProbeAt = 0;
   #desired: DesiredState | null = null;
   /** Slivers the memory watchdog froze (pressure.ts): held as long as their document is the one
    * they were frozen under; passes leave them alone meanwhile. */
@@ -90,10 +95,16 @@ export class Reconciler {
    * for all slivers; a sliver whose part of the document is unchanged since its last full pass,
    * and whose instance is still in the state that pass left, costs nothing more.
    */
-  async reconcile(received: DesiredState): Promise<void> {
+  async reconcile(received: DesiredState, opts: { whole?: boolean } = {}): Promise<void> {
     const doc = this.#screen(received);
     this.#desired = doc;
-    const host = await this.#builder.host(doc.slivers.filter((s) => s.desired !== 'deleted'));
+    // The listings that cost a command each (links, rate caps, the table) are read by the first
+    // pass, by retries and again() (whole), and at least once a minute: a pass for a new document
+    // in between reads cgroupfs and the pool's directory only, so one change costs no listing of
+    // the whole node. What the document changes is built in full either way.
+    const whole = opts.whole === true || !this.#tableRebuilt || Date.now() - this.#wholeProbeAt >= WHOLE_PROBE_EVERY_MS;
+    if (whole) this.#wholeProbeAt = Date.now();
+    const host = await this.#builder.host(doc.slivers.filter((s) => s.desired !== 'deleted'), { whole });
     const plan = planPass(doc, host, this.#ledger.all(), this.#done);
     // A sliver whose new document was refused is left as it is, never torn down for it.
     // Nor is a warm-pool spare: the pool keeps it until the registry hands it out.
@@ -202,9 +213,10 @@ export class Reconciler {
     return this.#unapplied.size + this.#short.size;
   }
 
-  /** Runs the last document again (an image arrived, a fetch failed). */
+  /** Runs the last document again (an image arrived, a fetch failed, a retry), with the whole
+   * node probed. */
   again(): Promise<void> {
-    return this.#desired ? this.reconcile(this.#desired) : Promise.resolve();
+    return this.#desired ? this.reconcile(this.#desired, { whole: true }) : Promise.resolve();
   }
 
   /** Images the desired state names (by name and sha256) and the ones slivers here were made

@@ -359,6 +359,24 @@ describe('a desired-state document with hostile values', () => {
   });
 });
 
+describe('what a pass probes', () => {
+  it('a pass for a new document lists no links of the whole node; the first pass and again() do', async () => {
+    const fake = recordingDrivers(dir);
+    let listings = 0;
+    Object.assign(fake.drivers.network, { listAttached: async () => { listings++; return []; } });
+    const r = reconciler(fake.drivers);
+    const a = sliver('site_a');
+    await r.reconcile(doc([a]));
+    expect(listings).toBe(1);
+    const b = sliver('site_b');
+    await r.reconcile(doc([a, b]));
+    expect(listings).toBe(1);
+    expect(fake.states.get(b.id)).toBe('running');
+    await r.again();
+    expect(listings).toBe(2);
+  });
+});
+
 describe('a warm pool (warm-pool.ts)', () => {
   it('keeps spares apart from the slivers, and hands one out without building or starting it', async () => {
     const fake = recordingDrivers(dir);
