@@ -196,6 +196,7 @@ export function nodeRecord(n: Node): string {
     ['port_window', `${n.port_window.first}-${n.port_window.last}`],
     ['location', n.location ? `${n.location.city} (${n.location.latitude}, ${n.location.longitude})` : null],
     ['front_door', n.front_door ? `port ${n.front_door.port}, host key ${n.front_door.fingerprint}` : null],
+    ['warm_pool', n.spares ? `${n.spares} spare sliver(s) ready` : null],
     ['last_seen', when(n.last_seen)],
     ['created_at', n.created_at],
   ]);

@@ -75,9 +75,12 @@ describe('spare slivers of a node (warm pool)', () => {
     const s = spare('sparea');
     expect((await report(node, { spares: [s] })).status).toBe(200);
     expect(await storedSpares(node)).toEqual([s]);
+    // The node shows how many it keeps ready.
+    expect((await ok(t.app, 200, 'GET', `/v1/nodes/${node.id}`, w.admin)).spares).toBe(1);
     const first = await place(node, await slice('sparea'));
     expect(first).toBe(s.id);
     expect(await storedSpares(node)).toEqual([]);
+    expect((await ok(t.app, 200, 'GET', `/v1/nodes/${node.id}`, w.admin)).spares).toBe(0);
     // The agent has not reported since: the spare is not given twice.
     const second = await place(node, await slice('sparea'));
     expect(second).toMatch(UUID);

@@ -213,6 +213,7 @@ export const Node = Type.Object(
     key_revoked_at: Nullable(Timestamp),
     slivers: Type.Optional(Type.Integer({ description: 'slivers on the node now, of every slice (in lists and GET of one node)' })),
     free_ports: Type.Optional(Type.Integer({ description: 'ports of its port_window no sliver holds yet' })),
+    spares: Type.Optional(Type.Integer({ minimum: 0, description: 'spare slivers its warm pool keeps ready, as its last report listed them: a new sliver of a slice of that image and kind starts from one' })),
     /** The ssh front door as the node last reported it; null: none. */
     front_door: Nullable(FrontDoor),
     /** Set by its site or an admin (PATCH /v1/nodes/{id}); null: not said. */

@@ -20,6 +20,7 @@ export function toNode(r: Row): S.Node {
     key_revoked_at: isoOrNull(r.key_revoked_at),
     ...(r.sliver_count !== undefined ? { slivers: Number(r.sliver_count), free_ports: (r.port_last as number) - (r.port_first as number) + 1 - Number(r.ports_used) } : {}),
     front_door: r.front_door ? json<S.FrontDoor>(r.front_door) : null,
+    ...(r.spares !== undefined ? { spares: (json<unknown[] | null>(r.spares) ?? []).length } : {}),
     location: r.location ? json<S.NodeLocation>(r.location) : null,
   };
 }
