@@ -67,6 +67,9 @@ describe('a warm pool of two', () => {
     const ids = await fullPool(0);
     const table = (await run('ip', ['netns', 'exec', node.ns, 'nft', 'list', 'table', 'inet', 'planetlite'])).stdout;
     for (const id of ids) expect(table).not.toContain(id);
+    // The registry shows the node's pool from its report.
+    await node.agent!.report();
+    expect((await node.admin.getNode(node.nodeId)).spares).toBe(SIZE);
   }, 180_000);
 
   it('hands spares out to two slices: each sees only its own slice, user, keys and files', async () => {
