@@ -222,7 +222,7 @@ export class Agent {
     await this.sync.stop();
     await this.#passes;
     // A spare being built is finished (or undone); no other is started.
-    await this.#reconciler?.pool?.close();
+    await this.#reconciler?.close();
     await this.#reporting;
     await this.#images?.close();
     await this.#frontDoor?.stop();

@@ -74,15 +74,20 @@ export class Reconciler {
     this.#log = opts.log;
     this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}) });
     this.#accounting = new Accounting({ storage: opts.drivers.storage, network: opts.drivers.network, log: opts.log });
-    this.#pool =
-      opts.warmPool?.image && opts.warmPool.size > 0 && opts.drivers.instances.lxc
-        ? new WarmPool({ settings: opts.warmPool, builder: this.#builder, ledger: opts.ledger, images: opts.images, storage: opts.drivers.storage, log: opts.log.child({ component: 'warm-pool' }), enqueue: (id, job) => this.#enqueue(id, job) })
-        : null;
+    // Also with no pool configured: it then removes the spares an earlier run's pool left.
+    this.#pool = opts.drivers.instances.lxc
+      ? new WarmPool({ settings: opts.warmPool ?? { image: null, size: 0 }, builder: this.#builder, ledger: opts.ledger, images: opts.images, storage: opts.drivers.storage, log: opts.log.child({ component: 'warm-pool' }), enqueue: (id, job) => this.#enqueue(id, job) })
+      : null;
   }
 
-  /** The warm pool, when the node keeps one. */
+  /** The warm pool, when the node keeps one (a size and an image). */
   get pool(): WarmPool | null {
-    return this.#pool;
+    return this.#pool?.image ? this.#pool : null;
+  }
+
+  /** Stops the warm pool's work: resolves once the spare under way is built, or removed. */
+  close(): Promise<void> {
+    return this.#pool?.close() ?? Promise.resolve();
   }
 
   /** Rewrites the nftables table now (forwarding was cut or restored). */
@@ -134,7 +139,7 @@ export class Reconciler {
     }
     this.#log.debug({ wanted: plan.ensure.length + plan.unchanged, teardown: plan.teardown.length, unchanged: plan.unchanged, work: work.length }, 'reconcile pass');
     await Promise.all(work);
-    // Spares handed out in this pass are made again behind it.
+    // Spares handed out in this pass are made again behind it (and with no pool, any left go).
     if (this.#pool) void this.#pool.fill();
   }
 

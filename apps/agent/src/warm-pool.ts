@@ -95,6 +95,8 @@ export class WarmPool {
 
   async #fill(): Promise<void> {
     const { image, size } = this.#settings;
+    // No pool and no spare left from an earlier one: nothing to look at.
+    if (!this.image && this.#ledger.spares().length === 0) return;
     const local = image ? this.#images.byName(image) : undefined;
     // Spares are made only of an image this node has: imported, or fetched for a sliver.
     const sha256 = local && (await this.#storage.hasImage(local.sha256)) ? local.sha256 : null;

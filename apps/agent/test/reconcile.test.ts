@@ -406,6 +406,17 @@ describe('a warm pool (warm-pool.ts)', () => {
     expect(now).toHaveLength(2);
     expect(now).not.toContain(s.id);
     expect(now).toContain(spares[1]!.id);
-    await r.pool!.close();
+    await r.close();
+    // An agent started with no pool any more removes the spares the earlier one left.
+    const without = new Reconciler({ drivers: fake.drivers, ledger: new Ledger(dir), images: new ImageIndex(dir), log: createLogger({ name: 't', level: 'silent' }), maxSlots: 1000 });
+    expect(without.pool).toBeNull();
+    await without.reconcile(doc([s]));
+    await without.close();
+    for (const id of now) {
+      expect(fake.states.has(id)).toBe(false);
+      expect(fake.roots.has(id)).toBe(false);
+    }
+    expect(new Ledger(dir).all().map((x) => x.id)).toEqual([s.id]);
+    expect(fake.states.get(s.id)).toBe('running');
   });
 });
