@@ -38,7 +38,7 @@ fi
 
 # The node's enrollment belongs to this registry's database: a new database means a new node.
 forget_node() {
-  umount "$AGENT_DIR/pool" 2>/dev/null || true
+  umount --recursive "$AGENT_DIR/pool" 2>/dev/null || true
   for dev in $(losetup -j "$AGENT_DIR/pool.img" 2>/dev/null | cut -d: -f1); do losetup -d "$dev" 2>/dev/null || true; done
   rm -rf "$AGENT_DIR"
 }
@@ -65,7 +65,7 @@ stop_all() {
     kill "$AGENT_PID" 2>/dev/null || true
     wait "$AGENT_PID" 2>/dev/null || true
   fi
-  umount "$AGENT_DIR/pool" 2>/dev/null || true
+  umount --recursive "$AGENT_DIR/pool" 2>/dev/null || true
   for dev in $(losetup -j "$AGENT_DIR/pool.img" 2>/dev/null | cut -d: -f1); do losetup -d "$dev" 2>/dev/null || true; done
   ip netns del "$NODE_NS" 2>/dev/null || true
   if kill -0 "$REGISTRY_PID" 2>/dev/null; then

@@ -51,6 +51,13 @@ describe('a sliver on one node', () => {
     const out = await until('ssh to answer', async () => sshFromNet(sliver.ports.first, 'e2e_hello', 'cat /etc/slicename; id -un'), 30_000);
     expect(out.split('\n')).toEqual(['e2e_hello', 'e2e_hello']);
     expect(sshFromNet(sliver.ports.first, 'root', 'id -u')).toBe('0');
+    // Its root is layered (the default): an overlay over the image, mounted on the host. What
+    // the agent wrote into it from the host is the sliver's own (root's, the slice user's).
+    const rootfs = join(node.stateDir, 'pool', 'slivers', sliver.id, 'rootfs');
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter((l) => l.split(' ')[4] === rootfs);
+    expect(mounts).toHaveLength(1);
+    expect(mounts[0]).toContain(' - overlay ');
+    expect(sshFromNet(sliver.ports.first, 'root', 'stat -c %u:%g /etc/slicename /etc/ssh/ssh_host_ed25519_key /home/e2e_hello/.ssh/authorized_keys /etc/hostname')).toBe(['0:0', '0:0', '1000:1000', '0:0'].join('\n'));
   }, 60_000);
 
   it('answers an ssh2 client too', async () => {

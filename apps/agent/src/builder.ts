@@ -38,6 +38,8 @@ interface Build {
   driver: InstanceDriver;
   rec: SliverRecord;
   rootfs: string | null;
+  /** Host ids of the root's files are the sliver's plus this (storage.rootIdShift). */
+  idShift: number;
   net: SliverNet | null;
   /** A new sliver (its ledger record claimed by this build): its link and instance are undone
    * if the build fails (its root is whenever the build made it: plan.fresh). */
@@ -177,7 +179,7 @@ export class Builder {
     this.#log.debug({ sliver: s.id, image: s.image.name, plan: describePlan(plan) }, 'ensure');
     // Keep seeding what this node holds to other nodes (also after a restart).
     if (plan.seed) this.#fetcher?.seed({ name: s.image.name, sha256: plan.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
-    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped', limitsError: null };
+    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, idShift: 0, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped', limitsError: null };
     await Reverter.wrap(async (r) => {
       for (const stage of plan.stages) {
         if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
@@ -214,13 +216,15 @@ export class Builder {
         b.rec = this.#ledger.get(s.id)!;
         return;
       case 'root':
-        b.rootfs = await this.#d.storage.createRoot(s.id, b.plan.sha256, s.resources.disk_mb * MiB);
+        b.rootfs = await this.#d.storage.createRoot(s.id, b.plan.sha256, s.resources.disk_mb * MiB, { layered: this.#layered(b.plan.kind, b.rec) });
         if (b.plan.fresh) r.add(() => this.#d.storage.deleteRoot(s.id));
+        // A root keeps the kind it was made with (snapshot roots of an older agent stay so).
+        b.idShift = (await this.#d.storage.rootIdShift(s.id)) ?? 0;
         if (step.provision) {
           this.#note(s.id, 'provision');
           const keys = this.#keysOf(s, b.rec);
           // A full pool fails this first (btrfs snapshots take no data space): said as such.
-          await provisionRoot({ rootfs: b.rootfs, slice: s.slice, keys }).catch((err: unknown) => {
+          await provisionRoot({ rootfs: b.rootfs, slice: s.slice, keys, idShift: b.idShift }).catch((err: unknown) => {
             throw provisionFault(err, b.rootfs!);
           });
           this.#ledger.update(s.id, { image_sha256: b.plan.sha256, keys_hash: keysHash(keys) });
@@ -251,6 +255,7 @@ export class Builder {
           hostname: s.slice,
           rootfs: b.rootfs!,
           idmapBase: driver.capabilities.unprivileged ? b.rec.idmap_base : null,
+          rootfsShifted: b.idShift !== 0,
           // A container gets the veth's peer moved in; a VM opens the tap, the host end itself.
           net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
         });
@@ -309,6 +314,13 @@ export class Builder {
     }
   }
 
+  /** A new LXC sliver's root is layered (its slivers share the image's page cache) when the pool
+   * can make one and the container is unprivileged; a VM's root is a snapshot qemu idmaps. */
+  #layered(kind: SliverKind, rec: SliverRecord): { idmapBase: number } | null {
+    const driver = this.#d.instances[kind];
+    return this.#d.storage.capabilities.layers && kind === 'lxc' && driver?.capabilities.unprivileged ? { idmapBase: rec.idmap_base } : null;
+  }
+
   /** What the sliver's authorized_keys holds: the members' keys and the node's own lines. */
   #keysOf(s: DesiredSliver, rec: SliverRecord): string[] {
     return [...s.keys, ...this.#extraKeys(rec)];
@@ -325,9 +337,11 @@ export class Builder {
       const rec = this.#ledger.claim(id, '', this.#maxSlots, 'lxc', { image_sha256: sha256 });
       r.add(() => this.#ledger.release(id));
       r.add(() => this.#d.storage.deleteRoot(id));
+      let idShift = 0;
       const [rootfs, net] = await settleAllValues([
-        this.#d.storage.createRoot(id, sha256, resources.disk_mb * MiB).then(async (root) => {
-          await provisionSpare(root);
+        this.#d.storage.createRoot(id, sha256, resources.disk_mb * MiB, { layered: this.#layered('lxc', rec) }).then(async (root) => {
+          idShift = (await this.#d.storage.rootIdShift(id)) ?? 0;
+          await provisionSpare(root, idShift);
           return root;
         }),
         (async () => {
@@ -341,6 +355,7 @@ export class Builder {
         hostname: SPARE_HOSTNAME,
         rootfs,
         idmapBase: driver.capabilities.unprivileged ? rec.idmap_base : null,
+        rootfsShifted: idShift !== 0,
         net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
       });
       await driver.start(id);

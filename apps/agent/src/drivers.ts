@@ -22,7 +22,7 @@ export interface Drivers {
 /** The node's btrfs pool, opened (created, formatted and mounted on first use) under the state
  * dir's lock, so that two agent processes never do that at once. */
 export async function openStorage(settings: AgentSettings, stateDir: string): Promise<StorageDriver> {
-  const storage = storageDrivers.btrfs!({ pool: settings.pool, size: settings.pool_size, mountpoint: settings.pool_mount });
+  const storage = storageDrivers.btrfs!({ pool: settings.pool, size: settings.pool_size, mountpoint: settings.pool_mount, layers: settings.sliver_roots === 'layered' });
   await withStateLock(stateDir, 'opening the storage pool', () => storage.open());
   return storage;
 }

@@ -94,6 +94,7 @@ interface ImageFlags {
   imageUploadKbps?: number | null;
   imageGcGrace?: number;
   vm?: 'auto' | 'off';
+  sliverRoots?: 'layered' | 'snapshot';
   frontDoorPort?: 'auto' | 'off' | number;
 }
 
@@ -118,6 +119,7 @@ const imageSettings = (o: ImageFlags) => ({
   image_upload_kbps: o.imageUploadKbps,
   image_gc_grace_seconds: o.imageGcGrace,
   vm: o.vm,
+  sliver_roots: o.sliverRoots,
   front_door_port: o.frontDoorPort,
   // --warm-pool-size 0 turns the pool off; the image is kept for a later size.
   warm_pool_image: o.warmPoolImage,
@@ -151,6 +153,7 @@ program
   .option('--sliver-subnet <cidr>', 'private addresses of slivers, one /30 each (default 10.200.0.0/16)')
   .option('--netns <name>', "several nodes on one machine (scripts/testbed.sh): slivers, their links and the nftables table live in this network namespace (ip netns add NAME), which holds the node's address; the agent itself stays in this one")
   .addOption(new Option('--vm <auto|off>', "kvm slivers: 'auto' runs them when qemu boots a probe guest here (KVM, else TCG); 'off' never (default auto)").choices(['auto', 'off']))
+  .addOption(new Option('--sliver-roots <layered|snapshot>', "new container slivers' roots: 'layered' (an overlay over the image, idmapped, so slivers of one image share its page cache; needs python3 and overlayfs, else snapshots) or 'snapshot' (a btrfs snapshot each); a root keeps its kind (default layered)").choices(['layered', 'snapshot']))
   .option('--front-door-port <auto|off|port>', "the ssh front door (ssh SLICE@NODE) on the node's address: 'auto' takes port 22 when nothing listens there, else 2222; a port takes that one (22 once the node's own sshd has moved); 'off' runs none (default auto)", frontDoorPort)
   .option('--image-upload-kbps <kbps|none>', 'cap on seeding images to other nodes, kbit/s (default 20000)', kbps)
   .option('--image-gc-grace <seconds>', 'an image no sliver uses is removed from the node after this long (default 86400)', graceSeconds)

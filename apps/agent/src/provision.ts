@@ -2,7 +2,7 @@
 // the slice's members or keys change: /etc/slicename, the slice-named user, every member's key
 // for that user and for root, and host keys of its own.
 import { chmod, chown, mkdir, readFile, writeFile, access } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { ed25519HostKey } from './hostkey.js';
 
 /** Uid and gid of the slice user inside the sliver (the first ordinary user id). */
@@ -12,56 +12,77 @@ export interface ProvisionSpec {
   rootfs: string;
   slice: string;
   keys: string[];
+  /** Host ids of the root's files are the sliver's plus this (storage's rootIdShift): 0 for a
+   * snapshot the instance driver idmaps, the sliver's idmap base for a layered root. */
+  idShift: number;
 }
 
 export async function provisionRoot(p: ProvisionSpec): Promise<void> {
+  const own = owner(p.idShift);
   const etc = join(p.rootfs, 'etc');
-  await mkdir(etc, { recursive: true });
-  await writeFile(join(etc, 'slicename'), `${p.slice}\n`);
-  await writeFile(join(etc, 'hostname'), `${p.slice}\n`);
-  await ensureLine(join(etc, 'passwd'), p.slice, `${p.slice}:x:${SLICE_UID}:${SLICE_UID}:slice ${p.slice}:/home/${p.slice}:/bin/sh`);
-  await ensureLine(join(etc, 'group'), p.slice, `${p.slice}:x:${SLICE_UID}:`);
+  await ensureDir(etc, own(0));
+  await writeOwned(join(etc, 'slicename'), `${p.slice}\n`, own(0));
+  await writeOwned(join(etc, 'hostname'), `${p.slice}\n`, own(0));
+  await ensureLine(join(etc, 'passwd'), p.slice, `${p.slice}:x:${SLICE_UID}:${SLICE_UID}:slice ${p.slice}:/home/${p.slice}:/bin/sh`, own(0));
+  await ensureLine(join(etc, 'group'), p.slice, `${p.slice}:x:${SLICE_UID}:`, own(0));
   // An unusable password ('*'): keys only. Missing shadow files are left missing (tiny images).
-  if (await exists(join(etc, 'shadow'))) await ensureLine(join(etc, 'shadow'), p.slice, `${p.slice}:*:19000:0:99999:7:::`);
+  if (await exists(join(etc, 'shadow'))) await ensureLine(join(etc, 'shadow'), p.slice, `${p.slice}:*:19000:0:99999:7:::`, own(0));
   const authorized = p.keys.join('\n') + (p.keys.length ? '\n' : '');
-  await writeKeys(join(p.rootfs, 'root'), 0, 0, authorized);
-  await writeKeys(join(p.rootfs, 'home', p.slice), SLICE_UID, SLICE_UID, authorized);
-  await ensureHostKey(p.rootfs);
+  await ensureDir(join(p.rootfs, 'home'), own(0));
+  await writeKeys(join(p.rootfs, 'root'), own(0), authorized);
+  await writeKeys(join(p.rootfs, 'home', p.slice), own(SLICE_UID), authorized);
+  await ensureHostKey(p.rootfs, own(0));
 }
 
 /** A warm-pool spare's root before any slice has it: its own host key, and nothing else. */
-export async function provisionSpare(rootfs: string): Promise<void> {
-  await ensureHostKey(rootfs);
+export async function provisionSpare(rootfs: string, idShift: number): Promise<void> {
+  await ensureHostKey(rootfs, owner(idShift)(0));
 }
 
-async function writeKeys(home: string, uid: number, gid: number, text: string): Promise<void> {
+/** Host uid and gid of an id inside the sliver (a user's group has the user's number here). */
+type Owner = { uid: number; gid: number };
+const owner = (shift: number) => (id: number): Owner => ({ uid: shift + id, gid: shift + id });
+
+/** Made with its parents if missing (each owned by `own`); an existing folder is left as it is. */
+async function ensureDir(dir: string, own: Owner): Promise<void> {
+  if (await exists(dir)) return;
+  await ensureDir(dirname(dir), own);
+  await mkdir(dir);
+  await chown(dir, own.uid, own.gid);
+}
+
+/** Written (created or replaced in place) and owned by `own`, so a sliver's root sees it as its own. */
+async function writeOwned(file: string, text: string, own: Owner, mode?: number): Promise<void> {
+  await writeFile(file, text, mode === undefined ? {} : { mode });
+  await chown(file, own.uid, own.gid);
+  if (mode !== undefined) await chmod(file, mode);
+}
+
+async function writeKeys(home: string, own: Owner, text: string): Promise<void> {
   const ssh = join(home, '.ssh');
   await mkdir(ssh, { recursive: true });
-  for (const dir of [home, ssh]) await chown(dir, uid, gid);
+  for (const dir of [home, ssh]) await chown(dir, own.uid, own.gid);
   await chmod(home, 0o755);
   await chmod(ssh, 0o700);
-  const file = join(ssh, 'authorized_keys');
-  await writeFile(file, text, { mode: 0o600 });
-  await chown(file, uid, gid);
-  await chmod(file, 0o600);
+  await writeOwned(join(ssh, 'authorized_keys'), text, own, 0o600);
 }
 
 /** Each sliver gets its own ed25519 host key, never the image's (an image may carry none). */
-async function ensureHostKey(rootfs: string): Promise<void> {
+async function ensureHostKey(rootfs: string, own: Owner): Promise<void> {
   const dir = join(rootfs, 'etc', 'ssh');
   const key = join(dir, 'ssh_host_ed25519_key');
   if (await exists(key)) return;
-  await mkdir(dir, { recursive: true });
+  await ensureDir(dir, own);
   const pair = ed25519HostKey('sliver host key');
-  await writeFile(key, pair.private, { mode: 0o600 });
-  await writeFile(`${key}.pub`, `${pair.public}\n`, { mode: 0o644 });
+  await writeOwned(key, pair.private, own, 0o600);
+  await writeOwned(`${key}.pub`, `${pair.public}\n`, own, 0o644);
 }
 
 /** Replaces the line whose first field is name, or appends it. */
-async function ensureLine(file: string, name: string, line: string): Promise<void> {
+async function ensureLine(file: string, name: string, line: string, own: Owner): Promise<void> {
   const text = (await exists(file)) ? await readFile(file, 'utf8') : '';
   const lines = text.split('\n').filter((l) => l !== '' && l.split(':')[0] !== name);
-  await writeFile(file, [...lines, line].join('\n') + '\n');
+  await writeOwned(file, [...lines, line].join('\n') + '\n', own);
 }
 
 async function exists(path: string): Promise<boolean> {

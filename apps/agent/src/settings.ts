@@ -48,6 +48,10 @@ export const AgentSettingsSchema = Type.Object(
     image_upload_kbps: Nullable(Type.Integer({ minimum: 8 }), "whole kbit/s (at least 8), or null for no cap"),
     /** VM (kvm) slivers: 'auto' runs them when qemu is installed and boots a probe guest; 'off' never. */
     vm: Type.Union([Type.Literal('auto'), Type.Literal('off')], { description: "'auto' or 'off'" }),
+    /** New container slivers' roots: 'layered' (an overlay over the image, idmapped: slivers of
+     * one image share its page cache) where the host can, else snapshots; 'snapshot' always.
+     * A root keeps the kind it was made with. */
+    sliver_roots: Type.Union([Type.Literal('layered'), Type.Literal('snapshot')], { description: "'layered' or 'snapshot'" }),
     /** An image no sliver uses is removed from the node after this long, seconds. */
     image_gc_grace_seconds: Type.Integer({ minimum: 0, description: 'a whole number of seconds' }),
     /** The memory watchdog (watchdog.ts); fields missing from settings.json take their defaults. */
@@ -81,6 +85,7 @@ export function defaultSettings(stateDir: string): AgentSettings {
     image_upload_kbps: 20_000,
     image_gc_grace_seconds: 86_400,
     vm: 'auto',
+    sliver_roots: 'layered',
     front_door_port: 'auto',
     warm_pool_image: null,
     warm_pool_size: 0,

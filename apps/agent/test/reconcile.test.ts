@@ -31,8 +31,9 @@ function recordingDrivers(dir: string) {
   let maxBusy = 0;
   const note = (c: string) => calls.push(c);
   const storage = {
-    name: 'fake', capabilities: { snapshots: true, quotas: true },
+    name: 'fake', capabilities: { snapshots: true, quotas: true, layers: false },
     hasImage: async () => true,
+    rootIdShift: async (id: string) => (roots.has(id) ? 0 : null),
     listRoots: async () => { note('listRoots'); return [...roots]; },
     createRoot: async (id: string) => {
       note(`createRoot ${id}`);

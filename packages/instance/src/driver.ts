@@ -27,6 +27,10 @@ export interface InstanceSpec {
   pids?: number;
   /** Host uid/gid base H of a 65536 range; null = privileged (only if unprivileged is unsupported). */
   idmapBase: number | null;
+  /** The rootfs's files are already owned by host ids H + n (a layered root: storage's
+   * rootIdShift is H), so the driver mounts it as it is; absent/false: they are owned by the ids
+   * the sliver sees, and the driver maps them (an idmapped mount). Only with an idmapBase. */
+  rootfsShifted?: boolean;
   /** The sliver's network: an existing interface on the host (created by the network driver) moved
    * into the container as eth0 (lxc.net.0.type = phys), with its address and gateway; null =
    * loopback only. */

@@ -6,6 +6,17 @@ export interface StorageCapabilities {
   snapshots: boolean;
   /** createRoot's quotaBytes is enforced: writes past it fail with EDQUOT. */
   quotas: boolean;
+  /** createRoot can make layered roots (an overlay over the image idmapped to the sliver's ids):
+   * slivers of one image share its page cache. Known after open(). */
+  layers: boolean;
+}
+
+/** How createRoot makes a new root. */
+export interface RootOptions {
+  /** Layered (when capabilities.layers): files the sliver sees as uid/gid n are host ids
+   * idmapBase + n, on disk as in every process. Else a snapshot whose files keep the ids the
+   * sliver sees, for an instance driver that maps them itself (LXC's idmap=container). */
+  layered?: { idmapBase: number } | null;
 }
 
 /** Where a driver keeps its pool; the same shape for every driver in the registry. */
@@ -18,6 +29,8 @@ export interface StorageOptions {
   mountpoint: string;
   /** Optional pino-style logger (a child logger for this component). */
   log?: StorageLog | undefined;
+  /** Offer layered roots where the host can mount them (python3 and overlayfs); default true. */
+  layers?: boolean | undefined;
 }
 
 /** The part of a pino logger the driver uses: constant messages, variables in fields. */
@@ -50,12 +63,17 @@ export interface StorageDriver {
   /** Idempotent. Refuses (StorageError 'image_in_use') while a sliver root made from it exists. */
   deleteImage(sha256: string): Promise<void>;
   /**
-   * A writable snapshot of the image for one sliver whose exclusive bytes (what the sliver adds)
-   * are limited to quotaBytes. Idempotent: an existing root keeps its contents and gets its
-   * limit set to quotaBytes (so this call also resizes). Returns the root's path.
+   * A writable root of the image for one sliver (a snapshot, or layered: RootOptions) whose
+   * exclusive bytes (what the sliver adds) are limited to quotaBytes. Idempotent: an existing
+   * root keeps its kind and contents, gets its limit set to quotaBytes (so this call also
+   * resizes) and is mounted if layered. Returns the root filesystem's path.
    */
-  createRoot(sliverId: string, imageSha256: string, quotaBytes: number): Promise<string>;
+  createRoot(sliverId: string, imageSha256: string, quotaBytes: number, opts?: RootOptions): Promise<string>;
+  /** The root filesystem's path (of a layered root: where its overlay is mounted). */
   rootPath(sliverId: string): string;
+  /** How far the ids on disk of a root's files are from the ids its sliver sees: the idmap base
+   * of a layered root, 0 for a snapshot; null when there is no root. */
+  rootIdShift(sliverId: string): Promise<number | null>;
   /** Ids of the slivers that have a root. */
   listRoots(): Promise<string[]>;
   /**

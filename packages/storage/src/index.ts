@@ -2,7 +2,7 @@
 import { BtrfsDriver } from './btrfs/driver.js';
 import type { StorageDriver, StorageOptions } from './driver.js';
 
-export type { StorageCapabilities, StorageDriver, StorageLog, StorageOptions } from './driver.js';
+export type { RootOptions, StorageCapabilities, StorageDriver, StorageLog, StorageOptions } from './driver.js';
 export { StorageError, isNoSpace, isStorageError, poolFullOr, type StorageErrorCode } from './errors.js';
 export { isSha256, isSliverId } from './ids.js';
 export { BtrfsDriver } from './btrfs/driver.js';

@@ -121,9 +121,13 @@ export function renderConfig(spec: InstanceSpec, host: LxcHostFacts, opts: Rende
   ];
   if (spec.idmapBase !== null) {
     lines.push(
-      '# Unprivileged: root inside is host uid/gid H. The rootfs is an idmapped mount, so files stay',
-      '# uid 0 on disk (shared with the base image) and need no chown.',
-      'lxc.rootfs.options = idmap=container',
+      ...(spec.rootfsShifted
+        ? ['# Unprivileged: root inside is host uid/gid H. The rootfs (a layered root) already holds host', '# ids H + n: its image layer is idmapped by the storage driver.']
+        : [
+            '# Unprivileged: root inside is host uid/gid H. The rootfs is an idmapped mount, so files stay',
+            '# uid 0 on disk (shared with the base image) and need no chown.',
+            'lxc.rootfs.options = idmap=container',
+          ]),
       `lxc.idmap = u 0 ${spec.idmapBase} ${IDMAP_SIZE}`,
       `lxc.idmap = g 0 ${spec.idmapBase} ${IDMAP_SIZE}`,
     );

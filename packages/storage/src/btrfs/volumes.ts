@@ -1,12 +1,13 @@
 // Images and sliver roots in the btrfs pool: images/<sha256> are read-only subvolumes,
 // slivers/<id> writable snapshots of one of them with an exclusive-bytes qgroup limit.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open, readdir, rename, rm } from 'node:fs/promises';
+import { createReadStream, existsSync } from 'node:fs';
+import { chmod, chown, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Reverter, run } from '@planetlite/host';
 import { StorageError } from '../errors.js';
 import { checkArchive } from './archive.js';
+import { LAYERS_FILE, mountLayers, mountPoints, readLayers, unmountLayers, writeLayers, type Layers } from './layers.js';
 import { isSha256, isSliverId } from '../ids.js';
 import {
   deleteSubvolumeById,
@@ -43,8 +44,15 @@ export function imagePath(mountpoint: string, sha256: string): string {
   return join(mountpoint, IMAGES, sha256);
 }
 
+/** The sliver's subvolume: its whole root when a snapshot, its layers when layered. */
 export function rootPath(mountpoint: string, sliverId: string): string {
   return join(mountpoint, SLIVERS, sliverId);
+}
+
+/** The root filesystem a sliver sees: the snapshot itself, or a layered root's overlay mount. */
+export function rootfsPath(mountpoint: string, sliverId: string): string {
+  const sub = rootPath(mountpoint, sliverId);
+  return existsSync(join(sub, LAYERS_FILE)) ? join(sub, 'rootfs') : sub;
 }
 
 /**
@@ -202,15 +210,17 @@ export async function importImage(mountpoint: string, sha256: string, archive: s
   });
 }
 
-/** Slivers whose root was snapshotted from this image (their parent UUID is the image's UUID). */
+/** Slivers whose root was snapshotted from this image (their parent UUID is the image's UUID),
+ * or that have it as their lower layer. */
 async function rootsMadeFrom(mountpoint: string, sha256: string): Promise<string[]> {
   const all = await listSubvolumes(mountpoint);
   const image = all.get(await subvolumeId(imagePath(mountpoint, sha256)));
   if (!image) return [];
   const users: string[] = [];
   for (const sliver of await listRoots(mountpoint)) {
-    const root = all.get(await subvolumeId(rootPath(mountpoint, sliver)));
-    if (root?.parentUuid === image.uuid) users.push(sliver);
+    const sub = rootPath(mountpoint, sliver);
+    const layers = await readLayers(sub).catch(() => null);
+    if (layers ? layers.image === sha256 : all.get(await subvolumeId(sub))?.parentUuid === image.uuid) users.push(sliver);
   }
   return users;
 }
@@ -235,11 +245,17 @@ export async function listRoots(mountpoint: string): Promise<string[]> {
   return (await readdir(join(mountpoint, SLIVERS))).filter(isSliverId).sort();
 }
 
-export async function createRoot(mountpoint: string, sliverId: string, sha256: string, quotaBytes: number): Promise<string> {
+/**
+ * A sliver's root: a snapshot of the image, or (with `layered`) a subvolume holding the upper
+ * layer of an overlay over the image idmapped to the sliver's host ids (layers.ts). Returns the
+ * root filesystem's path. An existing root keeps its kind and contents, gets the new limit, and
+ * is mounted again if layered and not mounted (after a reboot, say).
+ */
+export async function createRoot(mountpoint: string, sliverId: string, sha256: string, quotaBytes: number, layered: { idmapBase: number } | null = null): Promise<string> {
   const root = rootPath(mountpoint, sliverId);
   if (await isSubvolume(root)) {
     await limitExclusive(mountpoint, root, quotaBytes);
-    return root;
+    return ensureMounted(mountpoint, sliverId);
   }
   const image = imagePath(mountpoint, sha256);
   if (!(await isSubvolume(image))) throw new StorageError('image_not_found', `image ${sha256} is not in the storage pool; import it first`);
@@ -247,18 +263,77 @@ export async function createRoot(mountpoint: string, sliverId: string, sha256: s
   const partial = partialOf(root);
   await deleteSubvolumeTree(mountpoint, partial);
   await Reverter.wrap(async (r) => {
-    await subvolumeSnapshot(image, partial);
-    r.add(() => deleteSubvolumeTree(mountpoint, partial));
+    if (layered) {
+      await subvolumeCreate(partial);
+      r.add(() => deleteSubvolumeTree(mountpoint, partial));
+      await prepareLayers(partial, image, { image: sha256, idmapBase: layered.idmapBase });
+    } else {
+      await subvolumeSnapshot(image, partial);
+      r.add(() => deleteSubvolumeTree(mountpoint, partial));
+    }
     // The limit is set before the root gets its name, so no root is ever seen without one.
     await limitFreshExclusive(partial, quotaBytes);
     if (!(await publish(mountpoint, partial, root))) await limitExclusive(mountpoint, root, quotaBytes);
   });
-  return root;
+  return ensureMounted(mountpoint, sliverId);
+}
+
+/** A layered root's folders: the upper layer's top owned and moded as the image's top, seen
+ * through the sliver's ids (it is the top the sliver sees). */
+async function prepareLayers(dir: string, image: string, layers: Layers): Promise<void> {
+  const top = await stat(image);
+  for (const name of ['upper', 'work', 'lower', 'rootfs']) await mkdir(join(dir, name));
+  await chown(join(dir, 'upper'), layers.idmapBase + top.uid, layers.idmapBase + top.gid);
+  await chmod(join(dir, 'upper'), top.mode & 0o7777);
+  await writeLayers(dir, layers);
+}
+
+/** The root filesystem's path, with a layered root's overlay mounted. */
+async function ensureMounted(mountpoint: string, sliverId: string, mounted?: ReadonlySet<string>): Promise<string> {
+  const sub = rootPath(mountpoint, sliverId);
+  const layers = await readLayers(sub);
+  if (!layers) return sub;
+  const rootfs = join(sub, 'rootfs');
+  const points = mounted ?? (await mountPoints());
+  if (points.has(rootfs)) return rootfs;
+  const image = imagePath(mountpoint, layers.image);
+  if (!(await isSubvolume(image))) throw new StorageError('image_not_found', `image ${layers.image}, the lower layer of sliver ${sliverId}'s root, is not in the storage pool; import it again`);
+  // A crash between attaching the idmapped image and detaching it leaves lower/ mounted.
+  await unmountLayers(sub, points);
+  await mountLayers(sub, image, layers);
+  return rootfs;
+}
+
+/** Mounts every layered root that is not (after a reboot, or the pool mounted again). Returns
+ * those that could not be, with why; they are mounted again when their sliver is next built. */
+export async function mountAllLayers(mountpoint: string): Promise<Array<{ sliver: string; error: string }>> {
+  const points = await mountPoints();
+  const failed: Array<{ sliver: string; error: string }> = [];
+  for (const sliver of await listRoots(mountpoint)) {
+    await ensureMounted(mountpoint, sliver, points).catch((err: unknown) => failed.push({ sliver, error: (err as Error).message }));
+  }
+  return failed;
+}
+
+/** Unmounts every layered root (before the pool itself is unmounted). */
+export async function unmountAllLayers(mountpoint: string): Promise<void> {
+  const points = await mountPoints();
+  const prefix = join(mountpoint, SLIVERS) + '/';
+  for (const p of points) {
+    if (p.startsWith(prefix) && (p.endsWith('/rootfs') || p.endsWith('/lower'))) {
+      try {
+        await run('umount', [p]);
+      } catch (err) {
+        throw new StorageError('pool_busy', `cannot unmount the sliver root ${p}: it is busy (a sliver still running?)`, { cause: err });
+      }
+    }
+  }
 }
 
 export async function deleteRoot(mountpoint: string, sliverId: string): Promise<void> {
   const root = rootPath(mountpoint, sliverId);
   await sweepLeftovers(mountpoint, sliverId);
+  await unmountLayers(root, await mountPoints());
   await deleteSubvolumeTree(mountpoint, root);
 }
 

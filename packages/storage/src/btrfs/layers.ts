@@ -1,0 +1,138 @@
+// Layered sliver roots: the image's read-only subvolume as the lower layer of an overlayfs,
+// seen through an idmapped mount in the sliver's own host ids, under a writable upper layer in
+// a subvolume of the sliver's own (whose qgroup is its disk quota).
+//
+// Why: every sliver of an image then reads the *same* inodes, so the page cache of sshd, libc
+// and the rest is shared by all of them. A btrfs snapshot shares disk blocks but not page
+// cache (each snapshot's files are inodes of their own): ≈ 9 MiB of cache per idle sliver.
+// An idmapped mount *of an overlay* is refused by the kernel (EINVAL), so the lower layer is
+// idmapped on its own, and the upper layer holds host ids (the sliver's root is host uid H).
+//
+// Node cannot make the system calls (unshare, open_tree, mount_setattr, move_mount) and
+// util-linux 2.38 has no idmapped mounts, so a short Python helper (Debian's python3, ctypes)
+// does them, as the qemu jail does (packages/instance/src/qemu/jail.ts).
+//
+// Layout of slivers/<id> (a subvolume): upper/ and work/ (overlayfs's), lower/ (an empty
+// folder the idmapped image is attached on while the overlay is mounted, detached at once),
+// rootfs/ (where the overlay is mounted: the root a sliver sees) and layers.json (the image
+// and the id base, so open() can mount it again after a reboot).
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { run, tryRun } from '@planetlite/host';
+import { StorageError } from '../errors.js';
+
+export const LAYERS_PYTHON = '/usr/bin/python3';
+export const LAYERS_FILE = 'layers.json';
+/** Ids a sliver's map covers (as LXC's lxc.idmap and the agent's slots). */
+export const LAYERS_ID_COUNT = 65536;
+
+export interface Layers {
+  /** The image (sha256) whose subvolume is the lower layer. */
+  image: string;
+  /** Host uid/gid of the sliver's root: the lower layer is seen shifted by this much. */
+  idmapBase: number;
+}
+
+export function isLayers(v: unknown): v is Layers {
+  const o = v as Layers;
+  return typeof o === 'object' && o !== null && typeof o.image === 'string' && /^[0-9a-f]{64}$/.test(o.image) && Number.isSafeInteger(o.idmapBase) && o.idmapBase >= LAYERS_ID_COUNT && o.idmapBase <= 2 ** 32 - 1 - LAYERS_ID_COUNT;
+}
+
+/** The layers of a root, or null when it is a snapshot root (no layers.json). */
+export async function readLayers(subvolume: string): Promise<Layers | null> {
+  let text: string;
+  try {
+    text = await readFile(join(subvolume, LAYERS_FILE), 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  const parsed: unknown = JSON.parse(text);
+  if (!isLayers(parsed)) throw new StorageError('unexpected_output', `${join(subvolume, LAYERS_FILE)} does not name an image and an id base`);
+  return parsed;
+}
+
+export async function writeLayers(subvolume: string, layers: Layers): Promise<void> {
+  await writeFile(join(subvolume, LAYERS_FILE), JSON.stringify(layers) + '\n');
+}
+
+/** Is python3 with ctypes here, and overlayfs in the kernel? The reason when not. */
+export async function layersMissing(): Promise<string | null> {
+  if ((await tryRun(LAYERS_PYTHON, ['-I', '-S', '-c', 'import ctypes'])) === null) return `${LAYERS_PYTHON} with ctypes is missing (apt-get install python3)`;
+  const fs = await readFile('/proc/filesystems', 'utf8');
+  if (!/\toverlay$/m.test(fs)) {
+    await tryRun('modprobe', ['overlay']);
+    if (!/\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8'))) return 'the kernel has no overlay filesystem (modprobe overlay)';
+  }
+  return null;
+}
+
+/** Mounts the overlay of `image` (idmapped to layers.idmapBase) and subvolume/upper on subvolume/rootfs. */
+export async function mountLayers(subvolume: string, imageDir: string, layers: Layers): Promise<void> {
+  // overlayfs splits its options on ',' and its lower layers on ':'.
+  if (/[,:\n]/.test(subvolume)) throw new StorageError('invalid_options', `a layered root cannot live under a path with ',' or ':' (${subvolume}); mount the pool elsewhere`);
+  await run(LAYERS_PYTHON, ['-I', '-S', '-c', LAYERS_SCRIPT, JSON.stringify({ image: imageDir, dir: subvolume, idmapBase: layers.idmapBase, count: LAYERS_ID_COUNT })]);
+}
+
+/** Unmounts subvolume/rootfs if it is mounted (also a lower/ a crash left attached). */
+export async function unmountLayers(subvolume: string, mounted: ReadonlySet<string>): Promise<void> {
+  for (const name of ['rootfs', 'lower']) {
+    const path = join(subvolume, name);
+    if (mounted.has(path)) await run('umount', ['--lazy', path]);
+  }
+}
+
+/** Mount points on this host (from /proc/self/mountinfo, octal escapes decoded). */
+export async function mountPoints(): Promise<Set<string>> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const out = new Set<string>();
+  for (const line of text.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field) out.add(field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))));
+  }
+  return out;
+}
+
+/**
+ * The helper, run as root in the host's namespaces. A child unshares a user namespace whose
+ * maps the parent writes (0 → idmapBase, count ids); the image's tree is cloned (open_tree),
+ * idmapped through that namespace (mount_setattr) and attached on dir/lower (move_mount); the
+ * overlay is mounted on dir/rootfs; lower is detached again (the overlay keeps its own
+ * reference). A mount failing undoes the ones before it.
+ */
+const LAYERS_SCRIPT = String.raw`
+import ctypes, json, os, struct, sys
+spec = json.loads(sys.argv[1])
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def ok(r, what):
+    if r < 0:
+        e = ctypes.get_errno()
+        sys.exit('layered root: %s: %s' % (what, os.strerror(e)))
+    return r
+B = lambda s: s.encode()
+d = spec['dir']; lower, upper, work, rootfs = d + '/lower', d + '/upper', d + '/work', d + '/rootfs'
+go_r, go_w = os.pipe(); ready_r, ready_w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(go_w); os.close(ready_r)
+    if libc.unshare(0x10000000) < 0: os._exit(1)
+    os.write(ready_w, b'1'); os.read(go_r, 1); os._exit(0)
+os.close(go_r); os.close(ready_w)
+if os.read(ready_r, 1) != b'1': sys.exit('layered root: unshare a user namespace: refused')
+try:
+    for kind in ('uid', 'gid'):
+        with open('/proc/%d/%s_map' % (child, kind), 'w') as f: f.write('0 %d %d\n' % (spec['idmapBase'], spec['count']))
+    userns = os.open('/proc/%d/ns/user' % child, os.O_RDONLY)
+finally:
+    os.close(go_w); os.waitpid(child, 0)
+tree = ok(libc.syscall(428, -100, B(spec['image']), 1 | os.O_CLOEXEC), 'open_tree ' + spec['image'])
+attr = struct.pack('QQQQ', 0x00100000, 0, 0, userns)  # MOUNT_ATTR_IDMAP
+ok(libc.syscall(442, tree, b'', 0x1000, attr, len(attr)), 'mount_setattr idmap')
+ok(libc.syscall(429, tree, b'', -100, B(lower), 4), 'move_mount ' + lower)
+opts = 'lowerdir=%s,upperdir=%s,workdir=%s' % (lower, upper, work)
+r = libc.mount(b'overlay', B(rootfs), b'overlay', ctypes.c_ulong(0), B(opts))
+e = ctypes.get_errno()
+libc.umount2(B(lower), 2)  # MNT_DETACH
+if r < 0: sys.exit('layered root: mount overlay on %s: %s' % (rootfs, os.strerror(e)))
+`;
