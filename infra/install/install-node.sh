@@ -11,7 +11,7 @@
 #                     [--with-vm] [--no-start] [--prefix /opt/planetlite] [--root DIR]
 #   ./install-node.sh                      # upgrade an enrolled node
 #
-# --with-vm also installs qemu-system-x86 and python3 (the VM jail helper) for KVM slivers. --root DIR: see install-lib.sh.
+# --with-vm also installs qemu-system-x86 for KVM slivers. --root DIR: see install-lib.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/install-lib.sh"
 
 REGISTRY="" TOKEN="" ADDRESS="" CA_PIN="" HOSTNAME_ARG="" PORT_WINDOW="" WITH_VM=0 START=1
@@ -47,10 +47,11 @@ fi
 SUBNET_BITS="${BASH_REMATCH[1]}"
 
 # 1. Debian packages: LXC, btrfs, nftables and iproute2 (tc) for slivers; busybox-static for the
-# agent's idmap probe; zstd/xz for image archives.
+# agent's idmap probe; zstd/xz for image archives; python3 for the idmapped mounts of layered
+# sliver roots and of the VM jail.
 if on_host; then
-  apt_add lxc btrfs-progs nftables iproute2 procps util-linux tar zstd xz-utils busybox-static ca-certificates
-  [ "$WITH_VM" = 1 ] && apt_add qemu-system-x86 python3
+  apt_add lxc btrfs-progs nftables iproute2 procps util-linux tar zstd xz-utils busybox-static python3 ca-certificates
+  [ "$WITH_VM" = 1 ] && apt_add qemu-system-x86
   [ -n "$APT_ADDED" ] && manifest_set node PACKAGES "$(manifest_get node PACKAGES) $APT_ADDED"
 fi
 

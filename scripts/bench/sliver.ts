@@ -6,12 +6,13 @@
 // two replicas of one registry, HTTPS (its own CA, the default) and plain HTTP, in alternating
 // blocks, so that what TLS costs on that path is measured in the same run.
 //
-//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--write docs/benchmarks.md]
+//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--sliver-roots layered|snapshot] [--write docs/benchmarks.md]
 //
 // --warm-pool K: then K spares kept by the agent's warm pool (warm-pool.ts), and --slivers more
 // slivers timed one at a time, each handed out from a full pool.
 // --slivers: how many are created one at a time and timed through each replica; --density: how many idle slivers the
 // node holds at the end (the rest are created in a burst through the API), for the memory figures.
+// --sliver-roots: the agent's setting (default layered: the slivers share the image's page cache).
 //
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
 // dirs it makes, and is removed at the end.
@@ -31,7 +32,9 @@ import { enroll, importImage, openDrivers, loadSettings } from '@planetlite/agen
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
 import { appendResults } from './results.ts';
 
-const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, write: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, 'sliver-roots': { type: 'string', default: 'layered' }, write: { type: 'string' } } });
+const ROOTS = args['sliver-roots'] as 'layered' | 'snapshot';
+if (ROOTS !== 'layered' && ROOTS !== 'snapshot') throw new Error("--sliver-roots is 'layered' or 'snapshot'");
 const N = Number(args.slivers);
 const M = Math.max(2 * N, Number(args.density ?? 2 * N));
 const POOL = Number(args['warm-pool'] ?? 0);
@@ -109,7 +112,7 @@ async function main(): Promise<void> {
     await admin.addKey((await admin.me()).id, readFileSync(`${key}.pub`, 'utf8'));
     const token = (await admin.createEnrollmentToken('bench')).token;
     const e = await enroll({ registry: registry.url, token, caPin: registry.caPin!, address: PUBLIC, hostname: 'bench.node', stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
-    const settings = { pool: join(dir, 'pool.img'), pool_size: '8G', sliver_subnet: '10.230.0.0/16', netns: NODE };
+    const settings = { pool: join(dir, 'pool.img'), pool_size: '16G', sliver_subnet: '10.230.0.0/16', netns: NODE, sliver_roots: ROOTS };
     const image = join(dir, 'tiny.tar');
     execFileSync('bash', [join(ROOT, 'infra/images/tiny/build.sh'), image]);
     const img = await importImage({ stateDir, name: 'tiny', file: image, settings });
@@ -241,11 +244,17 @@ async function main(): Promise<void> {
       ports.push(s.ports.first);
       if ((i + 1) % 100 === 0) console.error(`bench: ${i + 1} slivers requested`);
     }
+    // When each answered: the pace at the start of the burst against its end (the node filling).
+    const answered: number[] = [];
     for (const [i, port] of ports.entries()) {
-      await banner(port, Date.now(), 1_800_000, 200);
+      await banner(port, Date.now(), 3_600_000, 200);
+      answered.push(Date.now());
       if ((2 * N + i + 1) % 100 === 0) console.error(`bench: ${2 * N + i + 1} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s)`);
     }
     const burstS = (Date.now() - burst) / 1000;
+    const tenth = Math.max(1, Math.floor(answered.length / 10));
+    const pace = (from: number) => (answered.length > tenth ? ((answered[Math.min(answered.length - 1, from + tenth)]! - answered[from]!) / tenth / 1000).toFixed(2) : '—');
+    const agentRss = agent && agent.exitCode === null ? Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024 : NaN;
     await new Promise((r) => setTimeout(r, 5000));
     const memAfter = hostMemory();
     let rss = 0;
@@ -271,7 +280,7 @@ async function main(): Promise<void> {
     const text = [
       `### Sliver start-up and density — ${new Date().toISOString().slice(0, 10)}`,
       '',
-      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; tiny image (busybox + sshd), unprivileged LXC on a btrfs loop-file pool, nftables DNAT, all in one node namespace; registry on embedded PGlite in the benchmark's process, the agent in its own process (planetlite-agent run).`,
+      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; tiny image (busybox + sshd), unprivileged LXC on a btrfs loop-file pool (${ROOTS === 'layered' ? 'layered roots: an overlay over the image, idmapped' : 'snapshot roots'}), nftables DNAT, all in one node namespace; registry on embedded PGlite in the benchmark's process, the agent in its own process (planetlite-agent run --sliver-roots ${ROOTS}).`,
       '',
       '| path | slivers | median ms | p95 ms | min | max |',
       '|---|---:|---:|---:|---:|---:|',
@@ -285,7 +294,7 @@ async function main(): Promise<void> {
       ...(p ? [`Warm pool against the floor: ${(p.median / fl.median).toFixed(2)}× at the median (target < 1×), ${(p.p95 / fl.p95).toFixed(2)}× at p95.`, ''] : []),
       `POST → banner against the floor: ${(f.median / fl.median).toFixed(2)}× at the median (target ≤ 1.5×), ${(f.p95 / fl.p95).toFixed(2)}× at p95 (target ≤ 2×); the drivers driven directly: ${(b.median / fl.median).toFixed(2)}× at the median. Ratio of medians to the bare chain: ${(f.median / b.median).toFixed(2)}×. HTTPS against plain HTTP: ${(((f.median - h.median) / h.median) * 100).toFixed(1)} % at the median, ${(((f.p95 - h.p95) / h.p95) * 100).toFixed(1)} % at p95 (target ≤ 10 %), in ${BLOCKS} alternating blocks.`,
       '',
-      `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each.`,
+      `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each. The agent's RSS: ${(agentRss / 2 ** 20).toFixed(0)} MB.${M > 2 * N ? ` Burst pace: ${pace(0)} s per sliver over its first tenth, ${pace(answered.length - 1 - tenth)} s over its last.` : ''}`,
       '',
     ].join('\n');
     console.log(text);

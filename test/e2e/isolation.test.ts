@@ -139,14 +139,16 @@ describe('root in a sliver cannot get out', () => {
     const name = `marker-${node.tag}`;
     sshFromNet(b.ports.first, 'root', `echo secret-${node.tag} > /root/${name}; sync`);
     // On the host it is in B's root in the pool.
-    const bRoot = join(dir, 'agent', 'pool', 'slivers', b.id);
+    // (A layered root, the default: the overlay the sliver sees is mounted on slivers/ID/rootfs.)
+    const bRoot = join(dir, 'agent', 'pool', 'slivers', b.id, 'rootfs');
     expect(readFileSync(join(bRoot, 'root', name), 'utf8').trim()).toBe(`secret-${node.tag}`);
 
     expect(inside(a, `find / -xdev -name '${name}' 2>/dev/null`).out).toBe('');
     expect(inside(a, `find / -name '${name}' 2>/dev/null`).out).toBe('');
     expect(inside(a, `cat /proc/*/root/root/${name} 2>/dev/null; grep -rl secret-${node.tag} /proc/*/root/root 2>/dev/null`).out).toBe('');
     expect(inside(a, `ls ${bRoot}`).rc).not.toBe(0);
-    expect(existsSync(join(dir, 'agent', 'pool', 'slivers', a.id, 'root', name))).toBe(false);
+    expect(existsSync(join(dir, 'agent', 'pool', 'slivers', a.id, 'rootfs', 'root', name))).toBe(false);
+    expect(existsSync(join(dir, 'agent', 'pool', 'slivers', a.id, 'rootfs', 'etc', 'slicename'))).toBe(true);
   });
 
   it("cannot reach sliver B's private address", async () => {
