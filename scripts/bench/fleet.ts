@@ -24,7 +24,7 @@ import { startPostgres, startRedis, type PostgresServer, type RedisServer } from
 import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
 import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fleet-agents.ts';
 import { AGENTS_PER_PROCESS, ForkedFleet } from './fleet-workers.ts';
-import { appendResults } from './results.ts';
+import { appendResults, lineChart } from './results.ts';
 import { sampleWaits } from './pg-waits.ts';
 
 const { values: args } = parseArgs({
@@ -274,32 +274,15 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
 }
 
 function svgPlot(results: Result[]): string {
-  const W = 640, H = 360, L = 60, R = 20, T = 30, Bm = 50;
-  const maxN = Math.max(...results.map((r) => r.nodes)) * 1.05;
-  const maxY = Math.max(1000, ...results.map((r) => r.max)) * 1.1;
-  const x = (v: number) => L + (v / maxN) * (W - L - R);
-  const y = (v: number) => H - Bm - (v / maxY) * (H - T - Bm);
-  const series = [['p50', 'p50', '#1f77b4'], ['p99', 'p99', '#d62728'], ['max', 'max', '#7f7f7f']] as const;
-  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    `<text x="${W / 2}" y="18" text-anchor="middle">change → node latency across two replicas (K = ${K} slivers per node)</text>`,
-    `<line x1="${L}" y1="${H - Bm}" x2="${W - R}" y2="${H - Bm}" stroke="black"/><line x1="${L}" y1="${T}" x2="${L}" y2="${H - Bm}" stroke="black"/>`,
-    `<line x1="${L}" y1="${y(1000)}" x2="${W - R}" y2="${y(1000)}" stroke="#2ca02c" stroke-dasharray="4 3"/><text x="${W - R}" y="${y(1000) - 4}" text-anchor="end" fill="#2ca02c">target p99 1 s</text>`,
-    `<text x="${W / 2}" y="${H - 12}" text-anchor="middle">simulated agents (N)</text>`,
-    `<text x="14" y="${(H - Bm + T) / 2}" transform="rotate(-90 14 ${(H - Bm + T) / 2})" text-anchor="middle">ms</text>`];
-  for (let i = 0; i <= 4; i++) {
-    const v = (maxY / 4) * i;
-    out.push(`<text x="${L - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(0)}</text>`);
-  }
-  for (const r of results) out.push(`<text x="${x(r.nodes)}" y="${H - Bm + 16}" text-anchor="middle">${r.nodes}</text>`);
-  series.forEach(([key, label, color], si) => {
-    const pts = results.map((r) => `${x(r.nodes).toFixed(1)},${y(r[key]).toFixed(1)}`).join(' ');
-    out.push(`<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"/>`);
-    for (const r of results) out.push(`<circle cx="${x(r.nodes).toFixed(1)}" cy="${y(r[key]).toFixed(1)}" r="3" fill="${color}"/>`);
-    out.push(`<text x="${L + 10 + si * 60}" y="${T + 12}" fill="${color}">${label}</text>`);
+  const series = [['p50', '#1f77b4'], ['p99', '#d62728'], ['max', '#7f7f7f']] as const;
+  return lineChart({
+    title: `change → node latency across two replicas (K = ${K} slivers per node)`,
+    xLabel: 'simulated agents (N)',
+    yLabel: 'ms',
+    minY: 1000,
+    lines: [{ label: 'target p99 1 s', color: '#2ca02c', y: 1000 }],
+    series: series.map(([key, color]) => ({ label: key, color, points: results.map((r) => [r.nodes, r[key]] as [number, number]) })),
   });
-  out.push('</svg>');
-  return out.join('\n') + '\n';
 }
 
 /** The five statements that took most of PostgreSQL's execution time since the last reset. */

@@ -6,13 +6,15 @@
 // two replicas of one registry, HTTPS (its own CA, the default) and plain HTTP, in alternating
 // blocks, so that what TLS costs on that path is measured in the same run.
 //
-//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--sliver-roots layered|snapshot] [--write docs/benchmarks.md]
+//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--sliver-roots layered|snapshot] [--step 250] [--write docs/benchmarks.md] [--svg docs/bench/sliver-startup.svg]
 //
 // --warm-pool K: then K spares kept by the agent's warm pool (warm-pool.ts), and --slivers more
 // slivers timed one at a time, each handed out from a full pool.
 // --slivers: how many are created one at a time and timed through each replica; --density: how many idle slivers the
 // node holds at the end (the rest are created in a burst through the API), for the memory figures.
 // --sliver-roots: the agent's setting (default layered: the slivers share the image's page cache).
+// --step: the density slivers are requested in bursts of this many (default an eighth of them);
+// after each, 3 are timed one at a time at that node size (--svg FILE plots them).
 //
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
 // dirs it makes, and is removed at the end.
@@ -20,7 +22,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
@@ -30,9 +32,9 @@ import { openDatabase } from '@planetlite/db';
 import { memoryFanout } from '@planetlite/fanout';
 import { enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
-import { appendResults } from './results.ts';
+import { appendResults, lineChart } from './results.ts';
 
-const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, 'sliver-roots': { type: 'string', default: 'layered' }, write: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, 'sliver-roots': { type: 'string', default: 'layered' }, step: { type: 'string' }, write: { type: 'string' }, svg: { type: 'string' } } });
 const ROOTS = args['sliver-roots'] as 'layered' | 'snapshot';
 if (ROOTS !== 'layered' && ROOTS !== 'snapshot') throw new Error("--sliver-roots is 'layered' or 'snapshot'");
 const N = Number(args.slivers);
@@ -234,29 +236,38 @@ async function main(): Promise<void> {
       }
     }
 
-    // 3. Density: the rest in a burst, then what the idle slivers cost.
+    // 3. Density: the rest in bursts of --step through the API, each burst waited out; after
+    // each, start-up again at that node size (3 slivers made one at a time), for the plot.
     const burst = Date.now();
-    const ports: number[] = [];
-    for (let i = 2 * N; i < M; i++) {
-      await admin.createSlice({ name: `bench_s${i}`, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
-      const s = await admin.createSliver(`bench_s${i}`, e.node_id);
-      slivers.push(s.id);
-      ports.push(s.ports.first);
-      if ((i + 1) % 100 === 0) console.error(`bench: ${i + 1} slivers requested`);
-    }
-    // When each answered: the pace at the start of the burst against its end (the node filling).
-    const answered: number[] = [];
-    for (const [i, port] of ports.entries()) {
-      await banner(port, Date.now(), 3_600_000, 200);
-      answered.push(Date.now());
-      if ((2 * N + i + 1) % 100 === 0) console.error(`bench: ${2 * N + i + 1} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s)`);
+    const step = Math.max(1, Number(args.step ?? Math.ceil((M - slivers.length) / 8)));
+    const growth: Array<{ size: number; ms: number[] }> = [{ size: 1, ms: full.slice(0, 3) }];
+    const pace: number[] = [];
+    while (slivers.length < M) {
+      const ports: number[] = [];
+      const t0 = Date.now();
+      for (let n = Math.min(step, M - slivers.length); n > 0; n--) {
+        const name = `bench_d${slivers.length}`;
+        await admin.createSlice({ name, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
+        const s = await admin.createSliver(name, e.node_id);
+        slivers.push(s.id);
+        ports.push(s.ports.first);
+      }
+      for (const port of ports) await banner(port, Date.now(), 3_600_000, 200);
+      pace.push((Date.now() - t0) / ports.length / 1000);
+      const size = slivers.length;
+      const ms: number[] = [];
+      for (let k = 0; k < 3 && slivers.length < M; k++) ms.push(await create(`bench_g${size}_${k}`, admin));
+      if (ms.length) growth.push({ size, ms });
+      console.error(`bench: ${slivers.length} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s); start-up at ${size}: ${ms.join(', ')} ms`);
     }
     const burstS = (Date.now() - burst) / 1000;
-    const tenth = Math.max(1, Math.floor(answered.length / 10));
-    const pace = (from: number) => (answered.length > tenth ? ((answered[Math.min(answered.length - 1, from + tenth)]! - answered[from]!) / tenth / 1000).toFixed(2) : '—');
-    const agentRss = agent && agent.exitCode === null ? Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${agent.pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024 : NaN;
+    const rssOf = (p: ChildProcess | null) => (p && p.exitCode === null ? Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024 : NaN);
+    const agentRss = rssOf(agent);
     await new Promise((r) => setTimeout(r, 5000));
     const memAfter = hostMemory();
+    // The agent once the node has been idle a minute (V8 gives back what the bursts left).
+    await new Promise((r) => setTimeout(r, 60_000));
+    const agentRssIdle = rssOf(agent);
     let rss = 0;
     let mapped = 0;
     let excl = 0;
@@ -294,11 +305,25 @@ async function main(): Promise<void> {
       ...(p ? [`Warm pool against the floor: ${(p.median / fl.median).toFixed(2)}× at the median (target < 1×), ${(p.p95 / fl.p95).toFixed(2)}× at p95.`, ''] : []),
       `POST → banner against the floor: ${(f.median / fl.median).toFixed(2)}× at the median (target ≤ 1.5×), ${(f.p95 / fl.p95).toFixed(2)}× at p95 (target ≤ 2×); the drivers driven directly: ${(b.median / fl.median).toFixed(2)}× at the median. Ratio of medians to the bare chain: ${(f.median / b.median).toFixed(2)}×. HTTPS against plain HTTP: ${(((f.median - h.median) / h.median) * 100).toFixed(1)} % at the median, ${(((f.p95 - h.p95) / h.p95) * 100).toFixed(1)} % at p95 (target ≤ 10 %), in ${BLOCKS} alternating blocks.`,
       '',
-      `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in one burst; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each. The agent's RSS: ${(agentRss / 2 ** 20).toFixed(0)} MB.${M > 2 * N ? ` Burst pace: ${pace(0)} s per sliver over its first tenth, ${pace(answered.length - 1 - tenth)} s over its last.` : ''}`,
+      `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in bursts of ${step}; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each. The agent's RSS: ${(agentRss / 2 ** 20).toFixed(0)} MB right after the last burst, ${(agentRssIdle / 2 ** 20).toFixed(0)} MB after a minute idle.${pace.length ? ` Burst pace: ${pace[0]!.toFixed(2)} s per sliver in the first burst, ${pace.at(-1)!.toFixed(2)} s in the last.` : ''}`,
+      '',
+      ...(growth.length > 1 ? ['| node size (slivers) | POST → banner, 3 made one at a time (ms) | median | against the floor |', '|---:|---|---:|---:|', ...growth.map((g) => `| ${g.size} | ${g.ms.join(', ')} | ${stats(g.ms).median} | ${(stats(g.ms).median / fl.median).toFixed(2)}× |`)] : []),
       '',
     ].join('\n');
     console.log(text);
     if (args.write) appendResults(args.write, text);
+    if (args.svg && growth.length > 1) {
+      writeFileSync(resolve(ROOT, args.svg), lineChart({
+        title: `sliver start-up against node size (${ROOTS} roots, tiny image)`,
+        xLabel: 'slivers already on the node',
+        yLabel: 'POST → ssh banner, ms',
+        series: [
+          { label: 'median of 3', color: '#1f77b4', points: growth.map((g) => [g.size, stats(g.ms).median]) },
+          { label: 'max of 3', color: '#7f7f7f', points: growth.map((g) => [g.size, stats(g.ms).max]) },
+        ],
+        lines: [{ label: `floor ${fl.median} ms`, color: '#2ca02c', y: fl.median }, { label: 'target 1.5× floor', color: '#d62728', y: 1.5 * fl.median }],
+      }));
+    }
   } finally {
     // Teardown through the agent is not what is measured here: kill the slivers directly.
     if (agent && agent.exitCode === null) {

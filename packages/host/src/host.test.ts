@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CommandError, errorFields, missingTools, requireTools, Reverter, run, spawnDetached, tryRun } from './index.js';
+import { CommandError, commandCount, Coprocess, errorFields, missingTools, requireTools, Reverter, run, spawnDetached, tryRun } from './index.js';
 
 describe('run', () => {
   it('passes arguments as an array, never through a shell', async () => {
@@ -93,5 +93,39 @@ describe('spawnDetached', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('Coprocess', () => {
+  // A helper that answers {"ok": true, "n": …} in order, an error for "fail", and exits for "die".
+  const script = `
+    const rl = require('node:readline').createInterface({ input: process.stdin });
+    rl.on('line', (l) => {
+      const r = JSON.parse(l);
+      if (r.die) process.exit(3);
+      process.stdout.write(JSON.stringify(r.fail ? { error: 'asked to fail' } : { ok: true, n: r.n, pid: process.pid }) + '\\n');
+    });`;
+
+  it('answers requests in order from one process, counts each as a command, and starts again after it died', async () => {
+    const helper = new Coprocess([process.execPath, '-e', script]);
+    const before = commandCount();
+    const answers = await Promise.all([1, 2, 3].map((n) => helper.request({ n })));
+    expect(answers.map((a) => a.n)).toEqual([1, 2, 3]);
+    expect(new Set(answers.map((a) => a.pid)).size).toBe(1);
+    expect(commandCount() - before).toBe(3);
+    const failed = await helper.request({ fail: true }).catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(CommandError);
+    expect((failed as Error).message).toMatch(/asked to fail/);
+    const died = await helper.request({ die: true }).catch((e: unknown) => e);
+    expect((died as CommandError).exitCode).toBe(3);
+    const again = await helper.request({ n: 4 });
+    expect(again.n).toBe(4);
+    expect(again.pid).not.toBe(answers[0]!.pid);
+    helper.close();
+  });
+
+  it('names a helper that is not installed', async () => {
+    const err = await new Coprocess(['/nonexistent/helper']).request({}).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/not installed/);
   });
 });

@@ -3,5 +3,6 @@
 export { run, tryRun, commandCount, CommandError, commandErrorOf, errorFields, type RunOptions, type RunResult } from './run.js';
 export { missingTools, requireTools, TOOL_PACKAGES } from './tools.js';
 export { spawnDetached, type DetachedOptions } from './spawn.js';
+export { Coprocess } from './coprocess.js';
 export { Reverter } from './revert.js';
 export { DriverError } from './errors.js';

@@ -46,6 +46,11 @@ export function commandCount(): number {
   return commandsRun;
 }
 
+/** Counts one host operation made otherwise than through run() (a Coprocess request). */
+export function noteCommand(): void {
+  commandsRun++;
+}
+
 export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   commandsRun++;
   try {
