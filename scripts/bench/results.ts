@@ -52,9 +52,11 @@ export function lineChart(c: { title: string; xLabel: string; yLabel: string; se
   // At most 12 x labels, evenly picked.
   const step = Math.max(1, Math.ceil(xs.length / 12));
   xs.forEach((v, i) => { if (i % step === 0) out.push(`<text x="${x(v).toFixed(1)}" y="${H - Bm + 16}" text-anchor="middle">${v}</text>`); });
-  for (const l of c.lines ?? []) {
-    out.push(`<line x1="${L}" y1="${y(l.y).toFixed(1)}" x2="${W - R}" y2="${y(l.y).toFixed(1)}" stroke="${l.color}" stroke-dasharray="4 3"/><text x="${W - R}" y="${(y(l.y) - 4).toFixed(1)}" text-anchor="end" fill="${l.color}">${l.label}</text>`);
-  }
+  // Labels of lines alternate right and left, so that two close lines keep both readable.
+  (c.lines ?? []).forEach((l, i) => {
+    const [lx, anchor] = i % 2 === 0 ? [W - R, 'end'] : [L + 6, 'start'];
+    out.push(`<line x1="${L}" y1="${y(l.y).toFixed(1)}" x2="${W - R}" y2="${y(l.y).toFixed(1)}" stroke="${l.color}" stroke-dasharray="4 3"/><text x="${lx}" y="${(y(l.y) - 4).toFixed(1)}" text-anchor="${anchor}" fill="${l.color}">${l.label}</text>`);
+  });
   c.series.forEach((s, si) => {
     out.push(`<polyline points="${s.points.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(' ')}" fill="none" stroke="${s.color}" stroke-width="2"/>`);
     for (const p of s.points) out.push(`<circle cx="${x(p[0]).toFixed(1)}" cy="${y(p[1]).toFixed(1)}" r="3" fill="${s.color}"/>`);

@@ -6,7 +6,7 @@
 // two replicas of one registry, HTTPS (its own CA, the default) and plain HTTP, in alternating
 // blocks, so that what TLS costs on that path is measured in the same run.
 //
-//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--sliver-roots layered|snapshot] [--step 250] [--write docs/benchmarks.md] [--svg docs/bench/sliver-startup.svg]
+//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--sliver-roots layered|snapshot] [--image tiny|debian12] [--step 250] [--write docs/benchmarks.md] [--svg docs/bench/sliver-startup.svg]
 //
 // --warm-pool K: then K spares kept by the agent's warm pool (warm-pool.ts), and --slivers more
 // slivers timed one at a time, each handed out from a full pool.
@@ -34,8 +34,10 @@ import { enroll, importImage, openDrivers, loadSettings } from '@planetlite/agen
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
 import { appendResults, lineChart } from './results.ts';
 
-const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, 'sliver-roots': { type: 'string', default: 'layered' }, step: { type: 'string' }, write: { type: 'string' }, svg: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, 'sliver-roots': { type: 'string', default: 'layered' }, step: { type: 'string' }, image: { type: 'string', default: 'tiny' }, write: { type: 'string' }, svg: { type: 'string' } } });
 const ROOTS = args['sliver-roots'] as 'layered' | 'snapshot';
+const IMAGE = args.image as 'tiny' | 'debian12';
+if (IMAGE !== 'tiny' && IMAGE !== 'debian12') throw new Error("--image is 'tiny' or 'debian12'");
 if (ROOTS !== 'layered' && ROOTS !== 'snapshot') throw new Error("--sliver-roots is 'layered' or 'snapshot'");
 const N = Number(args.slivers);
 const M = Math.max(2 * N, Number(args.density ?? 2 * N));
@@ -113,11 +115,13 @@ async function main(): Promise<void> {
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', key]);
     await admin.addKey((await admin.me()).id, readFileSync(`${key}.pub`, 'utf8'));
     const token = (await admin.createEnrollmentToken('bench')).token;
-    const e = await enroll({ registry: registry.url, token, caPin: registry.caPin!, address: PUBLIC, hostname: 'bench.node', stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null } });
+    // 2,500 slivers of 10 ports (the default window holds 1,000); clear of the floor's and the
+    // bare chain's ports (39000, 40000 on).
+    const e = await enroll({ registry: registry.url, token, caPin: registry.caPin!, address: PUBLIC, hostname: 'bench.node', stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null }, portWindow: { first: 10_000, last: 34_999 } });
     const settings = { pool: join(dir, 'pool.img'), pool_size: '16G', sliver_subnet: '10.230.0.0/16', netns: NODE, sliver_roots: ROOTS };
-    const image = join(dir, 'tiny.tar');
-    execFileSync('bash', [join(ROOT, 'infra/images/tiny/build.sh'), image]);
-    const img = await importImage({ stateDir, name: 'tiny', file: image, settings });
+    const image = join(dir, IMAGE === 'tiny' ? 'tiny.tar' : 'debian12.tar.zst');
+    execFileSync('bash', [join(ROOT, `infra/images/${IMAGE}/build.sh`), image], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const img = await importImage({ stateDir, name: IMAGE, file: image, settings });
 
     // 0. The floor: the same host operations scripted by hand (scripts/bench/floor.sh), no
     // PlanetLite code, in the same pool and namespace.
@@ -190,7 +194,7 @@ async function main(): Promise<void> {
     const slivers: string[] = [];
     const BLOCKS = 4;
     const create = async (name: string, client: PlanetLiteClient) => {
-      await client.createSlice({ name, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
+      await client.createSlice({ name, description: 'bench', url: 'u', image: IMAGE, resources: { memory_mb: 64, disk_mb: 64 } });
       const t0 = Date.now();
       const s = await client.createSliver(name, e.node_id);
       const posted = Date.now();
@@ -216,7 +220,7 @@ async function main(): Promise<void> {
     // 2b. With a warm pool: each sliver handed out from a full pool (the agent refills it between).
     const pooled: number[] = [];
     if (POOL > 0) {
-      await startAgent(registry, ['--warm-pool-image', 'tiny', '--warm-pool-size', String(POOL)]);
+      await startAgent(registry, ['--warm-pool-image', IMAGE, '--warm-pool-size', String(POOL)]);
       const ledgerFile = join(stateDir, 'slivers.json');
       const sparesUp = async () => {
         const spares = (JSON.parse(readFileSync(ledgerFile, 'utf8')) as Array<{ spare?: boolean }>).filter((r) => r.spare).length;
@@ -247,13 +251,15 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       for (let n = Math.min(step, M - slivers.length); n > 0; n--) {
         const name = `bench_d${slivers.length}`;
-        await admin.createSlice({ name, description: 'bench', url: 'u', image: 'tiny', resources: { memory_mb: 64, disk_mb: 64 } });
+        await admin.createSlice({ name, description: 'bench', url: 'u', image: IMAGE, resources: { memory_mb: 64, disk_mb: 64 } });
         const s = await admin.createSliver(name, e.node_id);
         slivers.push(s.id);
         ports.push(s.ports.first);
       }
       for (const port of ports) await banner(port, Date.now(), 3_600_000, 200);
       pace.push((Date.now() - t0) / ports.length / 1000);
+      // The node settles (the burst's last reports and accounting) before start-up is timed.
+      await new Promise((r) => setTimeout(r, 10_000));
       const size = slivers.length;
       const ms: number[] = [];
       for (let k = 0; k < 3 && slivers.length < M; k++) ms.push(await create(`bench_g${size}_${k}`, admin));
@@ -291,7 +297,7 @@ async function main(): Promise<void> {
     const text = [
       `### Sliver start-up and density — ${new Date().toISOString().slice(0, 10)}`,
       '',
-      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; tiny image (busybox + sshd), unprivileged LXC on a btrfs loop-file pool (${ROOTS === 'layered' ? 'layered roots: an overlay over the image, idmapped' : 'snapshot roots'}), nftables DNAT, all in one node namespace; registry on embedded PGlite in the benchmark's process, the agent in its own process (planetlite-agent run --sliver-roots ${ROOTS}).`,
+      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${IMAGE === 'tiny' ? 'tiny image (busybox + sshd)' : 'debian12 image (debootstrap minbase, OpenSSH, a shell init)'}, unprivileged LXC on a btrfs loop-file pool (${ROOTS === 'layered' ? 'layered roots: an overlay over the image, idmapped' : 'snapshot roots'}), nftables DNAT, all in one node namespace; registry on embedded PGlite in the benchmark's process, the agent in its own process (planetlite-agent run --sliver-roots ${ROOTS}).`,
       '',
       '| path | slivers | median ms | p95 ms | min | max |',
       '|---|---:|---:|---:|---:|---:|',
@@ -314,7 +320,7 @@ async function main(): Promise<void> {
     if (args.write) appendResults(args.write, text);
     if (args.svg && growth.length > 1) {
       writeFileSync(resolve(ROOT, args.svg), lineChart({
-        title: `sliver start-up against node size (${ROOTS} roots, tiny image)`,
+        title: `sliver start-up against node size (${ROOTS} roots, ${IMAGE} image)`,
         xLabel: 'slivers already on the node',
         yLabel: 'POST → ssh banner, ms',
         series: [

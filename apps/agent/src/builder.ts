@@ -105,6 +105,11 @@ export class Builder {
     return this.readiness(k).state === 'ready' ? this.#d.instances[k]! : null;
   }
 
+  /** Each sliver instance on the host and its state (one probe per driver). */
+  states(): ReturnType<typeof instanceStates> {
+    return instanceStates(this.#d.instances);
+  }
+
   /** What the host has, for a pass: one probe per driver; the live limits of the wanted slivers
    * that run (cgroupfs reads, no command); and with `whole`, the links (one ip command), the
    * wanted slivers' rate caps (one tc command) and the nftables table (one nft command) against
@@ -338,7 +343,7 @@ export class Builder {
       r.add(() => this.#ledger.release(id));
       r.add(() => this.#d.storage.deleteRoot(id));
       let idShift = 0;
-      const [rootfs, net] = await settleAllValues([
+      const [rootfs, net] = await settleAll([
         this.#d.storage.createRoot(id, sha256, resources.disk_mb * MiB, { layered: this.#layered('lxc', rec) }).then(async (root) => {
           idShift = (await this.#d.storage.rootIdShift(id)) ?? 0;
           await provisionSpare(root, idShift);
@@ -418,18 +423,13 @@ export class Builder {
   }
 }
 
-/** settleAll, resolving with the values. */
-async function settleAllValues<T extends readonly unknown[]>(work: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+/** Waits for every promise, then throws the first failure (nothing is left running behind an
+ * undo); resolves with their values. */
+async function settleAll<T extends readonly unknown[]>(work: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
   const outcomes = await Promise.allSettled(work);
   const failed = outcomes.find((o) => o.status === 'rejected');
   if (failed) throw failed.reason;
   return outcomes.map((o) => (o as PromiseFulfilledResult<unknown>).value) as unknown as T;
-}
-
-/** Waits for every promise, then throws the first failure (nothing is left running behind an undo). */
-async function settleAll(work: Promise<unknown>[]): Promise<void> {
-  const failed = (await Promise.allSettled(work)).find((o) => o.status === 'rejected');
-  if (failed) throw failed.reason;
 }
 
 /** Processes a sliver may have at once. */

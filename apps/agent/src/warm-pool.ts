@@ -102,8 +102,8 @@ export class WarmPool {
     const sha256 = local && (await this.#storage.hasImage(local.sha256)) ? local.sha256 : null;
     if (!this.#checked) {
       // Spares an earlier run left: kept when up; one a crash left half-built goes.
-      const states = await this.#builder.host([], { whole: false });
-      for (const r of this.#ledger.spares()) if (states.instances.get(r.id)?.state === 'running') this.#ready.add(r.id);
+      const states = await this.#builder.states();
+      for (const r of this.#ledger.spares()) if (states.get(r.id)?.state === 'running') this.#ready.add(r.id);
       this.#checked = true;
     }
     const spares = this.#ledger.spares();

@@ -88,6 +88,13 @@ describe('renderConfig', () => {
     expect(renderConfig(spec, facts, opts)).toBe(text);
   });
 
+  it('mounts a layered root (files already in the sliver\'s host ids) as it is, with the same id maps', () => {
+    const k = keys(renderConfig({ ...spec, rootfs: '/pool/slivers/0b7e6c1e/rootfs', rootfsShifted: true }, facts, opts));
+    expect(k.get('lxc.rootfs.path')).toEqual(['dir:/pool/slivers/0b7e6c1e/rootfs']);
+    expect(k.has('lxc.rootfs.options')).toBe(false);
+    expect(k.get('lxc.idmap')).toEqual(['u 0 1000000 65536', 'g 0 1000000 65536']);
+  });
+
   it('uses cgroup2 keys on a unified host, and LXC apparmor when the kernel has it', () => {
     const k = keys(renderConfig(spec, { cgroups: unified, seccompProfile: null, apparmor: true }, opts));
     expect(k.get('lxc.cgroup2.memory.max')).toEqual([String(256 * 1024 * 1024)]);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { CommandError, run } from '@planetlite/host';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTestPool, type TestPool } from '../test/pool.js';
-import { isStorageError } from './index.js';
+import { BtrfsDriver, isStorageError } from './index.js';
 
 const MiB = 2 ** 20;
 const A = '3b241101-e2bb-4255-8caf-4136c566a962';
@@ -123,6 +123,17 @@ describe('layered sliver roots', () => {
     expect(await readdir(join(pool.mountpoint, 'slivers', B, 'rootfs'))).toEqual([]);
     await pool.driver.createRoot(B, sha, 4 * MiB, { layered: { idmapBase: H2 } });
     expect(await readdir(pool.driver.rootPath(B))).toContain('etc');
+  });
+
+  it('a pool opened with layers off makes none, and says so', async () => {
+    const off = new BtrfsDriver({ pool: pool.file, mountpoint: pool.mountpoint, layers: false });
+    await off.open();
+    expect(off.capabilities.layers).toBe(false);
+    const err = await off.createRoot(S, sha, 4 * MiB, { layered: { idmapBase: H } }).catch((e: unknown) => e);
+    expect(isStorageError(err, 'invalid_options')).toBe(true);
+    expect(await off.listRoots()).toEqual([A, B]);
+    // The layered roots made before stay layered (and mounted) under it.
+    expect(await off.rootIdShift(A)).toBe(H);
   });
 
   it('deleteRoot unmounts and removes a layered root; then the image can go', async () => {

@@ -111,6 +111,8 @@ export function vmConfigFromSpec(spec: InstanceSpec, boot: BootAssets, hostCpus:
     throw new InvalidSpecError(`instance spec memoryMb is ${spec.memoryMb}, but a VM sliver needs at least ${VM_MIN_MEMORY_MB} (its kernel alone takes ≈ 60 MiB)`);
   if (spec.idmapBase === null)
     throw new InvalidSpecError('instance spec idmapBase must be a host id range for a VM sliver: its qemu runs as the sliver\'s own unprivileged ids');
+  if (spec.rootfsShifted)
+    throw new InvalidSpecError('instance spec rootfsShifted is for containers: a VM sliver\'s root is a snapshot whose files keep the ids the guest sees (its jail idmaps it)');
   const config: VmConfig = {
     version: CONFIG_VERSION,
     id: spec.id,

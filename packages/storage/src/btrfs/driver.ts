@@ -5,6 +5,7 @@ import type { RootOptions, StorageCapabilities, StorageDriver, StorageLog, Stora
 import { StorageError, poolFullOr } from '../errors.js';
 import { sha256Digest, sliverId } from '../ids.js';
 import { BtrfsPool } from './pool.js';
+import { join } from 'node:path';
 import { layersMissing, readLayers } from './layers.js';
 import { isSubvolume, KeyedLock } from './utils.js';
 import * as volumes from './volumes.js';
@@ -35,7 +36,7 @@ export class BtrfsDriver implements StorageDriver {
     return this.#locks.with('pool', async () => {
       await this.#pool.open();
       this.#open = true;
-      const missing = this.#wantLayers ? await layersMissing() : null;
+      const missing = this.#wantLayers ? await layersMissing(join(this.#pool.mountpoint, '.layers-probe')) : null;
       if (missing) this.#log?.warn({ why: missing }, 'new sliver roots are snapshots, not layered: their slivers share no page cache');
       this.capabilities.layers = this.#wantLayers && missing === null;
       // Layered roots are mounts of their own: gone after a reboot, made again here.

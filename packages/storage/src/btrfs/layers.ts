@@ -16,7 +16,7 @@
 // folder the idmapped image is attached on while the overlay is mounted, detached at once),
 // rootfs/ (where the overlay is mounted: the root a sliver sees) and layers.json (the image
 // and the id base, so open() can mount it again after a reboot).
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Coprocess, run, tryRun } from '@planetlite/host';
 import { StorageError } from '../errors.js';
@@ -56,16 +56,35 @@ export async function writeLayers(subvolume: string, layers: Layers): Promise<vo
   await writeFile(join(subvolume, LAYERS_FILE), JSON.stringify(layers) + '\n');
 }
 
-/** Is python3 with ctypes here, and overlayfs in the kernel? The reason when not. (Starts the
- * helper, so that the first sliver's root does not wait for Python.) */
-export async function layersMissing(): Promise<string | null> {
+/**
+ * Can this host mount a layered root in this pool? Tried for real on throwaway folders in
+ * `scratch` (python3 with ctypes, overlayfs, idmapped mounts of this filesystem, overlayfs over
+ * an idmapped layer). The reason when not. Starts the helper, so that the first sliver's root
+ * does not wait for Python.
+ */
+export async function layersMissing(scratch: string): Promise<string | null> {
   if ((await helper.request({ ping: true }).catch(() => null)) === null) return `${LAYERS_PYTHON} with ctypes is missing (apt-get install python3)`;
-  const fs = await readFile('/proc/filesystems', 'utf8');
-  if (!/\toverlay$/m.test(fs)) {
+  if (!/\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8'))) {
     await tryRun('modprobe', ['overlay']);
     if (!/\toverlay$/m.test(await readFile('/proc/filesystems', 'utf8'))) return 'the kernel has no overlay filesystem (modprobe overlay)';
   }
-  return null;
+  // A probe a crash cut short may have left its mounts.
+  await unmountLayers(scratch, await mountPoints());
+  await rm(scratch, { recursive: true, force: true });
+  try {
+    for (const name of ['image', 'upper', 'work', 'lower', 'rootfs']) await mkdir(join(scratch, name), { recursive: true });
+    await writeFile(join(scratch, 'image', 'probe'), 'layers\n');
+    await mountLayers(scratch, join(scratch, 'image'), { image: '0'.repeat(64), idmapBase: LAYERS_ID_COUNT });
+    const seen = await stat(join(scratch, 'rootfs', 'probe'));
+    await run('umount', [join(scratch, 'rootfs')]);
+    if (seen.uid !== LAYERS_ID_COUNT) return `an idmapped layer showed uid ${seen.uid}, not ${LAYERS_ID_COUNT}`;
+    return null;
+  } catch (err) {
+    await tryRun('umount', ['--lazy', join(scratch, 'rootfs')]);
+    return `a layered mount failed here: ${(err as Error).message.split('\n')[0]}`;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
 }
 
 /** Mounts the overlay of `image` (idmapped to layers.idmapBase) and subvolume/upper on subvolume/rootfs. */
