@@ -198,7 +198,10 @@ async function main(): Promise<void> {
       const t0 = Date.now();
       const s = await client.createSliver(name, e.node_id);
       const posted = Date.now();
-      const ms = await banner(s.ports.first, t0);
+      const ms = await banner(s.ports.first, t0).catch(async (err: unknown) => {
+        const now = await client.getSliver(s.id).catch(() => null);
+        throw new Error(`${(err as Error).message}; sliver ${s.id} is ${now?.state ?? '?'}${now?.error ? ` (${now.error})` : ''}`, { cause: err });
+      });
       log.debug({ sliver: s.id, name, t0, posted, banner: t0 + ms }, 'bench sliver');
       slivers.push(s.id);
       return ms;

@@ -20,9 +20,13 @@ export class Coprocess {
   #stderr = '';
   readonly #pending: Pending[] = [];
 
-  /** argv: the program and its arguments (e.g. python3 -I -S -c SCRIPT). */
-  constructor(argv: readonly string[]) {
+  readonly #timeoutMs: number;
+
+  /** argv: the program and its arguments (e.g. python3 -I -S -c SCRIPT). A request not answered
+   * within timeoutMs kills the helper (every request waiting fails; the next starts it again). */
+  constructor(argv: readonly string[], opts: { timeoutMs?: number } = {}) {
     this.#argv = argv;
+    this.#timeoutMs = opts.timeoutMs ?? 60_000;
   }
 
   /** Sends one request; resolves with its answer, or rejects with a CommandError naming it. */
@@ -31,7 +35,12 @@ export class Coprocess {
     const line = JSON.stringify(req);
     return new Promise((resolve, reject) => {
       const child = this.#start();
-      this.#pending.push({ request: line, resolve, reject });
+      const timer = setTimeout(() => {
+        this.#stderr += `\n(no answer within ${this.#timeoutMs} ms: killed)`;
+        child.kill('SIGKILL');
+      }, this.#timeoutMs);
+      timer.unref();
+      this.#pending.push({ request: line, resolve: (a) => { clearTimeout(timer); resolve(a); }, reject: (e) => { clearTimeout(timer); reject(e); } });
       (child.stdout as unknown as { ref: () => void }).ref();
       child.stdin.write(line + '\n');
     });

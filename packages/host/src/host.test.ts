@@ -124,6 +124,18 @@ describe('Coprocess', () => {
     helper.close();
   });
 
+  it('kills a helper that does not answer in time, and starts it again for the next request', async () => {
+    const helper = new Coprocess([process.execPath, '-e', script.replace("if (r.die) process.exit(3);", 'if (r.hang) return;')], { timeoutMs: 300 });
+    const first = await helper.request({ n: 1 });
+    const hung = await helper.request({ hang: true }).catch((e: unknown) => e);
+    expect(hung).toBeInstanceOf(CommandError);
+    expect((hung as CommandError).stderr).toMatch(/no answer within 300 ms/);
+    const next = await helper.request({ n: 2 });
+    expect(next.n).toBe(2);
+    expect(next.pid).not.toBe(first.pid);
+    helper.close();
+  });
+
   it('names a helper that is not installed', async () => {
     const err = await new Coprocess(['/nonexistent/helper']).request({}).catch((e: unknown) => e);
     expect((err as Error).message).toMatch(/not installed/);
