@@ -259,6 +259,8 @@ describe('agents killed while an image fetch is in flight', () => {
     const start = () => (agentProcess = new AgentProcess(['run', '--state-dir', node.stateDir, '--log-level', 'debug']));
     let agent = start();
     await agent.waitFor('agent running', (r) => r.msg === 'agent running');
+    // \`run\` runs itself again with the daemon's V8 flags, keeping its pid (node-flags.ts).
+    expect(readFileSync(`/proc/${agent.pid}/cmdline`, 'utf8').split('\0')).toEqual(expect.arrayContaining(['--max-semi-space-size=1', '--optimize-for-size']));
     // 1: SIGKILLed with its commands once pieces have come, the archive part on disk.
     await admin.createSlice({ name: 'flt_kill', description: 'e2e', url: 'https://example.org', image: 'tinykill' });
     const created = await admin.createSliver('flt_kill', node.nodeId);

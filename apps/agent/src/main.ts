@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { ApiError } from '@planetlite/api';
 import { createLogger, onStopSignal } from '@planetlite/core';
 import { isStorageError } from '@planetlite/storage';
+import { reexecWithAgentFlags } from './node-flags.js';
 import { Agent } from './agent.js';
 import { enroll } from './enroll.js';
 import { importImage } from './images/import.js';
@@ -176,6 +177,7 @@ Needs root, btrfs-progs, lxc and nftables; kvm slivers also qemu-system-x86, bus
 (scripts/setup.sh installs them all). The first start with --vm auto fetches the node kernel
 (Debian's linux-image-amd64, with apt-get download) into /var/cache/planetlite-kvm.`)
   .action(async (opts: PoolFlags & WatchdogFlags & ImageFlags & { logLevel: string }) => {
+    reexecWithAgentFlags();
     const log = createLogger({ name: 'agent', level: opts.logLevel });
     const agent = new Agent({ stateDir: opts.stateDir, log, settings: { ...poolSettings(opts), ...imageSettings(opts), watchdog: watchdogSettings(opts) } });
     // A stop asked for while the agent starts (its first pass runs inside start()) is a clean one
