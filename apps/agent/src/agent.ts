@@ -157,7 +157,7 @@ export class Agent {
         extraKeys: (rec) => frontDoor.authorizedLines(rec),
         warmPool: { image: settings.warm_pool_image, size: settings.warm_pool_size },
       });
-      if (this.#reconciler.pool) this.#reconciler.pool.onChange = () => void this.report();
+      if (this.#reconciler.pool) this.#reconciler.pool.onChange = () => void this.report({ fresh: false });
       const revokedAt = this.state.revokedAt();
       if (revokedAt) this.#log.error({ revoked_at: revokedAt }, "this node's key was revoked: its slivers get no forwarding until the node is enrolled again");
       const reconciler = this.#reconciler;
@@ -176,11 +176,11 @@ export class Agent {
           // Reported at once: the registry shows the hold while it lasts.
           freeze: async (id, f) => {
             await reconciler.watchdogFreeze(id, holdOf(f));
-            void this.report();
+            void this.report({ fresh: false });
           },
           thaw: async (id) => {
             await reconciler.watchdogThaw(id);
-            void this.report();
+            void this.report({ fresh: false });
           },
         },
       });
@@ -195,7 +195,7 @@ export class Agent {
       // When the VM driver's check is over, VM slivers go on (or fail) and the node's capabilities change.
       this.#checks = checkInBackground(drivers.instances, this.#log.child({ component: 'instances' }), () => {
         this.#again();
-        void this.report();
+        void this.report({ fresh: false });
       });
     }
     await this.#frontDoor?.start();
@@ -246,10 +246,11 @@ export class Agent {
     return round;
   }
 
-  /** What this node actually has; nothing is claimed that is not there. */
-  async observed(): Promise<ObservedState> {
+  /** What this node actually has; nothing is claimed that is not there. fresh: false takes each
+   * sliver's figures (memory, cpu, bytes) as the last fresh report read them. */
+  async observed(opts: { fresh?: boolean } = {}): Promise<ObservedState> {
     return {
-      slivers: this.#reconciler ? await this.#reconciler.observed() : [],
+      slivers: this.#reconciler ? await this.#reconciler.observed(opts) : [],
       ...(this.#images ? { images: this.#images.report() } : {}),
       // What the drivers' checks found: nothing is claimed before they pass.
       ...(this.#drivers ? { capabilities: nodeCapabilities(this.#drivers.instances, machine()) } : {}),
@@ -258,12 +259,18 @@ export class Agent {
     };
   }
 
-  /** Sends observed state; failures are logged and retried on the next tick. */
-  report(): Promise<void> {
+  /**
+   * Sends observed state; failures are logged and retried on the next tick. The reports on the
+   * clock read every sliver's figures and OOM counts; the ones a change sends at once (fresh:
+   * false) read the states and the new slivers' figures only, so one change does not read the
+   * cgroups of the whole node.
+   */
+  report(opts: { fresh?: boolean } = {}): Promise<void> {
+    const fresh = opts.fresh ?? true;
     this.#reporting = this.#reporting.then(async () => {
       try {
-        await this.#oom?.check();
-        await this.client.putObservedState(this.nodeId, await this.observed());
+        if (fresh) await this.#oom?.check();
+        await this.client.putObservedState(this.nodeId, await this.observed({ fresh }));
         await this.#uploadConsoles();
       } catch (err) {
         this.#log.debug(errorFields(err), 'observed-state report failed');
@@ -322,7 +329,7 @@ export class Agent {
     this.#updateFrontDoor();
     const pass = (async () => {
       // The report acknowledges the document; the pass does not wait for it.
-      const ack = this.report();
+      const ack = this.report({ fresh: false });
       if (this.#reconciler) {
         try {
           await this.#reconciler.reconcile(doc);
@@ -330,7 +337,7 @@ export class Agent {
           this.#log.error({ err }, 'reconcile pass failed; the next change or scheduled pull retries');
         }
         this.#updateFrontDoor();
-        await this.report();
+        await this.report({ fresh: false });
       }
       await ack;
     })();
@@ -346,7 +353,7 @@ export class Agent {
       .catch((err: unknown) => this.#log.error({ err }, 'reconcile pass failed'))
       .then(() => {
         this.#updateFrontDoor();
-        return this.report();
+        return this.report({ fresh: false });
       });
     this.#passes = Promise.all([this.#passes, pass]).then(() => undefined, () => undefined);
   }

@@ -110,10 +110,10 @@ export class Builder {
     return instanceStates(this.#d.instances);
   }
 
-  /** What the host has, for a pass: one probe per driver; the live limits of the wanted slivers
-   * that run (cgroupfs reads, no command); and with `whole`, the links (one ip command), the
-   * wanted slivers' rate caps (one tc command) and the nftables table (one nft command) against
-   * the last one applied. */
+  /** What the host has, for a pass: one probe per driver; and with `whole`, the live limits of the
+   * wanted slivers that run (cgroupfs reads, no command), the links (one ip command), the wanted
+   * slivers' rate caps (one tc command) and the nftables table (one nft command) against the last
+   * one applied. */
   async host(wanted: readonly DesiredSliver[] = [], opts: { whole?: boolean } = { whole: true }): Promise<HostView> {
     const net = this.#d.network;
     const whole = opts.whole === true;
@@ -128,7 +128,9 @@ export class Builder {
       whole && this.#tableSeen !== null && net.tableState ? this.#applying.then(() => net.tableState!()) : Promise.resolve(null),
     ]);
     const drift = new Map(rates);
-    for (const s of wanted) {
+    // Cgroup limits changed by hand are looked for with the rest of the whole node's listings: a
+    // pass for a new document reads no limit of a sliver it does not work on.
+    for (const s of whole ? wanted : []) {
       const st = instances.get(s.id);
       // A spare being handed out runs with the pool's limits until its build writes the slice's.
       const files = st && (st.state === 'running' || st.state === 'frozen') && !this.#ledger.get(s.id)?.spare ? this.#drift(s) : [];
@@ -148,10 +150,10 @@ export class Builder {
     const local = this.#images.byName(s.image.name);
     const driver = this.driverOf(s.id, kindOf(s));
     // Three independent reads, side by side; the state only when it can spare the whole build.
-    const [state, stored, roots] = await Promise.all([
+    const [state, stored, hasRoot] = await Promise.all([
       driver && opts.done && !opts.restore ? driver.state(s.id) : Promise.resolve(null),
       local ? this.#d.storage.hasImage(local.sha256) : Promise.resolve(false),
-      this.#d.storage.listRoots(),
+      this.#d.storage.hasRoot(s.id),
     ]);
     return {
       sliver: s,
@@ -159,7 +161,7 @@ export class Builder {
       readiness: this.readiness(kindOf(s)),
       localImage: local && { sha256: local.sha256, stored },
       canFetch: this.#fetcher !== null,
-      hasRoot: roots.includes(s.id),
+      hasRoot,
       state,
       // What the pass saw differ (rate caps), and the cgroup limits read again now.
       drift: [...(opts.hostDrift ? [opts.hostDrift] : []), ...(state === 'running' || state === 'frozen' ? this.#drift(s) : [])],

@@ -130,6 +130,13 @@ export class PressurePolicy {
     if (userThawed) this.#exempt.add(id);
   }
 
+  /** Whether a sample needs each sliver's own pressure: only while one is held or the node is at
+   * the freeze level (a calm node reads no sliver's cgroup each second). */
+  needsSlivers(node: Psi | null): boolean {
+    const s = this.#s;
+    return s.freeze_psi_some !== null && node !== null && (this.#held !== null || node.some >= s.freeze_psi_some);
+  }
+
   figures(sample: PressureSample): PressureFigures {
     const s = this.#s;
     const top = [...sample.slivers].sort(byPressure).slice(0, 5);
@@ -224,7 +231,7 @@ export class PressureResponder {
   async tick(at: number, node: Psi | null): Promise<PressureDecision> {
     if (this.#o.settings.freeze_psi_some === null || node === null) return { kind: 'none' };
     const slivers: SliverPressure[] = [];
-    for (const s of await this.#o.slivers()) if (s.psi) slivers.push({ id: s.id, slice: s.slice, psi: s.psi });
+    for (const s of this.policy.needsSlivers(node) ? await this.#o.slivers() : []) if (s.psi) slivers.push({ id: s.id, slice: s.slice, psi: s.psi });
     const d = this.policy.observe({ at, node, slivers });
     const { emit, log } = this.#o;
     const err = (e: unknown) => (e instanceof Error ? e.message : String(e));

@@ -51,6 +51,12 @@ export class Reconciler {
   /** When a pass last probed the whole node (links, rate caps, the nftables table). */
   #wholeProbeAt = 0;
   #desired: DesiredState | null = null;
+  /** The slivers of #desired by id. */
+  #desiredById = new Map<string, DesiredSliver>();
+  /** A sliver's ensure that is queued and has not started: a later pass adds none of its own (the
+   * waiting one reads the newest document when it starts), so a burst of documents costs each
+   * sliver one build, not one per document. */
+  readonly #waitingEnsure = new Map<string, { drift: string | undefined; done: Promise<void> }>();
   /** Slivers the memory watchdog froze (pressure.ts): held as long as their document is the one
    * they were frozen under; passes leave them alone meanwhile. */
   readonly #held = new Map<string, { key: string; thawSeq: number; hold: WatchdogHold }>();
@@ -103,6 +109,7 @@ export class Reconciler {
   async reconcile(received: DesiredState, opts: { whole?: boolean } = {}): Promise<void> {
     const doc = this.#screen(received);
     this.#desired = doc;
+    this.#desiredById = new Map(doc.slivers.map((s) => [s.id, s]));
     // The listings that cost a command each (links, rate caps, the table) are read by the first
     // pass, by retries and again() (whole), and at least once a minute: a pass for a new document
     // in between reads cgroupfs and the pool's directory only, so one change costs no listing of
@@ -135,7 +142,7 @@ export class Reconciler {
     for (const s of plan.ensure) {
       const drift = host.drift?.get(s.id);
       if (drift) this.#log.info({ sliver: s.id, drift }, 'live settings differ from the desired ones; brought back');
-      work.push(this.#enqueue(s.id, () => this.#ensure(s, false, drift)));
+      work.push(this.#ensureQueued(s.id, drift));
     }
     this.#log.debug({ wanted: plan.ensure.length + plan.unchanged, teardown: plan.teardown.length, unchanged: plan.unchanged, work: work.length }, 'reconcile pass');
     await Promise.all(work);
@@ -145,14 +152,17 @@ export class Reconciler {
 
   /**
    * What the node has, for the observed-state report: every sliver the ledger holds and every
-   * sliver the desired state names. A sliver still on the host is never reported gone (the
-   * registry forgets a deleting sliver that a report leaves out or calls 'deleted').
+   * sliver the desired state names (fresh: false, with their figures as last read). A sliver
+   * still on the host is never reported gone (the registry forgets a deleting sliver that a report
+   * leaves out or calls 'deleted').
    */
-  async observed(): Promise<ObservedSliver[]> {
-    const desired = new Map((this.#desired?.slivers ?? []).map((s) => [s.id, s]));
+  async observed(opts: { fresh?: boolean } = {}): Promise<ObservedSliver[]> {
+    const fresh = opts.fresh ?? true;
+    const desired = this.#desiredById;
     const ids = new Set([...this.#ledger.slivers().map((r) => r.id), ...desired.keys(), ...this.#refused.keys()]);
     const states = await instanceStates(this.#d.instances);
-    const usage = await this.#accounting.read();
+    const usage = await this.#accounting.read(fresh);
+    this.#accounting.keepOnly(ids);
     const out: ObservedSliver[] = [];
     for (const id of ids) {
       const rec = this.#ledger.get(id);
@@ -180,7 +190,7 @@ export class Reconciler {
       const held = this.#held.get(id)?.hold ?? null;
       // Frozen is not running (as for a user's freeze); watchdog_hold says who froze it and why.
       if (held && state === 'running') state = 'stopped';
-      out.push({ id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress, ...(await this.#accounting.usage(id, driver, usage)), watchdog_hold: held });
+      out.push({ id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress, ...(await this.#accounting.usage(id, driver, usage, fresh)), watchdog_hold: held });
     }
     return out;
   }
@@ -263,7 +273,7 @@ export class Reconciler {
    * Resolves once it is killed, with what happens next.
    */
   async memoryReset(id: string): Promise<'restart' | 'restore'> {
-    const s = this.#desired?.slivers.find((d) => d.id === id);
+    const s = this.#desiredById.get(id);
     const restore = s?.memory_reset === 'restore';
     this.#held.delete(id);
     // Not settled any more: a report meanwhile must not take the kill for a crash.
@@ -272,7 +282,7 @@ export class Reconciler {
     if (!s || s.desired === 'deleted') return restore ? 'restore' : 'restart';
     void this.#enqueue(id, async () => {
       // The newest document's version of the sliver: it may have changed meanwhile.
-      const now = this.#desired?.slivers.find((d) => d.id === id);
+      const now = this.#desiredById.get(id);
       if (now && now.desired !== 'deleted') await this.#ensure(now, restore);
     });
     return restore ? 'restore' : 'restart';
@@ -293,7 +303,7 @@ export class Reconciler {
 
   /** The watchdog's freeze: at once (not after its queue), held until thawed by the watchdog or a user acts. */
   async watchdogFreeze(id: string, hold: WatchdogHold): Promise<void> {
-    const s = this.#desired?.slivers.find((d) => d.id === id);
+    const s = this.#desiredById.get(id);
     if (!s || s.desired !== 'running') throw new Error(`sliver ${id} is not meant to be running here`);
     const driver = this.driverOf(id);
     if (!driver) throw new Error(`no ready driver runs sliver ${id}`);
@@ -324,6 +334,24 @@ export class Reconciler {
     this.#log.info({ sliver: s.id, desired: s.desired, thawed }, 'a new desired state ends the memory watchdog\'s freeze');
     this.onHoldReleased(s.id, thawed);
     return false;
+  }
+
+  /** Queues the sliver's ensure, unless one is already waiting: that one then takes the drift too. */
+  #ensureQueued(id: string, drift: string | undefined): Promise<void> {
+    const waiting = this.#waitingEnsure.get(id);
+    if (waiting) {
+      waiting.drift = drift ?? waiting.drift;
+      return waiting.done;
+    }
+    const entry = { drift, done: Promise.resolve() };
+    this.#waitingEnsure.set(id, entry);
+    entry.done = this.#enqueue(id, async () => {
+      this.#waitingEnsure.delete(id);
+      // The newest document's version; one that no longer wants it has queued its teardown behind.
+      const s = this.#desiredById.get(id);
+      if (s && s.desired !== 'deleted') await this.#ensure(s, false, entry.drift);
+    });
+    return entry.done;
   }
 
   #enqueue(id: string, fn: () => Promise<void>): Promise<void> {

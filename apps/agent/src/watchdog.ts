@@ -1,8 +1,8 @@
-// The memory watchdog, after PlanetLab's pl_mom: it samples host memory and every sliver's
-// physical memory each second, warns at one level and, at a higher one, resets the one sliver
-// using the most memory. pl_mom polled every 30 s and watched swap; a node here often has no swap,
-// so the level is used memory (swap included) over all memory, or, in budget mode, the slivers'
-// memory over a budget the site admin sets for them.
+// The memory watchdog, after PlanetLab's pl_mom: it samples host memory each second (every
+// sliver's physical memory too near the levels, or always against a budget), warns at one level
+// and, at a higher one, resets the one sliver using the most memory. pl_mom polled every 30 s and
+// watched swap; a node here often has no swap, so the level is used memory (swap included) over
+// all memory, or, in budget mode, the slivers' memory over a budget the site admin sets for them.
 import { readFileSync } from 'node:fs';
 import { errorFields } from '@planetlite/host';
 import type { Logger } from '@planetlite/core';
@@ -146,6 +146,12 @@ export type Decision =
 
 const round = (n: number) => Math.round(n * 100) / 100;
 
+/** The host's memory in use (swap included) and all of it, bytes. */
+function hostLevel(h: HostMemory): [used: number, limit: number] {
+  const swapUsed = Math.max(0, h.swapTotalBytes - h.swapFreeBytes);
+  return [h.totalBytes - h.availableBytes + swapUsed, h.totalBytes + h.swapTotalBytes];
+}
+
 /**
  * The policy, apart from any clock or host so it can be tested alone. A warning is recorded once
  * per episode (cleared below warn − hysteresis). A reset takes the biggest sliver; then nothing
@@ -162,14 +168,26 @@ export class WatchdogPolicy {
     this.#s = settings;
   }
 
+  /**
+   * Whether a sample needs each sliver's memory. Against a budget, always. Against the host's
+   * memory, only at the warning level or past psi_full_reset, where the events name the biggest
+   * slivers and a reset picks one: a calm node reads no sliver's cgroup each second (at 2,000
+   * slivers that was most of the agent's time).
+   */
+  needsSlivers(host: HostMemory): boolean {
+    const s = this.#s;
+    if (s.budget_mb !== null) return true;
+    if (s.psi_full_reset !== null && (host.psi?.full ?? 0) >= s.psi_full_reset) return true;
+    const [used, limit] = hostLevel(host);
+    return limit > 0 && round((used / limit) * 100) >= s.warn_percent;
+  }
+
   figures(sample: Sample): Figures {
     const s = this.#s;
     const h = sample.host;
     const slivers = sample.slivers.reduce((a, v) => a + v.bytes, 0);
     const swapUsed = Math.max(0, h.swapTotalBytes - h.swapFreeBytes);
-    const [used, limit] = s.budget_mb === null
-      ? [h.totalBytes - h.availableBytes + swapUsed, h.totalBytes + h.swapTotalBytes]
-      : [slivers, s.budget_mb * 1024 * 1024];
+    const [used, limit] = s.budget_mb === null ? hostLevel(h) : [slivers, s.budget_mb * 1024 * 1024];
     const top = [...sample.slivers].sort((a, b) => b.bytes - a.bytes).slice(0, 5);
     return {
       mode: s.budget_mb === null ? 'host' : 'budget',
@@ -292,7 +310,7 @@ export class Watchdog {
     const at = Date.now();
     const host = (this.#o.readHost ?? readHostMemory)();
     const slivers: SliverMemory[] = [];
-    for (const s of this.#o.slivers()) {
+    for (const s of this.#policy.needsSlivers(host) ? this.#o.slivers() : []) {
       const bytes = await this.#o.memoryOf(s.id).catch(() => null);
       if (bytes !== null) slivers.push({ ...s, bytes });
     }

@@ -171,4 +171,26 @@ describe('pressure responder', () => {
     expect(r.policy.held).toBeNull();
     expect(events[0]).toMatchObject({ type: 'watchdog.warning', sliver: 'a', data: { level: 'freeze', error: 'lxc-freeze failed' } });
   });
+
+  it("reads no sliver's pressure while the node is calm and none is held", async () => {
+    let asked = 0;
+    const r = new PressureResponder({
+      settings: settings(),
+      slivers: async () => { asked++; return [{ id: 'a', slice: 's', psi: { some: 40, full: 0 } }]; },
+      freeze: async () => undefined,
+      thaw: async () => undefined,
+      reset: async () => ({ action: 'restart' }),
+      emit: () => undefined,
+      log: createLogger({ name: 'test', level: 'silent' }),
+    });
+    expect((await r.tick(0, { some: 5, full: 0 })).kind).toBe('none');
+    expect((await r.tick(1000, { some: 20, full: 0 })).kind).toBe('none'); // above thaw, below freeze
+    expect(asked).toBe(0);
+    expect((await r.tick(2000, { some: 50, full: 0 })).kind).toBe('freeze');
+    expect(asked).toBe(1);
+    // While one is held, each sample reads them (the thaw's figures name the top slivers).
+    expect((await r.tick(3000, { some: 20, full: 0 })).kind).toBe('none');
+    expect((await r.tick(4000, { some: 2, full: 0 })).kind).toBe('thaw');
+    expect(asked).toBe(3);
+  });
 });

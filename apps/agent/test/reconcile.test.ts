@@ -27,6 +27,10 @@ function recordingDrivers(dir: string) {
   /** Live memory limit of each running sliver (MiB), and the least each one can be lowered to. */
   const live = new Map<string, number>();
   const holds = new Map<string, number>();
+  /** The memory limit (MiB) each sliver's instance was last defined with. */
+  const defined = new Map<string, number>();
+  /** Slivers whose memory was read, in order. */
+  const figuresRead: string[] = [];
   let busy = 0;
   let maxBusy = 0;
   const note = (c: string) => calls.push(c);
@@ -35,6 +39,7 @@ function recordingDrivers(dir: string) {
     hasImage: async () => true,
     rootIdShift: async (id: string) => (roots.has(id) ? 0 : null),
     listRoots: async () => { note('listRoots'); return [...roots]; },
+    hasRoot: async (id: string) => roots.has(id),
     createRoot: async (id: string) => {
       note(`createRoot ${id}`);
       busy++;
@@ -54,7 +59,7 @@ function recordingDrivers(dir: string) {
   } as unknown as StorageDriver;
   const instance = {
     name: 'fake', capabilities: { unprivileged: true, freeze: true, memoryLimit: true }, status: { state: 'ready' },
-    define: async (s: { id: string }) => { note(`define ${s.id}`); if (!states.has(s.id)) states.set(s.id, 'stopped'); },
+    define: async (s: { id: string; memoryMb: number }) => { note(`define ${s.id}`); defined.set(s.id, s.memoryMb); if (!states.has(s.id)) states.set(s.id, 'stopped'); },
     state: async (id: string) => { note(`state ${id}`); return states.get(id) ?? 'absent'; },
     states: async () => { note('states'); return new Map(states); },
     start: async (id: string) => { note(`start ${id}`); if (failStart.has(id)) throw new Error('lxc-start failed'); states.set(id, 'running'); },
@@ -73,7 +78,7 @@ function recordingDrivers(dir: string) {
     memoryPressure: async () => ({ some: 12, full: 6 }),
     destroy: async (id: string) => { note(`destroy ${id}`); states.delete(id); },
     list: async () => [...states.keys()],
-    memoryBytes: async () => 1 << 20,
+    memoryBytes: async (id: string) => { figuresRead.push(id); return 1 << 20; },
     cpuSeconds: async () => 1.5,
     exec: async () => ({ stdout: '', stderr: '' }),
   } as unknown as InstanceDriver;
@@ -87,7 +92,7 @@ function recordingDrivers(dir: string) {
     counters: async () => new Map(),
     address: () => ({ hostAddress: '10.0.0.1', sliverAddress: '10.0.0.2', prefix: 30 }),
   } as unknown as NetworkDriver;
-  return { drivers: { storage, instances: { lxc: instance }, network }, calls, states, gates, failStart, roots, live, holds, maxBusy: () => maxBusy };
+  return { drivers: { storage, instances: { lxc: instance }, network }, calls, states, gates, failStart, roots, live, holds, defined, figuresRead, maxBusy: () => maxBusy };
 }
 
 /** Each sliver forwards ports of its own, as the registry hands them out. */
@@ -184,7 +189,10 @@ describe('a reconcile pass', () => {
     // As after a kill between the config and the cgroups: the host holds an old limit.
     fake.live.set(s.id, 32);
     fake.calls.length = 0;
+    // A pass for a new document reads no limit of a sliver it does not change: the whole pass does.
     await r.reconcile(doc([s]));
+    expect(fake.calls).not.toContain(`applyLimits ${s.id}`);
+    await r.reconcile(doc([s]), { whole: true });
     expect(fake.calls).toContain(`applyLimits ${s.id}`);
     expect(fake.live.get(s.id)).toBe(64);
     expect((await r.observed())[0]).toMatchObject({ state: 'running', error: null });
@@ -248,6 +256,53 @@ describe('a reconcile pass', () => {
     release();
     await pass;
     expect(fake.states.get(slow.id)).toBe('running');
+  });
+
+  it('works on each sliver once through a burst of documents: a queued build takes the newest document, no copy is queued per document', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers, 1);
+    const slow = sliver('site_slow');
+    let release!: () => void;
+    fake.gates.set(slow.id, new Promise<void>((res) => (release = res)));
+    // As in a burst: document after document, each with one sliver more, while the first build waits.
+    const slivers = [slow];
+    const passes = [r.reconcile(doc([...slivers]))];
+    for (let i = 0; i < 8; i++) {
+      slivers.push(sliver(`site_b${i}`));
+      passes.push(r.reconcile(doc([...slivers])));
+    }
+    // The last sliver changes while it waits: its one build is of the newest version.
+    const last = { ...slivers.at(-1)!, resources: { ...slivers.at(-1)!.resources, memory_mb: 96 } };
+    passes.push(r.reconcile(doc([...slivers.slice(0, -1), last])));
+    await new Promise((res) => setTimeout(res, 50));
+    release();
+    await Promise.all(passes);
+    for (const s of slivers) {
+      expect(fake.states.get(s.id)).toBe('running');
+      // One build each, and no probe of a sliver already built by an earlier copy of its job.
+      expect(fake.calls.filter((c) => c === `createRoot ${s.id}`)).toHaveLength(1);
+      expect(fake.calls.filter((c) => c === `state ${s.id}`)).toHaveLength(1); // the build's own, before its start
+    }
+    expect(fake.defined.get(last.id)).toBe(96);
+    expect((await r.observed()).find((o) => o.id === last.id)).toMatchObject({ state: 'running', error: null });
+  });
+
+  it("reports with the figures as last read unless fresh: a change's report reads only a new sliver's cgroups", async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const slivers = Array.from({ length: 5 }, (_, i) => sliver(`site_f${i}`));
+    await r.reconcile(doc(slivers));
+    await r.observed();
+    expect(fake.figuresRead.sort()).toEqual(slivers.map((s) => s.id).sort());
+    fake.figuresRead.length = 0;
+    const added = sliver('site_fnew');
+    await r.reconcile(doc([...slivers, added]));
+    const seen = await r.observed({ fresh: false });
+    expect(fake.figuresRead).toEqual([added.id]);
+    expect(seen.every((o) => o.memory_bytes === 1 << 20 && o.cpu_seconds === 1.5)).toBe(true);
+    fake.figuresRead.length = 0;
+    await r.observed();
+    expect(fake.figuresRead).toHaveLength(6);
   });
 
   it('undoes a new sliver that fails part-way: nothing stays on the host but its ledger record, and the next pass starts over', async () => {

@@ -105,4 +105,33 @@ describe('watchdog loop', () => {
     await new Promise((r) => setTimeout(r, 250));
     expect(events.length).toBe(count); // stopped: no more samples
   });
+
+  it("against the host's memory, reads no sliver's memory while the node is calm, and every sliver's near the levels", async () => {
+    const read: string[] = [];
+    let h: HostMemory = host; // 10 % in use
+    const events: WatchdogEvent[] = [];
+    const w = new Watchdog({
+      settings: { ...defaultWatchdogSettings, budget_mb: null, interval_ms: 100 },
+      slivers: () => [{ id: 'a', slice: 's_a' }, { id: 'b', slice: 's_b' }],
+      memoryOf: async (id) => { read.push(id); return (id === 'b' ? 800 : 10) * MiB; },
+      reset: async () => ({ action: 'restart' }),
+      emit: (e) => events.push(e),
+      log: createLogger({ name: 'test', level: 'silent' }),
+      readHost: () => h,
+    });
+    expect((await w.tick()).kind).toBe('none');
+    expect(read).toEqual([]);
+    h = { ...host, availableBytes: 120 * MiB }; // 88 %: the warning, with the biggest slivers
+    expect((await w.tick()).kind).toBe('warn');
+    expect(read).toEqual(['a', 'b']);
+    expect(events[0]?.data).toMatchObject({ mode: 'host', used_percent: 88, top: [{ sliver: 'b' }, { sliver: 'a' }] });
+    h = { ...host, availableBytes: 50 * MiB }; // 95 %: the biggest is reset
+    const d = await w.tick();
+    expect(d.kind === 'reset' && d.victim.id).toBe('b');
+    // A sliver's memory also counts for a reset on memory pressure alone.
+    const p = new WatchdogPolicy({ ...defaultWatchdogSettings, psi_full_reset: 20 });
+    expect(p.needsSlivers({ ...host, psi: { some: 40, full: 25 } })).toBe(true);
+    expect(p.needsSlivers(host)).toBe(false);
+    expect(new WatchdogPolicy(budget()).needsSlivers(host)).toBe(true);
+  });
 });

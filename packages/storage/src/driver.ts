@@ -76,6 +76,8 @@ export interface StorageDriver {
   rootIdShift(sliverId: string): Promise<number | null>;
   /** Ids of the slivers that have a root. */
   listRoots(): Promise<string[]>;
+  /** Whether this sliver has a root (one stat: no listing of the pool). */
+  hasRoot(sliverId: string): Promise<boolean>;
   /**
    * Delete a sliver's root with every subvolume nested in it, and their qgroups. Idempotent.
    * Stop the sliver first: a running sliver could race the deletion.

@@ -126,6 +126,10 @@ export class BtrfsDriver implements StorageDriver {
     return volumes.listRoots(this.#mountpoint());
   }
 
+  hasRoot(sliver: string): Promise<boolean> {
+    return isSubvolume(volumes.rootPath(this.#mountpoint(), sliverId(sliver)));
+  }
+
   async deleteRoot(sliver: string): Promise<void> {
     const id = sliverId(sliver);
     const mp = this.#mountpoint();
