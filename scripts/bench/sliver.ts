@@ -245,7 +245,8 @@ async function main(): Promise<void> {
     }
 
     // 3. Density: the rest in bursts of --step through the API, each burst waited out; after
-    // each, start-up again at that node size (3 slivers made one at a time), for the plot.
+    // each, start-up again at that node size (3 slivers made one at a time, so the node ends with
+    // 3 more than --density), for the plot.
     const burst = Date.now();
     const step = Math.max(1, Number(args.step ?? Math.ceil((M - slivers.length) / 8)));
     const growth: Array<{ size: number; ms: number[]; floor: number[] }> = [{ size: 1, ms: full.slice(0, 3), floor: floor.slice(0, 3) }];
@@ -267,24 +268,22 @@ async function main(): Promise<void> {
       const size = slivers.length;
       // The floor at this node size too: what the kernel and the tools cost with N slivers there.
       const floorHere: number[] = [];
-      if (slivers.length < M) {
-        floorSh('init', NODE);
-        try {
-          for (let k = 0; k < 3; k++) {
-            const t0 = Date.now();
-            floorSh('up', NODE, imageSubvol, poolDir, floorLxc, String(k), PUBLIC, String(39000 + k));
-            floorHere.push(await banner(39000 + k, t0));
-            floorSh('down', NODE, poolDir, floorLxc, String(k));
-          }
-        } finally {
-          for (let k = 0; k < 3; k++) floorSh('down', NODE, poolDir, floorLxc, String(k));
-          floorSh('fini', NODE);
+      floorSh('init', NODE);
+      try {
+        for (let k = 0; k < 3; k++) {
+          const t0 = Date.now();
+          floorSh('up', NODE, imageSubvol, poolDir, floorLxc, String(k), PUBLIC, String(39000 + k));
+          floorHere.push(await banner(39000 + k, t0));
+          floorSh('down', NODE, poolDir, floorLxc, String(k));
         }
+      } finally {
+        for (let k = 0; k < 3; k++) floorSh('down', NODE, poolDir, floorLxc, String(k));
+        floorSh('fini', NODE);
       }
       // --profile DIR: the agent's and this process's (the registry's) CPU while the 3 are made.
-      const profiling = args.profile && slivers.length < M ? [await profileProcess(agent!.pid!), await profileSelf()] : null;
+      const profiling = args.profile ? [await profileProcess(agent!.pid!), await profileSelf()] : null;
       const ms: number[] = [];
-      for (let k = 0; k < 3 && slivers.length < M; k++) ms.push(await create(`bench_g${size}_${k}`, admin));
+      for (let k = 0; k < 3; k++) ms.push(await create(`bench_g${size}_${k}`, admin));
       if (profiling) {
         console.error(saveProfile(join(resolve(args.profile!), `agent-${size}.cpuprofile`), await profiling[0]!.stop()));
         console.error(saveProfile(join(resolve(args.profile!), `registry-${size}.cpuprofile`), await profiling[1]!.stop()));

@@ -9,7 +9,7 @@ import { isInstanceError, type InstanceDriver, type InstanceLimits } from '@plan
 import { MAX_KBPS, type SliverNet, type SliverNetSpec, type SliverRate } from '@planetlite/network';
 import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images/records.js';
-import { instanceStates, readiness } from './instances.js';
+import { instanceList, instanceStates, readiness } from './instances.js';
 import type { Ledger, SliverRecord } from './ledger.js';
 import { describePlan, keysHash, kindOf, planLifecycle, type HostView, type Readiness, type SliverFacts, type SliverKind, type SliverPlan, type Step, type TeardownStep } from './planner.js';
 import { isTransient, keysFault, provisionFault, sliverError } from './faults.js';
@@ -110,15 +110,15 @@ export class Builder {
     return instanceStates(this.#d.instances);
   }
 
-  /** What the host has, for a pass: one probe per driver; and with `whole`, the live limits of the
-   * wanted slivers that run (cgroupfs reads, no command), the links (one ip command), the wanted
-   * slivers' rate caps (one tc command) and the nftables table (one nft command) against the last
-   * one applied. */
+  /** What the host has, for a pass: the instances (a directory read per driver) and the roots (one
+   * directory read); with `whole`, also every instance's state and live limits (cgroupfs reads, no
+   * command), the links (one ip command), the wanted slivers' rate caps (one tc command) and the
+   * nftables table (one nft command) against the last one applied. */
   async host(wanted: readonly DesiredSliver[] = [], opts: { whole?: boolean } = { whole: true }): Promise<HostView> {
     const net = this.#d.network;
     const whole = opts.whole === true;
     const [instances, roots, links, rates, table] = await Promise.all([
-      instanceStates(this.#d.instances),
+      whole ? instanceStates(this.#d.instances) : instanceList(this.#d.instances),
       this.#d.storage.listRoots(),
       whole ? net.listAttached() : Promise.resolve([]),
       // Only slivers with a ledger record have been given a link and caps (a spare about to be

@@ -51,6 +51,18 @@ export async function instanceStates(drivers: InstanceDrivers): Promise<Map<stri
   return all;
 }
 
+/** The instances every ready driver lists, by id, with their kind and no state (a directory read
+ * per driver, no cgroup read): what a pass for a new document needs to find leftovers. */
+export async function instanceList(drivers: InstanceDrivers): Promise<Map<string, { kind: SliverKind; state: null }>> {
+  const all = new Map<string, { kind: SliverKind; state: null }>();
+  for (const kind of SLIVER_KINDS) {
+    const d = drivers[kind];
+    if (d?.status.state !== 'ready') continue;
+    for (const id of await d.list()) all.set(id, { kind, state: null });
+  }
+  return all;
+}
+
 /** Runs the check of every driver not checked yet, in the background; onDone runs after each. */
 export function checkInBackground(drivers: InstanceDrivers, log: Logger, onDone: () => void): Promise<void> {
   const checks = SLIVER_KINDS.map((kind) => {

@@ -14,8 +14,10 @@ export type Readiness = { state: 'ready' } | { state: 'checking'; why: string } 
 
 /** What the host has, probed once at the start of a pass. */
 export interface HostView {
-  /** Instances the ready drivers list, with the kind of the driver that listed each. */
-  instances: ReadonlyMap<string, { kind: SliverKind; state: InstanceState }>;
+  /** Instances the ready drivers list, with the kind of the driver that listed each and their
+   * state; null when not probed (a pass for a new document probes only what it works on: an
+   * unchanged sliver is taken as its last pass left it until a whole pass looks). */
+  instances: ReadonlyMap<string, { kind: SliverKind; state: InstanceState | null }>;
   /** Slivers with a root filesystem (subvolume). */
   roots: Iterable<string>;
   /** Slivers with host-side network devices. */
@@ -60,7 +62,8 @@ export function planPass(doc: DesiredState, host: HostView, ledger: readonly Sli
   const ensure: DesiredSliver[] = [];
   let unchanged = 0;
   for (const s of wanted.values()) {
-    if (done.get(s.id) === docKey(s) && settled(s, host.instances.get(s.id)?.state) && !host.drift?.has(s.id)) unchanged++;
+    const inst = host.instances.get(s.id);
+    if (done.get(s.id) === docKey(s) && inst && (inst.state === null || settled(s, inst.state)) && !host.drift?.has(s.id)) unchanged++;
     else ensure.push(s);
   }
   return { teardown, ensure, unchanged };

@@ -62,6 +62,9 @@ export class Reconciler {
   readonly #held = new Map<string, { key: string; thawSeq: number; hold: WatchdogHold }>();
   /** Told when a user's action (a changed document) ends a hold; thawed: by a thaw action. */
   onHoldReleased: (id: string, thawed: boolean) => void = () => undefined;
+  /** Slivers the last report on the clock found down while settled as running, and the error it
+   * showed: a report a change sends at once (no state probe) shows the same until work starts. */
+  readonly #stoppedByItself = new Map<string, string>();
   /** Slivers whose document the last pass refused (screen.ts), and why. */
   #refused = new Map<string, string>();
   readonly #bounds = nodeBounds();
@@ -160,7 +163,10 @@ export class Reconciler {
     const fresh = opts.fresh ?? true;
     const desired = this.#desiredById;
     const ids = new Set([...this.#ledger.slivers().map((r) => r.id), ...desired.keys(), ...this.#refused.keys()]);
-    const states = await instanceStates(this.#d.instances);
+    // A report on the clock reads every instance's state; one that a change sends at once reads
+    // only those of slivers this agent has not worked on yet, and repeats the clock report's
+    // verdict on those that stopped by themselves.
+    const states = fresh ? await instanceStates(this.#d.instances) : null;
     const usage = await this.#accounting.read(fresh);
     this.#accounting.keepOnly(ids);
     const out: ObservedSliver[] = [];
@@ -175,17 +181,26 @@ export class Reconciler {
         continue;
       }
       const driver = this.#builder.driverOf(id);
-      const now = states.get(id)?.state ?? 'absent';
+      const probe = async () => states?.get(id)?.state ?? (states || !driver ? 'absent' : await driver.state(id).catch(() => 'absent' as const));
       // Before this agent has worked on a sliver (say, after a restart), its state is what the host shows.
-      let state: ObservedSliver['state'] = st?.state ?? observedState(now);
+      let state: ObservedSliver['state'] = st?.state ?? observedState(await probe());
       let error = st?.error ?? null;
       const leaving = this.#desired !== null && (!d || d.desired === 'deleted');
       if (leaving && state !== 'failed') state = 'deleting';
       // Settled as running, nothing under way for it, and yet down: its init or its VM died.
-      if (state === 'running' && d?.desired === 'running' && (now === 'stopped' || now === 'absent') && this.#done.has(id) && !this.#queues.has(id)) {
-        const why = (await driver?.exitReason?.(id).catch(() => null)) ?? null;
-        state = 'failed';
-        error = `${rec.kind === 'kvm' ? 'the VM' : 'the container'} stopped by itself${why ? ` (${why})` : ''}; a restart action or the next full pass starts it again`;
+      if (state === 'running' && d?.desired === 'running' && this.#done.has(id) && !this.#queues.has(id)) {
+        if (states) {
+          const now = await probe();
+          if (now === 'stopped' || now === 'absent') {
+            const why = (await driver?.exitReason?.(id).catch(() => null)) ?? null;
+            this.#stoppedByItself.set(id, `${rec.kind === 'kvm' ? 'the VM' : 'the container'} stopped by itself${why ? ` (${why})` : ''}; a restart action or the next full pass starts it again`);
+          } else this.#stoppedByItself.delete(id);
+        }
+        const died = this.#stoppedByItself.get(id);
+        if (died) {
+          state = 'failed';
+          error = died;
+        }
       }
       const held = this.#held.get(id)?.hold ?? null;
       // Frozen is not running (as for a user's freeze); watchdog_hold says who froze it and why.
@@ -368,6 +383,7 @@ export class Reconciler {
   /** One sliver's turn: read what it is, plan, build. */
   async #ensure(s: DesiredSliver, restore = false, hostDrift?: string): Promise<void> {
     const want = docKey(s);
+    this.#stoppedByItself.delete(s.id);
     if (!restore && this.#stillHeld(s)) return;
     try {
       const plan = planSliver(await this.#builder.facts(s, { done: this.#done.get(s.id) === want, restore, ...(hostDrift ? { hostDrift } : {}) }));
@@ -401,6 +417,7 @@ export class Reconciler {
   }
 
   async #teardown(id: string, kind: 'lxc' | 'kvm'): Promise<void> {
+    this.#stoppedByItself.delete(id);
     this.#done.delete(id);
     this.#unapplied.delete(id);
     this.#short.delete(id);

@@ -154,7 +154,7 @@ describe('a reconcile pass', () => {
     expect(fake.states.get(a.id)).toBe('frozen');
   });
 
-  it('builds new slivers, then leaves settled ones alone: one state probe for all of them and nothing else', async () => {
+  it('builds new slivers, then leaves settled ones alone: no state probe for a new document, one for all of them in a whole pass', async () => {
     const fake = recordingDrivers(dir);
     const r = reconciler(fake.drivers);
     const slivers = Array.from({ length: 20 }, (_, i) => sliver(`site_s${i}`));
@@ -167,7 +167,11 @@ describe('a reconcile pass', () => {
     await r.reconcile(doc([...slivers, added]));
     const perSliver = fake.calls.filter((c) => / [0-9a-f-]{36}$/.test(c));
     expect(perSliver.every((c) => c.endsWith(added.id))).toBe(true);
-    expect(fake.calls.filter((c) => c === 'states')).toHaveLength(1);
+    // A pass for a new document lists the instances and probes no state of the settled ones.
+    expect(fake.calls.filter((c) => c === 'states')).toHaveLength(0);
+    fake.calls.length = 0;
+    await r.reconcile(doc([...slivers, added]), { whole: true });
+    expect(fake.calls).toEqual(['states', 'listRoots']);
   });
 
   it('works again on a settled sliver whose instance is no longer in its desired state', async () => {
@@ -177,8 +181,15 @@ describe('a reconcile pass', () => {
     await r.reconcile(doc([s]));
     fake.states.set(s.id, 'stopped'); // its init died
     fake.calls.length = 0;
+    // A pass for a new document probes only what it works on; the clock's report shows the
+    // death, a change's report repeats it, and the whole pass (at least once a minute) restarts it.
     await r.reconcile(doc([s]));
+    expect(fake.calls).not.toContain(`start ${s.id}`);
+    expect((await r.observed())[0]).toMatchObject({ state: 'failed', error: expect.stringMatching(/^the container stopped by itself/) });
+    expect((await r.observed({ fresh: false }))[0]).toMatchObject({ state: 'failed' });
+    await r.reconcile(doc([s]), { whole: true });
     expect(fake.calls).toContain(`start ${s.id}`);
+    expect((await r.observed({ fresh: false }))[0]).toMatchObject({ state: 'running', error: null });
   });
 
   it('converges on the live limits, not on its own last pass: a drifted limit is written, a refused one stays the sliver\'s error until it holds', async () => {
