@@ -16,6 +16,8 @@
 // --step: the density slivers are requested in bursts of this many (default an eighth of them);
 // after each, 3 are timed one at a time at that node size (--svg FILE plots them).
 //
+// PLANETLITE_BENCH_LOG: log level of the benchmark and the agent; PLANETLITE_BENCH_AGENT_LOG: the
+// agent's alone (info: each sliver's build with the time of each step).
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
 // dirs it makes, and is removed at the end.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -179,7 +181,7 @@ async function main(): Promise<void> {
       if (via.ca) writeFileSync(caFile, via.ca);
       else rmSync(caFile, { force: true });
       // The agent runs as its own process, as on a node (`planetlite-agent run`, settings from the state dir).
-      agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, ...flags, '--log-level', process.env.PLANETLITE_BENCH_LOG ?? 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, ...flags, '--log-level', process.env.PLANETLITE_BENCH_AGENT_LOG ?? process.env.PLANETLITE_BENCH_LOG ?? 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
       const agentExit = new Promise((r) => agent!.once('exit', r));
       const since = Date.now();
       await Promise.race([

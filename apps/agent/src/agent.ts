@@ -61,6 +61,9 @@ export class Agent {
   #checks: Promise<void> = Promise.resolve();
   /** Size and mtime of each console log as last uploaded, so an unchanged one costs a stat. */
   readonly #consoles = new Map<string, string>();
+  /** Each sliver as the registry last took its report (JSON), for partial reports; null before
+   * the first whole report. */
+  #sent: Map<string, string> | null = null;
   /** Events for the registry (watchdog), kept in the state dir until sent. */
   readonly outbox: EventOutbox;
   #timer: NodeJS.Timeout | null = null;
@@ -261,16 +264,23 @@ export class Agent {
 
   /**
    * Sends observed state; failures are logged and retried on the next tick. The reports on the
-   * clock read every sliver's figures and OOM counts; the ones a change sends at once (fresh:
-   * false) read the states and the new slivers' figures only, so one change does not read the
-   * cgroups of the whole node.
+   * clock read every sliver's state, figures and OOM count and list them all; the ones a change
+   * sends at once (fresh: false) read only what this agent has not seen yet and list only the
+   * slivers whose report changed, so one change costs neither a read of the whole node's cgroups
+   * nor a write of all its slivers at the registry.
    */
   report(opts: { fresh?: boolean } = {}): Promise<void> {
     const fresh = opts.fresh ?? true;
     this.#reporting = this.#reporting.then(async () => {
       try {
         if (fresh) await this.#oom?.check();
-        await this.client.putObservedState(this.nodeId, await this.observed({ fresh }));
+        const whole = await this.observed({ fresh });
+        // A change's report lists only the slivers whose report changed since the last one the
+        // registry took (partial); the clock's reports list them all.
+        const changed = fresh || !this.#sent ? null : whole.slivers.filter((s) => this.#sent!.get(s.id) !== JSON.stringify(s));
+        await this.client.putObservedState(this.nodeId, changed ? { ...whole, slivers: changed, partial: true } : whole);
+        if (!changed) this.#sent = new Map();
+        for (const s of changed ?? whole.slivers) this.#sent!.set(s.id, JSON.stringify(s));
         await this.#uploadConsoles();
       } catch (err) {
         this.#log.debug(errorFields(err), 'observed-state report failed');

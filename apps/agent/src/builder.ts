@@ -49,6 +49,8 @@ interface Build {
   /** A live limit the kernel refused, or new keys with no room to be written: the sliver runs
    * on, showing this error, until a pass applies it. */
   limitsError: string | null;
+  /** How long each step took, ms (logged once the build is done). */
+  took: Record<string, number>;
 }
 
 /** What a build leaves: the sliver's state, and the error it shows (a limit not applied). */
@@ -186,7 +188,8 @@ export class Builder {
     this.#log.debug({ sliver: s.id, image: s.image.name, plan: describePlan(plan) }, 'ensure');
     // Keep seeding what this node holds to other nodes (also after a restart).
     if (plan.seed) this.#fetcher?.seed({ name: s.image.name, sha256: plan.sha256, magnet: s.image.magnet, webSeed: s.image.web_seed });
-    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, idShift: 0, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped', limitsError: null };
+    const b: Build = { s, plan, driver: this.#d.instances[plan.kind]!, rec: this.#ledger.get(s.id)!, rootfs: null, idShift: 0, net: null, isNew: plan.stages[0]?.[0]?.do === 'claim', ends: 'stopped', limitsError: null, took: {} };
+    const t0 = performance.now();
     await Reverter.wrap(async (r) => {
       for (const stage of plan.stages) {
         if (stage.some((st) => st.do === 'root') && plan.fresh) onFresh();
@@ -195,6 +198,8 @@ export class Builder {
       }
       this.#note(s.id, 'done');
     });
+    // Where a build's time goes, for a site admin whose slivers start slowly.
+    if (plan.fresh || b.isNew) this.#log.info({ sliver: s.id, slice: s.slice, ms: Math.round(performance.now() - t0), steps: b.took }, 'sliver built');
     return { ends: b.ends, error: b.limitsError };
   }
 
@@ -204,6 +209,15 @@ export class Builder {
   }
 
   async #step(b: Build, step: Step, r: Reverter): Promise<void> {
+    const t0 = performance.now();
+    try {
+      await this.#doStep(b, step, r);
+    } finally {
+      b.took[step.do] = Math.round(performance.now() - t0);
+    }
+  }
+
+  async #doStep(b: Build, step: Step, r: Reverter): Promise<void> {
     const { s, driver } = b;
     if (step.do !== 'link') this.#note(s.id, step.do);
     switch (step.do) {
@@ -242,10 +256,12 @@ export class Builder {
         // The table's entries name the device by its name, so they need not wait for it: a spare
         // handed out (its device long made) answers on its port as soon as they are in.
         this.#note(s.id, 'nftables');
-        const table = this.applyTable();
+        const since = performance.now();
+        const table = this.applyTable().finally(() => (b.took.table = Math.round(performance.now() - since)));
         const link = (async () => {
           b.net = await this.#d.network.attach(netSpec(b.rec, s));
           if (b.isNew) r.add(() => this.#d.network.detach(s.id));
+          b.took.attach = Math.round(performance.now() - since);
           // After every attach: a device attach() made anew starts without caps. A cap at or
           // above what tc takes is no cap.
           this.#note(s.id, 'shaping');

@@ -119,6 +119,7 @@ export class Reconciler {
     // the whole node. What the document changes is built in full either way.
     const whole = opts.whole === true || !this.#tableRebuilt || Date.now() - this.#wholeProbeAt >= WHOLE_PROBE_EVERY_MS;
     if (whole) this.#wholeProbeAt = Date.now();
+    const started = performance.now();
     const host = await this.#builder.host(doc.slivers.filter((s) => s.desired !== 'deleted'), { whole });
     const plan = planPass(doc, host, this.#ledger.all(), this.#done);
     // A sliver whose new document was refused is left as it is, never torn down for it.
@@ -147,7 +148,7 @@ export class Reconciler {
       if (drift) this.#log.info({ sliver: s.id, drift }, 'live settings differ from the desired ones; brought back');
       work.push(this.#ensureQueued(s.id, drift));
     }
-    this.#log.debug({ wanted: plan.ensure.length + plan.unchanged, teardown: plan.teardown.length, unchanged: plan.unchanged, work: work.length }, 'reconcile pass');
+    this.#log.debug({ wanted: plan.ensure.length + plan.unchanged, teardown: plan.teardown.length, unchanged: plan.unchanged, work: work.length, whole, planned_ms: Math.round(performance.now() - started) }, 'reconcile pass');
     await Promise.all(work);
     // Spares handed out in this pass are made again behind it (and with no pool, any left go).
     if (this.#pool) void this.#pool.fill();

@@ -147,4 +147,35 @@ describe('reports that say nothing new', () => {
       await off.close();
     }
   });
+
+  it('takes a partial report (what changed): it touches only the slivers it lists, and the next whole report is written', async () => {
+    const other = `${w.site}_part`;
+    await ok(a.app, 201, 'POST', '/v1/slices', w.pi, { name: other, description: 'partial', url: 'https://example.org', image: 'memo-img' });
+    const b2 = (await ok(a.app, 202, 'POST', `/v1/slices/${other}/slivers`, w.pi, { node_id: w.ids.node })).id;
+    await poll(a);
+    expect(await report(a, [running(40), running(40, b2)])).toBeGreaterThan(0);
+    expect(await report(a, [running(41), running(41, b2)])).toBe(0);
+    const partial = async (slivers: object[]) => {
+      const before = db.statements;
+      await ok(a.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { capabilities: caps, slivers, partial: true });
+      return db.statements - before;
+    };
+    // Only b2 changed: the other sliver keeps its row as it was.
+    expect(await partial([{ ...running(42, b2), state: 'stopped' }])).toBeGreaterThan(0);
+    expect((await sliver(b2)).state).toBe('stopped');
+    expect((await sliver(w.ids.sliver)).state).toBe('running');
+    // The figures its absorbed report queued are still written by the flush.
+    await memo(a).flush();
+    expect((await sliver(w.ids.sliver)).usage.cpu_seconds).toBe(41);
+    // What the replica remembered of the whole report is gone: the next one is written.
+    expect(await report(a, [running(43), { ...running(43, b2), state: 'stopped' }])).toBeGreaterThan(0);
+    // A deleting sliver left out of a partial report is not gone; one reported deleted is.
+    await ok(a.app, 202, 'DELETE', `/v1/slivers/${b2}`, w.pi);
+    await poll(a);
+    await partial([running(44)]);
+    expect((await sliver(b2)).state).toBe('deleting');
+    await partial([{ id: b2, state: 'deleted' }]);
+    expect((await call(a.app, 'GET', `/v1/slivers/${b2}`, w.admin)).status).toBe(404);
+    expect((await sliver(w.ids.sliver)).state).toBe('running');
+  });
 });

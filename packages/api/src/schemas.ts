@@ -560,6 +560,7 @@ export const SLIVER_ERROR_MAX_CHARS = 4000;
 export const ObservedState = Type.Object(
   {
     slivers: Type.Array(ObservedSliver, { maxItems: 100000 }),
+    partial: Type.Optional(Type.Boolean({ description: 'slivers lists only those whose report changed since the last one: the others stay as the registry has them, and a deleting sliver left out is not gone (whole reports follow on the clock)' })),
     images: Type.Optional(
       Type.Array(
         Type.Object(

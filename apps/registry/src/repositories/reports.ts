@@ -30,6 +30,9 @@ export interface PlainReport {
   seenRefreshSeconds: number;
   /** At most one usage sample per sliver this often (minus a margin the caller gives). */
   sampleSeconds: number;
+  /** The report lists only the slivers that changed: the others are left as they are, and a
+   * deleting sliver left out is not gone. */
+  partial: boolean;
 }
 
 /**
@@ -40,7 +43,8 @@ export interface PlainReport {
  * change, the due usage samples, the node's images and spares when they differ, and last_seen
  * once it has aged. Answers null, having written
  * nothing, when the report needs the full treatment (node.online, capabilities, front door, a
- * sliver gone): the caller then applies it in a transaction.
+ * sliver gone): the caller then applies it in a transaction. A partial report reads and locks
+ * only the slivers it lists.
  *
  * The node's slivers are locked while it runs, so a sliver deleted meanwhile stays 'deleting'.
  */
@@ -53,7 +57,8 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
        SELECT state, capabilities, front_door FROM nodes WHERE id = $1
      ), mine AS MATERIALIZED (
        SELECT s.id, s.slice, s.state, s.desired, s.error, o.id AS oid, o.state AS ostate
-       FROM slivers s LEFT JOIN o ON o.id = s.id WHERE s.node_id = $1 ORDER BY s.id FOR NO KEY UPDATE OF s
+       FROM slivers s LEFT JOIN o ON o.id = s.id
+       WHERE s.node_id = $1 AND (NOT $10::boolean OR o.id IS NOT NULL) ORDER BY s.id FOR NO KEY UPDATE OF s
      ), verdict AS (
        SELECT EXISTS (SELECT 1 FROM n WHERE n.state = 'online')
          AND ($3::jsonb IS NULL OR (SELECT bool_and((n.capabilities -> f) IS NOT DISTINCT FROM ($3::jsonb -> f))
@@ -115,6 +120,7 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
       r.seenRefreshSeconds,
       r.sampleSeconds,
       JSON.stringify(r.spares),
+      r.partial,
     ],
     // Its generic plan cost PostgreSQL about 40 % more time at 2,000 agents than planning it for each
     // report's values (docs/benchmarks.md, 2026-12-04 16:36).

@@ -160,8 +160,11 @@ export interface ReportedSliverRow {
 }
 
 /** The node's slivers, locked while its report is applied. */
-export async function lockSliversOfNode(q: Queryable, nodeId: string): Promise<ReportedSliverRow[]> {
-  const { rows } = await q.query<ReportedSliverRow>('SELECT id, slice, state, desired, error, address FROM slivers WHERE node_id = $1 FOR NO KEY UPDATE', [nodeId]);
+/** The node's slivers (only these ids, when given), locked for a report. */
+export async function lockSliversOfNode(q: Queryable, nodeId: string, ids?: readonly string[]): Promise<ReportedSliverRow[]> {
+  const { rows } = ids
+    ? await q.query<ReportedSliverRow>('SELECT id, slice, state, desired, error, address FROM slivers WHERE node_id = $1 AND id = ANY($2::uuid[]) ORDER BY id FOR NO KEY UPDATE', [nodeId, ids])
+    : await q.query<ReportedSliverRow>('SELECT id, slice, state, desired, error, address FROM slivers WHERE node_id = $1 FOR NO KEY UPDATE', [nodeId]);
   return rows;
 }
 

@@ -55,8 +55,9 @@ async function updateFrontDoor(q: Queryable, changes: Changes, nodeId: string, d
 }
 
 /**
- * Applies one observed-state report. A deleting sliver absent from the report (or reported
- * deleted) is gone; usageSampleSeconds paces the accounting history.
+ * Applies one observed-state report. A deleting sliver absent from a whole report (or reported
+ * deleted) is gone; a partial one touches only the slivers it lists. usageSampleSeconds paces the
+ * accounting history.
  */
 export async function applyReport(
   q: Queryable,
@@ -70,8 +71,8 @@ export async function applyReport(
   if (body.images) await setNodeImages(q, nodeId, body.images);
   if (body.front_door !== undefined) await updateFrontDoor(q, changes, nodeId, body.front_door);
   await setNodeSpares(q, nodeId, body.spares ?? []);
-  const rows = await lockSliversOfNode(q, nodeId);
   const reported = new Map(body.slivers.map((s) => [s.id, s]));
+  const rows = await lockSliversOfNode(q, nodeId, body.partial ? [...reported.keys()] : undefined);
   let updated = 0;
   let removed = 0;
   const refresh: SliverRefresh[] = [];
@@ -141,6 +142,16 @@ export interface ReportOptions {
 export async function acceptReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
   const { memo } = opts;
   if (!memo) return writeReport(deps, nodeId, body, opts);
+  // A partial report (what changed) is always written; what is remembered of the node's last
+  // whole report no longer says what the database holds.
+  if (body.partial) {
+    const ticket = memo.begin(nodeId);
+    try {
+      return await writeReport(deps, nodeId, body, opts);
+    } finally {
+      memo.wrotePartial(ticket, body);
+    }
+  }
   const digests = reportDigests(body);
   if (memo.absorb(nodeId, body, digests)) return { updated: 0, removed: 0 };
   const ticket = memo.begin(nodeId);
@@ -182,6 +193,7 @@ async function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState
     spares: body.spares ?? [],
     seenRefreshSeconds: opts.seenRefreshSeconds,
     sampleSeconds: opts.usageSampleSeconds * 0.9,
+    partial: body.partial === true,
   });
   if (events) {
     const changes = new Changes();

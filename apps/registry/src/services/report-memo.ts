@@ -182,6 +182,15 @@ export class ReportMemo {
     this.#memos.set(ticket.nodeId, { ...digests, etag: ticket.etag, epoch: ticket.epoch, seenAt: now, sampledAt: now });
   }
 
+  /** After a partial report's statement (written or not): nothing is remembered of the node, and
+   * the other replicas forget it too. */
+  wrotePartial(ticket: ReportTicket, body: ObservedState): void {
+    this.#end(ticket);
+    for (const s of body.slivers) if (this.#usage.get(s.id)?.node === ticket.nodeId) this.#usage.delete(s.id);
+    void this.#deps.fanout.publish(REPORTS_CHANNEL, `${this.#id} ${ticket.nodeId}`).catch(() => undefined);
+    this.#memos.delete(ticket.nodeId);
+  }
+
   /** The statement failed: nothing is remembered. */
   abandon(ticket: ReportTicket): void {
     this.#end(ticket);

@@ -362,6 +362,7 @@ export async function rootsUsage(mountpoint: string, roots: string[], ids: Map<s
     const u = rows.get(id);
     if (u) out.set(sliver, { exclusiveBytes: u.exclusive, referencedBytes: u.referenced });
   }
-  for (const sliver of ids.keys()) if (!roots.includes(sliver)) ids.delete(sliver);
+  const present = new Set(roots);
+  for (const sliver of ids.keys()) if (!present.has(sliver)) ids.delete(sliver);
   return out;
 }
