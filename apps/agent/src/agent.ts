@@ -348,6 +348,9 @@ export class Agent {
         }
         this.#updateFrontDoor();
         await this.report({ fresh: false });
+        // The once-a-minute look at the whole node (what changed by hand, crashed, drifted) runs
+        // after the change, not before it.
+        if (this.#reconciler.wholeDue()) this.#again();
       }
       await ack;
     })();

@@ -236,11 +236,13 @@ export class Builder {
         this.#ledger.update(s.id, { ...(step.resetSeq !== null ? { reset_seq: step.resetSeq } : {}), image_sha256: null, keys_hash: null });
         b.rec = this.#ledger.get(s.id)!;
         return;
-      case 'root':
+      case 'root': {
+        const t0 = performance.now();
         b.rootfs = await this.#d.storage.createRoot(s.id, b.plan.sha256, s.resources.disk_mb * MiB, { layered: this.#layered(b.plan.kind, b.rec) });
         if (b.plan.fresh) r.add(() => this.#d.storage.deleteRoot(s.id));
         // A root keeps the kind it was made with (snapshot roots of an older agent stay so).
         b.idShift = (await this.#d.storage.rootIdShift(s.id)) ?? 0;
+        b.took.make_root = Math.round(performance.now() - t0);
         if (step.provision) {
           this.#note(s.id, 'provision');
           const keys = this.#keysOf(s, b.rec);
@@ -251,6 +253,7 @@ export class Builder {
           this.#ledger.update(s.id, { image_sha256: b.plan.sha256, keys_hash: keysHash(keys) });
         }
         return;
+      }
       case 'link': {
         this.#note(s.id, 'network');
         // The table's entries name the device by its name, so they need not wait for it: a spare

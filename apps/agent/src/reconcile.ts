@@ -29,7 +29,7 @@ interface Status {
   fetching?: string;
 }
 
-/** A pass probes the whole node at least this often (reconcile()). */
+/** The whole node is probed at least this often while documents come (wholeDue()). */
 const WHOLE_PROBE_EVERY_MS = 60_000;
 
 export class Reconciler {
@@ -113,11 +113,11 @@ export class Reconciler {
     const doc = this.#screen(received);
     this.#desired = doc;
     this.#desiredById = new Map(doc.slivers.map((s) => [s.id, s]));
-    // The listings that cost a command each (links, rate caps, the table) are read by the first
-    // pass, by retries and again() (whole), and at least once a minute: a pass for a new document
-    // in between reads cgroupfs and the pool's directory only, so one change costs no listing of
-    // the whole node. What the document changes is built in full either way.
-    const whole = opts.whole === true || !this.#tableRebuilt || Date.now() - this.#wholeProbeAt >= WHOLE_PROBE_EVERY_MS;
+    // Every instance's state and limits, and the listings that cost a command each (links, rate
+    // caps, the table) are read by the first pass, by retries and again() (whole): a pass for a
+    // new document lists the containers and roots only, so one change costs no reading of the
+    // whole node. What the document changes is built in full either way.
+    const whole = opts.whole === true || !this.#tableRebuilt;
     if (whole) this.#wholeProbeAt = Date.now();
     const started = performance.now();
     const host = await this.#builder.host(doc.slivers.filter((s) => s.desired !== 'deleted'), { whole });
@@ -242,6 +242,12 @@ export class Reconciler {
    * agent runs passes until there are none). */
   retriesPending(): number {
     return this.#unapplied.size + this.#short.size;
+  }
+
+  /** A whole pass is due: the last one is a minute old. The agent runs one (again()) after the
+   * pass for a new document, so that a new sliver never waits for it. */
+  wholeDue(): boolean {
+    return Date.now() - this.#wholeProbeAt >= WHOLE_PROBE_EVERY_MS;
   }
 
   /** Runs the last document again (an image arrived, a fetch failed, a retry), with the whole

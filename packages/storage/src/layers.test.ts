@@ -1,12 +1,11 @@
 // Layered sliver roots on a real btrfs pool: an overlay over the image idmapped to the sliver's
 // ids, its page cache shared with the image, its quota, mounts made again after close/open, and
 // nothing left mounted once deleted.
-import { createHash } from 'node:crypto';
-import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CommandError, run } from '@planetlite/host';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTestPool, type TestPool } from '../test/pool.js';
+import { importTestImage, makeTestPool, type TestPool } from '../test/pool.js';
 import { BtrfsDriver, isStorageError } from './index.js';
 
 const MiB = 2 ** 20;
@@ -27,16 +26,7 @@ const mountsUnder = async (dir: string) => (await readFile('/proc/self/mountinfo
 
 beforeAll(async () => {
   pool = await makeTestPool('1G');
-  const rootfs = join(pool.dir, 'rootfs');
-  await mkdir(join(rootfs, 'etc'), { recursive: true });
-  await mkdir(join(rootfs, 'var'), { recursive: true });
-  await writeFile(join(rootfs, 'etc/hostname'), 'sliver\n');
-  await dd(join(rootfs, 'var/big.bin'), 8, '/dev/urandom');
-  const archive = join(pool.dir, 'rootfs.tar');
-  await run('tar', ['--create', '--file', archive, '--numeric-owner', '--directory', rootfs, '.']);
-  sha = createHash('sha256').update(await readFile(archive)).digest('hex');
-  await pool.driver.open();
-  await pool.driver.importImage(sha, archive);
+  sha = await importTestImage(pool);
 });
 
 afterAll(async () => {

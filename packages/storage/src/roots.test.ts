@@ -5,7 +5,7 @@ import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CommandError, run } from '@planetlite/host';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTestPool, qgroupIds, subvolumes, type TestPool } from '../test/pool.js';
+import { importTestImage, makeTestPool, qgroupIds, subvolumes, type TestPool } from '../test/pool.js';
 import { isStorageError } from './index.js';
 
 const MiB = 2 ** 20;
@@ -22,16 +22,7 @@ const dd = (to: string, mib: number, from = '/dev/zero') =>
 
 beforeAll(async () => {
   pool = await makeTestPool('1G');
-  const rootfs = join(pool.dir, 'rootfs');
-  await mkdir(join(rootfs, 'etc'), { recursive: true });
-  await mkdir(join(rootfs, 'var'), { recursive: true });
-  await writeFile(join(rootfs, 'etc/hostname'), 'sliver\n');
-  await dd(join(rootfs, 'var/big.bin'), 8, '/dev/urandom'); // 8 MiB every root shares
-  const archive = join(pool.dir, 'rootfs.tar.zst');
-  await run('tar', ['--create', '--zstd', '--file', archive, '--numeric-owner', '--directory', rootfs, '.']);
-  sha = createHash('sha256').update(await readFile(archive)).digest('hex');
-  await pool.driver.open();
-  await pool.driver.importImage(sha, archive);
+  sha = await importTestImage(pool, { zstd: true });
 });
 
 afterAll(async () => {
@@ -103,6 +94,17 @@ describe('btrfs sliver roots', () => {
     expect(all.get(B)).toEqual(await pool.driver.usage(B));
     expect(all.get(A)).toEqual(await pool.driver.usage(A));
     expect(all.has(C)).toBe(false);
+  });
+
+  it('usageAll() of many roots new at once (one listing for their ids) agrees with usage() for each', async () => {
+    const many = Array.from({ length: 10 }, (_, i) => `5e1f0c3a-0000-4000-8000-${String(i).padStart(12, '0')}`);
+    for (const id of many) await pool.driver.createRoot(id, sha, 16 * MiB);
+    await dd(join(pool.driver.rootPath(many[3]!), 'data'), 2, '/dev/urandom');
+    const all = await pool.driver.usageAll();
+    for (const id of [A, B, ...many]) expect(all.get(id)).toEqual(await pool.driver.usage(id));
+    expect(all.get(many[3]!)!.exclusiveBytes).toBeGreaterThanOrEqual(2 * MiB);
+    for (const id of many) await pool.driver.deleteRoot(id);
+    expect([...(await pool.driver.usageAll()).keys()].filter((id) => many.includes(id))).toEqual([]);
   });
 
   it('deleteImage refuses while a root made from the image exists', async () => {

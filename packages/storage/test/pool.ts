@@ -1,6 +1,7 @@
 // A throwaway btrfs pool on a sparse loop file in a temp dir, for the storage tests; cleanup()
 // leaves no mount, loop device or temp dir behind even when a test failed half-way.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, tryRun } from '@planetlite/host';
@@ -63,4 +64,22 @@ export async function qgroupIds(mountpoint: string): Promise<number[]> {
     .map((l) => /^0\/(\d+)\s/.exec(l))
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => Number(m[1]));
+}
+
+/**
+ * Opens the pool and imports a small test image into it: /etc/hostname and an 8 MiB random
+ * /var/big.bin that every root made from it shares. Answers the image's sha256.
+ */
+export async function importTestImage(pool: TestPool, opts: { zstd?: boolean } = {}): Promise<string> {
+  const rootfs = join(pool.dir, 'rootfs');
+  await mkdir(join(rootfs, 'etc'), { recursive: true });
+  await mkdir(join(rootfs, 'var'), { recursive: true });
+  await writeFile(join(rootfs, 'etc/hostname'), 'sliver\n');
+  await run('dd', ['if=/dev/urandom', `of=${join(rootfs, 'var/big.bin')}`, 'bs=1M', 'count=8', 'conv=fsync', 'status=none']);
+  const archive = join(pool.dir, opts.zstd ? 'rootfs.tar.zst' : 'rootfs.tar');
+  await run('tar', ['--create', ...(opts.zstd ? ['--zstd'] : []), '--file', archive, '--numeric-owner', '--directory', rootfs, '.']);
+  const sha = createHash('sha256').update(await readFile(archive)).digest('hex');
+  await pool.driver.open();
+  await pool.driver.importImage(sha, archive);
+  return sha;
 }

@@ -169,10 +169,7 @@ export class ReportMemo {
 
   /** After the statement: remembers what it wrote (unless something moved meanwhile), and tells the other replicas. */
   remember(ticket: ReportTicket, body: ObservedState, digests = reportDigests(body)): void {
-    this.#end(ticket);
-    // Queued figures of this node are older than what the statement just wrote.
-    for (const s of body.slivers) if (this.#usage.get(s.id)?.node === ticket.nodeId) this.#usage.delete(s.id);
-    void this.#deps.fanout.publish(REPORTS_CHANNEL, `${this.#id} ${ticket.nodeId}`).catch(() => undefined);
+    this.#wrote(ticket, body);
     if (this.#closed || ticket.stale || ticket.etag === undefined || ticket.epoch !== this.#deps.fanout.epoch) {
       this.#memos.delete(ticket.nodeId);
       return;
@@ -185,10 +182,16 @@ export class ReportMemo {
   /** After a partial report's statement (written or not): nothing is remembered of the node, and
    * the other replicas forget it too. */
   wrotePartial(ticket: ReportTicket, body: ObservedState): void {
+    this.#wrote(ticket, body);
+    this.#memos.delete(ticket.nodeId);
+  }
+
+  /** A report's statement ran: its ticket ends, and the other replicas forget the node. */
+  #wrote(ticket: ReportTicket, body: ObservedState): void {
     this.#end(ticket);
+    // Queued figures of this node are older than what the statement just wrote.
     for (const s of body.slivers) if (this.#usage.get(s.id)?.node === ticket.nodeId) this.#usage.delete(s.id);
     void this.#deps.fanout.publish(REPORTS_CHANNEL, `${this.#id} ${ticket.nodeId}`).catch(() => undefined);
-    this.#memos.delete(ticket.nodeId);
   }
 
   /** The statement failed: nothing is remembered. */

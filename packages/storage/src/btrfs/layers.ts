@@ -17,7 +17,7 @@
 // rootfs/ (where the overlay is mounted: the root a sliver sees) and layers.json (the image
 // and the id base, so open() can mount it again after a reboot).
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Coprocess, run, tryRun } from '@planetlite/host';
 import { StorageError } from '../errors.js';
 
@@ -94,12 +94,23 @@ export async function mountLayers(subvolume: string, imageDir: string, layers: L
   await helper.request({ image: imageDir, dir: subvolume, idmapBase: layers.idmapBase, count: LAYERS_ID_COUNT });
 }
 
-/** Unmounts subvolume/rootfs if it is mounted (also a lower/ a crash left attached). */
-export async function unmountLayers(subvolume: string, mounted: ReadonlySet<string>): Promise<void> {
+/** Unmounts subvolume/rootfs if it is mounted (also a lower/ a crash left attached); `mounted`:
+ * the host's mount points when the caller has read them, else each path is looked at alone. */
+export async function unmountLayers(subvolume: string, mounted?: ReadonlySet<string>): Promise<void> {
   for (const name of ['rootfs', 'lower']) {
     const path = join(subvolume, name);
-    if (mounted.has(path)) await run('umount', ['--lazy', path]);
+    if (mounted ? mounted.has(path) : await isMountPoint(path)) await run('umount', ['--lazy', path]);
   }
+}
+
+/**
+ * Whether something is mounted on path: its device is not its parent folder's (an overlay and an
+ * idmapped image subvolume each have a device of their own). Two stats, where reading the host's
+ * mount table costs as much as the node has slivers.
+ */
+export async function isMountPoint(path: string): Promise<boolean> {
+  const [here, parent] = await Promise.all([stat(path).catch(() => null), stat(dirname(path)).catch(() => null)]);
+  return here !== null && parent !== null && here.dev !== parent.dev;
 }
 
 /** Mount points on this host (from /proc/self/mountinfo, octal escapes decoded). */

@@ -163,6 +163,25 @@ export interface SubvolumeEntry {
 const LIST_LINE = /^ID (\d+) gen \d+ top level (\d+) parent_uuid (\S+)\s+uuid (\S+) path /;
 
 /**
+ * Ids of the pool's subvolumes by path (relative to the pool's top). A path shown twice (a name
+ * with a newline in it can forge a line) is left out: its owner asks for its id alone.
+ */
+export async function subvolumeIdsByPath(mountpoint: string): Promise<Map<string, number>> {
+  const res = await run('btrfs', ['subvolume', 'list', mountpoint]);
+  const out = new Map<string, number>();
+  const twice = new Set<string>();
+  for (const line of res.stdout.split('\n')) {
+    const m = /^ID (\d+) gen \d+ top level \d+ path (.+)$/.exec(line);
+    if (!m) continue;
+    const path = m[2]!;
+    if (out.has(path)) twice.add(path);
+    out.set(path, Number(m[1]));
+  }
+  for (const path of twice) out.delete(path);
+  return out;
+}
+
+/**
  * Every subvolume in the pool by id. Paths are not used: a sliver may name a nested subvolume
  * with a newline and so forge a line; a forged line for an existing id then shows up as a
  * conflicting duplicate, which is refused rather than trusted.

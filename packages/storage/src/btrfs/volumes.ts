@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Reverter, run } from '@planetlite/host';
 import { StorageError } from '../errors.js';
 import { checkArchive } from './archive.js';
-import { LAYERS_FILE, mountLayers, mountPoints, readLayers, unmountLayers, writeLayers, type Layers } from './layers.js';
+import { isMountPoint, LAYERS_FILE, mountLayers, mountPoints, readLayers, unmountLayers, writeLayers, type Layers } from './layers.js';
 import { isSha256, isSliverId } from '../ids.js';
 import {
   deleteSubvolumeById,
@@ -23,6 +23,7 @@ import {
   setReadOnly,
   subvolumeCreate,
   subvolumeId,
+  subvolumeIdsByPath,
   subvolumeSnapshot,
   unlimitQgroup,
   waitForCleaner,
@@ -294,12 +295,11 @@ async function ensureMounted(mountpoint: string, sliverId: string, mounted?: Rea
   const layers = await readLayers(sub);
   if (!layers) return sub;
   const rootfs = join(sub, 'rootfs');
-  const points = mounted ?? (await mountPoints());
-  if (points.has(rootfs)) return rootfs;
+  if (mounted ? mounted.has(rootfs) : await isMountPoint(rootfs)) return rootfs;
   const image = imagePath(mountpoint, layers.image);
   if (!(await isSubvolume(image))) throw new StorageError('image_not_found', `image ${layers.image}, the lower layer of sliver ${sliverId}'s root, is not in the storage pool; import it again`);
   // A crash between attaching the idmapped image and detaching it leaves lower/ mounted.
-  await unmountLayers(sub, points);
+  await unmountLayers(sub, mounted);
   await mountLayers(sub, image, layers);
   return rootfs;
 }
@@ -333,7 +333,7 @@ export async function unmountAllLayers(mountpoint: string): Promise<void> {
 export async function deleteRoot(mountpoint: string, sliverId: string): Promise<void> {
   const root = rootPath(mountpoint, sliverId);
   await sweepLeftovers(mountpoint, sliverId);
-  await unmountLayers(root, await mountPoints());
+  await unmountLayers(root);
   await deleteSubvolumeTree(mountpoint, root);
 }
 
@@ -352,10 +352,13 @@ export async function usage(mountpoint: string, sliverId: string): Promise<{ exc
 export async function rootsUsage(mountpoint: string, roots: string[], ids: Map<string, number>): Promise<Map<string, { exclusiveBytes: number; referencedBytes: number }>> {
   const rows = await qgroupRows(mountpoint);
   const out = new Map<string, { exclusiveBytes: number; referencedBytes: number }>();
+  // Many roots new since the last read (a burst): their ids from one listing, not a command each.
+  const unknown = roots.filter((sliver) => !rows.has(ids.get(sliver) ?? -1));
+  const listed = unknown.length > 8 ? await subvolumeIdsByPath(mountpoint).catch(() => new Map<string, number>()) : new Map<string, number>();
   for (const sliver of roots) {
     let id = ids.get(sliver);
     if (id === undefined || !rows.has(id)) {
-      id = await subvolumeId(rootPath(mountpoint, sliver)).catch(() => undefined);
+      id = listed.get(`${SLIVERS}/${sliver}`) ?? (await subvolumeId(rootPath(mountpoint, sliver)).catch(() => undefined));
       if (id === undefined) continue;
       ids.set(sliver, id);
     }
