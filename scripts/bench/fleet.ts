@@ -26,6 +26,7 @@ import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fl
 import { AGENTS_PER_PROCESS, ForkedFleet } from './fleet-workers.ts';
 import { appendResults, lineChart } from './results.ts';
 import { sampleWaits } from './pg-waits.ts';
+import { profileProcess, profileSelf, saveProfile } from './profile.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -39,11 +40,12 @@ const { values: args } = parseArgs({
     processes: { type: 'string' },
     write: { type: 'string' },
     svg: { type: 'string' },
+    profile: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P). --settle: seconds between the last agent\'s first document and the measured window. --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time.');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P). --settle: seconds between the last agent\'s first document and the measured window. --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each.');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -110,7 +112,9 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
   let fleet: Fleet | ForkedFleet | undefined;
   try {
     for (let i = 0; i < 2; i++) {
-      replicas.push(await startRegistryProcess(env, { tlsDataDir: tlsDir, timeoutMs: 60_000 }));
+      // --profile: each replica's inspector (opened by SIGUSR1) on a port of its own.
+      const inspect = args.profile ? { NODE_OPTIONS: `--inspect-port=127.0.0.1:${9301 + i}` } : {};
+      replicas.push(await startRegistryProcess({ ...env, ...inspect }, { tlsDataDir: tlsDir, timeoutMs: 60_000 }));
       live.add(replicas[i]!);
     }
     const [A, B] = replicas as [RegistryProcess, RegistryProcess];
@@ -212,7 +216,12 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const self0 = agentPids.map(sampleProc);
     const sampler = sampleWaits(db);
     await db.query('SELECT pg_stat_statements_reset()');
+    const profiling = args.profile ? [await profileProcess(A.proc.pid!, 9301), await profileProcess(B.proc.pid!, 9302), await profileSelf()] : null;
     await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
+    if (profiling) {
+      mkdirSync(resolve(args.profile!), { recursive: true });
+      for (const [i, name] of ['A', 'B', 'agents'].entries()) console.error(saveProfile(join(resolve(args.profile!), `${n}-${name}.cpuprofile`), await profiling[i]!.stop()));
+    }
     const waits = await sampler.stop();
     const statements = await topStatements(db);
     loopDelay.disable();

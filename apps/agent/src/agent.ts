@@ -226,6 +226,7 @@ export class Agent {
     await this.#passes;
     // A spare being built is finished (or undone); no other is started.
     await this.#reconciler?.close();
+    this.#ledger?.flush();
     await this.#reporting;
     await this.#images?.close();
     await this.#frontDoor?.stop();

@@ -23,6 +23,9 @@ export interface SliverRecord {
   /** A spare of the warm pool (warm-pool.ts): built and started ahead, under an id of the agent's
    * own, with no slice in it yet. It becomes a sliver when the registry hands its id out. */
   spare?: true;
+  /** docKey of its part of the document as last carried out in full (planner.ts): a restarted
+   * agent leaves it alone while the host shows it as that pass left it. */
+  done?: string;
 }
 
 export class Ledger {
@@ -30,6 +33,8 @@ export class Ledger {
   #slivers = new Map<string, SliverRecord>();
   /** Host ids of the slivers (subids.ts); default: the agent's own layout from IDMAP_FIRST. */
   #ids: SliverIdRange | null = null;
+  /** A save put off (markDone): written with the next save, or within a second. */
+  #later: NodeJS.Timeout | null = null;
 
   constructor(stateDir: string) {
     this.#file = join(stateDir, 'slivers.json');
@@ -98,7 +103,31 @@ export class Ledger {
     if (this.#slivers.delete(id)) this.#save();
   }
 
+  /** Remembers that the sliver's document `key` was carried out in full (null: it no longer is).
+   * Written with the next save or within a second, not at once: a node of thousands of slivers
+   * would rewrite this file after every build, and a mark lost to a crash costs only a re-check
+   * (the restarted agent then works on that sliver once). */
+  markDone(id: string, key: string | null): void {
+    const r = this.#slivers.get(id);
+    if (!r || (r.done ?? null) === key) return;
+    const { done: _, ...rest } = r;
+    this.#slivers.set(id, key === null ? rest : { ...rest, done: key });
+    this.#later ??= setTimeout(() => this.flush(), 1000).unref();
+  }
+
+  /** Writes a save put off by markDone now (the agent's stop). */
+  flush(): void {
+    if (!this.#later) return;
+    try {
+      this.#save();
+    } catch {
+      // Not written (the state folder gone, a full disk): the marks cost a re-check after a restart.
+    }
+  }
+
   #save(): void {
+    if (this.#later) clearTimeout(this.#later);
+    this.#later = null;
     atomicWrite(this.#file, JSON.stringify(this.all(), null, 1) + '\n', 0o600);
   }
 }

@@ -39,9 +39,11 @@ export interface PassPlan {
   unchanged: number;
 }
 
-/** The key under which a sliver's part of the document is remembered once carried out in full. */
-export function docKey(s: DesiredSliver): string {
-  return JSON.stringify(s);
+/** The key under which a sliver's part of the document is remembered once carried out in full
+ * (in memory and in the ledger): a digest of it and of the code that carried it out (code, from
+ * fingerprint.ts), so an upgraded agent works on each sliver once. */
+export function docKey(s: DesiredSliver, code = ''): string {
+  return createHash('sha1').update(code).update('\0').update(JSON.stringify(s)).digest('base64url');
 }
 
 /** True when the instance is in the state the sliver's desired state asks for. */
@@ -55,7 +57,7 @@ export function settled(s: DesiredSliver, state: InstanceState | undefined): boo
  * the host lacks); a wanted sliver whose part of the document is unchanged since its last full
  * pass, and whose instance is still in the state that pass left, costs nothing.
  */
-export function planPass(doc: DesiredState, host: HostView, ledger: readonly SliverRecord[], done: ReadonlyMap<string, string>): PassPlan {
+export function planPass(doc: DesiredState, host: HostView, ledger: readonly SliverRecord[], done: ReadonlyMap<string, string>, code = ''): PassPlan {
   const wanted = new Map(doc.slivers.filter((s) => s.desired !== 'deleted').map((s) => [s.id, s]));
   const present = new Set<string>([...ledger.map((r) => r.id), ...host.instances.keys(), ...host.roots, ...host.links]);
   const teardown = [...present].filter((id) => !wanted.has(id));
@@ -63,7 +65,7 @@ export function planPass(doc: DesiredState, host: HostView, ledger: readonly Sli
   let unchanged = 0;
   for (const s of wanted.values()) {
     const inst = host.instances.get(s.id);
-    if (done.get(s.id) === docKey(s) && inst && (inst.state === null || settled(s, inst.state)) && !host.drift?.has(s.id)) unchanged++;
+    if (done.get(s.id) === docKey(s, code) && inst && (inst.state === null || settled(s, inst.state)) && !host.drift?.has(s.id)) unchanged++;
     else ensure.push(s);
   }
   return { teardown, ensure, unchanged };

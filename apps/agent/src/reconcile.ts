@@ -15,6 +15,7 @@ import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images/records.js';
 import { instanceStates } from './instances.js';
 import type { Ledger, SliverRecord } from './ledger.js';
+import { codeFingerprint } from './fingerprint.js';
 import { docKey, fetchStatus, planPass, planSliver, planTeardown } from './planner.js';
 import { nodeBounds, screenDesiredState } from './screen.js';
 import { WarmPool, type WarmPoolSettings } from './warm-pool.js';
@@ -41,8 +42,11 @@ export class Reconciler {
   /** One chain of work per sliver: a new pass for a sliver waits only for that sliver. */
   readonly #queues = new Map<string, Promise<void>>();
   readonly #status = new Map<string, Status>();
-  /** Desired document of each sliver as last carried out in full: an unchanged one costs one state probe. */
+  /** docKey of each sliver's document as last carried out in full (kept in the ledger too): an
+   * unchanged one costs one state probe. */
   readonly #done = new Map<string, string>();
+  /** The code that carries documents out (fingerprint.ts): part of every docKey. */
+  readonly #code: string;
   /** Slivers with a live limit the kernel refused: not settled, so every pass tries again. */
   readonly #unapplied = new Set<string>();
   /** Slivers whose last build failed for want of space (faults.ts): retried without a new document. */
@@ -76,10 +80,14 @@ export class Reconciler {
   /** Spares built ahead (warm-pool.ts); null when the node keeps none. */
   readonly #pool: WarmPool | null;
 
-  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[]; warmPool?: WarmPoolSettings }) {
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[]; warmPool?: WarmPoolSettings; code?: string }) {
     this.#limit = pLimit(opts.concurrency ?? 6);
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
+    this.#code = opts.code ?? codeFingerprint();
+    // What an earlier run of this code carried out in full: its first pass (which probes every
+    // state, limit, link and the table) leaves those slivers alone when the host still matches.
+    for (const r of opts.ledger.all()) if (r.done) this.#done.set(r.id, r.done);
     this.#log = opts.log;
     this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}) });
     this.#accounting = new Accounting({ storage: opts.drivers.storage, network: opts.drivers.network, log: opts.log });
@@ -121,7 +129,7 @@ export class Reconciler {
     if (whole) this.#wholeProbeAt = Date.now();
     const started = performance.now();
     const host = await this.#builder.host(doc.slivers.filter((s) => s.desired !== 'deleted'), { whole });
-    const plan = planPass(doc, host, this.#ledger.all(), this.#done);
+    const plan = planPass(doc, host, this.#ledger.all(), this.#done, this.#code);
     // A sliver whose new document was refused is left as it is, never torn down for it.
     // Nor is a warm-pool spare: the pool keeps it until the registry hands it out.
     plan.teardown = plan.teardown.filter((id) => !this.#refused.has(id) && !this.#ledger.get(id)?.spare);
@@ -299,7 +307,7 @@ export class Reconciler {
     const restore = s?.memory_reset === 'restore';
     this.#held.delete(id);
     // Not settled any more: a report meanwhile must not take the kill for a crash.
-    this.#done.delete(id);
+    this.#markDone(id, null);
     await this.#builder.kill(id);
     if (!s || s.desired === 'deleted') return restore ? 'restore' : 'restart';
     void this.#enqueue(id, async () => {
@@ -329,7 +337,7 @@ export class Reconciler {
     if (!s || s.desired !== 'running') throw new Error(`sliver ${id} is not meant to be running here`);
     const driver = this.driverOf(id);
     if (!driver) throw new Error(`no ready driver runs sliver ${id}`);
-    this.#held.set(id, { key: docKey(s), thawSeq: s.thaw_seq ?? 0, hold });
+    this.#held.set(id, { key: docKey(s, this.#code), thawSeq: s.thaw_seq ?? 0, hold });
     try {
       await driver.freeze(id);
     } catch (err) {
@@ -349,7 +357,7 @@ export class Reconciler {
   #stillHeld(s: DesiredSliver): boolean {
     const h = this.#held.get(s.id);
     if (!h) return false;
-    if (h.key === docKey(s)) return true;
+    if (h.key === docKey(s, this.#code)) return true;
     // The users acted (thaw, freeze, stop, restart…) or the slice changed: the document wins.
     this.#held.delete(s.id);
     const thawed = (s.thaw_seq ?? 0) > h.thawSeq;
@@ -387,16 +395,23 @@ export class Reconciler {
     return tail;
   }
 
+  /** The sliver's document `key` carried out in full, or (null) no longer. */
+  #markDone(id: string, key: string | null): void {
+    if (key === null) this.#done.delete(id);
+    else this.#done.set(id, key);
+    this.#ledger.markDone(id, key);
+  }
+
   /** One sliver's turn: read what it is, plan, build. */
   async #ensure(s: DesiredSliver, restore = false, hostDrift?: string): Promise<void> {
-    const want = docKey(s);
+    const want = docKey(s, this.#code);
     this.#stoppedByItself.delete(s.id);
     if (!restore && this.#stillHeld(s)) return;
     try {
       const plan = planSliver(await this.#builder.facts(s, { done: this.#done.get(s.id) === want, restore, ...(hostDrift ? { hostDrift } : {}) }));
       this.#short.delete(s.id);
       if (plan.action === 'none') return;
-      this.#done.delete(s.id);
+      this.#markDone(s.id, null);
       switch (plan.action) {
         case 'wait':
           this.#status.set(s.id, { state: plan.state, error: plan.error });
@@ -414,7 +429,7 @@ export class Reconciler {
           break;
         }
       }
-      if (this.#status.get(s.id)?.state !== 'provisioning' && !this.#unapplied.has(s.id)) this.#done.set(s.id, want);
+      if (this.#status.get(s.id)?.state !== 'provisioning' && !this.#unapplied.has(s.id)) this.#markDone(s.id, want);
     } catch (err) {
       const error = sliverError(err);
       if (isTransient(err)) this.#short.add(s.id);
@@ -425,7 +440,7 @@ export class Reconciler {
 
   async #teardown(id: string, kind: 'lxc' | 'kvm'): Promise<void> {
     this.#stoppedByItself.delete(id);
-    this.#done.delete(id);
+    this.#markDone(id, null);
     this.#unapplied.delete(id);
     this.#short.delete(id);
     if (this.#held.delete(id)) this.onHoldReleased(id, false);

@@ -192,6 +192,35 @@ describe('a reconcile pass', () => {
     expect((await r.observed({ fresh: false }))[0]).toMatchObject({ state: 'running', error: null });
   });
 
+  it('after a restart leaves alone what the same code settled, works on a sliver the host no longer shows settled, and on every sliver once under new code', async () => {
+    const fake = recordingDrivers(dir);
+    const started = (code: string) => new Reconciler({ drivers: fake.drivers, ledger: new Ledger(dir), images: new ImageIndex(dir), log: createLogger({ name: 't', level: 'silent' }), maxSlots: 1000, code });
+    const [a, b] = [sliver('site_restart'), sliver('site_restart')];
+    const ledger = new Ledger(dir);
+    await new Reconciler({ drivers: fake.drivers, ledger, images: new ImageIndex(dir), log: createLogger({ name: 't', level: 'silent' }), maxSlots: 1000, code: 'v1' }).reconcile(doc([a, b]));
+    ledger.flush(); // as the agent's stop does
+    expect(new Ledger(dir).all().every((r) => typeof r.done === 'string')).toBe(true);
+    fake.states.set(b.id, 'stopped'); // died while the agent was down
+    fake.calls.length = 0;
+    const again = started('v1');
+    await again.reconcile(doc([a, b]));
+    expect(fake.calls.filter((c) => c.endsWith(a.id))).toEqual([]);
+    expect(fake.calls).toContain(`start ${b.id}`);
+    expect(await again.observed()).toEqual(expect.arrayContaining([expect.objectContaining({ id: a.id, state: 'running' }), expect.objectContaining({ id: b.id, state: 'running' })]));
+    // A changed document is worked on as before.
+    fake.calls.length = 0;
+    await again.reconcile(doc([{ ...a, restart_seq: 1 }, b]));
+    expect(fake.calls).toContain(`stop ${a.id}`);
+    // Upgraded: the new code re-checks each sliver once, then leaves them alone again.
+    fake.calls.length = 0;
+    const upgraded = started('v2');
+    await upgraded.reconcile(doc([{ ...a, restart_seq: 1 }, b]));
+    expect(fake.calls).toEqual(expect.arrayContaining([`define ${a.id}`, `define ${b.id}`]));
+    fake.calls.length = 0;
+    await upgraded.reconcile(doc([{ ...a, restart_seq: 1 }, b]), { whole: true });
+    expect(fake.calls.filter((c) => c.endsWith(a.id) || c.endsWith(b.id))).toEqual([]);
+  });
+
   it('converges on the live limits, not on its own last pass: a drifted limit is written, a refused one stays the sliver\'s error until it holds', async () => {
     const fake = recordingDrivers(dir);
     const r = reconciler(fake.drivers);
