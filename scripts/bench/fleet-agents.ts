@@ -1,9 +1,11 @@
 // Simulated node agents for the fleet benchmark and its bounded test: real HTTP clients that hold
 // the desired-state long-poll with ETags and send observed-state reports at the agent's cadence,
-// thousands of them in one process over one kept-alive undici Pool per replica.
+// thousands of them in one process. Each agent has connections of its own, as a real agent does
+// (one for the held long-poll, one for reports), all sharing one TLS context per replica.
 //
 // An agent polls the replica it was given; when that replica stops answering (connection refused
 // or reset) it moves to the next live one, as a real agent behind a DNS name or load balancer would.
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { Pool } from 'undici';
 import type { DesiredState, ObservedState } from '@planetlite/api';
 
@@ -24,6 +26,8 @@ export interface SimAgent {
   answered: number;
   /** Reports sent (moves the figures of a report with movingUsage). */
   sent: number;
+  /** This agent's own connections to each replica it has used (made on first use). */
+  pools: Array<Pool | undefined>;
 }
 
 export interface FleetOptions {
@@ -33,6 +37,9 @@ export interface FleetOptions {
   reportSeconds?: number;
   /** Figures that move from report to report, as a real agent's do (cpu seconds, bytes); else the same every time. */
   movingUsage?: boolean;
+  /** Agents start over this many seconds, each at a random instant (as agents that started at
+   * different times); 0: all at once. */
+  rampSeconds?: number;
   /** Called with every new document an agent receives (after agent.doc/etag are updated). */
   onDocument?: (agent: SimAgent, doc: DesiredState, at: number) => void;
 }
@@ -46,6 +53,9 @@ export interface FleetStats {
   moves: number;
   /** Latency of each report, ms (reset by takeReportLatencies). */
   reportMs: number[];
+  /** Connections the agents opened, and why connections ended (undici's reason, counted). */
+  connects: number;
+  disconnects: Record<string, number>;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -53,14 +63,18 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Connection-level failures that mean "this replica is gone", as opposed to an HTTP answer. */
 function replicaGone(err: unknown): boolean {
   const code = (err as { code?: string })?.code ?? '';
-  return ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED', 'UND_ERR_CONNECT_TIMEOUT'].includes(code)
+  // Not a connect timeout: a replica busy with a storm of handshakes is slow, not gone.
+  return ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_DESTROYED'].includes(code)
     || /other side closed|socket hang up/i.test(String((err as Error)?.message));
 }
 
 export class Fleet {
   readonly agents: SimAgent[] = [];
-  readonly stats: FleetStats = { polls: 0, documents: 0, reports: 0, reportErrors: 0, pollErrors: 0, moves: 0, reportMs: [] };
-  readonly #pools: Pool[];
+  readonly stats: FleetStats = { polls: 0, documents: 0, reports: 0, reportErrors: 0, pollErrors: 0, moves: 0, reportMs: [], connects: 0, disconnects: {} };
+  /** A few connections per replica for the benchmark's own checks (fetchDocument). */
+  readonly #shared: Pool[];
+  /** One TLS context per replica (its CA parsed once), shared by every agent's connections. */
+  readonly #tls: Array<SecureContext | null>;
   readonly #dead = new Set<number>();
   readonly #opts: Required<Omit<FleetOptions, 'onDocument'>> & Pick<FleetOptions, 'onDocument'>;
   #running = false;
@@ -69,22 +83,39 @@ export class Fleet {
 
   readonly replicas: FleetReplica[];
 
-  constructor(replicas: FleetReplica[], connectionsPerReplica: number, opts: FleetOptions = {}) {
+  constructor(replicas: FleetReplica[], sharedConnections: number, opts: FleetOptions = {}) {
     this.replicas = replicas;
-    this.#opts = { waitSeconds: opts.waitSeconds ?? 25, reportSeconds: opts.reportSeconds ?? 30, movingUsage: opts.movingUsage ?? false, onDocument: opts.onDocument };
-    this.#pools = replicas.map((r) => new Pool(r.url, {
-      connections: connectionsPerReplica,
+    this.#opts = { waitSeconds: opts.waitSeconds ?? 25, reportSeconds: opts.reportSeconds ?? 30, movingUsage: opts.movingUsage ?? false, rampSeconds: opts.rampSeconds ?? 0, onDocument: opts.onDocument };
+    this.#tls = replicas.map((r) => (r.ca ? createSecureContext({ ca: r.ca }) : null));
+    this.#shared = replicas.map((_, i) => this.#pool(i, sharedConnections));
+  }
+
+  #pool(replica: number, connections: number): Pool {
+    const tls = this.#tls[replica];
+    const pool = new Pool(this.replicas[replica]!.url, {
+      connections,
       pipelining: 1,
       keepAliveTimeout: 60_000,
       // The long-poll holds the answer back for waitSeconds: allow for it plus a slow registry.
       headersTimeout: (this.#opts.waitSeconds + 60) * 1000,
       bodyTimeout: 60_000,
-      ...(r.ca ? { connect: { ca: r.ca } } : {}),
-    }));
+      ...(tls ? { connect: { secureContext: tls } } : {}),
+    });
+    pool.on('connect', () => this.stats.connects++);
+    pool.on('disconnect', (_origin, _targets, err: Error & { code?: string }) => {
+      const why = err?.code ?? err?.message ?? 'unknown';
+      this.stats.disconnects[why] = (this.stats.disconnects[why] ?? 0) + 1;
+    });
+    return pool;
+  }
+
+  /** The agent's connections to a replica: two, as a real agent's long-poll and reports use. */
+  #poolOf(a: SimAgent, replica: number): Pool {
+    return (a.pools[replica] ??= this.#pool(replica, 2));
   }
 
   add(nodeId: string, key: string, replica: number): SimAgent {
-    const a: SimAgent = { nodeId, key, replica, etag: null, doc: null, answered: 0, sent: 0 };
+    const a: SimAgent = { nodeId, key, replica, etag: null, doc: null, answered: 0, sent: 0, pools: [] };
     this.agents.push(a);
     if (this.#running) this.#launch(a);
     return a;
@@ -102,7 +133,7 @@ export class Fleet {
 
   /** The replica's answer for this agent's document (what the agent should end up holding). */
   async fetchDocument(a: SimAgent, replica: number): Promise<{ etag: string | null; doc: DesiredState }> {
-    const res = await this.#pools[replica]!.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state`, headers: { authorization: `Bearer ${a.key}` } });
+    const res = await this.#shared[replica]!.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state`, headers: { authorization: `Bearer ${a.key}` } });
     if (res.statusCode !== 200) throw new Error(`desired-state of ${a.nodeId}: HTTP ${res.statusCode} ${await res.body.text()}`);
     return { etag: (res.headers.etag as string | undefined) ?? null, doc: (await res.body.json()) as DesiredState };
   }
@@ -117,12 +148,14 @@ export class Fleet {
     this.#running = false;
     for (const t of this.#timers) clearTimeout(t);
     // Destroying the pools aborts the held long-polls; the loops see #running false and end.
-    await Promise.all(this.#pools.map((p) => p.destroy().catch(() => undefined)));
+    const pools = [...this.#shared, ...this.agents.flatMap((a) => a.pools.filter((p) => p !== undefined))];
+    await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
     await Promise.all(this.#loops);
   }
 
   #launch(a: SimAgent): void {
-    this.#loops.push(this.#pollLoop(a));
+    const ramp = this.#opts.rampSeconds * 1000;
+    this.#loops.push(ramp > 0 ? sleep(Math.random() * ramp).then(() => this.#pollLoop(a)) : this.#pollLoop(a));
     if (this.#opts.reportSeconds > 0) {
       const period = this.#opts.reportSeconds * 1000;
       // Spread the reports evenly over the period, as agents that started at random times are.
@@ -146,7 +179,8 @@ export class Fleet {
   }
 
   async #pollLoop(a: SimAgent): Promise<void> {
-    let backoff = 50;
+    // The agent's own backoff (apps/agent/src/sync.ts): 0.5 s doubling to 30 s, jittered.
+    let backoff = 500;
     while (this.#running) {
       const replica = a.replica;
       try {
@@ -155,7 +189,7 @@ export class Fleet {
         // Long-poll once the document is known on this replica; after a move, first ask without
         // waiting, so an agent that missed a change while it moved gets it at once.
         const wait = a.etag && a.answered > 0 ? this.#opts.waitSeconds : 0;
-        const res = await this.#pools[replica]!.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state?wait=${wait}`, headers });
+        const res = await this.#poolOf(a, replica).request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state?wait=${wait}`, headers });
         this.stats.polls++;
         if (res.statusCode === 200) {
           const doc = (await res.body.json()) as DesiredState;
@@ -172,13 +206,13 @@ export class Fleet {
             await sleep(500);
           }
         }
-        backoff = 50;
+        backoff = 500;
       } catch (err) {
         if (!this.#running) return;
         this.stats.pollErrors++;
         if (replicaGone(err)) this.#move(a, replica);
-        await sleep(backoff);
-        backoff = Math.min(backoff * 2, 2000);
+        await sleep(backoff * (0.5 + Math.random() / 2));
+        backoff = Math.min(backoff * 2, 30_000);
       }
     }
   }
@@ -200,7 +234,7 @@ export class Fleet {
     };
     const t0 = performance.now();
     try {
-      const res = await this.#pools[replica]!.request({
+      const res = await this.#poolOf(a, replica).request({
         method: 'PUT', path: `/v1/nodes/${a.nodeId}/observed-state`,
         headers: { authorization: `Bearer ${a.key}`, 'content-type': 'application/json' },
         body: JSON.stringify(body),
@@ -242,6 +276,8 @@ export function percentile(sorted: number[], p: number): number {
  */
 export class ChangeTracker {
   readonly latenciesMs: number[] = [];
+  /** The same latencies by kind of change: a sliver action, or a new sliver. */
+  readonly byKind: { action: number[]; sliver: number[] } = { action: [], sliver: [] };
   /** key → the change; key is `${nodeId}|${sliverId or slice}`. */
   readonly pending = new Map<string, { t0: number; slice?: string; sliverId?: string; desired?: string }>();
   made = 0;
@@ -280,6 +316,7 @@ export class ChangeTracker {
         if (!p) continue;
         if (p.desired !== undefined && s.desired !== p.desired) continue;
         this.latenciesMs.push(at - p.t0);
+        this.byKind[p.slice !== undefined ? 'sliver' : 'action'].push(at - p.t0);
         this.pending.delete(key);
       }
     }

@@ -13,7 +13,7 @@ import { Fleet, type FleetOptions, type FleetReplica, type SimAgent } from './fl
 export const AGENTS_PER_PROCESS = 8000;
 
 type ToWorker =
-  | { t: 'init'; replicas: FleetReplica[]; connections: number; waitSeconds: number; reportSeconds: number; movingUsage: boolean }
+  | { t: 'init'; replicas: FleetReplica[]; connections: number; waitSeconds: number; reportSeconds: number; movingUsage: boolean; rampSeconds: number }
   | { t: 'add'; nodeId: string; key: string; replica: number }
   | { t: 'start' }
   | { t: 'dead'; replica: number }
@@ -37,7 +37,7 @@ export class ForkedFleet {
   /** For the parent's own fetches of a document (no agents of its own). */
   readonly #local: Fleet;
 
-  constructor(replicas: FleetReplica[], processes: number, opts: Required<Pick<FleetOptions, 'waitSeconds' | 'reportSeconds' | 'movingUsage'>> & Pick<FleetOptions, 'onDocument'>) {
+  constructor(replicas: FleetReplica[], processes: number, opts: Required<Pick<FleetOptions, 'waitSeconds' | 'reportSeconds' | 'movingUsage' | 'rampSeconds'>> & Pick<FleetOptions, 'onDocument'>) {
     this.#local = new Fleet(replicas, 64, { reportSeconds: 0 });
     for (let i = 0; i < processes; i++) {
       const w = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, PL_FLEET_WORKER: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -60,13 +60,13 @@ export class ForkedFleet {
           }
         }
       });
-      this.#send(w, { t: 'init', replicas, connections: AGENTS_PER_PROCESS + 256, waitSeconds: opts.waitSeconds, reportSeconds: opts.reportSeconds, movingUsage: opts.movingUsage });
+      this.#send(w, { t: 'init', replicas, connections: 32, waitSeconds: opts.waitSeconds, reportSeconds: opts.reportSeconds, movingUsage: opts.movingUsage, rampSeconds: opts.rampSeconds });
       this.workers.push(w);
     }
   }
 
   add(nodeId: string, key: string, replica: number): SimAgent {
-    const a: SimAgent = { nodeId, key, replica, etag: null, doc: null, answered: 0 };
+    const a: SimAgent = { nodeId, key, replica, etag: null, doc: null, answered: 0, sent: 0, pools: [] };
     this.#send(this.workers[this.agents.length % this.workers.length]!, { t: 'add', nodeId, key, replica });
     this.agents.push(a);
     this.#byNode.set(nodeId, a);
@@ -132,7 +132,7 @@ function worker(): void {
     switch (m.t) {
       case 'init':
         fleet = new Fleet(m.replicas, m.connections, {
-          waitSeconds: m.waitSeconds, reportSeconds: m.reportSeconds, movingUsage: m.movingUsage,
+          waitSeconds: m.waitSeconds, reportSeconds: m.reportSeconds, movingUsage: m.movingUsage, rampSeconds: m.rampSeconds,
           onDocument: (a, doc) => send({ t: 'doc', nodeId: a.nodeId, etag: a.etag, doc, at: wallNow() }),
         });
         return;

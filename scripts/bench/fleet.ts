@@ -37,6 +37,7 @@ const { values: args } = parseArgs({
     'report-seconds': { type: 'string', default: '30' },
     'moving-usage': { type: 'boolean', default: false },
     settle: { type: 'string', default: '10' },
+    ramp: { type: 'string', default: '0' },
     processes: { type: 'string' },
     write: { type: 'string' },
     svg: { type: 'string' },
@@ -45,7 +46,7 @@ const { values: args } = parseArgs({
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P). --settle: seconds between the last agent\'s first document and the measured window. --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each.');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each.');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -55,6 +56,8 @@ const RATE = Number(args['changes-per-second']);
 const REPORT_SECONDS = Number(args['report-seconds']);
 const MOVING_USAGE = args['moving-usage'] === true;
 const SETTLE = Number(args.settle);
+const RAMP = Number(args.ramp);
+if (!(RAMP >= 0)) { console.error('fleet: --ramp must be a number of seconds, 0 or more'); process.exit(2); }
 for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE], ['--processes', Number(args.processes ?? 1)]] as const) {
   if (!Number.isInteger(v) || v < 1) { console.error(`fleet: ${name} must be a positive integer`); process.exit(2); }
 }
@@ -113,7 +116,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
   try {
     for (let i = 0; i < 2; i++) {
       // --profile: each replica's inspector (opened by SIGUSR1) on a port of its own.
-      const inspect = args.profile ? { NODE_OPTIONS: `--inspect-port=127.0.0.1:${9301 + i}` } : {};
+      const inspect: Record<string, string> = args.profile ? { NODE_OPTIONS: `--inspect-port=127.0.0.1:${9301 + i}` } : {};
       replicas.push(await startRegistryProcess({ ...env, ...inspect }, { tlsDataDir: tlsDir, timeoutMs: 60_000 }));
       live.add(replicas[i]!);
     }
@@ -152,35 +155,41 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
 
     const tracker = new ChangeTracker();
     // Up to AGENTS_PER_PROCESS agents in this process; more are spread over worker processes.
-    const fleetOpts = { waitSeconds: 25, reportSeconds: REPORT_SECONDS, movingUsage: MOVING_USAGE, onDocument: (a: SimAgent, doc: DesiredState, at: number) => tracker.seen(a, doc, at) };
+    const fleetOpts = { waitSeconds: 25, reportSeconds: REPORT_SECONDS, movingUsage: MOVING_USAGE, rampSeconds: RAMP, onDocument: (a: SimAgent, doc: DesiredState, at: number) => tracker.seen(a, doc, at) };
     const fleetReplicas = replicas.map((r) => ({ url: r.url, ca: r.ca }));
     const processes = args.processes ? Number(args.processes) : Math.ceil(n / AGENTS_PER_PROCESS);
-    fleet = processes <= 1 ? new Fleet(fleetReplicas, n + 256, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts);
+    fleet = processes <= 1 ? new Fleet(fleetReplicas, 32, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts);
     for (const e of enrolled) fleet.add(e.node_id, e.node_key, e.replica);
     t = performance.now();
     fleet.start();
     while (fleet.agents.some((a) => !a.doc)) {
-      if (performance.now() - t > 300_000) throw new Error('agents did not all get their first document within 300 s');
+      if (performance.now() - t > 300_000) throw new Error(`agents did not all get their first document within 300 s (${fleet.agents.filter((a) => a.doc).length} of ${n} did)`);
       await sleep(200);
     }
     log(`N=${n}: every agent holds its document after ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
     // Changes through A for agents on B: toggle a seed sliver (stop/start), every 5th a new sliver.
     const desired = new Map<string, string>();
+    // How long the API took to answer each change, by kind: the rest of its latency is the way to the node.
+    const apiMs = { action: [] as number[], sliver: [] as number[] };
     let chg = 0;
     const makeChange = async (a: SimAgent) => {
       const i = chg++;
       if (i % 5 === 4) {
         const slice = `${SITE}_chg${Math.floor(i / 5) % CHANGE_SLICES}`;
         if (a.doc?.slivers.some((s) => s.slice === slice)) return;
-        tracker.expectSliver(a.nodeId, slice, performance.now());
+        const t0 = performance.now();
+        tracker.expectSliver(a.nodeId, slice, t0);
         await admin.createSliver(slice, a.nodeId).catch((e: unknown) => { tracker.forget(a.nodeId, slice); throw e; });
+        apiMs.sliver.push(performance.now() - t0);
       } else {
         const s = a.doc!.slivers[i % a.doc!.slivers.length]!;
         const want = (desired.get(s.id) ?? s.desired) === 'stopped' ? 'running' : 'stopped';
         desired.set(s.id, want);
-        tracker.expectAction(a.nodeId, s.id, want, performance.now());
+        const t0 = performance.now();
+        tracker.expectAction(a.nodeId, s.id, want, t0);
         await admin.sliverAction(s.id, want === 'stopped' ? 'stop' : 'start').catch((e: unknown) => { tracker.forget(a.nodeId, s.id); desired.delete(s.id); throw e; });
+        apiMs.action.push(performance.now() - t0);
       }
     };
     const busy = new Set<string>();
@@ -206,6 +215,8 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     await sleep(SETTLE * 1000);
     fleet.takeReportLatencies();
     const reports0 = fleet.stats.reports;
+    const connects0 = fleet.stats.connects;
+    const disconnects0 = { ...fleet.stats.disconnects };
     const p0 = replicas.map((r) => sampleProc(r.proc.pid!));
     const db0 = (await db.query('SELECT xact_commit + xact_rollback AS tx, active_time FROM pg_stat_database WHERE datname = current_database()')).rows[0];
     const bAgents = onB();
@@ -230,12 +241,21 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const db1 = (await db.query('SELECT xact_commit + xact_rollback AS tx, active_time FROM pg_stat_database WHERE datname = current_database()')).rows[0];
     const reportMs = fleet.takeReportLatencies().sort((x, y) => x - y);
     const reportsPerSec = (fleet.stats.reports - reports0) / SECONDS;
+    // An agent keeps its connections (a real one does): new ones in the window show churn.
+    const ended = Object.entries(fleet.stats.disconnects).map(([why, c]) => [why, c - (disconnects0[why] ?? 0)] as const).filter(([, c]) => c > 0);
+    if (!(fleet instanceof ForkedFleet)) log(`N=${n}: the agents opened ${fleet.stats.connects - connects0} connection(s) in the window; ended: ${ended.map(([why, c]) => `${why} ${c}`).join(', ') || 'none'}`);
     const conns = (await db.query('SELECT count(*)::int AS c FROM pg_stat_activity WHERE datname = current_database()')).rows[0].c as number;
     // Changes still pending after a minute are reported (as not arrived), not thrown away with the run.
     const lateAfterWindow = await tracker.settled(60_000).then(() => 0, () => tracker.pending.size);
     const lat = [...tracker.latenciesMs].sort((x, y) => x - y);
     if (changeErrors.length) log(`N=${n}: ${changeErrors.length} change request(s) failed at the API, e.g. ${String(changeErrors[0])}${(changeErrors[0] as { cause?: unknown })?.cause ? ` (${String((changeErrors[0] as { cause?: unknown }).cause)})` : ''}`);
     log(`N=${n}: ${lat.length} changes, p50 ${percentile(lat, 50).toFixed(0)} ms, p99 ${percentile(lat, 99).toFixed(0)} ms; ${reportsPerSec.toFixed(1)} reports/s`);
+    const kinds = (['action', 'sliver'] as const).map((k) => {
+      const l = [...tracker.byKind[k]].sort((x, y) => x - y);
+      const api = [...apiMs[k]].sort((x, y) => x - y);
+      return `${k === 'action' ? 'actions' : 'new slivers'} ${l.length}: p50 ${percentile(l, 50).toFixed(0)}, p99 ${percentile(l, 99).toFixed(0)} ms (the API's answer: p50 ${percentile(api, 50).toFixed(0)}, p99 ${percentile(api, 99).toFixed(0)} ms)`;
+    });
+    log(`N=${n}: ${kinds.join('; ')}`);
 
     // Kill B: its agents move to A; changes made for them during the move must all arrive.
     const before = tracker.latenciesMs.length;
@@ -340,7 +360,7 @@ async function main(): Promise<void> {
     `### Fleet: change → node across two replicas — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
-    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
+    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
     `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in one process up to 8,000 of them, else spread over worker processes (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',

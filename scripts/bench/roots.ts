@@ -38,7 +38,7 @@ const timed = async (fn: () => Promise<unknown>) => {
   return performance.now() - t0;
 };
 
-interface Row { size: number; create: number; remove: number; subvolCreate: number; qgroupLimit: number; subvolDelete: number }
+interface Row { size: number; create: number; remove: number; subvolCreate: number; qgroupLimit: number; subvolDelete: number; parts: string }
 
 const dir = mkdtempSync(join(tmpdir(), 'pl-bench-roots-'));
 const driver = new BtrfsDriver({ pool: join(dir, 'pool.img'), size: '32G', mountpoint: join(dir, 'pool') });
@@ -64,10 +64,13 @@ try {
       made++;
     }
     if (size > 0) log(`${size} roots (${((performance.now() - t0) / 1000).toFixed(0)} s to fill)`);
-    const row: Record<keyof Omit<Row, 'size'>, number[]> = { create: [], remove: [], subvolCreate: [], qgroupLimit: [], subvolDelete: [] };
+    const parts: Record<string, number[]> = {};
+    const row: Record<keyof Omit<Row, 'size' | 'parts'>, number[]> = { create: [], remove: [], subvolCreate: [], qgroupLimit: [], subvolDelete: [] };
     for (let i = 0; i < SAMPLES; i++) {
       const id = randomUUID();
-      row.create.push(await timed(() => driver.createRoot(id, sha, QUOTA, { layered: layered() })));
+      const took: Record<string, number> = {};
+      row.create.push(await timed(() => driver.createRoot(id, sha, QUOTA, { layered: layered(), took })));
+      for (const [part, ms] of Object.entries(took)) (parts[part] ??= []).push(ms);
       row.remove.push(await timed(() => driver.deleteRoot(id)));
       // The floor: what btrfs itself takes for the same subvolume work at this size.
       const bare = join(mp, `bare-${i}`);
@@ -75,16 +78,16 @@ try {
       row.qgroupLimit.push(await timed(() => run('btrfs', ['qgroup', 'limit', '-e', String(QUOTA), bare])));
       row.subvolDelete.push(await timed(() => run('btrfs', ['-q', 'subvolume', 'delete', bare])));
     }
-    const r: Row = { size, create: median(row.create), remove: median(row.remove), subvolCreate: median(row.subvolCreate), qgroupLimit: median(row.qgroupLimit), subvolDelete: median(row.subvolDelete) };
+    const r: Row = { size, create: median(row.create), remove: median(row.remove), subvolCreate: median(row.subvolCreate), qgroupLimit: median(row.qgroupLimit), subvolDelete: median(row.subvolDelete), parts: Object.entries(parts).map(([p, ms]) => `${p} ${median(ms)}`).join(', ') };
     rows.push(r);
-    log(`at ${size}: createRoot ${r.create.toFixed(0)} ms, deleteRoot ${r.remove.toFixed(0)} ms; bare: subvolume create ${r.subvolCreate.toFixed(0)}, qgroup limit ${r.qgroupLimit.toFixed(0)}, subvolume delete ${r.subvolDelete.toFixed(0)} ms`);
+    log(`at ${size}: createRoot ${r.create.toFixed(0)} ms, deleteRoot ${r.remove.toFixed(0)} ms; bare: subvolume create ${r.subvolCreate.toFixed(0)}, qgroup limit ${r.qgroupLimit.toFixed(0)}, subvolume delete ${r.subvolDelete.toFixed(0)} ms; createRoot's parts: ${r.parts}`);
   }
   const table = [
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; a 32 GiB sparse loop-file btrfs pool with quotas, layered roots of the tiny image (an overlay over the idmapped image, the upper layer in a subvolume with a 64 MiB exclusive limit), no container. Medians of ${SAMPLES} at each size, in ms.`,
     '',
-    '| roots in the pool | createRoot | deleteRoot | bare `subvolume create` | bare `qgroup limit` | bare `subvolume delete` |',
-    '|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.size} | ${r.create.toFixed(0)} | ${r.remove.toFixed(0)} | ${r.subvolCreate.toFixed(0)} | ${r.qgroupLimit.toFixed(0)} | ${r.subvolDelete.toFixed(0)} |`),
+    '| roots in the pool | createRoot | its parts (medians) | deleteRoot | bare `subvolume create` | bare `qgroup limit` | bare `subvolume delete` |',
+    '|---:|---:|---|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.size} | ${r.create.toFixed(0)} | ${r.parts} | ${r.remove.toFixed(0)} | ${r.subvolCreate.toFixed(0)} | ${r.qgroupLimit.toFixed(0)} | ${r.subvolDelete.toFixed(0)} |`),
   ].join('\n');
   console.log(table);
   if (args.write) appendResults(args.write, `### Making and deleting a root against pool size (\`node scripts/bench/roots.ts --roots ${ROOTS} --step ${STEP}\`), ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC\n\n${table}`);

@@ -54,7 +54,7 @@ describe('a fleet of agents over two replicas, one killed', () => {
     });
 
     const tracker = new ChangeTracker();
-    fleet = new Fleet(replicas.map((r) => ({ url: r.url, ca: r.ca })), AGENTS + 32, {
+    fleet = new Fleet(replicas.map((r) => ({ url: r.url, ca: r.ca })), 32, {
       waitSeconds: 10, reportSeconds: 5, onDocument: (a, doc, at) => tracker.seen(a, doc, at),
     });
     for (const e of enrolled) fleet.add(e.node_id, e.node_key, e.replica);

@@ -51,6 +51,8 @@ interface Build {
   limitsError: string | null;
   /** How long each step took, ms (logged once the build is done). */
   took: Record<string, number>;
+  /** The parts of making its root (the storage driver's), ms. */
+  rootParts?: Record<string, number>;
 }
 
 /** What a build leaves: the sliver's state, and the error it shows (a limit not applied). */
@@ -199,7 +201,7 @@ export class Builder {
       this.#note(s.id, 'done');
     });
     // Where a build's time goes, for a site admin whose slivers start slowly.
-    if (plan.fresh || b.isNew) this.#log.info({ sliver: s.id, slice: s.slice, ms: Math.round(performance.now() - t0), steps: b.took }, 'sliver built');
+    if (plan.fresh || b.isNew) this.#log.info({ sliver: s.id, slice: s.slice, ms: Math.round(performance.now() - t0), steps: b.took, ...(b.rootParts ? { make_root: b.rootParts } : {}) }, 'sliver built');
     return { ends: b.ends, error: b.limitsError };
   }
 
@@ -238,7 +240,9 @@ export class Builder {
         return;
       case 'root': {
         const t0 = performance.now();
-        b.rootfs = await this.#d.storage.createRoot(s.id, b.plan.sha256, s.resources.disk_mb * MiB, { layered: this.#layered(b.plan.kind, b.rec) });
+        const parts: Record<string, number> = {};
+        b.rootfs = await this.#d.storage.createRoot(s.id, b.plan.sha256, s.resources.disk_mb * MiB, { layered: this.#layered(b.plan.kind, b.rec), took: parts });
+        b.rootParts = parts;
         if (b.plan.fresh) r.add(() => this.#d.storage.deleteRoot(s.id));
         // A root keeps the kind it was made with (snapshot roots of an older agent stay so).
         b.idShift = (await this.#d.storage.rootIdShift(s.id)) ?? 0;

@@ -108,7 +108,9 @@ export class DesiredStateSync {
         }
         this.#reachable = false;
         this.#refusedTls = tlsVerifyCodeOf(err) !== null;
-        await sleep(backoff, this.#abort.signal);
+        // Jittered (half to all of the backoff): after a registry outage, thousands of nodes
+        // must not come back in the same instant, wave after wave.
+        await sleep(backoff * (0.5 + Math.random() / 2), this.#abort.signal);
         backoff = Math.min(max, backoff * 2);
       }
     }

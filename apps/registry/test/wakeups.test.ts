@@ -2,6 +2,8 @@
 // lost without being lost: a change undone before the node polls again leaves the document (and
 // its ETag) as the node already holds it. The fleet benchmark's 5,000-agent run counted such
 // changes as "never reached their node" (docs/benchmarks.md).
+import type { AddressInfo } from 'node:net';
+import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, makeWorld, ok, testApp, type TestApp, type World } from './helpers.js';
 
@@ -96,5 +98,30 @@ describe('desired-state long-polls', () => {
     const again = await call(t.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node, undefined, { 'if-none-match': first.headers.etag as string });
     expect(again.status).toBe(304);
     expect(again.headers.etag).toBe(first.headers.etag);
+  });
+
+  it("answer 304 with no body and no length, so that a node's connection lives on from poll to poll", async () => {
+    // A 304 that announced a body (the 4 bytes of `null`) made undici — the agent's HTTP client —
+    // drop the connection after every long-poll that timed out: a new TLS handshake per poll.
+    await t.app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = t.app.server.address() as AddressInfo;
+    const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 1 });
+    let connects = 0;
+    const dropped: string[] = [];
+    pool.on('connect', () => connects++);
+    pool.on('disconnect', (_o, _t, err: Error & { code?: string }) => dropped.push(err.code ?? err.message));
+    try {
+      const first = await pool.request({ method: 'GET', path: `/v1/nodes/${w.ids.node}/desired-state`, headers: { authorization: `Bearer ${w.node}` } });
+      await first.body.dump();
+      for (const wait of [0, 1]) {
+        const res = await pool.request({ method: 'GET', path: `/v1/nodes/${w.ids.node}/desired-state?wait=${wait}`, headers: { authorization: `Bearer ${w.node}`, 'if-none-match': first.headers.etag as string } });
+        expect(res.statusCode).toBe(304);
+        expect(res.headers['content-length']).toBeUndefined();
+        await res.body.dump();
+      }
+      expect({ connects, dropped }).toEqual({ connects: 1, dropped: [] });
+    } finally {
+      await pool.close();
+    }
   });
 });

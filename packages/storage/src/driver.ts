@@ -17,6 +17,8 @@ export interface RootOptions {
    * idmapBase + n, on disk as in every process. Else a snapshot whose files keep the ids the
    * sliver sees, for an instance driver that maps them itself (LXC's idmap=container). */
   layered?: { idmapBase: number } | null;
+  /** Filled with the time of each part of making the root, ms (for the build's log). */
+  took?: Record<string, number>;
 }
 
 /** Where a driver keeps its pool; the same shape for every driver in the registry. */

@@ -17,8 +17,10 @@ import { markSeen } from './node-lifecycle.js';
 /** Replicas tell each other which nodes' reports they wrote: another replica's memo of them is stale. */
 export const REPORTS_CHANNEL = 'reports';
 
-/** Rows (slivers' figures, or nodes) per statement of a flush. */
-const FLUSH_BATCH = 2000;
+/** Rows (slivers' figures, or nodes) per statement of a flush. Short statements: a user's change
+ * to a sliver waits for the one holding its row, and at 5,000 nodes 250 rows took 14 ms of
+ * PostgreSQL (57 µs a row) where 1,700 took 278 ms (163 µs a row; docs/benchmarks.md). */
+const FLUSH_BATCH = 250;
 
 const USAGE_FIELDS = ['cpu_seconds', 'memory_bytes', 'disk_bytes', 'net_rx_bytes', 'net_tx_bytes'] as const;
 

@@ -103,7 +103,7 @@ export class BtrfsDriver implements StorageDriver {
     const mp = this.#mountpoint();
     // Root lock, then image lock (never the other way round): the image cannot be deleted
     // between the check that it exists and the snapshot.
-    return await this.#locks.with(`root:${id}`, () => this.#locks.with(`image:${sha}`, () => volumes.createRoot(mp, id, sha, quotaBytes, layered))).catch((err: unknown) => {
+    return await this.#locks.with(`root:${id}`, () => this.#locks.with(`image:${sha}`, () => volumes.createRoot(mp, id, sha, quotaBytes, layered, opts.took))).catch((err: unknown) => {
       throw poolFullOr(err, mp, `making the root of sliver ${id}`);
     });
   }

@@ -252,31 +252,48 @@ export async function listRoots(mountpoint: string): Promise<string[]> {
  * root filesystem's path. An existing root keeps its kind and contents, gets the new limit, and
  * is mounted again if layered and not mounted (after a reboot, say).
  */
-export async function createRoot(mountpoint: string, sliverId: string, sha256: string, quotaBytes: number, layered: { idmapBase: number } | null = null): Promise<string> {
+export async function createRoot(mountpoint: string, sliverId: string, sha256: string, quotaBytes: number, layered: { idmapBase: number } | null = null, took: Record<string, number> = {}): Promise<string> {
+  let t0 = performance.now();
+  const lap = (part: string) => {
+    const now = performance.now();
+    took[part] = Math.round(now - t0);
+    t0 = now;
+  };
   const root = rootPath(mountpoint, sliverId);
   if (await isSubvolume(root)) {
     await limitExclusive(mountpoint, root, quotaBytes);
-    return ensureMounted(mountpoint, sliverId);
+    lap('quota');
+    const path = await ensureMounted(mountpoint, sliverId);
+    lap('mount');
+    return path;
   }
   const image = imagePath(mountpoint, sha256);
   if (!(await isSubvolume(image))) throw new StorageError('image_not_found', `image ${sha256} is not in the storage pool; import it first`);
   await sweepLeftovers(mountpoint, sliverId);
   const partial = partialOf(root);
   await deleteSubvolumeTree(mountpoint, partial);
+  lap('sweep');
   await Reverter.wrap(async (r) => {
     if (layered) {
       await subvolumeCreate(partial);
       r.add(() => deleteSubvolumeTree(mountpoint, partial));
+      lap('subvolume');
       await prepareLayers(partial, image, { image: sha256, idmapBase: layered.idmapBase });
+      lap('layers');
     } else {
       await subvolumeSnapshot(image, partial);
       r.add(() => deleteSubvolumeTree(mountpoint, partial));
+      lap('snapshot');
     }
     // The limit is set before the root gets its name, so no root is ever seen without one.
     await limitFreshExclusive(partial, quotaBytes);
+    lap('quota');
     if (!(await publish(mountpoint, partial, root))) await limitExclusive(mountpoint, root, quotaBytes);
+    lap('publish');
   });
-  return ensureMounted(mountpoint, sliverId);
+  const path = await ensureMounted(mountpoint, sliverId);
+  lap('mount');
+  return path;
 }
 
 /** A layered root's folders: the upper layer's top owned and moded as the image's top, seen
