@@ -230,7 +230,6 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const profiling = args.profile ? [await profileProcess(A.proc.pid!, 9301), await profileProcess(B.proc.pid!, 9302), await profileSelf()] : null;
     await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
     if (profiling) {
-      mkdirSync(resolve(args.profile!), { recursive: true });
       for (const [i, name] of ['A', 'B', 'agents'].entries()) console.error(saveProfile(join(resolve(args.profile!), `${n}-${name}.cpuprofile`), await profiling[i]!.stop()));
     }
     const waits = await sampler.stop();

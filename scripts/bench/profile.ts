@@ -3,7 +3,8 @@
 // .cpuprofile (Chrome DevTools opens them) and summed up as the functions that took the most
 // time, alone and with what they called.
 import { Session } from 'node:inspector/promises';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 interface ProfileNode {
   id: number;
@@ -73,6 +74,7 @@ export async function profileSelf(): Promise<{ stop: () => Promise<CpuProfile> }
 
 /** Writes the profile and returns the top functions by self and by total time, as text. */
 export function saveProfile(file: string, profile: CpuProfile, top = 15): string {
+  mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, JSON.stringify(profile));
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const total = profile.nodes.reduce((a, n) => a + (n.hitCount ?? 0), 0) || 1;
