@@ -181,6 +181,39 @@ describe('slivers', () => {
     const ev = await ok(t.app, 200, 'GET', `/v1/events?slice=${name}&type=slice.expired`, w.pi);
     expect(ev.events).toHaveLength(1);
   });
+
+  it("keep the site's sliver count on its row: creations at once fill the quota exactly, a confirmed deletion makes room", async () => {
+    const counts = async () => (await t.db.query<{ kept: number; counted: number }>(
+      'SELECT sliver_count AS kept, (SELECT count(*)::int FROM slivers WHERE site = $1) AS counted FROM sites WHERE login_base = $1', [w.site])).rows[0]!;
+    const before = await counts();
+    expect(before.kept).toBe(before.counted);
+    const quota = await ok(t.app, 200, 'GET', `/v1/sites/${w.site}`, w.admin);
+    // Room for exactly 2 more; 5 slices ask at once.
+    await ok(t.app, 200, 'PATCH', `/v1/sites/${w.site}`, w.admin, { max_slices: 20, max_slivers: before.counted + 2 });
+    const names = Array.from({ length: 5 }, (_, i) => `${w.site}_q${i}`);
+    for (const name of names) await ok(t.app, 201, 'POST', '/v1/slices', w.pi, { name, description: 'd', url: 'u' });
+    const answers = await Promise.all(names.map((name) => call(t.app, 'POST', `/v1/slices/${name}/slivers`, w.pi, { node_id: w.ids.nodeB })));
+    expect(answers.map((r) => r.status).sort()).toEqual([202, 202, 409, 409, 409]);
+    expect(answers.filter((r) => r.status === 409).every((r) => r.body.code === 'sliver_quota_exceeded')).toBe(true);
+    expect(await counts()).toEqual({ kept: before.counted + 2, counted: before.counted + 2 });
+    // Deleted and confirmed by its node (a whole report without it): the row goes, and so does its count.
+    const made = answers.find((r) => r.status === 202)!.body;
+    await ok(t.app, 202, 'DELETE', `/v1/slivers/${made.id}`, w.pi);
+    const confirm = async () => {
+      const doc = await ok(t.app, 200, 'GET', `/v1/nodes/${w.ids.nodeB}/desired-state`, w.nodeB);
+      const stay = doc.slivers.filter((s: { desired: string }) => s.desired !== 'deleted').map((s: { id: string }) => ({ id: s.id, state: 'running' }));
+      await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.nodeB}/observed-state`, w.nodeB, { slivers: stay });
+    };
+    await confirm();
+    expect(await counts()).toEqual({ kept: before.counted + 1, counted: before.counted + 1 });
+    const third = names.find((n) => !answers.some((r) => r.status === 202 && r.body.slice === n))!;
+    await ok(t.app, 202, 'POST', `/v1/slices/${third}/slivers`, w.pi, { node_id: w.ids.nodeB });
+    // The site as it was, for the tests after this one.
+    for (const name of names) await ok(t.app, 202, 'DELETE', `/v1/slices/${name}`, w.pi);
+    await confirm();
+    expect(await counts()).toEqual({ kept: before.counted, counted: before.counted });
+    await ok(t.app, 200, 'PATCH', `/v1/sites/${w.site}`, w.admin, { max_slices: quota.max_slices, max_slivers: quota.max_slivers });
+  });
 });
 
 describe('slice resources', () => {

@@ -71,11 +71,6 @@ export async function sliceHasSliverOn(q: Queryable, slice: string, nodeId: stri
   return rows.length > 0;
 }
 
-export async function countSiteSlivers(q: Queryable, site: string): Promise<number> {
-  const { rows } = await q.query<{ n: number }>('SELECT count(*)::int AS n FROM slivers WHERE site = $1', [site]);
-  return rows[0]?.n ?? 0;
-}
-
 /** Port ranges taken on a node, lowest first. */
 export async function portRangesOn(q: Queryable, nodeId: string): Promise<S.PortRange[]> {
   const { rows } = await q.query<{ port_first: number; port_last: number }>(

@@ -80,7 +80,7 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const site = await lockSite(q, slice.site);
       if (await slivers.sliceHasSliverOn(q, req.params.name, req.body.node_id)) throw new AppError('already_exists', `slice ${req.params.name} already has a sliver on node ${node.hostname}`);
       const max = site?.max_slivers ?? 0;
-      if ((await slivers.countSiteSlivers(q, slice.site)) >= max) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${max} slivers`);
+      if ((site?.sliverCount ?? 0) >= max) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${max} slivers`);
       const ports = await allocatePorts(q, req.body.node_id, node.port_window, ctx.config.portsPerSliver);
       // A spare the node keeps ready for this image and kind (its warm pool) becomes the sliver:
       // the agent hands it out instead of building one. A published image is matched by its
