@@ -1,31 +1,64 @@
 // The command wrapper and the undo list, against real commands.
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CommandError, commandCount, Coprocess, errorFields, missingTools, requireTools, Reverter, run, spawnDetached, tryRun } from './index.js';
+import { CommandError, commandCount, Coprocess, errorFields, missingTools, requireTools, Reverter, run, spawnDetached, tryRun, useForker } from './index.js';
 
-describe('run', () => {
-  it('passes arguments as an array, never through a shell', async () => {
-    const r = await run('printf', ['%s|', 'a b', '$(echo no)', ';rm -rf /']);
-    expect(r.stdout).toBe('a b|$(echo no)|;rm -rf /|');
+for (const how of ['spawn', 'forker'] as const) {
+  describe(`run (${how})`, () => {
+    beforeAll(() => useForker(how === 'forker'));
+    afterAll(() => useForker(false));
+
+    it('passes arguments as an array, never through a shell', async () => {
+      const r = await run('printf', ['%s|', 'a b', '$(echo no)', ';rm -rf /']);
+      expect(r.stdout).toBe('a b|$(echo no)|;rm -rf /|');
+    });
+    it('feeds input, gives no stdin without it, and returns stderr', async () => {
+      expect((await run('cat', [], { input: 'hello' })).stdout).toBe('hello');
+      expect((await run('cat', [])).stdout).toBe('');
+      expect((await run('sh', ['-c', 'echo out; echo err >&2'])).stderr).toBe('err');
+    });
+    it('runs in cwd with env added to the process environment', async () => {
+      const r = await run('sh', ['-c', 'echo "$PLANETLITE_T $HOME"; pwd'], { cwd: '/tmp', env: { PLANETLITE_T: 'x' } });
+      expect(r.stdout).toBe(`x ${process.env.HOME}\n/tmp`);
+    });
+    it('throws a CommandError with command, exit code and stderr, or answers an allowed code', async () => {
+      const err = await run('sh', ['-c', 'echo broken >&2; exit 3']).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(CommandError);
+      const ce = err as CommandError;
+      expect(ce.command).toBe('sh');
+      expect(ce.exitCode).toBe(3);
+      expect(ce.stderr).toBe('broken');
+      expect(ce.message).toMatch(/^sh -c .* exited with 3: broken$/);
+      expect(await run('sh', ['-c', 'echo some; exit 1'], { allowExit: [1] })).toEqual({ stdout: 'some', stderr: '', exitCode: 1 });
+    });
+    it('names a missing tool and a timeout', async () => {
+      await expect(run('no-such-tool-planetlite', [])).rejects.toThrow(/not installed/);
+      await expect(run('sleep', ['5'], { timeoutMs: 100 })).rejects.toThrow(/timed out/);
+      expect(await tryRun('false', [])).toBeNull();
+    });
+    it('counts each command once', async () => {
+      const before = commandCount();
+      await Promise.all([run('true', []), run('true', [])]);
+      expect(commandCount() - before).toBe(2);
+    });
   });
-  it('feeds input and returns stderr', async () => {
-    expect((await run('cat', [], { input: 'hello' })).stdout).toBe('hello');
+}
+
+describe('the command forker', () => {
+  beforeAll(() => useForker(true));
+  afterAll(() => useForker(false));
+
+  it('does not hold a short command behind a long one', async () => {
+    const order: string[] = [];
+    await Promise.all([run('sleep', ['0.5']).then(() => order.push('long')), run('true', []).then(() => order.push('short'))]);
+    expect(order).toEqual(['short', 'long']);
   });
-  it('throws a CommandError with command, exit code and stderr', async () => {
-    const err = await run('sh', ['-c', 'echo broken >&2; exit 3']).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(CommandError);
-    const ce = err as CommandError;
-    expect(ce.command).toBe('sh');
-    expect(ce.exitCode).toBe(3);
-    expect(ce.stderr).toBe('broken');
-    expect(ce.message).toMatch(/^sh -c .* exited with 3: broken$/);
-  });
-  it('names a missing tool and a timeout', async () => {
-    await expect(run('no-such-tool-planetlite', [])).rejects.toThrow(/not installed/);
-    await expect(run('sleep', ['5'], { timeoutMs: 100 })).rejects.toThrow(/timed out/);
-    expect(await tryRun('false', [])).toBeNull();
+  it('keeps output that is large or not UTF-8', async () => {
+    const big = await run('head', ['-c', '3000000', '/dev/zero']);
+    expect(big.stdout.length).toBe(3_000_000);
+    expect((await run('printf', ['a\\377b'])).stdout).toBe('a\ufffdb');
   });
 });
 

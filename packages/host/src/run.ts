@@ -1,6 +1,8 @@
 // Every host command goes through run(): an argument array (never a shell string), and on
 // failure a CommandError that carries the command, its exit code and its stderr.
 import { execa } from 'execa';
+import type { Coprocess } from './coprocess.js';
+import { activeForker } from './forker.js';
 
 export interface RunOptions {
   /** Text for the command's standard input. */
@@ -52,10 +54,13 @@ export function noteCommand(): void {
 }
 
 export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const forker = activeForker();
+  if (forker) return runForked(forker, command, args, opts);
   commandsRun++;
   try {
     const res = await execa(command, args, {
-      input: opts.input,
+      // No input: stdin is /dev/null, so a command that would read it does not wait for ever.
+      ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
       cwd: opts.cwd,
       env: opts.env,
       timeout: opts.timeoutMs ?? 120_000,
@@ -73,6 +78,37 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
     else if (e.code === 'ENOENT') reason = 'is not installed (run scripts/setup.sh)';
     throw new CommandError(command, args, e.exitCode, typeof e.stderr === 'string' ? e.stderr : '', reason);
   }
+}
+
+/** The same command through the forker (forker.ts): the same answers and errors as execa's path. */
+async function runForked(forker: Coprocess, command: string, args: readonly string[], opts: RunOptions): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? 120_000;
+  let a: Record<string, unknown>;
+  try {
+    a = await forker.request(
+      { argv: [command, ...args], env: opts.env ? { ...process.env, ...opts.env } : process.env, cwd: opts.cwd, input: opts.input, timeout_ms: timeoutMs },
+      // The forker kills the command at timeoutMs; the helper itself only if it stops answering.
+      { timeoutMs: timeoutMs + 30_000 },
+    );
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new CommandError(command, args, undefined, '', `was lost with the command forker (${why.slice(-300)})`);
+  }
+  const stdout = stripFinalNewline(String(a.stdout ?? ''));
+  const stderr = stripFinalNewline(String(a.stderr ?? ''));
+  const code = typeof a.code === 'number' ? a.code : undefined;
+  if (code === 0) return { stdout, stderr };
+  if (code !== undefined && opts.allowExit?.includes(code)) return { stdout, stderr, exitCode: code };
+  let reason: string | undefined;
+  if (a.timed_out) reason = `timed out after ${timeoutMs} ms`;
+  else if (a.spawn_error === 'ENOENT' && a.path !== opts.cwd) reason = 'is not installed (run scripts/setup.sh)';
+  else if (typeof a.spawn_error === 'string') reason = `could not start: ${a.spawn_error}${a.path ? ` (${String(a.path)})` : ''}`;
+  // A signal shows as a negative code from Python; as execa, no exit code then.
+  throw new CommandError(command, args, code !== undefined && code >= 0 ? code : undefined, stderr, reason ?? (code !== undefined && code < 0 ? `was killed by signal ${-code}` : undefined));
+}
+
+function stripFinalNewline(s: string): string {
+  return s.endsWith('\r\n') ? s.slice(0, -2) : s.endsWith('\n') ? s.slice(0, -1) : s;
 }
 
 /** The CommandError behind err (err itself or a cause along its chain), if any. */
