@@ -8,6 +8,8 @@
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { Pool } from 'undici';
 import type { DesiredState, ObservedState } from '@planetlite/api';
+// The sync module alone: the simulated agents' processes need not load the whole agent.
+import { Backoff } from '@planetlite/agent/sync';
 
 export interface FleetReplica {
   url: string;
@@ -179,8 +181,8 @@ export class Fleet {
   }
 
   async #pollLoop(a: SimAgent): Promise<void> {
-    // The agent's own backoff (apps/agent/src/sync.ts): 0.5 s doubling to 30 s, jittered.
-    let backoff = 500;
+    // The agent's own backoff (0.5 s doubling to 30 s, jittered).
+    const backoff = new Backoff();
     while (this.#running) {
       const replica = a.replica;
       try {
@@ -206,13 +208,12 @@ export class Fleet {
             await sleep(500);
           }
         }
-        backoff = 500;
+        backoff.succeeded();
       } catch (err) {
         if (!this.#running) return;
         this.stats.pollErrors++;
         if (replicaGone(err)) this.#move(a, replica);
-        await sleep(backoff * (0.5 + Math.random() / 2));
-        backoff = Math.min(backoff * 2, 30_000);
+        await sleep(backoff.failed());
       }
     }
   }

@@ -1,7 +1,7 @@
 // The PlanetLite node agent as a library (the daemon, enrollment, sync), for tests and tools.
 export { Agent, type AgentOptions } from './agent.js';
 export { enroll, type EnrollOptions } from './enroll.js';
-export { DesiredStateSync, type SyncOptions } from './sync.js';
+export { Backoff, DesiredStateSync, type SyncOptions } from './sync.js';
 export { StateDir, type Enrollment, type CachedDesiredState } from './state.js';
 export { probeResources } from './probe.js';
 export { Reconciler } from './reconcile.js';

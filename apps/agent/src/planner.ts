@@ -43,8 +43,15 @@ export interface PassPlan {
  * (in memory and in the ledger): a digest of it and of the code that carried it out (code, from
  * fingerprint.ts), so an upgraded agent works on each sliver once. */
 export function docKey(s: DesiredSliver, code = ''): string {
-  return createHash('sha1').update(code).update('\0').update(JSON.stringify(s)).digest('base64url');
+  // A pass and each sliver's turn ask for the same object's key: one digest per document (a
+  // document is parsed afresh and never changed in place).
+  const memo = keys.get(s);
+  if (memo?.code === code) return memo.key;
+  const key = createHash('sha1').update(code).update('\0').update(JSON.stringify(s)).digest('base64url');
+  keys.set(s, { code, key });
+  return key;
 }
+const keys = new WeakMap<DesiredSliver, { code: string; key: string }>();
 
 /** True when the instance is in the state the sliver's desired state asks for. */
 export function settled(s: DesiredSliver, state: InstanceState | undefined): boolean {

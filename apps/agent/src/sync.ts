@@ -77,8 +77,7 @@ export class DesiredStateSync {
   }
 
   async #run(): Promise<void> {
-    const [first, max] = this.#o.backoffMs;
-    let backoff = first;
+    const backoff = new Backoff(...this.#o.backoffMs);
     while (!this.#abort.signal.aborted) {
       this.#pickUpKey();
       try {
@@ -86,7 +85,7 @@ export class DesiredStateSync {
         if (!this.#reachable) this.#o.log.info('registry reachable again');
         this.#reachable = true;
         this.#refusedTls = false;
-        backoff = first;
+        backoff.succeeded();
         if (res.state) await this.#accept(res.state, res.etag);
       } catch (err) {
         if (this.#abort.signal.aborted) break;
@@ -108,10 +107,7 @@ export class DesiredStateSync {
         }
         this.#reachable = false;
         this.#refusedTls = tlsVerifyCodeOf(err) !== null;
-        // Jittered (half to all of the backoff): after a registry outage, thousands of nodes
-        // must not come back in the same instant, wave after wave.
-        await sleep(backoff * (0.5 + Math.random() / 2), this.#abort.signal);
-        backoff = Math.min(max, backoff * 2);
+        await sleep(backoff.failed(), this.#abort.signal);
       }
     }
   }
@@ -157,4 +153,30 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
       resolve();
     }, { once: true });
   });
+}
+
+/**
+ * The wait after failed calls to the registry: first, doubling to max. Each wait is jittered (half
+ * to all of it): after a registry outage, thousands of nodes must not come back in the same
+ * instant, wave after wave. The fleet benchmark's simulated agents use it too.
+ */
+export class Backoff {
+  #next: number;
+  constructor(
+    readonly first = 500,
+    readonly max = 30_000,
+  ) {
+    this.#next = first;
+  }
+
+  /** Milliseconds to wait after one more failure. */
+  failed(): number {
+    const ms = this.#next * (0.5 + Math.random() / 2);
+    this.#next = Math.min(this.max, this.#next * 2);
+    return ms;
+  }
+
+  succeeded(): void {
+    this.#next = this.first;
+  }
 }

@@ -105,6 +105,10 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(validators());
+  // A 304 has no body (RFC 9110), whatever a route sends with it. fastify drops the body of a 204
+  // but answers a 304 sent `null` with `content-length: 4` and no body; undici, the agent's HTTP
+  // client, then drops the connection: a TLS handshake after every long-poll that timed out.
+  app.addHook('onSend', (_req, reply, payload, done) => done(null, reply.statusCode === 304 ? null : payload));
   app.decorate('ctx', ctx);
   app.decorate('reloadTls', async () => {
     if (config.tls.mode === 'off') return;

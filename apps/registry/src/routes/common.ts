@@ -12,7 +12,3 @@ export function answers<S extends Record<number, TSchema>>(ok: S) {
 export const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) });
 export const NameParams = Type.Object({ name: Type.String({ maxLength: 60 }) });
 export const NoContent = Type.Null({ description: 'no content' });
-/** The payload of a 304 (schema Type.Null): no body at all. fastify answers a 304 sent `null`
- * with `content-length: 4` and no body, and undici (the agent's HTTP client) then drops the
- * connection: a new TLS handshake after every long-poll that timed out. */
-export const NOT_MODIFIED = undefined as unknown as null;

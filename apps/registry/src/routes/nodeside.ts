@@ -21,7 +21,7 @@ import { sliceOfSliverOn } from '../repositories/slivers.js';
 import { storeConsole } from '../repositories/console.js';
 import { touchNodeSeen } from '../repositories/nodes.js';
 import { markSeen, rotateNodeKey } from '../services/node-lifecycle.js';
-import { answers, bearer, IdParams, NOT_MODIFIED } from './common.js';
+import { answers, bearer, IdParams } from './common.js';
 
 const ConsoleParams = Type.Object({ id: Type.String({ format: 'uuid' }), sliver_id: Type.String({ format: 'uuid' }) });
 
@@ -86,7 +86,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
           await changed;
           // Woken by shutdown: answer 'unchanged' without the database, which is about to close;
           // the agent polls again, on another replica.
-          if (ctx.closing.aborted) return reply.header('etag', doc.etag).header('cache-control', 'no-cache').code(304).send(NOT_MODIFIED);
+          if (ctx.closing.aborted) return reply.header('etag', doc.etag).header('cache-control', 'no-cache').code(304).send(null);
           doc = await ctx.documents.get(ctx, req.params.id, { fresh: woken !== 'time', unless: known });
           // A key revoked while this poll waited answers as it would on a new request.
           if (doc.revoked) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
@@ -102,7 +102,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
     const etag = doc.etag;
     reply.header('etag', etag).header('cache-control', 'no-cache');
-    if (known === etag || !doc.doc) return reply.code(304).send(NOT_MODIFIED);
+    if (known === etag || !doc.doc) return reply.code(304).send(null);
     return doc.doc;
   });
 
