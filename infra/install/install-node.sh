@@ -48,7 +48,7 @@ SUBNET_BITS="${BASH_REMATCH[1]}"
 
 # 1. Debian packages: LXC, btrfs, nftables and iproute2 (tc) for slivers; busybox-static for the
 # agent's idmap probe; zstd/xz for image archives; python3 for the idmapped mounts of layered
-# sliver roots and of the VM jail.
+# sliver roots, the VM jail and the agent's command forker.
 if on_host; then
   apt_add lxc btrfs-progs nftables iproute2 procps util-linux tar zstd xz-utils busybox-static python3 ca-certificates
   [ "$WITH_VM" = 1 ] && apt_add qemu-system-x86
