@@ -1,7 +1,8 @@
 // The node agent daemon: desired-state sync in, reconcile against the host, observed state out.
 // Each module has start/stop, stopped in reverse order.
 import { machine } from 'node:os';
-import { errorFields, useForker } from '@planetlite/host';
+import { existsSync } from 'node:fs';
+import { errorFields, FORKER_PYTHON, useForker } from '@planetlite/host';
 import { consoleTail, type PlanetLiteClient, type DesiredState, type ObservedState, type WatchdogHold } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
@@ -114,7 +115,10 @@ export class Agent {
   async start(): Promise<void> {
     // Host commands from here on start through the forker, not Node's spawn, which blocks the
     // event loop for each fork (packages/host/src/forker.ts). It stays on for the process.
-    if (process.env.PLANETLITE_SPAWN !== 'node') useForker();
+    if (process.env.PLANETLITE_SPAWN !== 'node') {
+      if (existsSync(FORKER_PYTHON)) useForker();
+      else this.#log.warn({ python: FORKER_PYTHON }, "python3 is not installed: host commands start through Node's spawn, which is slower (apt-get install python3)");
+    }
     if (this.#opts.drivers !== null) {
       const settings = loadSettings(this.state.dir, this.#opts.settings);
       const dir = this.state.dir;

@@ -4,6 +4,6 @@ export { run, tryRun, commandCount, CommandError, commandErrorOf, errorFields, t
 export { missingTools, requireTools, TOOL_PACKAGES } from './tools.js';
 export { spawnDetached, type DetachedOptions } from './spawn.js';
 export { Coprocess } from './coprocess.js';
-export { useForker } from './forker.js';
+export { FORKER_PYTHON, useForker } from './forker.js';
 export { Reverter } from './revert.js';
 export { DriverError } from './errors.js';
