@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { createReadStream, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Event, PlanetLiteClient, Sliver } from '@planetlite/api';
+import { readLedger } from '@planetlite/agent';
 import { memoryCgroup } from '../harness/cgroup.ts';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
 import { nodeLeaks, countLeaks } from '../harness/leaks.ts';
@@ -69,7 +70,7 @@ function freePool(): void {
 
 /** Names in a pool folder (images/, slivers/): a *.partial there is an import or root cut short. */
 const poolEntries = (folder: string) => readdirSync(join(pool(), folder)).sort();
-const ledger = () => JSON.parse(readFileSync(join(node.stateDir, 'slivers.json'), 'utf8')) as Array<{ id: string; done?: string }>;
+const ledger = () => readLedger(node.stateDir);
 /** A ledger record without its `done` mark, which the agent writes up to a second after a build. */
 const claimed = (r: { done?: string } | undefined) => {
   if (!r) return r;

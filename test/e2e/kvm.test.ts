@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import type { Event, PlanetLiteClient, Sliver } from '@planetlite/api';
 import { probeBoot, QemuDriver, VM_MEMORY_OVERHEAD_MB } from '@planetlite/instance';
 import { deviceNames } from '@planetlite/network';
+import { readLedger } from '@planetlite/agent';
 import { cgroupOf, containment, memoryCgroup, residentOf } from '../harness/cgroup.ts';
 import { sliverLeftovers } from '../harness/node.ts';
 import { startOneNode, until, type OneNode } from '../harness/one-node.ts';
@@ -60,8 +61,7 @@ function qemuPid(id: string): number {
 
 /** The host id range the node's ledger gave the sliver. */
 function idmapBase(id: string): number {
-  const ledger = JSON.parse(readFileSync(join(node.stateDir, 'slivers.json'), 'utf8')) as Array<{ id: string; idmap_base: number }>;
-  return ledger.find((r) => r.id === id)!.idmap_base;
+  return readLedger(node.stateDir).find((r) => r.id === id)!.idmap_base;
 }
 
 /** Why this host cannot run KVM guests, or null when it can: /dev/kvm must open read-write and a

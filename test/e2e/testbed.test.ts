@@ -31,7 +31,7 @@ import { ApiError, PlanetLiteClient, caPinOf, trustRegistry, type Sliver } from 
 import { createLogger } from '@planetlite/core';
 import { tryRun } from '@planetlite/host';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
-import { Agent, enroll, importImage } from '@planetlite/agent';
+import { Agent, enroll, importImage, readLedger } from '@planetlite/agent';
 import { removeNode, sliverLeftovers } from '../harness/node.ts';
 import { createTestDatabase } from '../harness/services.ts';
 import { AgentProcess, AGENT_BIN, exec, joinInternet, makeInternet, removeInternet, removeLxcCgroups, sshFrom, until, type Internet, type LogRecord } from '../harness/testbed.ts';
@@ -521,7 +521,7 @@ describe('a testbed of three nodes', () => {
           if (p.tool === 'nft') {
             // The window: the container is gone, the table still has the sliver's chains, and the
             // ledger still holds it (it lets go only after the rewrite), so a new agent finishes the job.
-            const ledger = JSON.parse(readFileSync(join(node(3).stateDir, 'slivers.json'), 'utf8')) as Array<{ id: string }>;
+            const ledger = readLedger(node(3).stateDir);
             expect(ledger.map((r) => r.id)).toContain(s.id);
             const left = (await sliverLeftovers({ stateDir: node(3).stateDir, ns: node(3).ns, ids: [s.id] })).map((l) => l.split(' ')[0]);
             expect(left).toContain('nftables:');

@@ -5,13 +5,14 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tryRun } from '@planetlite/host';
+import { readLedger } from '@planetlite/agent';
 
 export const LEAK_KINDS = ['containers', 'links', 'nft chains', 'tc/ifb', 'subvolumes', 'qgroups', 'cgroups', 'mounts', 'loop devices', 'ledger records', 'VM processes'] as const;
 export type LeakKind = (typeof LEAK_KINDS)[number];
 export type Leaks = Record<LeakKind, string[]>;
 
 export interface LeakScope {
-  /** The agent's state dir (lxcpath STATE/lxc, pool STATE/pool, ledger STATE/slivers.json, VMs STATE/vm). */
+  /** The agent's state dir (lxcpath STATE/lxc, pool STATE/pool, ledger STATE/ledger/, VMs STATE/vm). */
   stateDir: string;
   /** The node's network namespace. */
   ns: string;
@@ -97,7 +98,7 @@ export async function nodeLeaks(scope: LeakScope): Promise<Leaks> {
     if (file.startsWith(stateDir + '/') && file !== scope.poolFile) out['loop devices'].push(`${dev.name} on ${file}`);
   }
 
-  for (const id of await ledger(stateDir)) out['ledger records'].push(`${id} in ${join(stateDir, 'slivers.json')}`);
+  for (const id of await ledger(stateDir)) out['ledger records'].push(`${id} in ${join(stateDir, 'ledger')}`);
 
   const qemu = (await tryRun('pgrep', ['-a', '-f', `qemu-system.*${join(stateDir, 'vm')}/`]))?.stdout ?? '';
   for (const line of qemu.split('\n').filter(Boolean)) out['VM processes'].push(line.slice(0, 160));
@@ -111,8 +112,7 @@ export async function poolLoopLeaks(poolFile: string): Promise<string[]> {
 }
 
 async function ledger(stateDir: string): Promise<string[]> {
-  const text = await readFile(join(stateDir, 'slivers.json'), 'utf8').catch(() => '[]');
-  return (JSON.parse(text) as Array<{ id: string }>).map((r) => r.id);
+  return readLedger(stateDir).map((r) => r.id);
 }
 
 /** A cgroup of a sliver this node once had: its console log or config dir survives in the lxcpath. */

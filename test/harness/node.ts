@@ -1,9 +1,10 @@
 // A node of a test testbed on one machine: a network namespace standing for the node, joined by
 // a veth to a peer (another namespace, or this machine itself), and the teardown of everything
 // an agent may have left there (slivers, nftables table, pool mount and loop device).
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { run, tryRun } from '@planetlite/host';
+import { readLedger } from '@planetlite/agent';
 import { deviceNames, ifbName } from '@planetlite/network';
 
 export interface NodeNamespace {
@@ -122,8 +123,7 @@ export async function sliverLeftovers(opts: { stateDir: string; ns: string; ids?
     if (opts.ids ? mine(id) : true) note(id ?? path, `pool: btrfs subvolume ${path}`);
   }
 
-  const ledger = await readFile(join(stateDir, 'slivers.json'), 'utf8').catch(() => '[]');
-  for (const r of JSON.parse(ledger) as Array<{ id: string }>) if (mine(r.id)) note(r.id, `ledger: ${r.id} in ${join(stateDir, 'slivers.json')}`);
+  for (const r of readLedger(stateDir)) if (mine(r.id)) note(r.id, `ledger: ${r.id} in ${join(stateDir, 'ledger')}`);
 
   // Cgroups: of the slivers asked about, or of every sliver found above.
   const hierarchies = ['/sys/fs/cgroup', ...(await readdir('/sys/fs/cgroup', { withFileTypes: true }).catch(() => [])).filter((e) => e.isDirectory()).map((e) => join('/sys/fs/cgroup', e.name))];

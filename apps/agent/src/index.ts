@@ -13,3 +13,4 @@ export { EventOutbox } from './outbox.js';
 export { openDrivers, type Drivers } from './drivers.js';
 export { forwardDrops, type ForwardDrop } from './firewall.js';
 export { releaseNode } from './release.js';
+export { readLedger, type SliverRecord } from './ledger.js';
