@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { chmod, chown, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Reverter, run } from '@planetlite/host';
+import { CommandError, Reverter, run } from '@planetlite/host';
 import { StorageError } from '../errors.js';
 import { checkArchive } from './archive.js';
 import { isMountPoint, LAYERS_FILE, mountLayers, mountPoints, readLayers, unmountLayers, writeLayers, type Layers } from './layers.js';
@@ -66,10 +66,20 @@ export async function deleteSubvolumeTree(mountpoint: string, path: string): Pro
   // A root at its limit cannot even unlink a nested subvolume's entry (EDQUOT): lift it first.
   await unlimitQgroup(mountpoint, rootId);
   const deleted: number[] = [];
-  for (const id of nestedDeepestFirst(await listSubvolumes(mountpoint), rootId)) {
-    if (await deleteSubvolumeById(mountpoint, id, false)) deleted.push(id);
+  // Most roots hold no subvolume of their own: delete at once, and list the pool's subvolumes
+  // (a listing that grows with the node) only when btrfs refuses because some are nested.
+  const alone = await deleteSubvolumeById(mountpoint, rootId, true).catch((err: unknown) => {
+    if (err instanceof CommandError && /Directory not empty/i.test(err.stderr)) return null;
+    throw err;
+  });
+  if (alone !== null) {
+    if (alone) deleted.push(rootId);
+  } else {
+    for (const id of nestedDeepestFirst(await listSubvolumes(mountpoint), rootId)) {
+      if (await deleteSubvolumeById(mountpoint, id, false)) deleted.push(id);
+    }
+    if (await deleteSubvolumeById(mountpoint, rootId, true)) deleted.push(rootId);
   }
-  if (await deleteSubvolumeById(mountpoint, rootId, true)) deleted.push(rootId);
   await waitForCleaner(mountpoint, deleted);
   for (const id of deleted) await destroyQgroup(mountpoint, id);
 }
