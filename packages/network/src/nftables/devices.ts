@@ -26,7 +26,24 @@ interface IpAddrJson {
 
 /** Every link of the namespace by name, with alias, kind, admin state and IPv4 addresses. */
 export async function readLinks(exec: Exec): Promise<Map<string, Link>> {
-  return parseLinks((await exec('ip', ['-d', '-j', 'addr', 'show'])).stdout);
+  return parseLinks((await again(() => exec('ip', ['-d', '-j', 'addr', 'show']))).stdout);
+}
+
+/** A dump that links or addresses changed under (another sliver's link made meanwhile) is refused
+ * by the kernel as inconsistent ("Dump was interrupted"): read again, a few times. */
+const INTERRUPTED = /Dump was interrupted/;
+async function again<T extends { stderr: string }>(read: () => Promise<T>, tries = 5): Promise<T> {
+  for (let i = 1; ; i++) {
+    let out: T;
+    try {
+      out = await read();
+    } catch (err) {
+      if (i < tries && err instanceof CommandError && INTERRUPTED.test(err.stderr)) continue;
+      throw err;
+    }
+    if (i < tries && INTERRUPTED.test(out.stderr)) continue;
+    return out;
+  }
 }
 
 /** Parses `ip -d -j addr show`. */
@@ -53,7 +70,7 @@ export async function readLinksOf(exec: Exec, names: readonly string[]): Promise
   const links = new Map<string, Link>();
   if (!names.length) return links;
   // -force goes on past a missing device, and then exits 1; each command prints its own array.
-  const out = await exec('ip', ['-force', '-d', '-j', '-batch', '-'], { input: names.map((n) => `addr show dev ${n}`).join('\n') + '\n', allowExit: [1] });
+  const out = await again(() => exec('ip', ['-force', '-d', '-j', '-batch', '-'], { input: names.map((n) => `addr show dev ${n}`).join('\n') + '\n', allowExit: [1] }));
   const other = out.stderr.split('\n').filter((l) => l && !/^Device ".*" does not exist\.$/.test(l) && !/^Command failed -:\d+$/.test(l));
   if (other.length) throw new CommandError('ip', ['-force', '-d', '-j', '-batch', '-'], out.exitCode, out.stderr, 'could not read links');
   for (const line of out.stdout.split('\n')) if (line.startsWith('[')) for (const [name, link] of parseLinks(line)) if (names.includes(name)) links.set(name, link);
@@ -76,7 +93,7 @@ interface IpStatsJson {
 
 /** Every link's byte counters, in one command. */
 export async function readLinkStats(exec: Exec): Promise<Map<string, LinkStats>> {
-  return parseLinkStats((await exec('ip', ['-s', '-j', 'link', 'show'])).stdout);
+  return parseLinkStats((await again(() => exec('ip', ['-s', '-j', 'link', 'show']))).stdout);
 }
 
 /** Parses `ip -s -j link show`. */
