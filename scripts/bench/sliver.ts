@@ -32,7 +32,7 @@ import { createLogger } from '@planetlite/core';
 import { startRegistry, type RunningRegistry } from '@planetlite/registry';
 import { openDatabase } from '@planetlite/db';
 import { memoryFanout } from '@planetlite/fanout';
-import { enroll, importImage, openDrivers, loadSettings } from '@planetlite/agent';
+import { enroll, importImage, openDrivers, loadSettings, readLedger } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
 import { appendResults, lineChart } from './results.ts';
 import { profileProcess, profileSelf, saveProfile } from './profile.ts';
@@ -95,10 +95,34 @@ const stats = (xs: number[]) => {
   return { median: q(0.5), p95: q(0.95), min: s[0]!, max: s.at(-1)! };
 };
 
+/** What the node shows of a sliver that sends no banner: its DNAT entry, link, container and sshd. */
+function diagnose(id: string, port: number, address: string | null): string {
+  const sh = (cmd: string) => {
+    try {
+      return execFileSync('sh', ['-c', cmd], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+    } catch (err) {
+      const e = err as { stdout?: string; stderr?: string; message: string };
+      return `(failed: ${(e.stderr || e.message).trim().slice(0, 300)}) ${e.stdout ?? ''}`.trim();
+    }
+  };
+  const ip = address?.split('/')[0] ?? '';
+  return [
+    `nft entries for port ${port}: ${sh(`ip netns exec ${NODE} nft list ruleset | grep -n -w ${port} | head -5`)}`,
+    `nft entries for ${ip}: ${sh(`ip netns exec ${NODE} nft list ruleset | grep -n -F '${ip} ' | head -5`)}`,
+    `route to ${ip}: ${sh(`ip -n ${NODE} route get ${ip}`)}`,
+    `link: ${sh(`ip -n ${NODE} -br addr | grep -F '${ip.split('.').slice(0, 3).join('.')}.' | head -3`)}`,
+    `container: ${sh(`lxc-info -P ${join(dirOf.state, 'lxc')} -n sl-${id} -s -p`)}`,
+    `listening in it: ${sh(`nsenter -t $(lxc-info -P ${join(dirOf.state, 'lxc')} -n sl-${id} -p -H) -n ss -ltn`)}`,
+    `connect from the node namespace: ${sh(`ip netns exec ${NODE} timeout 3 bash -c 'exec 3<>/dev/tcp/${ip}/22 && head -c 40 <&3'`)}`,
+  ].join('\n');
+}
+const dirOf = { state: '' };
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'pl-bench-'));
   chmodSync(dir, 0o711);
   const stateDir = join(dir, 'agent');
+  dirOf.state = stateDir;
   let agent: ChildProcess | null = null;
   // Two replicas of one registry (one database, one fan-out): HTTPS, and plain HTTP on loopback.
   const db = await openDatabase({});
@@ -203,6 +227,7 @@ async function main(): Promise<void> {
       const posted = Date.now();
       const ms = await banner(s.ports.first, t0).catch(async (err: unknown) => {
         const now = await client.getSliver(s.id).catch(() => null);
+        console.error(`bench: no banner from sliver ${s.id} (port ${s.ports.first}, address ${now?.address ?? '?'}):\n${diagnose(s.id, s.ports.first, now?.address ?? null)}`);
         throw new Error(`${(err as Error).message}; sliver ${s.id} is ${now?.state ?? '?'}${now?.error ? ` (${now.error})` : ''}`, { cause: err });
       });
       log.debug({ sliver: s.id, name, t0, posted, banner: t0 + ms }, 'bench sliver');
@@ -227,9 +252,8 @@ async function main(): Promise<void> {
     const pooled: number[] = [];
     if (POOL > 0) {
       await startAgent(registry, ['--warm-pool-image', IMAGE, '--warm-pool-size', String(POOL)]);
-      const ledgerFile = join(stateDir, 'slivers.json');
       const sparesUp = async () => {
-        const spares = (JSON.parse(readFileSync(ledgerFile, 'utf8')) as Array<{ spare?: boolean }>).filter((r) => r.spare).length;
+        const spares = readLedger(stateDir).filter((r) => r.spare).length;
         const running = [...(await drivers.instances.lxc!.states()).values()].filter((st) => st === 'running').length;
         return spares === POOL && running === slivers.length + POOL;
       };
