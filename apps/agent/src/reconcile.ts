@@ -439,6 +439,14 @@ export class Reconciler {
   }
 
   async #teardown(id: string, kind: 'lxc' | 'kvm'): Promise<void> {
+    // The newest document decides, not the pass that queued this: a pass that read the host
+    // while a newer document's build ran (a slow read on a full node) saw a sliver its own,
+    // older document did not name.
+    const wanted = this.#desiredById.get(id);
+    if (wanted && wanted.desired !== 'deleted') {
+      this.#log.debug({ sliver: id }, 'teardown skipped: a newer document wants the sliver');
+      return;
+    }
     this.#stoppedByItself.delete(id);
     this.#markDone(id, null);
     this.#unapplied.delete(id);
@@ -453,6 +461,7 @@ export class Reconciler {
     try {
       await this.#builder.teardown(id, kind, plan.steps);
       this.#status.delete(id);
+      this.#log.info({ sliver: id }, 'sliver torn down');
     } catch (err) {
       const error = err instanceof Error ? err.message : String(err);
       this.#log.warn({ sliver: id, ...errorFields(err) }, 'sliver teardown failed; the next pass retries');

@@ -38,7 +38,14 @@ function recordingDrivers(dir: string) {
     name: 'fake', capabilities: { snapshots: true, quotas: true, layers: false },
     hasImage: async () => true,
     rootIdShift: async (id: string) => (roots.has(id) ? 0 : null),
-    listRoots: async () => { note('listRoots'); return [...roots]; },
+    listRoots: async () => {
+      note('listRoots');
+      // A gate 'probe' holds the next listing only (one pass's slow read of a full node).
+      const gate = gates.get('probe');
+      gates.delete('probe');
+      await gate;
+      return [...roots];
+    },
     hasRoot: async (id: string) => roots.has(id),
     createRoot: async (id: string) => {
       note(`createRoot ${id}`);
@@ -122,6 +129,28 @@ function reconciler(drivers: ReturnType<typeof recordingDrivers>['drivers'], con
 }
 
 describe('a reconcile pass', () => {
+  it('tears down nothing the newest document wants, though its own pass read the host while a newer one built it', async () => {
+    const fake = recordingDrivers(dir);
+    const r = reconciler(fake.drivers);
+    const a = sliver('site_a');
+    const x = sliver('site_x');
+    const node = doc([a]);
+    await r.reconcile(node);
+    // A pass for a document without x reads the host slowly (a node of 2,000 slivers)…
+    let release!: () => void;
+    fake.gates.set('probe', new Promise<void>((res) => (release = res)));
+    const slow = r.reconcile({ ...node, slivers: [a] });
+    await new Promise((res) => setTimeout(res, 20));
+    // …while the next document's pass builds x; then the slow pass plans with what it read.
+    await r.reconcile({ ...node, slivers: [a, x] });
+    expect(fake.states.get(x.id)).toBe('running');
+    release();
+    await slow;
+    expect(fake.calls).not.toContain(`destroy ${x.id}`);
+    expect(fake.states.get(x.id)).toBe('running');
+    expect(fake.roots.has(x.id)).toBe(true);
+  });
+
   it("leaves a sliver the memory watchdog froze alone until the watchdog thaws it or its users act", async () => {
     const fake = recordingDrivers(dir);
     const r = reconciler(fake.drivers);
