@@ -55,6 +55,14 @@ describe('the command forker', () => {
     await Promise.all([run('sleep', ['0.5']).then(() => order.push('long')), run('true', []).then(() => order.push('short'))]);
     expect(order).toEqual(['short', 'long']);
   });
+  it('fails the commands of a forker that died, without quoting its requests, and starts it again', async () => {
+    // The forker is the parent of the commands it starts.
+    const err = await run('sh', ['-c', 'kill -9 $PPID; sleep 5']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandError);
+    expect((err as Error).message).toMatch(/^sh -c kill -9 \$PPID; sleep 5 was lost: the command forker ended/);
+    expect((err as Error).message).not.toContain('PATH');
+    expect((await run('echo', ['again'])).stdout).toBe('again');
+  });
   it('keeps output that is large or not UTF-8', async () => {
     const big = await run('head', ['-c', '3000000', '/dev/zero']);
     expect(big.stdout.length).toBe(3_000_000);

@@ -91,8 +91,10 @@ async function runForked(forker: Coprocess, command: string, args: readonly stri
       { timeoutMs: timeoutMs + 30_000 },
     );
   } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    throw new CommandError(command, args, undefined, '', `was lost with the command forker (${why.slice(-300)})`);
+    // Not the helper's own message: it quotes the request, environment included.
+    const helper = err instanceof CommandError ? err : null;
+    const code = helper?.exitCode !== undefined ? ` (exit ${helper.exitCode})` : '';
+    throw new CommandError(command, args, undefined, helper?.stderr ?? '', `was lost: the command forker ended or stopped answering${code}`);
   }
   const stdout = stripFinalNewline(String(a.stdout ?? ''));
   const stderr = stripFinalNewline(String(a.stderr ?? ''));
