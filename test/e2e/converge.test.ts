@@ -43,9 +43,12 @@ describe('the agent converges on what the host has', () => {
   it('a kill between writing the new config and applying it live: the next agent applies it', async () => {
     s = await node.runningSliver('cvg_kill');
     expect(liveMiB(s)).toBe(512); // the registry's default
-    // The same agent as a process of its own, so that it can be SIGKILLed at one step.
+    // The same agent as a process of its own, so that it can be SIGKILLed at one step. The kill
+    // lands a few ms after the step's log line: with Node's spawn for its commands the agent is
+    // still there then; with the command forker it may already have applied the limit (a timing
+    // this test must not hang on; a hook that holds the agent at a step would be exact).
     await node.stopAgent();
-    agent = new AgentProcess(['run', '--state-dir', node.stateDir, '--log-level', 'debug']);
+    agent = new AgentProcess(['run', '--state-dir', node.stateDir, '--log-level', 'debug'], { env: { PLANETLITE_SPAWN: 'node' } });
     await agent.waitFor('agent running', (r) => r.msg === 'agent running');
     // Its first pass finds the sliver as the stopped agent left it (the ledger remembers what the
     // same code carried out) and leaves it alone; the kill waits for a pass on the changed document.
