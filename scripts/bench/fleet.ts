@@ -61,7 +61,11 @@ if (!(RAMP >= 0)) { console.error('fleet: --ramp must be a number of seconds, 0 
 for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE], ['--processes', Number(args.processes ?? 1)]] as const) {
   if (!Number.isInteger(v) || v < 1) { console.error(`fleet: ${name} must be a positive integer`); process.exit(2); }
 }
-if (K > 90) { console.error('fleet: --slivers-per-node is at most 90 (the default port window holds 100 seed windows)'); process.exit(2); }
+// Seed slivers get 100 ports each up to 90 a node (the default window, 20000-29999, keeps room
+// for the new slivers of the run); a bigger node gets 10 each, in a window widened to hold them.
+const SEED_PORTS = K <= 90 ? 100 : 10;
+const PORT_WINDOW = K <= 90 ? undefined : { first: 20000, last: 20000 + K * SEED_PORTS + 10_000 - 1 };
+if (PORT_WINDOW && PORT_WINDOW.last > 65535) { console.error('fleet: --slivers-per-node is at most 3,500 (10 ports each, and room for the new slivers)'); process.exit(2); }
 const ROOT = new URL('../../', import.meta.url).pathname;
 const ADMIN = { email: 'fleet@planetlite.test', password: 'fleet-password' };
 const SITE = 'fleet';
@@ -140,6 +144,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       const r = await new PlanetLiteClient({ registry: replicas[i % 2]!.url }).enroll({
         token: tok.token, hostname: `node${i}.fleet.test`, address: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
         capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 64, memory_mb: 1 << 20, disk_mb: 1 << 30 },
+        ...(PORT_WINDOW ? { port_window: PORT_WINDOW } : {}),
       });
       return { ...r, replica: i % 2 };
     });
@@ -147,9 +152,9 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     t = performance.now();
     await db.query(
       `INSERT INTO slivers (id, slice, site, node_id, kind, port_first, port_last)
-       SELECT gen_random_uuid(), $1 || '_seed' || k, $1, n.id, 'lxc', n.port_first + k * 100, n.port_first + k * 100 + 99
+       SELECT gen_random_uuid(), $1 || '_seed' || k, $1, n.id, 'lxc', n.port_first + k * $3::int, n.port_first + k * $3::int + $3::int - 1
        FROM nodes n CROSS JOIN generate_series(0, $2 - 1) k WHERE n.site = $1`,
-      [SITE, K],
+      [SITE, K, SEED_PORTS],
     );
     log(`N=${n}: ${n * K} seed slivers in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 

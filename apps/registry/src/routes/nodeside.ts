@@ -102,8 +102,10 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
     }
     const etag = doc.etag;
     reply.header('etag', etag).header('cache-control', 'no-cache');
-    if (known === etag || !doc.doc) return reply.code(304).send(null);
-    return doc.doc;
+    if (known === etag || !doc.body) return reply.code(304).send(null);
+    // Sent as serialised for the ETag: the same bytes, and no second pass over a big document.
+    // (fastify sends a string with a JSON type as it is, past the response schema's serialiser.)
+    return reply.type('application/json; charset=utf-8').send(doc.body as unknown as DesiredState);
   });
 
   app.put('/v1/nodes/:id/observed-state', {
