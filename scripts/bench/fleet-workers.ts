@@ -29,7 +29,8 @@ const wallNow = () => performance.timeOrigin + performance.now();
 
 export class ForkedFleet {
   readonly agents: SimAgent[] = [];
-  readonly stats = { reports: 0, reportErrors: 0 };
+  /** Connections are counted in the workers, not here (fleet.ts logs them for one process only). */
+  readonly stats = { reports: 0, reportErrors: 0, connects: 0, disconnects: {} as Record<string, number> };
   readonly workers: ChildProcess[] = [];
   readonly #byNode = new Map<string, SimAgent>();
   readonly #reportsOf = new Map<ChildProcess, { reports: number; reportErrors: number }>();

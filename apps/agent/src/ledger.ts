@@ -71,6 +71,10 @@ export class Ledger {
       renameSync(tmp, this.#dir);
     }
     if (existsSync(old)) unlinkSync(old);
+    // A move a crash cut short (another pid's folder, never renamed): the old file was left, and
+    // was moved in again above.
+    const leftover = `${LEDGER_DIR}.tmp-`;
+    for (const name of readdirSync(stateDir)) if (name.startsWith(leftover)) rmSync(join(stateDir, name), { recursive: true, force: true });
     for (const name of readdirSync(this.#dir)) {
       // A write a crash interrupted leaves NAME.json.tmp-PID beside the record (old or none).
       if (!RECORD.test(name)) rmSync(join(this.#dir, name), { force: true });

@@ -1,6 +1,6 @@
 // The ledger on disk: one file per sliver, an old slivers.json moved in, crash leftovers swept.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ledger, readLedger, type SliverRecord } from '../src/ledger.js';
@@ -60,6 +60,16 @@ describe('the ledger on disk', () => {
     writeFileSync(join(dir, 'ledger', `${C}.json.tmp-4242`), '{"id": "half');
     expect(new Ledger(dir).all()).toHaveLength(2);
     expect(files()).toEqual([`${A}.json`, `${B}.json`]);
+  });
+
+  it('moves slivers.json in again after a crash in the middle of the move, and removes the half-made folder', () => {
+    const old: SliverRecord[] = [{ id: A, slice: 'site_a', slot: 0, idmap_base: 1_000_000, image_sha256: null, restart_seq: 0, reset_seq: 0, keys_hash: null }];
+    writeFileSync(join(dir, 'slivers.json'), JSON.stringify(old));
+    // What a crash leaves: another pid's folder, half written, never renamed; the old file kept.
+    mkdirSync(join(dir, 'ledger.tmp-4242'));
+    writeFileSync(join(dir, 'ledger.tmp-4242', `${A}.json`), '{"id": "half');
+    expect(new Ledger(dir).all()).toEqual(old);
+    expect(readdirSync(dir).sort()).toEqual(['ledger']);
   });
 
   it('refuses an id that cannot name a file', () => {

@@ -327,6 +327,34 @@ describe('a reconcile pass', () => {
     expect(fake.states.get(slow.id)).toBe('running');
   });
 
+  it('applies the nftables table once for the builds that wait on it together, and starts no sliver before an apply that holds it', async () => {
+    const fake = recordingDrivers(dir);
+    const applies: string[][] = [];
+    Object.assign(fake.drivers.network, {
+      apply: async (specs: Array<{ id: string }>) => {
+        await new Promise((res) => setTimeout(res, 30));
+        applies.push(specs.map((s) => s.id));
+        fake.calls.push(`applied ${specs.map((s) => s.id).join(' ')}`);
+      },
+    });
+    const r = reconciler(fake.drivers, 6);
+    const first = sliver('site_first');
+    await r.reconcile(doc([first]));
+    applies.length = 0;
+    const burst = Array.from({ length: 12 }, (_, i) => sliver(`site_burst${i}`));
+    await r.reconcile(doc([first, ...burst]));
+    expect(burst.map((s) => fake.states.get(s.id))).toEqual(burst.map(() => 'running'));
+    // One apply under way and one queued at most: the 12 builds share a few.
+    expect(applies.length).toBeGreaterThan(0);
+    expect(applies.length).toBeLessThanOrEqual(4);
+    expect(applies.at(-1)!.sort()).toEqual([first, ...burst].map((s) => s.id).sort());
+    for (const s of burst) {
+      const started = fake.calls.indexOf(`start ${s.id}`);
+      const applied = fake.calls.findIndex((c, i) => i < started && c.startsWith('applied ') && c.split(' ').includes(s.id));
+      expect(applied, `an apply holding ${s.id} before its start`).toBeGreaterThan(-1);
+    }
+  });
+
   it('works on each sliver once through a burst of documents: a queued build takes the newest document, no copy is queued per document', async () => {
     const fake = recordingDrivers(dir);
     const r = reconciler(fake.drivers, 1);
