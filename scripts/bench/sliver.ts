@@ -21,7 +21,7 @@
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
 // dirs it makes, and is removed at the end.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -75,6 +75,47 @@ async function banner(port: number, started: number, timeoutMs = 60_000, everyMs
 /** Host memory after dropping clean caches, in bytes: what the kernel counts as not available
  * (MemTotal - MemAvailable; clean page cache, mapped or not, counts as available) and what is
  * not free at all (MemTotal - MemFree: that cache included). */
+
+/** What the machine's CPUs did over a window: busy share of all of them, and of one core the
+ * agent's and PID 1's (on these machines a process monitor whose work grows with the number of
+ * tasks), with the tasks running then. */
+interface IdleCpu { busy: number; agent: number | null; pid1: number; tasks: number }
+
+function cpuTicks(): { total: number; idle: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return { total: f.reduce((a, b) => a + b, 0), idle: f[3]! + f[4]! };
+}
+
+function procTicks(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return NaN;
+  }
+}
+
+async function idleCpu(ms: number, agentPid: number | null): Promise<IdleCpu> {
+  const c0 = cpuTicks();
+  const a0 = agentPid ? procTicks(agentPid) : NaN;
+  const p0 = procTicks(1);
+  await new Promise((r) => setTimeout(r, ms));
+  const c1 = cpuTicks();
+  const hz = 100;
+  const oneCore = (d: number) => d / hz / (ms / 1000);
+  return {
+    busy: 1 - (c1.idle - c0.idle) / (c1.total - c0.total),
+    agent: agentPid ? oneCore(procTicks(agentPid) - a0) : null,
+    pid1: oneCore(procTicks(1) - p0),
+    tasks: readdirSync('/proc').filter((n) => /^\d+$/.test(n)).reduce((sum, pid) => sum + (() => { try { return readdirSync(`/proc/${pid}/task`).length; } catch { return 0; } })(), 0),
+  };
+}
+
+function describeIdle(i: IdleCpu): string {
+  const pct = (x: number | null) => (x === null || Number.isNaN(x) ? '–' : `${Math.round(x * 100)} %`);
+  return `${pct(i.busy)} busy; agent ${pct(i.agent)}; PID 1 ${pct(i.pid1)}; ${i.tasks} tasks`;
+}
+
 function hostMemory(): { inUse: number; notFree: number } {
   execFileSync('sync');
   writeFileSync('/proc/sys/vm/drop_caches', '3');
@@ -275,7 +316,7 @@ async function main(): Promise<void> {
     // 3 more than --density), for the plot.
     const burst = Date.now();
     const step = Math.max(1, Number(args.step ?? Math.ceil((M - slivers.length) / 8)));
-    const growth: Array<{ size: number; ms: number[]; floor: number[] }> = [{ size: 1, ms: full.slice(0, 3), floor: floor.slice(0, 3) }];
+    const growth: Array<{ size: number; ms: number[]; floor: number[]; idle?: IdleCpu }> = [{ size: 1, ms: full.slice(0, 3), floor: floor.slice(0, 3) }];
     const pace: number[] = [];
     while (slivers.length < M) {
       const ports: number[] = [];
@@ -289,8 +330,9 @@ async function main(): Promise<void> {
       }
       for (const port of ports) await banner(port, Date.now(), 3_600_000, 200);
       pace.push((Date.now() - t0) / ports.length / 1000);
-      // The node settles (the burst's last reports and accounting) before start-up is timed.
-      await new Promise((r) => setTimeout(r, 10_000));
+      // The node settles (the burst's last reports and accounting) before start-up is timed; what
+      // the machine's CPUs do meanwhile is the background every figure at this size runs on.
+      const idle = await idleCpu(10_000, (agent as ChildProcess | null)?.pid ?? null);
       const size = slivers.length;
       // The floor at this node size too: what the kernel and the tools cost with N slivers there.
       const floorHere: number[] = [];
@@ -314,8 +356,8 @@ async function main(): Promise<void> {
         console.error(saveProfile(join(resolve(args.profile!), `agent-${size}.cpuprofile`), await profiling[0]!.stop()));
         console.error(saveProfile(join(resolve(args.profile!), `registry-${size}.cpuprofile`), await profiling[1]!.stop()));
       }
-      if (ms.length) growth.push({ size, ms, floor: floorHere });
-      console.error(`bench: ${slivers.length} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s); start-up at ${size}: ${ms.join(', ')} ms; floor ${floorHere.join(', ')} ms`);
+      if (ms.length) growth.push({ size, ms, floor: floorHere, idle });
+      console.error(`bench: ${slivers.length} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s); start-up at ${size}: ${ms.join(', ')} ms; floor ${floorHere.join(', ')} ms; settling: ${describeIdle(idle)}`);
     }
     const burstS = (Date.now() - burst) / 1000;
     const rssOf = (p: ChildProcess | null) => (p && p.exitCode === null ? Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024 : NaN);
@@ -364,7 +406,7 @@ async function main(): Promise<void> {
       '',
       `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in bursts of ${step}; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each. The agent's RSS: ${(agentRss / 2 ** 20).toFixed(0)} MB right after the last burst, ${(agentRssIdle / 2 ** 20).toFixed(0)} MB after a minute idle.${pace.length ? ` Burst pace: ${pace[0]!.toFixed(2)} s per sliver in the first burst, ${pace.at(-1)!.toFixed(2)} s in the last.` : ''}`,
       '',
-      ...(growth.length > 1 ? ['| node size (slivers) | POST → banner, 3 made one at a time (ms) | median | the floor at this size (ms) | median | against the first floor | against this size\'s floor |', '|---:|---|---:|---|---:|---:|---:|', ...growth.map((g) => `| ${g.size} | ${g.ms.join(', ')} | ${stats(g.ms).median} | ${g.floor.join(', ')} | ${stats(g.floor).median} | ${(stats(g.ms).median / fl.median).toFixed(2)}× | ${(stats(g.ms).median / stats(g.floor).median).toFixed(2)}× |`)] : []),
+      ...(growth.length > 1 ? ['| node size (slivers) | POST → banner, 3 made one at a time (ms) | median | the floor at this size (ms) | median | against the first floor | against this size\'s floor | the settled node\'s CPUs before (busy; the agent; PID 1; tasks) |', '|---:|---|---:|---|---:|---:|---:|---|', ...growth.map((g) => `| ${g.size} | ${g.ms.join(', ')} | ${stats(g.ms).median} | ${g.floor.join(', ')} | ${stats(g.floor).median} | ${(stats(g.ms).median / fl.median).toFixed(2)}× | ${(stats(g.ms).median / stats(g.floor).median).toFixed(2)}× | ${g.idle ? describeIdle(g.idle) : '–'} |`)] : []),
       '',
     ].join('\n');
     console.log(text);
