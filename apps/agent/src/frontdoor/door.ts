@@ -34,6 +34,8 @@ export class FrontDoor {
   #child: ChildProcess | null = null;
   #stopping = false;
   #table: FrontDoorEntry[] = [];
+  /** The table as last sent, and the process it went to (a new one gets it again). */
+  #sent: { to: ChildProcess; json: string } | null = null;
   #restart: NodeJS.Timeout | null = null;
   /** The last start could not listen: the next try waits longer (the port may stay taken). */
   #listenFailed = false;
@@ -142,8 +144,14 @@ export class FrontDoor {
   }
 
   #send(): void {
+    const child = this.#child;
+    if (!child?.connected) return;
+    // The table is sent before and after every pass; most of those sends repeat the last one.
+    const json = JSON.stringify(this.#table);
+    if (this.#sent?.to === child && this.#sent.json === json) return;
     const msg: ToFrontDoor = { type: 'table', slivers: this.#table };
-    if (this.#child?.connected) this.#child.send(msg);
+    child.send(msg);
+    this.#sent = { to: child, json };
   }
 
   async stop(): Promise<void> {

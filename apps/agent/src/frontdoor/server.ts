@@ -81,6 +81,9 @@ export class FrontDoorServer {
   readonly #tcp: Server;
   readonly #ssh: ssh2.Server;
   #table = new Map<string, Entry>();
+  /** Each key line of the table, parsed (null: not a key ssh2 reads): a new table parses only the
+   * lines the last one did not hold (a node of 2,000 slivers gets a table at every change). */
+  #keys = new Map<string, ParsedKey | null>();
   readonly #failures = new FailureCounter();
   readonly #pending = new Map<string, number>();
   #pendingTotal = 0;
@@ -101,14 +104,21 @@ export class FrontDoorServer {
   /** The slivers users may enter, from the agent's desired state and ledger. */
   setTable(entries: FrontDoorEntry[]): void {
     const table = new Map<string, Entry>();
+    const keys = new Map<string, ParsedKey | null>();
     for (const e of entries) {
       const parsed: ParsedKey[] = [];
       for (const line of e.keys) {
-        const k = ssh2.utils.parseKey(line);
-        if (!(k instanceof Error)) parsed.push(Array.isArray(k) ? k[0]! : k);
+        let key: ParsedKey | null | undefined = keys.has(line) ? keys.get(line) : this.#keys.get(line);
+        if (key === undefined) {
+          const k = ssh2.utils.parseKey(line);
+          key = k instanceof Error ? null : Array.isArray(k) ? (k[0] ?? null) : k;
+        }
+        keys.set(line, key ?? null);
+        if (key) parsed.push(key);
       }
       table.set(e.slice, { ...e, parsed });
     }
+    this.#keys = keys;
     this.#table = table;
     this.#spares.retain(entries);
   }
