@@ -68,14 +68,16 @@ describe('layered sliver roots', () => {
     await dropCache(imageFile);
     expect(await resident(imageFile)).toBeLessThan(MiB);
     await run('cat', [join(rootB, 'var/big.bin')]);
-    expect(await resident(imageFile)).toBeGreaterThanOrEqual(8 * MiB);
+    // Nearly all of the 8 MiB: the host's reclaim may take a few pages back before they are
+    // counted (CI once saw 8 MiB less 24 KiB), and a snapshot's reads leave under 1 MiB here.
+    expect(await resident(imageFile)).toBeGreaterThanOrEqual(7 * MiB);
     // A's reads hit the same pages: nothing of its own.
     await run('cat', [join(pool.driver.rootPath(A), 'var/big.bin')]);
     await dropCache(imageFile);
     const snapshotFile = join(pool.driver.rootPath(S), 'var/big.bin');
     await dropCache(snapshotFile);
     await run('cat', [snapshotFile]);
-    expect(await resident(snapshotFile)).toBeGreaterThanOrEqual(8 * MiB);
+    expect(await resident(snapshotFile)).toBeGreaterThanOrEqual(7 * MiB);
     expect(await resident(imageFile)).toBeLessThan(MiB);
   });
 
