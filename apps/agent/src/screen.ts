@@ -8,7 +8,7 @@ import { FormatRegistry, TypeRegistry } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { DesiredSliver, IMAGE_NAME_PATTERN, SLICE_NAME_PATTERN, type DesiredState } from '@planetlite/api';
 
-// Value.Check refuses formats it does not know: the two the document uses.
+// The schema check (compiled below) refuses formats it does not know: those the document uses.
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 if (!FormatRegistry.Has('uuid')) FormatRegistry.Set('uuid', (v) => UUID.test(v));
 // The API's string enums are Type.Unsafe (plain JSON Schema enum): checked by their values.
