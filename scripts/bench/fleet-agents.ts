@@ -170,10 +170,17 @@ export class Fleet {
     }
   }
 
+  /**
+   * Moves an agent off a replica that failed it. One failed connection does not make a replica
+   * dead for every agent: under load a live replica can reset a connection, and an agent that
+   * moved away on such a reset must still be able to come back when the other replica dies (an
+   * earlier version marked the replica dead here, and one run left 2,507 agents on a killed B
+   * with nowhere to go). Only markDead, the bench's own knowledge, rules a replica out; with no
+   * other replica left, the agent stays and retries where it is.
+   */
   #move(a: SimAgent, from: number): void {
     if (a.replica !== from) return;
-    this.#dead.add(from);
-    const live = this.replicas.map((_, i) => i).filter((i) => !this.#dead.has(i));
+    const live = this.replicas.map((_, i) => i).filter((i) => i !== from && !this.#dead.has(i));
     if (live.length === 0) return;
     a.replica = live[Math.floor(Math.random() * live.length)]!;
     a.answered = 0;

@@ -26,6 +26,7 @@ import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fl
 import { AGENTS_PER_PROCESS, ForkedFleet } from './fleet-workers.ts';
 import { appendResults, lineChart } from './results.ts';
 import { sampleWaits } from './pg-waits.ts';
+import { sampleQueues, type QueueFigures } from './replica-queues.ts';
 import { profileProcess, profileSelf, saveProfile } from './profile.ts';
 
 const { values: args } = parseArgs({
@@ -104,6 +105,8 @@ interface Result {
   lateAfterWindow: number;
   /** pg_stat_activity of the database sampled every 250 ms in the window: mean backends per wait. */
   waits: string;
+  /** Replica A's queues in the window (its /metrics). */
+  queuesA: QueueFigures;
   /** pg_stat_statements over the window: the statements that took most of PostgreSQL's time. */
   statements: string[];
   kill: { notMoved: number; agentsMoved: number; convergeMs: number; changes: number; p99: number; max: number; lost: number; stale: number };
@@ -231,6 +234,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const agentPids = [process.pid, ...(fleet instanceof ForkedFleet ? fleet.workers.map((w) => w.pid!) : [])];
     const self0 = agentPids.map(sampleProc);
     const sampler = sampleWaits(db);
+    const queues = sampleQueues(A.url, A.ca);
     await db.query('SELECT pg_stat_statements_reset()');
     const profiling = args.profile ? [await profileProcess(A.proc.pid!, 9301), await profileProcess(B.proc.pid!, 9302), await profileSelf()] : null;
     await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
@@ -238,6 +242,8 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       for (const [i, name] of ['A', 'B', 'agents'].entries()) console.error(saveProfile(join(resolve(args.profile!), `${n}-${name}.cpuprofile`), await profiling[i]!.stop()));
     }
     const waits = await sampler.stop();
+    const queuesA = await queues.stop();
+    log(`N=${n}: replica A in the window: ${queuesA.poolBusy.toFixed(1)} connections busy (mean); queries waiting for one: mean ${queuesA.poolWaiting.mean.toFixed(1)}, most ${queuesA.poolWaiting.max}; reports waiting their turn: mean ${queuesA.reportsWaiting.mean.toFixed(1)}, most ${queuesA.reportsWaiting.max}`);
     const statements = await topStatements(db);
     loopDelay.disable();
     const self1 = agentPids.map(sampleProc);
@@ -294,6 +300,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       changeErrors: changeErrors.length,
       lateAfterWindow,
       waits,
+      queuesA,
       statements,
       agentsCpu: agentPids.reduce((sum, _, i) => sum + cpuShare(self0[i]!, self1[i]!), 0), loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
       kill: { notMoved, agentsMoved: moving.length, convergeMs, changes: killLat.length, p99: percentile(killLat, 99), max: killLat.at(-1) ?? NaN, lost: tracker.pending.size, stale },
@@ -377,6 +384,10 @@ async function main(): Promise<void> {
     'PostgreSQL backends of the database in the window (pg_stat_activity every 250 ms, mean count per state and wait event, busiest five; idle ones left out):',
     '',
     ...results.map((r) => `- N=${r.nodes}: ${r.waits}`),
+    '',
+    "Replica A's queues in the window (its /metrics every 250 ms): PostgreSQL connections busy (mean); queries waiting for a connection, and nodes' reports waiting for their turn to be written (mean, most):",
+    '',
+    ...results.map((r) => `- N=${r.nodes}: ${r.queuesA.poolBusy.toFixed(1)} busy; queries waiting ${r.queuesA.poolWaiting.mean.toFixed(1)}, ${r.queuesA.poolWaiting.max}; reports waiting ${r.queuesA.reportsWaiting.mean.toFixed(1)}, ${r.queuesA.reportsWaiting.max}`),
     '',
     'Where PostgreSQL\'s time went in the window (pg_stat_statements: the five statements with the most execution time; share of all statements\' time, calls, mean ms, rows per call, blocks dirtied per call):',
     '',

@@ -8,6 +8,7 @@ import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { AppError, createLogger, type Logger } from '@planetlite/core';
 import { migrate, openDatabase, type Database } from '@planetlite/db';
+import pLimit from 'p-limit';
 import { openFanout, type Fanout } from '@planetlite/fanout';
 import { Health, CA_PATH } from '@planetlite/api';
 import type { RegistryConfig } from './config.js';
@@ -77,7 +78,7 @@ function databaseFormats(ajv: Ajv): Ajv {
 export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const { config } = opts;
   const log = opts.logger ?? createLogger({ name: 'registry', level: config.logLevel });
-  const db = opts.db ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, prepare: config.dbPrepare, logger: log }));
+  const db = opts.db ?? (await openDatabase({ url: config.databaseUrl, dataDir: config.dataDir, prepare: config.dbPrepare, poolSize: config.dbPoolSize, logger: log }));
   const fanout = opts.fanout ?? (await openFanout({ redisUrl: config.redisUrl, logger: log }));
   await migrate(db);
   const tls = config.tls.mode === 'off' ? null : await loadTls(config.tls, log);
@@ -87,7 +88,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const documents = new DocumentCache({ fanout, ttlMs: config.docCacheSeconds * 1000 });
   const reports = config.docCacheSeconds > 0 ? new ReportMemo({ db, fanout, log, principals, documents, sampleSeconds: config.usageSampleSeconds, seenRefreshSeconds: seenRefreshSecondsOf(config.nodeOfflineAfterSeconds) }) : null;
   await reports?.start();
-  const ctx = { config, db, fanout, log, principals, documents, reports, closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
+  const ctx = { config, db, fanout, log, principals, documents, reports, reportWrites: pLimit(config.reportWrites), closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
   ctx.notifier = new Notifier(ctx);
   await ensureAdmin(ctx);
   ctx.images = await ImageService.open(ctx);

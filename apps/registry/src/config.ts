@@ -31,6 +31,11 @@ export interface RegistryConfig {
   docCacheSeconds: number;
   /** Prepare each SQL statement once per PostgreSQL connection (PLANETLITE_DB_PREPARE). */
   dbPrepare: boolean;
+  /** PostgreSQL connections this replica opens at most (PLANETLITE_DB_POOL_SIZE). */
+  dbPoolSize: number;
+  /** Observed-state reports this replica writes at once at most; more wait their turn, so a
+   * burst of them never holds every database connection (PLANETLITE_REPORT_WRITES). */
+  reportWrites: number;
   loginRateLimitPerMinute: number;
   longPollMaxSeconds: number;
   nodeOfflineAfterSeconds: number;
@@ -109,6 +114,8 @@ export const RegistryEnv = Type.Object({
   PLANETLITE_PORTS_PER_SLIVER: int(10, 1, 1000, 'forwarded ports per sliver'),
   PLANETLITE_TOKEN_TTL_SECONDS: int(86400, 60, 90 * 86400, 'lifetime of a login token'),
   PLANETLITE_DB_PREPARE: Type.Boolean({ default: true, description: 'prepare each SQL statement once per PostgreSQL connection; false behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21)' }),
+  PLANETLITE_DB_POOL_SIZE: int(20, 2, 1000, 'PostgreSQL connections this replica opens at most'),
+  PLANETLITE_REPORT_WRITES: int(4, 1, 999, "nodes' reports this replica writes at once; more wait their turn, so that a burst of them (a fleet coming back) never takes every connection from the API (below PLANETLITE_DB_POOL_SIZE)"),
   PLANETLITE_AUTH_CACHE_SECONDS: int(30, 0, 3600, 'longest a replica answers for a token or node key from memory (ended ones are forgotten on every replica at once; 0: look every one up)'),
   PLANETLITE_DOC_CACHE_SECONDS: int(120, 0, 3600, "longest a replica answers a node's poll with 'unchanged' from memory unchecked (a change to its document, or Redis down, ends that at once); it also lets a replica take a report that says nothing new without a statement of its own (0: build the document on every poll and write every report)"),
   PLANETLITE_LOGIN_RATE_LIMIT: int(10, 1, 100000, 'logins per minute per address and email'),
@@ -220,6 +227,8 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
     authCacheSeconds: e.PLANETLITE_AUTH_CACHE_SECONDS,
     docCacheSeconds: e.PLANETLITE_DOC_CACHE_SECONDS,
     dbPrepare: e.PLANETLITE_DB_PREPARE,
+    dbPoolSize: e.PLANETLITE_DB_POOL_SIZE,
+    reportWrites: e.PLANETLITE_REPORT_WRITES,
     loginRateLimitPerMinute: e.PLANETLITE_LOGIN_RATE_LIMIT,
     longPollMaxSeconds: e.PLANETLITE_LONG_POLL_MAX_SECONDS,
     nodeOfflineAfterSeconds: e.PLANETLITE_NODE_OFFLINE_AFTER_SECONDS,
@@ -241,6 +250,9 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
   };
   if (cfg.tls.mode !== 'off' && new URL(cfg.publicUrl).protocol !== 'https:') {
     throw new ConfigError(`PLANETLITE_PUBLIC_URL is '${cfg.publicUrl}', but the registry serves HTTPS: use https://, or --plain-http behind a TLS proxy`);
+  }
+  if (cfg.databaseUrl && cfg.reportWrites >= cfg.dbPoolSize) {
+    throw new ConfigError(`PLANETLITE_REPORT_WRITES (${cfg.reportWrites}) must be below PLANETLITE_DB_POOL_SIZE (${cfg.dbPoolSize}): reports must leave connections for the API`);
   }
   if (cfg.tls.mode === 'own-ca') cfg.tls.sans.unshift(new URL(cfg.publicUrl).hostname.replace(/^\[|\]$/g, ''));
   return deepFreeze(cfg);

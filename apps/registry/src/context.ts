@@ -1,4 +1,5 @@
 // What every route and job of the registry shares: config, database, fan-out, logger.
+import type { LimitFunction } from 'p-limit';
 import type { Logger } from '@planetlite/core';
 import type { Database } from '@planetlite/db';
 import type { Fanout } from '@planetlite/fanout';
@@ -20,6 +21,9 @@ export interface RegistryContext {
   documents: DocumentCache;
   /** What each node's last report said, so a report that says nothing new costs no statement of its own; null when documents are not remembered. */
   reports: ReportMemo | null;
+  /** Where nodes' reports wait for their turn to be written (config.reportWrites at once): a
+   * burst of reports queues here, not for the database pool that every API request needs. */
+  reportWrites: LimitFunction;
   /** Tells slice members about events that concern them (watchdog resets). */
   notifier: Notifier;
   /** Image archives: their directory, the tracker that admits their torrents, the seeder. */

@@ -63,6 +63,11 @@ describe('config', () => {
     expect(() => loadConfig({}, { PLANETLITE_SMTP_URL: 'smtp:/me:secret@relay' })).toThrow("got 'smtp:/…@relay'");
     expect(() => loadConfig({ tlsSans: ['a/b'] }, {})).toThrow("--tls-san must be host names or IP addresses separated by commas, got 'a/b'");
     expect(() => loadConfig({}, { PLANETLITE_LOG_LEVEL: 'loud' })).toThrow('PLANETLITE_LOG_LEVEL must be one of trace, debug, info, warn, error');
+    // Reports must leave PostgreSQL connections for the API.
+    const pg = { DATABASE_URL: 'postgres://u@h/db' };
+    expect(loadConfig({}, { ...pg, PLANETLITE_DB_POOL_SIZE: '8', PLANETLITE_REPORT_WRITES: '2' })).toMatchObject({ dbPoolSize: 8, reportWrites: 2 });
+    expect(() => loadConfig({}, { ...pg, PLANETLITE_DB_POOL_SIZE: '4' })).toThrow('PLANETLITE_REPORT_WRITES (4) must be below PLANETLITE_DB_POOL_SIZE (4)');
+    expect(() => loadConfig({}, { PLANETLITE_REPORT_WRITES: '0' })).toThrow("PLANETLITE_REPORT_WRITES must be an integer from 1 to 999, got '0'");
   });
   it('is read once and frozen: nothing changes it after start', () => {
     const c = loadConfig({ listen: '127.0.0.1:9000' }, {});

@@ -40,6 +40,15 @@ describe('registry service', () => {
     expect(m.headers['content-type']).toMatch(/text\/plain/);
     expect(String(m.body)).toMatch(/^planetlite_slivers\{state="pending"\} 1$/m);
     expect(String(m.body)).toMatch(/planetlite_http_requests_total\{method="GET",route="\/healthz",status="200"\} 1/);
+    expect(String(m.body)).toMatch(/^planetlite_report_writes\{state="waiting"\} 0$/m);
+    // Some by name: those, and nothing else (no count of slivers).
+    const some = String((await call(t.app, 'GET', '/metrics?name=planetlite_report_writes&name=planetlite_http_requests_total')).body);
+    expect(some).toMatch(/^planetlite_report_writes\{state="writing"\} 0$/m);
+    expect(some).toMatch(/^planetlite_http_requests_total\{/m);
+    expect(some).not.toMatch(/planetlite_slivers/);
+    const bad = await call(t.app, 'GET', '/metrics?name=planetlite_nonesuch');
+    expect(bad.status).toBe(400);
+    expect(bad.body).toMatchObject({ code: 'invalid_request', detail: expect.stringContaining('planetlite_nonesuch') });
   });
 
   it('creates the admin once: a restart with other credentials changes nothing', async () => {

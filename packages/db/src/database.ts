@@ -20,6 +20,8 @@ export interface Database extends Queryable {
   /** Runs fn in one transaction (BEGIN … COMMIT, ROLLBACK on throw). */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+  /** PostgreSQL only: the pool's connections now, and the queries waiting for one. */
+  poolState?(): { connections: number; idle: number; waiting: number };
 }
 
 export interface OpenDatabaseOptions {
@@ -162,6 +164,7 @@ async function openPostgres(url: string, max: number, prepare: boolean, logger?:
     async close() {
       await pool.end();
     },
+    poolState: () => ({ connections: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   };
 }
 

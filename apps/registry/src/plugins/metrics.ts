@@ -1,5 +1,6 @@
 // Prometheus metrics at /metrics: request counts and latencies, plus testbed gauges read at scrape.
 import type { FastifyInstance } from 'fastify';
+import { AppError } from '@planetlite/core';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 export function registerMetrics(app: FastifyInstance): void {
@@ -31,14 +32,45 @@ export function registerMetrics(app: FastifyInstance): void {
   gauge('planetlite_nodes', 'Nodes by state', ['state'], 'SELECT state AS k, count(*)::int AS n FROM nodes GROUP BY state', 'state');
   gauge('planetlite_sites', 'Sites', [], "SELECT '' AS k, count(*)::int AS n FROM sites");
 
+  // Where requests wait: for a PostgreSQL connection, and reports for their turn to be written.
+  new Gauge({
+    name: 'planetlite_db_pool',
+    help: "This replica's PostgreSQL connections by state, and the queries waiting for one",
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      const p = db.poolState?.();
+      if (!p) return;
+      this.set({ state: 'busy' }, p.connections - p.idle);
+      this.set({ state: 'idle' }, p.idle);
+      this.set({ state: 'waiting' }, p.waiting);
+    },
+  });
+  new Gauge({
+    name: 'planetlite_report_writes',
+    help: "Nodes' reports being written, and waiting for their turn (PLANETLITE_REPORT_WRITES at once)",
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.set({ state: 'writing' }, app.ctx.reportWrites.activeCount);
+      this.set({ state: 'waiting' }, app.ctx.reportWrites.pendingCount);
+    },
+  });
+
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     requests.inc({ method: req.method, route, status: reply.statusCode });
     latency.observe({ method: req.method, route }, reply.elapsedTime / 1000);
   });
 
-  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+  // ?name=… (repeatable) answers only those metrics: a close look at the queues, often, without
+  // the gauges that count every sliver (a scan of the table per scrape).
+  app.get<{ Querystring: { name?: string | string[] } }>('/metrics', { schema: { hide: true } }, async (req, reply) => {
     reply.type(registry.contentType);
-    return registry.metrics();
+    const names = req.query.name === undefined ? null : [req.query.name].flat();
+    if (!names) return registry.metrics();
+    const unknown = names.filter((n) => !registry.getSingleMetric(n));
+    if (unknown.length) throw new AppError('invalid_request', `no metric named ${unknown.join(', ')}; GET /metrics lists them all`);
+    return (await Promise.all(names.map((n) => registry.getSingleMetricAsString(n)))).join('\n') + '\n';
   });
 }

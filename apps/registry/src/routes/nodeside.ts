@@ -122,7 +122,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (req) => {
     const nodeId = requireNode(req, req.params.id).id;
     const body = req.body;
-    const out = await acceptReport(ctx, nodeId, body, { usageSampleSeconds: ctx.config.usageSampleSeconds, seenRefreshSeconds, memo: ctx.reports ?? undefined });
+    const out = await acceptReport(ctx, nodeId, body, { usageSampleSeconds: ctx.config.usageSampleSeconds, seenRefreshSeconds, memo: ctx.reports ?? undefined, turn: ctx.reportWrites });
     return { ok: true as const, ...out };
   });
 

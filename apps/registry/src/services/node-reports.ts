@@ -132,6 +132,8 @@ export interface ReportOptions {
   seenRefreshSeconds: number;
   /** Takes reports that say nothing new without a statement of their own; absent: every report is written. */
   memo?: ReportMemo | undefined;
+  /** Runs each write of a report in its turn (a report taken by the memo costs none); absent: at once. */
+  turn?: <T>(write: () => Promise<T>) => Promise<T>;
 }
 
 /**
@@ -165,7 +167,11 @@ export async function acceptReport(deps: ChangeDeps, nodeId: string, body: Obser
   }
 }
 
-async function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
+function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
+  return opts.turn ? opts.turn(() => writeReportNow(deps, nodeId, body, opts)) : writeReportNow(deps, nodeId, body, opts);
+}
+
+async function writeReportNow(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
   const reported = new Map(body.slivers.map((s) => [s.id, s]));
   const slivers: ReportedSliver[] = [...reported.values()].map((obs) => {
     const usage = {
