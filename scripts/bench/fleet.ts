@@ -243,7 +243,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     }
     const waits = await sampler.stop();
     const queuesA = await queues.stop();
-    log(`N=${n}: replica A in the window: ${queuesA.poolBusy.toFixed(1)} connections busy (mean); queries waiting for one: mean ${queuesA.poolWaiting.mean.toFixed(1)}, most ${queuesA.poolWaiting.max}; reports waiting their turn: mean ${queuesA.reportsWaiting.mean.toFixed(1)}, most ${queuesA.reportsWaiting.max}`);
+    log(`N=${n}: replica A in the window: ${queuesA.poolBusy.toFixed(1)} connections busy (mean); queries waiting for one: mean ${queuesA.poolWaiting.mean.toFixed(1)}, most ${queuesA.poolWaiting.max}; nodes' queries waiting for their lane: mean ${queuesA.nodesWaiting.mean.toFixed(1)}, most ${queuesA.nodesWaiting.max}; reports waiting their turn: mean ${queuesA.reportsWaiting.mean.toFixed(1)}, most ${queuesA.reportsWaiting.max}`);
     const statements = await topStatements(db);
     loopDelay.disable();
     const self1 = agentPids.map(sampleProc);
@@ -385,9 +385,9 @@ async function main(): Promise<void> {
     '',
     ...results.map((r) => `- N=${r.nodes}: ${r.waits}`),
     '',
-    "Replica A's queues in the window (its /metrics every 250 ms): PostgreSQL connections busy (mean); queries waiting for a connection, and nodes' reports waiting for their turn to be written (mean, most):",
+    "Replica A's queues in the window (its /metrics every 250 ms): PostgreSQL connections busy (mean); queries waiting for a connection, nodes' queries waiting for their lane of the pool (all but a fifth of it), and nodes' reports waiting for their turn to be written (mean, most):",
     '',
-    ...results.map((r) => `- N=${r.nodes}: ${r.queuesA.poolBusy.toFixed(1)} busy; queries waiting ${r.queuesA.poolWaiting.mean.toFixed(1)}, ${r.queuesA.poolWaiting.max}; reports waiting ${r.queuesA.reportsWaiting.mean.toFixed(1)}, ${r.queuesA.reportsWaiting.max}`),
+    ...results.map((r) => `- N=${r.nodes}: ${r.queuesA.poolBusy.toFixed(1)} busy; queries waiting ${r.queuesA.poolWaiting.mean.toFixed(1)}, ${r.queuesA.poolWaiting.max}; nodes' queries waiting ${r.queuesA.nodesWaiting.mean.toFixed(1)}, ${r.queuesA.nodesWaiting.max}; reports waiting ${r.queuesA.reportsWaiting.mean.toFixed(1)}, ${r.queuesA.reportsWaiting.max}`),
     '',
     'Where PostgreSQL\'s time went in the window (pg_stat_statements: the five statements with the most execution time; share of all statements\' time, calls, mean ms, rows per call, blocks dirtied per call):',
     '',

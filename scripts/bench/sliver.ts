@@ -23,6 +23,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { createInterface } from 'node:readline';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -246,7 +247,14 @@ async function main(): Promise<void> {
       if (via.ca) writeFileSync(caFile, via.ca);
       else rmSync(caFile, { force: true });
       // The agent runs as its own process, as on a node (`planetlite-agent run`, settings from the state dir).
-      agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, ...flags, '--log-level', process.env.PLANETLITE_BENCH_AGENT_LOG ?? process.env.PLANETLITE_BENCH_LOG ?? 'warn'], { stdio: ['ignore', 'inherit', 'inherit'] });
+      // At info at least: its 'desired state received' and 'sliver built' lines split each timed
+      // sliver's start-up (agentLog); lines below the asked level are not shown.
+      const shown = LEVELS[process.env.PLANETLITE_BENCH_AGENT_LOG ?? process.env.PLANETLITE_BENCH_LOG ?? 'warn'] ?? 40;
+      agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, ...flags, '--log-level', shown < 30 ? (process.env.PLANETLITE_BENCH_AGENT_LOG ?? process.env.PLANETLITE_BENCH_LOG)! : 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      createInterface({ input: agent.stdout! }).on('line', (line) => {
+        const level = agentLog.read(line);
+        if (level === null || level >= shown) process.stdout.write(line + '\n');
+      });
       const agentExit = new Promise((r) => agent!.once('exit', r));
       const since = Date.now();
       await Promise.race([
@@ -260,6 +268,8 @@ async function main(): Promise<void> {
     // written), which a node pays once per agent start, not per sliver.
     const afterStart: number[] = [];
     const slivers: string[] = [];
+    const splits = new Map<string, Split>();
+    const timedIds: string[] = [];
     const BLOCKS = 4;
     const create = async (name: string, client: PlanetLiteClient) => {
       await client.createSlice({ name, description: 'bench', url: 'u', image: IMAGE, resources: { memory_mb: 64, disk_mb: 64 } });
@@ -272,6 +282,8 @@ async function main(): Promise<void> {
         throw new Error(`${(err as Error).message}; sliver ${s.id} is ${now?.state ?? '?'}${now?.error ? ` (${now.error})` : ''}`, { cause: err });
       });
       log.debug({ sliver: s.id, name, t0, posted, banner: t0 + ms }, 'bench sliver');
+      const split = agentLog.split(s.id, t0, posted, t0 + ms);
+      if (split) splits.set(s.id, split);
       slivers.push(s.id);
       return ms;
     };
@@ -285,6 +297,7 @@ async function main(): Promise<void> {
         afterStart.push(await create(`bench_first${block}`, client));
       }
       timed[mode].push(await create(`bench_s${i}`, client));
+      if (mode === 'https') timedIds.push(slivers.at(-1)!);
       if (process.env.PLANETLITE_BENCH_EACH) console.error(`bench: sliver ${i} (${mode}, block ${block}) ${timed[mode].at(-1)} ms`);
     }
     const full = timed.https;
@@ -316,7 +329,7 @@ async function main(): Promise<void> {
     // 3 more than --density), for the plot.
     const burst = Date.now();
     const step = Math.max(1, Number(args.step ?? Math.ceil((M - slivers.length) / 8)));
-    const growth: Array<{ size: number; ms: number[]; floor: number[]; idle?: IdleCpu }> = [{ size: 1, ms: full.slice(0, 3), floor: floor.slice(0, 3) }];
+    const growth: Array<{ size: number; ms: number[]; floor: number[]; idle?: IdleCpu; parts?: Split[] }> = [{ size: 1, ms: full.slice(0, 3), floor: floor.slice(0, 3), parts: timedIds.slice(0, 3).map((id) => splits.get(id)).filter((x) => x !== undefined) }];
     const pace: number[] = [];
     while (slivers.length < M) {
       const ports: number[] = [];
@@ -352,12 +365,13 @@ async function main(): Promise<void> {
       const profiling = args.profile ? [await profileProcess(agent!.pid!), await profileSelf()] : null;
       const ms: number[] = [];
       for (let k = 0; k < 3; k++) ms.push(await create(`bench_g${size}_${k}`, admin));
+      const parts = slivers.slice(-3).map((id) => splits.get(id)).filter((x) => x !== undefined);
       if (profiling) {
         console.error(saveProfile(join(resolve(args.profile!), `agent-${size}.cpuprofile`), await profiling[0]!.stop()));
         console.error(saveProfile(join(resolve(args.profile!), `registry-${size}.cpuprofile`), await profiling[1]!.stop()));
       }
-      if (ms.length) growth.push({ size, ms, floor: floorHere, idle });
-      console.error(`bench: ${slivers.length} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s); start-up at ${size}: ${ms.join(', ')} ms; floor ${floorHere.join(', ')} ms; settling: ${describeIdle(idle)}`);
+      if (ms.length) growth.push({ size, ms, floor: floorHere, idle, parts });
+      console.error(`bench: ${slivers.length} slivers answer ssh (${Math.round((Date.now() - burst) / 1000)} s); start-up at ${size}: ${ms.join(', ')} ms (${parts.map(describeSplit).join('; ')}); floor ${floorHere.join(', ')} ms; settling: ${describeIdle(idle)}`);
     }
     const burstS = (Date.now() - burst) / 1000;
     const rssOf = (p: ChildProcess | null) => (p && p.exitCode === null ? Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024 : NaN);
@@ -407,6 +421,7 @@ async function main(): Promise<void> {
       `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in bursts of ${step}; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each. The agent's RSS: ${(agentRss / 2 ** 20).toFixed(0)} MB right after the last burst, ${(agentRssIdle / 2 ** 20).toFixed(0)} MB after a minute idle.${pace.length ? ` Burst pace: ${pace[0]!.toFixed(2)} s per sliver in the first burst, ${pace.at(-1)!.toFixed(2)} s in the last.` : ''}`,
       '',
       ...(growth.length > 1 ? ['| node size (slivers) | POST → banner, 3 made one at a time (ms) | median | the floor at this size (ms) | median | against the first floor | against this size\'s floor | the settled node\'s CPUs before (busy; the agent; PID 1; tasks) |', '|---:|---|---:|---|---:|---:|---:|---|', ...growth.map((g) => `| ${g.size} | ${g.ms.join(', ')} | ${stats(g.ms).median} | ${g.floor.join(', ')} | ${stats(g.floor).median} | ${(stats(g.ms).median / fl.median).toFixed(2)}× | ${(stats(g.ms).median / stats(g.floor).median).toFixed(2)}× | ${g.idle ? describeIdle(g.idle) : '–'} |`)] : []),
+      ...(growth.some((g) => g.parts?.length) ? ['', "Where those start-ups went, from the agent's log (median of the 3, ms): to the agent (POST until the agent logs the document that holds the sliver), waiting in the agent (until its build starts: screen, plan, the queue), the build (root, link, table, limits, lxc-start), and after the build (until the banner: the container's init and sshd, the DNAT).", '', '| node size | to the agent | waiting in the agent | build | after the build |', '|---:|---:|---:|---:|---:|', ...growth.filter((g) => g.parts?.length).map((g) => `| ${g.size} | ${(['toAgent', 'waiting', 'build', 'after'] as const).map((k) => stats(g.parts!.map((x) => x[k])).median).join(' | ')} |`)] : []),
       '',
     ].join('\n');
     console.log(text);
@@ -443,3 +458,42 @@ main().catch((err: unknown) => {
   console.error(`bench: ${err instanceof Error ? err.stack : String(err)}`);
   process.exit(1);
 });
+
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: 100 };
+
+/** One sliver's start-up in four parts (ms): to the agent, waiting in it, its build, after it. */
+interface Split { toAgent: number; waiting: number; build: number; after: number; api: number; steps: Record<string, number> }
+
+const describeSplit = (x: Split) => `agent +${x.toAgent} (API ${x.api}), wait ${x.waiting}, build ${x.build} (${Object.entries(x.steps).map(([k, v]) => `${k} ${v}`).join(', ')}), after ${x.after}`;
+
+/** What the agent's log says of each document received and each sliver built (times, epoch ms). */
+const agentLog = new (class {
+  readonly received: number[] = [];
+  readonly built = new Map<string, { end: number; ms: number; steps: Record<string, number> }>();
+
+  /** Takes one line of the agent's output; its level, or null when it is not a log line. */
+  read(line: string): number | null {
+    let o: { level?: number; time?: number; msg?: string; sliver?: string; ms?: number; steps?: Record<string, number> };
+    try {
+      o = JSON.parse(line) as typeof o;
+    } catch {
+      return null;
+    }
+    if (o.msg === 'desired state received' && typeof o.time === 'number') {
+      this.received.push(o.time);
+      if (this.received.length > 10_000) this.received.splice(0, 5_000);
+    }
+    if (o.msg === 'sliver built' && o.sliver && typeof o.time === 'number' && typeof o.ms === 'number') this.built.set(o.sliver, { end: o.time, ms: o.ms, steps: o.steps ?? {} });
+    return typeof o.level === 'number' ? o.level : null;
+  }
+
+  /** The parts of a sliver posted at t0 (the API answered at posted) that answered at banner; null when the log lacks them. */
+  split(id: string, t0: number, posted: number, banner: number): Split | null {
+    const b = this.built.get(id);
+    // The document that holds it: the first one received after the POST (one sliver is made at a time).
+    const start = b ? b.end - b.ms : NaN;
+    const got = this.received.find((t) => t >= t0 && t <= start);
+    if (!b || got === undefined) return null;
+    return { toAgent: got - t0, waiting: start - got, build: b.ms, after: banner - b.end, api: posted - t0, steps: b.steps };
+  }
+})();

@@ -86,6 +86,12 @@ export interface ConfigInput {
 
 export class ConfigError extends Error {}
 
+/** Connections nodes' requests may hold at once: the pool less a fifth of it (at least 2), which
+ * users' requests always find free however many nodes poll and report. */
+export function nodeConnections(config: Pick<RegistryConfig, 'dbPoolSize'>): number {
+  return config.dbPoolSize - Math.max(2, Math.ceil(config.dbPoolSize / 5));
+}
+
 /** What an integer setting holds, for the schema and the error that names it. */
 const int = (def: number, min: number, max: number, description: string) => Type.Integer({ default: def, minimum: min, maximum: max, description });
 const url = (schemes: string, expect: string, description: string) => Type.Optional(Type.String({ pattern: `^(${schemes})://[^/\\s]+`, expect, description }));
@@ -114,9 +120,9 @@ export const RegistryEnv = Type.Object({
   PLANETLITE_PORTS_PER_SLIVER: int(10, 1, 1000, 'forwarded ports per sliver'),
   PLANETLITE_TOKEN_TTL_SECONDS: int(86400, 60, 90 * 86400, 'lifetime of a login token'),
   PLANETLITE_DB_PREPARE: Type.Boolean({ default: true, description: 'prepare each SQL statement once per PostgreSQL connection; false behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21)' }),
-  PLANETLITE_DB_POOL_SIZE: int(20, 2, 1000, 'PostgreSQL connections this replica opens at most'),
-  PLANETLITE_REPORT_WRITES: int(4, 1, 999, "nodes' reports this replica writes at once; more wait their turn, so that a burst of them (a fleet coming back) never takes every connection from the API (below PLANETLITE_DB_POOL_SIZE)"),
-  PLANETLITE_AUTH_CACHE_SECONDS: int(30, 0, 3600, 'longest a replica answers for a token or node key from memory (ended ones are forgotten on every replica at once; 0: look every one up)'),
+  PLANETLITE_DB_POOL_SIZE: int(20, 3, 1000, "PostgreSQL connections this replica opens at most; nodes' requests hold at most all but a fifth of them (at least 2), which users' requests always find free"),
+  PLANETLITE_REPORT_WRITES: int(4, 1, 999, "nodes' reports this replica writes at once; more wait their turn, so that a burst of them (a fleet coming back) never takes every connection from the API (at most the connections nodes may hold)"),
+  PLANETLITE_AUTH_CACHE_SECONDS: int(120, 0, 3600, 'longest a replica answers for a token or node key from memory, each between half of it and all of it (ended ones are forgotten on every replica at once; 0: look every one up)'),
   PLANETLITE_DOC_CACHE_SECONDS: int(120, 0, 3600, "longest a replica answers a node's poll with 'unchanged' from memory unchecked (a change to its document, or Redis down, ends that at once); it also lets a replica take a report that says nothing new without a statement of its own (0: build the document on every poll and write every report)"),
   PLANETLITE_LOGIN_RATE_LIMIT: int(10, 1, 100000, 'logins per minute per address and email'),
   PLANETLITE_LONG_POLL_MAX_SECONDS: int(60, 1, 300, "longest desired-state long-poll"),
@@ -251,8 +257,8 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
   if (cfg.tls.mode !== 'off' && new URL(cfg.publicUrl).protocol !== 'https:') {
     throw new ConfigError(`PLANETLITE_PUBLIC_URL is '${cfg.publicUrl}', but the registry serves HTTPS: use https://, or --plain-http behind a TLS proxy`);
   }
-  if (cfg.databaseUrl && cfg.reportWrites >= cfg.dbPoolSize) {
-    throw new ConfigError(`PLANETLITE_REPORT_WRITES (${cfg.reportWrites}) must be below PLANETLITE_DB_POOL_SIZE (${cfg.dbPoolSize}): reports must leave connections for the API`);
+  if (cfg.databaseUrl && cfg.reportWrites > nodeConnections(cfg)) {
+    throw new ConfigError(`PLANETLITE_REPORT_WRITES (${cfg.reportWrites}) must be at most ${nodeConnections(cfg)}, the connections nodes may hold of PLANETLITE_DB_POOL_SIZE (${cfg.dbPoolSize}): polls and key lookups need some too`);
   }
   if (cfg.tls.mode === 'own-ca') cfg.tls.sans.unshift(new URL(cfg.publicUrl).hostname.replace(/^\[|\]$/g, ''));
   return deepFreeze(cfg);

@@ -13,6 +13,9 @@ import type { ReportMemo } from './services/report-memo.js';
 export interface RegistryContext {
   config: RegistryConfig;
   db: Database;
+  /** The database for what nodes ask and send (polls, key lookups, reports): at most
+   * nodeConnections(config) connections at once, so users' requests always find one. */
+  nodeDb: Database & { readonly waiting: number; readonly active: number };
   fanout: Fanout;
   log: Logger;
   /** Who bearer secrets stand for, remembered per replica (forgotten on every replica when one ends). */

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { parsePublicKey } from './services/sshkeys.js';
-import { envHelp, loadConfig, parseListen, RegistryEnv } from './config.js';
+import { envHelp, loadConfig, nodeConnections, parseListen, RegistryEnv } from './config.js';
 import { validationDetail } from './plugins/errors.js';
 import { message } from './services/notify.js';
 import type { Event } from '@planetlite/api';
@@ -65,8 +65,11 @@ describe('config', () => {
     expect(() => loadConfig({}, { PLANETLITE_LOG_LEVEL: 'loud' })).toThrow('PLANETLITE_LOG_LEVEL must be one of trace, debug, info, warn, error');
     // Reports must leave PostgreSQL connections for the API.
     const pg = { DATABASE_URL: 'postgres://u@h/db' };
-    expect(loadConfig({}, { ...pg, PLANETLITE_DB_POOL_SIZE: '8', PLANETLITE_REPORT_WRITES: '2' })).toMatchObject({ dbPoolSize: 8, reportWrites: 2 });
-    expect(() => loadConfig({}, { ...pg, PLANETLITE_DB_POOL_SIZE: '4' })).toThrow('PLANETLITE_REPORT_WRITES (4) must be below PLANETLITE_DB_POOL_SIZE (4)');
+    const small = loadConfig({}, { ...pg, PLANETLITE_DB_POOL_SIZE: '8', PLANETLITE_REPORT_WRITES: '2' });
+    expect(small).toMatchObject({ dbPoolSize: 8, reportWrites: 2 });
+    // Nodes hold all but a fifth of the pool, and at least 2 connections stay for users.
+    expect([nodeConnections(small), nodeConnections({ dbPoolSize: 20 }), nodeConnections({ dbPoolSize: 100 })]).toEqual([6, 16, 80]);
+    expect(() => loadConfig({}, { ...pg, PLANETLITE_DB_POOL_SIZE: '5' })).toThrow('PLANETLITE_REPORT_WRITES (4) must be at most 3, the connections nodes may hold of PLANETLITE_DB_POOL_SIZE (5)');
     expect(() => loadConfig({}, { PLANETLITE_REPORT_WRITES: '0' })).toThrow("PLANETLITE_REPORT_WRITES must be an integer from 1 to 999, got '0'");
   });
   it('is read once and frozen: nothing changes it after start', () => {

@@ -41,6 +41,7 @@ describe('registry service', () => {
     expect(String(m.body)).toMatch(/^planetlite_slivers\{state="pending"\} 1$/m);
     expect(String(m.body)).toMatch(/planetlite_http_requests_total\{method="GET",route="\/healthz",status="200"\} 1/);
     expect(String(m.body)).toMatch(/^planetlite_report_writes\{state="waiting"\} 0$/m);
+    expect(String(m.body)).toMatch(/^planetlite_node_queries\{state="waiting"\} 0$/m);
     // Some by name: those, and nothing else (no count of slivers).
     const some = String((await call(t.app, 'GET', '/metrics?name=planetlite_report_writes&name=planetlite_http_requests_total')).body);
     expect(some).toMatch(/^planetlite_report_writes\{state="writing"\} 0$/m);

@@ -1,5 +1,6 @@
 // A Database is either a pg Pool on a real server or PGlite in-process; both speak the same SQL.
 import pg from 'pg';
+import pLimit from 'p-limit';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +23,29 @@ export interface Database extends Queryable {
   close(): Promise<void>;
   /** PostgreSQL only: the pool's connections now, and the queries waiting for one. */
   poolState?(): { connections: number; idle: number; waiting: number };
+}
+
+/**
+ * The same database for one kind of caller, with at most `max` of its statements and transactions
+ * at once; the rest wait their turn here, not in the pool's queue. A lane narrower than the pool
+ * keeps connections free for everyone else: nodes' polls and lookups, thousands at once after a
+ * restart, once held every connection while a user's action waited behind them for up to a second.
+ */
+export function laneOf(db: Database, max: number): Database & { readonly waiting: number; readonly active: number } {
+  const turn = pLimit(max);
+  return {
+    kind: db.kind,
+    query: ((sql: string, params?: unknown[], opts?: QueryOptions) => turn(() => db.query(sql, params, opts))) as Queryable['query'],
+    transaction: (fn) => turn(() => db.transaction(fn)),
+    close: () => db.close(),
+    ...(db.poolState ? { poolState: () => db.poolState!() } : {}),
+    get waiting() {
+      return turn.pendingCount;
+    },
+    get active() {
+      return turn.activeCount;
+    },
+  };
 }
 
 export interface OpenDatabaseOptions {

@@ -56,7 +56,7 @@ export function checkSameOrigin(req: FastifyRequest): void {
 export function registerAuth(app: FastifyInstance): void {
   app.decorateRequest('principal', null);
   app.decorateRequest('authProblem', null);
-  const { db, principals } = app.ctx;
+  const { db, nodeDb, principals } = app.ctx;
   /** The user a token's hash stands for (remembered per replica until the token ends). */
   const userOf = (hash: string) =>
     principals.lookup(hash, async () => {
@@ -91,7 +91,7 @@ export function registerAuth(app: FastifyInstance): void {
       // Only a key that opens the node is remembered; an unknown or revoked one is looked up each time.
       let problem: { code: ErrorCode; detail: string } = { code: 'token_invalid', detail: 'node key is unknown; enroll the node again' };
       const p = await principals.lookup(hash, async () => {
-        const n = await nodeOfKey(db, hash);
+        const n = await nodeOfKey(nodeDb, hash);
         if (!n) return null;
         if (n.revokedAt) {
           problem = { code: 'node_key_revoked', detail: `the key of node ${n.id} was revoked at ${n.revokedAt}; enroll the node again with a new token from its site` };

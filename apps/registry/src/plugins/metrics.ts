@@ -47,6 +47,16 @@ export function registerMetrics(app: FastifyInstance): void {
     },
   });
   new Gauge({
+    name: 'planetlite_node_queries',
+    help: "Nodes' statements and transactions running, and waiting for their lane of the pool",
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.set({ state: 'running' }, app.ctx.nodeDb.active);
+      this.set({ state: 'waiting' }, app.ctx.nodeDb.waiting);
+    },
+  });
+  new Gauge({
     name: 'planetlite_report_writes',
     help: "Nodes' reports being written, and waiting for their turn (PLANETLITE_REPORT_WRITES at once)",
     labelNames: ['state'],

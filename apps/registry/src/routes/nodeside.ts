@@ -14,6 +14,7 @@ import {
   NodeKey,
 } from '@planetlite/api';
 import { requireNode } from '../plugins/auth.js';
+import type { RegistryContext } from '../context.js';
 import { nodeChannel, withChanges } from '../services/changes.js';
 import { desiredStateOf, etagOf, type NodeDocument } from '../services/desired-state.js';
 import { acceptReport, seenRefreshSecondsOf } from '../services/node-reports.js';
@@ -30,7 +31,9 @@ const FALLBACK_POLL_MS = 1_000;
 const FALLBACK_AFTER_MS = 5_000;
 
 export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
-  const { ctx } = app;
+  // What nodes ask and send reads and writes through their lane of the database (RegistryContext.nodeDb);
+  // the rest of the context is the app's own, live (a TLS reload replaces ctx.trust).
+  const ctx: RegistryContext = Object.create(app.ctx, { db: { value: app.ctx.nodeDb } });
   const seenRefreshSeconds = seenRefreshSecondsOf(ctx.config.nodeOfflineAfterSeconds);
 
   app.get('/v1/nodes/:id/desired-state', {

@@ -150,6 +150,8 @@ export class DocumentCache {
    * ETag of a node that keeps polling stays known without a gap (ReportMemo relies on it).
    */
   #arm(deps: DesiredStateDeps, nodeId: string, entry: CachedDocument): void {
+    // Each check comes in the last quarter of the bound, drawn per document: documents read
+    // together (a fleet's after a restart) are read again spread out, not all at once every bound.
     entry.timer = setTimeout(() => {
       if (this.#entries.get(nodeId) !== entry) return;
       if (!entry.used || !this.#usable()) return this.#drop(nodeId);
@@ -164,7 +166,7 @@ export class DocumentCache {
         },
         () => this.#entries.get(nodeId) === entry && this.#drop(nodeId),
       );
-    }, this.#ttlMs);
+    }, this.#ttlMs * (0.75 + Math.random() / 4));
     entry.timer.unref();
   }
 

@@ -21,7 +21,7 @@ interface Entry {
 export interface PrincipalCacheOptions {
   fanout: Fanout;
   log: Logger;
-  /** The longest an answer is kept (a bound for a message from another replica that was lost). */
+  /** The longest an answer is kept (a bound for a message from another replica that was lost); each is kept between half of it and all of it. */
   ttlMs?: number;
   /** Entries kept at most; the oldest go first. */
   max?: number;
@@ -84,7 +84,10 @@ export class PrincipalCache {
     const found = await load();
     if (found && found.keep !== false && usable && generation === this.#generation && this.#fanout.healthy && this.#epoch === this.#fanout.epoch) {
       if (this.#entries.size >= this.#max) this.#entries.delete(this.#entries.keys().next().value!);
-      const bound = Date.now() + this.#ttlMs;
+      // Each entry's bound is drawn from the second half of ttlMs: secrets looked up together (a
+      // fleet of nodes after a restart) would otherwise expire together and be looked up together
+      // again, every ttlMs, for good (300-500 lookups queued for connections at once at 5,000 nodes).
+      const bound = Date.now() + this.#ttlMs * (0.5 + Math.random() / 2);
       this.#entries.set(hash, { principal: found.principal, until: found.until === null ? bound : Math.min(found.until, bound) });
     }
     return found?.principal ?? null;
