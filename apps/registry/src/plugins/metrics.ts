@@ -32,40 +32,30 @@ export function registerMetrics(app: FastifyInstance): void {
   gauge('planetlite_nodes', 'Nodes by state', ['state'], 'SELECT state AS k, count(*)::int AS n FROM nodes GROUP BY state', 'state');
   gauge('planetlite_sites', 'Sites', [], "SELECT '' AS k, count(*)::int AS n FROM sites");
 
-  // Where requests wait: for a PostgreSQL connection, and reports for their turn to be written.
-  new Gauge({
-    name: 'planetlite_db_pool',
-    help: "This replica's PostgreSQL connections by state, and the queries waiting for one",
-    labelNames: ['state'],
-    registers: [registry],
-    collect() {
-      const p = db.poolState?.();
-      if (!p) return;
-      this.set({ state: 'busy' }, p.connections - p.idle);
-      this.set({ state: 'idle' }, p.idle);
-      this.set({ state: 'waiting' }, p.waiting);
-    },
+  // Where requests wait: for a PostgreSQL connection, in the nodes' lane of the pool, and
+  // reports for their turn to be written. Read from memory at each scrape, by state.
+  const queue = (name: string, help: string, read: () => Record<string, number> | null) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['state'],
+      registers: [registry],
+      collect() {
+        for (const [state, n] of Object.entries(read() ?? {})) this.set({ state }, n);
+      },
+    });
+  queue('planetlite_db_pool', "This replica's PostgreSQL connections by state, and the queries waiting for one", () => {
+    const p = db.poolState?.();
+    return p ? { busy: p.connections - p.idle, idle: p.idle, waiting: p.waiting } : null;
   });
-  new Gauge({
-    name: 'planetlite_node_queries',
-    help: "Nodes' statements and transactions running, and waiting for their lane of the pool",
-    labelNames: ['state'],
-    registers: [registry],
-    collect() {
-      this.set({ state: 'running' }, app.ctx.nodeDb.active);
-      this.set({ state: 'waiting' }, app.ctx.nodeDb.waiting);
-    },
-  });
-  new Gauge({
-    name: 'planetlite_report_writes',
-    help: "Nodes' reports being written, and waiting for their turn (PLANETLITE_REPORT_WRITES at once)",
-    labelNames: ['state'],
-    registers: [registry],
-    collect() {
-      this.set({ state: 'writing' }, app.ctx.reportWrites.activeCount);
-      this.set({ state: 'waiting' }, app.ctx.reportWrites.pendingCount);
-    },
-  });
+  queue('planetlite_node_queries', "Nodes' statements and transactions running, and waiting for their lane of the pool", () => ({
+    running: app.ctx.nodeDb.active,
+    waiting: app.ctx.nodeDb.waiting,
+  }));
+  queue('planetlite_report_writes', "Nodes' reports being written, and waiting for their turn (PLANETLITE_REPORT_WRITES at once)", () => ({
+    writing: app.ctx.reportWrites.activeCount,
+    waiting: app.ctx.reportWrites.pendingCount,
+  }));
 
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';

@@ -71,13 +71,27 @@ export async function sliceHasSliverOn(q: Queryable, slice: string, nodeId: stri
   return rows.length > 0;
 }
 
-/** Port ranges taken on a node, lowest first. */
-export async function portRangesOn(q: Queryable, nodeId: string): Promise<S.PortRange[]> {
-  const { rows } = await q.query<{ port_first: number; port_last: number }>(
-    'SELECT port_first, port_last FROM slivers WHERE node_id = $1 ORDER BY port_first',
-    [nodeId],
+/**
+ * The first port of the lowest free run of `count` ports in the window, or null when none is
+ * left. Found in the database: the node's ranges in port order, each gap between the highest
+ * port taken so far and the next range (ranges outside the window or overlapping are passed
+ * over). It once read every range of the node into the registry: 2,000 rows per new sliver.
+ */
+export async function firstFreePort(q: Queryable, nodeId: string, window: S.PortRange, count: number): Promise<number | null> {
+  const { rows } = await q.query<{ start: number }>(
+    `WITH r AS (SELECT port_first, port_last FROM slivers WHERE node_id = $1),
+     gaps AS (
+       SELECT $2::int AS start, (SELECT min(port_first) FROM r) AS next
+       UNION ALL
+       SELECT greatest($2::int, max(port_last) OVER w + 1), lead(port_first) OVER w
+       FROM r WINDOW w AS (ORDER BY port_first, port_last ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+     )
+     SELECT start FROM gaps
+     WHERE coalesce(next, $3::int + 1) - start >= $4 AND start + $4 - 1 <= $3::int
+     ORDER BY start LIMIT 1`,
+    [nodeId, window.first, window.last, count],
   );
-  return rows.map((r) => ({ first: r.port_first, last: r.port_last }));
+  return rows[0]?.start ?? null;
 }
 
 /** Whether a sliver on the node has ports outside this window (a re-enrollment may not shrink past them). */

@@ -3,7 +3,7 @@ import type { Queryable } from '@planetlite/db';
 import { AppError } from '@planetlite/core';
 import type * as S from '@planetlite/api';
 import { dropSliceIfEmpty, findSlice, markSliceDeleting, sliceMembers, type SliceRecord } from '../repositories/slices.js';
-import { findSliver, markSliceSliversDeleting, portRangesOn } from '../repositories/slivers.js';
+import { findSliver, firstFreePort, markSliceSliversDeleting } from '../repositories/slivers.js';
 import { imageTraits } from '../repositories/images.js';
 import type { Changes } from './changes.js';
 
@@ -45,15 +45,11 @@ export async function tearDownSlice(q: Queryable, changes: Changes, name: string
  * (SELECT … FOR NO KEY UPDATE), so concurrent allocations on one node are serialised.
  */
 export async function allocatePorts(q: Queryable, nodeId: string, window: S.PortRange, count: number): Promise<S.PortRange> {
-  let next = window.first;
-  for (const r of await portRangesOn(q, nodeId)) {
-    if (r.first - next >= count) break;
-    next = Math.max(next, r.last + 1);
-  }
-  if (next + count - 1 > window.last) {
+  const first = await firstFreePort(q, nodeId, window, count);
+  if (first === null) {
     throw new AppError('port_window_exhausted', `node ${nodeId} has no ${count} free ports left in its window ${window.first}-${window.last}`);
   }
-  return { first: next, last: next + count - 1 };
+  return { first, last: first + count - 1 };
 }
 
 /**
