@@ -30,6 +30,8 @@ export interface SimAgent {
   sent: number;
   /** This agent's own connections to each replica it has used (made on first use). */
   pools: Array<Pool | undefined>;
+  /** The report under way: a real agent sends one at a time (the next waits for it). */
+  reporting?: Promise<void>;
 }
 
 export interface FleetOptions {
@@ -58,6 +60,17 @@ export interface FleetStats {
   /** Connections the agents opened, and why connections ended (undici's reason, counted). */
   connects: number;
   disconnects: Record<string, number>;
+  /** Failed polls and reports by kind ("poll 503", "report UND_ERR_HEADERS_TIMEOUT"), counted. */
+  errors: Record<string, number>;
+}
+
+/** A real agent gives up on a report after this long (the agent's REGISTRY_TIMEOUT_MS). */
+const REPORT_TIMEOUT_MS = 30_000;
+
+/** What a failed request is called in FleetStats.errors. */
+function errorKind(what: 'poll' | 'report', err: unknown): string {
+  const e = err as { code?: string; name?: string };
+  return `${what} ${e?.code ?? e?.name ?? 'error'}`;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -72,7 +85,7 @@ function replicaGone(err: unknown): boolean {
 
 export class Fleet {
   readonly agents: SimAgent[] = [];
-  readonly stats: FleetStats = { polls: 0, documents: 0, reports: 0, reportErrors: 0, pollErrors: 0, moves: 0, reportMs: [], connects: 0, disconnects: {} };
+  readonly stats: FleetStats = { polls: 0, documents: 0, reports: 0, reportErrors: 0, pollErrors: 0, moves: 0, reportMs: [], connects: 0, disconnects: {}, errors: {} };
   /** A few connections per replica for the benchmark's own checks (fetchDocument). */
   readonly #shared: Pool[];
   /** One TLS context per replica (its CA parsed once), shared by every agent's connections. */
@@ -101,7 +114,9 @@ export class Fleet {
       // The long-poll holds the answer back for waitSeconds: allow for it plus a slow registry.
       headersTimeout: (this.#opts.waitSeconds + 60) * 1000,
       bodyTimeout: 60_000,
-      ...(tls ? { connect: { secureContext: tls } } : {}),
+      // A connection may take as long to open as the agent's own allow (trustRegistry's 60 s, not
+      // undici's 10 s): in a reconnect storm the replica accepts late.
+      connect: { timeout: 60_000, ...(tls ? { secureContext: tls } : {}) },
     });
     pool.on('connect', () => this.stats.connects++);
     pool.on('disconnect', (_origin, _targets, err: Error & { code?: string }) => {
@@ -163,7 +178,8 @@ export class Fleet {
       // Spread the reports evenly over the period, as agents that started at random times are.
       const tick = () => {
         if (!this.#running) return;
-        void this.#report(a);
+        const prev = a.reporting ?? Promise.resolve();
+        a.reporting = prev.then(() => this.#report(a));
         this.#timers.push(setTimeout(tick, period).unref());
       };
       this.#timers.push(setTimeout(tick, Math.random() * period).unref());
@@ -212,6 +228,7 @@ export class Fleet {
           if (res.statusCode === 304) a.answered++;
           else {
             this.stats.pollErrors++;
+            this.#count(`poll ${res.statusCode}`);
             await sleep(500);
           }
         }
@@ -219,10 +236,15 @@ export class Fleet {
       } catch (err) {
         if (!this.#running) return;
         this.stats.pollErrors++;
+        this.#count(errorKind('poll', err));
         if (replicaGone(err)) this.#move(a, replica);
         await sleep(backoff.failed());
       }
     }
+  }
+
+  #count(kind: string): void {
+    this.stats.errors[kind] = (this.stats.errors[kind] ?? 0) + 1;
   }
 
   async #report(a: SimAgent): Promise<void> {
@@ -246,15 +268,21 @@ export class Fleet {
         method: 'PUT', path: `/v1/nodes/${a.nodeId}/observed-state`,
         headers: { authorization: `Bearer ${a.key}`, 'content-type': 'application/json' },
         body: JSON.stringify(body),
+        headersTimeout: REPORT_TIMEOUT_MS,
+        bodyTimeout: REPORT_TIMEOUT_MS,
       });
       await res.body.dump();
       if (res.statusCode < 300) {
         this.stats.reports++;
         this.stats.reportMs.push(performance.now() - t0);
-      } else this.stats.reportErrors++;
+      } else {
+        this.stats.reportErrors++;
+        this.#count(`report ${res.statusCode}`);
+      }
     } catch (err) {
       if (!this.#running) return;
       this.stats.reportErrors++;
+      this.#count(errorKind('report', err));
       if (replicaGone(err)) this.#move(a, replica);
     }
   }

@@ -21,7 +21,7 @@ type ToWorker =
 
 type FromWorker =
   | { t: 'doc'; nodeId: string; etag: string | null; doc: DesiredState; at: number }
-  | { t: 'stats'; reports: number; reportErrors: number; reportMs: number[]; agents: Array<[string, number, number]> }
+  | { t: 'stats'; reports: number; reportErrors: number; errors: Record<string, number>; reportMs: number[]; agents: Array<[string, number, number]> }
   | { t: 'stopped' };
 
 /** A clock reading that means the same in every process (ms since the epoch, sub-ms precision). */
@@ -30,10 +30,10 @@ const wallNow = () => performance.timeOrigin + performance.now();
 export class ForkedFleet {
   readonly agents: SimAgent[] = [];
   /** Connections are counted in the workers, not here (fleet.ts logs them for one process only). */
-  readonly stats = { reports: 0, reportErrors: 0, connects: 0, disconnects: {} as Record<string, number> };
+  readonly stats = { reports: 0, reportErrors: 0, connects: 0, disconnects: {} as Record<string, number>, errors: {} as Record<string, number> };
   readonly workers: ChildProcess[] = [];
   readonly #byNode = new Map<string, SimAgent>();
-  readonly #reportsOf = new Map<ChildProcess, { reports: number; reportErrors: number }>();
+  readonly #reportsOf = new Map<ChildProcess, { reports: number; reportErrors: number; errors: Record<string, number> }>();
   #reportMs: number[] = [];
   /** For the parent's own fetches of a document (no agents of its own). */
   readonly #local: Fleet;
@@ -42,7 +42,7 @@ export class ForkedFleet {
     this.#local = new Fleet(replicas, 64, { reportSeconds: 0 });
     for (let i = 0; i < processes; i++) {
       const w = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, PL_FLEET_WORKER: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      this.#reportsOf.set(w, { reports: 0, reportErrors: 0 });
+      this.#reportsOf.set(w, { reports: 0, reportErrors: 0, errors: {} });
       w.on('message', (m: FromWorker) => {
         if (m.t === 'doc') {
           const a = this.#byNode.get(m.nodeId);
@@ -51,9 +51,12 @@ export class ForkedFleet {
           a.etag = m.etag;
           opts.onDocument?.(a, m.doc, m.at - performance.timeOrigin);
         } else if (m.t === 'stats') {
-          this.#reportsOf.set(w, { reports: m.reports, reportErrors: m.reportErrors });
-          this.stats.reports = [...this.#reportsOf.values()].reduce((s, r) => s + r.reports, 0);
-          this.stats.reportErrors = [...this.#reportsOf.values()].reduce((s, r) => s + r.reportErrors, 0);
+          this.#reportsOf.set(w, { reports: m.reports, reportErrors: m.reportErrors, errors: m.errors });
+          const all = [...this.#reportsOf.values()];
+          this.stats.reports = all.reduce((s, r) => s + r.reports, 0);
+          this.stats.reportErrors = all.reduce((s, r) => s + r.reportErrors, 0);
+          this.stats.errors = {};
+          for (const r of all) for (const [k, v] of Object.entries(r.errors)) this.stats.errors[k] = (this.stats.errors[k] ?? 0) + v;
           this.#reportMs.push(...m.reportMs);
           for (const [nodeId, replica, answered] of m.agents) {
             const a = this.#byNode.get(nodeId);
@@ -126,7 +129,7 @@ function worker(): void {
       }
     }
     const reportMs = fleet.takeReportLatencies();
-    send({ t: 'stats', reports: fleet.stats.reports, reportErrors: fleet.stats.reportErrors, reportMs, agents });
+    send({ t: 'stats', reports: fleet.stats.reports, reportErrors: fleet.stats.reportErrors, errors: fleet.stats.errors, reportMs, agents });
   };
   const timer = setInterval(flush, 500);
   process.on('message', (m: ToWorker) => {

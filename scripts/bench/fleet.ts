@@ -26,7 +26,7 @@ import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fl
 import { AGENTS_PER_PROCESS, ForkedFleet } from './fleet-workers.ts';
 import { appendResults, lineChart } from './results.ts';
 import { sampleWaits } from './pg-waits.ts';
-import { sampleQueues, type QueueFigures } from './replica-queues.ts';
+import { queuesPool, readQueues, sampleQueues, type QueueFigures } from './replica-queues.ts';
 import { profileProcess, profileSelf, saveProfile } from './profile.ts';
 
 const { values: args } = parseArgs({
@@ -170,9 +170,22 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     for (const e of enrolled) fleet.add(e.node_id, e.node_key, e.replica);
     t = performance.now();
     fleet.start();
-    while (fleet.agents.some((a) => !a.doc)) {
-      if (performance.now() - t > 300_000) throw new Error(`agents did not all get their first document within 300 s (${fleet.agents.filter((a) => a.doc).length} of ${n} did)`);
-      await sleep(200);
+    // Every 15 s: how far the agents are, what failed, and where each replica's requests wait.
+    const queuePools = replicas.map((r) => queuesPool(r.url, r.ca));
+    let shown = t;
+    try {
+      while (fleet.agents.some((a) => !a.doc)) {
+        const got = fleet.agents.filter((a) => a.doc).length;
+        if (performance.now() - t > 300_000) throw new Error(`agents did not all get their first document within 300 s (${got} of ${n} did; failed requests: ${JSON.stringify(fleet.stats.errors)})`);
+        if (performance.now() - shown > 15_000) {
+          shown = performance.now();
+          const qs = await Promise.all(queuePools.map(readQueues));
+          log(`N=${n}: ${got} of ${n} hold their document after ${((shown - t) / 1000).toFixed(0)} s; reports ${fleet.stats.reports}, failed requests ${JSON.stringify(fleet.stats.errors)}; waiting for a connection / in the nodes' lane / for a report turn: ${qs.map((q, i) => `${'AB'[i]} ${q.poolWaiting}/${q.nodesWaiting}/${q.reportsWaiting}`).join(', ')}`);
+        }
+        await sleep(200);
+      }
+    } finally {
+      await Promise.all(queuePools.map((p) => p.close()));
     }
     log(`N=${n}: every agent holds its document after ${((performance.now() - t) / 1000).toFixed(1)} s`);
 

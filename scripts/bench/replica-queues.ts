@@ -20,18 +20,34 @@ const value = (text: string, metric: string, state: string): number => {
   return m ? Number(m[1]) : NaN;
 };
 
+type QueueSample = { poolWaiting: number; poolBusy: number; nodesWaiting: number; reportsWaiting: number };
+
+/** One reading of the replica's queues (NaN for what it did not answer). */
+export async function readQueues(pool: Pool): Promise<QueueSample> {
+  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes' }).then((r) => r.body.text(), () => '');
+  return {
+    poolWaiting: value(text, 'planetlite_db_pool', 'waiting'),
+    poolBusy: value(text, 'planetlite_db_pool', 'busy'),
+    nodesWaiting: value(text, 'planetlite_node_queries', 'waiting'),
+    reportsWaiting: value(text, 'planetlite_report_writes', 'waiting'),
+  };
+}
+
+/** A connection for readQueues to the replica at url (its CA: ca). */
+export function queuesPool(url: string, ca: string | null): Pool {
+  // As patient as the agents (a replica in a reconnect storm accepts late).
+  return new Pool(url, { connections: 1, connect: { timeout: 60_000, ...(ca ? { ca } : {}) } });
+}
+
 /** Samples the replica at url (its CA: ca) every everyMs until stop(). */
 export function sampleQueues(url: string, ca: string | null, everyMs = 250): { stop: () => Promise<QueueFigures> } {
-  const pool = new Pool(url, { connections: 1, ...(ca ? { connect: { ca } } : {}) });
+  const pool = queuesPool(url, ca);
   const seen = { poolWaiting: [] as number[], nodesWaiting: [] as number[], reportsWaiting: [] as number[], poolBusy: [] as number[] };
   let running = true;
   const loop = (async () => {
     while (running) {
-      const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes' }).then((r) => r.body.text(), () => '');
-      seen.poolWaiting.push(value(text, 'planetlite_db_pool', 'waiting'));
-      seen.poolBusy.push(value(text, 'planetlite_db_pool', 'busy'));
-      seen.nodesWaiting.push(value(text, 'planetlite_node_queries', 'waiting'));
-      seen.reportsWaiting.push(value(text, 'planetlite_report_writes', 'waiting'));
+      const q = await readQueues(pool);
+      for (const k of Object.keys(seen) as Array<keyof QueueSample>) seen[k].push(q[k]);
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();

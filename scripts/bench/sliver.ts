@@ -6,12 +6,14 @@
 // two replicas of one registry, HTTPS (its own CA, the default) and plain HTTP, in alternating
 // blocks, so that what TLS costs on that path is measured in the same run.
 //
-//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--sliver-roots layered|snapshot] [--image tiny|debian12] [--step 250] [--write docs/benchmarks.md] [--svg docs/bench/sliver-startup.svg]
+//   node scripts/bench/sliver.ts [--slivers 50] [--density 1000] [--warm-pool 4] [--sliver-roots layered|snapshot] [--image tiny|debian12] [--registry pglite|postgres] [--step 250] [--write docs/benchmarks.md] [--svg docs/bench/sliver-startup.svg]
 //
 // --warm-pool K: then K spares kept by the agent's warm pool (warm-pool.ts), and --slivers more
 // slivers timed one at a time, each handed out from a full pool.
 // --slivers: how many are created one at a time and timed through each replica; --density: how many idle slivers the
 // node holds at the end (the rest are created in a burst through the API), for the memory figures.
+// --registry: pglite (default) runs the registry embedded in this process; postgres runs it as two
+// `planetlite-registry serve` processes on a real PostgreSQL and Redis (the test harness's).
 // --sliver-roots: the agent's setting (default layered: the slivers share the image's page cache).
 // --step: the density slivers are requested in bursts of this many (default an eighth of them);
 // after each, 3 are timed one at a time at that node size (--svg FILE plots them).
@@ -28,21 +30,25 @@ import { cpus, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
-import { PlanetLiteClient, trustRegistry } from '@planetlite/api';
+import { PlanetLiteClient, caPinOf, trustRegistry } from '@planetlite/api';
 import { createLogger } from '@planetlite/core';
-import { startRegistry, type RunningRegistry } from '@planetlite/registry';
+import { startRegistry } from '@planetlite/registry';
 import { openDatabase } from '@planetlite/db';
 import { memoryFanout } from '@planetlite/fanout';
 import { enroll, importImage, openDrivers, loadSettings, readLedger } from '@planetlite/agent';
 import { makeNodeNamespace, removeNode } from '../../test/harness/node.ts';
+import { startPostgres, startRedis } from '../../test/harness/services.ts';
+import { startRegistryProcess } from '../../test/harness/registry-process.ts';
 import { appendResults, lineChart } from './results.ts';
 import { profileProcess, profileSelf, saveProfile } from './profile.ts';
 
-const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, 'sliver-roots': { type: 'string', default: 'layered' }, step: { type: 'string' }, image: { type: 'string', default: 'tiny' }, write: { type: 'string' }, svg: { type: 'string' }, profile: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { slivers: { type: 'string', default: '50' }, density: { type: 'string' }, 'warm-pool': { type: 'string' }, 'sliver-roots': { type: 'string', default: 'layered' }, step: { type: 'string' }, image: { type: 'string', default: 'tiny' }, registry: { type: 'string', default: 'pglite' }, write: { type: 'string' }, svg: { type: 'string' }, profile: { type: 'string' } } });
 const ROOTS = args['sliver-roots'] as 'layered' | 'snapshot';
 const IMAGE = args.image as 'tiny' | 'debian12';
 if (IMAGE !== 'tiny' && IMAGE !== 'debian12') throw new Error("--image is 'tiny' or 'debian12'");
 if (ROOTS !== 'layered' && ROOTS !== 'snapshot') throw new Error("--sliver-roots is 'layered' or 'snapshot'");
+const REGISTRY = args.registry as 'pglite' | 'postgres';
+if (REGISTRY !== 'pglite' && REGISTRY !== 'postgres') throw new Error("--registry is 'pglite' or 'postgres'");
 const N = Number(args.slivers);
 const M = Math.max(2 * N, Number(args.density ?? 2 * N));
 const POOL = Number(args['warm-pool'] ?? 0);
@@ -160,6 +166,30 @@ function diagnose(id: string, port: number, address: string | null): string {
 }
 const dirOf = { state: '' };
 
+interface Replica { url: string; ca: string | null }
+
+/**
+ * The registry's two replicas, HTTPS and plain HTTP. pglite (the default): embedded, in this
+ * process, so its work shares this process's thread with the benchmark's own. postgres: two
+ * `planetlite-registry serve` processes on a real PostgreSQL and Redis, as a site deploys it.
+ */
+async function startReplicas(dir: string): Promise<{ registry: Replica; plain: Replica; close(): Promise<void> }> {
+  const admin = { email: 'bench@x.test', password: 'bench-password' };
+  if (REGISTRY === 'pglite') {
+    const db = await openDatabase({});
+    const base = { listen: '127.0.0.1:0', adminEmail: admin.email, adminPassword: admin.password, sweeps: false, db, fanout: memoryFanout() };
+    const registry = await startRegistry(base);
+    const plain = await startRegistry({ ...base, plainHttp: true });
+    return { registry, plain, close: async () => { await registry.close(); await plain.close(); await db.close(); } };
+  }
+  const pg = await startPostgres();
+  const redis = await startRedis();
+  const env = { DATABASE_URL: await pg.createDatabase('bench'), REDIS_URL: redis.url, PLANETLITE_ADMIN_EMAIL: admin.email, PLANETLITE_ADMIN_PASSWORD: admin.password };
+  const registry = await startRegistryProcess(env, { tlsDataDir: join(dir, 'registry'), timeoutMs: 60_000 });
+  const plain = await startRegistryProcess(env).catch(async (err: unknown) => { await registry.stop(); throw err; });
+  return { registry, plain, close: async () => { await registry.stop(); await plain.stop(); await redis.stop(); await pg.stop(); } };
+}
+
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'pl-bench-'));
   chmodSync(dir, 0o711);
@@ -167,11 +197,7 @@ async function main(): Promise<void> {
   dirOf.state = stateDir;
   let agent: ChildProcess | null = null;
   // Two replicas of one registry (one database, one fan-out): HTTPS, and plain HTTP on loopback.
-  const db = await openDatabase({});
-  const fanout = memoryFanout();
-  const base = { listen: '127.0.0.1:0', adminEmail: 'bench@x.test', adminPassword: 'bench-password', sweeps: false, db, fanout };
-  const registry = await startRegistry(base);
-  const plain = await startRegistry({ ...base, plainHttp: true });
+  const { registry, plain, close: closeRegistry } = await startReplicas(dir);
   trustRegistry(registry.url, registry.ca!);
   try {
     // The node, joined to this machine (198.18.251.2) so the bench connects to its ports directly.
@@ -186,7 +212,7 @@ async function main(): Promise<void> {
     const token = (await admin.createEnrollmentToken('bench')).token;
     // 2,500 slivers of 10 ports (the default window holds 1,000); clear of the floor's and the
     // bare chain's ports (39000, 40000 on).
-    const e = await enroll({ registry: registry.url, token, caPin: registry.caPin!, address: PUBLIC, hostname: 'bench.node', stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null }, portWindow: { first: 10_000, last: 34_999 } });
+    const e = await enroll({ registry: registry.url, token, caPin: caPinOf(registry.ca!), address: PUBLIC, hostname: 'bench.node', stateDir, capabilities: { lxc: true, kvm: false, kvm_accel: null }, portWindow: { first: 10_000, last: 34_999 } });
     const settings = { pool: join(dir, 'pool.img'), pool_size: '16G', sliver_subnet: '10.230.0.0/16', netns: NODE, sliver_roots: ROOTS };
     const image = join(dir, IMAGE === 'tiny' ? 'tiny.tar' : 'debian12.tar.zst');
     execFileSync('bash', [join(ROOT, `infra/images/${IMAGE}/build.sh`), image], { stdio: ['ignore', 'ignore', 'inherit'] });
@@ -237,7 +263,7 @@ async function main(): Promise<void> {
     const memBefore = hostMemory();
     const nodeJson = join(stateDir, 'node.json');
     const caFile = join(stateDir, 'registry-ca.pem');
-    const startAgent = async (via: RunningRegistry, flags: string[] = []) => {
+    const startAgent = async (via: Replica, flags: string[] = []) => {
       if (agent && agent.exitCode === null) {
         const exited = new Promise((r) => agent!.once('exit', r));
         agent.kill('SIGTERM');
@@ -404,7 +430,7 @@ async function main(): Promise<void> {
     const text = [
       `### Sliver start-up and density — ${new Date().toISOString().slice(0, 10)}`,
       '',
-      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${IMAGE === 'tiny' ? 'tiny image (busybox + sshd)' : 'debian12 image (debootstrap minbase, OpenSSH, a shell init)'}, unprivileged LXC on a btrfs loop-file pool (${ROOTS === 'layered' ? 'layered roots: an overlay over the image, idmapped' : 'snapshot roots'}), nftables DNAT, all in one node namespace; registry on embedded PGlite in the benchmark's process, the agent in its own process (planetlite-agent run --sliver-roots ${ROOTS}).`,
+      `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${IMAGE === 'tiny' ? 'tiny image (busybox + sshd)' : 'debian12 image (debootstrap minbase, OpenSSH, a shell init)'}, unprivileged LXC on a btrfs loop-file pool (${ROOTS === 'layered' ? 'layered roots: an overlay over the image, idmapped' : 'snapshot roots'}), nftables DNAT, all in one node namespace; ${REGISTRY === 'pglite' ? "registry on embedded PGlite in the benchmark's process" : 'registry: two planetlite-registry serve processes on PostgreSQL and Redis'}, the agent in its own process (planetlite-agent run --sliver-roots ${ROOTS}).`,
       '',
       '| path | slivers | median ms | p95 ms | min | max |',
       '|---|---:|---:|---:|---:|---:|',
@@ -447,9 +473,7 @@ async function main(): Promise<void> {
       await exited;
     }
     await removeNode({ stateDir, ns: NODE, poolFile: join(dir, 'pool.img') });
-    await registry.close();
-    await plain.close();
-    await db.close();
+    await closeRegistry();
     rmSync(dir, { recursive: true, force: true });
   }
 }

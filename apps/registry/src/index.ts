@@ -1,5 +1,5 @@
 // The PlanetLite registry as a library: build the app, or start a listening server.
-import { buildApp, type BuildOptions } from './app.js';
+import { buildApp, listenOptions, type BuildOptions } from './app.js';
 import { createServer, type AddressInfo } from 'node:net';
 import { loadConfig, parseListen, type ConfigInput, type RegistryConfig } from './config.js';
 
@@ -35,7 +35,7 @@ export async function startRegistry(input: ConfigInput & Pick<BuildOptions, 'db'
   const listen = wanted.port === 0 ? `${bracketed}:${await freePortOn(wanted.host)}` : (input.listen as string);
   const config = loadConfig({ logLevel: 'warn', ...input, listen }, env);
   const app = await buildApp({ ...input, config });
-  await app.listen({ host: config.host, port: config.port });
+  await app.listen(listenOptions(config));
   const url = `${config.tls.mode === 'off' ? 'http' : 'https'}://${bracketed === '0.0.0.0' ? '127.0.0.1' : bracketed}:${config.port}`;
   return { url, config, ca: app.ctx.trust.ca, caPin: app.ctx.trust.caPin, reloadTls: () => app.reloadTls(), close: () => app.close() };
 }

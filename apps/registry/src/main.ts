@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { createLogger, onStopSignal } from '@planetlite/core';
 import { migrate, openDatabase } from '@planetlite/db';
-import { buildApp, VERSION } from './app.js';
+import { buildApp, listenOptions, VERSION } from './app.js';
 import { ConfigError, envHelp, loadConfig } from './config.js';
 
 const ENV_HELP = `
@@ -43,7 +43,7 @@ ${ENV_HELP}`)
     });
     const log = createLogger({ name: 'registry', level: config.logLevel });
     const app = await buildApp({ config, logger: log });
-    await app.listen({ host: config.host, port: config.port });
+    await app.listen(listenOptions(config));
     log.info({ url: config.publicUrl, ca_pin: app.ctx.trust.caPin, tls: config.tls.mode, database: app.ctx.db.kind, fanout: app.ctx.fanout.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'registry listening');
     process.on('SIGHUP', () => void app.reloadTls().catch((err: unknown) => log.error({ err: err instanceof Error ? err.message : String(err) }, 'TLS reload failed; keeping the current certificate')));
     const stop = async (signal: string) => {

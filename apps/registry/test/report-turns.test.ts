@@ -4,6 +4,8 @@
 // with 5,000 simulated agents). Here the report statement is held until the test lets it go, so
 // the turns are seen as they are taken: one report written at a time, and a user's request
 // answered while the others wait.
+import { request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Database, Queryable } from '@planetlite/db';
 import { call, freshDatabase, makeWorld, ok, testApp, type TestApp, type World } from './helpers.js';
@@ -13,10 +15,11 @@ import { call, freshDatabase, makeWorld, ok, testApp, type TestApp, type World }
 function holdingReports(db: Database) {
   let held: Promise<void> | null = null;
   let open = () => {};
-  const state = { writing: 0, most: 0 };
+  const state = { writing: 0, most: 0, written: 0 };
   const wrap = (q: Queryable): Queryable['query'] => (async (sql: string, params?: unknown[], opts?: object) => {
     if (!/^\s*WITH o AS \(\s*SELECT \* FROM jsonb_to_recordset\(\$2::jsonb\)/.test(sql)) return q.query(sql, params, opts);
     state.writing++;
+    state.written++;
     state.most = Math.max(state.most, state.writing);
     try {
       if (held) await held;
@@ -83,6 +86,39 @@ describe("nodes' reports take turns", () => {
       expect(hold.state.most).toBe(1);
       // Every report was written, in turn: the last one's figures stand.
       expect((await ok(t.app, 200, 'GET', `/v1/slivers/${w.ids.sliver}`, w.pi)).usage).toMatchObject({ cpu_seconds: 3 });
+    } finally {
+      hold.release();
+    }
+  });
+
+  it("drops a report whose node hung up before its turn, and writes the ones after it", async () => {
+    // A real connection, so that the node can hang up (inject has no socket to close).
+    await t.app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = t.app.server.address() as AddressInfo;
+    const body = (cpu: number) => ({
+      partial: true,
+      slivers: [{ id: w.ids.sliver, state: 'running', error: null, cpu_seconds: cpu, memory_bytes: 1 << 20, disk_bytes: 1 << 20, net_rx_bytes: cpu, net_tx_bytes: cpu }],
+    });
+    const path = `/v1/nodes/${w.ids.node}/observed-state`;
+    hold.hold();
+    try {
+      const first = call(t.app, 'PUT', path, w.node, body(10));
+      await until(() => hold.state.writing === 1, 'the first report writing');
+      const writtenBefore = hold.state.written;
+      const req = request({ host: '127.0.0.1', port, path, method: 'PUT', headers: { authorization: `Bearer ${w.node}`, 'content-type': 'application/json' } });
+      const hungUp = new Promise<void>((resolve) => req.on('error', () => resolve()).on('close', () => resolve()));
+      req.end(JSON.stringify(body(20)));
+      await until(() => t.app.ctx.reportWrites.pendingCount === 1, 'the second report waiting for its turn');
+      req.destroy();
+      await hungUp;
+      const third = call(t.app, 'PUT', path, w.node, body(30));
+      await until(() => t.app.ctx.reportWrites.pendingCount === 2, 'the third report waiting behind it');
+      hold.release();
+      expect((await first).status).toBe(200);
+      expect((await third).status).toBe(200);
+      // The first and the third were written; the second, whose node had gone, was not.
+      expect(hold.state.written - writtenBefore).toBe(1);
+      expect((await ok(t.app, 200, 'GET', `/v1/slivers/${w.ids.sliver}`, w.pi)).usage).toMatchObject({ cpu_seconds: 30 });
     } finally {
       hold.release();
     }

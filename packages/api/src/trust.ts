@@ -52,6 +52,14 @@ function originOf(url: string | URL): string {
 }
 
 /**
+ * How long a connection to the registry may take to open (undici's own default is 10 s). A registry
+ * that a whole fleet reconnects to at once accepts connections late; one given up after 10 s was
+ * still in its queue and costs it a handshake for nobody, so every agent's retry then waits longer
+ * still. Each request's own timeout (a long-poll's wait plus 30 s for the agent) still ends it.
+ */
+const CONNECT_TIMEOUT_MS = 60_000;
+
+/**
  * From now on, connections of this process to the origin of url trust only caPem (and the built-in
  * fetch's other origins keep the system's CAs). Replaces the global dispatcher, so no connection
  * opened before with other trust is reused.
@@ -63,6 +71,7 @@ export function trustRegistry(url: string, caPem: string): void {
   pinned.set(origin, caPem);
   const old = dispatcher;
   dispatcher = new Agent({
+    connect: { timeout: CONNECT_TIMEOUT_MS },
     factory: (o: string | URL, opts: object) => {
       const ca = pinned.get(originOf(o));
       const options = opts as Pool.Options;

@@ -17,7 +17,9 @@ import { requireNode } from '../plugins/auth.js';
 import type { RegistryContext } from '../context.js';
 import { nodeChannel, withChanges } from '../services/changes.js';
 import { desiredStateOf, etagOf, type NodeDocument } from '../services/desired-state.js';
-import { acceptReport, seenRefreshSecondsOf } from '../services/node-reports.js';
+import { acceptReport, ReportDropped, seenRefreshSecondsOf } from '../services/node-reports.js';
+import { sendProblem } from '../plugins/errors.js';
+import { RETRY_AFTER_SECONDS } from '../plugins/unavailable.js';
 import { sliceOfSliverOn } from '../repositories/slivers.js';
 import { storeConsole } from '../repositories/console.js';
 import { touchNodeSeen } from '../repositories/nodes.js';
@@ -122,11 +124,17 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       body: ObservedState,
       response: answers({ 200: Type.Object({ ok: Type.Literal(true), updated: Type.Integer(), removed: Type.Integer() }) }),
     },
-  }, async (req) => {
+  }, async (req, reply) => {
     const nodeId = requireNode(req, req.params.id).id;
     const body = req.body;
-    const out = await acceptReport(ctx, nodeId, body, { usageSampleSeconds: ctx.config.usageSampleSeconds, seenRefreshSeconds, memo: ctx.reports ?? undefined, turn: ctx.reportWrites });
-    return { ok: true as const, ...out };
+    try {
+      const out = await acceptReport(ctx, nodeId, body, { usageSampleSeconds: ctx.config.usageSampleSeconds, seenRefreshSeconds, memo: ctx.reports ?? undefined, turn: ctx.reportWrites, gone: () => reply.raw.destroyed });
+      return { ok: true as const, ...out };
+    } catch (err) {
+      // Nobody reads this answer: the connection is gone.
+      if (err instanceof ReportDropped) return sendProblem(reply.header('retry-after', String(RETRY_AFTER_SECONDS)), 503, 'report_dropped', err.message);
+      throw err;
+    }
   });
 
   app.post('/v1/nodes/:id/key', {

@@ -134,6 +134,19 @@ export interface ReportOptions {
   memo?: ReportMemo | undefined;
   /** Runs each write of a report in its turn (a report taken by the memo costs none); absent: at once. */
   turn?: <T>(write: () => Promise<T>) => Promise<T>;
+  /** True once the node has hung up: a report still waiting for its turn then is not written. */
+  gone?: () => boolean;
+}
+
+/**
+ * A report dropped at its turn because its node had hung up. An agent gives up on a report after
+ * 30 s and sends a newer one later; in a fleet's reconnect storm thousands wait for their turn,
+ * and writing the ones nobody waits for any more only delays those of nodes still waiting.
+ */
+export class ReportDropped extends Error {
+  constructor() {
+    super('the node hung up before its report\'s turn; the report was not written');
+  }
 }
 
 /**
@@ -149,9 +162,13 @@ export async function acceptReport(deps: ChangeDeps, nodeId: string, body: Obser
   if (body.partial) {
     const ticket = memo.begin(nodeId);
     try {
-      return await writeReport(deps, nodeId, body, opts);
-    } finally {
+      const out = await writeReport(deps, nodeId, body, opts);
       memo.wrotePartial(ticket, body);
+      return out;
+    } catch (err) {
+      if (err instanceof ReportDropped) memo.abandon(ticket);
+      else memo.wrotePartial(ticket, body);
+      throw err;
     }
   }
   const digests = reportDigests(body);
@@ -168,7 +185,8 @@ export async function acceptReport(deps: ChangeDeps, nodeId: string, body: Obser
 }
 
 function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
-  return opts.turn ? opts.turn(() => writeReportNow(deps, nodeId, body, opts)) : writeReportNow(deps, nodeId, body, opts);
+  if (!opts.turn) return writeReportNow(deps, nodeId, body, opts);
+  return opts.turn(() => (opts.gone?.() ? Promise.reject(new ReportDropped()) : writeReportNow(deps, nodeId, body, opts)));
 }
 
 async function writeReportNow(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
