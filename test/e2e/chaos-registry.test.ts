@@ -3,6 +3,7 @@
 // load, Redis stopped and started again.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPostgres, startRedis, type PostgresServer, type RedisServer } from '../harness/services.ts';
+import { startRegistryProcess } from '../harness/registry-process.ts';
 import { killCampaign, postgresRestart, redisOutage } from '../../scripts/chaos/registry.ts';
 
 let pg: PostgresServer;
@@ -48,4 +49,22 @@ describe('registry fault campaign', () => {
     expect(Number.isFinite(f.loginBackMs)).toBe(true);
     expect(f.deliveredAfter).toBe(f.changes);
   }, 600_000);
+
+  it('stops at once on SIGTERM while Redis is down (a site stopping it during an outage)', async () => {
+    // Its own Redis, stopped for good. The fan-out's QUIT used to wait for Redis to come back,
+    // so the registry never exited.
+    const gone = await startRedis();
+    const registry = await startRegistryProcess({ DATABASE_URL: await pg.createDatabase('chaos_stop'), REDIS_URL: gone.url, PLANETLITE_ADMIN_EMAIL: 'admin@stop.test', PLANETLITE_ADMIN_PASSWORD: 'stop-password-1' });
+    try {
+      await gone.stop();
+      // Its connections to Redis closed with the server; a second for it to be reconnecting.
+      await new Promise((r) => setTimeout(r, 1000));
+      const exited = new Promise<number | string | null>((resolve) => registry.proc.once('exit', (code, signal) => resolve(code ?? signal)));
+      registry.proc.kill('SIGTERM');
+      const code = await Promise.race([exited, new Promise((resolve) => setTimeout(() => resolve('still running after 10 s'), 10_000))]);
+      expect(code).toBe(0);
+    } finally {
+      if (registry.proc.exitCode === null && registry.proc.signalCode === null) registry.proc.kill('SIGKILL');
+    }
+  }, 120_000);
 });

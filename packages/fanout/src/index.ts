@@ -49,6 +49,9 @@ export function memoryFanout(): Fanout {
  * One publishing and one subscribing connection per replica; local handlers hang off an
  * EventEmitter so that a thousand long-polls cost one Redis subscription per channel.
  */
+/** How long a closing fan-out waits for Redis to answer its QUIT. */
+const QUIT_WAIT_MS = 2_000;
+
 async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
   // Commands fail at once while Redis is down (no offline queue): a write does not wait on its
   // publish, and a login's rate limit fails closed without delay. The subscriber queues its
@@ -127,7 +130,14 @@ async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
     },
     async close() {
       local.removeAllListeners();
-      await Promise.allSettled([pub.quit(), sub.quit()]);
+      // QUIT waits for Redis to answer, and the subscriber queues it while Redis is down: the
+      // registry then never stopped on SIGTERM during an outage. A connection that is not up is
+      // dropped; one that is gets a moment to say goodbye.
+      const end = async (c: Redis) => {
+        if (c.status === 'ready') await Promise.race([c.quit(), new Promise((r) => setTimeout(r, QUIT_WAIT_MS).unref())]).catch(() => undefined);
+        c.disconnect();
+      };
+      await Promise.all([end(pub), end(sub)]);
     },
   };
 }
