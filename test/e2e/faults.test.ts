@@ -239,7 +239,11 @@ describe("a sliver's memory cgroup at its limit", () => {
     const startedAt = Date.now();
     const out = await node.sshAsync(s.ports.first, 'root', `awk 'BEGIN{s=sprintf("%1048576s",""); for(i=0;i<200;i++) a[i]=s" "i}'; echo "exit $?"`);
     expect(out).toMatch(/exit 137$/);
-    const ev = await until('the sliver.oom_killed event', async () => ((await admin.listEvents({ type: 'sliver.oom_killed' })) as Event[]).find((e) => e.sliver === s.id) ?? null, 30_000);
+    const ev = await until('the sliver.oom_killed event', async () => ((await admin.listEvents({ type: 'sliver.oom_killed' })) as Event[]).find((e) => e.sliver === s.id) ?? null, 60_000).catch((err: Error) => {
+      // What the kernel counted, and what the agent still holds to send.
+      const counted = readFileSync(join(memoryCgroup(s.id), 'memory.oom_control'), 'utf8').replace(/\n/g, ' ');
+      throw new Error(`${err.message}; memory.oom_control: ${counted}; events the agent holds: ${node.agent?.outbox.size}`);
+    });
     console.log(`OOM kill inside a 64 MiB sliver → event in ${seconds(startedAt)} s: ${JSON.stringify(ev.data)}`);
     expect(ev.data).toMatchObject({ slice: 'flt_oom', kills: 1, memory_limit_mb: 64, reason: '1 process of this sliver killed by the kernel at its memory limit of 64 MiB; the sliver runs on' });
     // Only that process: the sliver, its neighbour and the agent (this process) run on.

@@ -195,13 +195,14 @@ export class Agent {
         },
       });
       this.#oom = new OomWatch({
-        slivers: () => reconciler.slivers(),
+        slivers: () => reconciler.instances(),
         driverOf: (id) => reconciler.driverOf(id),
         limitMb: (id) => this.sync.current?.slivers.find((s) => s.id === id)?.resources.memory_mb ?? null,
         emit: (ev) => this.outbox.push(ev),
         log: this.#log.child({ component: 'oom' }),
       });
       reconciler.onHoldReleased = (id, thawed) => this.#watchdog?.pressure?.policy.release(id, thawed);
+      reconciler.onStarted = (id) => this.#oom?.started(id);
       // When the VM driver's check is over, VM slivers go on (or fail) and the node's capabilities change.
       this.#checks = checkInBackground(drivers.instances, this.#log.child({ component: 'instances' }), () => {
         this.#again();

@@ -71,6 +71,7 @@ export class Builder {
   readonly #desired: () => DesiredState | null;
   readonly #forwarding: () => boolean;
   readonly #extraKeys: (rec: SliverRecord) => string[];
+  readonly #onStarted: (id: string) => void;
   #applying: Promise<void> = Promise.resolve();
   /** The apply queued behind the one under way, which later callers join. */
   #nextApply: { whole: boolean; done: Promise<void> } | null = null;
@@ -90,6 +91,8 @@ export class Builder {
     forwarding?: () => boolean;
     /** Key lines every sliver's authorized_keys holds beside the members' (the front door's). */
     extraKeys?: (rec: SliverRecord) => string[];
+    /** Told each time this agent starts an instance (its cgroups are new, their counts at 0). */
+    onStarted?: (id: string) => void;
   }) {
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
@@ -100,6 +103,7 @@ export class Builder {
     this.#desired = opts.desired;
     this.#forwarding = opts.forwarding ?? (() => true);
     this.#extraKeys = opts.extraKeys ?? (() => []);
+    this.#onStarted = opts.onStarted ?? (() => undefined);
   }
 
   readiness(kind: SliverKind): Readiness {
@@ -320,7 +324,9 @@ export class Builder {
       case 'stop':
         return driver.stop(s.id, 10);
       case 'start':
-        return driver.start(s.id);
+        await driver.start(s.id);
+        this.#onStarted(s.id);
+        return;
       case 'freeze':
         return driver.freeze(s.id);
       case 'thaw':
@@ -392,6 +398,7 @@ export class Builder {
         net: { link: net.peerIf ?? net.hostIf, address: `${net.sliverAddress}/${net.prefix}`, gateway: net.gateway },
       });
       await driver.start(id);
+      this.#onStarted(id);
     });
   }
 

@@ -66,6 +66,8 @@ export class Reconciler {
   readonly #held = new Map<string, { key: string; thawSeq: number; hold: WatchdogHold }>();
   /** Told when a user's action (a changed document) ends a hold; thawed: by a thaw action. */
   onHoldReleased: (id: string, thawed: boolean) => void = () => undefined;
+  /** Told each time this agent starts a sliver's (or a spare's) instance. */
+  onStarted: (id: string) => void = () => undefined;
   /** Slivers the last report on the clock found down while settled as running, and the error it
    * showed: a report a change sends at once (no state probe) shows the same until work starts. */
   readonly #stoppedByItself = new Map<string, string>();
@@ -89,7 +91,7 @@ export class Reconciler {
     // state, limit, link and the table) leaves those slivers alone when the host still matches.
     for (const r of opts.ledger.all()) if (r.done) this.#done.set(r.id, r.done);
     this.#log = opts.log;
-    this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}) });
+    this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}), onStarted: (id) => this.onStarted(id) });
     this.#accounting = new Accounting({ storage: opts.drivers.storage, network: opts.drivers.network, log: opts.log });
     // Also with no pool configured: it then removes the spares an earlier run's pool left.
     this.#pool = opts.drivers.instances.lxc
@@ -284,6 +286,11 @@ export class Reconciler {
   /** Slivers this node holds, for the memory watchdog (which never looks at anything else). */
   slivers(): Array<{ id: string; slice: string }> {
     return this.#ledger.slivers().map((r) => ({ id: r.id, slice: r.slice }));
+  }
+
+  /** Slivers and warm-pool spares (slice null) this node holds: every instance it may run. */
+  instances(): Array<{ id: string; slice: string | null }> {
+    return this.#ledger.all().map((r) => ({ id: r.id, slice: r.spare ? null : r.slice }));
   }
 
   /** The instance driver that runs a sliver here, when it is ready (console logs, memory). */

@@ -55,4 +55,53 @@ describe('OOM kills in a sliver', () => {
     await w.check();
     expect(events.map((e) => e.data?.kills)).toEqual([2, 1]);
   });
+
+  it('a sliver this agent started counts from 0: a kill before any reading is told, also after a stop and a start', async () => {
+    const counts = new Map<string, number | null>([['a', null]]);
+    const events: NodeEventCreate[] = [];
+    const w = watch(counts, events);
+    await w.check(); // claimed, not started yet
+    w.started('a');
+    counts.set('a', 1); // killed in its first seconds, before a report read its cgroup
+    await w.check();
+    expect(events.map((e) => [e.sliver, e.data?.kills, e.data?.oom_kills_total])).toEqual([['a', 1, 1]]);
+    counts.set('a', null); // stopped: no cgroup
+    await w.check();
+    w.started('a');
+    counts.set('a', 2);
+    await w.check();
+    expect(events.map((e) => [e.sliver, e.data?.kills, e.data?.oom_kills_total])).toEqual([['a', 1, 1], ['a', 2, 2]]);
+  });
+
+  it("drops a reading of the old cgroup begun before a start; a spare's kills are counted, not told, until it is handed out", async () => {
+    let gate: Promise<void> | null = null;
+    let release = () => undefined as void;
+    const counts = new Map<string, number>([['a', 4], ['sp', 0]]);
+    const listed = new Map<string, string | null>([['a', 's_a'], ['sp', null]]);
+    const events: NodeEventCreate[] = [];
+    const w = new OomWatch({
+      slivers: () => [...listed].map(([id, slice]) => ({ id, slice })),
+      driverOf: () => ({ oomKills: async (id: string) => { const n = counts.get(id)!; if (gate && id === 'a') await gate; return n; }, memoryBytes: async () => null }) as unknown as InstanceDriver,
+      limitMb: () => 64,
+      emit: (ev) => events.push(ev),
+      log,
+    });
+    await w.check(); // a: base 4 (running before this agent came)
+    gate = new Promise<void>((r) => (release = r));
+    const reading = w.check(); // reads the old cgroup's 4, then waits
+    await new Promise((r) => setImmediate(r));
+    w.started('a'); // restarted meanwhile: a new cgroup
+    w.started('sp');
+    release();
+    await reading;
+    gate = null;
+    counts.set('a', 5);
+    counts.set('sp', 2);
+    await w.check();
+    expect(events.map((e) => [e.sliver, e.data?.kills])).toEqual([['a', 5]]);
+    listed.set('sp', 's_sp'); // handed out: same id, same cgroup
+    counts.set('sp', 3);
+    await w.check();
+    expect(events.map((e) => [e.sliver, e.data?.kills])).toEqual([['a', 5], ['sp', 1]]);
+  });
 });
