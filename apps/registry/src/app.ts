@@ -43,9 +43,9 @@ export const VERSION = '0.1.0';
  * Where the registry listens. A fleet reconnects together (after a restart, a replica's fall):
  * thousands of connections arrive within a second, and with Node's default backlog (511) the
  * kernel drops the SYNs beyond it, which each agent then retries only after 1, 3, 7 s. The kernel
- * caps this at net.core.somaxconn (4096 on Debian 12).
+ * caps the backlog at net.core.somaxconn (4096 on Debian 12).
  */
-export const listenOptions = (config: { host: string; port: number }) => ({ host: config.host, port: config.port, backlog: 4096 });
+export const listenOptions = (config: Pick<RegistryConfig, 'host' | 'port' | 'listenBacklog'>) => ({ host: config.host, port: config.port, backlog: config.listenBacklog });
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
 export interface BuildOptions {

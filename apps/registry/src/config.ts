@@ -9,6 +9,8 @@ import type { TlsConfig } from './tls.js';
 export interface RegistryConfig {
   host: string;
   port: number;
+  /** Connections the kernel holds for this replica to accept (PLANETLITE_LISTEN_BACKLOG). */
+  listenBacklog: number;
   /** PGlite's home when no databaseUrl; absent too: in memory (tests only). */
   dataDir: string | undefined;
   databaseUrl: string | undefined;
@@ -102,6 +104,7 @@ const url = (schemes: string, expect: string, description: string) => Type.Optio
  */
 export const RegistryEnv = Type.Object({
   PLANETLITE_LISTEN: Type.String({ default: '127.0.0.1:8080', description: 'HOST:PORT to listen on (--listen)' }),
+  PLANETLITE_LISTEN_BACKLOG: int(4096, 1, 65535, 'connections the kernel holds for the registry to accept; a fleet that reconnects at once needs one per agent of this replica (the kernel caps it at net.core.somaxconn)'),
   PLANETLITE_DATA_DIR: Type.Optional(Type.String({ minLength: 1, description: 'embedded database and the registry CA (--data-dir)' })),
   DATABASE_URL: url('postgres|postgresql', 'a postgres:// URL', 'PostgreSQL server; absent: embedded PGlite under the data dir'),
   REDIS_URL: url('redis|rediss', 'a redis:// URL', 'carries change notifications between replicas; absent: in-process (one replica)'),
@@ -217,6 +220,7 @@ export function loadConfig(input: ConfigInput, env: NodeJS.ProcessEnv = process.
   const cfg: RegistryConfig = {
     host,
     port,
+    listenBacklog: e.PLANETLITE_LISTEN_BACKLOG,
     dataDir,
     databaseUrl: e.DATABASE_URL,
     redisUrl: e.REDIS_URL,

@@ -71,6 +71,7 @@ describe('config', () => {
     expect([nodeConnections(small), nodeConnections({ dbPoolSize: 20 }), nodeConnections({ dbPoolSize: 100 })]).toEqual([6, 16, 80]);
     expect(() => loadConfig({}, { ...pg, PLANETLITE_DB_POOL_SIZE: '5' })).toThrow('PLANETLITE_REPORT_WRITES (4) must be at most 3, the connections nodes may hold of PLANETLITE_DB_POOL_SIZE (5)');
     expect(() => loadConfig({}, { PLANETLITE_REPORT_WRITES: '0' })).toThrow("PLANETLITE_REPORT_WRITES must be an integer from 1 to 999, got '0'");
+    expect(() => loadConfig({}, { PLANETLITE_LISTEN_BACKLOG: '0' })).toThrow("PLANETLITE_LISTEN_BACKLOG must be an integer from 1 to 65535, got '0'");
   });
   it('is read once and frozen: nothing changes it after start', () => {
     const c = loadConfig({ listen: '127.0.0.1:9000' }, {});

@@ -26,7 +26,20 @@ export type ErrorCode =
   | 'node_draining'
   | 'node_decommissioned'
   | 'rate_limited'
-  | 'internal_error';
+  | 'internal_error'
+  // Answered by the HTTP layer, never thrown as an AppError: an upload whose bytes do not match
+  // its digest, a path too long, a byte range beyond the file, requests Node's HTTP parser
+  // refuses, the database or Redis out of reach, and a node's report not written because the
+  // node hung up before its turn came (nobody reads that answer).
+  | 'checksum_mismatch'
+  | 'uri_too_long'
+  | 'range_not_satisfiable'
+  | 'request_timeout'
+  | 'headers_too_large'
+  | 'malformed_request'
+  | 'database_unavailable'
+  | 'redis_unavailable'
+  | 'report_dropped';
 
 const STATUS: Record<ErrorCode, number> = {
   invalid_request: 400,
@@ -54,6 +67,15 @@ const STATUS: Record<ErrorCode, number> = {
   renewal_refused: 400,
   rate_limited: 429,
   internal_error: 500,
+  checksum_mismatch: 400,
+  uri_too_long: 414,
+  range_not_satisfiable: 416,
+  request_timeout: 408,
+  headers_too_large: 431,
+  malformed_request: 400,
+  database_unavailable: 503,
+  redis_unavailable: 503,
+  report_dropped: 503,
 };
 
 export class AppError extends Error {

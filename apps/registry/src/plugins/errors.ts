@@ -3,15 +3,15 @@
 // parser refuses before Fastify (bad request lines, headers too large).
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import type { Socket } from 'node:net';
-import { isAppError } from '@planetlite/core';
+import { isAppError, type ErrorCode } from '@planetlite/core';
 import { STATUS_CODES } from 'node:http';
 import { RETRY_AFTER_SECONDS, serviceUnavailable } from './unavailable.js';
 
-export function problemOf(status: number, code: string, detail: string) {
+export function problemOf(status: number, code: ErrorCode, detail: string) {
   return { type: `urn:planetlite:problem:${code}`, title: STATUS_CODES[status] ?? 'Error', status, detail, code };
 }
 
-export function sendProblem(reply: FastifyReply, status: number, code: string, detail: string): FastifyReply {
+export function sendProblem(reply: FastifyReply, status: number, code: ErrorCode, detail: string): FastifyReply {
   return reply.code(status).type('application/problem+json').send(problemOf(status, code, detail));
 }
 
@@ -19,7 +19,7 @@ export function sendProblem(reply: FastifyReply, status: number, code: string, d
  * PostgreSQL's refusals of values the schemas let through (SQLSTATE → status, code, detail).
  * The schemas match the columns, so these are last lines of defence and races, never a 500.
  */
-const DATABASE_REFUSALS: Record<string, [number, string, string]> = {
+const DATABASE_REFUSALS: Record<string, [number, ErrorCode, string]> = {
   '22P02': [400, 'invalid_request', 'a value is not in the form its field takes'],
   '22003': [400, 'invalid_request', 'a number is outside the range its field holds'],
   '22007': [400, 'invalid_request', 'a date or time is not in RFC 3339 form'],
@@ -37,7 +37,7 @@ const DATABASE_REFUSALS: Record<string, [number, string, string]> = {
 };
 
 /** The status, code and detail of a PostgreSQL error, or null when it is not one we can pin on the request. */
-export function databaseRefusal(err: unknown): [number, string, string] | null {
+export function databaseRefusal(err: unknown): [number, ErrorCode, string] | null {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? (DATABASE_REFUSALS[code] ?? null) : null;
 }
@@ -47,7 +47,7 @@ function clientErrorHandler(err: Error & { code?: string }, socket: Socket): voi
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   // An answer already went out on this connection (a body after a HEAD, say): only hang up.
   if ((socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent) return void socket.destroy();
-  const [status, code, detail] =
+  const [status, code, detail]: [number, ErrorCode, string] =
     err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'the request did not arrive in time']
     : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'the request line and headers are larger than the registry takes (16 KiB); shorten the URL or headers']
     : [400, 'malformed_request', 'the request is not well-formed HTTP/1.1'];

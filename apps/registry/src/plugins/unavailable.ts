@@ -1,6 +1,7 @@
 // Which failures mean "a service the registry needs is down for a moment" (PostgreSQL restarting,
 // Redis stopped) rather than a bug: those answer 503 with Retry-After, and the next request,
 // which reconnects by itself, normally succeeds.
+import type { ErrorCode } from '@planetlite/core';
 
 /** Seconds a client is told to wait before trying again. */
 export const RETRY_AFTER_SECONDS = 2;
@@ -14,7 +15,7 @@ const PG_CUT = /^Connection terminated|^Client has encountered a connection erro
 const REDIS_CUT = /^Stream isn't writeable|^Connection is closed|enableOfflineQueue options is false/;
 
 /** The problem to answer for err if it is a passing outage of PostgreSQL or Redis, else null. */
-export function serviceUnavailable(err: unknown): { code: string; detail: string } | null {
+export function serviceUnavailable(err: unknown): { code: ErrorCode; detail: string } | null {
   if (!err || typeof err !== 'object') return null;
   const { code, name, message } = err as { code?: unknown; name?: unknown; message?: unknown };
   const text = typeof message === 'string' ? message : '';
