@@ -314,8 +314,11 @@ export class ChangeTracker {
   readonly latenciesMs: number[] = [];
   /** The same latencies by kind of change: a sliver action, or a new sliver. */
   readonly byKind: { action: number[]; sliver: number[] } = { action: [], sliver: [] };
+  /** From the API's answer until the node had the document (0: it had it before the answer came):
+   * the registry's way to the node (fan-out, the woken poll's read), without the API's own time. */
+  readonly afterAnswerMs: number[] = [];
   /** key → the change; key is `${nodeId}|${sliverId or slice}`. */
-  readonly pending = new Map<string, { t0: number; slice?: string; sliverId?: string; desired?: string }>();
+  readonly pending = new Map<string, { t0: number; answeredAt?: number; slice?: string; sliverId?: string; desired?: string }>();
   made = 0;
 
   expectAction(nodeId: string, sliverId: string, desired: string, t0: number): void {
@@ -338,6 +341,12 @@ export class ChangeTracker {
     return false;
   }
 
+  /** The API answered the change at `at` (it may already have reached its node). */
+  answered(nodeId: string, sliverIdOrSlice: string, at: number): void {
+    const p = this.pending.get(`${nodeId}|${sliverIdOrSlice}`);
+    if (p) p.answeredAt = at;
+  }
+
   /** The API refused or dropped the change: nothing to wait for. */
   forget(nodeId: string, sliverIdOrSlice: string): void {
     if (this.pending.delete(`${nodeId}|${sliverIdOrSlice}`)) this.made--;
@@ -353,6 +362,7 @@ export class ChangeTracker {
         if (p.desired !== undefined && s.desired !== p.desired) continue;
         this.latenciesMs.push(at - p.t0);
         this.byKind[p.slice !== undefined ? 'sliver' : 'action'].push(at - p.t0);
+        this.afterAnswerMs.push(p.answeredAt === undefined ? 0 : Math.max(0, at - p.answeredAt));
         this.pending.delete(key);
       }
     }

@@ -26,7 +26,7 @@ import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fl
 import { AGENTS_PER_PROCESS, ForkedFleet } from './fleet-workers.ts';
 import { appendResults, lineChart } from './results.ts';
 import { sampleWaits } from './pg-waits.ts';
-import { queuesPool, readQueues, sampleQueues, type QueueFigures } from './replica-queues.ts';
+import { gcBetween, queuesPool, readGc, readQueues, sampleQueues, type QueueFigures } from './replica-queues.ts';
 import { profileProcess, profileSelf, saveProfile } from './profile.ts';
 
 const { values: args } = parseArgs({
@@ -202,6 +202,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
         const t0 = performance.now();
         tracker.expectSliver(a.nodeId, slice, t0);
         await admin.createSliver(slice, a.nodeId).catch((e: unknown) => { tracker.forget(a.nodeId, slice); throw e; });
+        tracker.answered(a.nodeId, slice, performance.now());
         apiMs.sliver.push(performance.now() - t0);
       } else {
         const s = a.doc!.slivers[i % a.doc!.slivers.length]!;
@@ -210,6 +211,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
         const t0 = performance.now();
         tracker.expectAction(a.nodeId, s.id, want, t0);
         await admin.sliverAction(s.id, want === 'stopped' ? 'stop' : 'start').catch((e: unknown) => { tracker.forget(a.nodeId, s.id); desired.delete(s.id); throw e; });
+        tracker.answered(a.nodeId, s.id, performance.now());
         apiMs.action.push(performance.now() - t0);
       }
     };
@@ -248,6 +250,9 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const self0 = agentPids.map(sampleProc);
     const sampler = sampleWaits(db);
     const queues = sampleQueues(A.url, A.ca);
+    const queuesOfB = sampleQueues(B.url, B.ca);
+    const gcPools = [A, B].map((r) => queuesPool(r.url, r.ca));
+    const gc0 = await Promise.all(gcPools.map(readGc));
     await db.query('SELECT pg_stat_statements_reset()');
     const profiling = args.profile ? [await profileProcess(A.proc.pid!, 9301), await profileProcess(B.proc.pid!, 9302), await profileSelf()] : null;
     await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
@@ -256,7 +261,16 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     }
     const waits = await sampler.stop();
     const queuesA = await queues.stop();
-    log(`N=${n}: replica A in the window: ${queuesA.poolBusy.toFixed(1)} connections busy (mean); queries waiting for one: mean ${queuesA.poolWaiting.mean.toFixed(1)}, most ${queuesA.poolWaiting.max}; nodes' queries waiting for their lane: mean ${queuesA.nodesWaiting.mean.toFixed(1)}, most ${queuesA.nodesWaiting.max}; reports waiting their turn: mean ${queuesA.reportsWaiting.mean.toFixed(1)}, most ${queuesA.reportsWaiting.max}`);
+    const queuesB = await queuesOfB.stop();
+    const gc1 = await Promise.all(gcPools.map(readGc));
+    await Promise.all(gcPools.map((p) => p.close()));
+    for (const [i, name] of ['A', 'B'].entries()) {
+      const gc = gcBetween(gc0[i]!, gc1[i]!);
+      log(`N=${n}: replica ${name}'s garbage collections in the window: ${Object.entries(gc).filter(([, g]) => g.count > 0).map(([kind, g]) => `${kind} ${g.count} (${g.seconds.toFixed(2)} s; over 0.1 s: ${g.over100ms}, over 1 s: ${g.over1s})`).join('; ') || 'none'}`);
+    }
+    for (const [name, q] of [['A', queuesA], ['B', queuesB]] as const) {
+      log(`N=${n}: replica ${name} in the window: ${q.poolBusy.toFixed(1)} connections busy (mean); queries waiting for one: mean ${q.poolWaiting.mean.toFixed(1)}, most ${q.poolWaiting.max}; nodes' queries waiting for their lane: mean ${q.nodesWaiting.mean.toFixed(1)}, most ${q.nodesWaiting.max}; reports waiting their turn: mean ${q.reportsWaiting.mean.toFixed(1)}, most ${q.reportsWaiting.max}; event loop's longest stop between readings (250 ms): mean ${q.loopLagMs.mean.toFixed(0)}, most ${q.loopLagMs.max.toFixed(0)} ms`);
+    }
     const statements = await topStatements(db);
     loopDelay.disable();
     const self1 = agentPids.map(sampleProc);
@@ -278,7 +292,8 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       const api = [...apiMs[k]].sort((x, y) => x - y);
       return `${k === 'action' ? 'actions' : 'new slivers'} ${l.length}: p50 ${percentile(l, 50).toFixed(0)}, p99 ${percentile(l, 99).toFixed(0)} ms (the API's answer: p50 ${percentile(api, 50).toFixed(0)}, p99 ${percentile(api, 99).toFixed(0)} ms)`;
     });
-    log(`N=${n}: ${kinds.join('; ')}`);
+    const after = [...tracker.afterAnswerMs].sort((x, y) => x - y);
+    log(`N=${n}: ${kinds.join('; ')}; from the API's answer to the node (fan-out and the woken poll's read): p50 ${percentile(after, 50).toFixed(0)}, p99 ${percentile(after, 99).toFixed(0)}, max ${(after.at(-1) ?? NaN).toFixed(0)} ms`);
 
     // Kill B: its agents move to A; changes made for them during the move must all arrive.
     const before = tracker.latenciesMs.length;

@@ -1,7 +1,9 @@
 // Where a replica's requests wait, sampled from its /metrics during a benchmark's window: queries
 // waiting for a PostgreSQL connection (planetlite_db_pool{state="waiting"}), nodes' queries waiting
 // for their lane of the pool (planetlite_node_queries) and nodes' reports waiting for their turn to
-// be written (planetlite_report_writes{state="waiting"}).
+// be written (planetlite_report_writes{state="waiting"}), and how long its event loop stood still
+// (nodejs_eventloop_lag_max_seconds, the longest delay since the last reading; reading
+// nodejs_eventloop_lag_seconds is what takes and resets the figures).
 import { Pool } from 'undici';
 
 export interface QueueFigures {
@@ -13,23 +15,26 @@ export interface QueueFigures {
   reportsWaiting: { mean: number; max: number };
   /** Connections busy: mean. */
   poolBusy: number;
+  /** The event loop's longest delay between two readings, ms: mean over readings, and most. */
+  loopLagMs: { mean: number; max: number };
 }
 
-const value = (text: string, metric: string, state: string): number => {
-  const m = new RegExp(`^${metric}\\{state="${state}"\\} (\\S+)$`, 'm').exec(text);
+const value = (text: string, metric: string, state?: string): number => {
+  const m = new RegExp(`^${metric}${state === undefined ? '' : `\\{state="${state}"\\}`} (\\S+)$`, 'm').exec(text);
   return m ? Number(m[1]) : NaN;
 };
 
-type QueueSample = { poolWaiting: number; poolBusy: number; nodesWaiting: number; reportsWaiting: number };
+type QueueSample = { poolWaiting: number; poolBusy: number; nodesWaiting: number; reportsWaiting: number; loopLagMs: number };
 
 /** One reading of the replica's queues (NaN for what it did not answer). */
 export async function readQueues(pool: Pool): Promise<QueueSample> {
-  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes' }).then((r) => r.body.text(), () => '');
+  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes&name=nodejs_eventloop_lag_seconds&name=nodejs_eventloop_lag_max_seconds' }).then((r) => r.body.text(), () => '');
   return {
     poolWaiting: value(text, 'planetlite_db_pool', 'waiting'),
     poolBusy: value(text, 'planetlite_db_pool', 'busy'),
     nodesWaiting: value(text, 'planetlite_node_queries', 'waiting'),
     reportsWaiting: value(text, 'planetlite_report_writes', 'waiting'),
+    loopLagMs: value(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
   };
 }
 
@@ -42,7 +47,7 @@ export function queuesPool(url: string, ca: string | null): Pool {
 /** Samples the replica at url (its CA: ca) every everyMs until stop(). */
 export function sampleQueues(url: string, ca: string | null, everyMs = 250): { stop: () => Promise<QueueFigures> } {
   const pool = queuesPool(url, ca);
-  const seen = { poolWaiting: [] as number[], nodesWaiting: [] as number[], reportsWaiting: [] as number[], poolBusy: [] as number[] };
+  const seen = { poolWaiting: [] as number[], nodesWaiting: [] as number[], reportsWaiting: [] as number[], poolBusy: [] as number[], loopLagMs: [] as number[] };
   let running = true;
   const loop = (async () => {
     while (running) {
@@ -60,7 +65,42 @@ export function sampleQueues(url: string, ca: string | null, everyMs = 250): { s
       running = false;
       await loop;
       await pool.close();
-      return { poolWaiting: stat(seen.poolWaiting), nodesWaiting: stat(seen.nodesWaiting), reportsWaiting: stat(seen.reportsWaiting), poolBusy: stat(seen.poolBusy).mean };
+      return { poolWaiting: stat(seen.poolWaiting), nodesWaiting: stat(seen.nodesWaiting), reportsWaiting: stat(seen.reportsWaiting), poolBusy: stat(seen.poolBusy).mean, loopLagMs: stat(seen.loopLagMs) };
     },
   };
+}
+
+/** The replica's garbage collections so far, by kind (prom-client's nodejs_gc_duration_seconds):
+ * how many, their seconds, and how many took over 0.1 s and over 1 s. */
+export type GcFigures = Record<string, { count: number; seconds: number; over100ms: number; over1s: number }>;
+
+export async function readGc(pool: Pool): Promise<GcFigures> {
+  const text = await pool.request({ method: 'GET', path: '/metrics?name=nodejs_gc_duration_seconds' }).then((r) => r.body.text(), () => '');
+  const out: GcFigures = {};
+  const of = (kind: string) => (out[kind] ??= { count: 0, seconds: 0, over100ms: 0, over1s: 0 });
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(bucket|sum|count)\{([^}]*)\} (\S+)$/gm)) {
+    const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    const g = of(labels.kind ?? '?');
+    const v = Number(m[3]);
+    if (m[1] === 'sum') g.seconds = v;
+    else if (m[1] === 'count') g.count = v;
+    else if (labels.le === '0.1') g.over100ms = -v;
+    else if (labels.le === '1') g.over1s = -v;
+  }
+  // Buckets count up to their bound: over a bound is the count less the bucket.
+  for (const g of Object.values(out)) {
+    g.over100ms += g.count;
+    g.over1s += g.count;
+  }
+  return out;
+}
+
+/** What happened between two readings. */
+export function gcBetween(a: GcFigures, b: GcFigures): GcFigures {
+  const out: GcFigures = {};
+  for (const [kind, g] of Object.entries(b)) {
+    const s = a[kind] ?? { count: 0, seconds: 0, over100ms: 0, over1s: 0 };
+    out[kind] = { count: g.count - s.count, seconds: g.seconds - s.seconds, over100ms: g.over100ms - s.over100ms, over1s: g.over1s - s.over1s };
+  }
+  return out;
 }

@@ -12,7 +12,7 @@ import pLimit from 'p-limit';
 import { openFanout, type Fanout } from '@planetlite/fanout';
 import { Health, CA_PATH } from '@planetlite/api';
 import { nodeConnections, type RegistryConfig } from './config.js';
-import type { RegistryContext } from './context.js';
+import { Closing, type RegistryContext } from './context.js';
 import { errorServerOptions, registerErrorHandling } from './plugins/errors.js';
 import { registerInputChecks } from './plugins/input.js';
 import { registerAuth } from './plugins/auth.js';
@@ -90,14 +90,14 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const fanout = opts.fanout ?? (await openFanout({ redisUrl: config.redisUrl, logger: log }));
   await migrate(db);
   const tls = config.tls.mode === 'off' ? null : await loadTls(config.tls, log);
-  const closing = new AbortController();
+  const closing = new Closing();
   const principals = new PrincipalCache({ fanout, log, ttlMs: config.authCacheSeconds * 1000 });
   if (config.authCacheSeconds > 0) await principals.start();
   const documents = new DocumentCache({ fanout, ttlMs: config.docCacheSeconds * 1000 });
   const nodeDb = laneOf(db, nodeConnections(config));
   const reports = config.docCacheSeconds > 0 ? new ReportMemo({ db: nodeDb, fanout, log, principals, documents, sampleSeconds: config.usageSampleSeconds, seenRefreshSeconds: seenRefreshSecondsOf(config.nodeOfflineAfterSeconds) }) : null;
   await reports?.start();
-  const ctx = { config, db, nodeDb, fanout, log, principals, documents, reports, reportWrites: pLimit(config.reportWrites), closing: closing.signal, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
+  const ctx = { config, db, nodeDb, fanout, log, principals, documents, reports, reportWrites: pLimit(config.reportWrites), closing, trust: { ca: tls?.ca ?? null, caPin: tls?.caPin ?? null } } as RegistryContext;
   ctx.notifier = new Notifier(ctx);
   await ensureAdmin(ctx);
   ctx.images = await ImageService.open(ctx);
@@ -136,7 +136,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   // Before the server waits for open requests to finish, end the ones that would wait for minutes;
   // whatever connection is still open after a short grace period is cut.
   app.addHook('preClose', async () => {
-    closing.abort();
+    closing.close();
     setTimeout(() => app.server.closeAllConnections(), 2000).unref();
   });
   // The seeder announces to this registry's tracker, so it starts once the registry listens (a

@@ -6,6 +6,7 @@ import { parsePublicKey } from './services/sshkeys.js';
 import { envHelp, loadConfig, nodeConnections, parseListen, RegistryEnv } from './config.js';
 import { validationDetail } from './plugins/errors.js';
 import { message } from './services/notify.js';
+import { Closing } from './context.js';
 import type { Event } from '@planetlite/api';
 
 function keygen(type: string, bits?: number): string {
@@ -82,6 +83,23 @@ describe('config', () => {
     const help = envHelp();
     for (const name of Object.keys(RegistryEnv.properties)) expect(help).toContain(`  ${name}`);
     expect(help).toContain('PLANETLITE_PORTS_PER_SLIVER (default 10; 1-1000)');
+  });
+});
+
+describe("the registry's close (Closing)", () => {
+  it('tells each waiting one once, not those that stopped waiting, and one that comes after at once', () => {
+    const closing = new Closing();
+    const told: string[] = [];
+    closing.onClose(() => told.push('poll 1'));
+    const forget = closing.onClose(() => told.push('poll 2'));
+    closing.onClose(() => told.push('stream'));
+    forget();
+    expect(told).toEqual([]);
+    closing.close();
+    closing.close();
+    expect([closing.closed, told]).toEqual([true, ['poll 1', 'stream']]);
+    closing.onClose(() => told.push('late poll'))();
+    expect(told).toEqual(['poll 1', 'stream', 'late poll']);
   });
 });
 

@@ -83,10 +83,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox = async (app) => {
       unsubscribe();
     };
     res.on('close', close);
-    const onClosing = () => res.end();
-    if (ctx.closing.aborted) onClosing();
-    ctx.closing.addEventListener('abort', onClosing, { once: true });
-    res.on('close', () => ctx.closing.removeEventListener('abort', onClosing));
+    res.on('close', ctx.closing.onClose(() => res.end()));
     write(': connected\n\n');
     try {
       for (;;) {

@@ -82,17 +82,16 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }, FALLBACK_POLL_MS);
       const onGone = () => wakeBy('gone');
       reply.raw.on('close', onGone);
-      ctx.closing.addEventListener('abort', onGone);
-      if (ctx.closing.aborted) wakeBy('gone');
+      const forgetClose = ctx.closing.onClose(onGone);
       try {
         // No pool connection is held while waiting: each read is one statement.
         doc = await ctx.documents.get(ctx, req.params.id, { unless: known });
         if (doc.etag === known) {
           await changed;
           // Woken by shutdown: answer 'unchanged' without the database, which is about to close;
-          // the agent polls again, on another replica.
-          if (ctx.closing.aborted) return reply.header('etag', doc.etag).header('cache-control', 'no-cache').code(304).send(null);
-          doc = await ctx.documents.get(ctx, req.params.id, { fresh: woken !== 'time', unless: known });
+          // the agent polls again, on another replica. A node that hung up reads nothing either.
+          if (ctx.closing.closed || woken === 'gone') return reply.header('etag', doc.etag).header('cache-control', 'no-cache').code(304).send(null);
+          doc = await ctx.documents.get(ctx, req.params.id, { fresh: woken === 'change', unless: known });
           // A key revoked while this poll waited answers as it would on a new request.
           if (doc.revoked) throw new AppError('node_key_revoked', `the key of node ${req.params.id} was revoked; enroll the node again with a new token from its site`);
         }
@@ -100,7 +99,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         clearTimeout(timer);
         clearInterval(fallback);
         unsubscribe();
-        ctx.closing.removeEventListener('abort', onGone);
+        forgetClose();
       }
     } else {
       doc = await ctx.documents.get(ctx, req.params.id, { unless: known });
