@@ -9,8 +9,10 @@ import { fileURLToPath } from 'node:url';
 import type { DesiredState } from '@planetlite/api';
 import { Fleet, type FleetOptions, type FleetReplica, type SimAgent } from './fleet-agents.ts';
 
-/** Agents one process holds at most (two connections each under a 20,000 open-file limit). */
-export const AGENTS_PER_PROCESS = 8000;
+/** Agents one worker process holds by default (a process of 5,000 stopped its event loop for up
+ * to a second, which every latency it stamps carries; the limit is 8,000: two connections each
+ * under a 20,000 open-file limit). */
+export const AGENTS_PER_PROCESS = 2500;
 
 type ToWorker =
   | { t: 'init'; replicas: FleetReplica[]; connections: number; waitSeconds: number; reportSeconds: number; movingUsage: boolean; rampSeconds: number }

@@ -1,7 +1,7 @@
 // The fleet benchmark: two `planetlite-registry serve` replicas (HTTPS, one CA) on one real
 // PostgreSQL and one Redis, and N simulated agents that enroll with real tokens, hold the
 // desired-state long-poll with ETags and report observed state every 30 s (spread out) with K
-// slivers each, half on each replica, all in this one process. Measures change → node latency
+// slivers each, half on each replica, in worker processes of 2,500. Measures change → node latency
 // (a sliver acted on or created through replica A until the owning agent's long-poll on replica B
 // brings the new document), reports/s, each replica's CPU and RSS, PostgreSQL connections and
 // statement time (pg_stat_statements: which statements took its time), and a SIGKILL of replica B mid-run (its agents move to A; no change lost).
@@ -26,7 +26,7 @@ import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fl
 import { AGENTS_PER_PROCESS, ForkedFleet } from './fleet-workers.ts';
 import { appendResults, lineChart } from './results.ts';
 import { sampleWaits } from './pg-waits.ts';
-import { gcBetween, queuesPool, readGc, readQueues, sampleQueues, type QueueFigures } from './replica-queues.ts';
+import { gcBetween, queuesPool, readGc, readQueues, readRoutes, sampleQueues, type QueueFigures } from './replica-queues.ts';
 import { profileProcess, profileSelf, saveProfile } from './profile.ts';
 
 const { values: args } = parseArgs({
@@ -47,7 +47,7 @@ const { values: args } = parseArgs({
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR]\n\nThe simulated agents run in this process up to 8,000 of them, else in P = ceil(N / 8,000) worker processes (--processes sets P). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each.');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR]\n\nThe simulated agents run in P = ceil(N / 2,500) worker processes (--processes sets P, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each.');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -59,9 +59,11 @@ const MOVING_USAGE = args['moving-usage'] === true;
 const SETTLE = Number(args.settle);
 const RAMP = Number(args.ramp);
 if (!(RAMP >= 0)) { console.error('fleet: --ramp must be a number of seconds, 0 or more'); process.exit(2); }
-for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE], ['--processes', Number(args.processes ?? 1)]] as const) {
+for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE], ] as const) {
   if (!Number.isInteger(v) || v < 1) { console.error(`fleet: ${name} must be a positive integer`); process.exit(2); }
 }
+const PROCESSES = args.processes === undefined ? null : Number(args.processes);
+if (PROCESSES !== null && !(Number.isInteger(PROCESSES) && PROCESSES >= 0)) { console.error('fleet: --processes must be 0 (the agents in this process) or more'); process.exit(2); }
 // Seed slivers get 100 ports each up to 90 a node (the default window, 20000-29999, keeps room
 // for the new slivers of the run); a bigger node gets 10 each, in a window widened to hold them.
 const SEED_PORTS = K <= 90 ? 100 : 10;
@@ -162,11 +164,11 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     log(`N=${n}: ${n * K} seed slivers in ${((performance.now() - t) / 1000).toFixed(1)} s`);
 
     const tracker = new ChangeTracker();
-    // Up to AGENTS_PER_PROCESS agents in this process; more are spread over worker processes.
+    // The agents in worker processes, so that this one, which times the changes, only does that.
     const fleetOpts = { waitSeconds: 25, reportSeconds: REPORT_SECONDS, movingUsage: MOVING_USAGE, rampSeconds: RAMP, onDocument: (a: SimAgent, doc: DesiredState, at: number) => tracker.seen(a, doc, at) };
     const fleetReplicas = replicas.map((r) => ({ url: r.url, ca: r.ca }));
-    const processes = args.processes ? Number(args.processes) : Math.ceil(n / AGENTS_PER_PROCESS);
-    fleet = processes <= 1 ? new Fleet(fleetReplicas, 32, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts);
+    const processes = PROCESSES ?? Math.ceil(n / AGENTS_PER_PROCESS);
+    fleet = processes === 0 ? new Fleet(fleetReplicas, 32, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts);
     for (const e of enrolled) fleet.add(e.node_id, e.node_key, e.replica);
     t = performance.now();
     fleet.start();
@@ -253,6 +255,9 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const queuesOfB = sampleQueues(B.url, B.ca);
     const gcPools = [A, B].map((r) => queuesPool(r.url, r.ca));
     const gc0 = await Promise.all(gcPools.map(readGc));
+    // The changes' own time inside replica A, beside what the benchmark's client saw.
+    const CHANGE_ROUTES = ['POST /v1/slivers/:id/actions', 'POST /v1/slices/:name/slivers'];
+    const routes0 = await readRoutes(gcPools[0]!, CHANGE_ROUTES);
     await db.query('SELECT pg_stat_statements_reset()');
     const profiling = args.profile ? [await profileProcess(A.proc.pid!, 9301), await profileProcess(B.proc.pid!, 9302), await profileSelf()] : null;
     await driveChanges(SECONDS * 1000, () => randomOf(bAgents));
@@ -263,6 +268,8 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const queuesA = await queues.stop();
     const queuesB = await queuesOfB.stop();
     const gc1 = await Promise.all(gcPools.map(readGc));
+    const routes1 = await readRoutes(gcPools[0]!, CHANGE_ROUTES);
+    log(`N=${n}: the changes inside replica A (its own request timer), and the benchmark's own event loop: ${CHANGE_ROUTES.map((r) => `${r}: ${routes1[r]!.count - routes0[r]!.count} answered, over 0.5 s ${routes1[r]!.over500ms - routes0[r]!.over500ms}, over 1 s ${routes1[r]!.over1s - routes0[r]!.over1s}`).join('; ')}; this process's event loop: p99 ${(loopDelay.percentile(99) / 1e6).toFixed(0)}, longest ${(loopDelay.max / 1e6).toFixed(0)} ms`);
     await Promise.all(gcPools.map((p) => p.close()));
     for (const [i, name] of ['A', 'B'].entries()) {
       const gc = gcBetween(gc0[i]!, gc1[i]!);
@@ -400,7 +407,7 @@ async function main(): Promise<void> {
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
     `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
-    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in one process up to 8,000 of them, else spread over worker processes (undici pools), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
+    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in worker processes of 2,500 (undici pools; \`--processes\` changes that), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',
     '|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---|',

@@ -50,6 +50,9 @@ export function sampleQueues(url: string, ca: string | null, everyMs = 250): { s
   const seen = { poolWaiting: [] as number[], nodesWaiting: [] as number[], reportsWaiting: [] as number[], poolBusy: [] as number[], loopLagMs: [] as number[] };
   let running = true;
   const loop = (async () => {
+    // The first reading's event-loop figures cover everything since the last one (the replica's
+    // start, a reconnect storm): dropped.
+    await readQueues(pool);
     while (running) {
       const q = await readQueues(pool);
       for (const k of Object.keys(seen) as Array<keyof QueueSample>) seen[k].push(q[k]);
@@ -101,6 +104,28 @@ export function gcBetween(a: GcFigures, b: GcFigures): GcFigures {
   for (const [kind, g] of Object.entries(b)) {
     const s = a[kind] ?? { count: 0, seconds: 0, over100ms: 0, over1s: 0 };
     out[kind] = { count: g.count - s.count, seconds: g.seconds - s.seconds, over100ms: g.over100ms - s.over100ms, over1s: g.over1s - s.over1s };
+  }
+  return out;
+}
+
+/** How long the replica itself took to answer a route (prom-client's planetlite_http_request_duration_seconds):
+ * answers so far, and how many took over 0.5 s and over 1 s, by "METHOD route". */
+export type RouteFigures = Record<string, { count: number; over500ms: number; over1s: number }>;
+
+export async function readRoutes(pool: Pool, routes: string[]): Promise<RouteFigures> {
+  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_http_request_duration_seconds' }).then((r) => r.body.text(), () => '');
+  const out: RouteFigures = Object.fromEntries(routes.map((r) => [r, { count: 0, over500ms: 0, over1s: 0 }]));
+  for (const m of text.matchAll(/^planetlite_http_request_duration_seconds_(bucket|count)\{([^}]*)\} (\S+)$/gm)) {
+    const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    const g = out[`${labels.method} ${labels.route}`];
+    if (!g) continue;
+    const v = Number(m[3]);
+    if (m[1] === 'count') {
+      g.count = v;
+      g.over500ms += v;
+      g.over1s += v;
+    } else if (labels.le === '0.5') g.over500ms -= v;
+    else if (labels.le === '1') g.over1s -= v;
   }
   return out;
 }
