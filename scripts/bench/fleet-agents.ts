@@ -32,6 +32,8 @@ export interface SimAgent {
   pools: Array<Pool | undefined>;
   /** The report under way: a real agent sends one at a time (the next waits for it). */
   reporting?: Promise<void>;
+  /** A report waits behind the one under way: as the real agent, a tick meanwhile joins it. */
+  reportWaiting?: boolean;
 }
 
 export interface FleetOptions {
@@ -178,8 +180,14 @@ export class Fleet {
       // Spread the reports evenly over the period, as agents that started at random times are.
       const tick = () => {
         if (!this.#running) return;
-        const prev = a.reporting ?? Promise.resolve();
-        a.reporting = prev.then(() => this.#report(a));
+        if (!a.reportWaiting) {
+          a.reportWaiting = true;
+          const prev = a.reporting ?? Promise.resolve();
+          a.reporting = prev.then(() => {
+            a.reportWaiting = false;
+            return this.#report(a);
+          });
+        }
         this.#timers.push(setTimeout(tick, period).unref());
       };
       this.#timers.push(setTimeout(tick, Math.random() * period).unref());

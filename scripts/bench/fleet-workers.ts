@@ -9,10 +9,18 @@ import { fileURLToPath } from 'node:url';
 import type { DesiredState } from '@planetlite/api';
 import { Fleet, type FleetOptions, type FleetReplica, type SimAgent } from './fleet-agents.ts';
 
-/** Agents one worker process holds by default (a process of 5,000 stopped its event loop for up
- * to a second, which every latency it stamps carries; the limit is 8,000: two connections each
- * under a 20,000 open-file limit). */
-export const AGENTS_PER_PROCESS = 2500;
+/** Agents one worker process holds at most (two connections each under a 20,000 open-file limit). */
+export const AGENTS_PER_PROCESS = 8000;
+
+/**
+ * Worker processes for n agents by default: never the process that times the changes (one of
+ * 5,000 agents stopped its event loop for up to a second, which every latency it stamped
+ * carried), 2,500 agents each (two workers of 5,000 at 10,000 agents stopped theirs long enough
+ * that reports timed out and piled up).
+ */
+export function workersFor(n: number): number {
+  return Math.max(1, Math.ceil(n / 2500));
+}
 
 type ToWorker =
   | { t: 'init'; replicas: FleetReplica[]; connections: number; waitSeconds: number; reportSeconds: number; movingUsage: boolean; rampSeconds: number }

@@ -1,7 +1,7 @@
 // The fleet benchmark: two `planetlite-registry serve` replicas (HTTPS, one CA) on one real
 // PostgreSQL and one Redis, and N simulated agents that enroll with real tokens, hold the
 // desired-state long-poll with ETags and report observed state every 30 s (spread out) with K
-// slivers each, half on each replica, in worker processes of 2,500. Measures change → node latency
+// slivers each, half on each replica, in worker processes. Measures change → node latency
 // (a sliver acted on or created through replica A until the owning agent's long-poll on replica B
 // brings the new document), reports/s, each replica's CPU and RSS, PostgreSQL connections and
 // statement time (pg_stat_statements: which statements took its time), and a SIGKILL of replica B mid-run (its agents move to A; no change lost).
@@ -23,7 +23,7 @@ import { PlanetLiteClient, trustRegistry, type DesiredState } from '@planetlite/
 import { startPostgres, startRedis, type PostgresServer, type RedisServer } from '../../test/harness/services.ts';
 import { startRegistryProcess, type RegistryProcess } from '../../test/harness/registry-process.ts';
 import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fleet-agents.ts';
-import { AGENTS_PER_PROCESS, ForkedFleet } from './fleet-workers.ts';
+import { AGENTS_PER_PROCESS, ForkedFleet, workersFor } from './fleet-workers.ts';
 import { appendResults, lineChart } from './results.ts';
 import { sampleWaits } from './pg-waits.ts';
 import { gcBetween, queuesPool, readGc, readQueues, readRoutes, sampleQueues, type QueueFigures } from './replica-queues.ts';
@@ -47,7 +47,7 @@ const { values: args } = parseArgs({
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR]\n\nThe simulated agents run in P = ceil(N / 2,500) worker processes (--processes sets P, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each.');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR]\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each.');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -167,7 +167,8 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     // The agents in worker processes, so that this one, which times the changes, only does that.
     const fleetOpts = { waitSeconds: 25, reportSeconds: REPORT_SECONDS, movingUsage: MOVING_USAGE, rampSeconds: RAMP, onDocument: (a: SimAgent, doc: DesiredState, at: number) => tracker.seen(a, doc, at) };
     const fleetReplicas = replicas.map((r) => ({ url: r.url, ca: r.ca }));
-    const processes = PROCESSES ?? Math.ceil(n / AGENTS_PER_PROCESS);
+    const processes = PROCESSES ?? workersFor(n);
+    if (processes > 0 && n / processes > AGENTS_PER_PROCESS) throw new Error(`--processes ${processes}: more than ${AGENTS_PER_PROCESS} agents in a process (open files); give more`);
     fleet = processes === 0 ? new Fleet(fleetReplicas, 32, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts);
     for (const e of enrolled) fleet.add(e.node_id, e.node_key, e.replica);
     t = performance.now();
@@ -407,7 +408,7 @@ async function main(): Promise<void> {
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
     `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
-    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in worker processes of 2,500 (undici pools; \`--processes\` changes that), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
+    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in worker processes of up to 2,500 (undici pools; \`--processes\` changes that), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',
     '|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---|',

@@ -71,6 +71,9 @@ export class Agent {
   #gcTimer: NodeJS.Timeout | null = null;
   #limitsTimer: NodeJS.Timeout | null = null;
   #reporting: Promise<void> = Promise.resolve();
+  /** The report waiting for the one under way, which later asks join: it reads the node when its
+   * turn comes, so a slow registry finds one report per node waiting, not one per tick. */
+  #nextReport: { fresh: boolean; done: Promise<void> } | null = null;
   readonly #registryCa: string | null;
   #passes: Promise<void> = Promise.resolve();
   #frontDoor: FrontDoor | null = null;
@@ -279,8 +282,15 @@ export class Agent {
    * nor a write of all its slivers at the registry.
    */
   report(opts: { fresh?: boolean } = {}): Promise<void> {
-    const fresh = opts.fresh ?? true;
-    this.#reporting = this.#reporting.then(async () => {
+    if (this.#nextReport) {
+      this.#nextReport.fresh ||= opts.fresh ?? true;
+      return this.#nextReport.done;
+    }
+    const next = { fresh: opts.fresh ?? true, done: Promise.resolve() };
+    this.#nextReport = next;
+    next.done = this.#reporting.then(async () => {
+      this.#nextReport = null;
+      const { fresh } = next;
       try {
         if (fresh) await this.#oom?.check();
         const whole = await this.observed({ fresh });
@@ -295,7 +305,8 @@ export class Agent {
         this.#log.debug(errorFields(err), 'observed-state report failed');
       }
     });
-    return this.#reporting;
+    this.#reporting = next.done;
+    return next.done;
   }
 
   /** The tail of each VM sliver's serial console, for `planetlite sliver log`, when it changed. */

@@ -111,6 +111,30 @@ describe('planetlite-agent run', () => {
     expect(cached.etag).toMatch(/^"/);
   });
 
+  it('keeps one report waiting behind a slow one: what is asked meanwhile joins it, as a whole report if any ask was', async () => {
+    const client = agent.client;
+    const real = client.putObservedState.bind(client);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const partial: boolean[] = [];
+    client.putObservedState = async (id, body) => {
+      partial.push(body.partial === true);
+      if (partial.length === 1) await held;
+      return real(id, body);
+    };
+    try {
+      const first = agent.report({ fresh: false });
+      await until('a report to be under way', () => partial.length === 1);
+      // A clock tick and two changes while the registry is slow.
+      const asks = [agent.report({ fresh: false }), agent.report(), agent.report({ fresh: false })];
+      release();
+      await Promise.all([first, ...asks]);
+      expect(partial.slice(1)).toEqual([false]);
+    } finally {
+      client.putObservedState = real;
+    }
+  });
+
   it('keeps its last desired state while the registry is down, and catches up when it is back', async () => {
     const before = agent.sync.current;
     await down();
