@@ -73,27 +73,42 @@ export function sampleQueues(url: string, ca: string | null, everyMs = 250): { s
   };
 }
 
+/** One series of a prom-client histogram: its labels, answers, sum, and how many fell above each bound. */
+interface HistogramSeries {
+  labels: Record<string, string>;
+  count: number;
+  sum: number;
+  /** Bound (the `le` label, as written) → how many took longer. */
+  over: Record<string, number>;
+}
+
+/** Every series of the histogram `name` on the replica's /metrics. */
+async function readHistogram(pool: Pool, name: string): Promise<HistogramSeries[]> {
+  const text = await pool.request({ method: 'GET', path: `/metrics?name=${name}` }).then((r) => r.body.text(), () => '');
+  const series = new Map<string, HistogramSeries & { within: Record<string, number> }>();
+  for (const m of text.matchAll(new RegExp(`^${name}_(bucket|sum|count)\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
+    const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
+    const { le, ...rest } = labels;
+    const key = JSON.stringify(rest);
+    let s = series.get(key);
+    if (!s) series.set(key, (s = { labels: rest, count: 0, sum: 0, over: {}, within: {} }));
+    const v = Number(m[3]);
+    if (m[1] === 'sum') s.sum = v;
+    else if (m[1] === 'count') s.count = v;
+    else if (le !== undefined) s.within[le] = v;
+  }
+  // Buckets count up to their bound: over a bound is the count less the bucket.
+  return [...series.values()].map(({ within, ...s }) => ({ ...s, over: Object.fromEntries(Object.entries(within).map(([le, n]) => [le, s.count - n])) }));
+}
+
 /** The replica's garbage collections so far, by kind (prom-client's nodejs_gc_duration_seconds):
  * how many, their seconds, and how many took over 0.1 s and over 1 s. */
 export type GcFigures = Record<string, { count: number; seconds: number; over100ms: number; over1s: number }>;
 
 export async function readGc(pool: Pool): Promise<GcFigures> {
-  const text = await pool.request({ method: 'GET', path: '/metrics?name=nodejs_gc_duration_seconds' }).then((r) => r.body.text(), () => '');
   const out: GcFigures = {};
-  const of = (kind: string) => (out[kind] ??= { count: 0, seconds: 0, over100ms: 0, over1s: 0 });
-  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_(bucket|sum|count)\{([^}]*)\} (\S+)$/gm)) {
-    const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    const g = of(labels.kind ?? '?');
-    const v = Number(m[3]);
-    if (m[1] === 'sum') g.seconds = v;
-    else if (m[1] === 'count') g.count = v;
-    else if (labels.le === '0.1') g.over100ms = -v;
-    else if (labels.le === '1') g.over1s = -v;
-  }
-  // Buckets count up to their bound: over a bound is the count less the bucket.
-  for (const g of Object.values(out)) {
-    g.over100ms += g.count;
-    g.over1s += g.count;
+  for (const s of await readHistogram(pool, 'nodejs_gc_duration_seconds')) {
+    out[s.labels.kind ?? '?'] = { count: s.count, seconds: s.sum, over100ms: s.over['0.1'] ?? 0, over1s: s.over['1'] ?? 0 };
   }
   return out;
 }
@@ -113,19 +128,10 @@ export function gcBetween(a: GcFigures, b: GcFigures): GcFigures {
 export type RouteFigures = Record<string, { count: number; over500ms: number; over1s: number }>;
 
 export async function readRoutes(pool: Pool, routes: string[]): Promise<RouteFigures> {
-  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_http_request_duration_seconds' }).then((r) => r.body.text(), () => '');
   const out: RouteFigures = Object.fromEntries(routes.map((r) => [r, { count: 0, over500ms: 0, over1s: 0 }]));
-  for (const m of text.matchAll(/^planetlite_http_request_duration_seconds_(bucket|count)\{([^}]*)\} (\S+)$/gm)) {
-    const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    const g = out[`${labels.method} ${labels.route}`];
-    if (!g) continue;
-    const v = Number(m[3]);
-    if (m[1] === 'count') {
-      g.count = v;
-      g.over500ms += v;
-      g.over1s += v;
-    } else if (labels.le === '0.5') g.over500ms -= v;
-    else if (labels.le === '1') g.over1s -= v;
+  for (const s of await readHistogram(pool, 'planetlite_http_request_duration_seconds')) {
+    const route = `${s.labels.method} ${s.labels.route}`;
+    if (out[route]) out[route] = { count: s.count, over500ms: s.over['0.5'] ?? 0, over1s: s.over['1'] ?? 0 };
   }
   return out;
 }
