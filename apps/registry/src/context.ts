@@ -1,7 +1,7 @@
 // What every route and job of the registry shares: config, database, fan-out, logger.
 import type { LimitFunction } from 'p-limit';
 import type { Logger } from '@planetlite/core';
-import type { Database } from '@planetlite/db';
+import type { Database, Lane } from '@planetlite/db';
 import type { Fanout } from '@planetlite/fanout';
 import type { RegistryConfig } from './config.js';
 import type { Notifier } from './services/notify.js';
@@ -15,7 +15,7 @@ export interface RegistryContext {
   db: Database;
   /** The database for what nodes ask and send (polls, key lookups, reports): at most
    * nodeConnections(config) connections at once, so users' requests always find one. */
-  nodeDb: Database & { readonly waiting: number; readonly active: number };
+  nodeDb: Lane;
   fanout: Fanout;
   log: Logger;
   /** Who bearer secrets stand for, remembered per replica (forgotten on every replica when one ends). */

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryFanout, type Fanout } from '@planetlite/fanout';
-import type { Database } from '@planetlite/db';
+import { laneOf, type Database, type Queryable } from '@planetlite/db';
 import { DocumentCache } from '../src/services/desired-state.js';
 import { call, cleanupKeys, countingDatabase, freshDatabase, makeWorld, ok, sshPublicKey, testApp, type TestApp, type World } from './helpers.js';
 
@@ -111,6 +111,57 @@ describe('the desired-state document cache', () => {
       expect(short.app.ctx.documents.remembered(w.ids.node)).toBeUndefined();
     } finally {
       await short.close();
+    }
+  });
+
+  it("reads a document after a change ahead of the nodes' waiting statements, and checks one at its bound after them", async () => {
+    // A lane of one connection over the test database that records what runs, in order.
+    const ran: string[] = [];
+    const lane = laneOf({ ...t.db, query: ((sql: string, params?: unknown[]) => {
+      ran.push(/^\s*WITH mine/.test(sql) ? 'the document' : String(params?.[0]));
+      return t.db.query(sql, params);
+    }) as Queryable['query'], transaction: (fn) => t.db.transaction(fn) }, 1);
+    const deps = { db: lane, config: { publicUrl: 'http://127.0.0.1' } };
+    const cache = new DocumentCache({ fanout: memoryFanout(), ttlMs: 400 });
+    const waitFor = async (cond: () => boolean) => {
+      for (const end = Date.now() + 10_000; !cond(); await new Promise((r) => setTimeout(r, 5))) if (Date.now() > end) throw new Error('timed out');
+    };
+    const hold = () => {
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      const holding = lane.transaction(async () => held);
+      return async () => {
+        release();
+        await holding;
+      };
+    };
+    const report = (name: string) => lane.query('SELECT $1::text', [name]);
+    try {
+      // A poll woken by a change, while two reports wait for the lane.
+      let release = hold();
+      await waitFor(() => lane.active === 1);
+      const reports = [report('report 1'), report('report 2')];
+      const woken = cache.get(deps, w.ids.node, { fresh: true });
+      await waitFor(() => lane.waiting === 3);
+      await release();
+      const { etag } = await woken;
+      await Promise.all(reports);
+      expect(ran).toEqual(['the document', 'report 1', 'report 2']);
+
+      // At its bound (300–400 ms) a document a poll used is checked: after the reports that wait.
+      expect((await cache.get(deps, w.ids.node, { unless: etag })).doc).toBeNull();
+      ran.length = 0;
+      release = hold();
+      await waitFor(() => lane.active === 1);
+      const first = report('report 3');
+      await waitFor(() => lane.waiting === 2); // the check has come
+      const later = report('report 4');
+      await release();
+      await Promise.all([first, later]);
+      await waitFor(() => ran.length === 3);
+      expect(ran).toEqual(['report 3', 'report 4', 'the document']);
+    } finally {
+      cache.close();
     }
   });
 

@@ -1,6 +1,6 @@
 // A Database is either a pg Pool on a real server or PGlite in-process; both speak the same SQL.
 import pg from 'pg';
-import pLimit from 'p-limit';
+import PQueue from 'p-queue';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -25,25 +25,47 @@ export interface Database extends Queryable {
   poolState?(): { connections: number; idle: number; waiting: number };
 }
 
+/** A lane of the database (laneOf): its statements in turn, and the queues by how urgent they are. */
+export interface Lane extends Database {
+  /** Statements and transactions waiting for their turn, and running. */
+  readonly waiting: number;
+  readonly active: number;
+  /** The same lane, taking its turn before every waiting statement of the others: for a read
+   * someone is waiting on right now (a node's poll woken by a change). */
+  readonly ahead: Queryable;
+  /** The same lane, taking its turn after every waiting statement: for work nobody waits on. */
+  readonly behind: Queryable;
+}
+
 /**
  * The same database for one kind of caller, with at most `max` of its statements and transactions
  * at once; the rest wait their turn here, not in the pool's queue. A lane narrower than the pool
  * keeps connections free for everyone else: nodes' polls and lookups, thousands at once after a
  * restart, once held every connection while a user's action waited behind them for up to a second.
+ * Within the lane, a statement asked for `ahead` passes the waiting ones, and one asked for
+ * `behind` lets every later one pass it.
  */
-export function laneOf(db: Database, max: number): Database & { readonly waiting: number; readonly active: number } {
-  const turn = pLimit(max);
+export function laneOf(db: Database, max: number): Lane {
+  const turns = new PQueue({ concurrency: max });
+  const inTurn = (priority: number) => <T>(fn: () => Promise<T>): Promise<T> => turns.add(fn, { priority });
+  const at = (priority: number): Queryable => {
+    const turn = inTurn(priority);
+    return { query: ((sql: string, params?: unknown[], opts?: QueryOptions) => turn(() => db.query(sql, params, opts))) as Queryable['query'] };
+  };
+  const turn = inTurn(0);
   return {
     kind: db.kind,
-    query: ((sql: string, params?: unknown[], opts?: QueryOptions) => turn(() => db.query(sql, params, opts))) as Queryable['query'],
+    query: at(0).query,
     transaction: (fn) => turn(() => db.transaction(fn)),
     close: () => db.close(),
     ...(db.poolState ? { poolState: () => db.poolState!() } : {}),
+    ahead: at(1),
+    behind: at(-1),
     get waiting() {
-      return turn.pendingCount;
+      return turns.size;
     },
     get active() {
-      return turn.activeCount;
+      return turns.pending;
     },
   };
 }

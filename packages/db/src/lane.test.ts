@@ -2,7 +2,7 @@
 // waits its turn in memory beyond it, while the others still find a free connection at once. On a
 // real PostgreSQL server with a pool of 3 and a lane of 2.
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { laneOf, openDatabase, type Database } from './database.js';
+import { laneOf, openDatabase, type Database, type Queryable } from './database.js';
 import { createTestDatabase } from '../../../test/harness/services.js';
 
 describe('a lane of the pool', () => {
@@ -34,6 +34,26 @@ describe('a lane of the pool', () => {
     expect(await Promise.all(holders)).toEqual([1, 2]);
     expect((await third).rows[0]!.n).toBe(3);
     expect([lane.active, lane.waiting]).toEqual([0, 0]);
+  });
+
+  it('lets a statement asked ahead pass the waiting ones, and later ones pass one asked behind', async () => {
+    const lane = laneOf(db, 1);
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const holder = lane.transaction(async (tx) => {
+      await tx.query('SELECT 1');
+      await held;
+    });
+    await until(() => lane.active === 1);
+    const order: string[] = [];
+    const ask = (via: Queryable, name: string) => via.query<{ n: string }>('SELECT $1::text AS n', [name]).then(({ rows }) => order.push(rows[0]!.n));
+    // In the order a busy replica gets them: a document check, two reports, then a poll woken by a change.
+    const asked = [ask(lane.behind, 'check'), ask(lane, 'report 1'), ask(lane, 'report 2'), ask(lane.ahead, 'woken poll')];
+    await until(() => lane.waiting === 4);
+    release();
+    await holder;
+    await Promise.all(asked);
+    expect(order).toEqual(['woken poll', 'report 1', 'report 2', 'check']);
   });
 });
 

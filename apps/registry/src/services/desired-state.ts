@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { AppError } from '@planetlite/core';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
-import type { Queryable } from '@planetlite/db';
+import type { Lane, Queryable } from '@planetlite/db';
 import type { Fanout } from '@planetlite/fanout';
 import { nodeChannel } from './changes.js';
 import { desiredStateRows } from '../repositories/slivers.js';
@@ -12,6 +12,13 @@ export interface DesiredStateDeps {
   db: Queryable;
   /** Read on every call: a registry listening on port 0 learns its public URL after start. */
   config: { publicUrl: string };
+}
+
+/** The same deps, with their statement in the lane's queue `at` (nodes' reads go through a Lane;
+ * any other Queryable has one queue). */
+function inQueue(deps: DesiredStateDeps, at: 'ahead' | 'behind'): DesiredStateDeps {
+  const queue = (deps.db as Partial<Lane>)[at];
+  return queue ? { db: queue, config: deps.config } : deps;
 }
 
 /** The document and whether the node's key is revoked, from one statement. */
@@ -98,7 +105,7 @@ export class DocumentCache {
   }
 
   /** The node's document, read now unless its remembered ETag is `unless` (then doc is null);
-   * `fresh` reads it whatever is remembered. */
+   * `fresh` (a change woke the caller) reads it whatever is remembered, ahead of the lane's queue. */
   async get(deps: DesiredStateDeps, nodeId: string, opts: { fresh?: boolean; unless?: string | undefined } = {}): Promise<NodeDocument> {
     const usable = this.#usable();
     if (!usable || this.#epoch !== this.#fanout.epoch) {
@@ -112,7 +119,9 @@ export class DocumentCache {
     }
     if (hit) this.#drop(nodeId);
     const read = async () => {
-      const { doc, revoked } = await readDesiredState(deps, nodeId);
+      // A read after a change is what the change's latency waits on: it passes the nodes' reports
+      // and lookups waiting for their turn (hundreds at a time on a busy replica).
+      const { doc, revoked } = await readDesiredState(opts.fresh ? inQueue(deps, 'ahead') : deps, nodeId);
       const body = JSON.stringify(doc);
       return { doc, body, etag: etagOfBody(body), revoked };
     };
@@ -157,7 +166,8 @@ export class DocumentCache {
       if (!entry.used || !this.#usable()) return this.#drop(nodeId);
       entry.used = false;
       entry.checking = true;
-      readDesiredState(deps, nodeId).then(
+      // Nobody waits on a check: it lets the nodes' other statements go first.
+      readDesiredState(inQueue(deps, 'behind'), nodeId).then(
         ({ doc, revoked }) => {
           if (this.#entries.get(nodeId) !== entry) return;
           if (etagOf(doc) !== entry.etag || revoked !== entry.revoked) return this.#drop(nodeId);
