@@ -180,6 +180,9 @@ describe('nftables driver in network namespaces', () => {
     expect(net1).toEqual({ id: s1.id, ...deviceNames(s1.id), hostAddress: '10.200.0.1', sliverAddress: '10.200.0.2', prefix: 30, gateway: '10.200.0.1' });
     expect(net2).toMatchObject({ hostAddress: '10.200.0.5', sliverAddress: '10.200.0.6', gateway: '10.200.0.5' });
     expect(await driver.attach(s1)).toEqual(net1);
+    // ARP for a sliver not yet up is retried every 100 ms, not every second (the first ssh waits on it).
+    const retrans = async (dev: string) => (await run('ip', ['netns', 'exec', NODE, 'cat', `/proc/sys/net/ipv4/neigh/${dev}/retrans_time_ms`])).stdout.trim();
+    expect([await retrans(net1.hostIf), await retrans(net2.hostIf), await retrans('uplink')]).toEqual(['100', '100', '1000']);
     await plugIn(net1, sliverNs(1));
     await plugIn(net2, sliverNs(2));
     expect(await driver.attach(s1)).toEqual(net1); // peer already inside the sliver: still fine
@@ -332,6 +335,20 @@ describe('nftables driver in network namespaces', () => {
     expect(await driver.listAttached()).toEqual([s1.id]);
     expect(await connect(NET, 'tcp', PUBLIC, 20010)).toBe('ERR ECONNREFUSED');
     expect(await connect(NET, 'tcp', PUBLIC, 20000)).toBe(`sliver-1 tcp 22 from ${NET_ADDR}`);
+  });
+
+  it("sets its sysctls itself when the node's namespace is its own (no netns setting: an agent on a real node)", async () => {
+    // A fresh namespace of the node process's own (unshare), gone with it: the driver in it has no netns setting.
+    const script = `
+      import { NftablesDriver } from '@planetlite/network';
+      import { readFileSync } from 'node:fs';
+      const d = new NftablesDriver({ publicAddress: '${PUBLIC}', sliverSubnet: '${SUBNET}' });
+      const net = await d.attach({ id: '${randomUUID()}', slot: 0, ports: { first: 20000, last: 20009 }, kind: 'veth' });
+      await d.apply([]);
+      process.stdout.write(JSON.stringify([readFileSync('/proc/sys/net/ipv4/neigh/' + net.hostIf + '/retrans_time_ms', 'utf8').trim(), readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8').trim()]));
+      process.exit(0);`;
+    const out = await run('unshare', ['--net', process.execPath, '--input-type=module', '-e', script], { cwd: join(import.meta.dirname, '..') });
+    expect(JSON.parse(out.stdout)).toEqual(['100', '1']);
   });
 
   it('teardown leaves no table and no devices, and can run again', async () => {
