@@ -23,7 +23,10 @@ describe('renderRuleset', () => {
     const hb = deviceNames(b.id).hostIf;
     // lowest port → :22, the rest keep their number; a one-port window has only the ssh entry
     expect(text).toContain('20000 : 10.200.0.2 . 22');
-    expect(text).toContain('20001-20009 : 10.200.0.2');
+    expect(text).toContain('20001 : 10.200.0.2,\n\t\t\t20002 : 10.200.0.2,');
+    expect(text).toContain('20009 : 10.200.0.2');
+    expect(text).not.toContain('20010 : 10.200.0.2');
+    expect(text).not.toContain('interval');
     expect(text).toContain('20010 : 10.200.0.6 . 22');
     expect(text).not.toMatch(/20011/);
     // anti-spoofing: each device with the one address it may send from
@@ -47,7 +50,7 @@ describe('renderRuleset', () => {
       'add element inet planetlite sliver_ssh { 20010 : 10.200.0.6 . 22 }\n' + `add element inet planetlite sliver_sources { "${hb}" . 10.200.0.6 }\n`,
     );
     expect(renderChanges(config, [a, b], [b])).toBe(
-      'delete element inet planetlite sliver_ssh { 20000 }\ndelete element inet planetlite sliver_ports { 20001-20009 }\n' +
+      'delete element inet planetlite sliver_ssh { 20000 }\ndelete element inet planetlite sliver_ports { 20001, 20002, 20003, 20004, 20005, 20006, 20007, 20008, 20009 }\n' +
         `delete element inet planetlite sliver_sources { "${ha}" . 10.200.0.2 }\n`,
     );
     // A changed window: the old entries go and the new ones come, in one batch.
