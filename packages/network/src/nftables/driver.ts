@@ -125,27 +125,26 @@ export class NftablesDriver implements NetworkDriver {
       } else {
         cmds.push(`tuntap add dev ${hostIf} mode tap`);
       }
-      cmds.push(
-        `link set dev ${hostIf} alias ${alias}`,
-        `addr add ${cidr} dev ${hostIf}`,
-        `link set dev ${hostIf} up`,
-      );
+      cmds.push(`link set dev ${hostIf} alias ${alias}`, `addr add ${cidr} dev ${hostIf}`);
     } else {
       if (host.alias !== alias) cmds.push(`link set dev ${hostIf} alias ${alias}`);
       if (spec.kind === 'veth' && peer && peer.alias !== alias) cmds.push(`link set dev ${peerIf} alias ${alias}`);
       if (host.ipv4.length !== 1 || host.ipv4[0] !== cidr) cmds.push(`addr flush dev ${hostIf}`, `addr add ${cidr} dev ${hostIf}`);
-      if (!host.up) cmds.push(`link set dev ${hostIf} up`);
     }
     this.#fresh.delete(id);
     await Reverter.wrap(async (r) => {
       // Undo only what this call created: a half-made link is removed, an adopted one is left.
       if (!host) r.add(() => this.#tryRun('ip', ['link', 'del', 'dev', hostIf]));
       await ipBatch(this.#exec, cmds);
-      // A packet for the sliver that arrives before its end is up leaves an unresolved ARP entry,
-      // retried every second by default: the first ssh after a start would wait for it. Set with
-      // its sysctl, not `ip ntable change`, which reads every link of the node first (12 ms on an
-      // empty node, 43 ms beside 2,000 slivers' devices).
-      if (!host) await this.#sysctl(`net.ipv4.neigh.${hostIf}.retrans_time_ms`, String(ARP_RETRANS_MS));
+      if (!host?.up) {
+        // A packet for the sliver that comes before the sliver's end is up (its table entries go in
+        // beside the link) leaves an ARP entry whose first retry waits the interval the link had
+        // then: 1 s by default. So the interval is set before the link goes up, with its sysctl,
+        // not `ip ntable change`, which reads every link of the node first (12 ms on an empty
+        // node, 43 ms beside 2,000 slivers' devices).
+        await this.#sysctl(`net.ipv4.neigh.${hostIf}.retrans_time_ms`, String(ARP_RETRANS_MS));
+        await ipBatch(this.#exec, [`link set dev ${hostIf} up`]);
+      }
     });
     // A link made now has no caps and no ifb (one left by a crash would have been in `links`).
     if (!host && !links.has(ifbName(id))) this.#fresh.set(id, { name: hostIf, alias, kind: want, up: true, ipv4: [cidr] });
