@@ -52,7 +52,7 @@ describe('systemd units', () => {
 
   it('the registry: its own user and state dir, hardened (exposure OK)', () => {
     const d = directives('planetlite-registry.service');
-    expect(d).toEqual(expect.arrayContaining(['User=planetlite', 'Group=planetlite', 'StateDirectory=planetlite-registry', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'Restart=on-failure', 'After=network-online.target postgresql.service redis-server.service']));
+    expect(d).toEqual(expect.arrayContaining(['User=planetlite', 'Group=planetlite', 'StateDirectory=planetlite-registry', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'Restart=on-failure', 'After=network-online.target postgresql.service redis-server.service', 'LimitNOFILE=524288']));
     const r = analyze('security', '--offline=yes', render('planetlite-registry.service'));
     const exposure = Number(/Overall exposure level for .*: ([\d.]+)/.exec(r.stdout)?.[1]);
     console.log(`registry unit: systemd-analyze security exposure ${exposure}`);

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryFanout, type Fanout } from '@planetlite/fanout';
 import type { Database } from '@planetlite/db';
 import type { ReportMemo } from '../src/services/report-memo.js';
-import { call, countingDatabase, freshDatabase, makeWorld, ok, testApp, type TestApp, type World } from './helpers.js';
+import { writeQueuedUsage } from '../src/repositories/reports.js';
+import { call, countingDatabase, freshDatabase, makeWorld, ok, onPglite, testApp, type TestApp, type World } from './helpers.js';
 
 const usage = (cpu: number) => ({ cpu_seconds: cpu, memory_bytes: 64 << 20, disk_bytes: 1 << 20, net_rx_bytes: 10 * cpu, net_tx_bytes: 20 });
 const caps = { lxc: true, kvm: false, kvm_accel: null };
@@ -177,5 +178,59 @@ describe('reports that say nothing new', () => {
     await partial([{ id: b2, state: 'deleted' }]);
     expect((await call(a.app, 'GET', `/v1/slivers/${b2}`, w.admin)).status).toBe(404);
     expect((await sliver(w.ids.sliver)).state).toBe('running');
+  });
+});
+
+describe('the flush of queued figures (writeQueuedUsage)', () => {
+  let t: TestApp;
+  let w: World;
+  beforeAll(async () => {
+    t = await testApp();
+    w = await makeWorld(t.app);
+  });
+  afterAll(() => t.close());
+
+  const samples = async (id: string) => (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [id])).rows[0]!.n;
+  const usageOf = async (id: string) => (await t.db.query<{ usage: { cpu_seconds: number } | null }>('SELECT usage FROM slivers WHERE id = $1', [id])).rows[0]!.usage;
+  const row = (cpu: number, sample: boolean, node = w.ids.node) => ({ node, id: w.ids.sliver, usage: usage(cpu), sample });
+
+  it('samples only the rows that say a sample may be due, and at most one per interval', async () => {
+    await t.db.query('DELETE FROM sliver_usage WHERE sliver = $1', [w.ids.sliver]);
+    // Figures that moved between two samples: the sliver's row takes them, the history does not.
+    expect(await writeQueuedUsage(t.db, [row(1, false)], 54)).toEqual({ written: 1, sampled: 0, skipped: [] });
+    expect(await samples(w.ids.sliver)).toBe(0);
+    expect((await usageOf(w.ids.sliver))?.cpu_seconds).toBe(1);
+    expect(await writeQueuedUsage(t.db, [row(2, true)], 54)).toEqual({ written: 1, sampled: 1, skipped: [] });
+    expect(await samples(w.ids.sliver)).toBe(1);
+    // Due again, but a sample is younger than the interval.
+    expect(await writeQueuedUsage(t.db, [row(3, true)], 54)).toEqual({ written: 1, sampled: 0, skipped: [] });
+    expect(await samples(w.ids.sliver)).toBe(1);
+  });
+
+  it('drops a sliver that is not on the reporting node, and writes nothing of it', async () => {
+    expect(await writeQueuedUsage(t.db, [row(9, true, w.ids.nodeB)], 0)).toEqual({ written: 0, sampled: 0, skipped: [] });
+    expect((await usageOf(w.ids.sliver))?.cpu_seconds).toBe(3);
+  });
+
+  // PGlite has one connection: no second writer can hold the row while the flush runs.
+  it.skipIf(onPglite)('skips a row another write holds, and answers it to be tried again', async () => {
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => (locked = r));
+    const holder = t.db.transaction(async (tx) => {
+      await tx.query('SELECT 1 FROM slivers WHERE id = $1 FOR NO KEY UPDATE', [w.ids.sliver]);
+      locked();
+      await held;
+    });
+    try {
+      await isLocked;
+      expect(await writeQueuedUsage(t.db, [row(10, true)], 0)).toEqual({ written: 0, sampled: 0, skipped: [w.ids.sliver] });
+    } finally {
+      release();
+      await holder;
+    }
+    expect((await usageOf(w.ids.sliver))?.cpu_seconds).toBe(3);
+    expect(await writeQueuedUsage(t.db, [row(10, true)], 0)).toEqual({ written: 1, sampled: 1, skipped: [] });
   });
 });

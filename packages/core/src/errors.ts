@@ -39,6 +39,7 @@ export type ErrorCode =
   | 'malformed_request'
   | 'database_unavailable'
   | 'redis_unavailable'
+  | 'replica_overloaded'
   | 'report_dropped';
 
 const STATUS: Record<ErrorCode, number> = {
@@ -75,6 +76,7 @@ const STATUS: Record<ErrorCode, number> = {
   malformed_request: 400,
   database_unavailable: 503,
   redis_unavailable: 503,
+  replica_overloaded: 503,
   report_dropped: 503,
 };
 

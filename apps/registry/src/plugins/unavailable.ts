@@ -14,11 +14,19 @@ const PG_CUT = /^Connection terminated|^Client has encountered a connection erro
 // ioredis: a command refused while disconnected (offline queue off) or retried out.
 const REDIS_CUT = /^Stream isn't writeable|^Connection is closed|enableOfflineQueue options is false/;
 
-/** The problem to answer for err if it is a passing outage of PostgreSQL or Redis, else null. */
+// The process (or the host) has no file descriptor left: every connection is one, so a replica
+// holding thousands of agents' long-polls cannot open a database connection more.
+const OUT_OF_FILES = new Set(['EMFILE', 'ENFILE']);
+
+/** The problem to answer for err if it is a passing outage of PostgreSQL or Redis, or of this
+ * replica's file descriptors, else null. */
 export function serviceUnavailable(err: unknown): { code: ErrorCode; detail: string } | null {
   if (!err || typeof err !== 'object') return null;
   const { code, name, message } = err as { code?: unknown; name?: unknown; message?: unknown };
   const text = typeof message === 'string' ? message : '';
+  if (typeof code === 'string' && OUT_OF_FILES.has(code)) {
+    return { code: 'replica_overloaded', detail: `this registry replica has no file descriptor left (its open connections are at its limit: LimitNOFILE); try again in ${RETRY_AFTER_SECONDS} s` };
+  }
   if (name === 'MaxRetriesPerRequestError' || REDIS_CUT.test(text)) {
     return { code: 'redis_unavailable', detail: `Redis (rate limits and change fan-out) is unreachable; try again in ${RETRY_AFTER_SECONDS} s` };
   }

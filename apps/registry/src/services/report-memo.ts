@@ -20,7 +20,7 @@ export const REPORTS_CHANNEL = 'reports';
 /** Rows (slivers' figures, or nodes) per statement of a flush. Short statements: a user's change
  * to a sliver waits for the one holding its row, and at 5,000 nodes 250 rows took 14 ms of
  * PostgreSQL (57 µs a row) where 1,700 took 278 ms (163 µs a row; docs/benchmarks.md). */
-const FLUSH_BATCH = 250;
+export const FLUSH_BATCH = 250;
 
 const USAGE_FIELDS = ['cpu_seconds', 'memory_bytes', 'disk_bytes', 'net_rx_bytes', 'net_tx_bytes'] as const;
 
@@ -128,7 +128,7 @@ export class ReportMemo {
     // A sample is due about once per interval; the statement itself skips a sliver sampled too recently.
     const sampleDue = now - memo.sampledAt >= this.#deps.sampleSeconds * 900;
     if (sampleDue || digests.figures !== memo.figures) {
-      this.#queueFigures(nodeId, body);
+      this.#queueFigures(nodeId, body, sampleDue);
       memo.figures = digests.figures;
       if (sampleDue) memo.sampledAt = now;
     }
@@ -152,11 +152,12 @@ export class ReportMemo {
     return true;
   }
 
-  /** Queues the figures of a report's slivers for the next flush (a later report's replace them). */
-  #queueFigures(nodeId: string, body: ObservedState): void {
+  /** Queues the figures of a report's slivers for the next flush (a later report's replace them, and
+   * keep a sample the earlier ones were due). */
+  #queueFigures(nodeId: string, body: ObservedState, sample: boolean): void {
     for (const s of body.slivers) {
       const usage = s.state === 'deleted' ? null : usageOf(s);
-      if (usage) this.#usage.set(s.id, { node: nodeId, id: s.id, usage });
+      if (usage) this.#usage.set(s.id, { node: nodeId, id: s.id, usage, sample: sample || this.#usage.get(s.id)?.sample === true });
     }
   }
 
