@@ -153,17 +153,19 @@ export class Fleet {
   /** The replica's answer for this agent's document (what the agent should end up holding). */
   async fetchDocument(a: SimAgent, replica: number): Promise<{ etag: string | null; doc: DesiredState }> {
     const get = () => this.#shared[replica]!.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state`, headers: { authorization: `Bearer ${a.key}` } });
-    // A live replica under load may reset a connection (an agent retries, and so does this
-    // check: one reset at 10,000 agents ended a whole run); a GET is safe to send again.
+    // A live replica under load may reset a connection or answer 503 (out of file descriptors
+    // with every agent on it): an agent retries, and so does this check, for up to about 20 s
+    // (one reset at 10,000 agents ended a whole run); a GET is safe to send again.
     let res;
     for (let attempt = 1; ; attempt++) {
       try {
         res = await get();
-        break;
+        if (res.statusCode !== 503 || attempt === 8) break;
+        await res.body.dump();
       } catch (err) {
-        if (attempt === 3 || !replicaGone(err) || this.#dead.has(replica)) throw new Error(`desired-state of ${a.nodeId} from replica ${replica}: ${String(err)}`, { cause: err });
-        await sleep(200 * attempt);
+        if (attempt === 8 || !replicaGone(err) || this.#dead.has(replica)) throw new Error(`desired-state of ${a.nodeId} from replica ${replica}: ${String(err)}`, { cause: err });
       }
+      await sleep(500 * attempt);
     }
     if (res.statusCode !== 200) throw new Error(`desired-state of ${a.nodeId}: HTTP ${res.statusCode} ${await res.body.text()}`);
     return { etag: (res.headers.etag as string | undefined) ?? null, doc: (await res.body.json()) as DesiredState };

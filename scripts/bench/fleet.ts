@@ -111,7 +111,18 @@ interface Result {
   queuesA: QueueFigures;
   /** pg_stat_statements over the window: the statements that took most of PostgreSQL's time. */
   statements: string[];
-  kill: { notMoved: number; agentsMoved: number; convergeMs: number; changes: number; p99: number; max: number; lost: number; stale: number };
+  kill: { notMoved: number; agentsMoved: number; convergeMs: number; changes: number; p99: number; max: number; lost: number; stale: number } | { error: string };
+}
+
+/** A process's open files against its limit: each agent holds two connections on its replica. */
+function openFiles(pid: number): string {
+  try {
+    const open = execFileSync('ls', [`/proc/${pid}/fd`], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
+    const limit = /^Max open files\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'))?.[1];
+    return `replica A holds ${open} open files of its limit ${limit ?? '?'}`;
+  } catch {
+    return 'replica A has exited';
+  }
 }
 
 async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): Promise<Result> {
@@ -303,25 +314,34 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const after = [...tracker.afterAnswerMs].sort((x, y) => x - y);
     log(`N=${n}: ${kinds.join('; ')}; from the API's answer to the node (fan-out and the woken poll's read): p50 ${percentile(after, 50).toFixed(0)}, p99 ${percentile(after, 99).toFixed(0)}, max ${(after.at(-1) ?? NaN).toFixed(0)} ms`);
 
-    // Kill B: its agents move to A; changes made for them during the move must all arrive.
-    const before = tracker.latenciesMs.length;
-    const moving = onB();
-    const tKill = performance.now();
-    B.proc.kill('SIGKILL');
-    fleet.markDead(1);
-    await driveChanges(5000, () => randomOf(moving));
-    while (moving.some((a) => a.replica !== 0 || a.answered === 0) && performance.now() - tKill < 300_000) await sleep(50);
-    const notMoved = moving.filter((a) => a.replica !== 0 || a.answered === 0).length;
-    await tracker.settled(120_000).catch(() => undefined);
-    const convergeMs = notMoved === 0 && tracker.pending.size === 0 ? performance.now() - tKill : NaN;
-    const killLat = tracker.latenciesMs.slice(before).sort((x, y) => x - y);
-    // Every agent must hold exactly what A serves now.
-    let stale = 0;
-    await inBatches(fleet.agents, 32, async (a) => {
-      const { etag } = await fleet!.fetchDocument(a, 0);
-      if (etag !== a.etag) stale++;
+    // Kill B: its agents move to A; changes made for them during the move must all arrive. A kill
+    // that cannot complete is recorded beside the window's figures, not in place of them.
+    const agents = fleet;
+    const kill = await killPhase().catch((err: unknown): Result['kill'] => {
+      log(`N=${n}: kill of B did not complete: ${String(err)}; ${openFiles(A.proc.pid!)}`);
+      return { error: err instanceof Error ? err.message : String(err) };
     });
-    log(`N=${n}: kill of B: ${moving.length} agents moved, all current after ${(convergeMs / 1000).toFixed(1)} s; ${stale} stale`);
+    async function killPhase(): Promise<Result['kill']> {
+      const before = tracker.latenciesMs.length;
+      const moving = onB();
+      const tKill = performance.now();
+      B.proc.kill('SIGKILL');
+      agents.markDead(1);
+      await driveChanges(5000, () => randomOf(moving));
+      while (moving.some((a) => a.replica !== 0 || a.answered === 0) && performance.now() - tKill < 300_000) await sleep(50);
+      const notMoved = moving.filter((a) => a.replica !== 0 || a.answered === 0).length;
+      await tracker.settled(120_000).catch(() => undefined);
+      const convergeMs = notMoved === 0 && tracker.pending.size === 0 ? performance.now() - tKill : NaN;
+      const killLat = tracker.latenciesMs.slice(before).sort((x, y) => x - y);
+      // Every agent must hold exactly what A serves now.
+      let stale = 0;
+      await inBatches(agents.agents, 32, async (a) => {
+        const { etag } = await agents.fetchDocument(a, 0);
+        if (etag !== a.etag) stale++;
+      });
+      log(`N=${n}: kill of B: ${moving.length} agents moved, all current after ${(convergeMs / 1000).toFixed(1)} s; ${stale} stale; ${openFiles(A.proc.pid!)}`);
+      return { notMoved, agentsMoved: moving.length, convergeMs, changes: killLat.length, p99: percentile(killLat, 99), max: killLat.at(-1) ?? NaN, lost: tracker.pending.size, stale };
+    }
 
     return {
       nodes: n,
@@ -339,7 +359,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       queuesA,
       statements,
       agentsCpu: agentPids.reduce((sum, _, i) => sum + cpuShare(self0[i]!, self1[i]!), 0), loopDelayP99Ms: loopDelay.percentile(99) / 1e6,
-      kill: { notMoved, agentsMoved: moving.length, convergeMs, changes: killLat.length, p99: percentile(killLat, 99), max: killLat.at(-1) ?? NaN, lost: tracker.pending.size, stale },
+      kill,
     };
   } finally {
     await fleet?.stop();
@@ -433,7 +453,9 @@ async function main(): Promise<void> {
     '',
     '| N | agents moved (not answered by A after 300 s) | all current after s | changes during the move | their p99 / max ms | changes lost | agents stale vs A |',
     '|---:|---:|---:|---:|---|---:|---:|',
-    ...results.map((r) => `| ${r.nodes} | ${r.kill.agentsMoved} (${r.kill.notMoved}) | ${f1(r.kill.convergeMs / 1000)} | ${r.kill.changes} | ${f0(r.kill.p99)} / ${f0(r.kill.max)} | ${r.kill.lost} | ${r.kill.stale} |`),
+    ...results.map(({ nodes, kill: k }) => 'error' in k
+      ? `| ${nodes} | did not complete: ${k.error.replaceAll('|', '/')} | | | | | |`
+      : `| ${nodes} | ${k.agentsMoved} (${k.notMoved}) | ${f1(k.convergeMs / 1000)} | ${k.changes} | ${f0(k.p99)} / ${f0(k.max)} | ${k.lost} | ${k.stale} |`),
     '',
     ...failures.map((f) => `Did not complete: ${f}`),
     ...(failures.length ? [''] : []),

@@ -160,7 +160,7 @@ async function main(): Promise<void> {
       table,
     ].join('\n');
     console.log(text);
-    if (args.write) appendResults(args.write, text, 'Usage flush at fleet size');
+    if (args.write) appendResults(args.write, text, '## Usage flush at fleet size (`node scripts/bench/usage-flush.ts`)');
   } finally {
     await db?.close().catch(() => undefined);
     await server?.stop();
