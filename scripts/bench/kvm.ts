@@ -193,13 +193,14 @@ async function bareRun(n: OneNode, i: number | 'w', image: string, boot: VmConfi
   sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
   sh('ip', ['-n', ns, 'tuntap', 'add', 'dev', tap, 'mode', 'tap']);
   sh('ip', ['-n', ns, 'addr', 'add', `${BARE_HOST}/30`, 'dev', tap]);
-  sh('ip', ['-n', ns, 'ntable', 'change', 'name', 'arp_cache', 'dev', tap, 'retrans', '100']);
+  sh('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', `net.ipv4.neigh.${tap}.retrans_time_ms=100`]);
   sh('ip', ['-n', ns, 'link', 'set', 'dev', tap, 'up']);
   // A snapshot of the same image subvolume, provisioned as the agent provisions a sliver's root.
   const rootfs = join(n.stateDir, 'pool', `kvb-bare-${i}`);
   bareRoots.add(rootfs);
   sh('btrfs', ['subvolume', 'snapshot', image, rootfs]);
-  await provisionRoot({ rootfs, slice: 'kvb_bare', keys: [readFileSync(`${n.key}.pub`, 'utf8').trim()] });
+  // A plain snapshot: its files keep the image's ids (the agent's rootIdShift for a snapshot is 0).
+  await provisionRoot({ rootfs, slice: 'kvb_bare', keys: [readFileSync(`${n.key}.pub`, 'utf8').trim()], idShift: 0 });
   const id = randomUUID();
   const spec: InstanceSpec = {
     id, hostname: 'kvb_bare', rootfs, memoryMb: MEMORY_MB, cpuShares: 1024, cpuCapPercent: null, pids: 4096, idmapBase: BARE_IDMAP_BASE,
