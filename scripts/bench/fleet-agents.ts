@@ -339,6 +339,8 @@ export class ChangeTracker {
   /** From the API's answer until the node had the document (0: it had it before the answer came):
    * the registry's way to the node (fan-out, the woken poll's read), without the API's own time. */
   readonly afterAnswerMs: number[] = [];
+  /** Each change that arrived: when it was made (performance.now()) and how long it took. */
+  readonly arrived: { t0: number; ms: number }[] = [];
   /** key → the change; key is `${nodeId}|${sliverId or slice}`. */
   readonly pending = new Map<string, { t0: number; answeredAt?: number; slice?: string; sliverId?: string; desired?: string }>();
   made = 0;
@@ -385,6 +387,7 @@ export class ChangeTracker {
         this.latenciesMs.push(at - p.t0);
         this.byKind[p.slice !== undefined ? 'sliver' : 'action'].push(at - p.t0);
         this.afterAnswerMs.push(p.answeredAt === undefined ? 0 : Math.max(0, at - p.answeredAt));
+        this.arrived.push({ t0: p.t0, ms: at - p.t0 });
         this.pending.delete(key);
       }
     }

@@ -314,6 +314,27 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const after = [...tracker.afterAnswerMs].sort((x, y) => x - y);
     log(`N=${n}: ${kinds.join('; ')}; from the API's answer to the node (fan-out and the woken poll's read): p50 ${percentile(after, 50).toFixed(0)}, p99 ${percentile(after, 99).toFixed(0)}, max ${(after.at(-1) ?? NaN).toFixed(0)} ms`);
 
+    // The slow changes against replica A's nodes' lane: how deep it was while each was on its way,
+    // and, per 5 s of the window, the lane, A's event loop and the changes over 1 s made then.
+    {
+      const tl = queuesA.timeline;
+      const laneMax = (from: number, to: number) => Math.max(0, ...tl.filter((x) => x.at >= from && x.at <= to + 250 && Number.isFinite(x.nodesWaiting)).map((x) => x.nodesWaiting));
+      const inWindow = tracker.arrived.filter((c) => tl.length && c.t0 >= tl[0]!.at - 1000);
+      const depthOf = (cs: typeof inWindow) => cs.map((c) => laneMax(c.t0, c.t0 + c.ms)).sort((x, y) => x - y);
+      const slow = depthOf(inWindow.filter((c) => c.ms > 1000));
+      const quick = depthOf(inWindow.filter((c) => c.ms <= 1000));
+      log(`N=${n}: changes over 1 s: ${slow.length} of ${inWindow.length}; the most waiting in A's nodes' lane while each was on its way: median ${percentile(slow, 50)}, max ${slow.at(-1) ?? NaN}; for the others: median ${percentile(quick, 50)}, max ${quick.at(-1) ?? NaN}`);
+      if (tl.length) {
+        const buckets: string[] = [];
+        for (let from = tl[0]!.at; from < tl.at(-1)!.at; from += 5000) {
+          const xs = tl.filter((x) => x.at >= from && x.at < from + 5000);
+          const slowThen = inWindow.filter((c) => c.ms > 1000 && c.t0 >= from && c.t0 < from + 5000).length;
+          buckets.push(`${((from - tl[0]!.at) / 1000).toFixed(0)} s: lane ${Math.max(0, ...xs.map((x) => x.nodesWaiting).filter(Number.isFinite))}, loop ${Math.max(0, ...xs.map((x) => x.loopLagMs).filter(Number.isFinite)).toFixed(0)} ms, slow ${slowThen}`);
+        }
+        log(`N=${n}: replica A per 5 s of the window (most waiting in the nodes' lane, longest event-loop stop, changes over 1 s made then): ${buckets.join('; ')}`);
+      }
+    }
+
     // Kill B: its agents move to A; changes made for them during the move must all arrive. A kill
     // that cannot complete is recorded beside the window's figures, not in place of them.
     const agents = fleet;

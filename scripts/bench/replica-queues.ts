@@ -15,6 +15,8 @@ export interface QueueFigures {
   reportsWaiting: { mean: number; max: number };
   /** Connections busy: mean. */
   poolBusy: number;
+  /** Every reading (performance.now() of this process): when the lane filled, against what else happened then. */
+  timeline: { at: number; nodesWaiting: number; loopLagMs: number }[];
   /** The event loop's longest delay between two readings, ms: mean over readings, and most. */
   loopLagMs: { mean: number; max: number };
 }
@@ -48,6 +50,7 @@ export function queuesPool(url: string, ca: string | null): Pool {
 export function sampleQueues(url: string, ca: string | null, everyMs = 250): { stop: () => Promise<QueueFigures> } {
   const pool = queuesPool(url, ca);
   const seen = { poolWaiting: [] as number[], nodesWaiting: [] as number[], reportsWaiting: [] as number[], poolBusy: [] as number[], loopLagMs: [] as number[] };
+  const timeline: QueueFigures['timeline'] = [];
   let running = true;
   const loop = (async () => {
     // The first reading's event-loop figures cover everything since the last one (the replica's
@@ -56,6 +59,7 @@ export function sampleQueues(url: string, ca: string | null, everyMs = 250): { s
     while (running) {
       const q = await readQueues(pool);
       for (const k of Object.keys(seen) as Array<keyof QueueSample>) seen[k].push(q[k]);
+      timeline.push({ at: performance.now(), nodesWaiting: q.nodesWaiting, loopLagMs: q.loopLagMs });
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();
@@ -68,7 +72,7 @@ export function sampleQueues(url: string, ca: string | null, everyMs = 250): { s
       running = false;
       await loop;
       await pool.close();
-      return { poolWaiting: stat(seen.poolWaiting), nodesWaiting: stat(seen.nodesWaiting), reportsWaiting: stat(seen.reportsWaiting), poolBusy: stat(seen.poolBusy).mean, loopLagMs: stat(seen.loopLagMs) };
+      return { poolWaiting: stat(seen.poolWaiting), nodesWaiting: stat(seen.nodesWaiting), reportsWaiting: stat(seen.reportsWaiting), poolBusy: stat(seen.poolBusy).mean, loopLagMs: stat(seen.loopLagMs), timeline };
     },
   };
 }
