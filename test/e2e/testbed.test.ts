@@ -563,7 +563,7 @@ describe('a testbed of three nodes', () => {
 
       const b = await startedAgent3({ holds: true });
       await until('a reconcile pass', async () => b.records.some((r) => r.msg === 'reconcile pass'), 60_000);
-      expect(await leftoversAfter(node(3), probeIds)).toEqual([]);
+      expect(await leftoversAfter(node(3), probeIds), b.tail(60)).toEqual([]);
       expect(await probeRoots()).toEqual([]);
       await admin.deleteSlice('tb_last');
       await sliceGone('tb_last');

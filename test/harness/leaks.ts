@@ -35,7 +35,9 @@ export async function nodeLeaks(scope: LeakScope): Promise<Leaks> {
 
   const containers = new Set<string>();
   for (const name of await readdir(lxcPath).catch(() => [] as string[])) if (name.startsWith('sl-')) containers.add(name);
-  for (const name of (await tryRun('lxc-ls', ['-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? []) containers.add(name);
+  // --active: a plain lxc-ls loads every config and so makes a container directory the agent is
+  // removing right then again (LXC opens the log the config names); defined ones are the directories.
+  for (const name of (await tryRun('lxc-ls', ['--active', '-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? []) containers.add(name);
   out.containers.push(...[...containers].map((c) => `${c} in ${lxcPath}`));
 
   const links = JSON.parse((await tryRun('ip', ['-n', ns, '-d', '-j', 'link', 'show']))?.stdout || '[]') as Array<{ ifname?: string; ifalias?: string; linkinfo?: { info_kind?: string } }>;

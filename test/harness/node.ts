@@ -88,9 +88,12 @@ export async function sliverLeftovers(opts: { stateDir: string; ns: string; ids?
     const id = /^sl-(.*)$/.exec(name)?.[1];
     if (mine(id)) note(id, `lxc: container directory ${join(lxcPath, name)}`);
   }
-  for (const name of (await tryRun('lxc-ls', ['-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? []) {
+  // Running containers (their directory may be gone); defined ones are the directories above.
+  // Not a plain lxc-ls: it loads every config, opening the log each names, and so makes the
+  // directory of a container the agent is removing at that moment again.
+  for (const name of (await tryRun('lxc-ls', ['--active', '-P', lxcPath]))?.stdout.split(/\s+/).filter(Boolean) ?? []) {
     const id = /^sl-(.*)$/.exec(name)?.[1];
-    if (mine(id)) note(id, `lxc: lxc-ls -P ${lxcPath} lists ${name}`);
+    if (mine(id)) note(id, `lxc: lxc-ls --active -P ${lxcPath} lists ${name}`);
   }
 
   const links = JSON.parse((await tryRun('ip', ['-n', ns, '-d', '-j', 'link', 'show']))?.stdout || '[]') as Array<{ ifname?: string; ifalias?: string }>;

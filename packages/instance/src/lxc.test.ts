@@ -2,7 +2,8 @@
 // confinement and limits (no btrfs subvolumes on a btrfs pool), the lifecycle, and sshd reached
 // through a veth the test makes.
 import { randomInt, randomUUID } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -247,7 +248,47 @@ describe.skipIf(!isRoot)('lxc driver on this host (needs root)', () => {
       expect((await run('lxc-ls', ['-P', driver.lxcPath])).stdout).not.toContain(spec.id);
       await driver.destroy(spec.id); // idempotent
       expect(await cgroupsOf(containerName(spec.id))).toEqual([]);
+
+      // An LXC tool that loaded the config just before it went (lxc-ls, lxc-info) opens the log
+      // the config names, and makes the directory again for it: no config, only the log. It is
+      // a container the driver lists as absent, and destroys.
+      const dir = join(driver.lxcPath, containerName(spec.id));
+      await mkdir(dir);
+      await writeFile(join(dir, 'lxc.log'), '');
+      expect(await driver.list()).toContain(spec.id);
+      expect((await driver.states()).get(spec.id)).toBe('absent');
+      await driver.destroy(spec.id);
+      await expect(stat(dir)).rejects.toThrow(/ENOENT/);
     });
+  });
+
+  it('destroys with LXC tools loading its config meanwhile, and what they make again is a container it lists as absent and removes', async () => {
+    // lxc-ls (an admin's, a monitor's) opens the log every config names, and makes the log's
+    // directory again if it has just gone: a container directory holding only that log.
+    const spec = await sliver('racing_slice');
+    const dir = join(driver.lxcPath, containerName(spec.id));
+    const loops = [0, 1].map(() => spawn('sh', ['-c', `while :; do lxc-ls -P '${driver.lxcPath}' >/dev/null 2>&1; done`], { stdio: 'ignore', detached: true }));
+    const left: string[][] = [];
+    try {
+      for (let i = 0; i < 40; i++) {
+        await driver.define(spec);
+        await driver.destroy(spec.id);
+        await new Promise((r) => setTimeout(r, 30));
+        const files = await readdir(dir).catch(() => null);
+        if (!files) continue;
+        left.push(files);
+        expect(await driver.list()).toContain(spec.id);
+        expect((await driver.states()).get(spec.id)).toBe('absent');
+        await driver.destroy(spec.id);
+        await expect(stat(dir)).rejects.toThrow(/ENOENT/);
+      }
+    } finally {
+      for (const l of loops) process.kill(-l.pid!, 'SIGKILL');
+    }
+    console.log(`destroyed 40 times beside lxc-ls: made again ${left.length} times`);
+    for (const files of left) expect(files).toEqual(['lxc.log']);
+    await driver.destroy(spec.id);
+    await expect(stat(dir)).rejects.toThrow(/ENOENT/);
   });
 
   it('refuses what it cannot do and says why a start failed', async () => {

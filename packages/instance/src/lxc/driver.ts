@@ -278,7 +278,20 @@ export class LxcDriver implements InstanceDriver {
     // by which time LXC has handed a phys interface back to the namespace it came from.
     if (state === 'running' || state === 'frozen') await this.#lxc('lxc-stop', id, ['-k']);
     await removeContainerCgroups(containerName(id));
-    await rm(dir, { recursive: true, force: true });
+    await this.#removeDir(id);
+  }
+
+  /**
+   * Removes a container's directory. Every LXC tool that loads a config (lxc-ls, lxc-info, an
+   * admin's or a monitor's) opens the log file it names at once, and makes that file and its
+   * directory if they are gone: the config goes first, so that no tool loads it any more, and the
+   * removal starts over when a log appears in the directory meanwhile (ENOTEMPTY). A directory a
+   * slower tool makes again holds no config: the next whole pass sees it as absent and removes it.
+   */
+  async #removeDir(id: string): Promise<void> {
+    const dir = this.#dir(id);
+    await rm(join(dir, 'config'), { force: true });
+    await rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 20 });
   }
 
   async list(): Promise<string[]> {
@@ -437,7 +450,7 @@ export class LxcDriver implements InstanceDriver {
       const spec: InstanceSpec = { id, hostname: 'idmap-probe', rootfs, memoryMb: 32, cpuShares: 1024, pids: 16, idmapBase: this.#probeIdmapBase, net: null };
       const config = renderConfig(spec, this.hostFacts, { lxcPath: this.lxcPath, init: '/bin/busybox touch /idmap-probe' });
       await mkdir(this.#dir(id));
-      undo.add(() => rm(this.#dir(id), { recursive: true, force: true }));
+      undo.add(() => this.#removeDir(id));
       await writeFile(join(this.#dir(id), 'config'), config);
       undo.add(() => removeContainerCgroups(containerName(id)));
       undo.add(() => tryRun(...this.#argv('lxc-stop', id, ['-k'])));
