@@ -25,7 +25,7 @@ import { startRegistryProcess, type RegistryProcess } from '../../test/harness/r
 import { ChangeTracker, Fleet, inBatches, percentile, type SimAgent } from './fleet-agents.ts';
 import { AGENTS_PER_PROCESS, ForkedFleet, workersFor } from './fleet-workers.ts';
 import { appendResults, lineChart } from './results.ts';
-import { sampleWaits } from './pg-waits.ts';
+import { mostRunning, sampleActive, sampleWaits } from './pg-waits.ts';
 import { gcBetween, queuesPool, readGc, readQueues, readRoutes, sampleQueues, type QueueFigures } from './replica-queues.ts';
 import { profileProcess, profileSelf, saveProfile } from './profile.ts';
 
@@ -263,6 +263,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const agentPids = [process.pid, ...(fleet instanceof ForkedFleet ? fleet.workers.map((w) => w.pid!) : [])];
     const self0 = agentPids.map(sampleProc);
     const sampler = sampleWaits(db);
+    const active = sampleActive(db);
     const queues = sampleQueues(A.url, A.ca);
     const queuesOfB = sampleQueues(B.url, B.ca);
     const gcPools = [A, B].map((r) => queuesPool(r.url, r.ca));
@@ -277,6 +278,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       for (const [i, name] of ['A', 'B', 'agents'].entries()) console.error(saveProfile(join(resolve(args.profile!), `${n}-${name}.cpuprofile`), await profiling[i]!.stop()));
     }
     const waits = await sampler.stop();
+    const running = await active.stop();
     const queuesA = await queues.stop();
     const queuesB = await queuesOfB.stop();
     const gc1 = await Promise.all(gcPools.map(readGc));
@@ -291,6 +293,17 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       log(`N=${n}: replica ${name} in the window: ${q.poolBusy.toFixed(1)} connections busy (mean); queries waiting for one: mean ${q.poolWaiting.mean.toFixed(1)}, most ${q.poolWaiting.max}; nodes' queries waiting for their lane: mean ${q.nodesWaiting.mean.toFixed(1)}, most ${q.nodesWaiting.max}; reports waiting their turn: mean ${q.reportsWaiting.mean.toFixed(1)}, most ${q.reportsWaiting.max}; event loop's longest stop between readings (250 ms): mean ${q.loopLagMs.mean.toFixed(0)}, most ${q.loopLagMs.max.toFixed(0)} ms`);
     }
     const statements = await topStatements(db);
+    // PostgreSQL's own work in the window, which no replica asked for: autovacuum and checkpoints.
+    {
+      const { rows } = await db.query(
+        `SELECT relname, autovacuum_count AS v, autoanalyze_count AS a,
+                round(extract(epoch FROM now() - last_autovacuum)::numeric, 1) AS v_ago, round(extract(epoch FROM now() - last_autoanalyze)::numeric, 1) AS a_ago
+           FROM pg_stat_user_tables WHERE autovacuum_count + autoanalyze_count > 0 ORDER BY relname`,
+      );
+      const bg = (await db.query('SELECT checkpoints_timed + checkpoints_req AS c FROM pg_stat_bgwriter')).rows[0];
+      const windowAgo = (performance.now() - (queuesA.timeline[0]?.at ?? performance.now())) / 1000;
+      log(`N=${n}: PostgreSQL's own work (window began ${windowAgo.toFixed(0)} s ago): checkpoints so far ${bg.c}; autovacuum so far: ${rows.map((r) => `${r.relname} vacuum ${r.v} (last ${r.v_ago ?? '-'} s ago), analyze ${r.a} (last ${r.a_ago ?? '-'} s ago)`).join('; ') || 'none'}`);
+    }
     loopDelay.disable();
     const self1 = agentPids.map(sampleProc);
     const p1 = replicas.map((r) => sampleProc(r.proc.pid!));
@@ -326,12 +339,22 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
       log(`N=${n}: changes over 1 s: ${slow.length} of ${inWindow.length}; the most waiting in A's nodes' lane while each was on its way: median ${percentile(slow, 50)}, max ${slow.at(-1) ?? NaN}; for the others: median ${percentile(quick, 50)}, max ${quick.at(-1) ?? NaN}`);
       if (tl.length) {
         const buckets: string[] = [];
+        const deep: { from: number; lane: number }[] = [];
+        // Answers between the first and last reading of a span: the nodes' polls and reports that arrived then.
+        const arrivals = (xs: typeof tl, k: 'polls' | 'reports') => (xs.length > 1 ? xs.at(-1)![k] - xs[0]![k] : NaN);
         for (let from = tl[0]!.at; from < tl.at(-1)!.at; from += 5000) {
           const xs = tl.filter((x) => x.at >= from && x.at < from + 5000);
           const slowThen = inWindow.filter((c) => c.ms > 1000 && c.t0 >= from && c.t0 < from + 5000).length;
-          buckets.push(`${((from - tl[0]!.at) / 1000).toFixed(0)} s: lane ${Math.max(0, ...xs.map((x) => x.nodesWaiting).filter(Number.isFinite))}, loop ${Math.max(0, ...xs.map((x) => x.loopLagMs).filter(Number.isFinite)).toFixed(0)} ms, slow ${slowThen}`);
+          const lane = Math.max(0, ...xs.map((x) => x.nodesWaiting).filter(Number.isFinite));
+          deep.push({ from, lane });
+          buckets.push(`${((from - tl[0]!.at) / 1000).toFixed(0)} s: lane ${lane}, loop ${Math.max(0, ...xs.map((x) => x.loopLagMs).filter(Number.isFinite)).toFixed(0)} ms, slow ${slowThen}, polls ${arrivals(xs, 'polls')}, reports ${arrivals(xs, 'reports')}`);
         }
-        log(`N=${n}: replica A per 5 s of the window (most waiting in the nodes' lane, longest event-loop stop, changes over 1 s made then): ${buckets.join('; ')}`);
+        log(`N=${n}: replica A per 5 s of the window (most waiting in the nodes' lane, longest event-loop stop, changes over 1 s made then, polls and reports A answered): ${buckets.join('; ')}`);
+        // What PostgreSQL ran while A's lane was deepest, beside what it ran over the whole window.
+        log(`N=${n}: statements running on PostgreSQL over the window (sum of 250 ms readings): ${mostRunning(running, -Infinity, Infinity, 5)}`);
+        for (const d of deep.sort((x, y) => y.lane - x.lane).slice(0, 3)) {
+          log(`N=${n}: ... in the 5 s from ${((d.from - tl[0]!.at) / 1000).toFixed(0)} s (lane ${d.lane}): ${mostRunning(running, d.from, d.from + 5000, 5)}`);
+        }
       }
     }
 

@@ -16,7 +16,7 @@ export interface QueueFigures {
   /** Connections busy: mean. */
   poolBusy: number;
   /** Every reading (performance.now() of this process): when the lane filled, against what else happened then. */
-  timeline: { at: number; nodesWaiting: number; loopLagMs: number }[];
+  timeline: { at: number; nodesWaiting: number; loopLagMs: number; polls: number; reports: number }[];
   /** The event loop's longest delay between two readings, ms: mean over readings, and most. */
   loopLagMs: { mean: number; max: number };
 }
@@ -26,17 +26,29 @@ const value = (text: string, metric: string, state?: string): number => {
   return m ? Number(m[1]) : NaN;
 };
 
-type QueueSample = { poolWaiting: number; poolBusy: number; nodesWaiting: number; reportsWaiting: number; loopLagMs: number };
+/** The answers to a route so far, every status (planetlite_http_requests_total). */
+const answered = (text: string, method: string, route: string): number => {
+  let n = 0;
+  for (const m of text.matchAll(/^planetlite_http_requests_total\{([^}]*)\} (\S+)$/gm)) {
+    if (m[1]!.includes(`method="${method}"`) && m[1]!.includes(`route="${route}"`)) n += Number(m[2]);
+  }
+  return n;
+};
+
+type QueueSample = { poolWaiting: number; poolBusy: number; nodesWaiting: number; reportsWaiting: number; loopLagMs: number; polls: number; reports: number };
 
 /** One reading of the replica's queues (NaN for what it did not answer). */
 export async function readQueues(pool: Pool): Promise<QueueSample> {
-  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes&name=nodejs_eventloop_lag_seconds&name=nodejs_eventloop_lag_max_seconds' }).then((r) => r.body.text(), () => '');
+  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes&name=nodejs_eventloop_lag_seconds&name=nodejs_eventloop_lag_max_seconds&name=planetlite_http_requests_total' }).then((r) => r.body.text(), () => '');
   return {
     poolWaiting: value(text, 'planetlite_db_pool', 'waiting'),
     poolBusy: value(text, 'planetlite_db_pool', 'busy'),
     nodesWaiting: value(text, 'planetlite_node_queries', 'waiting'),
     reportsWaiting: value(text, 'planetlite_report_writes', 'waiting'),
     loopLagMs: value(text, 'nodejs_eventloop_lag_max_seconds') * 1000,
+    // Answered polls and reports so far: the differences between readings are the nodes' arrivals.
+    polls: text ? answered(text, 'GET', '/v1/nodes/:id/desired-state') : NaN,
+    reports: text ? answered(text, 'PUT', '/v1/nodes/:id/observed-state') : NaN,
   };
 }
 
@@ -58,8 +70,8 @@ export function sampleQueues(url: string, ca: string | null, everyMs = 250): { s
     await readQueues(pool);
     while (running) {
       const q = await readQueues(pool);
-      for (const k of Object.keys(seen) as Array<keyof QueueSample>) seen[k].push(q[k]);
-      timeline.push({ at: performance.now(), nodesWaiting: q.nodesWaiting, loopLagMs: q.loopLagMs });
+      for (const k of Object.keys(seen) as Array<keyof typeof seen>) seen[k].push(q[k]);
+      timeline.push({ at: performance.now(), nodesWaiting: q.nodesWaiting, loopLagMs: q.loopLagMs, polls: q.polls, reports: q.reports });
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();
