@@ -181,6 +181,41 @@ describe('reports that say nothing new', () => {
   });
 });
 
+describe('usage samples around a report that is written', () => {
+  // One sample per 10 s (the shortest interval the config takes), so the test waits it out.
+  let t: TestApp;
+  let w: World;
+  beforeAll(async () => {
+    t = await testApp({ config: { usageSampleSeconds: 10 } });
+    w = await makeWorld(t.app);
+  });
+  afterAll(() => t.close());
+
+  const samples = async () => (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [w.ids.sliver])).rows[0]!.n;
+  const report = (cpu: number, error: string | null) =>
+    ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { capabilities: caps, slivers: [{ id: w.ids.sliver, state: 'running', error, ...usage(cpu) }] });
+
+  it('keeps the next sample due when a report written between two samples recorded none', async () => {
+    await call(t.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node);
+    await report(1, null); // written: the node's first report, with its first sample
+    const first = Date.now();
+    expect(await samples()).toBe(1);
+    await new Promise((r) => setTimeout(r, 4000));
+    // Written (it says something new), 4 s after the sample: too soon for another.
+    const absorbed = (t.app.ctx.reports as ReportMemo).stats.absorbed;
+    await report(2, 'a warning');
+    expect((t.app.ctx.reports as ReportMemo).stats.absorbed).toBe(absorbed);
+    expect(await samples()).toBe(1);
+    // A repeat once the interval since the first sample is up: taken from memory, and its figures
+    // are the sample due (not one a whole interval after the written report).
+    await new Promise((r) => setTimeout(r, Math.max(0, first + 9500 - Date.now())));
+    await report(3, 'a warning');
+    expect((t.app.ctx.reports as ReportMemo).stats.absorbed).toBe(absorbed + 1);
+    await (t.app.ctx.reports as ReportMemo).flush();
+    expect(await samples()).toBe(2);
+  }, 30_000);
+});
+
 describe('the flush of queued figures (writeQueuedUsage)', () => {
   let t: TestApp;
   let w: World;

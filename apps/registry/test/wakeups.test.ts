@@ -47,6 +47,27 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 }
 
 describe('desired-state long-polls', () => {
+  it('answer 304 when nothing changed, each after its own hold between 0.8 and 1 times its wait', async () => {
+    // Held exactly ?wait=S, polls let go together (a stopped event loop, a fleet's reconnect)
+    // would come back together every S seconds for good.
+    const first = await call(t.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node);
+    const etag = String(first.headers.etag);
+    const held = await Promise.all(
+      Array.from({ length: 12 }, async () => {
+        const t0 = performance.now();
+        const r = await call(t.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state?wait=1`, w.node, undefined, { 'if-none-match': etag });
+        expect(r.status).toBe(304);
+        return performance.now() - t0;
+      }),
+    );
+    for (const ms of held) {
+      expect(ms).toBeGreaterThanOrEqual(790);
+      expect(ms).toBeLessThan(2000);
+    }
+    // Drawn each: twelve polls started together do not end within 40 ms of each other.
+    expect(Math.max(...held) - Math.min(...held)).toBeGreaterThan(40);
+  });
+
   it('bring every change to its node while polls end and start again all the time', async () => {
     const slice = `${w.site}_wake`;
     await ok(t.app, 201, 'POST', '/v1/slices', w.pi, { name: slice, description: 'wake-ups', url: 'https://example.org' });

@@ -48,8 +48,8 @@ export interface PlainReport {
  *
  * The node's slivers are locked while it runs, so a sliver deleted meanwhile stays 'deleting'.
  */
-export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainReport): Promise<S.Event[] | null> {
-  const { rows } = await q.query<{ plain: boolean; events: Row[] }>(
+export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainReport): Promise<{ events: S.Event[]; sampled: number } | null> {
+  const { rows } = await q.query<{ plain: boolean; events: Row[]; sampled: number }>(
     `WITH o AS (
        SELECT * FROM jsonb_to_recordset($2::jsonb)
          AS o(id uuid, state text, error text, address text, keep_address boolean, usage jsonb, watchdog_hold jsonb)
@@ -109,7 +109,8 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
          AND NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = o.id AND u.at > now() - $8::float8 * interval '1 second')
        RETURNING sliver
      )
-     SELECT plain, (SELECT coalesce(jsonb_agg(e ORDER BY e.id), '[]'::jsonb) FROM events_written e) AS events FROM verdict`,
+     SELECT plain, (SELECT coalesce(jsonb_agg(e ORDER BY e.id), '[]'::jsonb) FROM events_written e) AS events,
+            (SELECT count(*)::int FROM sampled) AS sampled FROM verdict`,
     [
       nodeId,
       JSON.stringify(r.slivers),
@@ -127,7 +128,7 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
     { planEachCall: true },
   );
   const row = rows[0];
-  return row?.plain ? json<Row[]>(row.events).map(toEvent) : null;
+  return row?.plain ? { events: json<Row[]>(row.events).map(toEvent), sampled: row.sampled } : null;
 }
 
 /** One sliver's figures from a report a replica absorbed, written later with others. */

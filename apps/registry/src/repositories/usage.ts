@@ -25,13 +25,14 @@ export async function usageSamples(q: Queryable, sliver: string, since: Date, un
 }
 
 /**
- * Records a sample for each sliver whose last one is at least minAgeSeconds old. Reports come
+ * Records a sample for each sliver whose last one is at least minAgeSeconds old (answers how many
+ * it recorded). Reports come
  * every 30 s and after every change, with jitter, so callers pass 90% of the interval: else a
  * 60 s cadence that arrives a little early would be kept only every other time.
  */
-export async function insertUsageSamples(q: Queryable, samples: Array<{ id: string } & S.SliverUsage>, minAgeSeconds: number): Promise<void> {
-  if (!samples.length) return;
-  await q.query(
+export async function insertUsageSamples(q: Queryable, samples: Array<{ id: string } & S.SliverUsage>, minAgeSeconds: number): Promise<number> {
+  if (!samples.length) return 0;
+  const { rowCount } = await q.query(
     `INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
      SELECT o.id, now(), o.cpu_seconds, o.memory_bytes, o.disk_bytes, o.net_rx_bytes, o.net_tx_bytes
      FROM jsonb_to_recordset($1::jsonb)
@@ -39,6 +40,7 @@ export async function insertUsageSamples(q: Queryable, samples: Array<{ id: stri
      WHERE NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = o.id AND u.at > now() - $2::float8 * interval '1 second')`,
     [JSON.stringify(samples), minAgeSeconds],
   );
+  return rowCount;
 }
 
 /** Deletes at most limit samples older than cutoff (one short statement; the sweep repeats it). */

@@ -65,7 +65,7 @@ export async function applyReport(
   nodeId: string,
   body: ObservedState,
   usageSampleSeconds: number,
-): Promise<{ updated: number; removed: number }> {
+): Promise<WrittenReport> {
   await markSeen(q, changes, nodeId);
   if (body.capabilities) await updateCapabilities(q, changes, nodeId, body.capabilities);
   if (body.images) await setNodeImages(q, nodeId, body.images);
@@ -112,10 +112,17 @@ export async function applyReport(
   }
   await changes.recordMany(q, events);
   await refreshSlivers(q, refresh);
-  await insertUsageSamples(q, samples, usageSampleSeconds * 0.9);
+  const sampled = await insertUsageSamples(q, samples, usageSampleSeconds * 0.9);
   // The last sliver of a decommissioning node confirmed gone: the node's key goes with it.
   if (removed) await finishDecommission(q, changes, nodeId);
-  return { updated, removed };
+  return { updated, removed, sampled };
+}
+
+/** What writing a report did: slivers whose state moved, slivers gone, usage samples recorded. */
+export interface WrittenReport {
+  updated: number;
+  removed: number;
+  sampled: number;
 }
 
 /**
@@ -156,7 +163,7 @@ export class ReportDropped extends Error {
  */
 export async function acceptReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
   const { memo } = opts;
-  if (!memo) return writeReport(deps, nodeId, body, opts);
+  if (!memo) return counts(await writeReport(deps, nodeId, body, opts));
   // A partial report (what changed) is always written; what is remembered of the node's last
   // whole report no longer says what the database holds.
   if (body.partial) {
@@ -164,7 +171,7 @@ export async function acceptReport(deps: ChangeDeps, nodeId: string, body: Obser
     try {
       const out = await writeReport(deps, nodeId, body, opts);
       memo.wrotePartial(ticket, body);
-      return out;
+      return counts(out);
     } catch (err) {
       if (err instanceof ReportDropped) memo.abandon(ticket);
       else memo.wrotePartial(ticket, body);
@@ -175,21 +182,23 @@ export async function acceptReport(deps: ChangeDeps, nodeId: string, body: Obser
   if (memo.absorb(nodeId, body, digests)) return { updated: 0, removed: 0 };
   const ticket = memo.begin(nodeId);
   try {
-    const out = await writeReport(deps, nodeId, body, opts);
-    memo.remember(ticket, body, digests);
-    return out;
+    const { updated, removed, sampled } = await writeReport(deps, nodeId, body, opts);
+    memo.remember(ticket, body, digests, sampled > 0);
+    return { updated, removed };
   } catch (err) {
     memo.abandon(ticket);
     throw err;
   }
 }
 
-function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
+const counts = ({ updated, removed }: WrittenReport) => ({ updated, removed });
+
+function writeReport(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<WrittenReport> {
   if (!opts.turn) return writeReportNow(deps, nodeId, body, opts);
   return opts.turn(() => (opts.gone?.() ? Promise.reject(new ReportDropped()) : writeReportNow(deps, nodeId, body, opts)));
 }
 
-async function writeReportNow(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<{ updated: number; removed: number }> {
+async function writeReportNow(deps: ChangeDeps, nodeId: string, body: ObservedState, opts: ReportOptions): Promise<WrittenReport> {
   const reported = new Map(body.slivers.map((s) => [s.id, s]));
   const slivers: ReportedSliver[] = [...reported.values()].map((obs) => {
     const usage = {
@@ -209,7 +218,7 @@ async function writeReportNow(deps: ChangeDeps, nodeId: string, body: ObservedSt
       watchdog_hold: obs.watchdog_hold ?? null,
     };
   });
-  const events = await applyPlainReport(deps.db, nodeId, {
+  const plain = await applyPlainReport(deps.db, nodeId, {
     slivers,
     capabilities: body.capabilities ? storedCapabilities(body.capabilities) : null,
     frontDoor: body.front_door === undefined ? undefined : storedFrontDoor(body.front_door),
@@ -219,11 +228,11 @@ async function writeReportNow(deps: ChangeDeps, nodeId: string, body: ObservedSt
     sampleSeconds: opts.usageSampleSeconds * 0.9,
     partial: body.partial === true,
   });
-  if (events) {
+  if (plain) {
     const changes = new Changes();
-    changes.events.push(...events);
+    changes.events.push(...plain.events);
     await changes.publish(deps);
-    return { updated: events.length, removed: 0 };
+    return { updated: plain.events.length, removed: 0, sampled: plain.sampled };
   }
   return withChanges(deps, (q, changes) => applyReport(q, changes, nodeId, body, opts.usageSampleSeconds));
 }

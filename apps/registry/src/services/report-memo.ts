@@ -54,6 +54,8 @@ export interface ReportTicket {
   etag: string | undefined;
   epoch: number;
   stale: boolean;
+  /** When the node's last sample was asked for, as remembered at begin() (0: not known here). */
+  sampledAt: number;
 }
 
 /** The report with its figures left out, as a short digest. */
@@ -163,15 +165,18 @@ export class ReportMemo {
 
   /** Before a report's statement: the ETag it is written against. */
   begin(nodeId: string): ReportTicket {
-    const ticket: ReportTicket = { nodeId, etag: this.#deps.documents.remembered(nodeId), epoch: this.#deps.fanout.epoch, stale: false };
+    const ticket: ReportTicket = { nodeId, etag: this.#deps.documents.remembered(nodeId), epoch: this.#deps.fanout.epoch, stale: false, sampledAt: this.#memos.get(nodeId)?.sampledAt ?? 0 };
     let set = this.#tickets.get(nodeId);
     if (!set) this.#tickets.set(nodeId, (set = new Set()));
     set.add(ticket);
     return ticket;
   }
 
-  /** After the statement: remembers what it wrote (unless something moved meanwhile), and tells the other replicas. */
-  remember(ticket: ReportTicket, body: ObservedState, digests = reportDigests(body)): void {
+  /** After the statement: remembers what it wrote (unless something moved meanwhile), and tells the
+   * other replicas. sampled: the statement recorded usage samples. One that recorded none (a
+   * sample was taken less than an interval ago) leaves the next sample due when it was: else a
+   * report written just before a sample was due put the next one off by a whole interval. */
+  remember(ticket: ReportTicket, body: ObservedState, digests = reportDigests(body), sampled = true): void {
     this.#wrote(ticket, body);
     if (this.#closed || ticket.stale || ticket.etag === undefined || ticket.epoch !== this.#deps.fanout.epoch) {
       this.#memos.delete(ticket.nodeId);
@@ -179,7 +184,7 @@ export class ReportMemo {
     }
     if (!this.#memos.has(ticket.nodeId) && this.#memos.size >= (this.#deps.max ?? 100_000)) this.#memos.delete(this.#memos.keys().next().value!);
     const now = Date.now();
-    this.#memos.set(ticket.nodeId, { ...digests, etag: ticket.etag, epoch: ticket.epoch, seenAt: now, sampledAt: now });
+    this.#memos.set(ticket.nodeId, { ...digests, etag: ticket.etag, epoch: ticket.epoch, seenAt: now, sampledAt: sampled ? now : ticket.sampledAt });
   }
 
   /** After a partial report's statement (written or not): nothing is remembered of the node, and
