@@ -196,6 +196,11 @@ export class Fleet {
     if (this.#opts.reportSeconds > 0) {
       const period = this.#opts.reportSeconds * 1000;
       // Spread the reports evenly over the period, as agents that started at random times are.
+      // Each next report is due one period after the last one was due, not one period after a
+      // late timer fired: every simulated agent is a machine of its own, and timers that this
+      // process's stopped event loop let go together would otherwise stay together (at 10,000
+      // agents, a replica saw 2,100 reports in 5 s against 450, every 30 s).
+      let due = performance.now() + Math.random() * period;
       const tick = () => {
         if (!this.#running) return;
         if (!a.reportWaiting) {
@@ -206,9 +211,12 @@ export class Fleet {
             return this.#report(a);
           });
         }
-        this.#timers.push(setTimeout(tick, period).unref());
+        const now = performance.now();
+        do due += period;
+        while (due <= now);
+        this.#timers.push(setTimeout(tick, due - now).unref());
       };
-      this.#timers.push(setTimeout(tick, Math.random() * period).unref());
+      this.#timers.push(setTimeout(tick, due - performance.now()).unref());
     }
   }
 
