@@ -152,11 +152,7 @@ export class Fleet {
 
   /** The replica's answer for this agent's document (what the agent should end up holding). */
   async fetchDocument(a: SimAgent, replica: number): Promise<{ etag: string | null; doc: DesiredState }> {
-    // Through the agent's own connections where it has them (its report connection is idle most
-    // of the time): a replica holding every agent's two connections can be at its file limit,
-    // where a new connection fails (the 09:54 run's final check, 20,000 of 20,000 files).
-    const pool = a.pools[replica] ?? this.#shared[replica]!;
-    const get = () => pool.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state`, headers: { authorization: `Bearer ${a.key}` } });
+    const get = () => this.#shared[replica]!.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state`, headers: { authorization: `Bearer ${a.key}` } });
     // A live replica under load may reset a connection or answer 503 (out of file descriptors
     // with every agent on it): an agent retries, and so does this check, for up to about 20 s
     // (one reset at 10,000 agents ended a whole run); a GET is safe to send again.
