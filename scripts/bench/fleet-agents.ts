@@ -151,7 +151,7 @@ export class Fleet {
   }
 
   /** The replica's answer for this agent's document (what the agent should end up holding). */
-  async fetchDocument(a: SimAgent, replica: number): Promise<{ etag: string | null; doc: DesiredState }> {
+  async fetchDocument(a: SimAgent, replica: number, attempts = 8): Promise<{ etag: string | null; doc: DesiredState }> {
     const get = () => this.#shared[replica]!.request({ method: 'GET', path: `/v1/nodes/${a.nodeId}/desired-state`, headers: { authorization: `Bearer ${a.key}` } });
     // A live replica under load may reset a connection or answer 503 (out of file descriptors
     // with every agent on it): an agent retries, and so does this check, for up to about 20 s
@@ -160,10 +160,10 @@ export class Fleet {
     for (let attempt = 1; ; attempt++) {
       try {
         res = await get();
-        if (res.statusCode !== 503 || attempt === 8) break;
+        if (res.statusCode !== 503 || attempt >= attempts) break;
         await res.body.dump();
       } catch (err) {
-        if (attempt === 8 || !replicaGone(err) || this.#dead.has(replica)) throw new Error(`desired-state of ${a.nodeId} from replica ${replica}: ${String(err)}`, { cause: err });
+        if (attempt >= attempts || !replicaGone(err) || this.#dead.has(replica)) throw new Error(`desired-state of ${a.nodeId} from replica ${replica}: ${String(err)}`, { cause: err });
       }
       await sleep(500 * attempt);
     }

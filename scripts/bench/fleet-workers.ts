@@ -96,8 +96,8 @@ export class ForkedFleet {
     for (const w of this.workers) this.#send(w, { t: 'dead', replica });
   }
 
-  fetchDocument(a: SimAgent, replica: number): Promise<{ etag: string | null; doc: DesiredState }> {
-    return this.#local.fetchDocument(a, replica);
+  fetchDocument(a: SimAgent, replica: number, attempts?: number): Promise<{ etag: string | null; doc: DesiredState }> {
+    return this.#local.fetchDocument(a, replica, attempts);
   }
 
   /** Report latencies received since the last call (each worker sends them every 500 ms). */
