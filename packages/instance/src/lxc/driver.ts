@@ -44,6 +44,8 @@ export interface LxcDriverOptions {
 /** Host uid/gid base of the short-lived idmap probe container (top of the 32-bit range). */
 const PROBE_IDMAP_BASE = 0xfffe0000;
 const PROBE_DIR_PREFIX = '.idmap-probe-';
+/** How long a freeze may take before it is undone (lxc-freeze itself never gives up). */
+const FREEZE_TIMEOUT_MS = 20_000;
 /** Inside a sliver, lxc-attach --clear-env leaves no PATH. */
 const MiB = 1024 * 1024;
 const EXEC_PATH = 'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -232,7 +234,15 @@ export class LxcDriver implements InstanceDriver {
     const state = await this.state(id);
     if (state === 'frozen') return;
     if (state !== 'running') throw new InstanceError('wrong_state', `lxc driver: sliver ${id} is ${state}, not running`);
-    await this.#lxc('lxc-freeze', id, []);
+    // lxc-freeze waits, without a bound, until every task is frozen; a v1 freezer can stay in
+    // FREEZING (once in the suite, a freeze right after a start held a test for a minute). Bounded
+    // here, and a freeze that does not finish is undone: the sliver keeps running.
+    try {
+      await this.#lxc('lxc-freeze', id, [], { timeoutMs: FREEZE_TIMEOUT_MS });
+    } catch (err) {
+      await tryRun(...this.#argv('lxc-unfreeze', id, []));
+      throw new InstanceError('host_broken', `lxc driver: sliver ${id} did not freeze: ${err instanceof Error ? err.message : String(err)}; it was thawed and keeps running`, { cause: err });
+    }
   }
 
   async thaw(id: string): Promise<void> {
