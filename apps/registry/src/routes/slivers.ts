@@ -77,15 +77,18 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (why) {
         throw new AppError('node_incapable', `node ${node.hostname} (${node.id}) cannot run ${slice.kind} slivers: ${why}`);
       }
-      const site = await lockSite(q, slice.site);
       if (await slivers.sliceHasSliverOn(q, req.params.name, req.body.node_id)) throw new AppError('already_exists', `slice ${req.params.name} already has a sliver on node ${node.hostname}`);
-      const max = site?.max_slivers ?? 0;
-      if ((site?.sliverCount ?? 0) >= max) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${max} slivers`);
       const ports = await allocatePorts(q, req.body.node_id, node.port_window, ctx.config.portsPerSliver);
       // A spare the node keeps ready for this image and kind (its warm pool) becomes the sliver:
       // the agent hands it out instead of building one. A published image is matched by its
       // sha256, one only imported on nodes by its name.
-      const id = (await takeSpare(q, node.id, { kind: slice.kind, image: slice.image, sha256: image?.sha256 ?? null })) ?? randomUUID();
+      const spare = await takeSpare(q, node.id, { kind: slice.kind, image: slice.image, sha256: image?.sha256 ?? null });
+      // The site's row is locked last, for the quota alone: every new sliver of the site waits
+      // on it until the holder commits, so the less is done after it, the less they wait.
+      const site = await lockSite(q, slice.site);
+      const max = site?.max_slivers ?? 0;
+      if ((site?.sliverCount ?? 0) >= max) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${max} slivers`);
+      const id = spare ?? randomUUID();
       await slivers.insertSliver(q, { id, slice: req.params.name, site: slice.site, nodeId: req.body.node_id, kind: slice.kind, ports });
       await changes.record(q, { type: 'sliver.state', slice: req.params.name, node: req.body.node_id, sliver: id, data: { state: 'pending', ports, by: me.email } });
       changes.touch(req.body.node_id);
