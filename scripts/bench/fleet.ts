@@ -43,11 +43,12 @@ const { values: args } = parseArgs({
     write: { type: 'string' },
     svg: { type: 'string' },
     profile: { type: 'string' },
+    'replica-node-options': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR]\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each.');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR] [--replica-node-options '--max-semi-space-size=32']\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each. --replica-node-options: NODE_OPTIONS for both replicas (V8 flags to compare, e.g. the young generation\'s size).');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -136,8 +137,8 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
   try {
     for (let i = 0; i < 2; i++) {
       // --profile: each replica's inspector (opened by SIGUSR1) on a port of its own.
-      const inspect: Record<string, string> = args.profile ? { NODE_OPTIONS: `--inspect-port=127.0.0.1:${9301 + i}` } : {};
-      replicas.push(await startRegistryProcess({ ...env, ...inspect }, { tlsDataDir: tlsDir, timeoutMs: 60_000 }));
+      const nodeOptions = [args.profile ? `--inspect-port=127.0.0.1:${9301 + i}` : '', args['replica-node-options'] ?? ''].filter(Boolean).join(' ');
+      replicas.push(await startRegistryProcess({ ...env, ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}) }, { tlsDataDir: tlsDir, timeoutMs: 60_000 }));
       live.add(replicas[i]!);
     }
     const [A, B] = replicas as [RegistryProcess, RegistryProcess];

@@ -276,7 +276,9 @@ async function main(): Promise<void> {
       // At info at least: its 'desired state received' and 'sliver built' lines split each timed
       // sliver's start-up (agentLog); lines below the asked level are not shown.
       const shown = LEVELS[process.env.PLANETLITE_BENCH_AGENT_LOG ?? process.env.PLANETLITE_BENCH_LOG ?? 'warn'] ?? 40;
-      agent = spawn(process.execPath, [join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, ...flags, '--log-level', shown < 30 ? (process.env.PLANETLITE_BENCH_AGENT_LOG ?? process.env.PLANETLITE_BENCH_LOG)! : 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      // PLANETLITE_BENCH_HEAP=DIR: the agent writes a heap snapshot there on SIGUSR2 (sent after the idle minute).
+      const heapFlags = process.env.PLANETLITE_BENCH_HEAP ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${resolve(process.env.PLANETLITE_BENCH_HEAP)}`] : [];
+      agent = spawn(process.execPath, [...heapFlags, join(ROOT, 'apps/agent/bin/planetlite-agent.js'), 'run', '--state-dir', stateDir, ...flags, '--log-level', shown < 30 ? (process.env.PLANETLITE_BENCH_AGENT_LOG ?? process.env.PLANETLITE_BENCH_LOG)! : 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
       createInterface({ input: agent.stdout! }).on('line', (line) => {
         const level = agentLog.read(line);
         if (level === null || level >= shown) process.stdout.write(line + '\n');
@@ -407,6 +409,16 @@ async function main(): Promise<void> {
     // The agent once the node has been idle a minute (V8 gives back what the bursts left).
     await new Promise((r) => setTimeout(r, 60_000));
     const agentRssIdle = rssOf(agent);
+    // What the idle RSS is made of: the agent's own memory (anonymous) and the pages of Node's
+    // binary and libraries it maps (file, shared with every other Node process on the node).
+    const agentNow = agent as ChildProcess | null; // (assigned in a closure: TypeScript narrows it to null)
+    const agentParts = agentNow && agentNow.exitCode === null ? Object.fromEntries(['RssAnon', 'RssFile'].map((k) => [k, Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${agentNow.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024])) : {};
+    console.error(`bench: the agent's RSS after a minute idle: ${(agentRssIdle / 2 ** 20).toFixed(0)} MB (anonymous ${agentParts.RssAnon?.toFixed(0)} MiB, file ${agentParts.RssFile?.toFixed(0)} MiB)`);
+    if (process.env.PLANETLITE_BENCH_HEAP && agentNow) {
+      agentNow.kill('SIGUSR2');
+      await new Promise((r) => setTimeout(r, 15_000));
+      console.error(`bench: heap snapshot asked of the agent in ${resolve(process.env.PLANETLITE_BENCH_HEAP)}`);
+    }
     let rss = 0;
     let mapped = 0;
     let excl = 0;
@@ -444,7 +456,7 @@ async function main(): Promise<void> {
       ...(p ? [`Warm pool against the floor: ${(p.median / fl.median).toFixed(2)}× at the median (target < 1×), ${(p.p95 / fl.p95).toFixed(2)}× at p95.`, ''] : []),
       `POST → banner against the floor: ${(f.median / fl.median).toFixed(2)}× at the median (target ≤ 1.5×), ${(f.p95 / fl.p95).toFixed(2)}× at p95 (target ≤ 2×); the drivers driven directly: ${(b.median / fl.median).toFixed(2)}× at the median. Ratio of medians to the bare chain: ${(f.median / b.median).toFixed(2)}×. HTTPS against plain HTTP: ${(((f.median - h.median) / h.median) * 100).toFixed(1)} % at the median, ${(((f.p95 - h.p95) / h.p95) * 100).toFixed(1)} % at p95 (target ≤ 10 %), in ${BLOCKS} alternating blocks.`,
       '',
-      `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in bursts of ${step}; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each. The agent's RSS: ${(agentRss / 2 ** 20).toFixed(0)} MB right after the last burst, ${(agentRssIdle / 2 ** 20).toFixed(0)} MB after a minute idle.${pace.length ? ` Burst pace: ${pace[0]!.toFixed(2)} s per sliver in the first burst, ${pace.at(-1)!.toFixed(2)} s in the last.` : ''}`,
+      `Density: ${running} idle slivers running on the node${M > 2 * N ? ` (${M - 2 * N} of them requested in bursts of ${step}; all answered ssh after ${burstS.toFixed(0)} s)` : ''}. Per sliver, after dropping clean caches, host memory not available (MemTotal − MemAvailable: container processes, LXC monitors, kernel objects such as cgroups, veths and nftables; clean page cache counts as available) grew by ${mib(memAfter.inUse - memBefore.inUse)} MiB, and memory not free (MemTotal − MemFree, that page cache included) by ${mib(memAfter.notFree - memBefore.notFree)} MiB. Inside the slivers' cgroups: ${mib(rss)} MiB anonymous + ${mib(mapped)} MiB mapped files each, ${(procs / slivers.length).toFixed(1)} processes each; ${(excl / slivers.length / 2 ** 10).toFixed(0)} KiB exclusive disk each. The agent's RSS: ${(agentRss / 2 ** 20).toFixed(0)} MB right after the last burst, ${(agentRssIdle / 2 ** 20).toFixed(0)} MB after a minute idle (anonymous ${agentParts.RssAnon?.toFixed(0)} MiB, Node's binary and libraries ${agentParts.RssFile?.toFixed(0)} MiB).${pace.length ? ` Burst pace: ${pace[0]!.toFixed(2)} s per sliver in the first burst, ${pace.at(-1)!.toFixed(2)} s in the last.` : ''}`,
       '',
       ...(growth.length > 1 ? ['| node size (slivers) | POST → banner, 3 made one at a time (ms) | median | the floor at this size (ms) | median | against the first floor | against this size\'s floor | the settled node\'s CPUs before (busy; the agent; PID 1; tasks) |', '|---:|---|---:|---|---:|---:|---:|---|', ...growth.map((g) => `| ${g.size} | ${g.ms.join(', ')} | ${stats(g.ms).median} | ${g.floor.join(', ')} | ${stats(g.floor).median} | ${(stats(g.ms).median / fl.median).toFixed(2)}× | ${(stats(g.ms).median / stats(g.floor).median).toFixed(2)}× | ${g.idle ? describeIdle(g.idle) : '–'} |`)] : []),
       ...(growth.some((g) => g.parts?.length) ? ['', "Where those start-ups went, from the agent's log (median of the 3, ms): to the agent (POST until the agent logs the document that holds the sliver), waiting in the agent (until its build starts: screen, plan, the queue), the build (root, link, table, limits, lxc-start), and after the build (until the banner: the container's init and sshd, the DNAT).", '', '| node size | to the agent | waiting in the agent | build | after the build |', '|---:|---:|---:|---:|---:|', ...growth.filter((g) => g.parts?.length).map((g) => `| ${g.size} | ${(['toAgent', 'waiting', 'build', 'after'] as const).map((k) => stats(g.parts!.map((x) => x[k])).median).join(' | ')} |`)] : []),
