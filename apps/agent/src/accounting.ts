@@ -29,14 +29,14 @@ export class Accounting {
   }
 
   /** Node-wide figures of one report: wire counters and disk bytes of every sliver (fresh: false,
-   * the counters as last read). */
+   * both as last read: the qgroup read commits the pool, and with thousands of roots a change's
+   * report must not make its build wait behind that). */
   async read(fresh = true): Promise<{ net: Map<string, SliverCounters>; disk: Map<string, number> }> {
-    if (fresh) {
-      this.#net = await this.#network.counters().catch((err: unknown) => {
-        this.#log.debug(errorFields(err), 'reading network counters failed');
-        return new Map<string, SliverCounters>();
-      });
-    }
+    if (!fresh) return { net: this.#net, disk: this.#disk.bytes };
+    this.#net = await this.#network.counters().catch((err: unknown) => {
+      this.#log.debug(errorFields(err), 'reading network counters failed');
+      return new Map<string, SliverCounters>();
+    });
     return { net: this.#net, disk: await this.#diskUsage() };
   }
 

@@ -3,8 +3,8 @@
 import { machine } from 'node:os';
 import { existsSync } from 'node:fs';
 import { errorFields, FORKER_PYTHON, useForker } from '@planetlite/host';
-import { consoleTail, type PlanetLiteClient, type DesiredState, type ObservedState, type WatchdogHold } from '@planetlite/api';
-import type { Logger } from '@planetlite/core';
+import { consoleTail, type PlanetLiteClient, type DesiredState, type ObservedSliver, type ObservedState, type WatchdogHold } from '@planetlite/api';
+import { jsonEqual, type Logger } from '@planetlite/core';
 import { open, stat } from 'node:fs/promises';
 import { StateDir } from './state.js';
 import { OomWatch } from './oom.js';
@@ -62,9 +62,9 @@ export class Agent {
   #checks: Promise<void> = Promise.resolve();
   /** Size and mtime of each console log as last uploaded, so an unchanged one costs a stat. */
   readonly #consoles = new Map<string, string>();
-  /** Each sliver as the registry last took its report (JSON), for partial reports; null before
+  /** Each sliver as the registry last took its report, for partial reports; null before
    * the first whole report. */
-  #sent: Map<string, string> | null = null;
+  #sent: Map<string, ObservedSliver> | null = null;
   /** Events for the registry (watchdog), kept in the state dir until sent. */
   readonly outbox: EventOutbox;
   #timer: NodeJS.Timeout | null = null;
@@ -296,10 +296,10 @@ export class Agent {
         const whole = await this.observed({ fresh });
         // A change's report lists only the slivers whose report changed since the last one the
         // registry took (partial); the clock's reports list them all.
-        const changed = fresh || !this.#sent ? null : whole.slivers.filter((s) => this.#sent!.get(s.id) !== JSON.stringify(s));
+        const changed = fresh || !this.#sent ? null : whole.slivers.filter((s) => !jsonEqual(this.#sent!.get(s.id), s));
         await this.client.putObservedState(this.nodeId, changed ? { ...whole, slivers: changed, partial: true } : whole);
         if (!changed) this.#sent = new Map();
-        for (const s of changed ?? whole.slivers) this.#sent!.set(s.id, JSON.stringify(s));
+        for (const s of changed ?? whole.slivers) this.#sent!.set(s.id, s);
         await this.#uploadConsoles();
       } catch (err) {
         this.#log.debug(errorFields(err), 'observed-state report failed');

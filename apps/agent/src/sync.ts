@@ -70,7 +70,7 @@ export class DesiredStateSync {
       const res = await this.#o.client.desiredState(this.#o.nodeId, { signal: this.#abort.signal });
       if (!this.#reachable) this.#o.log.info('registry reachable again (scheduled pull)');
       this.#reachable = true;
-      if (res.state) await this.#accept(res.state, res.etag);
+      if (res.state) await this.#accept(res.state, res.etag, res.text);
     } catch (err) {
       if (!this.#abort.signal.aborted) this.#o.log.warn({ err: String(err) }, 'scheduled desired-state pull failed');
     }
@@ -86,7 +86,7 @@ export class DesiredStateSync {
         this.#reachable = true;
         this.#refusedTls = false;
         backoff.succeeded();
-        if (res.state) await this.#accept(res.state, res.etag);
+        if (res.state) await this.#accept(res.state, res.etag, res.text);
       } catch (err) {
         if (this.#abort.signal.aborted) break;
         // A key rotated meanwhile (planetlite-agent rotate-key) is in the enrollment file: retry with it at once.
@@ -129,7 +129,7 @@ export class DesiredStateSync {
     return true;
   }
 
-  async #accept(doc: DesiredState, etag: string | null): Promise<void> {
+  async #accept(doc: DesiredState, etag: string | null, text?: string): Promise<void> {
     this.#etag = etag;
     this.current = doc;
     // Handed on first, kept on disk right after: the pass has started its first host commands by
@@ -137,7 +137,7 @@ export class DesiredStateSync {
     // longer delays every change. A crash in between leaves the previous copy, and no sliver of
     // this document built yet; the next start takes the registry's document as ever.
     const delivered = this.#deliver(doc);
-    this.#o.state.writeDesired({ etag, fetched_at: new Date().toISOString(), state: doc });
+    this.#o.state.writeDesired({ etag, fetched_at: new Date().toISOString(), state: doc }, text);
     await delivered;
   }
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { InstanceState } from '@planetlite/instance';
 import type { SliverRecord } from '../src/ledger.js';
-import { describePlan, docKey, fetchStatus, keysHash, planLifecycle, planPass, planSliver, planTeardown, type HostView, type SliverFacts, type SliverPlan } from '../src/planner.js';
+import { carryDocKeys, describePlan, docKey, fetchStatus, keysHash, planLifecycle, planPass, planSliver, planTeardown, type HostView, type SliverFacts, type SliverPlan } from '../src/planner.js';
 
 const SHA = 'a'.repeat(64);
 const OTHER = 'b'.repeat(64);
@@ -158,6 +158,19 @@ describe('the planner, a pass', () => {
       expect({ teardown: p.teardown, ensure: p.ensure.map((s) => s.id), unchanged: p.unchanged }).toEqual(want);
     });
   }
+
+  it('carries the keys of unchanged parts over to a new document, and not those of changed ones', () => {
+    const before = doc([a, b]);
+    const done = new Map([[A, docKey(a)], [B, docKey(b)]]);
+    // As the registry sends them: parsed afresh, keys in another order; B's keys changed.
+    const parsed = (s: DesiredSliver) => JSON.parse(JSON.stringify(Object.fromEntries(Object.entries(s).reverse()))) as DesiredSliver;
+    const after = doc([parsed(a), parsed({ ...b, keys: [...KEYS, 'ssh-ed25519 AAAA new@lab'] })]);
+    carryDocKeys(before, after);
+    expect(docKey(after.slivers[0]!)).toBe(docKey(a));
+    expect(docKey(after.slivers[1]!)).not.toBe(docKey(b));
+    const p = planPass(after, host([[A, 'running'], [B, 'stopped']], [A, B], [A, B]), [record({ id: A }), record({ id: B })], done);
+    expect({ ensure: p.ensure.map((s) => s.id), unchanged: p.unchanged }).toEqual({ ensure: [B], unchanged: 1 });
+  });
 });
 
 describe('the planner, a teardown', () => {

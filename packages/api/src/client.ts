@@ -49,6 +49,9 @@ export interface DesiredStateResult {
   /** null when the registry answered 304: nothing changed since etag. */
   state: S.DesiredState | null;
   etag: string | null;
+  /** The document as the registry sent it (JSON text), when it sent one: a node keeps a copy of
+   * it on disk, and writing the text saves serialising the document again. */
+  text?: string;
 }
 
 export class PlanetLiteClient {
@@ -78,6 +81,11 @@ export class PlanetLiteClient {
 
   /** The answer's body as JSON, read up to maxBodyBytes; one clear line when it is not that. */
   async #json<T>(res: Response, what: string): Promise<T> {
+    return (await this.#jsonAndText<T>(res, what)).value;
+  }
+
+  /** The body parsed, and as received. */
+  async #jsonAndText<T>(res: Response, what: string): Promise<{ value: T; text: string }> {
     let text: string;
     try {
       text = await boundedText(res, this.#maxBody);
@@ -85,7 +93,7 @@ export class PlanetLiteClient {
       throw new Error(`${what}: ${reason(err, this.#timeoutMs)}`);
     }
     try {
-      return JSON.parse(text) as T;
+      return { value: JSON.parse(text) as T, text };
     } catch {
       throw new Error(`${what}: the registry answered ${res.status} with a body that is not JSON (${JSON.stringify(text.slice(0, 80))})`);
     }
@@ -280,7 +288,8 @@ export class PlanetLiteClient {
     });
     const etag = res.headers.get('etag');
     if (res.status === 304) return { state: null, etag: etag ?? opts.etag ?? null };
-    return { state: await this.#json<S.DesiredState>(res, 'GET desired-state'), etag };
+    const { value, text } = await this.#jsonAndText<S.DesiredState>(res, 'GET desired-state');
+    return { state: value, etag, text };
   }
   putObservedState(nodeId: string, body: S.ObservedState) { return this.request<{ ok: true }>('PUT', `/v1/nodes/${enc(nodeId)}/observed-state`, { body }); }
   postNodeEvent(nodeId: string, body: S.NodeEventCreate) { return this.request<S.Event>('POST', `/v1/nodes/${enc(nodeId)}/events`, { body }); }
