@@ -19,7 +19,8 @@
 // after each, 3 are timed one at a time at that node size (--svg FILE plots them).
 //
 // PLANETLITE_BENCH_LOG: log level of the benchmark and the agent; PLANETLITE_BENCH_AGENT_LOG: the
-// agent's alone (info: each sliver's build with the time of each step).
+// agent's alone (info: each sliver's build with the time of each step). PLANETLITE_BENCH_HEAP=DIR:
+// the agent writes a heap snapshot into DIR after the idle minute (what its RSS holds).
 // Needs root and the build (bash scripts/setup.sh). Everything lives in namespaces and temp
 // dirs it makes, and is removed at the end.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
