@@ -92,7 +92,7 @@ export async function buildApp(opts: BuildOptions): Promise<FastifyInstance> {
   const tls = config.tls.mode === 'off' ? null : await loadTls(config.tls, log);
   const closing = new Closing();
   const principals = new PrincipalCache({ fanout, log, ttlMs: config.authCacheSeconds * 1000 });
-  if (config.authCacheSeconds > 0) await principals.start();
+  await principals.start();
   const documents = new DocumentCache({ fanout, ttlMs: config.docCacheSeconds * 1000 });
   const nodeDb = laneOf(db, nodeConnections(config));
   const reports = config.docCacheSeconds > 0 ? new ReportMemo({ db: nodeDb, fanout, log, principals, documents, sampleSeconds: config.usageSampleSeconds, seenRefreshSeconds: seenRefreshSecondsOf(config.nodeOfflineAfterSeconds) }) : null;

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '@planetlite/core';
 import { memoryFanout, type Fanout } from '@planetlite/fanout';
-import { PrincipalCache } from '../src/services/principals.js';
+import { AUTH_CHANNEL, PrincipalCache } from '../src/services/principals.js';
 import { hashSecret } from '../src/services/secrets.js';
 import type { Principal } from '../src/services/authz.js';
 import { call, login, makeWorld, ok, testApp, type TestApp, type World } from './helpers.js';
@@ -92,6 +92,39 @@ describe('the principal cache', () => {
     for (const c of [a, b]) for (const [h, load] of Object.entries(loads)) await c.lookup(h, load);
     // Each forgotten one was looked up again on both replicas; the others were not.
     expect(Object.fromEntries(Object.entries(loads).map(([h, l]) => [h, l.calls]))).toEqual({ t1: 4, t2: 2, t3: 4, k1: 4, k2: 2 });
+  });
+
+  it("answers a forget only once a replica whose copy comes late has forgotten it too", async () => {
+    const fanout = memoryFanout();
+    // Replica b hears everything 50 ms late (Redis writes to one subscriber after another).
+    const late: Fanout = {
+      ...fanout,
+      publish: (c, m) => fanout.publish(c, m),
+      subscribe: (c, h) => fanout.subscribe(c, (m) => void setTimeout(() => h(m), 50)),
+    };
+    const a = new PrincipalCache({ fanout, log });
+    const b = new PrincipalCache({ fanout: late, log });
+    await Promise.all([a.start(), b.start()]);
+    const load = counted(user('u1'));
+    await a.lookup('t1', load);
+    await b.lookup('t1', load);
+    await a.forget({ token: 't1' });
+    // No wait here: b must already have let it go.
+    expect([a.size, b.size]).toEqual([0, 0]);
+  });
+
+  it('waits a bounded time for a replica that never confirms, and says so', async () => {
+    const fanout = memoryFanout();
+    const warned: string[] = [];
+    const warnLog = { warn: (_o: unknown, msg: string) => void warned.push(msg) } as unknown as typeof log;
+    const a = new PrincipalCache({ fanout, log: warnLog, confirmMs: 100 });
+    await a.start();
+    // A listener that hears forgets and never confirms (a stalled replica).
+    await fanout.subscribe(AUTH_CHANNEL, () => undefined);
+    const before = Date.now();
+    await a.forget({ token: 't1' });
+    expect(Date.now() - before).toBeGreaterThanOrEqual(95);
+    expect(warned).toEqual(['not every replica confirmed forgetting an ended secret in time']);
   });
 
   it('does not keep an answer read before a forget that came while it was being read', async () => {

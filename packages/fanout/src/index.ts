@@ -13,7 +13,8 @@ export interface Fanout {
   readonly healthy: boolean;
   /** Counts the subscriber's connections: when it moves, messages sent in between may be lost. */
   readonly epoch: number;
-  publish(channel: string, message: string): Promise<void>;
+  /** Resolves to how many subscriptions the message reached (Redis's count: one per listening replica). */
+  publish(channel: string, message: string): Promise<number>;
   /** Resolves, once messages on channel are being delivered, to the function that unsubscribes. */
   subscribe(channel: string, handler: FanoutHandler): Promise<() => void>;
   close(): Promise<void>;
@@ -33,7 +34,9 @@ export function memoryFanout(): Fanout {
     healthy: true,
     epoch: 1,
     async publish(channel, message) {
+      const reached = bus.listenerCount(channel);
       bus.emit(channel, message);
+      return reached;
     },
     async subscribe(channel, handler) {
       bus.on(channel, handler);
@@ -89,7 +92,7 @@ async function openRedisFanout(url: string, logger?: Logger): Promise<Fanout> {
       return epoch;
     },
     async publish(channel, message) {
-      await pub.publish(PREFIX + channel, message);
+      return pub.publish(PREFIX + channel, message);
     },
     async subscribe(channel, handler) {
       local.on(channel, handler);

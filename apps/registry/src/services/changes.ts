@@ -69,7 +69,7 @@ export class Changes {
 
   async publish(deps: Pick<ChangeDeps, 'fanout' | 'log' | 'principals'>): Promise<void> {
     // Before anything else: the replica that wrote must not answer from memory a moment longer.
-    const sends: Promise<void>[] = this.#forget.map((what) => deps.principals.forget(what));
+    const sends: Promise<unknown>[] = this.#forget.map((what) => deps.principals.forget(what));
     for (const id of this.nodes) sends.push(deps.fanout.publish(nodeChannel(id), 'changed'));
     for (const ev of this.events) sends.push(deps.fanout.publish(EVENTS_CHANNEL, JSON.stringify(ev)));
     const results = await Promise.allSettled(sends);
