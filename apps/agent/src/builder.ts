@@ -2,10 +2,9 @@
 // (root filesystem), network (link, caps, nftables), instance (define, lifecycle) — and the
 // ledger. A new sliver that fails part-way is undone (Reverter): it leaves its ledger record and
 // nothing on the host, and the next pass starts it over.
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { DesiredSliver, DesiredState } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
-import { Reverter, errorFields } from '@planetlite/host';
+import { Reverter, errorFields, nextTurn, turnDue } from '@planetlite/host';
 import { isInstanceError, type InstanceDriver, type InstanceLimits } from '@planetlite/instance';
 import { MAX_KBPS, type SliverNet, type SliverNetSpec, type SliverRate } from '@planetlite/network';
 import type { Drivers } from './drivers.js';
@@ -24,10 +23,6 @@ export interface Fetcher {
 }
 
 const MiB = 1024 * 1024;
-/** Slivers a loop over the whole node reads between two turns of the event loop. The drivers read
- * cgroupfs synchronously (it answers from memory, ≈ 0.1–0.2 ms a sliver and file): at 2,000
- * slivers one loop held the event loop ≈ 400 ms, and a change arriving meanwhile waited for it. */
-export const CHUNK = 100;
 
 /** A spare's hostname until it is handed out. */
 const SPARE_HOSTNAME = 'spare';
@@ -146,12 +141,12 @@ export class Builder {
     const drift = new Map(rates);
     // Cgroup limits changed by hand are looked for with the rest of the whole node's listings: a
     // pass for a new document reads no limit of a sliver it does not work on. The reads are
-    // synchronous (cgroupfs answers from memory), about 0.2 ms a sliver: the loop lets other work
-    // in every CHUNK slivers, so that a change arriving meanwhile does not wait for the
-    // whole node (≈ 400 ms at 2,000 slivers).
-    let n = 0;
+    // synchronous (cgroupfs answers from memory), about 0.2 ms a sliver: the loop takes turns
+    // with other work, so that a change arriving meanwhile does not wait for the whole node
+    // (≈ 400 ms at 2,000 slivers).
+    const due = turnDue();
     for (const s of whole ? wanted : []) {
-      if (++n % CHUNK === 0) await nextTurn();
+      if (due()) await nextTurn();
       const st = instances.get(s.id);
       // A spare being handed out runs with the pool's limits until its build writes the slice's.
       const files = st && (st.state === 'running' || st.state === 'frozen') && !this.#ledger.get(s.id)?.spare ? this.#drift(s) : [];

@@ -3,14 +3,13 @@
 // and hands the steps to the builder (builder.ts), which drives the drivers. Every step is
 // idempotent, so an agent killed at any instant converges on its next pass. Work on one sliver
 // never waits for another; the shared nftables table is applied under one lock.
-import { setImmediate as nextTurn } from 'node:timers/promises';
 import pLimit, { type LimitFunction } from 'p-limit';
-import { errorFields } from '@planetlite/host';
+import { errorFields, nextTurn, turnDue } from '@planetlite/host';
 import type { DesiredSliver, DesiredState, ObservedSliver, WatchdogHold } from '@planetlite/api';
 import type { Logger } from '@planetlite/core';
 import type { InstanceDriver, InstanceState, Psi } from '@planetlite/instance';
 import { Accounting } from './accounting.js';
-import { Builder, CHUNK, type Fetcher } from './builder.js';
+import { Builder, type Fetcher } from './builder.js';
 import { isTransient, sliverError } from './faults.js';
 import type { Drivers } from './drivers.js';
 import type { ImageIndex } from './images/records.js';
@@ -183,10 +182,10 @@ export class Reconciler {
     const usage = await this.#accounting.read(fresh);
     this.#accounting.keepOnly(ids);
     const out: ObservedSliver[] = [];
-    let n = 0;
+    const due = turnDue();
     for (const id of ids) {
       // Each sliver's figures are synchronous reads (fresh): other work gets a turn now and then.
-      if (++n % CHUNK === 0) await nextTurn();
+      if (due()) await nextTurn();
       const rec = this.#ledger.get(id);
       const d = desired.get(id);
       const st = this.#statusNow(id);
