@@ -179,12 +179,14 @@ describe('rate limits and accounting', () => {
     expect(Math.abs(in2 - 3000) / 3000).toBeLessThanOrEqual(0.1);
     expect(initStart(capped)).toBe(start); // no restart
 
-    // Accounting: the node's figures reach the sliver and its history.
+    // Accounting: the node's figures reach the sliver and its history. The disk is read once a
+    // minute, and the registry writes a repeated report's figures with a usage sample (once a
+    // minute): up to two minutes and a report.
     sh(capped, 'dd if=/dev/urandom of=/root/blob bs=1M count=6 2>/dev/null; sync');
     const usage = await until('usage with disk and network figures', async () => {
       const u = (await admin.getSliver(capped.id)).usage;
       return u && (u.net_tx_bytes ?? 0) > 5e6 && (u.net_rx_bytes ?? 0) > 5e6 && (u.disk_bytes ?? 0) >= 6 * MiB && (u.cpu_seconds ?? 0) > 0 ? u : null;
-    }, 90_000);
+    }, 160_000);
     expect(usage.memory_bytes).toBeGreaterThan(0);
     // The history takes a sample per sliver about once a minute: the one with this traffic may
     // come after the figures above (the disk read and the sample run on clocks of their own).

@@ -45,7 +45,7 @@ describe('reports that say nothing new', () => {
   const sliver = (id: string) => ok(a.app, 200, 'GET', `/v1/slivers/${id}`, w.admin);
   const running = (cpu: number, id = w.ids.sliver) => ({ id, state: 'running', error: null, ...usage(cpu) });
 
-  it('takes a repeated report without a statement and writes its figures with the next flush', async () => {
+  it('takes a repeated report without a statement; its figures wait for the next sample', async () => {
     await poll(a);
     // A report that is written writes its figures too.
     expect(await report(a, [running(1)])).toBeGreaterThan(0);
@@ -53,10 +53,10 @@ describe('reports that say nothing new', () => {
     const absorbed = memo(a).stats.absorbed;
     expect(await report(a, [running(2)])).toBe(0);
     expect(memo(a).stats.absorbed).toBe(absorbed + 1);
-    // Not yet written: the figures wait for the flush.
-    expect((await sliver(w.ids.sliver)).usage.cpu_seconds).toBe(1);
+    // The written report took a sample just now: the next figures are written with the next one
+    // (the flush of a repeat once the interval is up: 'usage samples around a report that is written').
     await memo(a).flush();
-    expect((await sliver(w.ids.sliver)).usage).toMatchObject({ cpu_seconds: 2, net_rx_bytes: 20 });
+    expect((await sliver(w.ids.sliver)).usage).toMatchObject({ cpu_seconds: 1, net_rx_bytes: 10 });
     // The node's poll: its document and its last_seen both wait in memory.
     const etag = (await poll(a)).headers.etag as string;
     const before = db.statements;
@@ -124,14 +124,17 @@ describe('reports that say nothing new', () => {
     expect(Date.parse(events.events.at(-1).at)).toBeGreaterThan(Date.now() - 5000);
   });
 
-  it('keeps one usage sample per interval from reports it took from memory', async () => {
+  it('keeps one usage sample per interval from reports it took from memory, and writes no figures between two', async () => {
     const { rows: [before] } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [w.ids.sliver]);
+    const shown = (await sliver(w.ids.sliver)).usage;
+    const flushed = memo(a).stats.usageWritten;
     for (let cpu = 20; cpu < 25; cpu++) expect(await report(a, [running(cpu)])).toBe(0);
     await memo(a).flush();
     const { rows: [after] } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [w.ids.sliver]);
-    // Samples were taken within the interval already: none more, while the sliver's figures are the last ones.
+    // Samples were taken within the interval already: none more, and the row keeps the last sample's figures.
     expect(after!.n).toBe(before!.n);
-    expect((await sliver(w.ids.sliver)).usage.cpu_seconds).toBe(24);
+    expect((await sliver(w.ids.sliver)).usage).toEqual(shown);
+    expect(memo(a).stats.usageWritten).toBe(flushed);
   });
 
   it('is off with the document cache, and every report is written', async () => {
@@ -165,9 +168,9 @@ describe('reports that say nothing new', () => {
     expect(await partial([{ ...running(42, b2), state: 'stopped' }])).toBeGreaterThan(0);
     expect((await sliver(b2)).state).toBe('stopped');
     expect((await sliver(w.ids.sliver)).state).toBe('running');
-    // The figures its absorbed report queued are still written by the flush.
+    // The absorbed report's figures wait for a sample: the row shows the written report's.
     await memo(a).flush();
-    expect((await sliver(w.ids.sliver)).usage.cpu_seconds).toBe(41);
+    expect((await sliver(w.ids.sliver)).usage.cpu_seconds).toBe(40);
     // What the replica remembered of the whole report is gone: the next one is written.
     expect(await report(a, [running(43), { ...running(43, b2), state: 'stopped' }])).toBeGreaterThan(0);
     // A deleting sliver left out of a partial report is not gone; one reported deleted is.
@@ -213,6 +216,8 @@ describe('usage samples around a report that is written', () => {
     expect((t.app.ctx.reports as ReportMemo).stats.absorbed).toBe(absorbed + 1);
     await (t.app.ctx.reports as ReportMemo).flush();
     expect(await samples()).toBe(2);
+    const row = await ok(t.app, 200, 'GET', `/v1/slivers/${w.ids.sliver}`, w.admin);
+    expect(row.usage.cpu_seconds).toBe(3);
   }, 30_000);
 });
 
