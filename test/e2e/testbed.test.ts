@@ -465,10 +465,18 @@ describe('a testbed of three nodes', () => {
       for (const [n, a] of agents) await until(`agent ${n}'s long-poll to reach the registry again`, async () => a.sync.reachable, 60_000);
       expect(agent3!.running).toBe(true);
       await agent3!.waitFor('agent 3 to reach the registry again', (r) => r.msg === 'registry reachable again', { from: from3, ms: 60_000 });
-      // Every node has reported to the registry since it came back.
+      // Every node has reported to the registry since it came back. The registry rewrites a node's
+      // last_seen only once it is 30 s old (a fifth of the 150 s offline bound), counted from its
+      // own last write, which may be the node's first report after the restart; node 3's agent
+      // is heard every 30 s (its reports) or less: up to about a minute after that report, and
+      // CI's load on top (60 s was once too short).
+      let nodesSeen = '';
       const listed = await until('every node to report in', async () => {
         const all = await admin.listNodes({ site: 'tb' });
+        nodesSeen = all.map((x) => `${x.hostname} ${x.state} last_seen ${x.last_seen}`).join('; ');
         return all.every((x) => x.last_seen !== null && Date.parse(x.last_seen) > restartedAt) ? all : null;
+      }, 120_000).catch((err: unknown) => {
+        throw new Error(`${String(err)} (registry back at ${new Date(restartedAt).toISOString()}; ${nodesSeen})`);
       });
       expect(listed.map((x) => x.state)).toEqual(['online', 'online', 'online']);
     }, 240_000);
