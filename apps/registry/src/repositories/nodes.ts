@@ -44,6 +44,15 @@ export async function findNode(q: Queryable, id: string, lock = false): Promise<
   return rows[0] ? toNode(rows[0]) : null;
 }
 
+/** A node a sliver of this slice is to go on, locked, and whether the slice has one there already. */
+export async function findNodeToPlace(q: Queryable, id: string, slice: string): Promise<{ node: S.Node; sliceHasSliver: boolean } | null> {
+  const { rows } = await q.query(
+    'SELECT *, EXISTS (SELECT 1 FROM slivers s WHERE s.slice = $2 AND s.node_id = $1) AS slice_has_sliver FROM nodes WHERE id = $1 FOR NO KEY UPDATE',
+    [id, slice],
+  );
+  return rows[0] ? { node: toNode(rows[0]), sliceHasSliver: rows[0].slice_has_sliver as boolean } : null;
+}
+
 export interface KeyHolder {
   id: string;
   site: string;

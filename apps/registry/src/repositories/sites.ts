@@ -35,13 +35,6 @@ export async function findSite(q: Queryable, loginBase: string): Promise<S.Site 
   return rows[0] ? toSite(rows[0]) : null;
 }
 
-/** Locks the site's row until the transaction ends (quota counts), with its count of slivers
- * (kept by triggers, migration 012); null when it does not exist. */
-export async function lockSite(q: Queryable, loginBase: string): Promise<(S.Site & { sliverCount: number }) | null> {
-  const { rows } = await q.query('SELECT * FROM sites WHERE login_base = $1 FOR NO KEY UPDATE', [loginBase]);
-  return rows[0] ? { ...toSite(rows[0]), sliverCount: rows[0].sliver_count as number } : null;
-}
-
 export async function patchSite(q: Queryable, loginBase: string, b: S.SitePatch): Promise<S.Site | null> {
   const { rows } = await q.query(
     `UPDATE sites SET name = COALESCE($2, name), max_slices = COALESCE($3, max_slices),

@@ -5,7 +5,7 @@ import { AppError } from '@planetlite/core';
 import { MemberAdd, Slice, SliceCreate, SlicePatch, SliceRenew, LOGIN_BASE_PATTERN } from '@planetlite/api';
 import { requireUser } from '../plugins/auth.js';
 import { hasSiteRole, piSiteOf, requireSliceRole } from '../services/authz.js';
-import { publishEvents, withChanges } from '../services/changes.js';
+import { publishChange, withChanges } from '../services/changes.js';
 import { loadSlice, requireImageServes, siteOfSlice, sliceView, tearDownSlice } from '../services/slices.js';
 import * as slices from '../repositories/slices.js';
 import { nodesOfSlice } from '../repositories/slivers.js';
@@ -50,7 +50,7 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (existing?.state === 'deleting') throw new AppError('slice_deleting', `slice ${b.name} is still being deleted; try again when its slivers are gone`);
       throw new AppError('already_exists', `slice ${b.name} already exists`);
     }
-    await publishEvents(ctx, [created.event]);
+    await publishChange(ctx, [created.event]);
     return reply.code(201).send({ ...created.slice, members: [{ id: me.id, email: me.email, name: me.name }] });
   });
 

@@ -6,20 +6,19 @@ import { AppError } from '@planetlite/core';
 import { Sliver, SliverAction, SliverConsole, SliverCreate, UsageHistory, UsageQuery, type NodeCapabilities, type Slice } from '@planetlite/api';
 import type { Queryable } from '@planetlite/db';
 import { requireUser } from '../plugins/auth.js';
-import { allowedRole, requireSliceRole, roleOf, type UserPrincipal } from '../services/authz.js';
-import { withChanges } from '../services/changes.js';
+import { allowedRole, piSiteOf, refuse, requireSliceRole, roleOf, type UserPrincipal } from '../services/authz.js';
+import { publishChange, withChanges } from '../services/changes.js';
 import { allocatePorts, loadSlice, loadSliver, requireImageServes } from '../services/slices.js';
 import { requireNodeTakesSlivers } from '../services/node-lifecycle.js';
 import * as slivers from '../repositories/slivers.js';
-import { findNode, takeSpare } from '../repositories/nodes.js';
-import { lockSite } from '../repositories/sites.js';
+import { findNodeToPlace, takeSpare } from '../repositories/nodes.js';
 import { usageSamples } from '../repositories/usage.js';
 import { findConsole } from '../repositories/console.js';
 import { answers, bearer, IdParams, NameParams } from './common.js';
 
 /** The sliver, if the caller is a member of its slice, a pi of its site, or an admin. */
-async function authorisedSliver(q: Queryable, me: UserPrincipal, id: string, what: string, lock = false): Promise<Sliver> {
-  const found = await slivers.findSliverFor(q, id, me.id, lock);
+async function authorisedSliver(q: Queryable, me: UserPrincipal, id: string, what: string): Promise<Sliver> {
+  const found = await slivers.findSliverFor(q, id, me.id);
   if (!found) throw new AppError('not_found', `sliver ${id} not found`);
   allowedRole(roleOf(me, found.site, found.member), ['admin', 'pi', 'member'], found.sliver.slice, what);
   return found.sliver;
@@ -66,8 +65,9 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       const slice = await loadSlice(q, req.params.name, true);
       await requireSliceRole(q, me, slice, ['admin', 'pi', 'member'], 'add slivers to');
       if (slice.state !== 'active') throw new AppError('slice_deleting', `slice ${req.params.name} is being deleted`);
-      const node = await findNode(q, req.body.node_id, true);
-      if (!node) throw new AppError('not_found', `node ${req.body.node_id} not found`);
+      const found = await findNodeToPlace(q, req.body.node_id, req.params.name);
+      if (!found) throw new AppError('not_found', `node ${req.body.node_id} not found`);
+      const { node } = found;
       requireNodeTakesSlivers(node);
       // The image may have been published after the slice was made: checked again here.
       const image = await requireImageServes(q, slice.image, slice.kind);
@@ -77,22 +77,22 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       if (why) {
         throw new AppError('node_incapable', `node ${node.hostname} (${node.id}) cannot run ${slice.kind} slivers: ${why}`);
       }
-      if (await slivers.sliceHasSliverOn(q, req.params.name, req.body.node_id)) throw new AppError('already_exists', `slice ${req.params.name} already has a sliver on node ${node.hostname}`);
-      const ports = await allocatePorts(q, req.body.node_id, node.port_window, ctx.config.portsPerSliver);
+      if (found.sliceHasSliver) throw new AppError('already_exists', `slice ${req.params.name} already has a sliver on node ${node.hostname}`);
+      const ports = await allocatePorts(q, node.id, node.port_window, ctx.config.portsPerSliver);
       // A spare the node keeps ready for this image and kind (its warm pool) becomes the sliver:
       // the agent hands it out instead of building one. A published image is matched by its
       // sha256, one only imported on nodes by its name.
       const spare = await takeSpare(q, node.id, { kind: slice.kind, image: slice.image, sha256: image?.sha256 ?? null });
-      // The site's row is locked last, for the quota alone: every new sliver of the site waits
-      // on it until the holder commits, so the less is done after it, the less they wait.
-      const site = await lockSite(q, slice.site);
-      const max = site?.max_slivers ?? 0;
-      if ((site?.sliverCount ?? 0) >= max) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${max} slivers`);
-      const id = spare ?? randomUUID();
-      await slivers.insertSliver(q, { id, slice: req.params.name, site: slice.site, nodeId: req.body.node_id, kind: slice.kind, ports });
-      await changes.record(q, { type: 'sliver.state', slice: req.params.name, node: req.body.node_id, sliver: id, data: { state: 'pending', ports, by: me.email } });
-      changes.touch(req.body.node_id);
-      return loadSliver(q, id);
+      // The site's row is locked last, for the quota alone, by the statement that inserts.
+      const made = await slivers.insertSliver(
+        q,
+        { id: spare ?? randomUUID(), slice: req.params.name, site: slice.site, nodeId: node.id, kind: slice.kind, ports },
+        { state: 'pending', ports, by: me.email },
+      );
+      if ('maxSlivers' in made) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${made.maxSlivers} slivers`);
+      changes.events.push(made.event);
+      changes.touch(node.id);
+      return made.sliver;
     });
     return reply.code(202).send(sliver);
   });
@@ -162,32 +162,23 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
       body: SliverAction,
       response: answers({ 202: Sliver }),
     },
-  }, async (req, reply) => {
-    const me = requireUser(req);
-    const out = await withChanges(ctx, async (q, changes) => {
-      const s = await authorisedSliver(q, me, req.params.id, 'act on slivers of', true);
-      if (s.desired === 'deleted') throw new AppError('sliver_deleting', `sliver ${req.params.id} is being deleted`);
-      await slivers.applySliverAction(q, req.params.id, req.body.action);
-      await changes.record(q, { type: 'sliver.action', slice: s.slice, node: s.node_id, sliver: req.params.id, data: { action: req.body.action, by: me.email } });
-      changes.touch(s.node_id);
-      return loadSliver(q, req.params.id);
-    });
-    return reply.code(202).send(out);
-  });
+  }, async (req, reply) => reply.code(202).send(await changeSliver(requireUser(req), req.params.id, req.body.action)));
 
   app.delete('/v1/slivers/:id', {
     schema: { tags: ['slivers'], summary: 'Tear a sliver down (member, pi, admin); gone when its node confirms', security: bearer, params: IdParams, response: answers({ 202: Sliver }) },
-  }, async (req, reply) => {
-    const me = requireUser(req);
-    const out = await withChanges(ctx, async (q, changes) => {
-      const s = await authorisedSliver(q, me, req.params.id, 'delete slivers of', true);
-      if (s.desired !== 'deleted') {
-        await slivers.markSliverDeleting(q, req.params.id);
-        await changes.record(q, { type: 'sliver.state', slice: s.slice, node: s.node_id, sliver: req.params.id, data: { state: 'deleting', by: me.email } });
-        changes.touch(s.node_id);
-      }
-      return loadSliver(q, req.params.id);
-    });
-    return reply.code(202).send(out);
-  });
+  }, async (req, reply) => reply.code(202).send(await changeSliver(requireUser(req), req.params.id, 'delete')));
+
+  /** An action or a teardown, in one statement (repositories/slivers.ts), then its node woken. */
+  async function changeSliver(me: UserPrincipal, id: string, change: SliverAction['action'] | 'delete'): Promise<Sliver> {
+    const out = await slivers.changeSliver(ctx.db, id, change, { userId: me.id, email: me.email, admin: me.admin, piSite: piSiteOf(me) });
+    if (out.done) {
+      await publishChange(ctx, [out.event], [out.sliver.node_id]);
+      return out.sliver;
+    }
+    if (out.why === 'not_found') throw new AppError('not_found', `sliver ${id} not found`);
+    if (out.why === 'forbidden') refuse(out.slice ?? '', change === 'delete' ? 'delete slivers of' : 'act on slivers of');
+    // Already being deleted: a delete answers it as it is; an action is refused.
+    if (change !== 'delete') throw new AppError('sliver_deleting', `sliver ${id} is being deleted`);
+    return loadSliver(ctx.db, id);
+  }
 };

@@ -57,8 +57,13 @@ export async function sliceRole(q: Queryable, me: UserPrincipal, slice: Pick<Sli
 
 /** The role, when it is one of those allowed; else 403 naming what was refused. */
 export function allowedRole(role: SliceRole, allowed: Array<Exclude<SliceRole, null>>, slice: string, what: string): Exclude<SliceRole, null> {
-  if (!role || !allowed.includes(role)) throw new AppError('forbidden', `you may not ${what} slice ${slice}`);
+  if (!role || !allowed.includes(role)) refuse(slice, what);
   return role;
+}
+
+/** The 403 for what the caller may not do to a slice. */
+export function refuse(slice: string, what: string): never {
+  throw new AppError('forbidden', `you may not ${what} slice ${slice}`);
 }
 
 export async function requireSliceRole(

@@ -77,10 +77,12 @@ export class Changes {
   }
 }
 
-/** Publishes events a write of one statement (no transaction) recorded, once it is done. */
-export async function publishEvents(deps: Pick<ChangeDeps, 'fanout' | 'log' | 'principals'>, events: Event[]): Promise<void> {
+/** Publishes the events a write of one statement (no transaction) recorded, and wakes the nodes
+ * whose desired state it changed, once it is done. */
+export async function publishChange(deps: Pick<ChangeDeps, 'fanout' | 'log' | 'principals'>, events: Event[], nodes: string[] = []): Promise<void> {
   const changes = new Changes();
   changes.events.push(...events);
+  changes.touch(...nodes);
   await changes.publish(deps);
 }
 

@@ -15,8 +15,8 @@ export async function loadSlice(q: Queryable, name: string, lock = false): Promi
   return slice;
 }
 
-export async function loadSliver(q: Queryable, id: string, lock = false): Promise<S.Sliver> {
-  const sliver = await findSliver(q, id, lock);
+export async function loadSliver(q: Queryable, id: string): Promise<S.Sliver> {
+  const sliver = await findSliver(q, id);
   if (!sliver) throw new AppError('not_found', `sliver ${id} not found`);
   return sliver;
 }
