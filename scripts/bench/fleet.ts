@@ -39,6 +39,7 @@ const { values: args } = parseArgs({
     'moving-usage': { type: 'boolean', default: false },
     settle: { type: 'string', default: '10' },
     ramp: { type: 'string', default: '0' },
+    'storm-seconds': { type: 'string', default: '300' },
     processes: { type: 'string' },
     write: { type: 'string' },
     svg: { type: 'string' },
@@ -48,7 +49,7 @@ const { values: args } = parseArgs({
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR] [--replica-node-options FLAGS]\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each. --replica-node-options: NODE_OPTIONS for both replicas (V8 flags to compare, e.g. --max-semi-space-size=32).');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--storm-seconds 300] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR] [--replica-node-options FLAGS]\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --storm-seconds S: how long every agent may take to get its first document before the run is given up (it is timed either way). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each. --replica-node-options: NODE_OPTIONS for both replicas (V8 flags to compare, e.g. --max-semi-space-size=32).');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -58,6 +59,7 @@ const RATE = Number(args['changes-per-second']);
 const REPORT_SECONDS = Number(args['report-seconds']);
 const MOVING_USAGE = args['moving-usage'] === true;
 const SETTLE = Number(args.settle);
+const STORM_SECONDS = Number(args['storm-seconds']);
 const RAMP = Number(args.ramp);
 if (!(RAMP >= 0)) { console.error('fleet: --ramp must be a number of seconds, 0 or more'); process.exit(2); }
 for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node', K], ['--seconds', SECONDS], ['--changes-per-second', RATE], ] as const) {
@@ -191,7 +193,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     try {
       while (fleet.agents.some((a) => !a.doc)) {
         const got = fleet.agents.filter((a) => a.doc).length;
-        if (performance.now() - t > 300_000) throw new Error(`agents did not all get their first document within 300 s (${got} of ${n} did; failed requests: ${JSON.stringify(fleet.stats.errors)})`);
+        if (performance.now() - t > STORM_SECONDS * 1000) throw new Error(`agents did not all get their first document within ${STORM_SECONDS} s (${got} of ${n} did; failed requests: ${JSON.stringify(fleet.stats.errors)})`);
         if (performance.now() - shown > 15_000) {
           shown = performance.now();
           const qs = await Promise.all(queuePools.map(readQueues));
@@ -483,7 +485,7 @@ async function main(): Promise<void> {
     `### Fleet: change → node across two replicas — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
-    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
+    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${STORM_SECONDS !== 300 ? ` --storm-seconds ${STORM_SECONDS}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
     `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in worker processes of up to 2,500 (undici pools; \`--processes\` changes that), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',
