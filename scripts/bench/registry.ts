@@ -1,5 +1,5 @@
-// Registry throughput on loopback against a real PostgreSQL: slice creations and sliver reads
-// per second (autocannon), over plain HTTP and over HTTPS (two replicas of one database, kept-alive
+// Registry throughput on loopback against a real PostgreSQL: slice creations, sliver reads and
+// sliver actions per second (autocannon), over plain HTTP and over HTTPS (two replicas of one database, kept-alive
 // connections as agents and the web page hold them), beside the raw INSERT rate of the same server
 // (pgbench), in one run.
 //
@@ -28,6 +28,8 @@ const { values: args } = parseArgs({
 });
 const SECONDS = Number(args.seconds);
 const CONNECTIONS = Number(args.connections);
+/** Slivers the spread-out actions go to, one per slice on the one node. */
+const ACTED_SLIVERS = 100;
 const ADMIN = { email: 'bench@planetlite.test', password: 'bench-password' };
 
 interface Result { name: string; rps: number; p50: number; p99: number; errors: number; total: number; waits?: string }
@@ -109,6 +111,20 @@ async function main(): Promise<void> {
     for (const [mode, base] of [['HTTP', url], ['HTTPS', secure.url]] as const) {
       results.push(await cannon(`GET /v1/slivers/{id}, ${mode}`, { url: `${base}/v1/slivers/${sliver.id}`, headers }));
     }
+    // Actions: on one sliver, every request waits for the one before it to let go of the row (the
+    // row's lock time is the bound); spread over many, what one action costs.
+    const restart = JSON.stringify({ action: 'restart' });
+    results.push(await cannon('POST /v1/slivers/{id}/actions, one sliver, HTTP', { url: `${url}/v1/slivers/${sliver.id}/actions`, method: 'POST', headers, body: restart }));
+    const many: string[] = [];
+    for (let i = 0; i < ACTED_SLIVERS; i++) {
+      await admin.createSlice({ name: `bench_act${i}`, description: 'd', url: 'u' });
+      many.push((await admin.createSliver(`bench_act${i}`, node.node_id)).id);
+    }
+    let next = 0;
+    results.push(await cannon(`POST /v1/slivers/{id}/actions, ${ACTED_SLIVERS} slivers, HTTP`, {
+      url,
+      requests: [{ method: 'POST', headers, body: restart, setupRequest: (req) => ({ ...req, path: `/v1/slivers/${many[next++ % many.length]}/actions` }) }],
+    }));
     results.push(pgbenchInsert(dbUrl));
 
     const cpu = cpus()[0]?.model ?? 'unknown cpu';
