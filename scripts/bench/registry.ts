@@ -30,6 +30,8 @@ const SECONDS = Number(args.seconds);
 const CONNECTIONS = Number(args.connections);
 /** Slivers the spread-out actions go to, one per slice on the one node. */
 const ACTED_SLIVERS = 100;
+/** New slivers made by the last load (the node's port window holds about 6,400). */
+const NEW_SLIVERS = 5000;
 const ADMIN = { email: 'bench@planetlite.test', password: 'bench-password' };
 
 interface Result { name: string; rps: number; p50: number; p99: number; errors: number; total: number; waits?: string }
@@ -90,6 +92,8 @@ async function main(): Promise<void> {
     const node = await new PlanetLiteClient({ registry: url }).enroll({
       token: tok.token, hostname: 'bench1.test', address: '127.0.0.1',
       capabilities: { lxc: true, kvm: false, kvm_accel: null }, resources: { cpus: 2, memory_mb: 4096, disk_mb: 10000 },
+      // Room for thousands of slivers (10 ports each) for the new-sliver load below.
+      port_window: { first: 1024, last: 65535 },
     });
     await admin.createSlice({ name: 'bench_reader', description: 'd', url: 'u' });
     const sliver = await admin.createSliver('bench_reader', node.node_id);
@@ -124,6 +128,19 @@ async function main(): Promise<void> {
     results.push(await cannon(`POST /v1/slivers/{id}/actions, ${ACTED_SLIVERS} slivers, HTTP`, {
       url,
       requests: [{ method: 'POST', headers, body: restart, setupRequest: (req) => ({ ...req, path: `/v1/slivers/${many[next++ % many.length]}/actions` }) }],
+    }));
+    // New slivers, one in each slice the creation load above made (a slice has one per node), as
+    // many as there are such slices and ports on the node, at most NEW_SLIVERS.
+    let slice = 0;
+    // (The last few slices set up when a load's time ran out may not have been made.)
+    const made = Math.min(n - 2 * CONNECTIONS, NEW_SLIVERS);
+    results.push(await cannon(`POST /v1/slices/{name}/slivers (a new sliver), ${made} of them, HTTP`, {
+      url,
+      amount: made,
+      requests: [{
+        method: 'POST', headers, body: JSON.stringify({ node_id: node.node_id }),
+        setupRequest: (req) => ({ ...req, path: `/v1/slices/bench_s${slice++}/slivers` }),
+      }],
     }));
     results.push(pgbenchInsert(dbUrl));
 

@@ -61,8 +61,23 @@ describe('port allocation', () => {
     expect(reused.ports).toEqual({ first: 30000, last: 30009 });
   });
 
-  it('takes the lowest gap that fits, and passes over ranges outside the window or overlapping', async () => {
-    const { node_id: node, node_key: nodeKey } = await enroll('busy', 'gaps.test', { first: 31000, last: 31049 });
+  it('gives out the ports above the highest range while the window has room there, a freed range only then', async () => {
+    const { node_id: node, node_key: nodeKey } = await enroll('busy', 'above.test', { first: 32000, last: 32049 });
+    const make = (i: number) => call(t.app, 'POST', `/v1/slices/busy_s${i}/slivers`, admin, { node_id: node });
+    const made = [];
+    for (const i of [30, 31, 32]) made.push((await make(i)).body);
+    expect(made.map((s) => s.ports.first)).toEqual([32000, 32010, 32020]);
+    await ok(t.app, 202, 'DELETE', `/v1/slivers/${made[0].id}`, admin);
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${node}/observed-state`, nodeKey, { slivers: made.slice(1).map((s) => ({ id: s.id, state: 'running' })) });
+    expect((await make(33)).body.ports).toEqual({ first: 32030, last: 32039 });
+    expect((await make(34)).body.ports).toEqual({ first: 32040, last: 32049 });
+    // The window's top is reached: the lowest free run, the range freed first.
+    expect((await make(35)).body.ports).toEqual({ first: 32000, last: 32009 });
+    expect((await make(36)).body.code).toBe('port_window_exhausted');
+  });
+
+  it('takes the lowest gap that fits once the top is reached, and passes over ranges outside the window or overlapping', async () => {
+    const { node_id: node, node_key: nodeKey } = await enroll('busy', 'gaps.test', { first: 31000, last: 31039 });
     const make = (i: number) => ok(t.app, 202, 'POST', `/v1/slices/busy_s${i}/slivers`, admin, { node_id: node });
     const made = [];
     for (const i of [20, 21, 22, 23]) made.push(await make(i));
@@ -73,12 +88,12 @@ describe('port allocation', () => {
     expect((await make(24)).ports).toEqual({ first: 31010, last: 31019 });
     // Odd ranges (left by a window that moved, or written by hand): one below the window that
     // reaches into it, and one inside another. Taken: 30990-31004, 31010-31019, 31011-31013,
-    // 31030-31039; the free runs of 10 are 31020-31029 (not 31014: inside 31010-31019) and 31040-31049.
+    // 31030-31039; the one free run of 10 is 31020-31029 (not 31005, too short; not 31014: inside
+    // 31010-31019).
     await t.db.query('UPDATE slivers SET port_first = 30990, port_last = 31004 WHERE id = $1', [made[0].id]);
     await t.db.query('UPDATE slivers SET port_first = 31011, port_last = 31013 WHERE id = $1', [made[2].id]);
     expect((await make(25)).ports).toEqual({ first: 31020, last: 31029 });
-    expect((await make(26)).ports).toEqual({ first: 31040, last: 31049 });
-    expect((await call(t.app, 'POST', '/v1/slices/busy_s27/slivers', admin, { node_id: node })).body.code).toBe('port_window_exhausted');
+    expect((await call(t.app, 'POST', '/v1/slices/busy_s26/slivers', admin, { node_id: node })).body.code).toBe('port_window_exhausted');
   });
 
   it('a window too small for one sliver is refused at enrollment', async () => {
