@@ -165,8 +165,9 @@ export type SliverChange =
  * A user's action on a sliver, or its teardown ('delete'), in one statement: whether they may, the
  * row's update, its event, and the sliver as it now is. The row is locked for that statement
  * alone; as four statements in a transaction it stayed locked across six round trips, each
- * waiting for a registry busy with thousands of nodes to come back to it (docs/benchmarks.md). The update's test of `desired` is
- * made again on the row's latest version, so nothing acts on a sliver a racing delete marked.
+ * waiting for a registry busy with thousands of nodes to come back to it (docs/benchmarks.md).
+ * The update's test of `desired` is made again on the row's latest version, so nothing acts on a
+ * sliver a racing delete marked.
  */
 export async function changeSliver(q: Queryable, id: string, change: S.SliverAction['action'] | 'delete', who: SliverActor): Promise<SliverChange> {
   const [set, type, data] = change === 'delete'
