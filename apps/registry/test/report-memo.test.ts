@@ -127,14 +127,14 @@ describe('reports that say nothing new', () => {
   it('keeps one usage sample per interval from reports it took from memory, and writes no figures between two', async () => {
     const { rows: [before] } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [w.ids.sliver]);
     const shown = (await sliver(w.ids.sliver)).usage;
-    const flushed = memo(a).stats.usageWritten;
+    const flushed = memo(a).stats.samples;
     for (let cpu = 20; cpu < 25; cpu++) expect(await report(a, [running(cpu)])).toBe(0);
     await memo(a).flush();
     const { rows: [after] } = await db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [w.ids.sliver]);
     // Samples were taken within the interval already: none more, and the row keeps the last sample's figures.
     expect(after!.n).toBe(before!.n);
     expect((await sliver(w.ids.sliver)).usage).toEqual(shown);
-    expect(memo(a).stats.usageWritten).toBe(flushed);
+    expect(memo(a).stats.samples).toBe(flushed);
   });
 
   it('is off with the document cache, and every report is written', async () => {
@@ -231,46 +231,69 @@ describe('the flush of queued figures (writeQueuedUsage)', () => {
   afterAll(() => t.close());
 
   const samples = async (id: string) => (await t.db.query<{ n: number }>('SELECT count(*)::int AS n FROM sliver_usage WHERE sliver = $1', [id])).rows[0]!.n;
-  const usageOf = async (id: string) => (await t.db.query<{ usage: { cpu_seconds: number } | null }>('SELECT usage FROM slivers WHERE id = $1', [id])).rows[0]!.usage;
-  const row = (cpu: number, sample: boolean, node = w.ids.node) => ({ node, id: w.ids.sliver, usage: usage(cpu), sample });
+  /** The sliver's row as stored, and the sliver as the API shows it. */
+  const kept = async (id: string) => (await t.db.query<{ usage: { cpu_seconds: number } | null }>('SELECT usage FROM slivers WHERE id = $1', [id])).rows[0]!.usage;
+  const shown = async (id: string) => (await ok(t.app, 200, 'GET', `/v1/slivers/${id}`, w.admin)).usage;
+  const row = (cpu: number, node = w.ids.node) => ({ node, id: w.ids.sliver, usage: usage(cpu) });
 
-  it('samples only the rows that say a sample may be due, and at most one per interval', async () => {
+  it('writes a usage sample, at most one per interval, and leaves the sliver\'s row alone; the sliver shows the newer figures', async () => {
     await t.db.query('DELETE FROM sliver_usage WHERE sliver = $1', [w.ids.sliver]);
-    // Figures that moved between two samples: the sliver's row takes them, the history does not.
-    expect(await writeQueuedUsage(t.db, [row(1, false)], 54)).toEqual({ written: 1, sampled: 0, skipped: [] });
-    expect(await samples(w.ids.sliver)).toBe(0);
-    expect((await usageOf(w.ids.sliver))?.cpu_seconds).toBe(1);
-    expect(await writeQueuedUsage(t.db, [row(2, true)], 54)).toEqual({ written: 1, sampled: 1, skipped: [] });
+    const before = await kept(w.ids.sliver);
+    expect(await writeQueuedUsage(t.db, [row(1)], 54)).toEqual({ sampled: 1, skipped: [] });
     expect(await samples(w.ids.sliver)).toBe(1);
-    // Due again, but a sample is younger than the interval.
-    expect(await writeQueuedUsage(t.db, [row(3, true)], 54)).toEqual({ written: 1, sampled: 0, skipped: [] });
+    expect(await kept(w.ids.sliver)).toEqual(before);
+    const sampled = await shown(w.ids.sliver);
+    expect(sampled).toEqual({ ...usage(1), at: expect.any(String) });
+    expect(Date.parse(sampled.at)).toBeGreaterThan(Date.now() - 10_000);
+    // Due again, but a sample is younger than the interval: nothing written.
+    expect(await writeQueuedUsage(t.db, [row(2)], 54)).toEqual({ sampled: 0, skipped: [] });
     expect(await samples(w.ids.sliver)).toBe(1);
+    expect(await shown(w.ids.sliver)).toEqual(sampled);
+    // A report written after the sample: its figures, kept on the row, are the newer.
+    await call(t.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node);
+    await ok(t.app, 200, 'PUT', `/v1/nodes/${w.ids.node}/observed-state`, w.node, { capabilities: caps, slivers: [{ id: w.ids.sliver, state: 'running', error: null, ...usage(5) }] });
+    expect(await shown(w.ids.sliver)).toMatchObject(usage(5));
+    // And a sample after that is newer again.
+    expect(await writeQueuedUsage(t.db, [row(7)], 0)).toEqual({ sampled: 1, skipped: [] });
+    expect(await shown(w.ids.sliver)).toMatchObject(usage(7));
   });
 
   it('drops a sliver that is not on the reporting node, and writes nothing of it', async () => {
-    expect(await writeQueuedUsage(t.db, [row(9, true, w.ids.nodeB)], 0)).toEqual({ written: 0, sampled: 0, skipped: [] });
-    expect((await usageOf(w.ids.sliver))?.cpu_seconds).toBe(3);
+    const n = await samples(w.ids.sliver);
+    expect(await writeQueuedUsage(t.db, [row(9, w.ids.nodeB)], 0)).toEqual({ sampled: 0, skipped: [] });
+    expect(await samples(w.ids.sliver)).toBe(n);
   });
 
   // PGlite has one connection: no second writer can hold the row while the flush runs.
-  it.skipIf(onPglite)('skips a row another write holds, and answers it to be tried again', async () => {
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    let locked!: () => void;
-    const isLocked = new Promise<void>((r) => (locked = r));
-    const holder = t.db.transaction(async (tx) => {
-      await tx.query('SELECT 1 FROM slivers WHERE id = $1 FOR NO KEY UPDATE', [w.ids.sliver]);
-      locked();
-      await held;
-    });
-    try {
-      await isLocked;
-      expect(await writeQueuedUsage(t.db, [row(10, true)], 0)).toEqual({ written: 0, sampled: 0, skipped: [w.ids.sliver] });
-    } finally {
-      release();
-      await holder;
+  it.skipIf(onPglite)('does not wait on a report that holds the row, and skips one being deleted, to be tried again', async () => {
+    async function whileHeld(lock: string, run: () => Promise<void>): Promise<void> {
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let locked!: () => void;
+      const isLocked = new Promise<void>((r) => (locked = r));
+      const holder = t.db.transaction(async (tx) => {
+        await tx.query(`SELECT 1 FROM slivers WHERE id = $1 ${lock}`, [w.ids.sliver]);
+        locked();
+        await held;
+      });
+      try {
+        await isLocked;
+        await run();
+      } finally {
+        release();
+        await holder;
+      }
     }
-    expect((await usageOf(w.ids.sliver))?.cpu_seconds).toBe(3);
-    expect(await writeQueuedUsage(t.db, [row(10, true)], 0)).toEqual({ written: 1, sampled: 1, skipped: [] });
+    const n = await samples(w.ids.sliver);
+    // A node's report locks its slivers' rows FOR NO KEY UPDATE: the sample is written beside it.
+    await whileHeld('FOR NO KEY UPDATE', async () => {
+      expect(await writeQueuedUsage(t.db, [row(10)], 0)).toEqual({ sampled: 1, skipped: [] });
+    });
+    // A delete holds the row FOR UPDATE: the sample waits for the next flush.
+    await whileHeld('FOR UPDATE', async () => {
+      expect(await writeQueuedUsage(t.db, [row(11)], 0)).toEqual({ sampled: 0, skipped: [w.ids.sliver] });
+    });
+    expect(await samples(w.ids.sliver)).toBe(n + 1);
+    expect(await writeQueuedUsage(t.db, [row(11)], 0)).toEqual({ sampled: 1, skipped: [] });
   });
 });

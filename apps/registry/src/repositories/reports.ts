@@ -136,43 +136,38 @@ export interface QueuedUsage {
   node: string;
   id: string;
   usage: S.SliverUsage;
-  /** A usage sample may be due: only then does the statement look for a recent one. */
-  sample: boolean;
 }
 
 /**
- * Writes the figures of many nodes' reports in one statement: each sliver's usage where it moved
- * or aged past the sample interval, and, for the rows that say a sample may be due, a usage sample
- * where none is that recent. A sliver no longer on the reporting node is dropped; one whose row
- * another write holds right now is skipped (SKIP LOCKED: the batch never waits on a node's own
- * report) and answered, to be tried again.
+ * Writes the figures of many nodes' reports in one statement, as usage samples: one per sliver
+ * where none is younger than the sample interval (a replica queues a node's figures about once an
+ * interval). The sliver's row is not rewritten: reads take the newer of its figures and its
+ * latest sample (planetlite_sliver_usage, migration 014). A sliver no longer on the reporting node
+ * is dropped; one being deleted right now is skipped (SKIP LOCKED: the batch never waits on it, and
+ * a sample of a sliver gone would fail the batch's foreign key) and answered, to be tried again.
+ * The key-share lock does not wait on a node's report, which updates the rows without their keys.
  */
-export async function writeQueuedUsage(q: Queryable, rows: QueuedUsage[], sampleSeconds: number): Promise<{ written: number; sampled: number; skipped: string[] }> {
-  if (!rows.length) return { written: 0, sampled: 0, skipped: [] };
-  const { rows: out } = await q.query<{ written: number; sampled: number; skipped: string[] }>(
+export async function writeQueuedUsage(q: Queryable, rows: QueuedUsage[], sampleSeconds: number): Promise<{ sampled: number; skipped: string[] }> {
+  if (!rows.length) return { sampled: 0, skipped: [] };
+  const { rows: out } = await q.query<{ sampled: number; skipped: string[] }>(
     `WITH o AS (
-       SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(node uuid, id uuid, usage jsonb, sample boolean)
+       SELECT * FROM jsonb_to_recordset($1::jsonb) AS o(node uuid, id uuid, usage jsonb)
      ), l AS MATERIALIZED (
-       SELECT s.id, s.node_id AS node, o.usage, o.sample, s.usage AS had FROM slivers s JOIN o ON o.id = s.id AND s.node_id = o.node
-       ORDER BY s.id FOR NO KEY UPDATE OF s SKIP LOCKED
-     ), written AS (
-       UPDATE slivers s SET usage = l.usage || jsonb_build_object('at', now())
-       FROM l WHERE s.id = l.id AND (l.had IS NULL OR (l.had - 'at') IS DISTINCT FROM l.usage
-         OR (l.had ->> 'at')::timestamptz < now() - $2::float8 * interval '1 second')
-       RETURNING s.id
+       SELECT s.id, s.node_id AS node, o.usage FROM slivers s JOIN o ON o.id = s.id AND s.node_id = o.node
+       ORDER BY s.id FOR KEY SHARE OF s SKIP LOCKED
      ), sampled AS (
        INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
        SELECT l.id, now(), (l.usage ->> 'cpu_seconds')::float8, (l.usage ->> 'memory_bytes')::bigint, (l.usage ->> 'disk_bytes')::bigint,
               (l.usage ->> 'net_rx_bytes')::bigint, (l.usage ->> 'net_tx_bytes')::bigint
-       FROM l WHERE l.sample AND NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = l.id AND u.at > now() - $2::float8 * interval '1 second')
+       FROM l WHERE NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = l.id AND u.at > now() - $2::float8 * interval '1 second')
        RETURNING sliver
      )
-     SELECT (SELECT count(*) FROM written)::int AS written, (SELECT count(*) FROM sampled)::int AS sampled,
+     SELECT (SELECT count(*) FROM sampled)::int AS sampled,
             -- The rows not locked, by a hashed EXCEPT (a join against the CTE, estimated at one row,
             -- was a nested loop: 31,000 comparisons for 250 rows); then only those are looked up.
             ARRAY(SELECT e.id::text FROM (SELECT id, node FROM o EXCEPT SELECT id, node FROM l) e
                   JOIN slivers s ON s.id = e.id AND s.node_id = e.node) AS skipped`,
     [JSON.stringify(rows), sampleSeconds],
   );
-  return out[0] ?? { written: 0, sampled: 0, skipped: [] };
+  return out[0] ?? { sampled: 0, skipped: [] };
 }

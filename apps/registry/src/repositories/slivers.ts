@@ -4,14 +4,16 @@ import type * as S from '@planetlite/api';
 import { iso, json, type Row } from './columns.js';
 import { toEvent } from './events.js';
 
-const SLIVER_SELECT = 'SELECT s.*, n.address AS node_address FROM slivers s JOIN nodes n ON n.id = s.node_id';
+// A sliver's figures are the newer of its row's and its latest usage sample's (migration 014).
+const SLIVER_SELECT = 'SELECT s.*, planetlite_sliver_usage(s.id, s.usage) AS usage_now, n.address AS node_address FROM slivers s JOIN nodes n ON n.id = s.node_id';
 
 // The database writes now() into the jsonb in its own format; the API speaks toISOString's.
 function toUsage(u: S.SliverUsage): S.SliverUsage {
   return u.at === undefined ? u : { ...u, at: iso(u.at) };
 }
 
-/** r must carry the node's address as node_address (see SLIVER_SELECT). */
+/** r must carry the node's address as node_address and the sliver's latest figures as usage_now
+ * (see SLIVER_SELECT). */
 export function toSliver(r: Row): S.Sliver {
   const first = r.port_first as number;
   return {
@@ -25,7 +27,7 @@ export function toSliver(r: Row): S.Sliver {
     ports: { first, last: r.port_last as number },
     ssh: { host: r.node_address as string, port: first, user: r.slice as string },
     error: (r.error as string | null) ?? null,
-    usage: r.usage == null ? null : toUsage(json<S.SliverUsage>(r.usage)),
+    usage: r.usage_now == null ? null : toUsage(json<S.SliverUsage>(r.usage_now)),
     watchdog_hold: r.watchdog_hold == null ? null : json<S.WatchdogHold>(r.watchdog_hold),
     created_at: iso(r.created_at),
     updated_at: iso(r.updated_at),
@@ -41,7 +43,7 @@ export async function findSliver(q: Queryable, id: string): Promise<S.Sliver | n
  * is a member of its slice. One statement (the hot GET /v1/slivers/{id}). */
 export async function findSliverFor(q: Queryable, id: string, userId: string): Promise<{ sliver: S.Sliver; site: string; member: boolean } | null> {
   const { rows } = await q.query(
-    `SELECT s.*, n.address AS node_address, sl.site AS slice_site,
+    `SELECT s.*, planetlite_sliver_usage(s.id, s.usage) AS usage_now, n.address AS node_address, sl.site AS slice_site,
        EXISTS (SELECT 1 FROM slice_members m WHERE m.slice = s.slice AND m.user_id = $2) AS slice_member
      FROM slivers s JOIN nodes n ON n.id = s.node_id JOIN slices sl ON sl.name = s.slice
      WHERE s.id = $1`,
@@ -49,6 +51,11 @@ export async function findSliverFor(q: Queryable, id: string, userId: string): P
   );
   const r = rows[0];
   return r ? { sliver: toSliver(r), site: r.slice_site as string, member: r.slice_member as boolean } : null;
+}
+
+/** A sliver a statement wrote and answered as to_jsonb of its row (sliver), with node_address and usage_now. */
+function writtenSliver(r: Row): S.Sliver {
+  return toSliver({ ...json<Row>(r.sliver), node_address: r.node_address, usage_now: r.usage_now });
 }
 
 export async function sliversOfSlice(q: Queryable, slice: string): Promise<S.Sliver[]> {
@@ -117,6 +124,7 @@ export async function insertSliver(
   data: Record<string, unknown>,
 ): Promise<{ sliver: S.Sliver; event: S.Event } | { maxSlivers: number }> {
   const { rows } = await q.query(
+    // A new sliver has no figures yet (usage_now is left out).
     `WITH site AS (
        SELECT login_base, max_slivers, sliver_count FROM sites WHERE login_base = $3 FOR NO KEY UPDATE
      ), made AS (
@@ -133,7 +141,7 @@ export async function insertSliver(
   );
   const r = rows[0]!;
   if (r.sliver == null) return { maxSlivers: (r.max_slivers as number | null) ?? 0 };
-  return { sliver: toSliver({ ...json<Row>(r.sliver), node_address: r.node_address }), event: toEvent(json<Row>(r.event)) };
+  return { sliver: writtenSliver(r), event: toEvent(json<Row>(r.event)) };
 }
 
 const ACTION_SQL: Record<S.SliverAction['action'], string> = {
@@ -186,7 +194,8 @@ export async function changeSliver(q: Queryable, id: string, change: S.SliverAct
        INSERT INTO events (type, slice, node, sliver, data) SELECT $5, d.slice, d.node_id, d.id, $6::jsonb FROM done d
        RETURNING *
      )
-     SELECT t.slice, t.allowed, to_jsonb(d) AS sliver, n.address AS node_address, (SELECT to_jsonb(e) FROM e) AS event
+     SELECT t.slice, t.allowed, to_jsonb(d) AS sliver, planetlite_sliver_usage(d.id, d.usage) AS usage_now, n.address AS node_address,
+            (SELECT to_jsonb(e) FROM e) AS event
      FROM t LEFT JOIN done d ON true LEFT JOIN nodes n ON n.id = d.node_id`,
     [id, who.admin, who.piSite, who.userId, type, JSON.stringify(data)],
   );
@@ -194,7 +203,7 @@ export async function changeSliver(q: Queryable, id: string, change: S.SliverAct
   if (!r) return { done: false, why: 'not_found', slice: null };
   if (!r.allowed) return { done: false, why: 'forbidden', slice: r.slice as string };
   if (r.sliver == null) return { done: false, why: 'deleted', slice: r.slice as string };
-  return { done: true, sliver: toSliver({ ...json<Row>(r.sliver), node_address: r.node_address }), event: toEvent(json<Row>(r.event)) };
+  return { done: true, sliver: writtenSliver(r), event: toEvent(json<Row>(r.event)) };
 }
 
 /** Marks every sliver of a slice for teardown; answers them. */
