@@ -142,7 +142,7 @@ export interface QueuedUsage {
  * Writes the figures of many nodes' reports in one statement, as usage samples: one per sliver
  * where none is younger than the sample interval (a replica queues a node's figures about once an
  * interval). The sliver's row is not rewritten: reads take the newer of its figures and its
- * latest sample (planetlite_sliver_usage, migration 014). A sliver no longer on the reporting node
+ * latest sample (usageNow in slivers.ts). A sliver no longer on the reporting node
  * is dropped; one being deleted right now is skipped (SKIP LOCKED: the batch never waits on it, and
  * a sample of a sliver gone would fail the batch's foreign key) and answered, to be tried again.
  * The key-share lock does not wait on a node's report, which updates the rows without their keys.

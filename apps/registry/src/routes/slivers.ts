@@ -90,7 +90,7 @@ export const sliverRoutes: FastifyPluginAsyncTypebox = async (app) => {
         { state: 'pending', ports, by: me.email },
       );
       if ('maxSlivers' in made) throw new AppError('sliver_quota_exceeded', `site ${slice.site} may have at most ${made.maxSlivers} slivers`);
-      changes.events.push(made.event);
+      changes.recorded(made.event);
       changes.touch(node.id);
       return made.sliver;
     });

@@ -38,6 +38,11 @@ export class Changes {
     return evs;
   }
 
+  /** Events a statement wrote itself, beside the rows it changed: published with the others. */
+  recorded(...evs: Event[]): void {
+    this.events.push(...evs);
+  }
+
   /** The desired state of these nodes changed: wake their long-polls. */
   touch(...nodeIds: Array<string | null | undefined>): void {
     for (const id of nodeIds) if (id) this.nodes.add(id);
@@ -81,7 +86,7 @@ export class Changes {
  * whose desired state it changed, once it is done. */
 export async function publishChange(deps: Pick<ChangeDeps, 'fanout' | 'log' | 'principals'>, events: Event[], nodes: string[] = []): Promise<void> {
   const changes = new Changes();
-  changes.events.push(...events);
+  changes.recorded(...events);
   changes.touch(...nodes);
   await changes.publish(deps);
 }

@@ -230,7 +230,7 @@ async function writeReportNow(deps: ChangeDeps, nodeId: string, body: ObservedSt
   });
   if (plain) {
     const changes = new Changes();
-    changes.events.push(...plain.events);
+    changes.recorded(...plain.events);
     await changes.publish(deps);
     return { updated: plain.events.length, removed: 0, sampled: plain.sampled };
   }
