@@ -73,7 +73,13 @@ describe("nodes' reports take turns", () => {
           partial: true,
           slivers: [{ id: w.ids.sliver, state: 'running', error: null, cpu_seconds: cpu, memory_bytes: 1 << 20, disk_bytes: 1 << 20, net_rx_bytes: cpu, net_tx_bytes: cpu }],
         });
-      const reports = [1, 2, 3].map(report);
+      // One after another into the queue, so that their turns have an order to keep (three sent at
+      // once reach it in any order).
+      const reports = [report(1)];
+      await until(() => hold.state.writing === 1, 'the first report writing');
+      reports.push(report(2));
+      await until(() => t.app.ctx.reportWrites.pendingCount === 1, 'the second report waiting');
+      reports.push(report(3));
       await until(() => hold.state.writing === 1 && t.app.ctx.reportWrites.pendingCount === 2, 'one report writing, two waiting');
       const queues = String((await call(t.app, 'GET', '/metrics?name=planetlite_report_writes')).body);
       expect(queues).toMatch(/^planetlite_report_writes\{state="writing"\} 1$/m);

@@ -1,4 +1,5 @@
 // Slice and sliver policy: naming, expiry and renewal, quotas, ports, lifecycle with a node.
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, makeWorld, ok, testApp, type TestApp, type World } from './helpers.js';
 import { sweepExpiredSlices } from '../src/index.js';
@@ -237,5 +238,50 @@ describe('slice resources', () => {
     for (const s of slivers) expect(s.resources.memory_mb).toBe(512);
     const events = await ok(t.app, 200, 'GET', `/v1/events?type=slice.resources_changed&slice=${w.slice}`, w.pi);
     expect(events.events).toHaveLength(1);
+  });
+});
+
+describe('a slice refused', () => {
+  // The checks of a creation are one statement (repositories/slices.ts, createSlice); what it
+  // refuses comes in the order the API has always given, and leaves nothing behind.
+  it('names the site first, then its pi, its being enabled, the image, and the name; and writes nothing', async () => {
+    const v = await makeWorld(t.app);
+    const r = await t.app.inject({
+      method: 'POST',
+      url: '/v1/images?name=ctonly&kinds=lxc&arch=x86_64',
+      headers: { 'content-type': 'application/octet-stream', authorization: `Bearer ${v.admin}` },
+      payload: Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), randomBytes(4096)]),
+    });
+    expect([201, 409]).toContain(r.statusCode);
+    const create = (token: string, name: string, extra: Record<string, unknown> = {}) =>
+      call(t.app, 'POST', '/v1/slices', token, { name, description: 'd', url: 'u', ...extra });
+    const refused = async (p: Promise<{ status: number; body: any }>, status: number, code: string, detail: string) => {
+      const a = await p;
+      expect([a.status, a.body.code, a.body.detail]).toEqual([status, code, detail]);
+    };
+    const written = async () => (await t.db.query<{ n: number }>(
+      `SELECT (SELECT count(*)::int FROM slices WHERE site IN ($1, $2, 'nosuch')) + (SELECT count(*)::int FROM events WHERE type = 'slice.created' AND slice LIKE ANY (ARRAY[$1 || '\\_%', $2 || '\\_%', 'nosuch\\_%'])) AS n`,
+      [v.site, v.otherSite],
+    )).rows[0]!.n;
+    const before = await written();
+
+    await refused(create(v.pi, 'nosuch_web'), 403, 'forbidden', 'only a pi of site nosuch may create slices named nosuch_…');
+    await refused(create(v.admin, 'nosuch_web'), 404, 'not_found', "site nosuch not found (a slice name starts with its site's login_base)");
+    await refused(create(v.pi, `${v.otherSite}_web`), 403, 'forbidden', `only a pi of site ${v.otherSite}, or an admin, may create its slices`);
+    await refused(create(v.user, `${v.site}_web`), 403, 'forbidden', `only a pi of site ${v.site}, or an admin, may create its slices`);
+    // A slice name taken, a disabled site and an image of the wrong kind at once: the site first.
+    await ok(t.app, 200, 'PATCH', `/v1/sites/${v.site}`, v.admin, { enabled: false });
+    await refused(create(v.pi, v.slice, { kind: 'kvm', image: 'ctonly' }), 403, 'forbidden', `site ${v.site} is disabled`);
+    await ok(t.app, 200, 'PATCH', `/v1/sites/${v.site}`, v.admin, { enabled: true });
+    await refused(create(v.pi, v.slice, { kind: 'kvm', image: 'ctonly' }), 409, 'image_incompatible',
+      'image ctonly serves lxc slivers, not kvm; choose an image whose kinds include kvm (planetlite image ls)');
+    await refused(create(v.pi, v.slice), 409, 'already_exists', `slice ${v.slice} already exists`);
+    expect(await written()).toBe(before);
+
+    // The same call, once nothing stands in its way, makes the slice; an image the registry has not
+    // published is nothing to check.
+    const made = await ok(t.app, 201, 'POST', '/v1/slices', v.pi, { name: `${v.site}_late`, description: 'd', url: 'u', kind: 'kvm', image: 'unpublished' });
+    expect([made.kind, made.image, made.members.map((m: { id: string }) => m.id)]).toEqual(['kvm', 'unpublished', [v.ids.pi]]);
+    expect(await written()).toBe(before + 2);
   });
 });

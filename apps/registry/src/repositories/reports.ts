@@ -4,6 +4,7 @@ import type { Queryable } from '@planetlite/db';
 import type * as S from '@planetlite/api';
 import { json, type Row } from './columns.js';
 import { toEvent } from './events.js';
+import { insertSamplesSql } from './usage.js';
 
 /** One reported sliver as the statement takes it (error already cut, duplicates folded). */
 export interface ReportedSliver {
@@ -101,12 +102,8 @@ export async function applyPlainReport(q: Queryable, nodeId: string, r: PlainRep
          OR ($6::jsonb IS NOT NULL AND images IS DISTINCT FROM $6::jsonb) OR spares IS DISTINCT FROM $9::jsonb)
        RETURNING id
      ), sampled AS (
-       INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
-       SELECT o.id, now(), (o.usage ->> 'cpu_seconds')::float8, (o.usage ->> 'memory_bytes')::bigint, (o.usage ->> 'disk_bytes')::bigint,
-              (o.usage ->> 'net_rx_bytes')::bigint, (o.usage ->> 'net_tx_bytes')::bigint
-       FROM o, verdict
-       WHERE verdict.plain AND o.usage IS NOT NULL AND o.state <> 'deleted' AND o.id IN (SELECT id FROM mine)
-         AND NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = o.id AND u.at > now() - $8::float8 * interval '1 second')
+       ${insertSamplesSql({ from: 'o, verdict', row: 'o', minAge: '$8',
+         where: "verdict.plain AND o.usage IS NOT NULL AND o.state <> 'deleted' AND o.id IN (SELECT id FROM mine)" })}
        RETURNING sliver
      )
      SELECT plain, (SELECT coalesce(jsonb_agg(e ORDER BY e.id), '[]'::jsonb) FROM events_written e) AS events,
@@ -142,7 +139,7 @@ export interface QueuedUsage {
  * Writes the figures of many nodes' reports in one statement, as usage samples: one per sliver
  * where none is younger than the sample interval (a replica queues a node's figures about once an
  * interval). The sliver's row is not rewritten: reads take the newer of its figures and its
- * latest sample (usageNow in slivers.ts). A sliver no longer on the reporting node
+ * latest sample (latestUsage in slivers.ts). A sliver no longer on the reporting node
  * is dropped; one being deleted right now is skipped (SKIP LOCKED: the batch never waits on it, and
  * a sample of a sliver gone would fail the batch's foreign key) and answered, to be tried again.
  * The key-share lock does not wait on a node's report, which updates the rows without their keys.
@@ -156,10 +153,7 @@ export async function writeQueuedUsage(q: Queryable, rows: QueuedUsage[], sample
        SELECT s.id, s.node_id AS node, o.usage FROM slivers s JOIN o ON o.id = s.id AND s.node_id = o.node
        ORDER BY s.id FOR KEY SHARE OF s SKIP LOCKED
      ), sampled AS (
-       INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
-       SELECT l.id, now(), (l.usage ->> 'cpu_seconds')::float8, (l.usage ->> 'memory_bytes')::bigint, (l.usage ->> 'disk_bytes')::bigint,
-              (l.usage ->> 'net_rx_bytes')::bigint, (l.usage ->> 'net_tx_bytes')::bigint
-       FROM l WHERE NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = l.id AND u.at > now() - $2::float8 * interval '1 second')
+       ${insertSamplesSql({ from: 'l', row: 'l', minAge: '$2' })}
        RETURNING sliver
      )
      SELECT (SELECT count(*) FROM sampled)::int AS sampled,

@@ -80,24 +80,43 @@ export interface NewSlice {
 /** SQLSTATE of the count trigger's refusal of a slice over its site's max_slices (migration 010). */
 const SLICE_QUOTA_EXCEEDED = 'PLQ01';
 
+/** What asking for a new slice found: its site, the image, and the slice made, if it was. */
+export interface SliceCreation {
+  /** The site's `enabled`; null when there is no such site. */
+  siteEnabled: boolean | null;
+  /** The kinds the image serves; null when the registry has not published it (nothing to check). */
+  imageKinds: S.Image['kinds'] | null;
+  /** The slice and its slice.created event; null when refused above or when the name is taken. */
+  created: { slice: SliceRecord; event: S.Event } | null;
+}
+
 /**
  * A new slice with its creator as a member and its slice.created event (data), in one statement
- * and no transaction: the site's row, which the count trigger locks to check max_slices, is held
- * only while this statement runs. Null when the name is taken.
+ * and no transaction: made only on an enabled site and with an image that serves its kind, and
+ * answering what it found of both, so a creation is one round trip to the database. The site's
+ * row, which the count trigger locks to check max_slices, is held only while this statement runs.
  */
-export async function createSlice(q: Queryable, s: NewSlice, data: Record<string, unknown>): Promise<{ slice: SliceRecord; event: S.Event } | null> {
+export async function createSlice(q: Queryable, s: NewSlice, data: Record<string, unknown>): Promise<SliceCreation> {
   let rows: Row[];
   try {
     ({ rows } = await q.query(
-      `WITH s AS (
+      `WITH site AS (
+         SELECT enabled FROM sites WHERE login_base = $2
+       ), img AS (
+         SELECT kinds FROM images WHERE name = $6
+       ), s AS (
          INSERT INTO slices (name, site, description, url, kind, image, resources, expires_at, created_by, memory_reset)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING RETURNING *
+         SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::jsonb, $8::timestamptz, $9::uuid, $10::text
+         FROM site WHERE site.enabled AND NOT EXISTS (SELECT 1 FROM img WHERE NOT $5::text = ANY (img.kinds))
+         ON CONFLICT (name) DO NOTHING RETURNING *
        ), m AS (
          INSERT INTO slice_members (slice, user_id) SELECT name, created_by FROM s
        ), e AS (
          INSERT INTO events (type, slice, data) SELECT 'slice.created', name, $11::jsonb FROM s RETURNING *
        )
-       SELECT s.*, to_jsonb(e) AS created_event FROM s, e`,
+       SELECT (SELECT enabled FROM site) AS site_enabled, (SELECT kinds FROM img) AS image_kinds,
+              s.*, to_jsonb(e) AS created_event
+       FROM (VALUES (1)) one LEFT JOIN s ON true LEFT JOIN e ON true`,
       [s.name, s.site, s.description, s.url, s.kind, s.image, JSON.stringify(s.resources), s.expires, s.createdBy, s.memoryReset, JSON.stringify(data)],
     ));
   } catch (err) {
@@ -105,8 +124,12 @@ export async function createSlice(q: Queryable, s: NewSlice, data: Record<string
     if (e?.code === SLICE_QUOTA_EXCEEDED) throw new AppError('slice_quota_exceeded', String(e.message));
     throw err;
   }
-  const r = rows[0];
-  return r ? { slice: toSlice(r), event: toEvent(json<Row>(r.created_event)) } : null;
+  const r = rows[0]!;
+  return {
+    siteEnabled: (r.site_enabled as boolean | null) ?? null,
+    imageKinds: (r.image_kinds as S.Image['kinds'] | null) ?? null,
+    created: r.name == null ? null : { slice: toSlice(r), event: toEvent(json<Row>(r.created_event)) },
+  };
 }
 
 /** true when the user was not a member yet. */

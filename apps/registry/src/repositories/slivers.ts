@@ -8,17 +8,21 @@ import { toEvent } from './events.js';
  * A sliver's latest figures: the newer of those its row keeps (written with a report the registry
  * wrote) and its latest usage sample's (a replica's flush writes the figures of the reports it took
  * from memory as samples alone; rewriting every sliver's row beside each sample was half of the
- * flush at 10,000 nodes). `usageNow('s')` is the column (usage_now) and `latestSample('s')` the join
- * it reads, one step down sliver_usage's (sliver, at) index. Written into each query rather than a
+ * flush at 10,000 nodes). `latestUsage('s')` gives the column (usage_now) and the join it reads,
+ * one step down sliver_usage's (sliver, at) index. Written into each query rather than a
  * SQL function, whose body PostgreSQL plans again for every statement (GET /v1/slivers/{id} lost a
  * fifth of its rate that way).
  */
-const latestSample = (s: string) => `LEFT JOIN LATERAL (SELECT * FROM sliver_usage u WHERE u.sliver = ${s}.id ORDER BY u.at DESC LIMIT 1) lu ON true`;
-const usageNow = (s: string) => `CASE WHEN lu.at IS NULL OR (${s}.usage ->> 'at')::timestamptz >= lu.at THEN ${s}.usage
+const latestUsage = (s: string) => ({
+  column: `CASE WHEN lu.at IS NULL OR (${s}.usage ->> 'at')::timestamptz >= lu.at THEN ${s}.usage
     ELSE jsonb_strip_nulls(jsonb_build_object('cpu_seconds', lu.cpu_seconds, 'memory_bytes', lu.memory_bytes, 'disk_bytes', lu.disk_bytes,
-      'net_rx_bytes', lu.net_rx_bytes, 'net_tx_bytes', lu.net_tx_bytes, 'at', lu.at)) END AS usage_now`;
+      'net_rx_bytes', lu.net_rx_bytes, 'net_tx_bytes', lu.net_tx_bytes, 'at', lu.at)) END AS usage_now`,
+  join: `LEFT JOIN LATERAL (SELECT * FROM sliver_usage u WHERE u.sliver = ${s}.id ORDER BY u.at DESC LIMIT 1) lu ON true`,
+});
+const usageOfS = latestUsage('s');
+const usageOfD = latestUsage('d');
 
-const SLIVER_SELECT = `SELECT s.*, ${usageNow('s')}, n.address AS node_address FROM slivers s JOIN nodes n ON n.id = s.node_id ${latestSample('s')}`;
+const SLIVER_SELECT = `SELECT s.*, ${usageOfS.column}, n.address AS node_address FROM slivers s JOIN nodes n ON n.id = s.node_id ${usageOfS.join}`;
 
 // The database writes now() into the jsonb in its own format; the API speaks toISOString's.
 function toUsage(u: S.SliverUsage): S.SliverUsage {
@@ -56,9 +60,9 @@ export async function findSliver(q: Queryable, id: string): Promise<S.Sliver | n
  * is a member of its slice. One statement (the hot GET /v1/slivers/{id}). */
 export async function findSliverFor(q: Queryable, id: string, userId: string): Promise<{ sliver: S.Sliver; site: string; member: boolean } | null> {
   const { rows } = await q.query(
-    `SELECT s.*, ${usageNow('s')}, n.address AS node_address, sl.site AS slice_site,
+    `SELECT s.*, ${usageOfS.column}, n.address AS node_address, sl.site AS slice_site,
        EXISTS (SELECT 1 FROM slice_members m WHERE m.slice = s.slice AND m.user_id = $2) AS slice_member
-     FROM slivers s JOIN nodes n ON n.id = s.node_id JOIN slices sl ON sl.name = s.slice ${latestSample('s')}
+     FROM slivers s JOIN nodes n ON n.id = s.node_id JOIN slices sl ON sl.name = s.slice ${usageOfS.join}
      WHERE s.id = $1`,
     [id, userId],
   );
@@ -207,8 +211,8 @@ export async function changeSliver(q: Queryable, id: string, change: S.SliverAct
        INSERT INTO events (type, slice, node, sliver, data) SELECT $5, d.slice, d.node_id, d.id, $6::jsonb FROM done d
        RETURNING *
      )
-     SELECT t.slice, t.allowed, to_jsonb(d) AS sliver, ${usageNow('d')}, n.address AS node_address, (SELECT to_jsonb(e) FROM e) AS event
-     FROM t LEFT JOIN done d ON true LEFT JOIN nodes n ON n.id = d.node_id ${latestSample('d')}`,
+     SELECT t.slice, t.allowed, to_jsonb(d) AS sliver, ${usageOfD.column}, n.address AS node_address, (SELECT to_jsonb(e) FROM e) AS event
+     FROM t LEFT JOIN done d ON true LEFT JOIN nodes n ON n.id = d.node_id ${usageOfD.join}`,
     [id, who.admin, who.piSite, who.userId, type, JSON.stringify(data)],
   );
   const r = rows[0];

@@ -25,19 +25,29 @@ export async function usageSamples(q: Queryable, sliver: string, since: Date, un
 }
 
 /**
+ * The INSERT of one usage sample per row `row` (an `id` and its `usage` as jsonb) of `from` that
+ * `where` keeps, unless its sliver has a sample younger than `minAge` seconds (an SQL parameter).
+ * The one form of the write, for a written report, a replica's flush and insertUsageSamples.
+ */
+export function insertSamplesSql(o: { from: string; row: string; where?: string; minAge: string }): string {
+  const r = o.row;
+  return `INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
+       SELECT ${r}.id, now(), (${r}.usage ->> 'cpu_seconds')::float8, (${r}.usage ->> 'memory_bytes')::bigint, (${r}.usage ->> 'disk_bytes')::bigint,
+              (${r}.usage ->> 'net_rx_bytes')::bigint, (${r}.usage ->> 'net_tx_bytes')::bigint
+       FROM ${o.from}
+       WHERE ${o.where ?? 'true'} AND NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = ${r}.id AND u.at > now() - ${o.minAge}::float8 * interval '1 second')`;
+}
+
+/**
  * Records a sample for each sliver whose last one is at least minAgeSeconds old (answers how many
  * it recorded). Reports come
  * every 30 s and after every change, with jitter, so callers pass 90% of the interval: else a
  * 60 s cadence that arrives a little early would be kept only every other time.
  */
-export async function insertUsageSamples(q: Queryable, samples: Array<{ id: string } & S.SliverUsage>, minAgeSeconds: number): Promise<number> {
+export async function insertUsageSamples(q: Queryable, samples: Array<{ id: string; usage: S.SliverUsage }>, minAgeSeconds: number): Promise<number> {
   if (!samples.length) return 0;
   const { rowCount } = await q.query(
-    `INSERT INTO sliver_usage (sliver, at, cpu_seconds, memory_bytes, disk_bytes, net_rx_bytes, net_tx_bytes)
-     SELECT o.id, now(), o.cpu_seconds, o.memory_bytes, o.disk_bytes, o.net_rx_bytes, o.net_tx_bytes
-     FROM jsonb_to_recordset($1::jsonb)
-       AS o(id uuid, cpu_seconds double precision, memory_bytes bigint, disk_bytes bigint, net_rx_bytes bigint, net_tx_bytes bigint)
-     WHERE NOT EXISTS (SELECT 1 FROM sliver_usage u WHERE u.sliver = o.id AND u.at > now() - $2::float8 * interval '1 second')`,
+    insertSamplesSql({ from: 'jsonb_to_recordset($1::jsonb) AS o(id uuid, usage jsonb)', row: 'o', minAge: '$2' }),
     [JSON.stringify(samples), minAgeSeconds],
   );
   return rowCount;

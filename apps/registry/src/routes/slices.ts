@@ -6,7 +6,7 @@ import { MemberAdd, Slice, SliceCreate, SlicePatch, SliceRenew, LOGIN_BASE_PATTE
 import { requireUser } from '../plugins/auth.js';
 import { hasSiteRole, piSiteOf, requireSliceRole } from '../services/authz.js';
 import { publishChange, withChanges } from '../services/changes.js';
-import { loadSlice, requireImageServes, siteOfSlice, sliceView, tearDownSlice } from '../services/slices.js';
+import { imageIncompatible, loadSlice, siteOfSlice, sliceView, tearDownSlice } from '../services/slices.js';
 import * as slices from '../repositories/slices.js';
 import { nodesOfSlice } from '../repositories/slivers.js';
 import { findSite } from '../repositories/sites.js';
@@ -15,6 +15,8 @@ import { answers, bearer, NameParams } from './common.js';
 
 const DEFAULT_RESOURCES = { memory_mb: 512, cpu_shares: 1024, disk_mb: 2048, net_kbps: 10000 };
 const DAY = 86400_000;
+/** A user who is not an admin learns no more of a site that does not exist. */
+const noSite = (site: string) => new AppError('forbidden', `only a pi of site ${site} may create slices named ${site}_…`);
 
 export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
   const { ctx } = app;
@@ -27,24 +29,24 @@ export const sliceRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const site = siteOfSlice(b.name);
     const kind = b.kind ?? 'lxc';
     const image = b.image ?? ctx.config.defaultImage;
-    // The site and the image side by side; the site's refusals come first.
-    const [found, serves] = await Promise.allSettled([findSite(ctx.db, site), requireImageServes(ctx.db, image, kind)]);
-    if (found.status === 'rejected') throw found.reason;
-    const s = found.value;
-    if (!s) {
-      if (!me.admin) throw new AppError('forbidden', `only a pi of site ${site} may create slices named ${site}_…`);
-      throw new AppError('not_found', `site ${site} not found (a slice name starts with its site's login_base)`);
+    // Refused whatever the site holds; the words depend on whether it exists.
+    if (!hasSiteRole(me, site, 'pi')) {
+      if (!(await findSite(ctx.db, site))) throw noSite(site);
+      throw new AppError('forbidden', `only a pi of site ${site}, or an admin, may create its slices`);
     }
-    if (!hasSiteRole(me, site, 'pi')) throw new AppError('forbidden', `only a pi of site ${site}, or an admin, may create its slices`);
-    if (!s.enabled) throw new AppError('forbidden', `site ${site} is disabled`);
-    if (serves.status === 'rejected') throw serves.reason;
     const expires = new Date(Date.now() + ctx.config.sliceLifetimeDays * DAY);
-    // One statement: the slice, its creator as a member, its event, and the site's max_slices
-    // checked by the count trigger under the site's row lock (migration 010).
-    const created = await slices.createSlice(ctx.db, {
+    // One statement: the site and image checked, the slice, its creator as a member, its event, and
+    // the site's max_slices checked by the count trigger under the site's row lock (migration 010).
+    const { siteEnabled, imageKinds, created } = await slices.createSlice(ctx.db, {
       name: b.name, site, description: b.description, url: b.url, kind, image,
       resources: { ...DEFAULT_RESOURCES, ...b.resources }, expires, createdBy: me.id, memoryReset: b.memory_reset ?? 'restart',
     }, { by: me.email, kind, expires_at: expires.toISOString() });
+    if (siteEnabled === null) {
+      if (!me.admin) throw noSite(site);
+      throw new AppError('not_found', `site ${site} not found (a slice name starts with its site's login_base)`);
+    }
+    if (!siteEnabled) throw new AppError('forbidden', `site ${site} is disabled`);
+    if (imageKinds && !imageKinds.includes(kind)) throw imageIncompatible(image, imageKinds, kind);
     if (!created) {
       const existing = await slices.findSlice(ctx.db, b.name);
       if (existing?.state === 'deleting') throw new AppError('slice_deleting', `slice ${b.name} is still being deleted; try again when its slivers are gone`);

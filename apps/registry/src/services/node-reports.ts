@@ -76,7 +76,7 @@ export async function applyReport(
   let updated = 0;
   let removed = 0;
   const refresh: SliverRefresh[] = [];
-  const samples: Array<{ id: string } & SliverUsage> = [];
+  const samples: Array<{ id: string; usage: SliverUsage }> = [];
   // The slivers' events go in one statement at the end: a first report after a restart moves every sliver.
   const events: NewEvent[] = [];
   for (const row of rows) {
@@ -104,7 +104,7 @@ export async function applyReport(
     };
     const hasUsage = Object.values(usage).some((v) => v !== undefined);
     refresh.push({ id, state, error, address, usage: hasUsage ? usage : null, watchdog_hold: obs.watchdog_hold ?? null });
-    if (hasUsage) samples.push({ id, ...usage });
+    if (hasUsage) samples.push({ id, usage });
     if (state !== row.state || error !== row.error) {
       updated++;
       events.push({ type: 'sliver.state', slice, node: nodeId, sliver: id, data: { state, error, from: row.state } });

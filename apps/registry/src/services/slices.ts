@@ -60,8 +60,9 @@ export async function allocatePorts(q: Queryable, nodeId: string, window: S.Port
 export async function requireImageServes(q: Queryable, image: string, kind: S.Slice['kind']): Promise<{ arch: string; sha256: string } | null> {
   const img = await imageTraits(q, image);
   if (!img) return null;
-  if (!img.kinds.includes(kind)) {
-    throw new AppError('image_incompatible', `image ${image} serves ${img.kinds.join(' and ')} slivers, not ${kind}; choose an image whose kinds include ${kind} (planetlite image ls)`);
-  }
+  if (!img.kinds.includes(kind)) throw imageIncompatible(image, img.kinds, kind);
   return { arch: img.arch, sha256: img.sha256 };
 }
+
+export const imageIncompatible = (image: string, kinds: S.Image['kinds'], kind: S.Slice['kind']): AppError =>
+  new AppError('image_incompatible', `image ${image} serves ${kinds.join(' and ')} slivers, not ${kind}; choose an image whose kinds include ${kind} (planetlite image ls)`);
