@@ -245,8 +245,9 @@ export async function countSliversOn(q: Queryable, nodeId: string): Promise<numb
   return rows[0]?.n ?? 0;
 }
 
+/** A sliver gone, with its usage samples (no foreign key takes them: migration 014). */
 export async function deleteSliver(q: Queryable, id: string): Promise<void> {
-  await q.query('DELETE FROM slivers WHERE id = $1', [id]);
+  await q.query('WITH u AS (DELETE FROM sliver_usage WHERE sliver = $1) DELETE FROM slivers WHERE id = $1', [id]);
 }
 
 /** The slice of a sliver on this node, or null when the sliver is not there. */

@@ -230,15 +230,12 @@ export class ReportMemo {
     this.#flushing = (async () => {
       const { db, log } = this.#deps;
       this.stats.flushes++;
-      // In batches: a statement holds its rows' locks until it ends, and a node's report waits on them.
+      // In batches: short statements keep PostgreSQL's turns short (250 rows cost a third as much a
+      // row as 1,700 did, docs/benchmarks.md 2026-12-05).
       for (let i = 0; i < usage.length; i += FLUSH_BATCH) {
         const batch = usage.slice(i, i + FLUSH_BATCH);
         try {
-          const out = await writeQueuedUsage(db, batch, this.#deps.sampleSeconds * 0.9);
-          this.stats.samples += out.sampled;
-          // Rows being deleted just then: again next time (then gone), unless newer figures came meanwhile.
-          const skipped = new Set(out.skipped);
-          for (const u of batch) if (skipped.has(u.id) && !this.#usage.has(u.id)) this.#usage.set(u.id, u);
+          this.stats.samples += (await writeQueuedUsage(db, batch, this.#deps.sampleSeconds * 0.9)).sampled;
         } catch (err) {
           // Figures are totals: the next report's carry what these would have.
           log.warn({ err, slivers: batch.length }, 'writing queued usage figures failed');
