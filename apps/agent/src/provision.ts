@@ -1,8 +1,10 @@
 // Writes what makes a root filesystem a sliver of a slice, before it first starts and whenever
 // the slice's members or keys change: /etc/slicename, the slice-named user, every member's key
-// for that user and for root, and host keys of its own.
-import { chmod, chown, mkdir, readFile, writeFile, access } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+// for that user and for root, and host keys of its own. Every file and folder appears whole (made
+// under a temporary name, owned, then renamed): an agent killed in the middle leaves the root as
+// it was or as it should be, never a truncated /etc/passwd or a host key sshd refuses.
+import { chmod, chown, mkdir, readFile, rename, rmdir, unlink, writeFile, access } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { ed25519HostKey } from './hostkey.js';
 
 /** Uid and gid of the slice user inside the sliver (the first ordinary user id). */
@@ -43,19 +45,32 @@ export async function provisionSpare(rootfs: string, idShift: number): Promise<v
 type Owner = { uid: number; gid: number };
 const owner = (shift: number) => (id: number): Owner => ({ uid: shift + id, gid: shift + id });
 
+/** The temporary name a file or folder is made under before it is renamed into place. */
+const pending = (path: string) => join(dirname(path), `.${basename(path)}.planetlite-new`);
+
 /** Made with its parents if missing (each owned by `own`); an existing folder is left as it is. */
 async function ensureDir(dir: string, own: Owner): Promise<void> {
   if (await exists(dir)) return;
   await ensureDir(dirname(dir), own);
-  await mkdir(dir);
-  await chown(dir, own.uid, own.gid);
+  const tmp = pending(dir);
+  await rmdir(tmp).catch(ignoreMissing); // empty: a crash came between its mkdir and its rename
+  await mkdir(tmp);
+  await chown(tmp, own.uid, own.gid);
+  await rename(tmp, dir);
 }
 
-/** Written (created or replaced in place) and owned by `own`, so a sliver's root sees it as its own. */
+/** Written whole and owned by `own` (a sliver's root sees it as its own), replacing the file, not
+ * writing into it: a symlink by its name is replaced too, never followed. */
 async function writeOwned(file: string, text: string, own: Owner, mode?: number): Promise<void> {
-  await writeFile(file, text, mode === undefined ? {} : { mode });
-  await chown(file, own.uid, own.gid);
-  if (mode !== undefined) await chmod(file, mode);
+  const tmp = pending(file);
+  await writeFile(tmp, text, mode === undefined ? {} : { mode });
+  await chown(tmp, own.uid, own.gid);
+  if (mode !== undefined) await chmod(tmp, mode);
+  await rename(tmp, file);
+}
+
+function ignoreMissing(err: NodeJS.ErrnoException): void {
+  if (err.code !== 'ENOENT') throw err;
 }
 
 async function writeKeys(home: string, own: Owner, text: string): Promise<void> {
@@ -71,11 +86,16 @@ async function writeKeys(home: string, own: Owner, text: string): Promise<void> 
 async function ensureHostKey(rootfs: string, own: Owner): Promise<void> {
   const dir = join(rootfs, 'etc', 'ssh');
   const key = join(dir, 'ssh_host_ed25519_key');
-  if (await exists(key)) return;
+  if (await exists(key)) {
+    // A crash while the key was written leaves its temporary copy, a private key sshd never uses.
+    await unlink(pending(key)).catch(ignoreMissing);
+    return;
+  }
   await ensureDir(dir, own);
   const pair = ed25519HostKey('sliver host key');
-  await writeOwned(key, pair.private, own, 0o600);
+  // The public half first: once the private key is there, the pair is.
   await writeOwned(`${key}.pub`, `${pair.public}\n`, own, 0o644);
+  await writeOwned(key, pair.private, own, 0o600);
 }
 
 /** Replaces the line whose first field is name, or appends it. */
