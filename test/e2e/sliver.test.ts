@@ -111,6 +111,28 @@ describe('a sliver on one node', () => {
     await until('the cap to be lifted', async () => (probe().split('\n')[2] === '-1' ? true : null), 30_000);
   }, 120_000);
 
+  it('shows an error while nothing listens on its port 22, and none once its sshd is back', async () => {
+    // Run in the sliver from the host, as the agent runs lxc (the command socket is in the node's namespace).
+    const inSliver = (...argv: string[]) => run('nsenter', [`--net=/run/netns/${NODE}`, '--', 'lxc-attach', '-P', join(dir, 'agent', 'lxc'), '-n', `sl-${sliver.id}`, '--', ...argv]);
+    // The image's init respawns `sshd -D`: with its binary moved away, a restart brings up no sshd.
+    await inSliver('mv', '/usr/sbin/sshd', '/usr/sbin/sshd.off');
+    await admin.sliverAction(sliver.id, 'restart');
+    const silent = await until('the sliver to show that nothing listens on port 22', async () => {
+      const s = await admin.getSliver(sliver.id);
+      return s.state === 'running' && s.error?.startsWith('nothing listens on port 22 inside the sliver') ? s : null;
+    }, 120_000); // the 30 s grace after the start, then the next clock report
+    expect(silent.error).toContain(`planetlite sliver log ${sliver.id}`);
+    expect(() => sshFromNet(sliver.ports.first, 'e2e_hello', 'true')).toThrow(/refused/);
+    // sshd back: init's next respawn brings it up, and the next clock report finds it listening.
+    await inSliver('mv', '/usr/sbin/sshd.off', '/usr/sbin/sshd');
+    const back = await until('the error to go', async () => {
+      const s = await admin.getSliver(sliver.id);
+      return s.state === 'running' && s.error === null ? s : null;
+    }, 60_000);
+    expect(back.error).toBeNull();
+    expect(sshFromNet(sliver.ports.first, 'e2e_hello', 'cat /etc/slicename')).toBe('e2e_hello');
+  }, 240_000);
+
   it('keeps running while its agent is away, and a restarted agent tears down what was deleted meanwhile', async () => {
     await node.stopAgent();
     expect(sshFromNet(sliver.ports.first, 'e2e_hello', 'cat /etc/slicename')).toBe('e2e_hello');

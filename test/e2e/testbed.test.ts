@@ -139,7 +139,7 @@ async function explained<T>(wait: Promise<T>): Promise<T> {
     const [containers, table] = await Promise.all([
       // In the node's namespace, as the agent runs lxc: a container's command socket is an
       // abstract one, seen only from there (from elsewhere every container shows STOPPED).
-      tryRun('ip', ['netns', 'exec', n.ns, 'lxc-ls', '-P', join(n.stateDir, 'lxc'), '-f']).then((r) => r?.stdout ?? '(lxc-ls failed)'),
+      tryRun('nsenter', [`--net=/run/netns/${n.ns}`, '--', 'lxc-ls', '-P', join(n.stateDir, 'lxc'), '-f']).then((r) => r?.stdout ?? '(lxc-ls failed)'),
       tryRun('ip', ['netns', 'exec', n.ns, 'nft', 'list', 'table', 'inet', 'planetlite']).then((r) => r?.stdout ?? '(no table)'),
     ]);
     const agent = agent3 ? `agent 3 (${agent3.running ? 'running' : 'exited'}), its last log lines:\n${agent3.tail(40)}` : 'no agent 3';

@@ -18,6 +18,7 @@ import type { Ledger, SliverRecord } from './ledger.js';
 import { codeFingerprint } from './fingerprint.js';
 import { carryDocKeys, docKey, fetchStatus, planPass, planSliver, planTeardown } from './planner.js';
 import { nodeBounds, screenDesiredState } from './screen.js';
+import { SshdWatch } from './sshd-watch.js';
 import { WarmPool, type WarmPoolSettings } from './warm-pool.js';
 
 export type { Fetcher } from './builder.js';
@@ -71,6 +72,8 @@ export class Reconciler {
   /** Slivers the last report on the clock found down while settled as running, and the error it
    * showed: a report a change sends at once (no state probe) shows the same until work starts. */
   readonly #stoppedByItself = new Map<string, string>();
+  /** Whether the container slivers' sshd came up (sshd-watch.ts). */
+  readonly #sshd: SshdWatch;
   /** Slivers whose document the last pass refused (screen.ts), and why. */
   #refused = new Map<string, string>();
   readonly #bounds = nodeBounds();
@@ -82,7 +85,7 @@ export class Reconciler {
   /** Spares built ahead (warm-pool.ts); null when the node keeps none. */
   readonly #pool: WarmPool | null;
 
-  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[]; warmPool?: WarmPoolSettings; code?: string }) {
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[]; warmPool?: WarmPoolSettings; code?: string; sshdGraceMs?: number }) {
     this.#limit = pLimit(opts.concurrency ?? 6);
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
@@ -91,7 +94,8 @@ export class Reconciler {
     // state, limit, link and the table) leaves those slivers alone when the host still matches.
     for (const r of opts.ledger.all()) if (r.done) this.#done.set(r.id, r.done);
     this.#log = opts.log;
-    this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}), onStarted: (id) => this.onStarted(id) });
+    this.#sshd = new SshdWatch({ log: opts.log, ...(opts.sshdGraceMs !== undefined ? { graceMs: opts.sshdGraceMs } : {}) });
+    this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}), onStarted: (id) => (this.#sshd.started(id), this.onStarted(id)) });
     this.#accounting = new Accounting({ storage: opts.drivers.storage, network: opts.drivers.network, log: opts.log });
     // Also with no pool configured: it then removes the spares an earlier run's pool left.
     this.#pool = opts.drivers.instances.lxc
@@ -181,6 +185,7 @@ export class Reconciler {
     const states = fresh ? await instanceStates(this.#d.instances) : null;
     const usage = await this.#accounting.read(fresh);
     this.#accounting.keepOnly(ids);
+    this.#sshd.keepOnly(ids);
     const out: ObservedSliver[] = [];
     const due = turnDue();
     for (const id of ids) {
@@ -220,6 +225,10 @@ export class Reconciler {
       const held = this.#held.get(id)?.hold ?? null;
       // Frozen is not running (as for a user's freeze); watchdog_hold says who froze it and why.
       if (held && state === 'running') state = 'stopped';
+      // Running as desired and settled, yet unreachable: say so (another error says more).
+      if (state === 'running' && error === null && d?.desired === 'running' && this.#done.has(id) && !this.#queues.has(id)) {
+        error = await this.#sshd.error(id, driver, fresh);
+      }
       out.push({ id, state, error, address: this.#d.network.address({ slot: rec.slot }).sliverAddress, ...(await this.#accounting.usage(id, driver, usage, fresh)), watchdog_hold: held });
     }
     return out;

@@ -112,6 +112,9 @@ export interface InstanceDriver {
   consoleLog?(id: string): string;
   /** Why a sliver that was running has stopped by itself, when the driver can tell; else null. */
   exitReason?(id: string): Promise<string | null>;
+  /** Whether anything listens on TCP `port` inside the running sliver (its sshd on 22), read from
+   * the host without running anything in it; null when it is not running or the host cannot tell. */
+  listening?(id: string, port: number): Promise<boolean | null>;
 }
 
 /** Runs a driver's check, keeping its status: checking, then ready or failed (and rethrown). */

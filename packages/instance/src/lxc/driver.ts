@@ -24,6 +24,7 @@ import { cpuSecondsOf, detectCgroupLayout, findPayload, missingLimits, type Cgro
 import { containerName, idFromContainerName, renderConfig, resourceLimits, type LxcHostFacts, type ResourceLimit } from './config.js';
 import { apparmorEnabled, findStaticBusybox, firstUnsearchable, LXC_TOOLS, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
 import { installSeccompPolicy } from './seccomp.js';
+import { listensOn, pidIn } from './listen.js';
 
 export interface LxcDriverOptions {
   /** The driver's own lxcpath (never the system's /var/lib/lxc); one per node. */
@@ -392,6 +393,17 @@ export class LxcDriver implements InstanceDriver {
     // Written from the host into the sliver's UTS namespace (the file is per namespace): nothing
     // of the sliver's runs. Not hostname(1): Debian's refuses the '_' of slice names.
     await run('nsenter', [`--target=${pid}`, '--uts', '--', 'sh', '-c', 'printf %s "$1" > /proc/sys/kernel/hostname', 'sh', hostname]);
+  }
+
+  async listening(id: string, port: number): Promise<boolean | null> {
+    const parents = this.#probe?.populated?.parents;
+    const dir = parents ? findPayload(this.#name(id), parents) : null;
+    const pid = dir ? pidIn(dir) : null;
+    if (pid === null) return null;
+    const tables = await Promise.all(['tcp', 'tcp6'].map((t) => readFile(`/proc/${pid}/net/${t}`, 'utf8').catch(() => null)));
+    // The process may have exited between the two reads: no table, no answer.
+    if (tables.every((t) => t === null)) return null;
+    return tables.some((t) => t !== null && listensOn(t, port));
   }
 
   /** Host pid of the sliver's init, or null when it is not running (for accounting and tests). */
