@@ -85,7 +85,7 @@ export class Reconciler {
   /** Spares built ahead (warm-pool.ts); null when the node keeps none. */
   readonly #pool: WarmPool | null;
 
-  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[]; warmPool?: WarmPoolSettings; code?: string; sshdGraceMs?: number }) {
+  constructor(opts: { drivers: Drivers; ledger: Ledger; images: ImageIndex; log: Logger; maxSlots: number; concurrency?: number; fetcher?: Fetcher | null; forwarding?: () => boolean; extraKeys?: (rec: SliverRecord) => string[]; warmPool?: WarmPoolSettings; code?: string }) {
     this.#limit = pLimit(opts.concurrency ?? 6);
     this.#d = opts.drivers;
     this.#ledger = opts.ledger;
@@ -94,7 +94,7 @@ export class Reconciler {
     // state, limit, link and the table) leaves those slivers alone when the host still matches.
     for (const r of opts.ledger.all()) if (r.done) this.#done.set(r.id, r.done);
     this.#log = opts.log;
-    this.#sshd = new SshdWatch({ log: opts.log, ...(opts.sshdGraceMs !== undefined ? { graceMs: opts.sshdGraceMs } : {}) });
+    this.#sshd = new SshdWatch({ log: opts.log });
     this.#builder = new Builder({ drivers: opts.drivers, ledger: opts.ledger, images: opts.images, fetcher: opts.fetcher ?? null, log: opts.log, maxSlots: opts.maxSlots, desired: () => this.#desired, ...(opts.forwarding ? { forwarding: opts.forwarding } : {}), ...(opts.extraKeys ? { extraKeys: opts.extraKeys } : {}), onStarted: (id) => (this.#sshd.started(id), this.onStarted(id)) });
     this.#accounting = new Accounting({ storage: opts.drivers.storage, network: opts.drivers.network, log: opts.log });
     // Also with no pool configured: it then removes the spares an earlier run's pool left.

@@ -4,7 +4,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { listensOn, pidIn } from './lxc/listen.js';
+import { pidIn } from './lxc/cgroup.js';
+import { listensOn } from './lxc/listen.js';
 
 const HEAD = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
 const tcp = (...rows: string[]) => HEAD + rows.map((r, i) => `   ${i}: ${r} 00000000:00000000 00:00000000 00000000     0        0 1234 1 0000000000000000 100 0 0 10 0\n`).join('');

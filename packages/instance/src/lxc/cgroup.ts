@@ -1,5 +1,5 @@
 // Which cgroup hierarchy holds each controller on this host, and reading a sliver's memory from it.
-import { readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -172,6 +172,25 @@ export function findPayload(name: string, parents: string[]): string | null {
   for (const parent of parents) {
     const dir = join(parent, `lxc.payload.${name}`);
     if (statSync(dir, { throwIfNoEntry: false })?.isDirectory()) return dir;
+  }
+  return null;
+}
+
+/** A process of the cgroup at `dir` or of one below it (a container's init may sit in a child
+ * cgroup of its own, as systemd puts itself in init.scope); null when there is none. */
+export function pidIn(dir: string, depth = 3): number | null {
+  const first = readCgroupFile(dir, 'cgroup.procs')?.split('\n').find((l) => l.trim() !== '');
+  if (first) return Number(first);
+  if (depth === 0) return null;
+  let children: string[];
+  try {
+    children = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch {
+    return null;
+  }
+  for (const child of children) {
+    const pid = pidIn(join(dir, child), depth - 1);
+    if (pid !== null) return pid;
   }
   return null;
 }

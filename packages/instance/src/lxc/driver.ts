@@ -20,11 +20,11 @@ import {
   type InstanceSpec,
   type InstanceState,
 } from '../driver.js';
-import { cpuSecondsOf, detectCgroupLayout, findPayload, missingLimits, type CgroupVersion, parseMemoryStat, parsePressure, payloadProbe, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe, type Psi } from './cgroup.js';
+import { cpuSecondsOf, detectCgroupLayout, findPayload, missingLimits, type CgroupVersion, parseMemoryStat, parsePressure, payloadProbe, pidIn, readCgroupFile, removeContainerCgroups, residentBytes, type PayloadProbe, type Psi } from './cgroup.js';
 import { containerName, idFromContainerName, renderConfig, resourceLimits, type LxcHostFacts, type ResourceLimit } from './config.js';
 import { apparmorEnabled, findStaticBusybox, firstUnsearchable, LXC_TOOLS, seccompProfile, userNamespaceProblem, type LxcTool } from './probe.js';
 import { installSeccompPolicy } from './seccomp.js';
-import { listensOn, pidIn } from './listen.js';
+import { listensOn } from './listen.js';
 
 export interface LxcDriverOptions {
   /** The driver's own lxcpath (never the system's /var/lib/lxc); one per node. */
