@@ -52,11 +52,6 @@ async function killedWhileProvisioning(afterMs: number): Promise<void> {
   expect(await exited).toBe('SIGKILL');
 }
 
-/** Every file and folder under dir, relative to it. */
-function walk(dir: string, prefix = ''): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => [prefix + e.name, ...(e.isDirectory() ? walk(join(dir, e.name), `${prefix}${e.name}/`) : [])]);
-}
-
 describe('provisioning a sliver root', () => {
   it('leaves a root the next provision completes, wherever a crash stopped it', async () => {
     const key = 'ssh-ed25519 AAAAfinal member@example.org';
@@ -78,7 +73,7 @@ describe('provisioning a sliver root', () => {
       expect(statSync(join(root, 'home/crash/.ssh/authorized_keys')), at).toMatchObject({ uid: SHIFT + SLICE_UID, mode: 0o100600 });
       expect(readFileSync(join(root, 'home/crash/.ssh/authorized_keys'), 'utf8'), at).toBe(`${key}\n`);
       // Nothing half-made is left behind, in the sliver's view or anywhere else.
-      expect(walk(root).filter((p) => p.includes('planetlite-new')), at).toEqual([]);
+      expect(readdirSync(root, { recursive: true, encoding: 'utf8' }).filter((p) => p.includes('planetlite-new')), at).toEqual([]);
     }
   }, 120_000);
 
