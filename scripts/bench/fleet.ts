@@ -45,11 +45,12 @@ const { values: args } = parseArgs({
     svg: { type: 'string' },
     profile: { type: 'string' },
     'replica-node-options': { type: 'string' },
+    'pg-setting': { type: 'string', multiple: true },
     help: { type: 'boolean', short: 'h' },
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--storm-seconds 300] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR] [--replica-node-options FLAGS]\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --storm-seconds S: how long every agent may take to get its first document before the run is given up (it is timed either way). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each. --replica-node-options: NODE_OPTIONS for both replicas (V8 flags to compare, e.g. --max-semi-space-size=32).');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--storm-seconds 300] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR] [--replica-node-options FLAGS] [--pg-setting NAME=VALUE ...]\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --storm-seconds S: how long every agent may take to get its first document before the run is given up (it is timed either way). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each. --replica-node-options: NODE_OPTIONS for both replicas (V8 flags to compare, e.g. --max-semi-space-size=32). --pg-setting: a PostgreSQL server setting for the run (repeatable; e.g. autovacuum=off, to see what autovacuum costs).');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -350,9 +351,13 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
           const slowThen = inWindow.filter((c) => c.ms > 1000 && c.t0 >= from && c.t0 < from + 5000).length;
           const lane = Math.max(0, ...xs.map((x) => x.nodesWaiting).filter(Number.isFinite));
           deep.push({ from, lane });
-          buckets.push(`${((from - tl[0]!.at) / 1000).toFixed(0)} s: lane ${lane}, loop ${Math.max(0, ...xs.map((x) => x.loopLagMs).filter(Number.isFinite)).toFixed(0)} ms, slow ${slowThen}, polls ${arrivals(xs, 'polls')}, reports ${arrivals(xs, 'reports')}`);
+          // A's garbage collection in the span (its GC seconds between the reading before it and its last one).
+          const before = tl.filter((x) => x.at < from).at(-1) ?? xs[0];
+          const gcMs = (k: 'gcSeconds' | 'majorGcSeconds') => (before && xs.length ? (xs.at(-1)![k] - before[k]) * 1000 : NaN);
+          const vacuum = running.filter((r) => r.at >= from && r.at < from + 5000 && Object.keys(r.running).some((q) => q.startsWith('autovacuum:'))).length;
+          buckets.push(`${((from - tl[0]!.at) / 1000).toFixed(0)} s: lane ${lane}, loop ${Math.max(0, ...xs.map((x) => x.loopLagMs).filter(Number.isFinite)).toFixed(0)} ms, slow ${slowThen}, polls ${arrivals(xs, 'polls')}, reports ${arrivals(xs, 'reports')}, gc ${gcMs('gcSeconds').toFixed(0)} ms (major ${gcMs('majorGcSeconds').toFixed(0)}), autovacuum seen ${vacuum}×`);
         }
-        log(`N=${n}: replica A per 5 s of the window (most waiting in the nodes' lane, longest event-loop stop, changes over 1 s made then, polls and reports A answered): ${buckets.join('; ')}`);
+        log(`N=${n}: replica A per 5 s of the window (most waiting in the nodes' lane, longest event-loop stop, changes over 1 s made then, polls and reports A answered, A's garbage collection, readings of PostgreSQL with an autovacuum running): ${buckets.join('; ')}`);
         // What PostgreSQL ran while A's lane was deepest, beside what it ran over the whole window.
         log(`N=${n}: statements running on PostgreSQL over the window (sum of 250 ms readings): ${mostRunning(running, -Infinity, Infinity, 5)}`);
         for (const d of deep.sort((x, y) => y.lane - x.lane).slice(0, 3)) {
@@ -457,7 +462,7 @@ async function main(): Promise<void> {
   const failures: string[] = [];
   const loadBefore = loadavg().map((l) => l.toFixed(2)).join(' ');
   try {
-    pgServer = await startPostgres({ settings: ['shared_preload_libraries=pg_stat_statements'] });
+    pgServer = await startPostgres({ settings: ['shared_preload_libraries=pg_stat_statements', ...(args['pg-setting'] ?? [])] });
     redis = await startRedis();
     for (const n of NODES) {
       // A size the machine cannot carry is a figure too: record why, and go on with the next.
@@ -485,7 +490,7 @@ async function main(): Promise<void> {
     `### Fleet: change → node across two replicas — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
-    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${STORM_SECONDS !== 300 ? ` --storm-seconds ${STORM_SECONDS}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}\``,
+    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${STORM_SECONDS !== 300 ? ` --storm-seconds ${STORM_SECONDS}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}${(args['pg-setting'] ?? []).map((kv) => ` --pg-setting ${kv}`).join('')}${args['replica-node-options'] ? ` --replica-node-options="${args['replica-node-options']}"` : ''}\``,
     `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in worker processes of up to 2,500 (undici pools; \`--processes\` changes that), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',

@@ -16,7 +16,7 @@ export interface QueueFigures {
   /** Connections busy: mean. */
   poolBusy: number;
   /** Every reading (performance.now() of this process): when the lane filled, against what else happened then. */
-  timeline: { at: number; nodesWaiting: number; loopLagMs: number; polls: number; reports: number }[];
+  timeline: { at: number; nodesWaiting: number; loopLagMs: number; polls: number; reports: number; gcSeconds: number; majorGcSeconds: number }[];
   /** The event loop's longest delay between two readings, ms: mean over readings, and most. */
   loopLagMs: { mean: number; max: number };
 }
@@ -35,11 +35,18 @@ const answered = (text: string, method: string, route: string): number => {
   return n;
 };
 
-type QueueSample = { poolWaiting: number; poolBusy: number; nodesWaiting: number; reportsWaiting: number; loopLagMs: number; polls: number; reports: number };
+type QueueSample = { poolWaiting: number; poolBusy: number; nodesWaiting: number; reportsWaiting: number; loopLagMs: number; polls: number; reports: number; gcSeconds: number; majorGcSeconds: number };
+
+/** Seconds of garbage collection so far (prom-client's nodejs_gc_duration_seconds_sum), every kind or one. */
+const gcSecondsIn = (text: string, kind?: string): number => {
+  let s = 0;
+  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_sum\{kind="([^"]*)"\} (\S+)$/gm)) if (kind === undefined || m[1] === kind) s += Number(m[2]);
+  return text ? s : NaN;
+};
 
 /** One reading of the replica's queues (NaN for what it did not answer). */
 export async function readQueues(pool: Pool): Promise<QueueSample> {
-  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes&name=nodejs_eventloop_lag_seconds&name=nodejs_eventloop_lag_max_seconds&name=planetlite_http_requests_total' }).then((r) => r.body.text(), () => '');
+  const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes&name=nodejs_eventloop_lag_seconds&name=nodejs_eventloop_lag_max_seconds&name=planetlite_http_requests_total&name=nodejs_gc_duration_seconds' }).then((r) => r.body.text(), () => '');
   return {
     poolWaiting: value(text, 'planetlite_db_pool', 'waiting'),
     poolBusy: value(text, 'planetlite_db_pool', 'busy'),
@@ -49,6 +56,8 @@ export async function readQueues(pool: Pool): Promise<QueueSample> {
     // Answered polls and reports so far: the differences between readings are the nodes' arrivals.
     polls: text ? answered(text, 'GET', '/v1/nodes/:id/desired-state') : NaN,
     reports: text ? answered(text, 'PUT', '/v1/nodes/:id/observed-state') : NaN,
+    gcSeconds: gcSecondsIn(text),
+    majorGcSeconds: gcSecondsIn(text, 'major'),
   };
 }
 
@@ -71,7 +80,7 @@ export function sampleQueues(url: string, ca: string | null, everyMs = 250): { s
     while (running) {
       const q = await readQueues(pool);
       for (const k of Object.keys(seen) as Array<keyof typeof seen>) seen[k].push(q[k]);
-      timeline.push({ at: performance.now(), nodesWaiting: q.nodesWaiting, loopLagMs: q.loopLagMs, polls: q.polls, reports: q.reports });
+      timeline.push({ at: performance.now(), nodesWaiting: q.nodesWaiting, loopLagMs: q.loopLagMs, polls: q.polls, reports: q.reports, gcSeconds: q.gcSeconds, majorGcSeconds: q.majorGcSeconds });
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();

@@ -4,6 +4,7 @@ import { createLogger, onStopSignal } from '@planetlite/core';
 import { migrate, openDatabase } from '@planetlite/db';
 import { buildApp, listenOptions, VERSION } from './app.js';
 import { ConfigError, envHelp, loadConfig } from './config.js';
+import { tuneGcForServing } from './gc.js';
 
 const ENV_HELP = `
 ${envHelp()}`;
@@ -42,6 +43,7 @@ ${ENV_HELP}`)
       ...(opts.tlsSan ? { tlsSans: opts.tlsSan } : {}),
     });
     const log = createLogger({ name: 'registry', level: config.logLevel });
+    tuneGcForServing();
     const app = await buildApp({ config, logger: log });
     await app.listen(listenOptions(config));
     log.info({ url: config.publicUrl, ca_pin: app.ctx.trust.caPin, tls: config.tls.mode, database: app.ctx.db.kind, fanout: app.ctx.fanout.kind, dataDir: config.databaseUrl ? undefined : config.dataDir }, 'registry listening');
