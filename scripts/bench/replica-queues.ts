@@ -37,16 +37,10 @@ const answered = (text: string, method: string, route: string): number => {
 
 type QueueSample = { poolWaiting: number; poolBusy: number; nodesWaiting: number; reportsWaiting: number; loopLagMs: number; polls: number; reports: number; gcSeconds: number; majorGcSeconds: number };
 
-/** Seconds of garbage collection so far (prom-client's nodejs_gc_duration_seconds_sum), every kind or one. */
-const gcSecondsIn = (text: string, kind?: string): number => {
-  let s = 0;
-  for (const m of text.matchAll(/^nodejs_gc_duration_seconds_sum\{kind="([^"]*)"\} (\S+)$/gm)) if (kind === undefined || m[1] === kind) s += Number(m[2]);
-  return text ? s : NaN;
-};
-
 /** One reading of the replica's queues (NaN for what it did not answer). */
 export async function readQueues(pool: Pool): Promise<QueueSample> {
   const text = await pool.request({ method: 'GET', path: '/metrics?name=planetlite_db_pool&name=planetlite_node_queries&name=planetlite_report_writes&name=nodejs_eventloop_lag_seconds&name=nodejs_eventloop_lag_max_seconds&name=planetlite_http_requests_total&name=nodejs_gc_duration_seconds' }).then((r) => r.body.text(), () => '');
+  const gc = histogramIn(text, 'nodejs_gc_duration_seconds');
   return {
     poolWaiting: value(text, 'planetlite_db_pool', 'waiting'),
     poolBusy: value(text, 'planetlite_db_pool', 'busy'),
@@ -56,8 +50,9 @@ export async function readQueues(pool: Pool): Promise<QueueSample> {
     // Answered polls and reports so far: the differences between readings are the nodes' arrivals.
     polls: text ? answered(text, 'GET', '/v1/nodes/:id/desired-state') : NaN,
     reports: text ? answered(text, 'PUT', '/v1/nodes/:id/observed-state') : NaN,
-    gcSeconds: gcSecondsIn(text),
-    majorGcSeconds: gcSecondsIn(text, 'major'),
+    // Seconds of garbage collection so far, every kind and major alone.
+    gcSeconds: text ? gc.reduce((t, g) => t + g.sum, 0) : NaN,
+    majorGcSeconds: text ? gc.filter((g) => g.labels.kind === 'major').reduce((t, g) => t + g.sum, 0) : NaN,
   };
 }
 
@@ -109,7 +104,11 @@ interface HistogramSeries {
 
 /** Every series of the histogram `name` on the replica's /metrics. */
 async function readHistogram(pool: Pool, name: string): Promise<HistogramSeries[]> {
-  const text = await pool.request({ method: 'GET', path: `/metrics?name=${name}` }).then((r) => r.body.text(), () => '');
+  return histogramIn(await pool.request({ method: 'GET', path: `/metrics?name=${name}` }).then((r) => r.body.text(), () => ''), name);
+}
+
+/** Every series of the histogram `name` in a /metrics text. */
+function histogramIn(text: string, name: string): HistogramSeries[] {
   const series = new Map<string, HistogramSeries & { within: Record<string, number> }>();
   for (const m of text.matchAll(new RegExp(`^${name}_(bucket|sum|count)\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
     const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
