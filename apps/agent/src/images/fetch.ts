@@ -198,9 +198,13 @@ export class ImageFetcher {
     const torrent = this.#client.add(target.magnet, { path });
     this.#notToSelf(torrent);
     entry.torrent = torrent;
-    // Count what peers send, the registry's seeder apart (its peer id says so); the web seed is
-    // a wire too, of type webSeed, and counted as the rest.
+    // Progress is piece data from any wire (torrent.received counts every byte off a connection:
+    // the seeder's refusals, asked anew every second, kept a fetch that got no data from giving
+    // up). Count what peers send, the registry's seeder apart (its peer id says so); the web seed
+    // is a wire too, of type webSeed, and counted as the rest.
+    let pieceBytes = 0;
     torrent.on('wire', (wire: Wire) => {
+      wire.on('download', (n: number) => void (pieceBytes += n));
       if (wire.type === 'webSeed') return;
       if (wire.peerId === this.#client.peerId) return void wire.destroy(); // see #notToSelf
       const registry = isRegistryPeer(wire.peerId);
@@ -250,8 +254,8 @@ export class ImageFetcher {
       // the seeder refused every piece a wire asked for, no event came and nothing was asked of
       // any source again, for good (at ≈ 75 %, issue 18). Asked anew every tick.
       askAgain(torrent);
-      if (torrent.received > received) {
-        received = torrent.received;
+      if (pieceBytes > received) {
+        received = pieceBytes;
         movedAt = Date.now();
         return;
       }
