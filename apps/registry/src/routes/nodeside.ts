@@ -33,6 +33,41 @@ const FALLBACK_POLL_MS = 1_000;
 const FALLBACK_AFTER_MS = 5_000;
 
 /**
+ * While Redis is down its messages are lost: the held polls look at their desired state every
+ * second instead, and for a few seconds after it is back (until the resubscriptions have surely
+ * landed). One timer for the replica, ticking past a Set: a timer per held poll was 5,000 timers
+ * a replica at 10,000 agents, each called every second to find Redis up.
+ */
+class FallbackPolls {
+  readonly #held = new Set<{ nodeId: string; known: string; wake: () => void }>();
+  readonly #timer: NodeJS.Timeout;
+  #downAt = 0;
+
+  constructor(ctx: RegistryContext) {
+    this.#timer = setInterval(() => {
+      if (!ctx.fanout.healthy) this.#downAt = Date.now();
+      else if (Date.now() - this.#downAt > FALLBACK_AFTER_MS) return;
+      for (const p of this.#held) {
+        desiredStateOf(ctx, p.nodeId).then((d) => etagOf(d) !== p.known && p.wake(), () => undefined);
+      }
+    }, FALLBACK_POLL_MS);
+    this.#timer.unref();
+  }
+
+  /** Wakes the poll when its document no longer has the ETag `known`; the function returned forgets it. */
+  hold(nodeId: string, known: string, wake: () => void): () => void {
+    const p = { nodeId, known, wake };
+    this.#held.add(p);
+    return () => this.#held.delete(p);
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#held.clear();
+  }
+}
+
+/**
  * How long a long-poll with nothing to say is held: ?wait=S is the longest, and each poll draws
  * its own hold from the last tenth of it. Held exactly S, the polls that a stopped event loop let
  * go together (or a fleet's reconnect) came back together every S seconds for good: at 10,000
@@ -49,6 +84,8 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   // the rest of the context is the app's own, live (a TLS reload replaces ctx.trust).
   const ctx: RegistryContext = Object.create(app.ctx, { db: { value: app.ctx.nodeDb } });
   const seenRefreshSeconds = seenRefreshSecondsOf(ctx.config.nodeOfflineAfterSeconds);
+  const fallback = new FallbackPolls(ctx);
+  app.addHook('onClose', async () => fallback.close());
 
   app.get('/v1/nodes/:id/desired-state', {
     schema: {
@@ -84,14 +121,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
       };
       const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wakeBy('change'));
       const timer = setTimeout(() => wakeBy('time'), holdMs(wait));
-      // While Redis is down its messages are lost: look at the desired state every second instead,
-      // and for a few seconds after it is back (until the resubscription has surely landed).
-      let downAt = 0;
-      const fallback = setInterval(() => {
-        if (!ctx.fanout.healthy) downAt = Date.now();
-        else if (Date.now() - downAt > FALLBACK_AFTER_MS) return;
-        desiredStateOf(ctx, req.params.id).then((d) => etagOf(d) !== known && wakeBy('change'), () => undefined);
-      }, FALLBACK_POLL_MS);
+      const forgetHeld = fallback.hold(req.params.id, known, () => wakeBy('change'));
       const onGone = () => wakeBy('gone');
       reply.raw.on('close', onGone);
       const forgetClose = ctx.closing.onClose(onGone);
@@ -109,7 +139,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         }
       } finally {
         clearTimeout(timer);
-        clearInterval(fallback);
+        forgetHeld();
         unsubscribe();
         forgetClose();
       }
