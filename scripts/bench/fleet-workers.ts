@@ -5,6 +5,7 @@
 // change tracker, at the worker's own clock mapped onto this one), which replica each polls,
 // and its report figures.
 import { fork, type ChildProcess } from 'node:child_process';
+import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { DesiredState } from '@planetlite/api';
 import { Fleet, type FleetOptions, type FleetReplica, type SimAgent } from './fleet-agents.ts';
@@ -48,10 +49,12 @@ export class ForkedFleet {
   /** For the parent's own fetches of a document (no agents of its own). */
   readonly #local: Fleet;
 
-  constructor(replicas: FleetReplica[], processes: number, opts: Required<Pick<FleetOptions, 'waitSeconds' | 'reportSeconds' | 'movingUsage' | 'rampSeconds'>> & Pick<FleetOptions, 'onDocument'>) {
+  /** nice: the workers' scheduling priority (0 as this process, up to 19 the lowest; see fleet.ts --agents-nice). */
+  constructor(replicas: FleetReplica[], processes: number, opts: Required<Pick<FleetOptions, 'waitSeconds' | 'reportSeconds' | 'movingUsage' | 'rampSeconds'>> & Pick<FleetOptions, 'onDocument'>, nice = 0) {
     this.#local = new Fleet(replicas, 64, { reportSeconds: 0 });
     for (let i = 0; i < processes; i++) {
       const w = fork(fileURLToPath(import.meta.url), [], { env: { ...process.env, PL_FLEET_WORKER: '1' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      if (nice && w.pid) setPriority(w.pid, nice);
       this.#reportsOf.set(w, { reports: 0, reportErrors: 0, errors: {} });
       w.on('message', (m: FromWorker) => {
         if (m.t === 'doc') {

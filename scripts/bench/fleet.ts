@@ -41,6 +41,7 @@ const { values: args } = parseArgs({
     ramp: { type: 'string', default: '0' },
     'storm-seconds': { type: 'string', default: '300' },
     processes: { type: 'string' },
+    'agents-nice': { type: 'string', default: '0' },
     write: { type: 'string' },
     svg: { type: 'string' },
     profile: { type: 'string' },
@@ -50,7 +51,7 @@ const { values: args } = parseArgs({
   },
 });
 if (args.help) {
-  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--storm-seconds 300] [--moving-usage] [--processes P] [--write FILE.md] [--svg FILE.svg] [--profile DIR] [--replica-node-options FLAGS] [--pg-setting NAME=VALUE ...]\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --storm-seconds S: how long every agent may take to get its first document before the run is given up (it is timed either way). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each. --replica-node-options: NODE_OPTIONS for both replicas (V8 flags to compare, e.g. --max-semi-space-size=32). --pg-setting: a PostgreSQL server setting for the run (repeatable; e.g. autovacuum=off, to see what autovacuum costs).');
+  console.log('usage: node scripts/bench/fleet.ts --nodes 1000,5000 [--slivers-per-node 20] [--seconds 60] [--changes-per-second 5] [--report-seconds 30] [--settle 10] [--ramp 0] [--storm-seconds 300] [--moving-usage] [--processes P] [--agents-nice N] [--write FILE.md] [--svg FILE.svg] [--profile DIR] [--replica-node-options FLAGS] [--pg-setting NAME=VALUE ...]\n\nThe simulated agents run in worker processes of up to 2,500 agents (--processes sets how many, at most 8,000 agents each; 0: in this process, which also times the changes and so adds its own event-loop stops to every latency). --agents-nice N: the worker processes run at nice N (0–19): the simulated agents stand for other machines, and at 0 they take this machine\'s cores from the registry as much as PostgreSQL and the replicas do; a late agent only makes a latency longer, since each stamps when its document came. --settle: seconds between the last agent\'s first document and the measured window. --ramp S: the agents start over S seconds, each at a random instant (0: all at once, a reconnect storm). --storm-seconds S: how long every agent may take to get its first document before the run is given up (it is timed either way). --moving-usage: each report carries new figures (cpu seconds, bytes), as a real agent\'s do; without it, the same figures every time. --profile DIR: CPU profiles of replica A, replica B and the agents\' process over the window (DIR/N-A.cpuprofile, …), with a summary of each. --replica-node-options: NODE_OPTIONS for both replicas (V8 flags to compare, e.g. --max-semi-space-size=32). --pg-setting: a PostgreSQL server setting for the run (repeatable; e.g. autovacuum=off, to see what autovacuum costs).');
   process.exit(0);
 }
 const NODES = args.nodes!.split(',').map(Number);
@@ -67,6 +68,8 @@ for (const [name, v] of [['--nodes', Math.min(...NODES)], ['--slivers-per-node',
   if (!Number.isInteger(v) || v < 1) { console.error(`fleet: ${name} must be a positive integer`); process.exit(2); }
 }
 const PROCESSES = args.processes === undefined ? null : Number(args.processes);
+const AGENTS_NICE = Number(args['agents-nice']);
+if (!(Number.isInteger(AGENTS_NICE) && AGENTS_NICE >= 0 && AGENTS_NICE <= 19)) { console.error('fleet: --agents-nice must be an integer from 0 to 19'); process.exit(2); }
 if (PROCESSES !== null && !(Number.isInteger(PROCESSES) && PROCESSES >= 0)) { console.error('fleet: --processes must be 0 (the agents in this process) or more'); process.exit(2); }
 // Seed slivers get 100 ports each up to 90 a node (the default window, 20000-29999, keeps room
 // for the new slivers of the run); a bigger node gets 10 each, in a window widened to hold them.
@@ -184,7 +187,7 @@ async function runOne(pgServer: PostgresServer, redis: RedisServer, n: number): 
     const fleetReplicas = replicas.map((r) => ({ url: r.url, ca: r.ca }));
     const processes = PROCESSES ?? workersFor(n);
     if (processes > 0 && n / processes > AGENTS_PER_PROCESS) throw new Error(`--processes ${processes}: more than ${AGENTS_PER_PROCESS} agents in a process (open files); give more`);
-    fleet = processes === 0 ? new Fleet(fleetReplicas, 32, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts);
+    fleet = processes === 0 ? new Fleet(fleetReplicas, 32, fleetOpts) : new ForkedFleet(fleetReplicas, processes, fleetOpts, AGENTS_NICE);
     for (const e of enrolled) fleet.add(e.node_id, e.node_key, e.replica);
     t = performance.now();
     fleet.start();
@@ -490,8 +493,8 @@ async function main(): Promise<void> {
     `### Fleet: change → node across two replicas — ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
     '',
     `Machine: ${cpus().length} cores (${cpus()[0]?.model ?? '?'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, PostgreSQL ${pgVersion}, Redis fan-out; shared with other engineers' test runs (load average 1/5/15 min: ${loadBefore} at start, beside each row at its end).`,
-    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${STORM_SECONDS !== 300 ? ` --storm-seconds ${STORM_SECONDS}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}${(args['pg-setting'] ?? []).map((kv) => ` --pg-setting ${kv}`).join('')}${args['replica-node-options'] ? ` --replica-node-options="${args['replica-node-options']}"` : ''}\``,
-    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in worker processes of up to 2,500 (undici pools; \`--processes\` changes that), half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
+    `Command: \`node scripts/bench/fleet.ts --nodes ${NODES.join(',')} --slivers-per-node ${K} --seconds ${SECONDS} --changes-per-second ${RATE} --report-seconds ${REPORT_SECONDS} --settle ${SETTLE}${RAMP ? ` --ramp ${RAMP}` : ''}${STORM_SECONDS !== 300 ? ` --storm-seconds ${STORM_SECONDS}` : ''}${MOVING_USAGE ? ' --moving-usage' : ''}${AGENTS_NICE ? ` --agents-nice ${AGENTS_NICE}` : ''}${(args['pg-setting'] ?? []).map((kv) => ` --pg-setting ${kv}`).join('')}${args['replica-node-options'] ? ` --replica-node-options="${args['replica-node-options']}"` : ''}\``,
+    `Two HTTPS replicas (one CA) on one PostgreSQL and one Redis; simulated agents in worker processes of up to 2,500 (undici pools; \`--processes\` changes that)${AGENTS_NICE ? ` at nice ${AGENTS_NICE}` : ''}, half on each replica, each holding \`?wait=25\` long-polls with ETags and reporting every ${REPORT_SECONDS} s (spread out) with its ${K} slivers (${MOVING_USAGE ? 'new figures in every report' : 'the same figures every time'}). Changes: ${RATE}/s through replica A for agents on replica B (4 of 5 a stop/start of a sliver, 1 of 5 a new sliver), timed until the agent's long-poll returns the document holding it.`,
     '',
     '| N | changes arrived (API errors, not arrived 60 s after) | p50 ms | p99 ms | max ms | reports/s | report p50/p99 ms | A: CPU, RSS MB | B: CPU, RSS MB | CPU per 1,000 agents (A+B) | RSS MB per 1,000 agents (A+B) | PG conns | PG tx/s | PG ms per tx | agents\' process: CPU, loop delay p99 ms | load avg |',
     '|---:|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---|',
