@@ -2,9 +2,11 @@
 // lost without being lost: a change undone before the node polls again leaves the document (and
 // its ETag) as the node already holds it. The fleet benchmark's 5,000-agent run counted such
 // changes as "never reached their node" (docs/benchmarks.md).
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { Pool } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { holdMs } from '../src/routes/nodeside.js';
 import { call, makeWorld, ok, testApp, type TestApp, type World } from './helpers.js';
 
 let t: TestApp;
@@ -47,25 +49,60 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 }
 
 describe('desired-state long-polls', () => {
-  it('answer 304 when nothing changed, each after its own hold between 0.9 and 1 times its wait', async () => {
+  it("answer 304 when nothing changed, at the node's own moment of each wait cycle", async () => {
     // Held exactly ?wait=S, polls let go together (a stopped event loop, a fleet's reconnect)
-    // would come back together every S seconds for good.
-    const first = await call(t.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state`, w.node);
-    const etag = String(first.headers.etag);
-    const held = await Promise.all(
-      Array.from({ length: 12 }, async () => {
-        const t0 = performance.now();
-        const r = await call(t.app, 'GET', `/v1/nodes/${w.ids.node}/desired-state?wait=1`, w.node, undefined, { 'if-none-match': etag });
-        expect(r.status).toBe(304);
-        return performance.now() - t0;
-      }),
-    );
-    for (const ms of held) {
-      expect(ms).toBeGreaterThanOrEqual(890);
-      expect(ms).toBeLessThan(2000);
+    // would come back together every S seconds for good; each node's polls end at its own moment.
+    const nodes = [{ id: w.ids.node, key: w.node }];
+    for (let i = 0; i < 5; i++) {
+      const n = await enrollNode(20 + i);
+      nodes.push({ id: n.node_id, key: n.node_key });
     }
-    // Drawn each: twelve polls started together do not end within 20 ms of each other.
-    expect(Math.max(...held) - Math.min(...held)).toBeGreaterThan(20);
+    const etags = await Promise.all(nodes.map(async (n) => String((await call(t.app, 'GET', `/v1/nodes/${n.id}/desired-state`, n.key)).headers.etag)));
+    const poll = async (i: number, delayMs: number) => {
+      await new Promise((r) => setTimeout(r, delayMs));
+      const t0 = Date.now();
+      const r = await call(t.app, 'GET', `/v1/nodes/${nodes[i]!.id}/desired-state?wait=2`, nodes[i]!.key, undefined, { 'if-none-match': etags[i]! });
+      expect(r.status).toBe(304);
+      const end = Date.now();
+      expect(end - t0).toBeLessThan(2000 + 150);
+      return end;
+    };
+    // Six nodes' polls started together, and the first node's polls started 0.7 s and 1.3 s later.
+    const [together, later] = await Promise.all([
+      Promise.all(nodes.map((_n, i) => poll(i, 0))),
+      Promise.all([700, 1300].map((d) => poll(0, d))),
+    ]);
+    // One node's polls end at one moment of the 2 s cycle, whenever they began.
+    for (const end of later) {
+      const apart = (end - together[0]!) % 2000;
+      expect(Math.min(apart, 2000 - apart)).toBeLessThan(100);
+    }
+    // The nodes' moments differ: six polls begun together do not end within 200 ms of each other.
+    expect(Math.max(...together) - Math.min(...together)).toBeGreaterThan(200);
+  });
+
+  it("hold a poll until its node's moment: never over the wait, and the moments spread over it", () => {
+    const moments = new Array<number>(10).fill(0);
+    const apart = (a: number, b: number) => Math.min(Math.abs(a - b), 25_000 - Math.abs(a - b));
+    for (let i = 0; i < 1000; i++) {
+      const id = randomUUID();
+      const now = 1_780_000_000_000 + Math.floor(Math.random() * 1e9);
+      const ends = [0, 1, 3_333, 12_345, 24_000].flatMap((step) => {
+        const hold = holdMs(id, 25, now + step);
+        expect(hold).toBeGreaterThanOrEqual(250);
+        expect(hold).toBeLessThanOrEqual(25_000);
+        // A poll just before its node's moment is held the whole cycle; the others end at it.
+        return hold === 25_000 ? [] : [(now + step + hold) % 25_000];
+      });
+      expect(ends.length).toBeGreaterThanOrEqual(3);
+      for (const end of ends) expect(apart(end, ends[0]!)).toBeLessThan(0.01);
+      moments[Math.floor(ends[0]! / 2_500)]!++;
+    }
+    // A thousand nodes: every tenth of the cycle holds 60-140 of their moments (uniform: 100).
+    for (const m of moments) {
+      expect(m).toBeGreaterThan(60);
+      expect(m).toBeLessThan(140);
+    }
   });
 
   it('bring every change to its node while polls end and start again all the time', async () => {

@@ -68,15 +68,28 @@ class FallbackPolls {
 }
 
 /**
- * How long a long-poll with nothing to say is held: ?wait=S is the longest, and each poll draws
- * its own hold from the last tenth of it. Held exactly S, the polls that a stopped event loop let
- * go together (or a fleet's reconnect) came back together every S seconds for good: at 10,000
- * nodes, 2,000 polls of one replica in 5 s against 400-900, twice a minute (docs/benchmarks.md).
- * A tenth, not more: every poll held less is more polls, and a fifth (11 % more polls) was enough
- * to keep a reconnect storm of 10,000 nodes from settling in 300 s in two runs out of two.
+ * How long a long-poll of `nodeId` with nothing to say is held, at `now`: until the node's own
+ * moment of the ?wait=S cycle (a hash of its id spreads the nodes' moments over the S seconds), so
+ * at most S, and about S from poll to poll once a node is on its moment. Polls that came together
+ * (a fleet's reconnect after a replica died, a stopped event loop letting its timers go at once)
+ * end at their nodes' moments, spread over S, after one poll: a hold drawn per poll from the
+ * last tenth of S left them in step for minutes (at 10,000 nodes, 1,359 polls in one 5 s stretch
+ * 150 s after the storm, where 540-900 was the rest; docs/benchmarks.md), and a wider draw made
+ * every poll shorter, 11 % more polls at a fifth, enough to keep a reconnect storm from settling.
+ * A poll that comes in less than a hundredth of S before its node's moment is held S rather than
+ * answered at once: one poll fewer, and the node stays that close to its moment.
  */
-export function holdMs(waitSeconds: number): number {
-  return waitSeconds * 1000 * (0.9 + 0.1 * Math.random());
+export function holdMs(nodeId: string, waitSeconds: number, now = Date.now()): number {
+  const cycle = waitSeconds * 1000;
+  const toMoment = (momentOf(nodeId) * cycle - (now % cycle) + cycle) % cycle;
+  return toMoment < cycle / 100 ? cycle : toMoment;
+}
+
+/** Where in any cycle a node's polls end, as a fraction in [0, 1): FNV-1a of its id. */
+function momentOf(nodeId: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < nodeId.length; i++) h = Math.imul(h ^ nodeId.charCodeAt(i), 0x01000193);
+  return (h >>> 0) / 2 ** 32;
 }
 
 export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
@@ -90,7 +103,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/v1/nodes/:id/desired-state', {
     schema: {
       tags: ['node agents'],
-      summary: 'The whole desired state of this node (node key). With If-None-Match and ?wait=S: long-polls until it changes, else 304 after at most S seconds (each poll between 0.9 S and S, so that polls do not come back in step).',
+      summary: "The whole desired state of this node (node key). With If-None-Match and ?wait=S: long-polls until it changes, else 304 after at most S seconds, at the node's own moment of every S-second cycle (so that the nodes' polls do not come back in step).",
       security: bearer,
       params: IdParams,
       querystring: DesiredStateQuery,
@@ -120,7 +133,7 @@ export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
         wake();
       };
       const unsubscribe = await ctx.fanout.subscribe(nodeChannel(req.params.id), () => wakeBy('change'));
-      const timer = setTimeout(() => wakeBy('time'), holdMs(wait));
+      const timer = setTimeout(() => wakeBy('time'), holdMs(req.params.id, wait));
       const forgetHeld = fallback.hold(req.params.id, known, () => wakeBy('change'));
       const onGone = () => wakeBy('gone');
       reply.raw.on('close', onGone);
