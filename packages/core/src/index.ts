@@ -4,3 +4,4 @@ export { createLogger, type Logger } from './logger.js';
 export { AppError, isAppError, type ErrorCode } from './errors.js';
 export { onStopSignal } from './signals.js';
 export { jsonEqual } from './json.js';
+export { spreadOf } from './spread.js';

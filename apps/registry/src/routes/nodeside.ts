@@ -2,7 +2,7 @@
 // their slivers' console logs.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@sinclair/typebox';
-import { AppError } from '@planetlite/core';
+import { AppError, spreadOf } from '@planetlite/core';
 import {
   DesiredState,
   DesiredStateQuery,
@@ -69,7 +69,7 @@ class FallbackPolls {
 
 /**
  * How long a long-poll of `nodeId` with nothing to say is held, at `now`: until the node's own
- * moment of the ?wait=S cycle (a hash of its id spreads the nodes' moments over the S seconds), so
+ * moment of the ?wait=S cycle (`spreadOf` its id: the nodes' moments spread over the S seconds), so
  * at most S, and about S from poll to poll once a node is on its moment. Polls that came together
  * (a fleet's reconnect after a replica died, a stopped event loop letting its timers go at once)
  * end at their nodes' moments, spread over S, after one poll: a hold drawn per poll from the
@@ -81,15 +81,8 @@ class FallbackPolls {
  */
 export function holdMs(nodeId: string, waitSeconds: number, now = Date.now()): number {
   const cycle = waitSeconds * 1000;
-  const toMoment = (momentOf(nodeId) * cycle - (now % cycle) + cycle) % cycle;
+  const toMoment = (spreadOf(nodeId) * cycle - (now % cycle) + cycle) % cycle;
   return toMoment < cycle / 100 ? cycle : toMoment;
-}
-
-/** Where in any cycle a node's polls end, as a fraction in [0, 1): FNV-1a of its id. */
-function momentOf(nodeId: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < nodeId.length; i++) h = Math.imul(h ^ nodeId.charCodeAt(i), 0x01000193);
-  return (h >>> 0) / 2 ** 32;
 }
 
 export const nodeSideRoutes: FastifyPluginAsyncTypebox = async (app) => {
