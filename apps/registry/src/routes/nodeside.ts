@@ -73,9 +73,10 @@ class FallbackPolls {
  * at most S, and about S from poll to poll once a node is on its moment. Polls that came together
  * (a fleet's reconnect after a replica died, a stopped event loop letting its timers go at once)
  * end at their nodes' moments, spread over S, after one poll: a hold drawn per poll from the
- * last tenth of S left them in step for minutes (at 10,000 nodes, 1,359 polls in one 5 s stretch
- * 150 s after the storm, where 540-900 was the rest; docs/benchmarks.md), and a wider draw made
- * every poll shorter, 11 % more polls at a fifth, enough to keep a reconnect storm from settling.
+ * last tenth of S left them in step for minutes (at 10,000 nodes, 612-1,362 polls a replica per
+ * 5 s, 150 s after the reconnect, against 862-1,034 at the nodes' moments; docs/benchmarks.md),
+ * and a wider draw made every poll shorter: 11 % more polls at a fifth, enough to keep a
+ * reconnect storm from settling.
  * A poll that comes in less than a hundredth of S before its node's moment is held S rather than
  * answered at once: one poll fewer, and the node stays that close to its moment.
  */
